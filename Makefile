@@ -1,0 +1,41 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   create .venv, install ssdd, run the pipeline on scikit-learn's digits (a few minutes, CPU)
+#   make test   create .venv, install ssdd with its test extras, run ruff and the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.ssdd-installed
+PACKS  ?= ../shared/data
+
+.PHONY: install demo test lint data benchmark clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/ssdd check
+	rm -rf runs/demo
+	$(BIN)/ssdd teacher --config configs/demo_teacher.yaml
+	@echo "demo finished: teacher artifact and curves in runs/demo/teacher"
+
+test: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+
+# Decode the packed real datasets beside the checkout into data/ (needed by benchmarks, not by tests).
+data: $(STAMP)
+	@for name in cifar100 cifar10 flowers102_32; do \
+	  test -f data/$$name.npz || $(BIN)/python $(PACKS)/unpack.py $$name data/$$name.npz; done
+
+benchmark: $(STAMP) data
+	$(BIN)/python benchmarks/teacher_throughput.py
+
+clean:
+	rm -rf runs .pytest_cache .ruff_cache

@@ -1,0 +1,92 @@
+"""`ssdd check`: is the installation usable, which devices and data are there, and what to fix."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from ssdd.runtime import versions
+
+PACK_DIR = Path("../shared/data")
+DATA_FILES = ("cifar100.npz", "cifar10.npz", "flowers102_32.npz")
+
+
+def _line(ok: bool | None, label: str, detail: str) -> None:
+    mark = {True: "ok  ", False: "FAIL", None: "note"}[ok]
+    print(f"[{mark}] {label:<22} {detail}")
+
+
+def _smoke_step(device: torch.device) -> str:
+    """One forward/backward of a small ResNet-18 and a ConvNet on random data."""
+    from ssdd.config import ModelConfig
+    from ssdd.models import build_model
+
+    timings = []
+    for cfg in (ModelConfig(name="resnet18", width=16), ModelConfig(name="convnet", width=32)):
+        model = build_model(cfg, 32).to(device)
+        x = torch.rand(8, 3, 32, 32, device=device)
+        start = time.perf_counter()
+        loss = model(x).pow(2).mean()
+        loss.backward()
+        if not torch.isfinite(loss):
+            raise RuntimeError(f"{cfg.name} produced a non-finite loss")
+        timings.append(f"{cfg.name} {1000 * (time.perf_counter() - start):.0f} ms")
+    return ", ".join(timings)
+
+
+def run_check(extra_data: list[str] | None = None) -> int:
+    failures: list[str] = []
+    info = versions()
+    _line(True, "versions", ", ".join(f"{k} {v}" for k, v in info.items() if k != "platform"))
+    _line(None, "platform", info["platform"])
+    _line(None, "threads", f"torch uses {torch.get_num_threads()} CPU threads ({os.cpu_count()} cores)")
+
+    devices = [torch.device("cpu")]
+    if torch.cuda.is_available():
+        devices += [torch.device("cuda", i) for i in range(torch.cuda.device_count())]
+        names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+        _line(True, "cuda", f"{torch.cuda.device_count()} GPU(s): {names}")
+    else:
+        _line(None, "cuda", "no GPU visible: everything runs on the CPU (use the cpu presets)")
+    for device in devices[:2]:
+        try:
+            _line(True, f"forward/backward {device.type}", _smoke_step(device))
+        except Exception as exc:  # report any failure of the tiny step, whatever its type
+            _line(False, f"forward/backward {device.type}", str(exc).splitlines()[0])
+            failures.append(f"a forward/backward pass fails on {device}: reinstall torch for this machine")
+
+    for module in ("safetensors", "omegaconf", "sklearn", "matplotlib", "tqdm"):
+        try:
+            __import__(module)
+            _line(True, f"import {module}", "")
+        except ImportError:
+            _line(False, f"import {module}", "missing")
+            failures.append(f"pip install -e . (module {module} is missing)")
+
+    found = []
+    candidates = [Path("data") / f for f in DATA_FILES] + [Path(p) for p in extra_data or []]
+    for path in candidates:
+        if path.exists():
+            found.append(str(path))
+    packs = sorted(p.stem for p in PACK_DIR.glob("*.npz")) if PACK_DIR.is_dir() else []
+    if found:
+        _line(True, "datasets", ", ".join(found))
+    elif packs:
+        _line(None, "datasets", f"packs {', '.join(packs)} in {PACK_DIR} are not decoded yet: run "
+              f"`make data` (or python {PACK_DIR}/unpack.py cifar100 data/cifar100.npz)")
+    else:
+        _line(None, "datasets", "no decoded .npz under data/: use data.source=torchvision (download=true), "
+              "folder or digits, or convert your data to the NumPy format (README)")
+    teachers = sorted(str(p.parent) for p in Path("artifacts/teachers").glob("*/manifest.json"))
+    _line(None if not teachers else True, "teachers", ", ".join(teachers) or "none committed here")
+
+    if failures:
+        print("\nTo fix:")
+        for item in failures:
+            print(f"  - {item}")
+        return 1
+    print("\nEverything needed to run ssdd is in place.")
+    return 0

@@ -1,0 +1,75 @@
+"""The `ssdd` command line: one subcommand per pipeline stage.
+
+    ssdd teacher --config configs/teacher_cpu.yaml optim.epochs=20 [--resume]
+    ssdd check
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from ssdd import __version__
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", help="YAML preset (see configs/); omitted = built-in defaults")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="override any config value, e.g. optim.epochs=10 data.path=data/cifar100.npz")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+
+
+def _cmd_teacher(args: argparse.Namespace) -> int:
+    from ssdd.config import config_to_dict, load_config
+    from ssdd.teacher.config import TeacherConfig
+    from ssdd.teacher.train import train_teacher
+
+    cfg = load_config(TeacherConfig, args.config, args.overrides)
+    if args.print_config:
+        import yaml
+
+        print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
+        return 0
+    train_teacher(cfg, resume=args.resume, show_progress=not args.no_progress)
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from ssdd.check import run_check
+
+    return run_check(args.data)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ssdd", description="Self-supervised dataset distillation (KRR-ST, Boost).")
+    parser.add_argument("--version", action="version", version=f"ssdd {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    teacher = sub.add_parser("teacher", help="train the Barlow Twins teacher (torchrun for several GPUs)")
+    _add_config_args(teacher)
+    teacher.add_argument("--resume", action="store_true", help="continue the run in out_dir from its checkpoint")
+    teacher.add_argument("--no-progress", action="store_true", help="no progress bar (logs stay)")
+    teacher.set_defaults(func=_cmd_teacher)
+
+    check = sub.add_parser("check", help="verify the installation and say what to fix")
+    check.add_argument("--data", nargs="*", default=None, help="extra .npz files or folders to look at")
+    check.set_defaults(func=_cmd_check)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from ssdd.artifacts import ArtifactError
+    from ssdd.config import ConfigError
+    from ssdd.data import DataError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, DataError, ArtifactError, FileExistsError, FileNotFoundError) as exc:
+        print(f"ssdd {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"ssdd {args.command}: interrupted (the last finished epoch is checkpointed; use --resume)",
+              file=sys.stderr)
+        return 130

@@ -1,0 +1,129 @@
+"""Typed configs: dataclass schemas, YAML presets and `key=value` command-line overrides.
+
+Every command has a dataclass schema. A run's config is the schema's defaults, then the YAML preset,
+then the overrides, each validated by omegaconf: unknown keys and wrong types are rejected with the
+list of valid keys. The resolved config is saved beside every artifact (see `config_to_dict`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the schema."""
+
+
+@dataclass
+class DataConfig:
+    """Where a dataset comes from and how it is prepared (see README, 'Data formats')."""
+
+    source: str = "npz"  # npz | torchvision | folder | digits
+    path: str = "data/cifar100.npz"  # npz file, torchvision root folder, or ImageFolder root
+    name: str = ""  # torchvision dataset name (cifar10, cifar100, flowers102, ...); free text otherwise
+    train_split: str = "train"
+    test_split: str = "test"
+    resolution: int = 32  # images are resized to resolution x resolution
+    download: bool = False  # torchvision only: allow downloading the files
+    subset: int = 0  # keep a random subset of this many train images (0 = all)
+
+
+@dataclass
+class ModelConfig:
+    """A network from the registry in ssdd.models; 0 means the architecture's own default."""
+
+    name: str = "resnet18"
+    width: int = 0  # ResNet: channels of the first stage; ConvNet: channels of the first block
+    depth: int = 0  # ConvNet: number of conv blocks
+    feature: str = "default"  # ConvNet: flatten | pool; ResNet always pools
+
+
+def _valid_keys(node: Any) -> list[str]:
+    if dataclasses.is_dataclass(node):
+        return [f.name for f in dataclasses.fields(node)]
+    return []
+
+
+def _schema_at(schema: type, dotted: str) -> Any:
+    node: Any = schema
+    for part in dotted.split(".") if dotted else []:
+        fields = {f.name: f for f in dataclasses.fields(node)} if dataclasses.is_dataclass(node) else {}
+        if part not in fields:
+            return node
+        f = fields[part]
+        node = f.type if isinstance(f.type, type) else _resolve_type(node, part)
+    return node
+
+
+def _resolve_type(owner: Any, name: str) -> Any:
+    import typing
+
+    hints = typing.get_type_hints(owner)
+    return hints.get(name)
+
+
+def _explain(exc: OmegaConfBaseException, schema: type, origin: str) -> ConfigError:
+    full_key = getattr(exc, "full_key", None) or ""
+    if isinstance(exc, ConfigKeyError):
+        parent = full_key.rsplit(".", 1)[0] if "." in full_key else ""
+        valid = _valid_keys(_schema_at(schema, parent))
+        where = f" under '{parent}'" if parent else ""
+        return ConfigError(
+            f"unknown config key '{full_key}' ({origin}); valid keys{where}: {', '.join(valid)}"
+        )
+    if isinstance(exc, ValidationError):
+        message = str(exc).splitlines()[0]
+        return ConfigError(f"bad value for '{full_key}' ({origin}): {message}")
+    return ConfigError(f"invalid config ({origin}): {str(exc).splitlines()[0]}")
+
+
+def load_config(schema: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
+    """Build a validated config: schema defaults <- YAML file <- `a.b=value` overrides."""
+    cfg = OmegaConf.structured(schema)
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
+        try:
+            cfg = OmegaConf.merge(cfg, OmegaConf.create(loaded or {}))
+        except OmegaConfBaseException as exc:
+            raise _explain(exc, schema, str(path)) from None
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like key=value (for example optim.epochs=10)")
+        try:
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
+        except OmegaConfBaseException as exc:
+            raise _explain(exc, schema, f"override '{item}'") from None
+    try:
+        return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+    except OmegaConfBaseException as exc:
+        raise _explain(exc, schema, "resolved config") from None
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """The resolved config as plain data (for JSON manifests and config.yaml)."""
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: Any, path: str | Path) -> Path:
+    from ssdd.runtime import atomic_write
+
+    text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
+

@@ -1,0 +1,149 @@
+"""Loaders: the project's NumPy format, torchvision datasets, ImageFolder trees, scikit-learn digits.
+
+All of them return an ImageDataset (uint8 (N,3,R,R) images resized to the configured resolution).
+`load_split(cfg, split)` is the single entry point the rest of the package uses.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ssdd.config import DataConfig
+from ssdd.data.dataset import DataError, ImageDataset, check_no_empty_class, resize_uint8, to_nchw_uint8
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
+
+
+# ----------------------------------------------------------------------------- NumPy format
+def load_npz(path: str | Path, split: str, resolution: int, name: str = "") -> ImageDataset:
+    """`x_<split>` uint8 (N,H,W,3), `y_<split>` int64 (N,), optional `classes` (C,) strings."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found (decode a pack with `python ../shared/data/unpack.py NAME {path}`)")
+    try:
+        archive = np.load(path, allow_pickle=False)
+        keys = set(archive.files)
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: not a readable .npz archive ({exc})") from None
+    splits = sorted(k[2:] for k in keys if k.startswith("x_"))
+    if f"x_{split}" not in keys:
+        raise DataError(f"{path}: split '{split}' does not exist (available: {', '.join(splits) or 'none'})")
+    if f"y_{split}" not in keys:
+        raise DataError(f"{path}: array 'y_{split}' (labels of split '{split}') is missing")
+    try:
+        x = archive[f"x_{split}"]
+        y = archive[f"y_{split}"]
+        classes_raw = archive["classes"] if "classes" in keys else None
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: split '{split}' cannot be read, the file is corrupt ({exc})") from None
+    where = f"{path}[{split}]"
+    images = to_nchw_uint8(x, where)
+    if not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"{where}: labels must be integers, got dtype {y.dtype}")
+    labels = torch.from_numpy(np.ascontiguousarray(y).astype(np.int64)).reshape(-1)
+    if classes_raw is not None:
+        classes = tuple(str(c) for c in classes_raw.tolist())
+    else:
+        all_labels = [archive[k] for k in keys if k.startswith("y_")]
+        top = max((int(a.max()) for a in all_labels if a.size), default=-1)
+        classes = tuple(str(i) for i in range(top + 1))
+    return ImageDataset(resize_uint8(images, resolution), labels, classes, split, name or path.stem)
+
+
+def save_npz(path: str | Path, splits: dict[str, tuple[np.ndarray, np.ndarray]], classes: list[str]) -> Path:
+    """Write the project's NumPy format: splits maps name -> (uint8 (N,H,W,3), int64 (N,))."""
+    arrays: dict[str, np.ndarray] = {"classes": np.asarray(classes)}
+    for split, (x, y) in splits.items():
+        arrays[f"x_{split}"] = np.asarray(x, dtype=np.uint8)
+        arrays[f"y_{split}"] = np.asarray(y, dtype=np.int64)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **arrays)
+    return path
+
+
+# ----------------------------------------------------------------------------- ImageFolder
+def load_image_folder(root: str | Path, split: str, resolution: int, name: str = "") -> ImageDataset:
+    """`root/<split>/<class>/<image>`; class names and their order come from the folder names."""
+    from PIL import Image, UnidentifiedImageError
+
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: folder not found")
+    split_dir = root / split
+    if not split_dir.is_dir():
+        found = sorted(p.name for p in root.iterdir() if p.is_dir())
+        raise DataError(f"{root}: split '{split}' does not exist (expected {split_dir}/<class>/<image>; "
+                        f"sub-folders found: {', '.join(found) or 'none'})")
+    class_dirs = sorted(p for p in split_dir.iterdir() if p.is_dir())
+    if not class_dirs:
+        raise DataError(f"{split_dir}: no class folders (expected {split_dir}/<class>/<image>)")
+    classes = tuple(p.name for p in class_dirs)
+    images: list[np.ndarray] = []
+    labels: list[int] = []
+    for label, class_dir in enumerate(class_dirs):
+        files = sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise DataError(f"{class_dir}: empty class, no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        for file in files:
+            try:
+                with Image.open(file) as img:
+                    rgb = img.convert("RGB").resize((resolution, resolution), Image.Resampling.BILINEAR)
+                    images.append(np.asarray(rgb, dtype=np.uint8))
+            except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+                raise DataError(f"{file}: corrupt or unreadable image ({exc})") from None
+            labels.append(label)
+    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+    return ImageDataset(x, torch.tensor(labels, dtype=torch.int64), classes, split, name or root.name)
+
+
+# ----------------------------------------------------------------------------- scikit-learn digits
+def load_digits(split: str, resolution: int, test_fraction: float = 0.25, seed: int = 0) -> ImageDataset:
+    """scikit-learn's 1,797 handwritten 8x8 digits (ships with the package): the demo dataset.
+
+    The fixed split is stratified and seeded so every run sees the same train/test images.
+    """
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    if split not in ("train", "test"):
+        raise DataError(f"digits: split '{split}' does not exist (available: train, test)")
+    bunch = sk_load_digits()
+    pixels = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)  # (1797, 8, 8), values 0..16
+    target = bunch.target.astype(np.int64)
+    rng = np.random.default_rng(seed)
+    test_mask = np.zeros(len(target), dtype=bool)
+    for c in np.unique(target):
+        members = np.flatnonzero(target == c)
+        chosen = rng.choice(members, size=round(len(members) * test_fraction), replace=False)
+        test_mask[chosen] = True
+    keep = test_mask if split == "test" else ~test_mask
+    images = to_nchw_uint8(pixels[keep], "digits")
+    classes = tuple(str(c) for c in range(10))
+    return ImageDataset(resize_uint8(images, resolution), torch.from_numpy(target[keep]), classes, split, "digits")
+
+
+# ----------------------------------------------------------------------------- dispatch
+def load_split(cfg: DataConfig, split: str, seed: int = 0) -> ImageDataset:
+    """Load one split as configured; the train split also checks that no class is empty."""
+    from ssdd.data.torchvision_sets import load_torchvision
+
+    if cfg.resolution <= 0:
+        raise DataError(f"data.resolution must be positive, got {cfg.resolution}")
+    if cfg.source == "npz":
+        dataset = load_npz(cfg.path, split, cfg.resolution, cfg.name)
+    elif cfg.source == "folder":
+        dataset = load_image_folder(cfg.path, split, cfg.resolution, cfg.name)
+    elif cfg.source == "torchvision":
+        dataset = load_torchvision(cfg.name, cfg.path, split, cfg.resolution, cfg.download)
+    elif cfg.source == "digits":
+        dataset = load_digits(split, cfg.resolution)
+    else:
+        raise DataError(f"unknown data.source '{cfg.source}' (choose npz, torchvision, folder or digits)")
+    if split == cfg.train_split:
+        check_no_empty_class(dataset)
+        dataset = dataset.subset(cfg.subset, seed)
+    return dataset

@@ -1,0 +1,41 @@
+"""Name -> backbone builder. Every backbone maps (B,3,R,R) images to (B, feature_dim) features."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from ssdd.config import ModelConfig
+
+Builder = Callable[[ModelConfig, int], nn.Module]
+_BUILDERS: dict[str, Builder] = {}
+
+
+def register(name: str) -> Callable[[Builder], Builder]:
+    def decorate(builder: Builder) -> Builder:
+        if name in _BUILDERS:
+            raise ValueError(f"model '{name}' is registered twice")
+        _BUILDERS[name] = builder
+        return builder
+
+    return decorate
+
+
+def available() -> list[str]:
+    return sorted(_BUILDERS)
+
+
+def build_model(cfg: ModelConfig, resolution: int) -> nn.Module:
+    """Build a backbone; the module has an int attribute `feature_dim`."""
+    if cfg.name not in _BUILDERS:
+        raise ValueError(f"unknown model '{cfg.name}' (available: {', '.join(available())})")
+    model = _BUILDERS[cfg.name](cfg, resolution)
+    if not isinstance(getattr(model, "feature_dim", None), int):
+        raise TypeError(f"model '{cfg.name}' does not define an int feature_dim")
+    return model
+
+
+def describe(cfg: ModelConfig) -> dict[str, object]:
+    """What is needed to rebuild the architecture (stored in manifests)."""
+    return {"name": cfg.name, "width": cfg.width, "depth": cfg.depth, "feature": cfg.feature}

@@ -1,0 +1,93 @@
+"""Process-level helpers: seeding, device choice, versions, fingerprints and atomic file writes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import random
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    """Turn 'auto' | 'cpu' | 'cuda' | 'cuda:N' into a device, failing clearly when CUDA is missing."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device '{name}' was requested but CUDA is not available; use device=cpu")
+        if name == "cuda":
+            return torch.device("cuda", local_rank % torch.cuda.device_count())
+    return torch.device(name)
+
+
+def versions() -> dict[str, str]:
+    """Versions of everything that can change a result."""
+    import torchvision
+
+    from ssdd import __version__
+
+    info = {
+        "ssdd": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+    }
+    if torch.cuda.is_available():
+        info["cuda"] = str(torch.version.cuda)
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def tensor_fingerprint(*tensors: torch.Tensor) -> str:
+    """Short sha256 over the raw bytes of tensors (order, shape and dtype included)."""
+    digest = hashlib.sha256()
+    for t in tensors:
+        t = t.detach().cpu().contiguous()
+        digest.update(f"{tuple(t.shape)}|{t.dtype}|".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()[:16]
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def atomic_write(path: str | os.PathLike, writer: Callable[[Path], Any]) -> Path:
+    """Call writer(tmp_path) then rename onto path, so a crash never leaves a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        writer(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def write_json(path: str | os.PathLike, payload: Any) -> Path:
+    text = json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n"
+    return atomic_write(path, lambda tmp: tmp.write_text(text))

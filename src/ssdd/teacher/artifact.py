@@ -1,0 +1,78 @@
+"""The teacher artifact: backbone weights (sharded safetensors) + manifest, and the frozen Teacher module."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ssdd.artifacts import ArtifactError, load_tensors, read_manifest, save_tensors, write_manifest
+from ssdd.augment.ops import normalize, to_float
+from ssdd.config import ModelConfig
+from ssdd.models import build_model
+
+KIND = "ssdd.teacher"
+FORMAT_VERSION = 1
+
+
+class Teacher(nn.Module):
+    """Frozen encoder g: images in [0,1] -> (B, d) features, normalising with its own statistics."""
+
+    def __init__(self, backbone: nn.Module, mean: list[float], std: list[float], manifest: dict[str, Any]) -> None:
+        super().__init__()
+        self.backbone = backbone.eval().requires_grad_(False)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
+        self.manifest = manifest
+        self.feature_dim: int = backbone.feature_dim
+        self.resolution: int = int(manifest["resolution"])
+
+    def train(self, mode: bool = True) -> Teacher:  # the teacher never leaves eval mode
+        return super().train(False)
+
+    def forward(self, images01: torch.Tensor) -> torch.Tensor:
+        return self.backbone(normalize(images01, self.mean, self.std))
+
+    @torch.no_grad()
+    def encode(self, images_uint8: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+        device = self.mean.device
+        out = [self(to_float(images_uint8[i : i + batch_size].to(device))).float()
+               for i in range(0, images_uint8.shape[0], batch_size)]
+        return torch.cat(out)
+
+    @property
+    def fingerprint(self) -> str:
+        return str(self.manifest.get("fingerprint", ""))
+
+
+def save_teacher(directory: str | Path, backbone: nn.Module, manifest: dict[str, Any],
+                 dtype: torch.dtype = torch.float32, max_shard_bytes: int = 15 * 2**20) -> Path:
+    """Write backbone-*.safetensors shards and manifest.json (the manifest gets kind, shards, fingerprint)."""
+    directory = Path(directory)
+    state = {k: v for k, v in backbone.state_dict().items() if not k.endswith("num_batches_tracked")}
+    shards = save_tensors(directory, state, "backbone", max_shard_bytes, dtype)
+    manifest = {"kind": KIND, "format_version": FORMAT_VERSION, **manifest, "dtype": str(dtype).replace("torch.", ""),
+                "shards": shards, "fingerprint": "+".join(s["sha256"][:8] for s in shards)}
+    write_manifest(directory, manifest)
+    return directory
+
+
+def load_teacher(directory: str | Path, device: torch.device | str = "cpu") -> Teacher:
+    """Rebuild a frozen Teacher (float32) from an artifact folder."""
+    manifest = read_manifest(directory, KIND)
+    try:
+        model_cfg = ModelConfig(**manifest["model"])
+        resolution = int(manifest["resolution"])
+        mean, std = manifest["normalization"]["mean"], manifest["normalization"]["std"]
+    except (KeyError, TypeError) as exc:
+        raise ArtifactError(f"{directory}: manifest lacks a field ({exc})") from None
+    backbone = build_model(model_cfg, resolution)
+    state = {k: v.float() for k, v in load_tensors(directory, manifest["shards"]).items()}
+    missing, unexpected = backbone.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        raise ArtifactError(f"{directory}: weights do not fit model {model_cfg.name} "
+                            f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return Teacher(backbone, mean, std, manifest).to(device)

@@ -1,0 +1,50 @@
+"""Schema of `ssdd teacher` (defaults = method.md section 2, the reference Barlow Twins recipe)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ssdd.augment.pipelines import TwoViewConfig
+from ssdd.config import DataConfig, ModelConfig
+from ssdd.evaluation.linear_probe import ProbeConfig
+
+
+@dataclass
+class LossConfig:
+    lambda_offdiag: float = 0.0051
+    scale: float = 0.1
+
+
+@dataclass
+class OptimConfig:
+    epochs: int = 1000
+    batch_size: int = 256  # global batch (split across torchrun processes)
+    lr: float = 0.3  # for batch 256; scaled linearly with batch_size
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    lars_eta: float = 0.02
+    warmup_epochs: int = 10
+    min_lr: float = 0.0
+    monitor_lr: float = 0.1  # online linear monitor on detached features
+
+
+@dataclass
+class TeacherConfig:
+    seed: int = 0
+    out_dir: str = "runs/teacher"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32
+    channels_last: str = "auto"  # auto (= on) | on | off
+    stop_after_epochs: int = 0  # train at most this many epochs in this invocation (0 = to the end)
+    save_dtype: str = "float32"  # float32 | float16 (dtype of the saved backbone)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    projector: list[int] = field(default_factory=lambda: [2048, 2048, 2048])
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    augment: TwoViewConfig = field(default_factory=TwoViewConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+
+
+# Keys that may differ between a run and its --resume (they do not change what is computed).
+RESUMABLE_KEYS = ("device", "stop_after_epochs", "out_dir")

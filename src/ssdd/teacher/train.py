@@ -1,0 +1,291 @@
+"""`ssdd teacher`: Barlow Twins pre-training of the teacher, with checkpoint/resume and DDP.
+
+Data stays on the device as uint8; each step indexes a batch, makes two augmented views on the device
+and takes one LARS step. A linear classifier on detached features monitors progress online. Every
+epoch ends with an atomic checkpoint (weights, optimiser, RNG states) so --resume continues exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from ssdd import distributed as D
+from ssdd.augment import normalize, to_float, two_views
+from ssdd.config import config_to_dict, save_config
+from ssdd.data import channel_stats, load_split
+from ssdd.evaluation.linear_probe import probe_encoder
+from ssdd.models import build_model, describe
+from ssdd.runtime import atomic_write, resolve_device, seed_everything, versions, write_json
+from ssdd.teacher.artifact import save_teacher
+from ssdd.teacher.barlow_twins import barlow_twins_loss, projector
+from ssdd.teacher.config import RESUMABLE_KEYS, TeacherConfig
+from ssdd.teacher.lars import LARS
+from ssdd.teacher.schedule import warmup_cosine
+
+CHECKPOINT = "checkpoint.pt"
+
+
+class BarlowTwinsModel(nn.Module):
+    """Backbone + projector + online linear monitor; one forward call for both views (DDP-friendly)."""
+
+    def __init__(self, backbone: nn.Module, projector_dims: list[int], num_classes: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.projector = projector(backbone.feature_dim, projector_dims)
+        self.monitor = nn.Linear(backbone.feature_dim, num_classes)
+
+    def forward(self, view1: torch.Tensor, view2: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        f1, f2 = self.backbone(view1), self.backbone(view2)
+        return self.projector(f1), self.projector(f2), self.monitor(f1.detach())
+
+
+def _amp_dtype(cfg: TeacherConfig, device: torch.device) -> torch.dtype | None:
+    if cfg.precision == "fp32" or (cfg.precision == "auto" and device.type != "cuda"):
+        return None
+    if cfg.precision in ("bf16", "auto"):
+        return torch.bfloat16
+    raise ValueError(f"precision must be auto, bf16 or fp32, got '{cfg.precision}'")
+
+
+def _check_resume_compatible(saved: dict[str, Any], current: dict[str, Any]) -> None:
+    def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    a, b = flatten(saved), flatten(current)
+    differing = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and k not in RESUMABLE_KEYS]
+    if differing:
+        details = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in differing[:6])
+        raise ValueError(f"--resume with a different config ({details}); resume with the original settings")
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def train_teacher(cfg: TeacherConfig, resume: bool = False, show_progress: bool = True) -> Path | None:
+    """Train (or resume) a teacher; returns the artifact folder when training finished, else None."""
+    dist_info = D.init_distributed(cfg.device)
+    try:
+        return _train(cfg, resume, show_progress, dist_info)
+    finally:
+        D.shutdown()
+
+
+def _train(cfg: TeacherConfig, resume: bool, show_progress: bool, dist_info: D.DistInfo) -> Path | None:
+    device = resolve_device(cfg.device, dist_info.local_rank)
+    out_dir = Path(cfg.out_dir)
+    ckpt_path = out_dir / CHECKPOINT
+    if ckpt_path.exists() and not resume:
+        raise FileExistsError(f"{out_dir} already holds a run (checkpoint.pt); pass --resume to continue it "
+                              f"or choose another out_dir")
+    if resume and not ckpt_path.exists():
+        raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
+    if cfg.optim.batch_size % dist_info.world_size:
+        raise ValueError(f"optim.batch_size {cfg.optim.batch_size} is not divisible by "
+                         f"{dist_info.world_size} processes")
+    seed_everything(cfg.seed)
+
+    train_set = load_split(cfg.data, cfg.data.train_split, seed=cfg.seed)
+    mean_list, std_list = channel_stats(train_set.images)
+    mean, std = torch.tensor(mean_list, device=device), torch.tensor(std_list, device=device)
+    images, labels = train_set.images.to(device), train_set.labels.to(device)
+    n_images = images.shape[0]
+    global_batch, local_batch = cfg.optim.batch_size, cfg.optim.batch_size // dist_info.world_size
+    steps_per_epoch = n_images // global_batch
+    if steps_per_epoch == 0:
+        raise ValueError(f"optim.batch_size {global_batch} exceeds the {n_images} training images")
+    total_steps = steps_per_epoch * cfg.optim.epochs
+
+    model = BarlowTwinsModel(build_model(cfg.model, cfg.data.resolution), cfg.projector, train_set.num_classes)
+    if cfg.channels_last not in ("auto", "on", "off"):
+        raise ValueError(f"channels_last must be auto, on or off, got '{cfg.channels_last}'")
+    channels_last = cfg.channels_last != "off"  # measured faster on CUDA and on CPU (BENCHMARKS.md)
+    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    wrapped: nn.Module = model
+    if dist_info.enabled:
+        if device.type == "cuda":
+            wrapped = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        wrapped = nn.parallel.DistributedDataParallel(
+            wrapped, device_ids=[device.index] if device.type == "cuda" else None)
+    base_lr = cfg.optim.lr * global_batch / 256
+    ssl_params = list(model.backbone.parameters()) + list(model.projector.parameters())
+    optimizer = LARS([
+        {"params": ssl_params, "base_lr": base_lr},
+        {"params": model.monitor.parameters(), "base_lr": cfg.optim.monitor_lr, "lars": False, "weight_decay": 0.0},
+    ], lr=base_lr, momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay, eta=cfg.optim.lars_eta)
+    amp_dtype = _amp_dtype(cfg, device)
+    aug_generator = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + dist_info.rank + 1)
+
+    resolved = config_to_dict(cfg)
+    start_epoch, history, elapsed = 0, [], 0.0
+    if resume:
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        _check_resume_compatible(state["config"], resolved)
+        if state["world_size"] != dist_info.world_size:
+            raise ValueError(f"checkpoint written by {state['world_size']} processes; resume with the same number")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        aug_generator.set_state(state["aug_generator"][dist_info.rank])
+        torch.set_rng_state(state["cpu_rng"])
+        start_epoch, history, elapsed = state["epoch"], state["history"], state["elapsed_s"]
+    if dist_info.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out_dir / "config.yaml")
+
+    stop_epoch = cfg.optim.epochs
+    if cfg.stop_after_epochs > 0:
+        stop_epoch = min(stop_epoch, start_epoch + cfg.stop_after_epochs)
+    warmup_steps = cfg.optim.warmup_epochs * steps_per_epoch
+    wrapped.train()
+    for epoch in range(start_epoch, stop_epoch):
+        order = torch.randperm(n_images, generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch)).to(device)
+        loss_sum, correct, seen = 0.0, 0, 0
+        epoch_start = time.perf_counter()
+        bar = tqdm(range(steps_per_epoch), desc=f"teacher epoch {epoch + 1}/{cfg.optim.epochs}",
+                   disable=not (show_progress and dist_info.is_main), leave=False, dynamic_ncols=True)
+        for step in bar:
+            global_step = epoch * steps_per_epoch + step
+            scale = warmup_cosine(global_step, total_steps, warmup_steps, 1.0, cfg.optim.min_lr / max(base_lr, 1e-12))
+            for group in optimizer.param_groups:
+                group["lr"] = group["base_lr"] * scale
+            start = step * global_batch + dist_info.rank * local_batch
+            idx = order[start : start + local_batch]
+            view1, view2 = two_views(to_float(images[idx]), cfg.augment, aug_generator)
+            view1, view2 = normalize(view1, mean, std), normalize(view2, mean, std)
+            if channels_last:
+                view1 = view1.contiguous(memory_format=torch.channels_last)
+                view2 = view2.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                z1, z2, logits = wrapped(view1, view2)
+            ssl_loss = barlow_twins_loss(D.gather_with_grad(z1), D.gather_with_grad(z2),
+                                         cfg.loss.lambda_offdiag, cfg.loss.scale)
+            monitor_loss = F.cross_entropy(logits.float(), labels[idx])
+            optimizer.zero_grad(set_to_none=True)
+            (ssl_loss + monitor_loss).backward()
+            optimizer.step()
+            if not torch.isfinite(ssl_loss):
+                raise FloatingPointError(f"Barlow Twins loss became {ssl_loss.item()} at epoch {epoch + 1}, "
+                                         f"step {step}; lower optim.lr")
+            loss_sum += ssl_loss.item()
+            correct += int((logits.argmax(1) == labels[idx]).sum())
+            seen += idx.numel()
+            if step % 10 == 0:
+                rate = seen * dist_info.world_size / max(time.perf_counter() - epoch_start, 1e-9)
+                bar.set_postfix(loss=f"{loss_sum / (step + 1):.3f}", monitor=f"{100 * correct / seen:.1f}%",
+                                img_s=f"{rate:.0f}")
+        epoch_time = time.perf_counter() - epoch_start
+        elapsed += epoch_time
+        record = {
+            "epoch": epoch + 1,
+            "loss": D.all_reduce_mean(loss_sum / steps_per_epoch, device),
+            "monitor_top1": D.all_reduce_mean(100 * correct / seen, device),
+            "lr": optimizer.param_groups[0]["lr"],
+            "images_per_s": steps_per_epoch * global_batch / epoch_time,
+            "epoch_s": epoch_time,
+        }
+        history.append(record)
+        generator_states = D.all_gather_objects(aug_generator.get_state())
+        if dist_info.is_main:
+            _save_checkpoint(ckpt_path, {
+                "epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "aug_generator": generator_states, "cpu_rng": torch.get_rng_state(), "history": history,
+                "elapsed_s": elapsed, "config": resolved, "world_size": dist_info.world_size,
+            })
+            with open(out_dir / "metrics.jsonl", "a") as log:
+                log.write(json.dumps(record) + "\n")
+            tqdm.write(f"epoch {epoch + 1}/{cfg.optim.epochs}  loss {record['loss']:.4f}  "
+                           f"monitor {record['monitor_top1']:.1f}%  {record['images_per_s']:.0f} img/s")
+        D.barrier()
+
+    if stop_epoch < cfg.optim.epochs:
+        if dist_info.is_main:
+            print(f"stopped after epoch {stop_epoch}/{cfg.optim.epochs}; continue with --resume")
+        return None
+    _check_replicas_agree(model, device)
+    if not dist_info.is_main:
+        return None
+    return _finish(cfg, model.backbone, train_set, mean, std, history, elapsed, dist_info, device)
+
+
+def _check_replicas_agree(model: nn.Module, device: torch.device) -> None:
+    """Under DDP every process must end with the same weights; fail loudly if they drifted."""
+    if not torch.distributed.is_initialized():
+        return
+    checksum = sum(float(p.detach().double().sum()) for p in model.backbone.parameters())
+    sums = D.all_gather_objects(checksum)
+    if max(sums) - min(sums) > 1e-6 * max(1.0, abs(sums[0])):
+        raise RuntimeError(f"DDP replicas disagree after training (parameter sums {sums})")
+
+
+def _finish(cfg: TeacherConfig, backbone: nn.Module, train_set: Any, mean: torch.Tensor, std: torch.Tensor,
+            history: list[dict[str, Any]], elapsed: float, dist_info: D.DistInfo, device: torch.device) -> Path:
+    out_dir = Path(cfg.out_dir)
+    full_cfg = replace(cfg.data, subset=0)
+    probe_train = train_set if cfg.data.subset == 0 else load_split(full_cfg, cfg.data.train_split, seed=cfg.seed)
+    test_set = load_split(cfg.data, cfg.data.test_split, seed=cfg.seed)
+    probe_start = time.perf_counter()
+    probe = probe_encoder(backbone, mean, std, probe_train.images, probe_train.labels, test_set.images,
+                          test_set.labels, probe_train.num_classes, cfg.probe, seed=cfg.seed, device=device)
+    probe_s = time.perf_counter() - probe_start
+    print(f"linear probe on {test_set.name}[{test_set.split}]: top-1 {probe['test_top1']:.2f}% "
+          f"(train {probe['train_top1']:.2f}%)")
+    last = history[-1] if history else {}
+    manifest = {
+        "model": describe(cfg.model),
+        "feature_dim": backbone.feature_dim,
+        "resolution": cfg.data.resolution,
+        "normalization": {"mean": mean.tolist(), "std": std.tolist()},
+        "epochs": cfg.optim.epochs,
+        "linear_probe": {"top1": probe["test_top1"], "train_top1": probe["train_top1"],
+                         "dataset": test_set.name, "split": test_set.split, "seconds": probe_s,
+                         "method": f"SGD on frozen standardised features, {cfg.probe.iterations} iterations"},
+        "final_loss": last.get("loss"),
+        "monitor_top1": last.get("monitor_top1"),
+        "train_images": len(train_set),
+        "data_fingerprint": train_set.fingerprint(),
+        "wall_clock_s": elapsed,
+        "images_per_s": sum(h["images_per_s"] for h in history) / max(1, len(history)),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "world_size": dist_info.world_size,
+        "versions": versions(),
+        "config": config_to_dict(cfg),
+    }
+    dtype = {"float32": torch.float32, "float16": torch.float16}.get(cfg.save_dtype)
+    if dtype is None:
+        raise ValueError(f"save_dtype must be float32 or float16, got '{cfg.save_dtype}'")
+    save_teacher(out_dir / "teacher", backbone, manifest, dtype=dtype)
+    write_json(out_dir / "history.json", history)
+    _plot_history(history, out_dir / "teacher_curves.png")
+    print(f"teacher saved to {out_dir / 'teacher'}")
+    return out_dir / "teacher"
+
+
+def _plot_history(history: list[dict[str, Any]], path: Path) -> None:
+    if not history:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.2))
+    ax_loss.plot(epochs, [h["loss"] for h in history])
+    ax_loss.set(xlabel="epoch", ylabel="Barlow Twins loss", title="training loss")
+    ax_acc.plot(epochs, [h["monitor_top1"] for h in history], color="tab:orange")
+    ax_acc.set(xlabel="epoch", ylabel="top-1 (%)", title="online linear monitor (train views)")
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)

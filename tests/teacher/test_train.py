@@ -1,0 +1,113 @@
+"""End-to-end teacher training at smoke scale: artifacts, resume equality, DDP with 2 processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ssdd.cli import main
+from ssdd.config import load_config
+from ssdd.teacher import load_teacher
+from ssdd.teacher.config import TeacherConfig
+from ssdd.teacher.train import train_teacher
+
+SMOKE = ["model.name=convnet", "model.width=8", "model.depth=2", "model.feature=pool", "projector=[32,32]",
+         "optim.batch_size=16", "optim.epochs=2", "optim.warmup_epochs=1", "probe.iterations=50",
+         "data.resolution=16", "device=cpu"]
+
+
+def smoke_config(npz: Path, out_dir: Path, *extra: str) -> TeacherConfig:
+    return load_config(TeacherConfig, None, [f"data.path={npz}", f"out_dir={out_dir}", *SMOKE, *extra])
+
+
+def backbone_state(out_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(out_dir / "checkpoint.pt", weights_only=True)["model"]
+
+
+def test_train_writes_artifact_and_teacher_loads(tiny_npz, tmp_path):
+    out = tmp_path / "run"
+    artifact = train_teacher(smoke_config(tiny_npz, out), show_progress=False)
+    assert artifact == out / "teacher"
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    assert manifest["kind"] == "ssdd.teacher" and manifest["epochs"] == 2
+    assert 0.0 <= manifest["linear_probe"]["top1"] <= 100.0
+    assert manifest["config"]["optim"]["epochs"] == 2 and manifest["feature_dim"] == 16
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+    assert (out / "config.yaml").is_file() and (out / "teacher_curves.png").is_file()
+    teacher = load_teacher(artifact)
+    features = teacher.encode(torch.randint(0, 255, (5, 3, 16, 16), dtype=torch.uint8))
+    assert features.shape == (5, 16) and torch.isfinite(features).all()
+    assert not any(p.requires_grad for p in teacher.parameters())
+    # saved weights are exactly the trained backbone's
+    saved = load_file(str(artifact / manifest["shards"][0]["file"]))
+    trained = backbone_state(out)
+    for key, value in saved.items():
+        assert torch.equal(value, trained[f"backbone.{key}"])
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tiny_npz, tmp_path):
+    full, split = tmp_path / "full", tmp_path / "split"
+    train_teacher(smoke_config(tiny_npz, full, "optim.epochs=3"), show_progress=False)
+    assert train_teacher(smoke_config(tiny_npz, split, "optim.epochs=3", "stop_after_epochs=1"),
+                         show_progress=False) is None
+    assert json.loads((split / "metrics.jsonl").read_text().splitlines()[-1])["epoch"] == 1
+    train_teacher(smoke_config(tiny_npz, split, "optim.epochs=3"), resume=True, show_progress=False)
+    a, b = backbone_state(full), backbone_state(split)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_resume_refuses_a_changed_config_and_fresh_run_refuses_existing_dir(tiny_npz, tmp_path):
+    out = tmp_path / "run"
+    train_teacher(smoke_config(tiny_npz, out, "stop_after_epochs=1"), show_progress=False)
+    with pytest.raises(ValueError, match=r"optim\.lr"):
+        train_teacher(smoke_config(tiny_npz, out, "optim.lr=0.5"), resume=True, show_progress=False)
+    with pytest.raises(FileExistsError, match="--resume"):
+        train_teacher(smoke_config(tiny_npz, out), show_progress=False)
+    with pytest.raises(FileNotFoundError):
+        train_teacher(smoke_config(tiny_npz, tmp_path / "none"), resume=True, show_progress=False)
+
+
+def test_batch_larger_than_dataset_is_rejected(tiny_npz, tmp_path):
+    with pytest.raises(ValueError, match="exceeds"):
+        train_teacher(smoke_config(tiny_npz, tmp_path / "r", "optim.batch_size=1024"), show_progress=False)
+
+
+def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
+    code = main(["teacher", f"data.path={tmp_path / 'missing.npz'}", f"out_dir={tmp_path / 'o'}", "device=cpu"])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing.npz" in err[0] and "not found" in err[0]
+    assert main(["teacher", "optim.epochz=3"]) == 2
+    assert "optim.epochz" in capsys.readouterr().err
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_process_ddp_run_on_cpu(tiny_npz, tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+           f"--master_port={_free_port()}", "-m", "ssdd", "teacher", "--no-progress",
+           f"data.path={tiny_npz}", f"out_dir={out}", *SMOKE]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    manifest = json.loads((out / "teacher" / "manifest.json").read_text())
+    assert manifest["world_size"] == 2
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert state["world_size"] == 2 and len(state["aug_generator"]) == 2
+    assert not torch.equal(state["aug_generator"][0], state["aug_generator"][1])  # ranks draw different views
