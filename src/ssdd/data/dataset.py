@@ -71,15 +71,14 @@ def check_arrays(images: torch.Tensor, labels: torch.Tensor, num_classes: int, w
         raise DataError(f"{where}: labels must lie in [0, {num_classes - 1}], found values in [{low}, {high}]")
 
 
-def check_no_empty_class(dataset: ImageDataset) -> None:
+def check_no_empty_class(dataset: ImageDataset, where: str = "") -> None:
     """The training split must hold at least one image of every class."""
     counts = torch.bincount(dataset.labels.cpu(), minlength=dataset.num_classes)
     empty = [dataset.classes[i] for i in torch.nonzero(counts == 0).flatten().tolist()]
     if empty:
         shown = ", ".join(empty[:5]) + (" ..." if len(empty) > 5 else "")
-        raise DataError(
-            f"{dataset.name}[{dataset.split}]: {len(empty)} class(es) have no image: {shown}"
-        )
+        where = where or f"{dataset.name}[{dataset.split}]"
+        raise DataError(f"{where}: {len(empty)} class(es) have no image: {shown}")
 
 
 def to_nchw_uint8(array: np.ndarray, where: str) -> torch.Tensor:

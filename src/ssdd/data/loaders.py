@@ -13,7 +13,14 @@ import numpy as np
 import torch
 
 from ssdd.config import DataConfig
-from ssdd.data.dataset import DataError, ImageDataset, check_no_empty_class, resize_uint8, to_nchw_uint8
+from ssdd.data.dataset import (
+    DataError,
+    ImageDataset,
+    check_arrays,
+    check_no_empty_class,
+    resize_uint8,
+    to_nchw_uint8,
+)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
 
@@ -51,6 +58,7 @@ def load_npz(path: str | Path, split: str, resolution: int, name: str = "") -> I
         all_labels = [archive[k] for k in keys if k.startswith("y_")]
         top = max((int(a.max()) for a in all_labels if a.size), default=-1)
         classes = tuple(str(i) for i in range(top + 1))
+    check_arrays(images, labels, len(classes), where)
     return ImageDataset(resize_uint8(images, resolution), labels, classes, split, name or path.stem)
 
 
@@ -144,6 +152,6 @@ def load_split(cfg: DataConfig, split: str, seed: int = 0) -> ImageDataset:
     else:
         raise DataError(f"unknown data.source '{cfg.source}' (choose npz, torchvision, folder or digits)")
     if split == cfg.train_split:
-        check_no_empty_class(dataset)
+        check_no_empty_class(dataset, where=f"{cfg.path}[{split}]" if cfg.source != "digits" else "")
         dataset = dataset.subset(cfg.subset, seed)
     return dataset

@@ -31,7 +31,7 @@ TORCHVISION_DATASETS: dict[str, TorchvisionSpec] = {
     "fgvc_aircraft": TorchvisionSpec("FGVCAircraft", _split(train="trainval", val="val", test="test")),
     "oxford_pets": TorchvisionSpec("OxfordIIITPet", _split(train="trainval", test="test")),
     "dtd": TorchvisionSpec("DTD", _split(train="train", val="val", test="test")),
-    "stl10": TorchvisionSpec("STL10", _split(train="train", test="test", unlabeled="unlabeled")),
+    "stl10": TorchvisionSpec("STL10", _split(train="train", test="test")),  # 'unlabeled' has no labels
     "svhn": TorchvisionSpec("SVHN", _split(train="train", test="test")),
 }
 

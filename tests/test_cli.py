@@ -1,0 +1,32 @@
+import subprocess
+import sys
+
+import yaml
+
+from ssdd import __version__
+from ssdd.cli import main
+
+
+def test_check_runs_and_reports(capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # no data/ here: check must still pass and say how to get data
+    assert main(["check"]) == 0
+    out = capsys.readouterr().out
+    assert "forward/backward cpu" in out and "datasets" in out and "Everything needed" in out
+
+
+def test_python_dash_m_entry_point():
+    result = subprocess.run([sys.executable, "-m", "ssdd", "--version"], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == f"ssdd {__version__}"
+
+
+def test_print_config_applies_overrides(capsys):
+    assert main(["teacher", "--print-config", "optim.epochs=7", "model.name=convnet"]) == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["optim"]["epochs"] == 7 and cfg["model"]["name"] == "convnet"
+    assert cfg["loss"]["lambda_offdiag"] == 0.0051
+
+
+def test_bad_override_is_one_clear_line(capsys):
+    assert main(["teacher", "--print-config", "optim.epochs=abc"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "optim.epochs" in err

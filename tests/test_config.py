@@ -1,0 +1,144 @@
+"""Typed configs: defaults <- YAML <- overrides, with clear errors for unknown keys and wrong types."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ssdd.config import ConfigError, DataConfig, load_config, save_config
+from ssdd.teacher.config import TeacherConfig
+
+CONFIGS = Path(__file__).parents[1] / "configs"
+
+
+def _yaml(tmp_path: Path, payload, name: str = "cfg.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(payload if isinstance(payload, str) else yaml.safe_dump(payload))
+    return path
+
+
+def test_defaults_when_nothing_given():
+    cfg = load_config(TeacherConfig)
+    assert isinstance(cfg, TeacherConfig)
+    assert cfg == TeacherConfig()
+    assert cfg.optim.epochs == 1000 and cfg.projector == [2048, 2048, 2048]
+    assert isinstance(cfg.data, DataConfig) and cfg.data.source == "npz"
+
+
+def test_yaml_values_applied(tmp_path):
+    path = _yaml(tmp_path, {"seed": 7, "data": {"source": "digits", "resolution": 16},
+                            "optim": {"epochs": 5, "lr": 0.1}, "projector": [32, 16],
+                            "augment": {"view2": {"solarize_p": 0.0}}})
+    cfg = load_config(TeacherConfig, path)
+    assert cfg.seed == 7
+    assert cfg.data.source == "digits" and cfg.data.resolution == 16
+    assert cfg.data.path == DataConfig().path  # untouched keys keep their defaults
+    assert cfg.optim.epochs == 5 and cfg.optim.lr == 0.1 and cfg.optim.batch_size == 256
+    assert cfg.projector == [32, 16]
+    assert cfg.augment.view2.solarize_p == 0.0 and cfg.augment.view1.grayscale_p == 0.2
+
+
+def test_empty_yaml_gives_defaults(tmp_path):
+    assert load_config(TeacherConfig, _yaml(tmp_path, "")) == TeacherConfig()
+
+
+def test_overrides_applied_after_yaml(tmp_path):
+    path = _yaml(tmp_path, {"seed": 7, "optim": {"epochs": 5, "lr": 0.1}, "projector": [32, 16]})
+    cfg = load_config(TeacherConfig, path, ["optim.epochs=3", "projector=[64,64]", "data.download=true",
+                                            "model.name=convnet"])
+    assert cfg.optim.epochs == 3 and isinstance(cfg.optim.epochs, int)
+    assert cfg.optim.lr == 0.1  # from the YAML, not overridden
+    assert cfg.projector == [64, 64]
+    assert cfg.data.download is True
+    assert cfg.model.name == "convnet"
+    assert cfg.seed == 7
+    # a later override wins over an earlier one
+    assert load_config(TeacherConfig, path, ["seed=1", "seed=2"]).seed == 2
+
+
+def test_unknown_yaml_key_lists_valid_keys(tmp_path):
+    path = _yaml(tmp_path, {"optim": {"lrr": 0.1}})
+    with pytest.raises(ConfigError) as info:
+        load_config(TeacherConfig, path)
+    msg = str(info.value)
+    assert "optim.lrr" in msg and "batch_size" in msg and "warmup_epochs" in msg
+    assert str(path) in msg
+
+
+def test_unknown_top_level_key(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_config(TeacherConfig, _yaml(tmp_path, {"sed": 1}))
+    msg = str(info.value)
+    assert "'sed'" in msg and "seed" in msg and "optim" in msg
+
+
+def test_unknown_override_key():
+    with pytest.raises(ConfigError) as info:
+        load_config(TeacherConfig, None, ["data.resolutoin=32"])
+    msg = str(info.value)
+    assert "data.resolutoin" in msg and "resolution" in msg and "override" in msg
+
+
+def test_wrong_type_names_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"optim\.epochs"):
+        load_config(TeacherConfig, None, ["optim.epochs=abc"])
+    with pytest.raises(ConfigError, match=r"optim\.epochs"):
+        load_config(TeacherConfig, _yaml(tmp_path, {"optim": {"epochs": "many"}}))
+
+
+def test_malformed_override():
+    with pytest.raises(ConfigError, match="key=value") as info:
+        load_config(TeacherConfig, None, ["optim.epochs"])
+    assert "'optim.epochs'" in str(info.value)
+
+
+def test_missing_yaml_file(tmp_path):
+    path = tmp_path / "absent.yaml"
+    with pytest.raises(ConfigError, match="not found") as info:
+        load_config(TeacherConfig, path)
+    assert str(path) in str(info.value)
+
+
+def test_yaml_top_level_list(tmp_path):
+    path = _yaml(tmp_path, "- seed\n- 3\n")
+    with pytest.raises(ConfigError, match="mapping") as info:
+        load_config(TeacherConfig, path)
+    assert str(path) in str(info.value)
+
+
+def test_invalid_yaml_syntax(tmp_path):
+    path = _yaml(tmp_path, "seed: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(TeacherConfig, path)
+
+
+def test_save_config_round_trip(tmp_path):
+    cfg = load_config(TeacherConfig, None, ["seed=3", "optim.epochs=4", "projector=[8,8]", "data.source=digits",
+                                            "augment.view1.jitter=[0.1,0.2,0.3,0.05]"])
+    path = save_config(cfg, tmp_path / "out" / "config.yaml")
+    assert path.is_file()
+    loaded = load_config(TeacherConfig, path)
+    assert loaded == cfg
+    assert loaded != TeacherConfig()
+    assert yaml.safe_load(path.read_text())["optim"]["epochs"] == 4
+    assert not [p for p in path.parent.iterdir() if p.name != "config.yaml"]  # no temp files left
+
+
+TEACHER_CONFIGS = sorted(p for p in CONFIGS.glob("*.yaml") if p.name.startswith(("teacher", "demo_teacher")))
+
+
+def test_teacher_configs_exist():
+    assert TEACHER_CONFIGS, f"no teacher configs in {CONFIGS}"
+
+
+@pytest.mark.parametrize("path", TEACHER_CONFIGS, ids=lambda p: p.name)
+def test_shipped_teacher_configs_load(path):
+    cfg = load_config(TeacherConfig, path)
+    assert isinstance(cfg, TeacherConfig)
+    raw = yaml.safe_load(path.read_text())
+    if "seed" in raw:
+        assert cfg.seed == raw["seed"]
+    if "model" in raw and "name" in raw["model"]:
+        assert cfg.model.name == raw["model"]["name"]
