@@ -31,3 +31,23 @@ def make_npz(path: Path, n_train: int = 64, n_test: int = 32, classes: int = 4, 
 @pytest.fixture
 def tiny_npz(tmp_path: Path) -> Path:
     return make_npz(tmp_path / "tiny.npz")
+
+
+def make_teacher(path: Path, resolution: int = 16, width: int = 4, seed: int = 0) -> Path:
+    """A random-init tiny teacher artifact (distillation tests need a teacher, not a good one)."""
+    from ssdd.config import ModelConfig
+    from ssdd.models import build_model, describe
+    from ssdd.teacher import save_teacher
+
+    torch.manual_seed(seed)
+    model_cfg = ModelConfig(name="convnet", width=width, depth=2, feature="pool")
+    backbone = build_model(model_cfg, resolution)
+    manifest = {"model": describe(model_cfg), "feature_dim": backbone.feature_dim, "resolution": resolution,
+                "normalization": {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]},
+                "linear_probe": {"top1": 0.0}, "epochs": 0}
+    return save_teacher(path, backbone, manifest)
+
+
+@pytest.fixture
+def tiny_teacher(tmp_path: Path) -> Path:
+    return make_teacher(tmp_path / "teacher")

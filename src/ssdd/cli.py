@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -21,17 +22,49 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_teacher(args: argparse.Namespace) -> int:
-    from ssdd.config import config_to_dict, load_config
+    from ssdd.config import load_config
     from ssdd.teacher.config import TeacherConfig
     from ssdd.teacher.train import train_teacher
 
     cfg = load_config(TeacherConfig, args.config, args.overrides)
     if args.print_config:
-        import yaml
-
-        print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
-        return 0
+        return _print_config(cfg)
     train_teacher(cfg, resume=args.resume, show_progress=not args.no_progress)
+    return 0
+
+
+def _cmd_distill(args: argparse.Namespace) -> int:
+    from ssdd.config import load_config
+    from ssdd.distill.config import DistillConfig
+    from ssdd.distill.run import run_distill
+
+    cfg = load_config(DistillConfig, args.config, args.overrides)
+    if args.print_config:
+        return _print_config(cfg)
+    run_distill(cfg, resume=args.resume, show_progress=not args.no_progress)
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from ssdd.config import load_config
+    from ssdd.evaluation.config import EvaluateConfig
+    from ssdd.evaluation.protocol import run_evaluate
+
+    cfg = load_config(EvaluateConfig, args.config, args.overrides)
+    if args.distilled:
+        cfg.distilled = list(cfg.distilled) + list(args.distilled)
+    if args.print_config:
+        return _print_config(cfg)
+    run_evaluate(cfg, show_progress=not args.no_progress)
+    return 0
+
+
+def _print_config(cfg: object) -> int:
+    import yaml
+
+    from ssdd.config import config_to_dict
+
+    print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
     return 0
 
 
@@ -52,6 +85,19 @@ def build_parser() -> argparse.ArgumentParser:
     teacher.add_argument("--no-progress", action="store_true", help="no progress bar (logs stay)")
     teacher.set_defaults(func=_cmd_teacher)
 
+    distill = sub.add_parser("distill", help="distil the source into a small set (krr_st, random, kmeans)")
+    _add_config_args(distill)
+    distill.add_argument("--resume", action="store_true", help="continue the run in out_dir from its checkpoint")
+    distill.add_argument("--no-progress", action="store_true", help="no progress bar")
+    distill.set_defaults(func=_cmd_distill)
+
+    evaluate = sub.add_parser("evaluate", help="pre-train on distilled sets, fine-tune and probe on targets")
+    _add_config_args(evaluate)
+    evaluate.add_argument("--distilled", "-d", nargs="+", default=[], metavar="DIR",
+                          help="distilled artifact folders (added to the config's list)")
+    evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
+    evaluate.set_defaults(func=_cmd_evaluate)
+
     check = sub.add_parser("check", help="verify the installation and say what to fix")
     check.add_argument("--data", nargs="*", default=None, help="extra .npz files or folders to look at")
     check.set_defaults(func=_cmd_check)
@@ -62,11 +108,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ssdd.artifacts import ArtifactError
     from ssdd.config import ConfigError
     from ssdd.data import DataError
+    from ssdd.storage import BudgetError
 
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, DataError, ArtifactError, FileExistsError, FileNotFoundError) as exc:
+    except (ConfigError, DataError, ArtifactError, BudgetError, FileExistsError, FileNotFoundError, ValueError) as exc:
+        # input and configuration mistakes: one line; SSDD_TRACEBACK=1 shows where they came from
+        if os.environ.get("SSDD_TRACEBACK"):
+            raise
         print(f"ssdd {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -56,7 +56,9 @@ def _amp_dtype(cfg: TeacherConfig, device: torch.device) -> torch.dtype | None:
     raise ValueError(f"precision must be auto, bf16 or fp32, got '{cfg.precision}'")
 
 
-def _check_resume_compatible(saved: dict[str, Any], current: dict[str, Any]) -> None:
+def check_resume_compatible(saved: dict[str, Any], current: dict[str, Any],
+                            allowed: tuple[str, ...] = RESUMABLE_KEYS) -> None:
+    """Refuse to resume with a config that differs in anything but the `allowed` keys."""
     def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         out: dict[str, Any] = {}
         for k, v in d.items():
@@ -64,7 +66,7 @@ def _check_resume_compatible(saved: dict[str, Any], current: dict[str, Any]) -> 
         return out
 
     a, b = flatten(saved), flatten(current)
-    differing = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and k not in RESUMABLE_KEYS]
+    differing = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and k not in allowed]
     if differing:
         details = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in differing[:6])
         raise ValueError(f"--resume with a different config ({details}); resume with the original settings")
@@ -132,7 +134,7 @@ def _train(cfg: TeacherConfig, resume: bool, show_progress: bool, dist_info: D.D
     start_epoch, history, elapsed = 0, [], 0.0
     if resume:
         state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        _check_resume_compatible(state["config"], resolved)
+        check_resume_compatible(state["config"], resolved)
         if state["world_size"] != dist_info.world_size:
             raise ValueError(f"checkpoint written by {state['world_size']} processes; resume with the same number")
         model.load_state_dict(state["model"])

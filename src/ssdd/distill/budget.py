@@ -1,0 +1,20 @@
+"""From a storage budget to the number of distilled samples m."""
+
+from __future__ import annotations
+
+import math
+
+from ssdd.storage import BudgetError, image_floats
+
+
+def samples_for_budget(budget: float, image_shape: tuple[int, int, int], target_dim: int,
+                       count_targets: bool = True) -> int:
+    """m such that m images (+ m targets of size target_dim when counted) fit in `budget` image-equivalents.
+
+    Each sample costs 1 + d / (C*H*W) image-equivalents when its target is counted, else 1."""
+    per_sample = 1.0 + (target_dim / image_floats(image_shape) if count_targets else 0.0)
+    m = math.floor(budget / per_sample + 1e-9)
+    if m < 1:
+        raise BudgetError(f"a budget of {budget:g} image-equivalents cannot hold one sample "
+                          f"(one image{' + its target' if count_targets else ''} costs {per_sample:.3f})")
+    return m

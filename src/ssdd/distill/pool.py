@@ -1,0 +1,122 @@
+"""The model pool of KRR-ST (method.md section 3): L networks trained online on the distilled set.
+
+Model j starts from a fresh init trained for t_j ~ U{1..max_steps-1} full-batch steps of
+MSE(head(phi(X_s)), Y_s); each outer step trains the chosen model one more step. A model that reaches
+max_steps is re-initialised: with reset_counter=True (default) its counter restarts at 0; with False
+the counter keeps growing (as in the public KRR-ST code), so from then on the model is re-initialised
+at every use and behaves as a fresh random network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class PoolConfig:
+    size: int = 10
+    max_steps: int = 1000
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-3
+    reset_counter: bool = True
+
+
+class PoolMember(nn.Module):
+    def __init__(self, backbone: nn.Module, target_dim: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(backbone.feature_dim, target_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+
+class ModelPool:
+    def __init__(self, cfg: PoolConfig, build_backbone: Callable[[], nn.Module], target_dim: int,
+                 device: torch.device, generator: torch.Generator) -> None:
+        if cfg.size < 1 or cfg.max_steps < 2:
+            raise ValueError("pool.size must be >= 1 and pool.max_steps >= 2")
+        self.cfg, self.build_backbone, self.target_dim, self.device = cfg, build_backbone, target_dim, device
+        self.generator = generator  # CPU generator: pool choices, initial step counts
+        self.members: list[PoolMember] = []
+        self.optimizers: list[torch.optim.Optimizer] = []
+        self.counters: list[int] = []
+        self.resets = 0
+        for _ in range(cfg.size):
+            self.members.append(self._fresh())
+            self.optimizers.append(self._optimizer(self.members[-1]))
+            self.counters.append(0)
+
+    def _fresh(self) -> PoolMember:
+        """A new member whose initialisation is drawn from the pool's generator (so resume is exact)."""
+        seed = int(torch.randint(0, 2**62, (1,), generator=self.generator))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            member = PoolMember(self.build_backbone(), self.target_dim)
+        return member.to(self.device)
+
+    def _optimizer(self, member: PoolMember) -> torch.optim.Optimizer:
+        return torch.optim.SGD(member.parameters(), lr=self.cfg.lr, momentum=self.cfg.momentum,
+                               weight_decay=self.cfg.weight_decay)
+
+    def _reinit(self, j: int) -> None:
+        self.members[j] = self._fresh()
+        self.optimizers[j] = self._optimizer(self.members[j])
+        self.resets += 1
+
+    def warm_start(self, images: torch.Tensor, targets: torch.Tensor,
+                   progress: Callable[[int], None] | None = None) -> None:
+        """Train every member for its own random number of steps t_j ~ U{1..max_steps-1} (staggered)."""
+        steps = torch.randint(1, self.cfg.max_steps, (self.cfg.size,), generator=self.generator).tolist()
+        for j, count in enumerate(steps):
+            for _ in range(count):
+                self.train_step(j, images, targets, count_only=False)
+            self.counters[j] = count
+            if progress:
+                progress(j)
+
+    def sample(self) -> int:
+        return int(torch.randint(0, self.cfg.size, (1,), generator=self.generator))
+
+    def features(self, j: int, x: torch.Tensor) -> torch.Tensor:
+        """phi_j(x) in eval mode (BatchNorm uses running statistics)."""
+        backbone = self.members[j].backbone
+        backbone.eval()
+        return backbone(x)
+
+    def train_step(self, j: int, images: torch.Tensor, targets: torch.Tensor, count_only: bool = True) -> float:
+        """One SGD step of member j on MSE(f_j(images), targets) (both detached); then advance its counter."""
+        member = self.members[j]
+        member.train()
+        loss = F.mse_loss(member(images.detach()), targets.detach())
+        self.optimizers[j].zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizers[j].step()
+        if count_only:
+            self.counters[j] += 1
+            if self.counters[j] >= self.cfg.max_steps:
+                self._reinit(j)
+                if self.cfg.reset_counter:
+                    self.counters[j] = 0
+        return float(loss.detach())
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"members": [m.state_dict() for m in self.members],
+                "optimizers": [o.state_dict() for o in self.optimizers],
+                "counters": list(self.counters), "resets": self.resets, "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for j in range(self.cfg.size):
+            self.members[j].load_state_dict(state["members"][j])
+            self.optimizers[j] = self._optimizer(self.members[j])
+            self.optimizers[j].load_state_dict(state["optimizers"][j])
+        self.counters = list(state["counters"])
+        self.resets = int(state["resets"])
+        self.generator.set_state(state["generator"])

@@ -1,0 +1,62 @@
+"""Real-image baselines at the same budget (method.md section 5): random subset and k-means subset.
+
+Both store m real images (uint8, exact) with their teacher representations as targets; m follows from
+the budget with each sample costing 1 + d/(3HW) image-equivalents.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from ssdd.distill.budget import samples_for_budget
+from ssdd.distill.registry import DistillContext, DistillMethod, DistillResult, register_method
+
+
+def _m(ctx: DistillContext) -> int:
+    shape = tuple(ctx.source.images.shape[1:])
+    return samples_for_budget(ctx.cfg.budget, shape, ctx.teacher.feature_dim, count_targets=True)
+
+
+def _result(ctx: DistillContext, index: torch.Tensor, info: dict[str, Any]) -> DistillResult:
+    images = ctx.source.images[index.to(ctx.source.images.device)]
+    targets = ctx.teacher.encode(images)
+    return DistillResult({"images": images.cpu(), "targets": targets.cpu()},
+                         {"m": int(index.numel()), "source_indices": index.cpu().tolist(), **info})
+
+
+def reconstruct_subset(stored: dict[str, torch.Tensor], manifest: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    return stored["images"].float() / 255.0, stored["targets"].float()
+
+
+def distill_random(ctx: DistillContext) -> DistillResult:
+    m = _m(ctx)
+    generator = torch.Generator().manual_seed(ctx.cfg.seed)
+    index = torch.randperm(len(ctx.source), generator=generator)[:m].sort().values
+    return _result(ctx, index, {})
+
+
+def distill_kmeans(ctx: DistillContext) -> DistillResult:
+    """k-means (m centroids) on teacher features of the whole source; keep the real image nearest to
+    each centroid (distinct images: a centroid whose nearest image is taken gets its next nearest)."""
+    from sklearn.cluster import KMeans
+
+    m = _m(ctx)
+    features = ctx.teacher.encode(ctx.source.images).cpu().numpy().astype(np.float32)
+    kmeans = KMeans(n_clusters=m, n_init=1, max_iter=ctx.cfg.kmeans_iterations, random_state=ctx.cfg.seed)
+    kmeans.fit(features)
+    distances = torch.cdist(torch.from_numpy(kmeans.cluster_centers_), torch.from_numpy(features))  # (m, N)
+    order = distances.argsort(dim=1)
+    chosen: list[int] = []
+    taken: set[int] = set()
+    for row in order:
+        pick = next(int(i) for i in row[: m + 1].tolist() if int(i) not in taken)
+        taken.add(pick)
+        chosen.append(pick)
+    return _result(ctx, torch.tensor(chosen), {"kmeans_inertia": float(kmeans.inertia_)})
+
+
+register_method(DistillMethod("random", distill_random, reconstruct_subset))
+register_method(DistillMethod("kmeans", distill_kmeans, reconstruct_subset))

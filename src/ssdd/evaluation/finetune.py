@@ -1,0 +1,55 @@
+"""Fine-tuning all layers with a new linear head on a labelled target (protocol stage 4)."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ssdd.augment import crop_flip, normalize, to_float
+from ssdd.data import ImageDataset
+from ssdd.evaluation.config import FinetuneConfig
+
+
+def finetune_iterations(cfg: FinetuneConfig, train_size: int) -> int:
+    return cfg.small_iterations if train_size < cfg.small_threshold else cfg.iterations
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, images_u8: torch.Tensor, labels: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+             batch_size: int = 1024) -> float:
+    model.eval()
+    correct = 0
+    for start in range(0, images_u8.shape[0], batch_size):
+        x = normalize(to_float(images_u8[start : start + batch_size]), mean, std)
+        correct += int((model(x).argmax(1) == labels[start : start + batch_size]).sum())
+    return 100.0 * correct / images_u8.shape[0]
+
+
+def finetune(backbone: nn.Module, train: ImageDataset, test: ImageDataset, mean: torch.Tensor, std: torch.Tensor,
+             cfg: FinetuneConfig, generator: torch.Generator) -> dict[str, float]:
+    """Fine-tune a copy of `backbone` (the original is untouched); returns test top-1 and the iterations run.
+    train/test must already be on the training device; mean/std are the target's statistics."""
+    device = train.images.device
+    model = nn.Sequential(copy.deepcopy(backbone), nn.Linear(backbone.feature_dim, train.num_classes)).to(device)
+    iterations = finetune_iterations(cfg, len(train))
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, iterations))
+    aug_gen = torch.Generator(device=device).manual_seed(int(torch.randint(0, 2**31, (1,), generator=generator)))
+    batch = min(cfg.batch_size, len(train))
+    model.train()
+    order, cursor = torch.randperm(len(train), generator=generator).to(device), 0
+    for _ in range(iterations):
+        if cursor + batch > len(train):
+            order, cursor = torch.randperm(len(train), generator=generator).to(device), 0
+        idx = order[cursor : cursor + batch]
+        cursor += batch
+        x = normalize(crop_flip(to_float(train.images[idx]), cfg.crop_padding, aug_gen), mean, std)
+        loss = F.cross_entropy(model(x), train.labels[idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+    return {"top1": accuracy(model, test.images, test.labels, mean, std), "iterations": float(iterations)}

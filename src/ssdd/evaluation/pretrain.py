@@ -1,0 +1,73 @@
+"""Pre-training a fresh encoder by regression onto target representations (protocol stage 3)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ssdd.augment import crop_flip, normalize, to_float
+from ssdd.evaluation.config import FullDataConfig, PretrainConfig
+
+
+def pretrain_on_pairs(backbone: nn.Module, images: torch.Tensor, targets: torch.Tensor, mean: torch.Tensor,
+                      std: torch.Tensor, cfg: PretrainConfig, generator: torch.Generator) -> list[float]:
+    """MSE regression of head(backbone(norm(x))) onto targets, SGD, `cfg.epochs` passes over every pair,
+    no augmentation. images: (M,3,H,W) float in [0,1]; returns the mean loss of each epoch."""
+    device = images.device
+    head = nn.Linear(backbone.feature_dim, targets.shape[1]).to(device)
+    params = list(backbone.parameters()) + list(head.parameters())
+    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    inputs = normalize(images, mean, std)
+    backbone.train()
+    losses = []
+    count = images.shape[0]
+    for _ in range(cfg.epochs):
+        order = torch.randperm(count, generator=generator).to(device)
+        total = 0.0
+        for start in range(0, count, cfg.batch_size):
+            idx = order[start : start + cfg.batch_size]
+            if idx.numel() < 2:  # BatchNorm needs two samples
+                continue
+            loss = F.mse_loss(head(backbone(inputs[idx])), targets[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * idx.numel()
+        losses.append(total / count)
+    return losses
+
+
+def pretrain_full_data(backbone: nn.Module, images_u8: torch.Tensor, teacher: Callable[[torch.Tensor], torch.Tensor],
+                       mean: torch.Tensor, std: torch.Tensor, cfg: FullDataConfig,
+                       generator: torch.Generator) -> list[float]:
+    """Regress teacher(x) from crop+flipped source images, SGD with cosine decay over cfg.epochs."""
+    device = images_u8.device
+    with torch.no_grad():
+        target_dim = teacher(to_float(images_u8[:2])).shape[1]
+    head = nn.Linear(backbone.feature_dim, target_dim).to(device)
+    params = list(backbone.parameters()) + list(head.parameters())
+    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=1e-3)
+    steps_per_epoch = max(1, images_u8.shape[0] // cfg.batch_size)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg.epochs * steps_per_epoch))
+    aug_gen = torch.Generator(device=device).manual_seed(int(torch.randint(0, 2**31, (1,), generator=generator)))
+    backbone.train()
+    losses = []
+    for _ in range(cfg.epochs):
+        order = torch.randperm(images_u8.shape[0], generator=generator).to(device)
+        total = 0.0
+        for step in range(steps_per_epoch):
+            idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+            x = crop_flip(to_float(images_u8[idx]), cfg.crop_padding, aug_gen)
+            with torch.no_grad():
+                y = teacher(x).float()
+            loss = F.mse_loss(head(backbone(normalize(x, mean, std))), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total += float(loss.detach())
+        losses.append(total / steps_per_epoch)
+    return losses

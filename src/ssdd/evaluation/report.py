@@ -1,0 +1,106 @@
+"""Results of `ssdd evaluate`: per-run rows (CSV + JSON), the mean +- std summary table and a plot."""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from ssdd.runtime import atomic_write
+
+ROW_FIELDS = ["method", "label", "budget", "arch", "arch_width", "target", "seed", "mode", "top1", "cka_to_teacher",
+              "image_equivalents", "bytes", "compression", "m", "views", "pretrain_s", "eval_s", "distill_s",
+              "distill_device", "device"]
+
+
+def write_results(rows: list[dict[str, Any]], out_dir: Path) -> None:
+    def write_csv(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=ROW_FIELDS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+
+    atomic_write(out_dir / "results.csv", write_csv)
+    atomic_write(out_dir / "results.json", lambda tmp: tmp.write_text(json.dumps(rows, indent=1) + "\n"))
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean +- std over seeds per (label, arch, target, mode), with retention against full data and
+    gains over no pre-training and over the random subset at the same budget."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        groups[(row["label"], row["arch"], row["target"], row["mode"])].append(row)
+    means = {key: _mean_std([r["top1"] for r in members])[0] for key, members in groups.items()}
+    summary = []
+    for (label, arch, target, mode), members in groups.items():
+        first = members[0]
+        mean, std = _mean_std([r["top1"] for r in members])
+        full = means.get(("full_data", arch, target, mode))
+        scratch = means.get(("no_pretrain", arch, target, mode))
+        random_label = f"random@{first['budget']:g}" if first.get("budget") is not None else None
+        random = means.get((random_label, arch, target, mode)) if random_label else None
+        ckas = [r["cka_to_teacher"] for r in members if r.get("cka_to_teacher") is not None]
+        summary.append({
+            "label": label, "method": first["method"], "budget": first.get("budget"), "arch": arch, "target": target,
+            "mode": mode, "seeds": len(members), "top1_mean": mean, "top1_std": std,
+            "retention": mean / full if full else None,
+            "gain_vs_no_pretrain": mean - scratch if scratch is not None and label != "no_pretrain" else None,
+            "gain_vs_random": mean - random if random is not None and label != random_label else None,
+            "image_equivalents": first.get("image_equivalents"), "bytes": first.get("bytes"),
+            "compression": first.get("compression"), "m": first.get("m"), "views": first.get("views"),
+            "cka_to_teacher": statistics.fmean(ckas) if ckas else None,
+            "pretrain_s": statistics.fmean(r["pretrain_s"] for r in members),
+            "eval_s": statistics.fmean(r["eval_s"] for r in members), "distill_s": first.get("distill_s"),
+            "device": first.get("device"),
+        })
+    order = {"full_data": 2, "no_pretrain": 1}
+    summary.sort(key=lambda s: (s["arch"], s["target"], s["mode"], order.get(s["method"], 0), s["label"]))
+    return summary
+
+
+def _fmt(value: Any, spec: str, suffix: str = "") -> str:
+    return "-" if value is None else f"{value:{spec}}{suffix}"
+
+
+def format_table(summary: list[dict[str, Any]]) -> str:
+    header = ("| pre-training | arch | target | mode | top-1 (%) | retention | vs no pre-train | vs random | "
+              "storage (img-eq) | KiB | m / views | CKA | pre-train s |")
+    lines = [header, "|" + " --- |" * (header.count("|") - 1)]
+    for s in summary:
+        lines.append(
+            f"| {s['label']} | {s['arch']} | {s['target']} | {s['mode']} | "
+            f"{s['top1_mean']:.2f} ± {s['top1_std']:.2f} | {_fmt(s['retention'], '.2f')} | "
+            f"{_fmt(s['gain_vs_no_pretrain'], '+.2f')} | {_fmt(s['gain_vs_random'], '+.2f')} | "
+            f"{_fmt(s['image_equivalents'], '.1f')} | {_fmt(s['bytes'] and s['bytes'] / 1024, '.1f')} | "
+            f"{_fmt(s['m'], 'd')} / {_fmt(s['views'], 'd')} | {_fmt(s['cka_to_teacher'], '.3f')} | "
+            f"{s['pretrain_s']:.1f} |")
+    return "\n".join(lines)
+
+
+def plot_summary(summary: list[dict[str, Any]], path: Path) -> None:
+    """One panel per (target, mode): mean top-1 with std error bars for every pre-training source."""
+    if not summary:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = sorted({(s["arch"], s["target"], s["mode"]) for s in summary})
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    for ax, (arch, target, mode) in zip(axes[0], panels, strict=True):
+        rows = [s for s in summary if (s["arch"], s["target"], s["mode"]) == (arch, target, mode)]
+        ax.bar(range(len(rows)), [r["top1_mean"] for r in rows], yerr=[r["top1_std"] for r in rows], capsize=3,
+               color=["tab:gray" if r["method"] in ("no_pretrain", "full_data") else "tab:blue" for r in rows])
+        ax.set_xticks(range(len(rows)), [r["label"] for r in rows], rotation=30, ha="right", fontsize=8)
+        ax.set(title=f"{target} / {mode} / {arch}", ylabel="top-1 (%)")
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)

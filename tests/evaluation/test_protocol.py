@@ -1,0 +1,85 @@
+"""`ssdd evaluate` at smoke scale writes well-formed results, plus the pieces it is built from."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+from ssdd.cli import main
+from ssdd.config import load_config
+from ssdd.distill.config import DistillConfig
+from ssdd.distill.run import run_distill
+from ssdd.evaluation.cka import linear_cka
+from ssdd.evaluation.report import summarize
+
+
+def test_linear_cka_properties():
+    torch.manual_seed(0)
+    x = torch.randn(50, 6)
+    q = torch.linalg.qr(torch.randn(6, 6))[0]
+    assert linear_cka(x, x) == pytest.approx(1.0)
+    assert linear_cka(x, 3 * x @ q + 1) == pytest.approx(1.0)  # invariant to rotation, scale, shift
+    assert linear_cka(x, torch.randn(50, 4)) < 0.5
+    with pytest.raises(ValueError):
+        linear_cka(x, x[:10])
+
+
+def test_summary_retention_and_gains():
+    def row(label, method, seed, top1, budget=None):
+        return {"label": label, "method": method, "budget": budget, "arch": "a", "target": "t", "mode": "finetune",
+                "seed": seed, "top1": top1, "pretrain_s": 1.0, "eval_s": 1.0}
+
+    rows = [row("full_data", "full_data", 0, 80), row("full_data", "full_data", 1, 80),
+            row("no_pretrain", "no_pretrain", 0, 40), row("no_pretrain", "no_pretrain", 1, 44),
+            row("random@100", "random", 0, 50, 100), row("random@100", "random", 1, 54, 100),
+            row("krr_st@100", "krr_st", 0, 60, 100), row("krr_st@100", "krr_st", 1, 64, 100)]
+    by_label = {s["label"]: s for s in summarize(rows)}
+    krr = by_label["krr_st@100"]
+    assert krr["top1_mean"] == 62 and krr["top1_std"] == pytest.approx(2 ** 0.5 * 2)
+    assert krr["retention"] == pytest.approx(62 / 80)
+    assert krr["gain_vs_no_pretrain"] == pytest.approx(20) and krr["gain_vs_random"] == pytest.approx(10)
+    assert by_label["random@100"]["gain_vs_random"] is None
+    assert by_label["no_pretrain"]["gain_vs_no_pretrain"] is None
+
+
+def test_evaluate_smoke_writes_results(tiny_npz, tiny_teacher, tmp_path, capsys):
+    cfg = load_config(DistillConfig, None, [
+        f"data.path={tiny_npz}", f"teacher={tiny_teacher}", f"out_dir={tmp_path / 'r'}", "method=random",
+        "data.resolution=16", "budget=10", "device=cpu"])
+    run_distill(cfg, show_progress=False)
+    out = tmp_path / "eval"
+    code = main(["evaluate", "--no-progress", "-d", str(tmp_path / "r"), "--", f"teacher={tiny_teacher}",
+                 f"out_dir={out}", f"source.path={tiny_npz}", "seeds=2",
+                 "models=[{name: convnet, width: 4, depth: 2}]",
+                 f"targets=[{{source: npz, path: {tiny_npz}, name: tiny}}]", "pretrain.epochs=2",
+                 "full_data.epochs=1", "full_data.batch_size=16", "finetune.small_iterations=3",
+                 "probe.iterations=5", "cka_images=16", "device=cpu"])
+    assert code == 0
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    # 3 sources (random, no pre-training, full data) x 2 seeds x 1 target x 2 modes
+    assert len(rows) == 12
+    assert {r["label"] for r in rows} == {"random@10", "no_pretrain", "full_data"}
+    assert {r["mode"] for r in rows} == {"finetune", "linear_probe"}
+    assert all(0 <= float(r["top1"]) <= 100 for r in rows)
+    assert all(0 <= float(r["cka_to_teacher"]) <= 1 + 1e-9 for r in rows)
+    random_rows = [r for r in rows if r["label"] == "random@10"]
+    assert all(float(r["image_equivalents"]) <= 10 and int(r["m"]) == 9 for r in random_rows)
+    summary = json.loads((out / "summary.json").read_text())["rows"]
+    assert len(summary) == 6 and all(s["seeds"] == 2 for s in summary)
+    assert (out / "results.png").is_file() and (out / "summary.md").read_text().startswith("| pre-training")
+    assert "random@10" in capsys.readouterr().out
+
+
+def test_evaluate_rejects_unknown_mode(tiny_teacher, tmp_path, capsys):
+    assert main(["evaluate", "--no-progress", f"teacher={tiny_teacher}", "modes=[finetune,knn]",
+                 f"out_dir={tmp_path}"]) == 2
+    assert "modes" in capsys.readouterr().err
+    from ssdd.evaluation.config import EvaluateConfig
+    from ssdd.evaluation.protocol import run_evaluate
+
+    with pytest.raises(ValueError, match="modes"):
+        run_evaluate(load_config(EvaluateConfig, None, [f"teacher={tiny_teacher}", "modes=[knn]",
+                                                        f"out_dir={tmp_path}"]), show_progress=False)
