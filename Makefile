@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a fresh machine:
-#   make demo   create .venv, install ssdd, run the pipeline on scikit-learn's digits (a few minutes, CPU)
+#   make demo   create .venv, install ssdd, run teacher -> distill -> evaluate on scikit-learn's digits (CPU)
 #   make test   create .venv, install ssdd with its test extras, run ruff and the test suite
 PYTHON ?= python3
 VENV   ?= .venv
@@ -20,7 +20,11 @@ demo: $(STAMP)
 	$(BIN)/ssdd check
 	rm -rf runs/demo
 	$(BIN)/ssdd teacher --config configs/demo_teacher.yaml
-	@echo "demo finished: teacher artifact and curves in runs/demo/teacher"
+	$(BIN)/ssdd distill --config configs/demo_distill.yaml
+	$(BIN)/ssdd distill --config configs/demo_distill.yaml method=random out_dir=runs/demo/distill_random
+	$(BIN)/ssdd evaluate --config configs/demo_evaluate.yaml \
+	  --distilled runs/demo/distill_krr_st runs/demo/distill_random
+	@echo "demo finished: artifacts, results.csv, summary.md and results.png under runs/demo/"
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -142,3 +142,24 @@ def test_shipped_teacher_configs_load(path):
         assert cfg.seed == raw["seed"]
     if "model" in raw and "name" in raw["model"]:
         assert cfg.model.name == raw["model"]["name"]
+
+
+def _schema_for(path: Path) -> type:
+    from ssdd.distill.config import DistillConfig
+    from ssdd.evaluation.config import EvaluateConfig
+
+    stem = path.stem.removeprefix("demo_")
+    for prefix, schema in (("teacher", TeacherConfig), ("distill", DistillConfig), ("evaluate", EvaluateConfig)):
+        if stem.startswith(prefix):
+            return schema
+    raise AssertionError(f"{path.name}: name it teacher_*, distill_* or evaluate_* so its schema is known")
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads_with_its_schema(path):
+    schema = _schema_for(path)
+    cfg = load_config(schema, path)
+    raw = yaml.safe_load(path.read_text())
+    for key, value in raw.items():
+        if not isinstance(value, dict | list):
+            assert getattr(cfg, key) == value, key
