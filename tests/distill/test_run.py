@@ -93,3 +93,35 @@ def test_impossible_budget_and_existing_run_are_clear_errors(tiny_npz, tiny_teac
     assert code == 2 and "--resume" in capsys.readouterr().err
     with pytest.raises(ValueError, match="unknown distillation method"):
         run_distill(smoke(tiny_npz, tiny_teacher, tmp_path / "u", "method=nope"), show_progress=False)
+
+
+def test_budget_larger_than_source_and_convention_misuse_are_rejected(tiny_npz, tiny_teacher, tmp_path):
+    with pytest.raises(BudgetError, match="only 64 images"):
+        run_distill(smoke(tiny_npz, tiny_teacher, tmp_path / "big", "method=random", "budget=100"),
+                    show_progress=False)
+    with pytest.raises(ValueError, match="krr_st only"):
+        run_distill(smoke(tiny_npz, tiny_teacher, tmp_path / "c", "method=random", "count_targets=false"),
+                    show_progress=False)
+    with pytest.raises(ValueError, match="at least 1"):
+        run_distill(smoke(tiny_npz, tiny_teacher, tmp_path / "l", "log_every=0"), show_progress=False)
+
+
+def test_linear_decay_end_points():
+    from ssdd.distill.krr_st import linear_decay
+
+    assert linear_decay(0, 100, 1e-3) == 1.0
+    assert linear_decay(99, 100, 1e-3) == pytest.approx(1e-3)
+    assert linear_decay(49, 99, 0.0) == pytest.approx(0.5)
+
+
+def test_resume_keeps_metrics_log_equal_to_history(tiny_npz, tiny_teacher, tmp_path):
+    out = tmp_path / "s"
+    extra = ("method=krr_st", "checkpoint_every=4")
+    run_distill(smoke(tiny_npz, tiny_teacher, out, *extra, "stop_after_steps=6"), show_progress=False)
+    # steps 3 and 6 were logged, only step 4 was checkpointed: simulate a crash after step 6
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    state["step"], state["history"] = 4, state["history"][:1]
+    torch.save(state, out / "checkpoint.pt")
+    run_distill(smoke(tiny_npz, tiny_teacher, out, *extra), resume=True, show_progress=False)
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)) and steps[-1] == 12

@@ -83,3 +83,31 @@ def test_evaluate_rejects_unknown_mode(tiny_teacher, tmp_path, capsys):
     with pytest.raises(ValueError, match="modes"):
         run_evaluate(load_config(EvaluateConfig, None, [f"teacher={tiny_teacher}", "modes=[knn]",
                                                         f"out_dir={tmp_path}"]), show_progress=False)
+
+
+def test_source_label_names_the_budget_convention():
+    from ssdd.evaluation.protocol import source_label
+
+    assert source_label({"method": "krr_st", "budget": 100.0, "budget_counts": "all stored tensors"}) == "krr_st@100"
+    assert source_label({"method": "krr_st", "budget": 100, "budget_counts": "images only"}) == \
+        "krr_st@100/images-only"
+
+
+def test_evaluate_refuses_sets_from_another_teacher_and_duplicate_labels(tiny_npz, tiny_teacher, tmp_path):
+    from conftest import make_teacher
+    from ssdd.evaluation.config import EvaluateConfig
+    from ssdd.evaluation.protocol import run_evaluate
+
+    for name in ("a", "b"):
+        run_distill(load_config(DistillConfig, None, [
+            f"data.path={tiny_npz}", f"teacher={tiny_teacher}", f"out_dir={tmp_path / name}", "method=random",
+            "data.resolution=16", "budget=10", "device=cpu"]), show_progress=False)
+    other = make_teacher(tmp_path / "other", seed=1)
+    base = [f"source.path={tiny_npz}", f"out_dir={tmp_path / 'e'}", "device=cpu", "cka_images=0",
+            "full_data.enabled=false", f"targets=[{{source: npz, path: {tiny_npz}}}]"]
+    with pytest.raises(ValueError, match="not the evaluation teacher"):
+        run_evaluate(load_config(EvaluateConfig, None, [f"teacher={other}", f"distilled=[{tmp_path / 'a'}]",
+                                                        *base]), show_progress=False)
+    with pytest.raises(ValueError, match="share the label random@10"):
+        run_evaluate(load_config(EvaluateConfig, None, [
+            f"teacher={tiny_teacher}", f"distilled=[{tmp_path / 'a'}, {tmp_path / 'b'}]", *base]), show_progress=False)

@@ -112,6 +112,13 @@ def resize_uint8(images: torch.Tensor, resolution: int, chunk: int = 4096) -> to
     return out
 
 
+def pil_to_uint8(image: object, resolution: int) -> torch.Tensor:
+    """A PIL image -> (3, R, R) uint8, resized by `resize_uint8` like every other source."""
+    rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)  # type: ignore[attr-defined]
+    tensor = torch.from_numpy(rgb.copy()).permute(2, 0, 1).unsqueeze(0)
+    return resize_uint8(tensor, resolution)[0]
+
+
 def channel_stats(images: torch.Tensor, chunk: int = 8192) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of uint8 images in [0,1] units (the normalisation statistics)."""
     total = torch.zeros(3, dtype=torch.float64)

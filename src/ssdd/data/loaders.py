@@ -18,6 +18,7 @@ from ssdd.data.dataset import (
     ImageDataset,
     check_arrays,
     check_no_empty_class,
+    pil_to_uint8,
     resize_uint8,
     to_nchw_uint8,
 )
@@ -91,7 +92,7 @@ def load_image_folder(root: str | Path, split: str, resolution: int, name: str =
     if not class_dirs:
         raise DataError(f"{split_dir}: no class folders (expected {split_dir}/<class>/<image>)")
     classes = tuple(p.name for p in class_dirs)
-    images: list[np.ndarray] = []
+    images: list[torch.Tensor] = []
     labels: list[int] = []
     for label, class_dir in enumerate(class_dirs):
         files = sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -100,13 +101,11 @@ def load_image_folder(root: str | Path, split: str, resolution: int, name: str =
         for file in files:
             try:
                 with Image.open(file) as img:
-                    rgb = img.convert("RGB").resize((resolution, resolution), Image.Resampling.BILINEAR)
-                    images.append(np.asarray(rgb, dtype=np.uint8))
+                    images.append(pil_to_uint8(img, resolution))
             except (UnidentifiedImageError, OSError, SyntaxError) as exc:
                 raise DataError(f"{file}: corrupt or unreadable image ({exc})") from None
             labels.append(label)
-    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
-    return ImageDataset(x, torch.tensor(labels, dtype=torch.int64), classes, split, name or root.name)
+    return ImageDataset(torch.stack(images), torch.tensor(labels, dtype=torch.int64), classes, split, name or root.name)
 
 
 # ----------------------------------------------------------------------------- scikit-learn digits

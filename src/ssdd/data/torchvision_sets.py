@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ssdd.data.dataset import DataError, ImageDataset, resize_uint8, to_nchw_uint8
+from ssdd.data.dataset import DataError, ImageDataset, pil_to_uint8, resize_uint8, to_nchw_uint8
 
 
 @dataclass(frozen=True)
@@ -56,18 +56,15 @@ def _fast_arrays(dataset: Any) -> tuple[np.ndarray, np.ndarray] | None:
     return data, np.asarray(labels, dtype=np.int64)
 
 
-def _slow_arrays(dataset: Any, resolution: int, describe: Callable[[int], str]) -> tuple[np.ndarray, np.ndarray]:
-    from PIL import Image
-
-    images = np.empty((len(dataset), resolution, resolution, 3), dtype=np.uint8)
+def _slow_arrays(dataset: Any, resolution: int, describe: Callable[[int], str]) -> tuple[torch.Tensor, np.ndarray]:
+    images = torch.empty((len(dataset), 3, resolution, resolution), dtype=torch.uint8)
     labels = np.empty(len(dataset), dtype=np.int64)
     for i in range(len(dataset)):
         try:
             img, label = dataset[i]
         except OSError as exc:
             raise DataError(f"{describe(i)}: corrupt or unreadable image ({exc})") from None
-        img = img.convert("RGB").resize((resolution, resolution), Image.Resampling.BILINEAR)
-        images[i] = np.asarray(img, dtype=np.uint8)
+        images[i] = pil_to_uint8(img, resolution)
         labels[i] = int(label)
     return images, labels
 
@@ -93,7 +90,6 @@ def load_torchvision(name: str, root: str | Path, split: str, resolution: int, d
         images = to_nchw_uint8(x, f"{name}[{split}]")
         images = resize_uint8(images, resolution)
     else:
-        x, y = _slow_arrays(dataset, resolution, lambda i: f"{name}[{split}] image {i} in {root}")
-        images = to_nchw_uint8(x, f"{name}[{split}]")
+        images, y = _slow_arrays(dataset, resolution, lambda i: f"{name}[{split}] image {i} in {root}")
     labels = torch.from_numpy(y)
     return ImageDataset(images, labels, _class_names(dataset, y), split, key)

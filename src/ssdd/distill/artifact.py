@@ -48,9 +48,10 @@ def save_distilled(directory: str | Path, method: str, stored: dict[str, torch.T
                    manifest: dict[str, Any]) -> DistilledSet:
     report = budget_report(stored, image_shape, budget, count_targets)
     shards = save_tensors(directory, stored, "distilled")
+    on_disk = sum((Path(directory) / s["file"]).stat().st_size for s in shards)
     full = {"kind": KIND, "format_version": FORMAT_VERSION, "method": method, "image_shape": list(image_shape),
             "budget": budget, "budget_counts": "all stored tensors" if count_targets else "images only",
-            "storage": report.as_dict(), **manifest, "shards": shards}
+            "storage": {**report.as_dict(), "bytes_on_disk": on_disk}, **manifest, "shards": shards}
     write_manifest(directory, full)
     return DistilledSet(method, {k: v.detach().cpu() for k, v in stored.items()}, full)
 

@@ -8,7 +8,7 @@ from ssdd.storage import BudgetError, image_floats
 
 
 def samples_for_budget(budget: float, image_shape: tuple[int, int, int], target_dim: int,
-                       count_targets: bool = True) -> int:
+                       count_targets: bool = True, available: int | None = None) -> int:
     """m such that m images (+ m targets of size target_dim when counted) fit in `budget` image-equivalents.
 
     Each sample costs 1 + d / (C*H*W) image-equivalents when its target is counted, else 1."""
@@ -17,4 +17,7 @@ def samples_for_budget(budget: float, image_shape: tuple[int, int, int], target_
     if m < 1:
         raise BudgetError(f"a budget of {budget:g} image-equivalents cannot hold one sample "
                           f"(one image{' + its target' if count_targets else ''} costs {per_sample:.3f})")
+    if available is not None and m > available:
+        raise BudgetError(f"a budget of {budget:g} image-equivalents means {m} samples, but the source has only "
+                          f"{available} images")
     return m

@@ -37,4 +37,4 @@ class DistillConfig:
     kmeans_iterations: int = 100  # k-means subset: Lloyd iterations
 
 
-RESUMABLE_KEYS = ("device", "stop_after_steps", "out_dir")
+RESUMABLE_KEYS = ("stop_after_steps", "out_dir")  # not device: RNG states are device-specific

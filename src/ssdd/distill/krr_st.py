@@ -30,16 +30,14 @@ CHECKPOINT = "checkpoint.pt"
 
 def linear_decay(step: int, total: int, final_ratio: float) -> float:
     """Multiplier of the base learning rate: 1 at step 0, final_ratio at the last step."""
-    return 1.0 - (1.0 - final_ratio) * min(1.0, step / max(1, total))
+    return 1.0 - (1.0 - final_ratio) * min(1.0, step / max(1, total - 1))
 
 
 def distill_krr_st(ctx: DistillContext) -> DistillResult:
     cfg, krr, device, teacher = ctx.cfg, ctx.cfg.krr, ctx.device, ctx.teacher
     images_u8 = ctx.source.images
     n_source, image_shape = images_u8.shape[0], tuple(images_u8.shape[1:])
-    m = samples_for_budget(cfg.budget, image_shape, teacher.feature_dim, cfg.count_targets)
-    if m > n_source:
-        raise ValueError(f"the budget asks for {m} distilled images but the source has only {n_source}")
+    m = samples_for_budget(cfg.budget, image_shape, teacher.feature_dim, cfg.count_targets, available=n_source)
     resolution = image_shape[-1]
     cpu_gen = torch.Generator().manual_seed(cfg.seed)
     aug_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
@@ -65,6 +63,8 @@ def distill_krr_st(ctx: DistillContext) -> DistillResult:
         pool.load_state_dict(state["pool"])  # also restores cpu_gen
         aug_gen.set_state(state["aug_generator"])
         start, history, elapsed = state["step"], state["history"], state["elapsed_s"]
+        # lines logged after the checkpoint will be logged again: keep the log equal to the history
+        (ctx.out_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
     else:
         warm_bar = tqdm(total=cfg.pool.size, desc="pool warm start", disable=not ctx.show_progress, leave=False)
         pool.warm_start(norm(x_s).detach(), y_s.detach(), progress=lambda _: warm_bar.update())
@@ -86,12 +86,13 @@ def distill_krr_st(ctx: DistillContext) -> DistillResult:
             phi_t = pool.features(j, norm(x_t))
         phi_s = pool.features(j, norm(x_s))
         loss = krr_loss(phi_s, phi_t, y_s, y_t, krr.ridge)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"KRR loss became {loss.item()} at step {step}; lower krr.lr "
+                                     f"(the last checkpoint is intact)")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         pool.train_step(j, norm(x_s).detach(), y_s.detach())
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"KRR loss became {loss.item()} at step {step}; lower krr.lr")
         window_loss += float(loss.detach())
         done = step + 1
         if done % cfg.log_every == 0 or done == stop:

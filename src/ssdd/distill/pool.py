@@ -58,7 +58,7 @@ class ModelPool:
         """A new member whose initialisation is drawn from the pool's generator (so resume is exact)."""
         seed = int(torch.randint(0, 2**62, (1,), generator=self.generator))
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            torch.default_generator.manual_seed(seed)  # CPU only: the model is built on the CPU
             member = PoolMember(self.build_backbone(), self.target_dim)
         return member.to(self.device)
 

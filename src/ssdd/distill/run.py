@@ -21,6 +21,10 @@ from ssdd.teacher.train import check_resume_compatible
 def run_distill(cfg: DistillConfig, resume: bool = False, show_progress: bool = True) -> DistilledSet | None:
     """Distil as configured; returns the saved set, or None when stop_after_steps paused the run."""
     method = get_method(cfg.method)
+    if cfg.log_every < 1 or cfg.checkpoint_every < 1:
+        raise ValueError("log_every and checkpoint_every must be at least 1")
+    if not cfg.count_targets and cfg.method != "krr_st":
+        raise ValueError(f"count_targets=false (KRR-ST's paper convention) applies to krr_st only, not {cfg.method}")
     device = resolve_device(cfg.device)
     out_dir = Path(cfg.out_dir)
     ckpt = out_dir / "checkpoint.pt"
@@ -53,14 +57,14 @@ def run_distill(cfg: DistillConfig, resume: bool = False, show_progress: bool = 
                     "feature_dim": teacher.feature_dim, "linear_probe_top1": teacher.manifest["linear_probe"]["top1"]},
         "normalization": {"mean": teacher.mean.tolist(), "std": teacher.std.tolist()},
         "source": {"name": source.name, "images": len(source), "fingerprint": source.fingerprint()},
-        "wall_clock_s": time.perf_counter() - start,
+        "wall_clock_s": result.info.get("distill_seconds", time.perf_counter() - start),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "versions": versions(),
         "config": config_to_dict(cfg),
         **result.info,
     }
     distilled = save_distilled(out_dir, cfg.method, result.stored, tuple(source.images.shape[1:]), cfg.budget,
-                               cfg.count_targets if cfg.method == "krr_st" else True, manifest)
+                               cfg.count_targets, manifest)
     report = distilled.storage()
     print(f"{cfg.method}: {report.image_equivalents:.2f} image-equivalents ({report.bytes / 1024:.1f} KiB) "
           f"for a budget of {cfg.budget:g}; saved to {out_dir}")

@@ -17,7 +17,7 @@ from ssdd.distill.registry import DistillContext, DistillMethod, DistillResult, 
 
 def _m(ctx: DistillContext) -> int:
     shape = tuple(ctx.source.images.shape[1:])
-    return samples_for_budget(ctx.cfg.budget, shape, ctx.teacher.feature_dim, count_targets=True)
+    return samples_for_budget(ctx.cfg.budget, shape, ctx.teacher.feature_dim, True, available=len(ctx.source))
 
 
 def _result(ctx: DistillContext, index: torch.Tensor, info: dict[str, Any]) -> DistillResult:

@@ -26,7 +26,9 @@ class FullDataConfig:
     enabled: bool = True
     epochs: int = 100
     batch_size: int = 256
-    lr: float = 0.1
+    lr: float = 0.1  # cosine-decayed over the epochs
+    momentum: float = 0.9
+    weight_decay: float = 1e-3
     crop_padding: int = 4  # RandomCrop + flip on the source images (teacher targets computed per batch)
 
 

@@ -49,7 +49,7 @@ def pretrain_full_data(backbone: nn.Module, images_u8: torch.Tensor, teacher: Ca
         target_dim = teacher(to_float(images_u8[:2])).shape[1]
     head = nn.Linear(backbone.feature_dim, target_dim).to(device)
     params = list(backbone.parameters()) + list(head.parameters())
-    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=1e-3)
+    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, images_u8.shape[0] // cfg.batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg.epochs * steps_per_epoch))
     aug_gen = torch.Generator(device=device).manual_seed(int(torch.randint(0, 2**31, (1,), generator=generator)))

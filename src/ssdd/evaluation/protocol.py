@@ -55,18 +55,38 @@ def _load_target(cfg: DataConfig, resolution: int, seed: int, device: torch.devi
                   torch.tensor(std, device=device))
 
 
-def _sources(cfg: EvaluateConfig, n_source: int) -> list[PretrainSource]:
+def source_label(manifest: dict[str, Any]) -> str:
+    """krr_st@100, or krr_st@100/images-only under KRR-ST's paper convention (targets not counted)."""
+    label = f"{manifest['method']}@{manifest['budget']:g}"
+    return label + ("/images-only" if manifest.get("budget_counts") == "images only" else "")
+
+
+def _sources(cfg: EvaluateConfig, teacher: Teacher, n_source: int) -> list[PretrainSource]:
     sources = []
     for path in cfg.distilled:
         distilled = load_distilled(path)
+        manifest = distilled.manifest
+        if manifest.get("teacher", {}).get("fingerprint") != teacher.fingerprint:
+            raise ValueError(f"{path} was distilled with teacher {manifest.get('teacher', {}).get('path')} "
+                             f"(fingerprint {manifest.get('teacher', {}).get('fingerprint')}), not the evaluation "
+                             f"teacher {cfg.teacher}: rows would not be comparable")
+        if distilled.image_shape[-1] != teacher.resolution:
+            raise ValueError(f"{path} holds {distilled.image_shape[-1]} px images; the teacher is "
+                             f"{teacher.resolution} px")
         storage = distilled.storage()
         images, _ = distilled.training_pairs()
+        source_images = manifest.get("source", {}).get("images", n_source)
         sources.append(PretrainSource(
-            f"{distilled.method}@{distilled.manifest['budget']:g}", distilled.method, distilled.manifest["budget"],
+            source_label(manifest), distilled.method, manifest["budget"],
             {"path": str(path), "image_equivalents": storage.image_equivalents, "bytes": storage.bytes,
-             "compression": n_source / storage.image_equivalents, "m": distilled.manifest.get("m"),
+             "compression": source_images / storage.image_equivalents, "m": manifest.get("m"),
              "views": int(images.shape[0]), "distill_s": distilled.manifest.get("wall_clock_s"),
              "distill_device": distilled.manifest.get("device")}))
+    labels = [s.label for s in sources]
+    duplicated = sorted({label for label in labels if labels.count(label) > 1})
+    if duplicated:
+        raise ValueError(f"several distilled sets share the label {', '.join(duplicated)}; evaluate them in "
+                         f"separate runs (different out_dir)")
     if cfg.no_pretrain:
         sources.append(PretrainSource("no_pretrain", "no_pretrain", None, {}))
     if cfg.full_data.enabled:
@@ -115,7 +135,7 @@ def run_evaluate(cfg: EvaluateConfig, show_progress: bool = True) -> list[dict[s
         cka_images = test.subset(cfg.cka_images, cfg.seed).images.to(device)
         teacher_features = teacher.encode(cka_images)
     n_source = len(source_train) if source_train is not None else 0
-    sources = _sources(cfg, n_source or 1)
+    sources = _sources(cfg, teacher, n_source)
     targets = [_load_target(t, resolution, cfg.seed, device) for t in cfg.targets]
     seeds = [cfg.seed + i for i in range(cfg.seeds)]
     cells = [(m, s, src) for m in cfg.models for s in seeds for src in sources]

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ssdd.artifacts import ArtifactError, load_tensors, read_manifest, save_tensors, write_manifest
-from ssdd.augment.ops import normalize, to_float
+from ssdd.augment.ops import normalize
 from ssdd.config import ModelConfig
 from ssdd.models import build_model
 
@@ -35,12 +35,11 @@ class Teacher(nn.Module):
     def forward(self, images01: torch.Tensor) -> torch.Tensor:
         return self.backbone(normalize(images01, self.mean, self.std))
 
-    @torch.no_grad()
     def encode(self, images_uint8: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-        device = self.mean.device
-        out = [self(to_float(images_uint8[i : i + batch_size].to(device))).float()
-               for i in range(0, images_uint8.shape[0], batch_size)]
-        return torch.cat(out)
+        """Teacher features of uint8 images, batched, on the teacher's device."""
+        from ssdd.evaluation.linear_probe import extract_features
+
+        return extract_features(self.backbone, images_uint8, self.mean, self.std, batch_size)
 
     @property
     def fingerprint(self) -> str:

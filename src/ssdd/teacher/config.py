@@ -47,4 +47,4 @@ class TeacherConfig:
 
 
 # Keys that may differ between a run and its --resume (they do not change what is computed).
-RESUMABLE_KEYS = ("device", "stop_after_epochs", "out_dir")
+RESUMABLE_KEYS = ("stop_after_epochs", "out_dir")  # not device: RNG states are device-specific
