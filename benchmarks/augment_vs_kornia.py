@@ -11,8 +11,12 @@ Reports the median time per batch (CUDA events on a GPU, perf_counter on the CPU
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import statistics
+import subprocess
 import time
+from pathlib import Path
 
 import torch
 
@@ -55,6 +59,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--out", default="benchmarks/results/augment_vs_kornia.json")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     x = torch.rand(args.batch, 3, args.size, args.size, device=device)
@@ -64,14 +69,20 @@ def main() -> None:
     print(f"device {device}, batch {args.batch} x 3 x {args.size} x {args.size}, "
           f"torch threads {torch.get_num_threads()}")
     print(f"ssdd.augment.two_views   {1000 * ours:8.2f} ms/batch")
+    result = {"date": datetime.date.today().isoformat(), "device": str(device), "threads": torch.get_num_threads(),
+              "batch": args.batch, "size": args.size, "repeats": args.repeats, "ssdd_ms": 1000 * ours}
     try:
         theirs = timed(kornia_views(args.size), x, args.repeats)
+        import kornia
+
+        result.update(kornia=kornia.__version__, kornia_ms=1000 * theirs)
+        print(f"kornia {kornia.__version__:<17} {1000 * theirs:8.2f} ms/batch  ({theirs / ours:.1f}x ssdd's time)")
     except ImportError:
         print("kornia is not installed: pip install kornia")
-        return
-    import kornia
-
-    print(f"kornia {kornia.__version__:<17} {1000 * theirs:8.2f} ms/batch  ({theirs / ours:.1f}x ssdd's time)")
+    result["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                      text=True).stdout.strip()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":
