@@ -51,6 +51,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from ssdd.evaluation.protocol import run_evaluate
 
     cfg = load_config(EvaluateConfig, args.config, args.overrides)
+    if args.report_only:
+        from pathlib import Path
+
+        from ssdd.evaluation.report import report_from_results
+
+        print(report_from_results(Path(cfg.out_dir)))
+        return 0
     if args.distilled:
         cfg.distilled = list(cfg.distilled) + list(args.distilled)
     if args.print_config:
@@ -96,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--distilled", "-d", nargs="+", default=[], metavar="DIR",
                           help="distilled artifact folders (added to the config's list)")
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
+    evaluate.add_argument("--report-only", action="store_true",
+                          help="rebuild summary.md/json and results.png from out_dir/results.json, train nothing")
     evaluate.set_defaults(func=_cmd_evaluate)
 
     check = sub.add_parser("check", help="verify the installation and say what to fix")

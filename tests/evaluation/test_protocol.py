@@ -71,6 +71,13 @@ def test_evaluate_smoke_writes_results(tiny_npz, tiny_teacher, tmp_path, capsys)
     assert len(summary) == 6 and all(s["seeds"] == 2 for s in summary)
     assert (out / "results.png").is_file() and (out / "summary.md").read_text().startswith("| pre-training")
     assert "random@10" in capsys.readouterr().out
+    full = next(s for s in summary if s["label"] == "full_data")
+    assert full["pretrain_speedup"] is None
+    assert all(s["pretrain_speedup"] > 0 for s in summary if s["label"] == "random@10")
+    # the summary can be rebuilt from results.json alone
+    (out / "summary.md").unlink()
+    assert main(["evaluate", "--report-only", f"out_dir={out}"]) == 0
+    assert (out / "summary.md").read_text().startswith("| pre-training")
 
 
 def test_evaluate_rejects_unknown_mode(tiny_teacher, tmp_path, capsys):

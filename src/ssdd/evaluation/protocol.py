@@ -24,9 +24,9 @@ from ssdd.evaluation.config import EvaluateConfig
 from ssdd.evaluation.finetune import finetune
 from ssdd.evaluation.linear_probe import extract_features, probe_encoder
 from ssdd.evaluation.pretrain import pretrain_full_data, pretrain_on_pairs
-from ssdd.evaluation.report import format_table, plot_summary, summarize, write_results
+from ssdd.evaluation.report import write_report, write_results
 from ssdd.models import build_model
-from ssdd.runtime import resolve_device, versions, write_json
+from ssdd.runtime import resolve_device, versions
 from ssdd.teacher import Teacher, load_teacher
 
 
@@ -170,10 +170,5 @@ def run_evaluate(cfg: EvaluateConfig, show_progress: bool = True) -> list[dict[s
                     **{k: v for k, v in source.info.items() if k != "path"},
                 })
         write_results(rows, out_dir)  # after every cell, so an interrupted run keeps what it measured
-    summary = summarize(rows)
-    write_json(out_dir / "summary.json", {"rows": summary, "versions": versions(), "config": config_to_dict(cfg)})
-    table = format_table(summary)
-    (out_dir / "summary.md").write_text(table + "\n")
-    plot_summary(summary, out_dir / "results.png")
-    print(table)
+    print(write_report(rows, out_dir, {"versions": versions(), "config": config_to_dict(cfg)}))
     return rows

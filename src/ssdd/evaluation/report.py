@@ -38,6 +38,7 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for row in rows:
         groups[(row["label"], row["arch"], row["target"], row["mode"])].append(row)
     means = {key: _mean_std([r["top1"] for r in members])[0] for key, members in groups.items()}
+    full_pretrain_s = {(r["arch"], r["seed"]): r["pretrain_s"] for r in rows if r["label"] == "full_data"}
     summary = []
     for (label, arch, target, mode), members in groups.items():
         first = members[0]
@@ -57,6 +58,7 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "compression": first.get("compression"), "m": first.get("m"), "views": first.get("views"),
             "cka_to_teacher": statistics.fmean(ckas) if ckas else None,
             "pretrain_s": statistics.fmean(r["pretrain_s"] for r in members),
+            "pretrain_speedup": _speedup(members, full_pretrain_s) if label != "full_data" else None,
             "eval_s": statistics.fmean(r["eval_s"] for r in members), "distill_s": first.get("distill_s"),
             "device": first.get("device"),
         })
@@ -65,13 +67,20 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return summary
 
 
+def _speedup(members: list[dict[str, Any]], full_pretrain_s: dict[tuple[Any, Any], float]) -> float | None:
+    """Full-data pre-training time over this source's, paired by architecture and seed."""
+    ratios = [full_pretrain_s[(r["arch"], r["seed"])] / r["pretrain_s"] for r in members
+              if (r["arch"], r["seed"]) in full_pretrain_s and r["pretrain_s"] > 0]
+    return statistics.fmean(ratios) if ratios else None
+
+
 def _fmt(value: Any, spec: str, suffix: str = "") -> str:
     return "-" if value is None else f"{value:{spec}}{suffix}"
 
 
 def format_table(summary: list[dict[str, Any]]) -> str:
     header = ("| pre-training | arch | target | mode | top-1 (%) | retention | vs no pre-train | vs random | "
-              "storage (img-eq) | KiB | m / views | CKA | pre-train s |")
+              "storage (img-eq) | KiB | m / views | CKA | pre-train s | speed-up vs full |")
     lines = [header, "|" + " --- |" * (header.count("|") - 1)]
     for s in summary:
         lines.append(
@@ -80,8 +89,28 @@ def format_table(summary: list[dict[str, Any]]) -> str:
             f"{_fmt(s['gain_vs_no_pretrain'], '+.2f')} | {_fmt(s['gain_vs_random'], '+.2f')} | "
             f"{_fmt(s['image_equivalents'], '.1f')} | {_fmt(s['bytes'] and s['bytes'] / 1024, '.1f')} | "
             f"{_fmt(s['m'], 'd')} / {_fmt(s['views'], 'd')} | {_fmt(s['cka_to_teacher'], '.3f')} | "
-            f"{s['pretrain_s']:.1f} |")
+            f"{s['pretrain_s']:.1f} | {_fmt(s.get('pretrain_speedup'), '.0f', 'x')} |")
     return "\n".join(lines)
+
+
+def write_report(rows: list[dict[str, Any]], out_dir: Path, extra: dict[str, Any] | None = None) -> str:
+    """summary.json, summary.md and results.png from the rows; returns the Markdown table."""
+    from ssdd.runtime import write_json
+
+    summary = summarize(rows)
+    write_json(out_dir / "summary.json", {"rows": summary, **(extra or {})})
+    table = format_table(summary)
+    atomic_write(out_dir / "summary.md", lambda tmp: tmp.write_text(table + "\n"))
+    plot_summary(summary, out_dir / "results.png")
+    return table
+
+
+def report_from_results(out_dir: Path) -> str:
+    """Rebuild the summary of a finished (or interrupted) evaluation from its results.json."""
+    path = Path(out_dir) / "results.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no results to summarise")
+    return write_report(json.loads(path.read_text()), Path(out_dir))
 
 
 def plot_summary(summary: list[dict[str, Any]], path: Path) -> None:
