@@ -125,3 +125,30 @@ def test_resume_keeps_metrics_log_equal_to_history(tiny_npz, tiny_teacher, tmp_p
     run_distill(smoke(tiny_npz, tiny_teacher, out, *extra), resume=True, show_progress=False)
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps)) and steps[-1] == 12
+
+
+def test_supervised_random_subset_stores_labels_and_pretrains_with_cross_entropy(tiny_npz, tiny_teacher, tmp_path):
+    from ssdd.config import ModelConfig
+    from ssdd.data import load_npz
+    from ssdd.evaluation.config import PretrainConfig
+    from ssdd.evaluation.pretrain import pretrain_on_pairs
+    from ssdd.models import build_model
+
+    run_distill(smoke(tiny_npz, tiny_teacher, tmp_path / "r", "method=random"), show_progress=False)
+    sup = run_distill(smoke(tiny_npz, tiny_teacher, tmp_path / "s", "method=random_supervised"), show_progress=False)
+    loaded = load_distilled(tmp_path / "s")
+    images, labels = loaded.training_pairs()
+    m = 9  # floor(10 / (1 + 1/768)): one stored label per image
+    assert images.shape == (m, 3, 16, 16) and labels.dtype == torch.int64 and labels.shape == (m,)
+    assert loaded.storage().floats == m * 768 + m
+    assert sup.manifest["source_indices"] == load_distilled(tmp_path / "r").manifest["source_indices"]
+    true_labels = load_npz(tiny_npz, "train", 16).labels[torch.tensor(sup.manifest["source_indices"])]
+    assert torch.equal(labels, true_labels)
+    backbone = build_model(ModelConfig(name="convnet", width=4, depth=2), 16)
+    losses = pretrain_on_pairs(backbone, images, labels, torch.full((3,), 0.5), torch.full((3,), 0.25),
+                               PretrainConfig(epochs=30, lr=0.05), torch.Generator().manual_seed(0),
+                               num_classes=loaded.manifest["num_classes"])
+    assert losses[-1] < losses[0]
+    with pytest.raises(ValueError, match="num_classes"):
+        pretrain_on_pairs(backbone, images, labels, torch.zeros(3), torch.ones(3), PretrainConfig(epochs=1),
+                          torch.Generator())

@@ -30,7 +30,7 @@ class DistilledSet:
         return storage_of(self.stored, self.image_shape)
 
     def training_pairs(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every stored view as (images (M,3,H,W) in [0,1], targets (M,d))."""
+        """Every stored view as (images (M,3,H,W) in [0,1], targets (M,d)); supervised sets give labels (M,)."""
         return get_method(self.method).reconstruct(self.stored, self.manifest)
 
 

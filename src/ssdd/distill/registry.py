@@ -40,7 +40,7 @@ Reconstruct = Callable[[dict[str, torch.Tensor], dict[str, Any]], tuple[torch.Te
 class DistillMethod:
     name: str
     distill: Callable[[DistillContext], DistillResult]
-    reconstruct: Reconstruct  # -> (images (M,3,H,W) float in [0,1], targets (M,d))
+    reconstruct: Reconstruct  # -> (images (M,3,H,W) in [0,1], targets (M,d) float, or labels (M,) int64)
 
 
 _METHODS: dict[str, DistillMethod] = {}

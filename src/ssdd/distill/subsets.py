@@ -1,7 +1,9 @@
 """Real-image baselines at the same budget (method.md section 5): random subset and k-means subset.
 
 Both store m real images (uint8, exact) with their teacher representations as targets; m follows from
-the budget with each sample costing 1 + d/(3HW) image-equivalents.
+the budget with each sample costing 1 + d/(3HW) image-equivalents. The supervised variant of the random
+subset (`random_supervised`, as in KRR-ST's tables) stores class labels instead (one value each) and is
+pre-trained with cross-entropy.
 """
 
 from __future__ import annotations
@@ -25,6 +27,16 @@ def _result(ctx: DistillContext, index: torch.Tensor, info: dict[str, Any]) -> D
     targets = ctx.teacher.encode(images)
     return DistillResult({"images": images.cpu(), "targets": targets.cpu()},
                          {"m": int(index.numel()), "source_indices": index.cpu().tolist(), **info})
+
+
+def distill_random_supervised(ctx: DistillContext) -> DistillResult:
+    """The same draw as `random` at this seed, with labels instead of teacher targets."""
+    shape = tuple(ctx.source.images.shape[1:])
+    m = samples_for_budget(ctx.cfg.budget, shape, 1, True, available=len(ctx.source))
+    index = torch.randperm(len(ctx.source), generator=torch.Generator().manual_seed(ctx.cfg.seed))[:m].sort().values
+    device_index = index.to(ctx.source.images.device)
+    stored = {"images": ctx.source.images[device_index].cpu(), "labels": ctx.source.labels[device_index].cpu()}
+    return DistillResult(stored, {"m": m, "source_indices": index.tolist(), "num_classes": ctx.source.num_classes})
 
 
 def reconstruct_subset(stored: dict[str, torch.Tensor], manifest: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -60,3 +72,6 @@ def distill_kmeans(ctx: DistillContext) -> DistillResult:
 
 register_method(DistillMethod("random", distill_random, reconstruct_subset))
 register_method(DistillMethod("kmeans", distill_kmeans, reconstruct_subset))
+register_method(DistillMethod(
+    "random_supervised", distill_random_supervised,
+    lambda stored, manifest: (stored["images"].float() / 255.0, stored["labels"].long())))

@@ -13,11 +13,17 @@ from ssdd.evaluation.config import FullDataConfig, PretrainConfig
 
 
 def pretrain_on_pairs(backbone: nn.Module, images: torch.Tensor, targets: torch.Tensor, mean: torch.Tensor,
-                      std: torch.Tensor, cfg: PretrainConfig, generator: torch.Generator) -> list[float]:
+                      std: torch.Tensor, cfg: PretrainConfig, generator: torch.Generator,
+                      num_classes: int | None = None) -> list[float]:
     """MSE regression of head(backbone(norm(x))) onto targets, SGD, `cfg.epochs` passes over every pair,
-    no augmentation. images: (M,3,H,W) float in [0,1]; returns the mean loss of each epoch."""
+    no augmentation; integer targets are class labels and use cross-entropy over `num_classes` instead.
+    images: (M,3,H,W) float in [0,1]; returns the mean loss of each epoch."""
     device = images.device
-    head = nn.Linear(backbone.feature_dim, targets.shape[1]).to(device)
+    classify = not targets.is_floating_point()
+    if classify and not num_classes:
+        raise ValueError("integer targets (labels) need num_classes")
+    head = nn.Linear(backbone.feature_dim, num_classes if classify else targets.shape[1]).to(device)
+    criterion = F.cross_entropy if classify else F.mse_loss
     params = list(backbone.parameters()) + list(head.parameters())
     optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     inputs = normalize(images, mean, std)
@@ -31,7 +37,7 @@ def pretrain_on_pairs(backbone: nn.Module, images: torch.Tensor, targets: torch.
             idx = order[start : start + cfg.batch_size]
             if idx.numel() < 2:  # BatchNorm needs two samples
                 continue
-            loss = F.mse_loss(head(backbone(inputs[idx])), targets[idx])
+            loss = criterion(head(backbone(inputs[idx])), targets[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -109,7 +109,8 @@ def _pretrain(source: PretrainSource, model_cfg: ModelConfig, cfg: EvaluateConfi
     images, targets = distilled.training_pairs()
     stats = distilled.manifest["normalization"]
     mean, std = torch.tensor(stats["mean"], device=device), torch.tensor(stats["std"], device=device)
-    pretrain_on_pairs(backbone, images.to(device), targets.to(device), mean, std, cfg.pretrain, generator)
+    pretrain_on_pairs(backbone, images.to(device), targets.to(device), mean, std, cfg.pretrain, generator,
+                      num_classes=distilled.manifest.get("num_classes"))
     return backbone
 
 
