@@ -38,8 +38,14 @@ data: $(STAMP)
 	@for name in cifar100 cifar10 flowers102_32; do \
 	  test -f data/$$name.npz || $(BIN)/python $(PACKS)/unpack.py $$name data/$$name.npz; done
 
+TEACHER ?= artifacts/teachers/cifar100_convnet32_cpu
 benchmark: $(STAMP) data
-	$(BIN)/python benchmarks/teacher_throughput.py
+	$(BIN)/python benchmarks/teacher_throughput.py --images 1280 \
+	  --models resnet18:64 resnet18:16 resnet10:32 convnet:128:3:flatten convnet:32:3:pool --projector "[1024,1024,1024]"
+	$(BIN)/python benchmarks/teacher_probe.py $(TEACHER)
+	$(BIN)/python benchmarks/augment_vs_kornia.py
+	$(BIN)/python benchmarks/distill_speed.py --teacher $(TEACHER) --m 100 1000 --steps 10 --batch-size 256 \
+	  --pool-width 32 --out benchmarks/results/distill_speed_cpu_preset.json
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache
