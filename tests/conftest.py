@@ -28,6 +28,15 @@ def make_npz(path: Path, n_train: int = 64, n_test: int = 32, classes: int = 4, 
     return save_npz(path, {"train": split(n_train), "test": split(n_test)}, [f"class{i}" for i in range(classes)])
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny convolutions are dominated by thread hand-off on a busy machine; one thread is much faster."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def tiny_npz(tmp_path: Path) -> Path:
     return make_npz(tmp_path / "tiny.npz")

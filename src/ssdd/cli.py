@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from ssdd import __version__
 
@@ -21,36 +22,49 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
 
+def _config(args: argparse.Namespace, schema: type, patch: Callable[[Any], None] | None = None) -> Any:
+    """The validated config of a command (after `patch`); None after printing it for --print-config."""
+    import yaml
+
+    from ssdd.config import config_to_dict, load_config
+
+    cfg = load_config(schema, args.config, args.overrides)
+    if patch is not None:
+        patch(cfg)
+    if args.print_config:
+        print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
+        return None
+    return cfg
+
+
 def _cmd_teacher(args: argparse.Namespace) -> int:
-    from ssdd.config import load_config
     from ssdd.teacher.config import TeacherConfig
     from ssdd.teacher.train import train_teacher
 
-    cfg = load_config(TeacherConfig, args.config, args.overrides)
-    if args.print_config:
-        return _print_config(cfg)
-    train_teacher(cfg, resume=args.resume, show_progress=not args.no_progress)
+    if (cfg := _config(args, TeacherConfig)) is not None:
+        train_teacher(cfg, resume=args.resume, show_progress=not args.no_progress)
     return 0
 
 
 def _cmd_distill(args: argparse.Namespace) -> int:
-    from ssdd.config import load_config
     from ssdd.distill.config import DistillConfig
     from ssdd.distill.run import run_distill
 
-    cfg = load_config(DistillConfig, args.config, args.overrides)
-    if args.print_config:
-        return _print_config(cfg)
-    run_distill(cfg, resume=args.resume, show_progress=not args.no_progress)
+    if (cfg := _config(args, DistillConfig)) is not None:
+        run_distill(cfg, resume=args.resume, show_progress=not args.no_progress)
     return 0
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from ssdd.config import load_config
     from ssdd.evaluation.config import EvaluateConfig
     from ssdd.evaluation.protocol import run_evaluate
 
-    cfg = load_config(EvaluateConfig, args.config, args.overrides)
+    def add_distilled(cfg: EvaluateConfig) -> None:
+        cfg.distilled = [*cfg.distilled, *args.distilled]
+
+    cfg = _config(args, EvaluateConfig, add_distilled)
+    if cfg is None:
+        return 0
     if args.report_only:
         from pathlib import Path
 
@@ -58,20 +72,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
         print(report_from_results(Path(cfg.out_dir)))
         return 0
-    if args.distilled:
-        cfg.distilled = list(cfg.distilled) + list(args.distilled)
-    if args.print_config:
-        return _print_config(cfg)
     run_evaluate(cfg, show_progress=not args.no_progress)
-    return 0
-
-
-def _print_config(cfg: object) -> int:
-    import yaml
-
-    from ssdd.config import config_to_dict
-
-    print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
     return 0
 
 

@@ -20,13 +20,7 @@ SMALL = {
 SMALL_DIMS = {"vgg11": 64, "alexnet": 16, "mobilenetv2": 1280, "vit_small": 32}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convolutions are dominated by thread hand-off on a busy machine; one thread is much faster."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_registry_lists_evaluation_architectures():

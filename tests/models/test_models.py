@@ -12,14 +12,7 @@ from ssdd.models import available, build_model, describe
 from ssdd.models.convnet import ConvNet
 from ssdd.models.resnet import CifarResNet
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convolutions are dominated by thread hand-off on a busy machine; one thread is much faster."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_registry_lists_models():
