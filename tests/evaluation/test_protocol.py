@@ -73,6 +73,7 @@ def test_evaluate_smoke_writes_results(tiny_npz, tiny_teacher, tmp_path, capsys)
     assert "random@10" in capsys.readouterr().out
     full = next(s for s in summary if s["label"] == "full_data")
     assert full["pretrain_speedup"] is None
+    assert next(s for s in summary if s["label"] == "no_pretrain")["pretrain_speedup"] is None
     assert all(s["pretrain_speedup"] > 0 for s in summary if s["label"] == "random@10")
     # the summary can be rebuilt from results.json alone
     (out / "summary.md").unlink()

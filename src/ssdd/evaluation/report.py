@@ -58,7 +58,8 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "compression": first.get("compression"), "m": first.get("m"), "views": first.get("views"),
             "cka_to_teacher": statistics.fmean(ckas) if ckas else None,
             "pretrain_s": statistics.fmean(r["pretrain_s"] for r in members),
-            "pretrain_speedup": _speedup(members, full_pretrain_s) if label != "full_data" else None,
+            "pretrain_speedup": _speedup(members, full_pretrain_s)
+            if label not in ("full_data", "no_pretrain") else None,
             "eval_s": statistics.fmean(r["eval_s"] for r in members), "distill_s": first.get("distill_s"),
             "device": first.get("device"),
         })
