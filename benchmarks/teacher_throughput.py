@@ -40,6 +40,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--projector", default="[2048,2048,2048]")
     parser.add_argument("--models", nargs="+", default=DEFAULT_MODELS)
+    parser.add_argument("--overrides", nargs="*", default=[], help="extra config overrides, e.g. channels_last=off")
     parser.add_argument("--out", default="benchmarks/results/teacher_throughput.json")
     args = parser.parse_args()
 
@@ -49,7 +50,7 @@ def main() -> None:
             cfg = load_config(TeacherConfig, None, [
                 f"out_dir={tmp}", f"data.path={args.data}", f"data.subset={args.images}", "optim.epochs=2",
                 "stop_after_epochs=1", f"optim.batch_size={args.batch_size}", f"projector={args.projector}",
-                "optim.warmup_epochs=1", *model_overrides(spec)])
+                "optim.warmup_epochs=1", *model_overrides(spec), *args.overrides])
             train_teacher(cfg, show_progress=False)
             history = json.loads((Path(tmp) / "metrics.jsonl").read_text().splitlines()[-1])
         rows.append({"model": spec, "images_per_s": round(history["images_per_s"], 1)})
@@ -57,7 +58,7 @@ def main() -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     result = {"date": datetime.date.today().isoformat(), "commit": commit, "threads": torch.get_num_threads(),
               "device": "cuda" if torch.cuda.is_available() else "cpu", "batch_size": args.batch_size,
-              "projector": args.projector, "images": args.images, "rows": rows}
+              "projector": args.projector, "images": args.images, "overrides": args.overrides, "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
 

@@ -77,6 +77,13 @@ def test_resume_refuses_a_changed_config_and_fresh_run_refuses_existing_dir(tiny
         train_teacher(smoke_config(tiny_npz, tmp_path / "none"), resume=True, show_progress=False)
 
 
+def test_channels_last_off_from_the_command_line(tiny_npz, tmp_path):
+    assert train_teacher(smoke_config(tiny_npz, tmp_path / "o", "channels_last=off", "stop_after_epochs=1"),
+                         show_progress=False) is None
+    with pytest.raises(ValueError, match="channels_last"):
+        train_teacher(smoke_config(tiny_npz, tmp_path / "x", "channels_last=maybe"), show_progress=False)
+
+
 def test_batch_larger_than_dataset_is_rejected(tiny_npz, tmp_path):
     with pytest.raises(ValueError, match="exceeds"):
         train_teacher(smoke_config(tiny_npz, tmp_path / "r", "optim.batch_size=1024"), show_progress=False)

@@ -111,9 +111,11 @@ def _train(cfg: TeacherConfig, resume: bool, show_progress: bool, dist_info: D.D
     total_steps = steps_per_epoch * cfg.optim.epochs
 
     model = BarlowTwinsModel(build_model(cfg.model, cfg.data.resolution), cfg.projector, train_set.num_classes)
-    if cfg.channels_last not in ("auto", "on", "off"):
+    # YAML reads a bare on/off as a boolean, which the str field then holds as "True"/"False"
+    setting = {"true": "on", "false": "off"}.get(str(cfg.channels_last).lower(), str(cfg.channels_last).lower())
+    if setting not in ("auto", "on", "off"):
         raise ValueError(f"channels_last must be auto, on or off, got '{cfg.channels_last}'")
-    channels_last = cfg.channels_last != "off"  # measured faster on CUDA and on CPU (BENCHMARKS.md)
+    channels_last = setting != "off"  # measured faster on CUDA and on CPU (BENCHMARKS.md)
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     wrapped: nn.Module = model
     if dist_info.enabled:
