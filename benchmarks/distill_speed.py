@@ -13,6 +13,7 @@ import datetime
 import json
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -20,6 +21,22 @@ import torch
 from ssdd.config import load_config
 from ssdd.distill.config import DistillConfig
 from ssdd.distill.run import run_distill
+
+
+def measure(overrides: list[str], steps: int, config: str | None = None) -> dict[str, float]:
+    """Run `ssdd distill` with these overrides for steps + 2 outer steps; the steps/s of the last `steps`
+    (read from metrics.jsonl) and the wall-clock of the whole run (set-up and pool warm start included)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = load_config(DistillConfig, config, [
+            f"out_dir={tmp}", f"krr.steps={steps + 2}", f"log_every={steps + 2}", f"checkpoint_every={10 * steps}",
+            *overrides])
+        start = time.perf_counter()
+        distilled = run_distill(cfg, show_progress=False)
+        wall = time.perf_counter() - start
+        lines = (Path(tmp) / "metrics.jsonl").read_text().splitlines()
+        record = json.loads(lines[-1])
+    return {"steps_per_s": record["steps_per_s"], "wall_s": wall, "m": distilled.manifest["m"],
+            "training_pairs": distilled.manifest.get("training_pairs", distilled.manifest["m"])}
 
 
 def main() -> None:
@@ -35,24 +52,24 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     for m in args.m:
-        with tempfile.TemporaryDirectory() as tmp:
-            cfg = load_config(DistillConfig, None, [
-                f"out_dir={tmp}", f"teacher={args.teacher}", f"data.path={args.data}", "method=krr_st",
-                f"budget={m}", "count_targets=false", f"krr.steps={args.steps + 2}", f"log_every={args.steps + 2}",
-                f"krr.batch_size={args.batch_size}", f"krr.model.width={args.pool_width}", "pool.max_steps=2",
-                "pool.size=2", f"device={args.device}", f"checkpoint_every={10 * args.steps}"])
-            run_distill(cfg, show_progress=False)
-            record = json.loads((Path(tmp) / "metrics.jsonl").read_text().splitlines()[-1])
+        record = measure([f"teacher={args.teacher}", f"data.path={args.data}", "method=krr_st", f"budget={m}",
+                          "count_targets=false", f"krr.batch_size={args.batch_size}",
+                          f"krr.model.width={args.pool_width}", "pool.max_steps=2", "pool.size=2",
+                          f"device={args.device}"], args.steps)
         rows.append({"m": m, "steps_per_s": record["steps_per_s"]})
         print(f"m = {m:5d}: {record['steps_per_s']:.3f} outer steps/s (batch {args.batch_size}, "
               f"pool ConvNet width {args.pool_width})")
+    save_result(args.out, args.device, {"batch_size": args.batch_size, "pool_width": args.pool_width,
+                                        "teacher": args.teacher, "rows": rows})
+
+
+def save_result(out: str, device: str, payload: dict) -> None:
+    """Write payload with the date, commit, device and threads beside it."""
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() and args.device != "cpu" else "cpu"
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({
-        "date": datetime.date.today().isoformat(), "commit": commit, "device": device,
-        "threads": torch.get_num_threads(), "batch_size": args.batch_size, "pool_width": args.pool_width,
-        "teacher": args.teacher, "rows": rows}, indent=2) + "\n")
+    name = torch.cuda.get_device_name(0) if torch.cuda.is_available() and device != "cpu" else "cpu"
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps({"date": datetime.date.today().isoformat(), "commit": commit, "device": name,
+                                     "threads": torch.get_num_threads(), **payload}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from ssdd import __version__
@@ -24,6 +25,17 @@ def test_print_config_applies_overrides(capsys):
     cfg = yaml.safe_load(capsys.readouterr().out)
     assert cfg["optim"]["epochs"] == 7 and cfg["model"]["name"] == "convnet"
     assert cfg["loss"]["lambda_offdiag"] == 0.0051
+
+
+def test_overrides_may_follow_flags(capsys):
+    assert main(["distill", "--print-config", "--no-progress", "budget=7", "boost.image_bases=3", "--resume",
+                 "seed=4"]) == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert (cfg["budget"], cfg["boost"]["image_bases"], cfg["seed"]) == (7, 3, 4)
+    with pytest.raises(SystemExit):
+        main(["distill", "--print-config", "--no-progress", "--bogus"])
+    with pytest.raises(SystemExit):
+        main(["check", "budget=3"])  # a command without overrides
 
 
 def test_bad_override_is_one_clear_line(capsys):

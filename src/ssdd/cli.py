@@ -1,6 +1,9 @@
 """The `ssdd` command line: one subcommand per pipeline stage.
 
     ssdd teacher --config configs/teacher_cpu.yaml optim.epochs=20 [--resume]
+    ssdd distill --config configs/cifar100.yaml [--resume]
+    ssdd evaluate --config configs/evaluate_cpu.yaml --distilled runs/full/boost_n100
+    ssdd show runs/full/boost_n100
     ssdd check
 """
 
@@ -76,6 +79,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_show(args: argparse.Namespace) -> int:
+    from ssdd.show import show_distilled
+
+    for path in show_distilled(args.directory, args.out, args.images):
+        print(path)
+    return 0
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     from ssdd.check import run_check
 
@@ -93,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     teacher.add_argument("--no-progress", action="store_true", help="no progress bar (logs stay)")
     teacher.set_defaults(func=_cmd_teacher)
 
-    distill = sub.add_parser("distill", help="distil the source into a small set (krr_st, random, kmeans)")
+    distill = sub.add_parser("distill", help="distil the source into a small set (boost, krr_st, random, kmeans)")
     _add_config_args(distill)
     distill.add_argument("--resume", action="store_true", help="continue the run in out_dir from its checkpoint")
     distill.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -108,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
                           help="rebuild summary.md/json and results.png from out_dir/results.json, train nothing")
     evaluate.set_defaults(func=_cmd_evaluate)
 
+    show = sub.add_parser("show", help="PNG grid of a distilled set's images and views, and its loss curve")
+    show.add_argument("directory", help="a distilled artifact folder (from ssdd distill)")
+    show.add_argument("--out", "-o", default=None, help="output path without suffix (default DIR/show)")
+    show.add_argument("--images", "-n", type=int, default=8, help="how many distilled images to draw")
+    show.set_defaults(func=_cmd_show)
+
     check = sub.add_parser("check", help="verify the installation and say what to fix")
     check.add_argument("--data", nargs="*", default=None, help="extra .npz files or folders to look at")
     check.set_defaults(func=_cmd_check)
@@ -120,7 +137,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ssdd.data import DataError
     from ssdd.storage import BudgetError
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may also follow flags (`ssdd distill -c x.yaml --no-progress lr=0.1`)
+    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.func(args) or 0)
     except (ConfigError, DataError, ArtifactError, BudgetError, FileExistsError, FileNotFoundError, ValueError) as exc:

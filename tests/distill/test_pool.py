@@ -69,3 +69,19 @@ def test_state_dict_round_trip():
     assert copy.counters == pool.counters
     assert torch.equal(copy.members[1].head.weight, pool.members[1].head.weight)
     assert copy.sample() == pool.sample()
+
+
+def test_minibatch_training_uses_only_the_drawn_rows():
+    x, y = data()
+    cfg = PoolConfig(size=1, max_steps=10, batch_size=2, momentum=0.0, weight_decay=0.0)
+    pool = ModelPool(cfg, Tiny, 3, torch.device("cpu"), torch.Generator().manual_seed(0))
+    start = {k: v.clone() for k, v in pool.members[0].state_dict().items()}
+    pick = torch.randperm(5, generator=torch.Generator().manual_seed(0).set_state(pool.generator.get_state()))[:2]
+    pool.train_step(0, x, y)
+    # the same step done by hand on the two drawn rows gives the same weights
+    reference = ModelPool(PoolConfig(size=1, max_steps=10, momentum=0.0, weight_decay=0.0), Tiny, 3,
+                          torch.device("cpu"), torch.Generator().manual_seed(0))
+    reference.members[0].load_state_dict(start)
+    reference.train_step(0, x[pick], y[pick])
+    for key, value in pool.members[0].state_dict().items():
+        assert torch.allclose(value, reference.members[0].state_dict()[key]), key

@@ -107,7 +107,7 @@ def test_budget_larger_than_source_and_convention_misuse_are_rejected(tiny_npz, 
 
 
 def test_linear_decay_end_points():
-    from ssdd.distill.krr_st import linear_decay
+    from ssdd.distill.outer import linear_decay
 
     assert linear_decay(0, 100, 1e-3) == 1.0
     assert linear_decay(99, 100, 1e-3) == pytest.approx(1e-3)

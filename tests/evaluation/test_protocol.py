@@ -99,6 +99,8 @@ def test_source_label_names_the_budget_convention():
     assert source_label({"method": "krr_st", "budget": 100.0, "budget_counts": "all stored tensors"}) == "krr_st@100"
     assert source_label({"method": "krr_st", "budget": 100, "budget_counts": "images only"}) == \
         "krr_st@100/images-only"
+    assert source_label({"method": "boost", "name": "boost-no-views", "budget": 100}) == "boost-no-views@100"
+    assert source_label({"method": "boost", "name": "", "budget": 100}) == "boost@100"
 
 
 def test_evaluate_refuses_sets_from_another_teacher_and_duplicate_labels(tiny_npz, tiny_teacher, tmp_path):

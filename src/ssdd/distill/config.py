@@ -1,4 +1,5 @@
-"""Schema of `ssdd distill` (defaults = KRR-ST's public settings, method.md section 3)."""
+"""Schema of `ssdd distill` (outer-loop defaults = KRR-ST's public settings, method.md section 3;
+Boost's own options in `boost`, method.md sections 4 and 6)."""
 
 from __future__ import annotations
 
@@ -20,11 +21,35 @@ class KRRConfig:
 
 
 @dataclass
+class BoostConfig:
+    """Boost's parameterisation, views and approximation networks. The outer loop (steps, lr, real batch,
+    pool) is `krr`/`pool`; the Boost presets set method.md's T = 30,000 at lr 1e-3 there."""
+
+    image_bases: int = 200  # U (0 = store pixel images: parameterisation off on the image side)
+    image_resolution: int = 16  # r: the image bases live at r x r and are bilinearly upsampled
+    target_bases: int = 200  # V, at most the teacher's d (0 = store full representations)
+    basis_init: str = "pca"  # pca | random (random orthonormal bases around the data means)
+    coefficient_init: str = "real"  # real (project chosen real images) | random (Gaussian, the data's spread)
+    selection: str = "random"  # which real images initialise the coefficients: random | kmeans
+    learn_means: bool = False  # also learn the mean image and mean representation (open point 5)
+    basis_lr_scale: float = 1.0  # lr of bases and means relative to krr.lr
+    augmentations: list[str] = field(default_factory=lambda: ["identity", "rot90", "rot180", "rot270"])
+    kernel_views: str = "all"  # all | identity: other views only train the pool models (open point 1)
+    real_views: str = "predefined"  # predefined: crop+flip then one random view per real image | crop_flip
+    approximation: str = "posthoc"  # posthoc | joint | off (store every view's target)
+    approx_hidden: int = 4  # h of the MLP V -> h -> V (16 for 64 px sources)
+    approx_space: str = "coefficients"  # coefficients | representations (open point 3)
+    approx_steps: int = 2000  # full-batch Adam steps of each post-hoc fit
+    approx_lr: float = 1e-3
+
+
+@dataclass
 class DistillConfig:
     seed: int = 0
     out_dir: str = "runs/distill"
     device: str = "auto"
-    method: str = "krr_st"  # krr_st | random | kmeans
+    method: str = "krr_st"  # krr_st | boost | random | kmeans | random_supervised
+    name: str = ""  # label of this set in evaluation reports (default: method@budget), e.g. an ablation
     budget: float = 100.0  # storage budget N in image-equivalents
     count_targets: bool = True  # count Y_s in the budget; false = m = N images (KRR-ST paper convention)
     teacher: str = "artifacts/teachers/cifar100_convnet32_cpu"
@@ -34,6 +59,7 @@ class DistillConfig:
     data: DataConfig = field(default_factory=DataConfig)
     krr: KRRConfig = field(default_factory=KRRConfig)
     pool: PoolConfig = field(default_factory=PoolConfig)
+    boost: BoostConfig = field(default_factory=BoostConfig)
     kmeans_iterations: int = 100  # k-means subset: Lloyd iterations
 
 

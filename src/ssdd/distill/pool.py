@@ -4,7 +4,8 @@ Model j starts from a fresh init trained for t_j ~ U{1..max_steps-1} full-batch 
 MSE(head(phi(X_s)), Y_s); each outer step trains the chosen model one more step. A model that reaches
 max_steps is re-initialised: with reset_counter=True (default) its counter restarts at 0; with False
 the counter keeps growing (as in the public KRR-ST code), so from then on the model is re-initialised
-at every use and behaves as a fresh random network.
+at every use and behaves as a fresh random network. `batch_size` > 0 trains on a random minibatch of the
+distilled views instead of all of them (for Boost's thousands of views on small machines).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class PoolConfig:
     momentum: float = 0.9
     weight_decay: float = 1e-3
     reset_counter: bool = True
+    batch_size: int = 0  # distilled views per pool-training step (0 = all of them, KRR-ST's full batch)
 
 
 class PoolMember(nn.Module):
@@ -95,6 +97,9 @@ class ModelPool:
         """One SGD step of member j on MSE(f_j(images), targets) (both detached); then advance its counter."""
         member = self.members[j]
         member.train()
+        if 0 < self.cfg.batch_size < images.shape[0]:  # a random minibatch of the views (large Boost sets)
+            pick = torch.randperm(images.shape[0], generator=self.generator)[: self.cfg.batch_size].to(images.device)
+            images, targets = images[pick], targets[pick]
         loss = F.mse_loss(member(images.detach()), targets.detach())
         self.optimizers[j].zero_grad(set_to_none=True)
         loss.backward()

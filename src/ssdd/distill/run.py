@@ -9,7 +9,7 @@ import torch
 
 from ssdd.config import config_to_dict, save_config
 from ssdd.data import load_split
-from ssdd.distill import krr_st, subsets  # noqa: F401  (register the methods)
+from ssdd.distill import boost, krr_st, subsets  # noqa: F401  (register the methods)
 from ssdd.distill.artifact import DistilledSet, save_distilled
 from ssdd.distill.config import RESUMABLE_KEYS, DistillConfig
 from ssdd.distill.registry import DistillContext, get_method
@@ -53,6 +53,7 @@ def run_distill(cfg: DistillConfig, resume: bool = False, show_progress: bool = 
         print(f"paused at step {result.info.get('steps_done')}; continue with --resume")
         return None
     manifest = {
+        "name": cfg.name,
         "teacher": {"path": cfg.teacher, "fingerprint": teacher.fingerprint,
                     "feature_dim": teacher.feature_dim, "linear_probe_top1": teacher.manifest["linear_probe"]["top1"]},
         "normalization": {"mean": teacher.mean.tolist(), "std": teacher.std.tolist()},

@@ -50,16 +50,15 @@ def distill_random(ctx: DistillContext) -> DistillResult:
     return _result(ctx, index, {})
 
 
-def distill_kmeans(ctx: DistillContext) -> DistillResult:
-    """k-means (m centroids) on teacher features of the whole source; keep the real image nearest to
-    each centroid (distinct images: a centroid whose nearest image is taken gets its next nearest)."""
+def kmeans_indices(features: torch.Tensor, m: int, iterations: int, seed: int) -> tuple[torch.Tensor, float]:
+    """k-means (m centroids) on (N, d) features; the index of the real sample nearest to each centroid
+    (distinct: a centroid whose nearest sample is taken gets its next nearest), and the inertia."""
     from sklearn.cluster import KMeans
 
-    m = _m(ctx)
-    features = ctx.teacher.encode(ctx.source.images).cpu().numpy().astype(np.float32)
-    kmeans = KMeans(n_clusters=m, n_init=1, max_iter=ctx.cfg.kmeans_iterations, random_state=ctx.cfg.seed)
-    kmeans.fit(features)
-    distances = torch.cdist(torch.from_numpy(kmeans.cluster_centers_), torch.from_numpy(features))  # (m, N)
+    points = features.detach().cpu().numpy().astype(np.float32)
+    kmeans = KMeans(n_clusters=m, n_init=1, max_iter=iterations, random_state=seed)
+    kmeans.fit(points)
+    distances = torch.cdist(torch.from_numpy(kmeans.cluster_centers_), torch.from_numpy(points))  # (m, N)
     order = distances.argsort(dim=1)
     chosen: list[int] = []
     taken: set[int] = set()
@@ -67,7 +66,14 @@ def distill_kmeans(ctx: DistillContext) -> DistillResult:
         pick = next(int(i) for i in row[: m + 1].tolist() if int(i) not in taken)
         taken.add(pick)
         chosen.append(pick)
-    return _result(ctx, torch.tensor(chosen), {"kmeans_inertia": float(kmeans.inertia_)})
+    return torch.tensor(chosen), float(kmeans.inertia_)
+
+
+def distill_kmeans(ctx: DistillContext) -> DistillResult:
+    """The real images nearest to the k-means centroids of the teacher features of the whole source."""
+    index, inertia = kmeans_indices(ctx.teacher.encode(ctx.source.images), _m(ctx), ctx.cfg.kmeans_iterations,
+                                    ctx.cfg.seed)
+    return _result(ctx, index, {"kmeans_inertia": inertia})
 
 
 register_method(DistillMethod("random", distill_random, reconstruct_subset))

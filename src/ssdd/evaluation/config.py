@@ -13,6 +13,7 @@ class PretrainConfig:
     """Regression of a fresh network onto the distilled targets (protocol stage 3)."""
 
     epochs: int = 1000
+    max_iterations: int = 0  # stop after this many SGD steps whatever the epochs (0 = no cap; `cpu` scale)
     batch_size: int = 256
     lr: float = 0.1
     momentum: float = 0.9

@@ -15,8 +15,9 @@ from ssdd.evaluation.config import FullDataConfig, PretrainConfig
 def pretrain_on_pairs(backbone: nn.Module, images: torch.Tensor, targets: torch.Tensor, mean: torch.Tensor,
                       std: torch.Tensor, cfg: PretrainConfig, generator: torch.Generator,
                       num_classes: int | None = None) -> list[float]:
-    """MSE regression of head(backbone(norm(x))) onto targets, SGD, `cfg.epochs` passes over every pair,
-    no augmentation; integer targets are class labels and use cross-entropy over `num_classes` instead.
+    """MSE regression of head(backbone(norm(x))) onto targets, SGD, `cfg.epochs` passes over every pair
+    (or until `cfg.max_iterations` steps when that is set), no augmentation; integer targets are class
+    labels and use cross-entropy over `num_classes` instead.
     images: (M,3,H,W) float in [0,1]; returns the mean loss of each epoch."""
     device = images.device
     classify = not targets.is_floating_point()
@@ -30,13 +31,19 @@ def pretrain_on_pairs(backbone: nn.Module, images: torch.Tensor, targets: torch.
     backbone.train()
     losses = []
     count = images.shape[0]
+    iterations = 0
     for _ in range(cfg.epochs):
+        if 0 < cfg.max_iterations <= iterations:
+            break
         order = torch.randperm(count, generator=generator).to(device)
         total = 0.0
         for start in range(0, count, cfg.batch_size):
             idx = order[start : start + cfg.batch_size]
+            if 0 < cfg.max_iterations <= iterations:
+                break
             if idx.numel() < 2:  # BatchNorm needs two samples
                 continue
+            iterations += 1
             loss = criterion(head(backbone(inputs[idx])), targets[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -56,8 +56,9 @@ def _load_target(cfg: DataConfig, resolution: int, seed: int, device: torch.devi
 
 
 def source_label(manifest: dict[str, Any]) -> str:
-    """krr_st@100, or krr_st@100/images-only under KRR-ST's paper convention (targets not counted)."""
-    label = f"{manifest['method']}@{manifest['budget']:g}"
+    """krr_st@100, or krr_st@100/images-only under KRR-ST's paper convention (targets not counted);
+    a set distilled with a `name` is labelled name@100."""
+    label = f"{manifest.get('name') or manifest['method']}@{manifest['budget']:g}"
     return label + ("/images-only" if manifest.get("budget_counts") == "images only" else "")
 
 

@@ -118,11 +118,9 @@ def plot_summary(summary: list[dict[str, Any]], path: Path) -> None:
     """One panel per (target, mode): mean top-1 with std error bars for every pre-training source."""
     if not summary:
         return
-    import matplotlib
+    from ssdd.plots import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     panels = sorted({(s["arch"], s["target"], s["mode"]) for s in summary})
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
     for ax, (arch, target, mode) in zip(axes[0], panels, strict=True):
@@ -132,5 +130,4 @@ def plot_summary(summary: list[dict[str, Any]], path: Path) -> None:
         ax.set_xticks(range(len(rows)), [r["label"] for r in rows], rotation=30, ha="right", fontsize=8)
         ax.set(title=f"{target} / {mode} / {arch}", ylabel="top-1 (%)")
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
+    save_figure(fig, path)

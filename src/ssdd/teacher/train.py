@@ -279,11 +279,9 @@ def _finish(cfg: TeacherConfig, backbone: nn.Module, train_set: Any, mean: torch
 def _plot_history(history: list[dict[str, Any]], path: Path) -> None:
     if not history:
         return
-    import matplotlib
+    from ssdd.plots import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     epochs = [h["epoch"] for h in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.2))
     ax_loss.plot(epochs, [h["loss"] for h in history])
@@ -291,5 +289,4 @@ def _plot_history(history: list[dict[str, Any]], path: Path) -> None:
     ax_acc.plot(epochs, [h["monitor_top1"] for h in history], color="tab:orange")
     ax_acc.set(xlabel="epoch", ylabel="top-1 (%)", title="online linear monitor (train views)")
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
+    save_figure(fig, path)

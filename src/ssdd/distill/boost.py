@@ -1,0 +1,325 @@
+"""Boost (Yu, Yao, Chiu, ICLR 2025; method.md section 4): KRR-ST's loop over a low-rank parameterisation,
+predefined views and approximation networks.
+
+Stored tensors (names are the artifact's):
+- image side: `image_bases` (U, 3rr), `image_mean` (3rr), `image_coefficients` (m, U); or `images`
+  (m, 3, H, W) when U = 0. X = Up(reshape(C_x B_x + mu_x)).
+- target side: `target_bases` (V, d), `target_mean` (d), `target_coefficients` (m, V); or `targets` (m, d)
+  when V = 0. The "codes" of a target are its coefficients (or the target itself when V = 0).
+- extra views k = 1..K: `approx.<view>.{w1,b1,w2,b2}` (one MLP each; Y^(k) = Y^(0) + A_k(code) in code
+  space, or Y^(0) + A_k(Y^(0)) with approx_space=representations); or, with approximation=off, every
+  view's codes in `view_target_coefficients` (K, m, V).
+With U = V = 0, one view and nothing else, the artifact is KRR-ST's (`images`, `targets`).
+`boost_views` turns these tensors into the m(K+1) training pairs, during distillation and at load time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from ssdd.augment import crop_flip, to_float
+from ssdd.distill.approx import PARTS, apply_approx, fit_approx, relative_error
+from ssdd.distill.config import BoostConfig
+from ssdd.distill.lowrank import PCABasis, downsample, fit_pca, images_from_coefficients, project
+from ssdd.distill.outer import Support, outer_loop
+from ssdd.distill.registry import DistillContext, DistillMethod, DistillResult, register_method
+from ssdd.distill.subsets import kmeans_indices
+from ssdd.distill.views import VIEWS, apply_views, check_views, random_views
+from ssdd.storage import BudgetError, image_floats
+
+CHOICES = {"basis_init": ("pca", "random"), "coefficient_init": ("real", "random"), "selection": ("random", "kmeans"),
+           "kernel_views": ("all", "identity"), "real_views": ("predefined", "crop_flip"),
+           "approximation": ("posthoc", "joint", "off"), "approx_space": ("coefficients", "representations")}
+
+
+@dataclass(frozen=True)
+class BoostSpec:
+    """What rebuilding the training pairs needs besides the tensors (saved in the manifest as `boost`)."""
+
+    views: tuple[str, ...]
+    resolution: int  # r of the image bases
+    size: int  # H = W of the source images
+    approx_space: str = "coefficients"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "views": list(self.views)}
+
+
+def boost_views(t: Mapping[str, torch.Tensor], spec: BoostSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every (image, target) view: (m(K+1), 3, H, W) images and (m(K+1), d) targets, view-major."""
+    if "images" in t:
+        x0 = t["images"].float()
+    else:
+        x0 = images_from_coefficients(t["image_coefficients"], t["image_bases"], t["image_mean"], spec.resolution,
+                                      spec.size)
+    codes0 = t["target_coefficients"] if "target_coefficients" in t else t["targets"]
+
+    def to_rep(codes: torch.Tensor) -> torch.Tensor:
+        return codes @ t["target_bases"] + t["target_mean"] if "target_bases" in t else codes
+
+    y0 = to_rep(codes0)
+    ys = [y0]
+    for k, name in enumerate(spec.views[1:]):
+        if "view_target_coefficients" in t:
+            ys.append(to_rep(t["view_target_coefficients"][k]))
+            continue
+        params = {part: t[f"approx.{name}.{part}"] for part in PARTS}
+        if spec.approx_space == "coefficients":
+            ys.append(to_rep(codes0 + apply_approx(params, codes0)))
+        else:
+            ys.append(y0 + apply_approx(params, y0))
+    return apply_views(x0, spec.views), torch.cat(ys).float()
+
+
+def boost_layout(b: BoostConfig, image_shape: tuple[int, int, int], target_dim: int, m: int
+                 ) -> dict[str, tuple[int, ...]]:
+    """Shapes of every stored tensor for m samples (the storage accountant counts exactly these)."""
+    channels, height, width = image_shape
+    views = list(b.augmentations)
+    flat = channels * b.image_resolution**2
+    shapes: dict[str, tuple[int, ...]] = {}
+    if b.image_bases:
+        shapes.update(image_bases=(b.image_bases, flat), image_mean=(flat,), image_coefficients=(m, b.image_bases))
+    else:
+        shapes["images"] = (m, channels, height, width)
+    code = b.target_bases or target_dim
+    if b.target_bases:
+        shapes.update(target_bases=(b.target_bases, target_dim), target_mean=(target_dim,),
+                      target_coefficients=(m, b.target_bases))
+    else:
+        shapes["targets"] = (m, target_dim)
+    if len(views) > 1:
+        if b.approximation == "off":
+            shapes["view_target_coefficients"] = (len(views) - 1, m, code)
+        else:
+            dim = code if b.approx_space == "coefficients" else target_dim
+            for name in views[1:]:
+                shapes.update({f"approx.{name}.w1": (b.approx_hidden, dim), f"approx.{name}.b1": (b.approx_hidden,),
+                               f"approx.{name}.w2": (dim, b.approx_hidden), f"approx.{name}.b2": (dim,)})
+    return shapes
+
+
+def _floats(shapes: Mapping[str, tuple[int, ...]]) -> int:
+    return sum(math.prod(s) for s in shapes.values())
+
+
+def boost_samples(b: BoostConfig, image_shape: tuple[int, int, int], target_dim: int, budget: float,
+                  available: int | None = None) -> tuple[int, int, int]:
+    """(m, fixed floats, floats per sample): m = floor((N * 3HW - fixed) / per sample)."""
+    fixed = _floats(boost_layout(b, image_shape, target_dim, 0))
+    per_sample = _floats(boost_layout(b, image_shape, target_dim, 1)) - fixed
+    per_image = image_floats(image_shape)
+    m = math.floor((budget * per_image - fixed) / per_sample + 1e-9)
+    if m < 1:
+        raise BudgetError(f"Boost's fixed tensors (bases, means, approximation networks) take {fixed / per_image:.2f} "
+                          f"image-equivalents and each sample {per_sample / per_image:.3f}: a budget of {budget:g} "
+                          f"holds no sample; lower boost.image_bases/target_bases/image_resolution or raise the budget")
+    if available is not None and m > available:
+        raise BudgetError(f"a budget of {budget:g} image-equivalents means {m} Boost samples, but the source has only "
+                          f"{available} images")
+    return m, fixed, per_sample
+
+
+def check_boost_config(b: BoostConfig, image_shape: tuple[int, int, int], target_dim: int, n_source: int) -> list[str]:
+    if str(b.approximation).lower() in ("false", "off", "none"):  # YAML reads a bare `off` as a boolean
+        b.approximation = "off"
+    for key, allowed in CHOICES.items():
+        if getattr(b, key) not in allowed:
+            raise ValueError(f"boost.{key} must be one of {', '.join(allowed)}, got '{getattr(b, key)}'")
+    views = check_views(b.augmentations, image_shape)
+    size = image_shape[-1]
+    if b.image_bases:
+        if not 1 <= b.image_resolution <= size:
+            raise ValueError(f"boost.image_resolution must lie in [1, {size}] (the source size), "
+                             f"got {b.image_resolution}")
+        limit = min(image_shape[0] * b.image_resolution**2, n_source)
+        if not 0 < b.image_bases <= limit:
+            raise ValueError(f"boost.image_bases must lie in [1, {limit}] (3 r^2 and the source size) or be 0, "
+                             f"got {b.image_bases}")
+    if b.target_bases and not 0 < b.target_bases <= min(target_dim, n_source):
+        raise ValueError(f"boost.target_bases must lie in [1, {min(target_dim, n_source)}] (the teacher's d = "
+                         f"{target_dim}) or be 0, got {b.target_bases}")
+    if b.image_bases < 0 or b.target_bases < 0 or b.approx_hidden < 1 or b.approx_steps < 0:
+        raise ValueError("boost.image_bases and target_bases must be >= 0, approx_hidden >= 1, approx_steps >= 0")
+    return views
+
+
+def _random_orthonormal(rank: int, dim: int, generator: torch.Generator) -> torch.Tensor:
+    q, _ = torch.linalg.qr(torch.randn(dim, rank, generator=generator, dtype=torch.float64))
+    return q.T.contiguous()
+
+
+def _basis(data: torch.Tensor, rank: int, init: str, seed: int, generator: torch.Generator) -> PCABasis:
+    """PCA of (N, D) data, or random orthonormal components around the data mean (basis_init=random)."""
+    if init == "pca":
+        return fit_pca(data, rank, seed=seed)
+    mean = data.double().mean(0).to(data.dtype)
+    components = _random_orthonormal(rank, data.shape[1], generator).to(data.dtype)
+    centred = data - mean
+    return PCABasis(mean, components, (centred @ components.T).var(0),
+                    float(centred.double().pow(2).sum() / max(1, data.shape[0] - 1)))
+
+
+def _codes(chosen: torch.Tensor, all_data: torch.Tensor, basis: PCABasis | None, init: str,
+           generator: torch.Generator) -> torch.Tensor:
+    """Codes of the chosen samples: their projection (init=real), or Gaussian noise with the per-component
+    spread of the whole data's codes (init=random)."""
+    if init == "real":
+        return project(chosen, basis) if basis is not None else chosen.clone()
+    spread = (project(all_data, basis) if basis is not None else all_data).std(0)
+    return torch.randn(chosen.shape[0], spread.shape[0], generator=generator, dtype=spread.dtype) * spread
+
+
+def _low_resolution(images_u8: torch.Tensor, resolution: int, chunk: int = 4096) -> torch.Tensor:
+    """(N, 3, H, W) uint8 -> (N, 3 r r) float32 on the CPU (the space the image bases live in)."""
+    parts = [downsample(to_float(images_u8[i : i + chunk]), resolution).flatten(1).cpu()
+             for i in range(0, images_u8.shape[0], chunk)]
+    return torch.cat(parts)
+
+
+def _storage_split(shapes: Mapping[str, tuple[int, ...]], per_image: int) -> dict[str, float]:
+    groups = {"bases": ("image_bases", "target_bases"), "means": ("image_mean", "target_mean"),
+              "coefficients": ("image_coefficients", "target_coefficients", "view_target_coefficients"),
+              "pixels_and_targets": ("images", "targets")}
+    split = {g: sum(math.prod(shapes[k]) for k in keys if k in shapes) / per_image for g, keys in groups.items()}
+    approx = sum(math.prod(s) for k, s in shapes.items() if k.startswith("approx."))
+    split["approximation_networks"] = approx / per_image
+    return {k: v for k, v in split.items() if v}
+
+
+def _initialise(ctx: DistillContext, views: list[str], m: int, spec: BoostSpec, cpu_gen: torch.Generator
+                ) -> tuple[dict[str, torch.Tensor], torch.Tensor, dict[str, Any]]:
+    """Bases and means from the whole source, codes of m chosen real images (method.md 4.1), each view's
+    target codes from g(a_k(x)) (4.2), and in joint mode the networks fitted to those; on ctx.device."""
+    cfg, b, device, teacher = ctx.cfg, ctx.cfg.boost, ctx.device, ctx.teacher
+    images_u8 = ctx.source.images
+    n_source, image_shape = images_u8.shape[0], tuple(images_u8.shape[1:])
+    init_gen = torch.Generator().manual_seed(cfg.seed + 2)  # bases, random codes, approximation networks
+    features = teacher.encode(images_u8).cpu() if b.target_bases or b.selection == "kmeans" else None
+    if b.selection == "kmeans":
+        index, _ = kmeans_indices(features, m, cfg.kmeans_iterations, cfg.seed)
+    else:
+        index = torch.randperm(n_source, generator=cpu_gen)[:m].sort().values
+    chosen_u8 = images_u8[index.to(images_u8.device)]
+
+    values: dict[str, torch.Tensor] = {}
+    info: dict[str, Any] = {}
+    if b.image_bases:
+        low = _low_resolution(images_u8, b.image_resolution)
+        image_basis = _basis(low, b.image_bases, b.basis_init, cfg.seed, init_gen)
+        coefficients = _codes(_low_resolution(chosen_u8, b.image_resolution), low, image_basis, b.coefficient_init,
+                              init_gen)
+        values.update(image_bases=image_basis.components, image_mean=image_basis.mean, image_coefficients=coefficients)
+        info["image_pca_explained"] = float(image_basis.explained_variance.sum()) / image_basis.total_variance
+        del low
+    else:
+        values["images"] = to_float(chosen_u8).cpu() if b.coefficient_init == "real" else \
+            torch.rand((m, *image_shape), generator=init_gen)
+    view_features = [teacher.encode(VIEWS[name](chosen_u8)).cpu() for name in views]  # g(a_k(x)), exact views
+    target_basis = None
+    if b.target_bases:
+        target_basis = _basis(features, b.target_bases, b.basis_init, cfg.seed + 1, init_gen)
+        values.update(target_bases=target_basis.components, target_mean=target_basis.mean)
+        info["target_pca_explained"] = float(target_basis.explained_variance.sum()) / target_basis.total_variance
+    reference = features if features is not None else view_features[0]
+    view_codes = [_codes(f, reference, target_basis, b.coefficient_init, init_gen) for f in view_features]
+    values["target_coefficients" if b.target_bases else "targets"] = view_codes[0]
+    if len(views) > 1 and b.approximation in ("posthoc", "off"):
+        values["view_target_coefficients"] = torch.stack(view_codes[1:])
+    values = {k: v.float().to(device).contiguous() for k, v in values.items()}
+    if len(views) > 1 and b.approximation == "joint":  # start A_k at its post-hoc fit to the initial views
+        values.update(_fit_all(values, torch.stack(view_codes[1:]).float().to(device), spec, b, cfg.seed)[0])
+    return values, index, info
+
+
+def distill_boost(ctx: DistillContext) -> DistillResult:
+    cfg, krr, b, device, teacher = ctx.cfg, ctx.cfg.krr, ctx.cfg.boost, ctx.device, ctx.teacher
+    images_u8 = ctx.source.images
+    n_source, image_shape = images_u8.shape[0], tuple(images_u8.shape[1:])
+    d = teacher.feature_dim
+    views = check_boost_config(b, image_shape, d, n_source)
+    m, fixed, per_sample = boost_samples(b, image_shape, d, cfg.budget, available=n_source)
+    spec = BoostSpec(tuple(views), b.image_resolution, image_shape[-1], b.approx_space)
+    cpu_gen = torch.Generator().manual_seed(cfg.seed)
+    aug_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    values, index, info = _initialise(ctx, views, m, spec, cpu_gen)
+
+    frozen_means = () if b.learn_means else ("image_mean", "target_mean")
+    learned = {k: v.requires_grad_(True) for k, v in values.items() if k not in frozen_means}
+    basis_keys = ("image_bases", "target_bases", "image_mean", "target_mean")
+    scales = {k: b.basis_lr_scale for k in basis_keys}
+
+    def real_views(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        x = crop_flip(x, krr.real_crop_padding, generator)
+        return random_views(x, views, generator) if b.real_views == "predefined" else x
+
+    kernel_rows = m if b.kernel_views == "identity" else None
+    loop = outer_loop(ctx, "boost", learned, lambda: Support(*boost_views(values, spec), kernel_rows), real_views,
+                      cpu_gen, aug_gen, scales)
+
+    values = {k: v.detach() for k, v in values.items()}
+    if len(views) > 1 and b.approximation == "posthoc":
+        learned_views = values.pop("view_target_coefficients")
+        fitted, errors = _fit_all(values, learned_views, spec, b, cfg.seed)
+        values.update(fitted)
+        info["approximation_error"] = errors
+    elif len(views) > 1 and b.approximation == "joint":
+        info["approximation_error"] = "none: joint mode distils the targets the networks produce"
+    layout = boost_layout(b, image_shape, d, m)
+    stored = {k: values[k].cpu() for k in layout}
+    assert {k: tuple(v.shape) for k, v in stored.items()} == layout, "stored tensors differ from the layout"
+    per_image = image_floats(image_shape)
+    info.update({
+        "m": m, "views": len(views), "training_pairs": m * len(views), "kernel_rows": kernel_rows or m * len(views),
+        "boost": spec.as_dict(),
+        "storage_split": {"fixed_image_equivalents": fixed / per_image,
+                          "per_sample_image_equivalents": per_sample / per_image,
+                          **_storage_split(layout, per_image)},
+        "steps": krr.steps, "steps_done": loop.steps_done, "pool_resets": loop.pool_resets,
+        "final_loss": loop.final_loss, "distill_seconds": loop.elapsed_s, "init_indices": index.tolist(),
+    })
+    return DistillResult(stored, info, finished=loop.finished)
+
+
+def _fit_all(values: Mapping[str, torch.Tensor], view_codes: torch.Tensor, spec: BoostSpec, b: BoostConfig,
+             seed: int) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, float]]]:
+    """Fit A_k for every extra view on the m pairs (codes of Y^(0) -> codes of Y^(k)); returns the
+    parameters and, per view, the relative error of the rebuilt Y^(k) (and of using Y^(0) for it)."""
+    codes0 = values["target_coefficients"] if "target_coefficients" in values else values["targets"]
+
+    def to_rep(codes: torch.Tensor) -> torch.Tensor:
+        return codes @ values["target_bases"] + values["target_mean"] if "target_bases" in values else codes
+
+    y0 = to_rep(codes0)
+    fitted: dict[str, torch.Tensor] = {}
+    errors: dict[str, dict[str, float]] = {}
+    for k, name in enumerate(spec.views[1:]):
+        yk = to_rep(view_codes[k])
+        inputs, shifts = (codes0, view_codes[k] - codes0) if spec.approx_space == "coefficients" else (y0, yk - y0)
+        params = fit_approx(inputs, shifts, b.approx_hidden, b.approx_steps, b.approx_lr, seed + 100 + k)
+        fitted.update({f"approx.{name}.{part}": p for part, p in params.items()})
+    with torch.no_grad():
+        _, rebuilt = boost_views({**values, **fitted}, spec)
+    m = codes0.shape[0]
+    for k, name in enumerate(spec.views[1:]):
+        yk = to_rep(view_codes[k])
+        errors[name] = {"relative_error": relative_error(rebuilt[(k + 1) * m : (k + 2) * m], yk),
+                        "relative_error_without_network": relative_error(y0, yk)}
+    return fitted, errors
+
+
+def reconstruct_boost(stored: dict[str, torch.Tensor], manifest: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    raw = manifest["boost"]
+    spec = BoostSpec(tuple(raw["views"]), int(raw["resolution"]), int(raw["size"]), raw.get("approx_space",
+                                                                                            "coefficients"))
+    with torch.no_grad():
+        images, targets = boost_views({k: v.float() for k, v in stored.items()}, spec)
+    return images, targets
+
+
+register_method(DistillMethod("boost", distill_boost, reconstruct_boost))

@@ -1,0 +1,148 @@
+"""The bilevel outer loop shared by KRR-ST and Boost (method.md section 3, steps 1-6).
+
+A method hands over its learned tensors and a `support()` function that turns them into the distilled
+views (images in [0,1] and their targets, differentiable); the loop owns the model pool, the real
+batches, the KRR loss, AdamW with linear decay, the metrics log and the checkpoint, so that resuming
+any method reproduces an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from ssdd.augment import normalize, to_float
+from ssdd.config import config_to_dict
+from ssdd.distill.krr import krr_loss
+from ssdd.distill.pool import ModelPool
+from ssdd.distill.registry import DistillContext
+from ssdd.models import build_model
+from ssdd.runtime import atomic_write
+
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class Support:
+    """The distilled side of one outer step."""
+
+    images: torch.Tensor  # (M, 3, H, W) in [0, 1]
+    targets: torch.Tensor  # (M, d)
+    kernel_rows: int | None = None  # only the first rows enter the kernel (None = all); the pool trains on all
+
+
+@dataclass
+class LoopResult:
+    steps_done: int
+    finished: bool
+    elapsed_s: float
+    pool_resets: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def final_loss(self) -> float | None:
+        return self.history[-1]["loss"] if self.history else None
+
+
+def linear_decay(step: int, total: int, final_ratio: float) -> float:
+    """Multiplier of the base learning rate: 1 at step 0, final_ratio at the last step."""
+    return 1.0 - (1.0 - final_ratio) * min(1.0, step / max(1, total - 1))
+
+
+def outer_loop(ctx: DistillContext, name: str, tensors: dict[str, torch.Tensor], support: Callable[[], Support],
+               real_views: Callable[[torch.Tensor, torch.Generator], torch.Tensor], cpu_gen: torch.Generator,
+               aug_gen: torch.Generator, lr_scales: dict[str, float] | None = None) -> LoopResult:
+    """Run (or resume) the outer steps on `tensors` (leaves with requires_grad, updated in place).
+
+    real_views(x, generator) augments a real batch (float in [0,1]) before the teacher sees it; cpu_gen
+    draws pool members and real batches (it is checkpointed with the pool), aug_gen drives real_views."""
+    cfg, krr, device, teacher = ctx.cfg, ctx.cfg.krr, ctx.device, ctx.teacher
+    images_u8 = ctx.source.images
+    n_source = images_u8.shape[0]
+    scales = lr_scales or {}
+    groups = [{"params": [t], "lr_scale": scales.get(key, 1.0), "name": key} for key, t in tensors.items()]
+    optimizer = torch.optim.AdamW(groups, lr=krr.lr, weight_decay=0.0)
+    pool = ModelPool(cfg.pool, lambda: build_model(krr.model, images_u8.shape[-1]), teacher.feature_dim, device,
+                     cpu_gen)
+
+    def norm(x: torch.Tensor) -> torch.Tensor:
+        return normalize(x, teacher.mean, teacher.std)
+
+    ckpt_path = ctx.out_dir / CHECKPOINT
+    start, history, elapsed = 0, [], 0.0
+    if ctx.resume:
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        missing = sorted(set(tensors) - set(state["tensors"]))
+        if missing:
+            raise ValueError(f"{ckpt_path} has no {', '.join(missing)}: it was written by another method or version")
+        with torch.no_grad():
+            for key, tensor in tensors.items():
+                tensor.copy_(state["tensors"][key])
+        optimizer.load_state_dict(state["optimizer"])
+        pool.load_state_dict(state["pool"])  # also restores cpu_gen
+        aug_gen.set_state(state["aug_generator"])
+        start, history, elapsed = state["step"], state["history"], state["elapsed_s"]
+        # lines logged after the checkpoint will be logged again: keep the log equal to the history
+        (ctx.out_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
+    else:
+        with torch.no_grad():
+            first = support()
+        warm_bar = tqdm(total=cfg.pool.size, desc="pool warm start", disable=not ctx.show_progress, leave=False)
+        pool.warm_start(norm(first.images), first.targets, progress=lambda _: warm_bar.update())
+        warm_bar.close()
+
+    stop = krr.steps if cfg.stop_after_steps <= 0 else min(krr.steps, start + cfg.stop_after_steps)
+    bar = tqdm(range(start, stop), initial=start, total=krr.steps, desc=name, disable=not ctx.show_progress,
+               dynamic_ncols=True)
+    window_loss, window_start = 0.0, time.perf_counter()
+    run_start = time.perf_counter()
+    for step in bar:
+        decay = linear_decay(step, krr.steps, krr.final_lr_ratio)
+        for group in optimizer.param_groups:
+            group["lr"] = krr.lr * group["lr_scale"] * decay
+        j = pool.sample()
+        batch_index = torch.randint(0, n_source, (krr.batch_size,), generator=cpu_gen).to(images_u8.device)
+        with torch.no_grad():
+            x_t = real_views(to_float(images_u8[batch_index]), aug_gen)
+            y_t = teacher(x_t).float()
+            phi_t = pool.features(j, norm(x_t))
+        current = support()
+        rows = current.kernel_rows or current.images.shape[0]
+        phi_s = pool.features(j, norm(current.images[:rows]))
+        loss = krr_loss(phi_s, phi_t, current.targets[:rows], y_t, krr.ridge)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"KRR loss became {loss.item()} at step {step}; lower krr.lr "
+                                     f"(the last checkpoint is intact)")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            after = support()
+        pool.train_step(j, norm(after.images), after.targets)
+        window_loss += float(loss.detach())
+        done = step + 1
+        if done % cfg.log_every == 0 or done == stop:
+            count = (done - 1) % cfg.log_every + 1
+            rate = count / max(time.perf_counter() - window_start, 1e-9)
+            record = {"step": done, "loss": window_loss / count, "steps_per_s": rate,
+                      "lr": krr.lr * decay, "pool_resets": pool.resets}
+            history.append(record)
+            with open(ctx.out_dir / "metrics.jsonl", "a") as log:
+                log.write(json.dumps(record) + "\n")
+            bar.set_postfix(loss=f"{record['loss']:.4f}", steps_s=f"{rate:.2f}")
+            window_loss, window_start = 0.0, time.perf_counter()
+        if done % cfg.checkpoint_every == 0 or done == stop:
+            state = {"config": config_to_dict(cfg), "tensors": {k: t.detach().cpu() for k, t in tensors.items()},
+                     "optimizer": optimizer.state_dict(), "pool": pool.state_dict(),
+                     "aug_generator": aug_gen.get_state(), "step": done, "history": history,
+                     "elapsed_s": elapsed + time.perf_counter() - run_start}
+            atomic_write(ckpt_path, lambda tmp, state=state: torch.save(state, tmp))
+    bar.close()
+    elapsed += time.perf_counter() - run_start
+    return LoopResult(stop, stop >= krr.steps, elapsed, pool.resets, history)

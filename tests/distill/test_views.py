@@ -1,0 +1,79 @@
+"""Predefined views are exact pixel permutations; upsampling is exact where it should be."""
+
+import pytest
+import torch
+
+from ssdd.distill.lowrank import images_from_coefficients, upsample
+from ssdd.distill.views import VIEWS, apply_views, check_views, random_views
+
+
+def images(n: int = 5, size: int = 8, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(0), dtype=dtype)
+
+
+def test_rotations_are_exact_permutations():
+    x = images()
+    assert torch.equal(VIEWS["rot90"](VIEWS["rot90"](x)), VIEWS["rot180"](x))
+    assert torch.equal(VIEWS["rot90"](VIEWS["rot270"](x)), x)
+    four = x
+    for _ in range(4):
+        four = VIEWS["rot90"](four)
+    assert torch.equal(four, x)
+    # rot90 counter-clockwise: the top row becomes the left column read bottom-up
+    assert torch.equal(VIEWS["rot90"](x)[..., :, 0], x[..., 0, :].flip(-1))
+    for name, view in VIEWS.items():
+        out = view(x)
+        assert out.shape == x.shape, name
+        assert torch.equal(out.flatten(1).sort(1).values, x.flatten(1).sort(1).values), name  # same pixel values
+
+
+def test_views_commute_with_uint8_conversion():
+    x8 = (images() * 255).to(torch.uint8)
+    for name, view in VIEWS.items():
+        assert torch.equal(view(x8).float() / 255, view(x8.float() / 255)), name
+
+
+def test_rotation_commutes_with_bilinear_upsampling():
+    low = images(size=4)
+    for name in ("rot90", "rot180", "rot270", "hflip"):
+        assert torch.allclose(upsample(VIEWS[name](low), 8), VIEWS[name](upsample(low, 8)), atol=1e-6), name
+
+
+def test_upsampling_is_linear_so_bases_can_be_upsampled_once():
+    gen = torch.Generator().manual_seed(1)
+    coefficients, bases, mean = torch.randn(6, 5, generator=gen), torch.randn(5, 48, generator=gen), torch.randn(48)
+    direct = images_from_coefficients(coefficients, bases, mean, 4, 8)
+    up_bases = upsample(bases.view(5, 3, 4, 4), 8).flatten(1)
+    up_mean = upsample(mean.view(1, 3, 4, 4), 8).flatten(1)
+    assert torch.allclose(direct.flatten(1), coefficients @ up_bases + up_mean, atol=1e-5)
+    same_size = images_from_coefficients(coefficients, bases, mean, 4, 4)  # r == H: no resampling at all
+    assert torch.equal(same_size.flatten(1), coefficients @ bases + mean)
+
+
+def test_apply_views_is_view_major_and_random_views_pick_from_the_list():
+    x = images(n=3)
+    names = ["identity", "rot90", "hflip"]
+    stacked = apply_views(x, names)
+    assert stacked.shape[0] == 9
+    assert torch.equal(stacked[:3], x) and torch.equal(stacked[3:6], VIEWS["rot90"](x))
+    picked = random_views(images(n=64), names, torch.Generator().manual_seed(0))
+    source = images(n=64)
+    kinds = set()
+    for i in range(64):
+        kinds |= {n for n in names if torch.equal(picked[i], VIEWS[n](source[i : i + 1])[0])}
+    assert kinds == set(names)
+    assert torch.equal(random_views(x, ["identity"]), x)
+
+
+@pytest.mark.parametrize("names, message", [
+    (["rot90", "identity"], "start with 'identity'"), (["identity", "spin"], "unknown"),
+    (["identity", "rot90", "rot90"], "repeats"), ([], "start with 'identity'")])
+def test_bad_view_lists_are_rejected(names, message):
+    with pytest.raises(ValueError, match=message):
+        check_views(names)
+
+
+def test_rotations_need_square_images():
+    with pytest.raises(ValueError, match="square"):
+        check_views(["identity", "rot90"], (3, 8, 16))
+    assert check_views(["identity", "rot180", "hflip"], (3, 8, 16)) == ["identity", "rot180", "hflip"]
