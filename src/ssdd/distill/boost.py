@@ -50,6 +50,11 @@ class BoostSpec:
         return {**asdict(self), "views": list(self.views)}
 
 
+def _to_rep(t: Mapping[str, torch.Tensor], codes: torch.Tensor) -> torch.Tensor:
+    """Target codes -> representations (the codes are the representations when there is no basis)."""
+    return codes @ t["target_bases"] + t["target_mean"] if "target_bases" in t else codes
+
+
 def boost_views(t: Mapping[str, torch.Tensor], spec: BoostSpec) -> tuple[torch.Tensor, torch.Tensor]:
     """Every (image, target) view: (m(K+1), 3, H, W) images and (m(K+1), d) targets, view-major."""
     if "images" in t:
@@ -58,19 +63,15 @@ def boost_views(t: Mapping[str, torch.Tensor], spec: BoostSpec) -> tuple[torch.T
         x0 = images_from_coefficients(t["image_coefficients"], t["image_bases"], t["image_mean"], spec.resolution,
                                       spec.size)
     codes0 = t["target_coefficients"] if "target_coefficients" in t else t["targets"]
-
-    def to_rep(codes: torch.Tensor) -> torch.Tensor:
-        return codes @ t["target_bases"] + t["target_mean"] if "target_bases" in t else codes
-
-    y0 = to_rep(codes0)
+    y0 = _to_rep(t, codes0)
     ys = [y0]
     for k, name in enumerate(spec.views[1:]):
         if "view_target_coefficients" in t:
-            ys.append(to_rep(t["view_target_coefficients"][k]))
+            ys.append(_to_rep(t, t["view_target_coefficients"][k]))
             continue
         params = {part: t[f"approx.{name}.{part}"] for part in PARTS}
         if spec.approx_space == "coefficients":
-            ys.append(to_rep(codes0 + apply_approx(params, codes0)))
+            ys.append(_to_rep(t, codes0 + apply_approx(params, codes0)))
         else:
             ys.append(y0 + apply_approx(params, y0))
     return apply_views(x0, spec.views), torch.cat(ys).float()
@@ -212,8 +213,7 @@ def _initialise(ctx: DistillContext, views: list[str], m: int, spec: BoostSpec, 
     if b.image_bases:
         low = _low_resolution(images_u8, b.image_resolution)
         image_basis = _basis(low, b.image_bases, b.basis_init, cfg.seed, init_gen)
-        coefficients = _codes(_low_resolution(chosen_u8, b.image_resolution), low, image_basis, b.coefficient_init,
-                              init_gen)
+        coefficients = _codes(low[index], low, image_basis, b.coefficient_init, init_gen)
         values.update(image_bases=image_basis.components, image_mean=image_basis.mean, image_coefficients=coefficients)
         info["image_pca_explained"] = float(image_basis.explained_variance.sum()) / image_basis.total_variance
         del low
@@ -291,15 +291,11 @@ def _fit_all(values: Mapping[str, torch.Tensor], view_codes: torch.Tensor, spec:
     """Fit A_k for every extra view on the m pairs (codes of Y^(0) -> codes of Y^(k)); returns the
     parameters and, per view, the relative error of the rebuilt Y^(k) (and of using Y^(0) for it)."""
     codes0 = values["target_coefficients"] if "target_coefficients" in values else values["targets"]
-
-    def to_rep(codes: torch.Tensor) -> torch.Tensor:
-        return codes @ values["target_bases"] + values["target_mean"] if "target_bases" in values else codes
-
-    y0 = to_rep(codes0)
+    y0 = _to_rep(values, codes0)
     fitted: dict[str, torch.Tensor] = {}
     errors: dict[str, dict[str, float]] = {}
     for k, name in enumerate(spec.views[1:]):
-        yk = to_rep(view_codes[k])
+        yk = _to_rep(values, view_codes[k])
         inputs, shifts = (codes0, view_codes[k] - codes0) if spec.approx_space == "coefficients" else (y0, yk - y0)
         params = fit_approx(inputs, shifts, b.approx_hidden, b.approx_steps, b.approx_lr, seed + 100 + k)
         fitted.update({f"approx.{name}.{part}": p for part, p in params.items()})
@@ -307,7 +303,7 @@ def _fit_all(values: Mapping[str, torch.Tensor], view_codes: torch.Tensor, spec:
         _, rebuilt = boost_views({**values, **fitted}, spec)
     m = codes0.shape[0]
     for k, name in enumerate(spec.views[1:]):
-        yk = to_rep(view_codes[k])
+        yk = _to_rep(values, view_codes[k])
         errors[name] = {"relative_error": relative_error(rebuilt[(k + 1) * m : (k + 2) * m], yk),
                         "relative_error_without_network": relative_error(y0, yk)}
     return fitted, errors
