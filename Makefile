@@ -1,6 +1,6 @@
 # Two commands do all the set-up on a fresh machine:
-#   make demo   create .venv, install ssdd, run teacher -> distill (Boost, KRR-ST, random) -> show -> evaluate
-#               on scikit-learn's digits (CPU)
+#   make demo   create .venv, install ssdd, run the demo study (`ssdd reproduce -c study_demo`): teacher ->
+#               distill (Boost, KRR-ST, random) -> evaluate -> report on scikit-learn's digits (CPU)
 #   make test   create .venv, install ssdd with its test extras, run ruff and the test suite
 PYTHON ?= python3
 VENV   ?= .venv
@@ -19,16 +19,9 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/ssdd check
-	rm -rf runs/demo
-	$(BIN)/ssdd teacher --config configs/demo_teacher.yaml
-	$(BIN)/ssdd distill --config configs/demo_distill.yaml
-	$(BIN)/ssdd distill --config configs/demo_distill.yaml method=random out_dir=runs/demo/distill_random
-	$(BIN)/ssdd distill --config configs/demo_distill_boost.yaml
-	$(BIN)/ssdd show runs/demo/distill_boost --out runs/demo/boost_show
-	$(BIN)/ssdd evaluate --config configs/demo_evaluate.yaml \
-	  --distilled runs/demo/distill_boost runs/demo/distill_krr_st runs/demo/distill_random
-	@echo "demo finished: artifacts, results.csv, summary.md and results.png under runs/demo/;" \
-	  "the Boost images and their views in runs/demo/boost_show.png"
+	$(BIN)/ssdd reproduce --config study_demo
+	@echo "demo finished: runs/demo/report.html (open it in a browser) and runs/demo/report.md;" \
+	  "every stage is cached under runs/demo/, so a second 'make demo' takes seconds"
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
@@ -50,7 +43,7 @@ benchmark: $(STAMP) data
 	$(BIN)/python benchmarks/augment_vs_kornia.py
 	$(BIN)/python benchmarks/distill_speed.py --teacher $(TEACHER) --m 100 1000 --steps 10 --batch-size 256 \
 	  --pool-width 32 --out benchmarks/results/distill_speed_cpu_preset.json
-	$(BIN)/python benchmarks/boost_speed.py --config configs/distill_boost_cpu.yaml --budget 100 --steps 5
+	$(BIN)/python benchmarks/boost_speed.py --config distill_boost_cpu --teacher $(TEACHER) --budget 100 --steps 5
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `cpu` scale Boost study at N = 100 on CIFAR-100 with the committed CPU teacher (protocol.md):
+# `cpu` scale Boost study at N = 100 on CIFAR-100 with the committed CPU teacher (docs/protocol.md):
 # Boost (both modes, 3 seeds), then its ablations (each component removed; all removed = KRR-ST-shaped at
 # the same steps), evaluated on the linear probe (time), 3 seeds. The KRR-ST / random / no-pre-training /
 # full-data rows come from benchmarks/cpu_scale.sh (same protocol); merge_results.py puts all in one table.
@@ -8,22 +8,23 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SSDD=${SSDD:-.venv/bin/ssdd}
 OUT=${OUT:-runs/cpu}
+TEACHER=${TEACHER:-artifacts/teachers/cifar100_convnet32_cpu}  # the presets name runs/teacher_cpu/teacher
 
 distill() {  # name, overrides...
   local name=$1; shift
   local dir="$OUT/$name"
   if [ -f "$dir/manifest.json" ]; then return; fi
   if [ -f "$dir/checkpoint.pt" ]; then
-    $SSDD distill -c configs/distill_boost_cpu.yaml out_dir="$dir" "$@" --no-progress --resume
+    $SSDD distill -c distill_boost_cpu teacher=$TEACHER out_dir="$dir" "$@" --no-progress --resume
   else
-    $SSDD distill -c configs/distill_boost_cpu.yaml out_dir="$dir" "$@" --no-progress
+    $SSDD distill -c distill_boost_cpu teacher=$TEACHER out_dir="$dir" "$@" --no-progress
   fi
 }
 
 evaluate() {  # out name, extra overrides..., -- distilled dirs
   local name=$1; shift
   if [ -f "$OUT/$name/summary.md" ]; then return; fi
-  $SSDD evaluate -c configs/evaluate_cpu.yaml out_dir="$OUT/$name" no_pretrain=false full_data.enabled=false \
+  $SSDD evaluate -c evaluate_cpu teacher=$TEACHER out_dir="$OUT/$name" no_pretrain=false full_data.enabled=false \
     --no-progress "$@"
 }
 

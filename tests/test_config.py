@@ -10,7 +10,7 @@ import yaml
 from ssdd.config import ConfigError, DataConfig, load_config, save_config
 from ssdd.teacher.config import TeacherConfig
 
-CONFIGS = Path(__file__).parents[1] / "configs"
+CONFIGS = Path(__file__).parents[1] / "src" / "ssdd" / "presets"  # configs/ is a symlink to it
 
 
 def _yaml(tmp_path: Path, payload, name: str = "cfg.yaml") -> Path:
@@ -96,7 +96,7 @@ def test_malformed_override():
 
 def test_missing_yaml_file(tmp_path):
     path = tmp_path / "absent.yaml"
-    with pytest.raises(ConfigError, match="not found") as info:
+    with pytest.raises(ConfigError, match="neither a file nor a preset") as info:
         load_config(TeacherConfig, path)
     assert str(path) in str(info.value)
 
@@ -145,17 +145,12 @@ def test_shipped_teacher_configs_load(path):
 
 
 def _schema_for(path: Path) -> type:
-    from ssdd.distill.config import DistillConfig
-    from ssdd.evaluation.config import EvaluateConfig
+    """The schema of the one command whose config the preset fits (tests/test_presets.py checks it is one)."""
+    from ssdd.preset_index import command_schema, preset_commands
 
-    stem = path.stem.removeprefix("demo_")
-    if stem == "cifar100":  # the paper's setting (Boost at N = 100) is a distillation preset
-        return DistillConfig
-    for prefix, schema in (("teacher", TeacherConfig), ("distill", DistillConfig), ("evaluate", EvaluateConfig)):
-        if stem.startswith(prefix):
-            return schema
-    raise AssertionError(f"{path.name}: name it teacher_*, distill_* or evaluate_* (or map it here) so its schema "
-                         f"is known")
+    commands = preset_commands(path.stem)
+    assert len(commands) == 1, f"{path.name} fits the configs of {commands or 'no command'}"
+    return command_schema(commands[0])
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)

@@ -19,8 +19,8 @@ PY
 python3 benchmarks/teacher_throughput.py --data /tmp/synthetic.npz --images 12800 --models resnet18:64 \
   --out $OUT/teacher_throughput_gpu.json
 D=runs/smoke
-python3 -m ssdd teacher -c configs/demo_teacher.yaml out_dir=$D/teacher optim.epochs=3 probe.iterations=200
-python3 -m ssdd distill -c configs/demo_distill.yaml teacher=$D/teacher/teacher out_dir=$D/krr krr.steps=60
-python3 -m ssdd distill -c configs/demo_distill.yaml teacher=$D/teacher/teacher out_dir=$D/random method=random
-python3 -m ssdd distill -c configs/demo_distill_boost.yaml teacher=$D/teacher/teacher out_dir=$D/boost krr.steps=60
+python3 -m ssdd teacher -c demo_teacher out_dir=$D/teacher optim.epochs=3 probe.iterations=200
+python3 -m ssdd distill -c demo_distill teacher=$D/teacher/teacher out_dir=$D/krr krr.steps=60
+python3 -m ssdd distill -c demo_distill teacher=$D/teacher/teacher out_dir=$D/random method=random
+python3 -m ssdd distill -c demo_distill_boost teacher=$D/teacher/teacher out_dir=$D/boost krr.steps=60
 echo "smoke passed"

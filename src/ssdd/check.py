@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -10,8 +11,26 @@ import torch
 
 from ssdd.runtime import versions
 
-PACK_DIR = Path("../shared/data")
-DATA_FILES = ("cifar100.npz", "cifar10.npz", "flowers102_32.npz")
+DATA_FILES = ("cifar100.npz", "cifar10.npz", "flowers102_32.npz")  # the data.path of the presets, under data/
+TEACHER_DEPTH = 4  # runs/demo/teacher/teacher/manifest.json
+
+
+def find_teachers(root: Path, depth: int = TEACHER_DEPTH) -> list[str]:
+    """Teacher artifact folders at most `depth` levels below root (hidden folders skipped)."""
+    from ssdd.teacher.artifact import KIND
+
+    found = []
+    for level in range(1, depth + 1):
+        for manifest in root.glob("/".join(["*"] * level) + "/manifest.json"):
+            if any(part.startswith(".") for part in manifest.relative_to(root).parts):
+                continue
+            try:
+                kind = json.loads(manifest.read_text()).get("kind")
+            except (OSError, ValueError, AttributeError):
+                continue
+            if kind == KIND:
+                found.append(str(manifest.parent))
+    return sorted(found)
 
 
 def _line(ok: bool | None, label: str, detail: str) -> None:
@@ -64,24 +83,20 @@ def run_check(extra_data: list[str] | None = None) -> int:
             _line(True, f"import {module}", "")
         except ImportError:
             _line(False, f"import {module}", "missing")
-            failures.append(f"pip install -e . (module {module} is missing)")
+            failures.append(f"module {module} is missing: reinstall ssdd with its dependencies")
 
-    found = []
     candidates = [Path("data") / f for f in DATA_FILES] + [Path(p) for p in extra_data or []]
-    for path in candidates:
-        if path.exists():
-            found.append(str(path))
-    packs = sorted(p.stem for p in PACK_DIR.glob("*.npz")) if PACK_DIR.is_dir() else []
+    found = [str(path) for path in candidates if path.exists()]
     if found:
         _line(True, "datasets", ", ".join(found))
-    elif packs:
-        _line(None, "datasets", f"packs {', '.join(packs)} in {PACK_DIR} are not decoded yet: run "
-              f"`make data` (or python {PACK_DIR}/unpack.py cifar100 data/cifar100.npz)")
     else:
-        _line(None, "datasets", "no decoded .npz under data/: use data.source=torchvision (download=true), "
-              "folder or digits, or convert your data to the NumPy format (README)")
-    teachers = sorted(str(p.parent) for p in Path("artifacts/teachers").glob("*/manifest.json"))
-    _line(None if not teachers else True, "teachers", ", ".join(teachers) or "none committed here")
+        _line(None, "datasets", "none at the presets' data.path (data/*.npz here) or --data: pass "
+              "data.path=FILE.npz (ssdd's NumPy format, README), or data.source=torchvision data.name=cifar100 "
+              "data.path=DIR data.download=true (folder and digits sources work too)")
+    teachers = find_teachers(Path("."))
+    _line(None if not teachers else True, "teachers", ", ".join(teachers) or
+          "none in this folder: train one with 'ssdd teacher' or bring one with 'ssdd import-teacher', "
+          "then pass teacher=PATH")
 
     if failures:
         print("\nTo fix:")

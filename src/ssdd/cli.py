@@ -1,10 +1,17 @@
 """The `ssdd` command line: one subcommand per pipeline stage.
 
-    ssdd teacher --config configs/teacher_cpu.yaml optim.epochs=20 [--resume]
-    ssdd distill --config configs/cifar100.yaml [--resume]
-    ssdd evaluate --config configs/evaluate_cpu.yaml --distilled runs/full/boost_n100
+    ssdd teacher --config teacher_cpu optim.epochs=20 [--resume]
+    ssdd distill --config cifar100 teacher=runs/teacher_cifar100/teacher [--resume]
+    ssdd evaluate --config evaluate_cpu --distilled runs/full/boost_n100
     ssdd show runs/full/boost_n100
+    ssdd report runs/evaluate [--out DIR] [--teacher DIR] [--distilled DIR ...]
+    ssdd presets [NAME]
+    ssdd import-teacher barlow_twins_resnet18_cifar100.pt --format krr_st --dataset cifar100 --out DIR
+    ssdd import-distilled synthetic_data/cifar100/krr_st --out runs/imported/krr_st_cifar100
+    ssdd export runs/full/boost_n100 --out exports/boost_n100
     ssdd check
+
+`--config` takes a YAML file or the name of a packaged preset (`ssdd presets` lists them).
 """
 
 from __future__ import annotations
@@ -19,9 +26,11 @@ from ssdd import __version__
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", "-c", help="YAML preset (see configs/); omitted = built-in defaults")
+    parser.add_argument("--config", "-c", metavar="FILE|PRESET",
+                        help="a YAML file or a packaged preset name (`ssdd presets` lists them); "
+                             "omitted = built-in defaults")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="override any config value, e.g. optim.epochs=10 data.path=data/cifar100.npz")
+                        help="override any config value, e.g. optim.epochs=10 data.path=cifar100.npz")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
 
@@ -75,7 +84,16 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
         print(report_from_results(Path(cfg.out_dir)))
         return 0
-    run_evaluate(cfg, show_progress=not args.no_progress)
+    run_evaluate(cfg, show_progress=not args.no_progress, resume=args.resume)
+    return 0
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from ssdd.study import StudyConfig, run_study
+
+    if (cfg := _config(args, StudyConfig)) is not None:
+        result = run_study(cfg, show_progress=not args.no_progress)
+        return 0 if result.finished else 3
     return 0
 
 
@@ -87,10 +105,51 @@ def _cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from ssdd.report import build_report
+
+    for path in build_report(args.directory, args.out, args.teacher, args.distilled):
+        print(path)
+    return 0
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     from ssdd.check import run_check
 
     return run_check(args.data)
+
+
+def _cmd_import_distilled(args: argparse.Namespace) -> int:
+    from ssdd.distill.interop import import_distilled, import_summary
+    from ssdd.interop_args import import_options
+
+    print(import_summary(import_distilled(args.source, args.out, args.format, **import_options(args)), args.out))
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from ssdd.distill.interop import export_distilled
+
+    index = export_distilled(args.directory, args.out)
+    print(f"{index['label']}: {len(index['entries'])} PNG images ({index['m']} x {len(index['views'])} view(s)), "
+          f"{'targets.npy' if 'targets' in index else 'labels.npy'} and index.json in {args.out} "
+          f"(PNG is 8-bit: max error {index['png']['max_abs_error_in_range']:.4f} in [0,1], "
+          f"{index['png']['clipped_values']} values clipped)")
+    return 0
+
+
+def _cmd_import_teacher(args: argparse.Namespace) -> int:
+    from ssdd.teacher.importers import import_teacher, options_from_args
+
+    import_teacher(options_from_args(args))
+    return 0
+
+
+def _cmd_presets(args: argparse.Namespace) -> int:
+    from ssdd.preset_index import preset_table, preset_text
+
+    print(preset_text(args.name) if args.name else preset_table(), end="" if args.name else "\n")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,15 +174,54 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--distilled", "-d", nargs="+", default=[], metavar="DIR",
                           help="distilled artifact folders (added to the config's list)")
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
+    evaluate.add_argument("--resume", action="store_true",
+                          help="keep the finished cells of out_dir/results.json and run only the missing ones")
     evaluate.add_argument("--report-only", action="store_true",
                           help="rebuild summary.md/json and results.png from out_dir/results.json, train nothing")
     evaluate.set_defaults(func=_cmd_evaluate)
+
+    reproduce = sub.add_parser("reproduce", help="a whole study from one preset: teacher -> distill -> evaluate -> "
+                                                 "report, each stage cached")
+    _add_config_args(reproduce)
+    reproduce.add_argument("--no-progress", action="store_true", help="no progress bars (stage lines stay)")
+    reproduce.set_defaults(func=_cmd_reproduce)
 
     show = sub.add_parser("show", help="PNG grid of a distilled set's images and views, and its loss curve")
     show.add_argument("directory", help="a distilled artifact folder (from ssdd distill)")
     show.add_argument("--out", "-o", default=None, help="output path without suffix (default DIR/show)")
     show.add_argument("--images", "-n", type=int, default=8, help="how many distilled images to draw")
     show.set_defaults(func=_cmd_show)
+
+    report = sub.add_parser("report", help="report.md and a self-contained report.html of an evaluation folder")
+    report.add_argument("directory", help="an `ssdd evaluate` out_dir (results.json, config.yaml)")
+    report.add_argument("--out", "-o", default=None, help="output folder (default DIR)")
+    report.add_argument("--teacher", default=None, metavar="DIR",
+                        help="the teacher folder (default: the one DIR/config.yaml names)")
+    report.add_argument("--distilled", "-d", nargs="+", default=None, metavar="DIR",
+                        help="the distilled folders (default: those DIR/config.yaml names)")
+    report.set_defaults(func=_cmd_report)
+
+    from ssdd.import_teacher_args import add_import_teacher_arguments
+
+    import_teacher = sub.add_parser("import-teacher", help="turn a KRR-ST, solo-learn or state-dict checkpoint "
+                                    "into an ssdd teacher artifact")
+    add_import_teacher_arguments(import_teacher)
+    import_teacher.set_defaults(func=_cmd_import_teacher)
+
+    presets = sub.add_parser("presets", help="list the packaged YAML presets (for --config), or print one")
+    presets.add_argument("name", nargs="?", default=None, help="a preset to print (with or without .yaml)")
+    presets.set_defaults(func=_cmd_presets)
+
+    from ssdd.interop_args import add_export_arguments, add_import_arguments
+
+    import_distilled = sub.add_parser("import-distilled", help="bring a distilled set made elsewhere (KRR-ST's "
+                                      "x_syn.pt/y_syn.pt, an image folder) into an ssdd artifact")
+    add_import_arguments(import_distilled)
+    import_distilled.set_defaults(func=_cmd_import_distilled)
+
+    export = sub.add_parser("export", help="write a distilled set's images (PNG, every view), targets and index.json")
+    add_export_arguments(export)
+    export.set_defaults(func=_cmd_export)
 
     check = sub.add_parser("check", help="verify the installation and say what to fix")
     check.add_argument("--data", nargs="*", default=None, help="extra .npz files or folders to look at")

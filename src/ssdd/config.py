@@ -1,8 +1,9 @@
 """Typed configs: dataclass schemas, YAML presets and `key=value` command-line overrides.
 
-Every command has a dataclass schema. A run's config is the schema's defaults, then the YAML preset,
-then the overrides, each validated by omegaconf: unknown keys and wrong types are rejected with the
-list of valid keys. The resolved config is saved beside every artifact (see `config_to_dict`).
+Every command has a dataclass schema. A run's config is the schema's defaults, then the YAML given with
+`--config` (a file, or the name of a preset packaged in ssdd/presets), then the overrides, each
+validated by omegaconf: unknown keys and wrong types are rejected with the list of valid keys. The
+resolved config is saved beside every artifact (see `config_to_dict`).
 """
 
 from __future__ import annotations
@@ -86,23 +87,50 @@ def _explain(exc: OmegaConfBaseException, schema: type, origin: str) -> ConfigEr
     return ConfigError(f"invalid config ({origin}): {str(exc).splitlines()[0]}")
 
 
+def read_config_text(config: str | Path) -> tuple[str, str]:
+    """The YAML text of `--config X` and where it came from: the file X if it exists, else the packaged
+    preset X (with or without .yaml); else a one-line ConfigError."""
+    path = Path(config)
+    if path.is_file():
+        return path.read_text(), str(path)
+    from ssdd.preset_index import find_preset
+
+    preset = find_preset(str(config))
+    if preset is None:
+        raise ConfigError(f"config '{config}' is neither a file nor a preset (ssdd presets lists them)")
+    return preset.read_text(encoding="utf-8"), f"preset {str(config).removesuffix('.yaml')}"
+
+
+def _merge_yaml(cfg: Any, schema: type, text: str, origin: str) -> Any:
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{origin}: not valid YAML ({exc})") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"{origin}: the top level must be a mapping of keys to values")
+    try:
+        return OmegaConf.merge(cfg, OmegaConf.create(loaded or {}))
+    except OmegaConfBaseException as exc:
+        raise _explain(exc, schema, origin) from None
+
+
+def _to_object(cfg: Any, schema: type) -> Any:
+    try:
+        return OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as exc:
+        raise _explain(exc, schema, "resolved config") from None
+
+
+def config_from_yaml(schema: type[T], text: str, origin: str = "YAML") -> T:
+    """Validate YAML text against a schema (defaults <- text); ConfigError when it does not fit."""
+    return _to_object(_merge_yaml(OmegaConf.structured(schema), schema, text, origin), schema)
+
+
 def load_config(schema: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
-    """Build a validated config: schema defaults <- YAML file <- `a.b=value` overrides."""
+    """Build a validated config: schema defaults <- YAML file or packaged preset <- `a.b=value` overrides."""
     cfg = OmegaConf.structured(schema)
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
-        try:
-            cfg = OmegaConf.merge(cfg, OmegaConf.create(loaded or {}))
-        except OmegaConfBaseException as exc:
-            raise _explain(exc, schema, str(path)) from None
+        cfg = _merge_yaml(cfg, schema, *read_config_text(path))
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"override '{item}' must look like key=value (for example optim.epochs=10)")
@@ -110,10 +138,7 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: list
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
         except OmegaConfBaseException as exc:
             raise _explain(exc, schema, f"override '{item}'") from None
-    try:
-        return OmegaConf.to_object(cfg)  # type: ignore[return-value]
-    except OmegaConfBaseException as exc:
-        raise _explain(exc, schema, "resolved config") from None
+    return _to_object(cfg, schema)
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from ssdd.distill import load_distilled
+from ssdd.distill.artifact import DistilledSet
 from ssdd.plots import pyplot, save_figure
 
 
@@ -27,13 +29,34 @@ def show_distilled(directory: str | Path, out: str | Path | None = None, count: 
     """Write `<out>.png` (images and their views) and `<out>_loss.png` when the run logged a loss."""
     directory = Path(directory)
     distilled = load_distilled(directory)
+    fig = distilled_figure(distilled, count)
+    out = Path(out) if out else directory / "show"
+    written = [save_figure(fig, out.with_suffix(".png"))]
+    plt = pyplot()
+    metrics = directory / "metrics.jsonl"
+    if metrics.is_file():
+        history = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+        if history:
+            fig, ax = plt.subplots(figsize=(5, 3.2))
+            ax.plot([h["step"] for h in history], [h["loss"] for h in history])
+            ax.set(xlabel="outer step", ylabel="KRR loss (MSE to teacher)", title=f"{distilled.method} distillation",
+                   yscale="log")
+            fig.tight_layout()
+            written.append(save_figure(fig, out.with_name(out.stem + "_loss.png")))
+    return written
+
+
+def distilled_figure(distilled: DistilledSet, count: int = 8, title: bool = True, per_row: int = 8) -> Any:
+    """A matplotlib figure of the first `count` images of a distilled set: one row per image and one column
+    per stored view, or a block of `per_row` images per row for a plain set (used by `ssdd show` and
+    `ssdd report`)."""
     images, _ = distilled.training_pairs()
     m = int(distilled.manifest.get("m") or images.shape[0])
     views = images.shape[0] // m  # training pairs are view-major: [a_0(X); a_1(X); ...]
     names = distilled.manifest.get("boost", {}).get("views") or [f"view {k}" for k in range(views)]
     count = max(1, min(count, m))
-    if views == 1:  # a plain set: a block of images, 8 per row
-        columns = min(8, count)
+    if views == 1:  # a plain set: a block of images, `per_row` per row
+        columns = min(per_row, count)
         rows = -(-count // columns)
         picked = torch.cat([images[:count], torch.ones(rows * columns - count, *images.shape[1:])])
         titles = None
@@ -55,20 +78,9 @@ def show_distilled(directory: str | Path, out: str | Path | None = None, count: 
         ax.xaxis.tick_top()
         ax.set_xticks([1 + k * width + width / 2 for k in range(len(titles))], titles, fontsize=7)
         ax.tick_params(length=0)
-    report = distilled.storage()
-    fig.suptitle(f"{distilled.method}: m = {m}, {views} view(s), {report.image_equivalents:.1f} image-equivalents",
-                 fontsize=8)
+    if title:
+        report = distilled.storage()
+        fig.suptitle(f"{distilled.method}: m = {m}, {views} view(s), {report.image_equivalents:.1f} "
+                     "image-equivalents", fontsize=8)
     fig.tight_layout()
-    out = Path(out) if out else directory / "show"
-    written = [save_figure(fig, out.with_suffix(".png"))]
-    metrics = directory / "metrics.jsonl"
-    if metrics.is_file():
-        history = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-        if history:
-            fig, ax = plt.subplots(figsize=(5, 3.2))
-            ax.plot([h["step"] for h in history], [h["loss"] for h in history])
-            ax.set(xlabel="outer step", ylabel="KRR loss (MSE to teacher)", title=f"{distilled.method} distillation",
-                   yscale="log")
-            fig.tight_layout()
-            written.append(save_figure(fig, out.with_name(out.stem + "_loss.png")))
-    return written
+    return fig

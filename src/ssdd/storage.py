@@ -2,7 +2,7 @@
 
 Every float that must be stored to rebuild a distilled set counts (images or their bases and
 coefficients, representations or theirs, means, approximation-network weights); the total divided by
-C*H*W of one source image is its size in image-equivalents (method.md section 1). Every method, the
+C*H*W of one source image is its size in image-equivalents (docs/method.md section 1). Every method, the
 evaluation and the tests use this one function.
 """
 

@@ -50,3 +50,53 @@ def test_ridge_solve_falls_back_when_cholesky_fails():
 @pytest.mark.parametrize("m", [1, 3])
 def test_shapes(m):
     assert krr_predict(torch.randn(m, 4), torch.randn(5, 4), torch.randn(m, 6)).shape == (5, 6)
+
+
+def _closed_form_float64(phi_s: torch.Tensor, phi_t: torch.Tensor, y_s: torch.Tensor, ridge: float) -> torch.Tensor:
+    """Ridge regression in float64 through an explicit dual solve (the definition, not the implementation)."""
+    p_s, p_t = with_bias(phi_s.double()), with_bias(phi_t.double())
+    gram = p_s @ p_s.T
+    lam = ridge * torch.trace(gram).detach()
+    return p_t @ p_s.T @ torch.linalg.solve(gram + lam * torch.eye(len(gram), dtype=torch.float64), y_s.double())
+
+
+@pytest.mark.parametrize("rows", [12, 40])  # fewer and more support rows than features + 1 (= 17)
+@pytest.mark.parametrize("form", ["primal", "dual", "auto"])
+def test_both_forms_match_float64_closed_form_predictions_and_gradients(rows, form):
+    torch.manual_seed(rows)
+    phi_s = torch.randn(rows, 16, dtype=torch.float64)
+    phi_t, y_s, y_t = torch.randn(30, 16, dtype=torch.float64), torch.randn(rows, 5), torch.randn(30, 5)
+    ridge = 1e-3
+
+    def grads(fn, dtype):
+        s = phi_s.to(dtype).requires_grad_(True)
+        y = y_s.to(dtype).requires_grad_(True)
+        loss = torch.mean((fn(s, phi_t.to(dtype), y) - y_t.to(dtype)) ** 2)
+        return (loss, *torch.autograd.grad(loss, [s, y]))
+
+    ours = grads(lambda s, t, y: krr_predict(s, t, y, ridge, form), torch.float32)
+    ref = grads(lambda s, t, y: _closed_form_float64(s, t, y, ridge), torch.float64)
+    for a, b in zip(ours, ref, strict=True):
+        assert torch.linalg.norm(a.double() - b) / torch.linalg.norm(b) < 1e-4
+
+
+def test_auto_takes_the_smaller_system_and_bad_forms_are_rejected():
+    from ssdd.distill.krr import resolve_form
+
+    assert resolve_form("auto", 100, 17) == "primal" and resolve_form("auto", 17, 17) == "dual"
+    assert resolve_form("dual", 100, 17) == "dual"
+    with pytest.raises(ValueError, match=r"krr\.form"):
+        resolve_form("cholesky", 3, 3)
+
+
+def test_float64_solve_returns_float32_and_is_closer_to_the_closed_form():
+    from ssdd.distill.krr import krr_solve_dtype
+
+    torch.manual_seed(3)
+    phi_s, phi_t, y_s = torch.randn(40, 16), torch.randn(30, 16), torch.randn(40, 5)
+    reference = _closed_form_float64(phi_s, phi_t, y_s, 1e-7)
+    out = krr_predict(phi_s, phi_t, y_s, 1e-7, "dual", krr_solve_dtype("float64"))
+    assert out.dtype == torch.float32
+    assert torch.linalg.norm(out.double() - reference) / torch.linalg.norm(reference) < 1e-6
+    with pytest.raises(ValueError, match="solve_dtype"):
+        krr_solve_dtype("half")

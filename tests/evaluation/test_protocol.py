@@ -121,3 +121,32 @@ def test_evaluate_refuses_sets_from_another_teacher_and_duplicate_labels(tiny_np
     with pytest.raises(ValueError, match="share the label random@10"):
         run_evaluate(load_config(EvaluateConfig, None, [
             f"teacher={tiny_teacher}", f"distilled=[{tmp_path / 'a'}, {tmp_path / 'b'}]", *base]), show_progress=False)
+
+
+def test_evaluate_refuses_a_folder_with_results_and_resume_keeps_finished_cells(tiny_npz, tiny_teacher, tmp_path,
+                                                                              capsys):
+    from ssdd.evaluation.config import EvaluateConfig
+    from ssdd.evaluation.protocol import run_evaluate
+
+    out = tmp_path / "eval"
+    base = [f"teacher={tiny_teacher}", f"out_dir={out}", f"source.path={tiny_npz}", "source.resolution=16",
+            "models=[{name: convnet, width: 4, depth: 2}]", f"targets=[{{source: npz, path: {tiny_npz}, name: t}}]",
+            "pretrain.epochs=1", "full_data.enabled=false", "finetune.small_iterations=2", "probe.iterations=2",
+            "cka_images=0", "device=cpu", "modes=[linear_probe]"]
+    first = run_evaluate(load_config(EvaluateConfig, None, [*base, "seeds=1"]), show_progress=False)
+    assert len(first) == 1
+    with pytest.raises(FileExistsError, match="--resume"):
+        run_evaluate(load_config(EvaluateConfig, None, [*base, "seeds=1"]), show_progress=False)
+    # more seeds on resume: the finished cell is kept as it was, only the new one runs
+    rows = run_evaluate(load_config(EvaluateConfig, None, [*base, "seeds=2"]), show_progress=False, resume=True)
+    assert len(rows) == 2 and rows[0] == first[0] and {r["seed"] for r in rows} == {0, 1}
+    assert "1 finished cells kept" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="different config"):
+        run_evaluate(load_config(EvaluateConfig, None, [*base, "seeds=2", "probe.iterations=3"]),
+                     show_progress=False, resume=True)
+    # an artifact folder is never written into
+    (tmp_path / "artifact").mkdir()
+    (tmp_path / "artifact" / "manifest.json").write_text("{}")
+    with pytest.raises(FileExistsError, match="another out_dir"):
+        run_evaluate(load_config(EvaluateConfig, None, [*base, f"out_dir={tmp_path / 'artifact'}"]),
+                     show_progress=False)

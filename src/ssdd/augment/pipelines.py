@@ -11,7 +11,7 @@ from ssdd.augment import ops
 
 @dataclass
 class ViewConfig:
-    """One Barlow Twins view (method.md section 2). Both views share everything but solarisation."""
+    """One Barlow Twins view (docs/method.md section 2). Both views share everything but solarisation."""
 
     crop_scale_min: float = 0.08
     crop_scale_max: float = 1.0

@@ -31,7 +31,9 @@ def load_npz(path: str | Path, split: str, resolution: int, name: str = "") -> I
     """`x_<split>` uint8 (N,H,W,3), `y_<split>` int64 (N,), optional `classes` (C,) strings."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: file not found (decode a pack with `python ../shared/data/unpack.py NAME {path}`)")
+        raise DataError(f"{path}: file not found; pass data.path=FILE.npz, a .npz in ssdd's NumPy format "
+                        f"(README, 'Data formats'), or data.source=torchvision data.name=cifar100 data.path=DIR "
+                        f"data.download=true (for ssdd evaluate: source.* and targets)")
     try:
         archive = np.load(path, allow_pickle=False)
         keys = set(archive.files)

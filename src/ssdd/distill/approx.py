@@ -1,4 +1,4 @@
-"""Boost's approximation networks (method.md section 4.3): one MLP per extra view, V -> h -> V.
+"""Boost's approximation networks (docs/method.md section 4.3): one MLP per extra view, V -> h -> V.
 
 A network maps the code of an image's identity-view target to the shift of its view-k target
 (Y^(k) = Y^(0) + A_k(code) in code space). It is kept as a plain dict of tensors (w1, b1, w2, b2) so

@@ -1,4 +1,4 @@
-"""Boost (Yu, Yao, Chiu, ICLR 2025; method.md section 4): KRR-ST's loop over a low-rank parameterisation,
+"""Boost (Yu, Yao, Chiu, ICLR 2025; docs/method.md section 4): KRR-ST's loop over a low-rank parameterisation,
 predefined views and approximation networks.
 
 Stored tensors (names are the artifact's):
@@ -195,7 +195,7 @@ def _storage_split(shapes: Mapping[str, tuple[int, ...]], per_image: int) -> dic
 
 def _initialise(ctx: DistillContext, views: list[str], m: int, spec: BoostSpec, cpu_gen: torch.Generator
                 ) -> tuple[dict[str, torch.Tensor], torch.Tensor, dict[str, Any]]:
-    """Bases and means from the whole source, codes of m chosen real images (method.md 4.1), each view's
+    """Bases and means from the whole source, codes of m chosen real images (docs/method.md 4.1), each view's
     target codes from g(a_k(x)) (4.2), and in joint mode the networks fitted to those; on ctx.device."""
     cfg, b, device, teacher = ctx.cfg, ctx.cfg.boost, ctx.device, ctx.teacher
     images_u8 = ctx.source.images

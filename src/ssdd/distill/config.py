@@ -1,5 +1,5 @@
-"""Schema of `ssdd distill` (outer-loop defaults = KRR-ST's public settings, method.md section 3;
-Boost's own options in `boost`, method.md sections 4 and 6)."""
+"""Schema of `ssdd distill` (outer-loop defaults = KRR-ST's public settings, docs/method.md section 3;
+Boost's own options in `boost`, docs/method.md sections 4 and 6)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ class KRRConfig:
     batch_size: int = 1024  # real images per outer step
     lr: float = 1e-4  # AdamW on images and targets (1e-5 for 64 px sources)
     final_lr_ratio: float = 1e-3  # linear decay to final_lr_ratio * lr over the steps
-    ridge: float = 1e-6  # lambda = ridge * trace(K_ss)
+    ridge: float = 1e-6  # lambda = ridge * trace(K_ss), the same lambda in both forms
+    form: str = "auto"  # auto (primal when support rows > features + 1, else dual) | primal | dual
+    solve_dtype: str = "float32"  # float32 | float64 (the kernel and its solve; features stay in their dtype)
     real_crop_padding: int = 4  # RandomCrop(padding) + flip on the real batch
     model: ModelConfig = field(default_factory=lambda: ModelConfig(name="convnet", width=128, depth=3))
 
@@ -23,7 +25,7 @@ class KRRConfig:
 @dataclass
 class BoostConfig:
     """Boost's parameterisation, views and approximation networks. The outer loop (steps, lr, real batch,
-    pool) is `krr`/`pool`; the Boost presets set method.md's T = 30,000 at lr 1e-3 there."""
+    pool) is `krr`/`pool`; the Boost presets set docs/method.md's T = 30,000 at lr 1e-3 there."""
 
     image_bases: int = 200  # U (0 = store pixel images: parameterisation off on the image side)
     image_resolution: int = 16  # r: the image bases live at r x r and are bilinearly upsampled
@@ -52,7 +54,7 @@ class DistillConfig:
     name: str = ""  # label of this set in evaluation reports (default: method@budget), e.g. an ablation
     budget: float = 100.0  # storage budget N in image-equivalents
     count_targets: bool = True  # count Y_s in the budget; false = m = N images (KRR-ST paper convention)
-    teacher: str = "artifacts/teachers/cifar100_convnet32_cpu"
+    teacher: str = ""  # an ssdd teacher folder (required; from `ssdd teacher` or `ssdd import-teacher`)
     stop_after_steps: int = 0  # run at most this many outer steps in this invocation (0 = to the end)
     checkpoint_every: int = 500  # outer steps between checkpoints
     log_every: int = 50  # outer steps between lines of metrics.jsonl

@@ -1,12 +1,24 @@
-"""Kernel ridge regression core shared by KRR-ST and Boost (method.md section 3, steps 3-5).
+"""Kernel ridge regression core shared by KRR-ST and Boost (docs/method.md section 3, steps 3-5).
 
-Features get a bias column; the linear kernel over them is solved with a trace-scaled ridge, in
-float32 whatever autocast is active, by Cholesky (falling back to a general solve), never an inverse.
+Features get a bias column, P = [phi, 1] of shape (M, D + 1) for the M support rows. The same ridge
+regression has two exact forms:
+
+- dual:   Y_hat = P_t P_s^T (P_s P_s^T + lambda I_M)^-1 Y_s        (an M x M system)
+- primal: Y_hat = P_t (P_s^T P_s + lambda I_{D+1})^-1 P_s^T Y_s    (a (D+1) x (D+1) system)
+
+They are equal by the push-through identity P^T (P P^T + lambda I)^-1 = (P^T P + lambda I)^-1 P^T, with
+the same lambda in both: lambda = ridge * trace(P_s P_s^T) = ridge * trace(P_s^T P_s) = ridge * ||P_s||_F^2
+(detached). `form="auto"` takes the smaller system: the primal when M > D + 1, where the M x M kernel
+is rank-deficient (rank <= D + 1) and its float32 solve is poorly conditioned. Everything runs in
+float32 whatever autocast is active (`dtype=torch.float64` for an exact-to-rounding solve), by Cholesky
+(falling back to a general solve), never an inverse.
 """
 
 from __future__ import annotations
 
 import torch
+
+FORMS = ("auto", "primal", "dual")
 
 
 def with_bias(features: torch.Tensor) -> torch.Tensor:
@@ -24,19 +36,40 @@ def ridge_solve(gram: torch.Tensor, rhs: torch.Tensor, ridge: float) -> torch.Te
     return torch.linalg.solve(system, rhs)
 
 
+def resolve_form(form: str, support_rows: int, features: int) -> str:
+    """The form to use for `support_rows` rows of `features` columns (bias column included)."""
+    if form not in FORMS:
+        raise ValueError(f"krr.form must be one of {', '.join(FORMS)}, got '{form}'")
+    if form == "auto":
+        return "primal" if support_rows > features else "dual"
+    return form
+
+
+def krr_solve_dtype(name: str) -> torch.dtype:
+    """torch dtype of the `krr.solve_dtype` setting."""
+    dtypes = {"float32": torch.float32, "float64": torch.float64}
+    if name not in dtypes:
+        raise ValueError(f"krr.solve_dtype must be float32 or float64, got '{name}'")
+    return dtypes[name]
+
+
 def krr_predict(support_features: torch.Tensor, query_features: torch.Tensor, support_targets: torch.Tensor,
-                ridge: float = 1e-6) -> torch.Tensor:
-    """K_ts (K_ss + lambda I)^-1 Y_s with K = [phi, 1][phi, 1]^T; returns (n_query, d) in float32."""
+                ridge: float = 1e-6, form: str = "auto", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The ridge-regression prediction for the query rows from the support set; (n_query, d) in float32."""
     with torch.autocast(device_type=support_features.device.type, enabled=False):
-        p_s = with_bias(support_features.float())
-        p_t = with_bias(query_features.float())
-        k_ss = p_s @ p_s.T  # (m, m)
-        k_ts = p_t @ p_s.T  # (n, m)
-        return k_ts @ ridge_solve(k_ss, support_targets.float(), ridge)
+        p_s = with_bias(support_features.to(dtype))
+        p_t = with_bias(query_features.to(dtype))
+        y_s = support_targets.to(dtype)
+        if resolve_form(form, *p_s.shape) == "primal":
+            prediction = p_t @ ridge_solve(p_s.T @ p_s, p_s.T @ y_s, ridge)
+        else:
+            prediction = (p_t @ p_s.T) @ ridge_solve(p_s @ p_s.T, y_s, ridge)
+        return prediction.float()
 
 
 def krr_loss(support_features: torch.Tensor, query_features: torch.Tensor, support_targets: torch.Tensor,
-             query_targets: torch.Tensor, ridge: float = 1e-6) -> torch.Tensor:
+             query_targets: torch.Tensor, ridge: float = 1e-6, form: str = "auto",
+             dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Mean squared error between the KRR prediction for the query batch and its teacher targets."""
-    prediction = krr_predict(support_features, query_features, support_targets, ridge)
+    prediction = krr_predict(support_features, query_features, support_targets, ridge, form, dtype)
     return torch.mean((prediction - query_targets.float()) ** 2)

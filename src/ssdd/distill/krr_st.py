@@ -1,4 +1,4 @@
-"""KRR-ST (Lee et al., ICLR 2024; method.md section 3).
+"""KRR-ST (Lee et al., ICLR 2024; docs/method.md section 3).
 
 Learned state: images X_s (m,3,H,W) in pixel space, initialised from m random real images, and
 targets Y_s (m,d) initialised to the teacher's representations of them. Each outer step (the loop in

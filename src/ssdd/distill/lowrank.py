@@ -1,4 +1,4 @@
-"""Low-rank bases for Boost's parameterisation (method.md section 4.1): PCA fitting and projection.
+"""Low-rank bases for Boost's parameterisation (docs/method.md section 4.1): PCA fitting and projection.
 
 A basis is a mean vector and K orthonormal components; data -> coefficients -> data is
 `reconstruct(project(x))`. PCA is fitted with torch's randomised low-rank SVD (`torch.pca_lowrank`)

@@ -1,4 +1,4 @@
-"""The bilevel outer loop shared by KRR-ST and Boost (method.md section 3, steps 1-6).
+"""The bilevel outer loop shared by KRR-ST and Boost (docs/method.md section 3, steps 1-6).
 
 A method hands over its learned tensors and a `support()` function that turns them into the distilled
 views (images in [0,1] and their targets, differentiable); the loop owns the model pool, the real
@@ -19,11 +19,11 @@ from tqdm.auto import tqdm
 
 from ssdd.augment import normalize, to_float
 from ssdd.config import config_to_dict
-from ssdd.distill.krr import krr_loss
+from ssdd.distill.krr import krr_loss, krr_solve_dtype
 from ssdd.distill.pool import ModelPool
 from ssdd.distill.registry import DistillContext
 from ssdd.models import build_model
-from ssdd.runtime import atomic_write
+from ssdd.runfolder import load_checkpoint, save_checkpoint
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -68,6 +68,8 @@ def outer_loop(ctx: DistillContext, name: str, tensors: dict[str, torch.Tensor],
     scales = lr_scales or {}
     groups = [{"params": [t], "lr_scale": scales.get(key, 1.0), "name": key} for key, t in tensors.items()]
     optimizer = torch.optim.AdamW(groups, lr=krr.lr, weight_decay=0.0)
+    learned = list(tensors.values())
+    solve_dtype = krr_solve_dtype(krr.solve_dtype)
     pool = ModelPool(cfg.pool, lambda: build_model(krr.model, images_u8.shape[-1]), teacher.feature_dim, device,
                      cpu_gen)
 
@@ -77,7 +79,7 @@ def outer_loop(ctx: DistillContext, name: str, tensors: dict[str, torch.Tensor],
     ckpt_path = ctx.out_dir / CHECKPOINT
     start, history, elapsed = 0, [], 0.0
     if ctx.resume:
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        state = load_checkpoint(ckpt_path)
         missing = sorted(set(tensors) - set(state["tensors"]))
         if missing:
             raise ValueError(f"{ckpt_path} has no {', '.join(missing)}: it was written by another method or version")
@@ -115,12 +117,12 @@ def outer_loop(ctx: DistillContext, name: str, tensors: dict[str, torch.Tensor],
         current = support()
         rows = current.kernel_rows or current.images.shape[0]
         phi_s = pool.features(j, norm(current.images[:rows]))
-        loss = krr_loss(phi_s, phi_t, current.targets[:rows], y_t, krr.ridge)
+        loss = krr_loss(phi_s, phi_t, current.targets[:rows], y_t, krr.ridge, krr.form, solve_dtype)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"KRR loss became {loss.item()} at step {step}; lower krr.lr "
                                      f"(the last checkpoint is intact)")
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward(inputs=learned)  # no gradients for the pool member's weights: they are not used
         optimizer.step()
         with torch.no_grad():
             after = support()
@@ -142,7 +144,7 @@ def outer_loop(ctx: DistillContext, name: str, tensors: dict[str, torch.Tensor],
                      "optimizer": optimizer.state_dict(), "pool": pool.state_dict(),
                      "aug_generator": aug_gen.get_state(), "step": done, "history": history,
                      "elapsed_s": elapsed + time.perf_counter() - run_start}
-            atomic_write(ckpt_path, lambda tmp, state=state: torch.save(state, tmp))
+            save_checkpoint(ckpt_path, state)
     bar.close()
     elapsed += time.perf_counter() - run_start
     return LoopResult(stop, stop >= krr.steps, elapsed, pool.resets, history)

@@ -1,4 +1,4 @@
-"""The model pool of KRR-ST (method.md section 3): L networks trained online on the distilled set.
+"""The model pool of KRR-ST (docs/method.md section 3): L networks trained online on the distilled set.
 
 Model j starts from a fresh init trained for t_j ~ U{1..max_steps-1} full-batch steps of
 MSE(head(phi(X_s)), Y_s); each outer step trains the chosen model one more step. A model that reaches

@@ -13,9 +13,10 @@ from ssdd.distill import boost, krr_st, subsets  # noqa: F401  (register the met
 from ssdd.distill.artifact import DistilledSet, save_distilled
 from ssdd.distill.config import RESUMABLE_KEYS, DistillConfig
 from ssdd.distill.registry import DistillContext, get_method
+from ssdd.runfolder import check_resume_compatible, load_checkpoint
 from ssdd.runtime import resolve_device, seed_everything, versions
 from ssdd.teacher import load_teacher
-from ssdd.teacher.train import check_resume_compatible
+from ssdd.teacher.locate import require_teacher_folder
 
 
 def run_distill(cfg: DistillConfig, resume: bool = False, show_progress: bool = True) -> DistilledSet | None:
@@ -25,6 +26,7 @@ def run_distill(cfg: DistillConfig, resume: bool = False, show_progress: bool = 
         raise ValueError("log_every and checkpoint_every must be at least 1")
     if not cfg.count_targets and cfg.method != "krr_st":
         raise ValueError(f"count_targets=false (KRR-ST's paper convention) applies to krr_st only, not {cfg.method}")
+    require_teacher_folder(cfg.teacher)
     device = resolve_device(cfg.device)
     out_dir = Path(cfg.out_dir)
     ckpt = out_dir / "checkpoint.pt"
@@ -34,7 +36,7 @@ def run_distill(cfg: DistillConfig, resume: bool = False, show_progress: bool = 
         raise FileExistsError(f"{out_dir} already holds a distillation run; pass --resume to continue it "
                               f"or choose another out_dir")
     if resume:
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        state = load_checkpoint(ckpt)
         saved_cfg = state.get("config")
         if saved_cfg is not None:
             check_resume_compatible(saved_cfg, config_to_dict(cfg), RESUMABLE_KEYS)

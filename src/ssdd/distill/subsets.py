@@ -1,4 +1,4 @@
-"""Real-image baselines at the same budget (method.md section 5): random subset and k-means subset.
+"""Real-image baselines at the same budget (docs/method.md section 5): random subset and k-means subset.
 
 Both store m real images (uint8, exact) with their teacher representations as targets; m follows from
 the budget with each sample costing 1 + d/(3HW) image-equivalents. The supervised variant of the random

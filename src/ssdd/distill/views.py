@@ -1,4 +1,4 @@
-"""Boost's predefined augmentations (method.md section 4.2): a fixed, deterministic list of views.
+"""Boost's predefined augmentations (docs/method.md section 4.2): a fixed, deterministic list of views.
 
 `apply_views` stacks every view of a batch view-major ([a_0(x); a_1(x); ...]); `random_views` gives each
 image of a real batch one view drawn at random. All views are pixel permutations, so they are exact

@@ -1,4 +1,4 @@
-"""Schema of `ssdd evaluate` (defaults = protocol.md at `full` scale)."""
+"""Schema of `ssdd evaluate` (defaults = docs/protocol.md at `full` scale)."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ class EvaluateConfig:
     device: str = "auto"
     distilled: list[str] = field(default_factory=list)  # distilled artifact folders
     no_pretrain: bool = True  # the random-initialisation row
-    teacher: str = "artifacts/teachers/cifar100_convnet32_cpu"  # full-data targets and CKA reference
+    teacher: str = ""  # an ssdd teacher folder (required): full-data targets and CKA reference
     source: DataConfig = field(default_factory=DataConfig)  # full-data row; its test split feeds CKA
     models: list[ModelConfig] = field(default_factory=lambda: [ModelConfig(name="convnet", width=128, depth=3)])
     targets: list[DataConfig] = field(default_factory=lambda: [

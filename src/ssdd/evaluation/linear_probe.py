@@ -1,7 +1,7 @@
-"""Frozen-feature evaluation: feature extraction and the linear probe of protocol.md (stage 5).
+"""Frozen-feature evaluation: feature extraction and the linear probe of docs/protocol.md (stage 5).
 
 The probe trains a linear head with SGD (momentum 0.9, no weight decay, cosine schedule) on cached
-features. By default (`standardize=True`, a deviation from protocol.md that every report states) the
+features. By default (`standardize=True`, a deviation from docs/protocol.md that every report states) the
 features are first standardised with the train split's per-dimension mean and std: an affine
 reparameterisation of the same linear head that lets one learning rate (0.2) suit every encoder,
 whose raw feature scales differ by orders of magnitude.

@@ -1,4 +1,4 @@
-"""`ssdd evaluate`: one protocol for every pre-training source (protocol.md).
+"""`ssdd evaluate`: one protocol for every pre-training source (docs/protocol.md).
 
 For every architecture x seed x pre-training source (each distilled set, no pre-training, full data):
 pre-train a fresh network, measure its linear CKA to the teacher, then fine-tune it and linear-probe it
@@ -7,18 +7,22 @@ on every target. One row per method x budget x architecture x target x seed x mo
 
 from __future__ import annotations
 
+import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from torch import nn
 from tqdm.auto import tqdm
 
 from ssdd.config import DataConfig, ModelConfig, config_to_dict, save_config
 from ssdd.data import ImageDataset, channel_stats, load_split
 from ssdd.distill import load_distilled
+from ssdd.distill.interop import evaluation_note
 from ssdd.evaluation.cka import linear_cka
 from ssdd.evaluation.config import EvaluateConfig
 from ssdd.evaluation.finetune import finetune
@@ -26,8 +30,13 @@ from ssdd.evaluation.linear_probe import extract_features, probe_encoder
 from ssdd.evaluation.pretrain import pretrain_full_data, pretrain_on_pairs
 from ssdd.evaluation.report import write_report, write_results
 from ssdd.models import build_model
+from ssdd.runfolder import check_resume_compatible
 from ssdd.runtime import resolve_device, versions
 from ssdd.teacher import Teacher, load_teacher
+from ssdd.teacher.locate import require_teacher_folder
+
+# settings a resumed evaluation may change: more seeds or sets add cells, the others keep theirs
+RESUMABLE_KEYS = ("out_dir", "distilled", "seeds", "device")
 
 
 @dataclass
@@ -67,7 +76,10 @@ def _sources(cfg: EvaluateConfig, teacher: Teacher, n_source: int) -> list[Pretr
     for path in cfg.distilled:
         distilled = load_distilled(path)
         manifest = distilled.manifest
-        if manifest.get("teacher", {}).get("fingerprint") != teacher.fingerprint:
+        note = evaluation_note(manifest)  # imported sets whose targets no known teacher vouches for
+        if note is not None:
+            print(f"ssdd evaluate: note: {path}: {note}", file=sys.stderr)
+        elif manifest.get("teacher", {}).get("fingerprint") != teacher.fingerprint:
             raise ValueError(f"{path} was distilled with teacher {manifest.get('teacher', {}).get('path')} "
                              f"(fingerprint {manifest.get('teacher', {}).get('fingerprint')}), not the evaluation "
                              f"teacher {cfg.teacher}: rows would not be comparable")
@@ -115,14 +127,48 @@ def _pretrain(source: PretrainSource, model_cfg: ModelConfig, cfg: EvaluateConfi
     return backbone
 
 
-def run_evaluate(cfg: EvaluateConfig, show_progress: bool = True) -> list[dict[str, Any]]:
+def _cell(label: str, arch: str, width: Any, depth: Any, feature: Any, seed: int) -> tuple:
+    return (label, arch, width, depth, feature, seed)
+
+
+def _row_cell(row: dict[str, Any]) -> tuple:
+    return _cell(row["label"], row["arch"], row.get("arch_width"), row.get("arch_depth"), row.get("arch_feature"),
+                 row["seed"])
+
+
+def _previous_rows(out_dir: Path, cfg: EvaluateConfig, resume: bool) -> list[dict[str, Any]]:
+    """Rows of an earlier run in out_dir to keep (--resume), after checking it measured the same thing."""
+    if (out_dir / "manifest.json").exists() or (out_dir / "checkpoint.pt").exists():
+        raise FileExistsError(f"{out_dir} holds a teacher or distillation run; choose another out_dir for the "
+                              f"evaluation")
+    results = out_dir / "results.json"
+    if not resume:
+        if results.exists():
+            raise FileExistsError(f"{out_dir} already holds evaluation results (results.json); pass --resume to "
+                                  f"add only the missing cells, or choose another out_dir")
+        return []
+    if not results.exists():
+        return []
+    saved = yaml.safe_load((out_dir / "config.yaml").read_text()) if (out_dir / "config.yaml").exists() else None
+    if saved is not None:
+        check_resume_compatible(saved, config_to_dict(cfg), RESUMABLE_KEYS)
+    try:
+        return list(json.loads(results.read_text()))
+    except ValueError:
+        raise ValueError(f"{results}: not valid JSON; move it away to start the evaluation afresh") from None
+
+
+def run_evaluate(cfg: EvaluateConfig, show_progress: bool = True, resume: bool = False) -> list[dict[str, Any]]:
+    """Evaluate every cell; with `resume`, keep the complete cells already in out_dir/results.json."""
     unknown = set(cfg.modes) - {"finetune", "linear_probe"}
     if unknown or not cfg.modes:
         raise ValueError(f"modes must be a non-empty subset of [finetune, linear_probe], got {cfg.modes}")
     if cfg.seeds < 1:
         raise ValueError("seeds must be at least 1")
+    require_teacher_folder(cfg.teacher)
     device = resolve_device(cfg.device)
     out_dir = Path(cfg.out_dir)
+    previous = _previous_rows(out_dir, cfg, resume)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out_dir / "config.yaml")
     teacher = load_teacher(cfg.teacher, device)
@@ -141,10 +187,19 @@ def run_evaluate(cfg: EvaluateConfig, show_progress: bool = True) -> list[dict[s
     targets = [_load_target(t, resolution, cfg.seed, device) for t in cfg.targets]
     seeds = [cfg.seed + i for i in range(cfg.seeds)]
     cells = [(m, s, src) for m in cfg.models for s in seeds for src in sources]
-    rows: list[dict[str, Any]] = []
+    per_cell = len(targets) * len(cfg.modes)
+    counts: dict[tuple, int] = {}
+    for row in previous:
+        counts[_row_cell(row)] = counts.get(_row_cell(row), 0) + 1
+    complete = {cell for cell, n in counts.items() if n == per_cell}
+    rows: list[dict[str, Any]] = [row for row in previous if _row_cell(row) in complete]
+    if complete:
+        print(f"resuming: {len(complete)} finished cells kept from {out_dir / 'results.json'}")
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     bar = tqdm(cells, desc="evaluate", disable=not show_progress, dynamic_ncols=True)
     for model_cfg, seed, source in bar:
+        if _cell(source.label, model_cfg.name, model_cfg.width, model_cfg.depth, model_cfg.feature, seed) in complete:
+            continue
         bar.set_postfix(source=source.label, arch=model_cfg.name, seed=seed)
         start = time.perf_counter()
         backbone = _pretrain(source, model_cfg, cfg, teacher, source_train.images if source_train else None,
@@ -166,7 +221,8 @@ def run_evaluate(cfg: EvaluateConfig, show_progress: bool = True) -> list[dict[s
                                          cfg.probe, seed=seed)["test_top1"]
                 rows.append({
                     "method": source.method, "label": source.label, "budget": source.budget,
-                    "arch": model_cfg.name, "arch_width": model_cfg.width, "target": target.name, "seed": seed,
+                    "arch": model_cfg.name, "arch_width": model_cfg.width, "arch_depth": model_cfg.depth,
+                    "arch_feature": model_cfg.feature, "target": target.name, "seed": seed,
                     "mode": mode, "top1": top1, "cka_to_teacher": cka, "pretrain_s": pretrain_s,
                     "eval_s": time.perf_counter() - start, "device": device_name,
                     **{k: v for k, v in source.info.items() if k != "path"},

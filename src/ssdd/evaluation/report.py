@@ -80,17 +80,20 @@ def _fmt(value: Any, spec: str, suffix: str = "") -> str:
 
 
 def format_table(summary: list[dict[str, Any]]) -> str:
+    from ssdd.report.formats import mean_std, ratio
+
     header = ("| pre-training | arch | target | mode | top-1 (%) | retention | vs no pre-train | vs random | "
-              "storage (img-eq) | KiB | m / views | CKA | pre-train s | speed-up vs full |")
+              "storage (img-eq) | KiB | compression | m / views | CKA | pre-train s | speed-up vs full |")
     lines = [header, "|" + " --- |" * (header.count("|") - 1)]
     for s in summary:
         lines.append(
             f"| {s['label']} | {s['arch']} | {s['target']} | {s['mode']} | "
-            f"{s['top1_mean']:.2f} ± {s['top1_std']:.2f} | {_fmt(s['retention'], '.2f')} | "
+            f"{mean_std(s['top1_mean'], s['top1_std'], s['seeds'])} | {_fmt(s['retention'], '.2f')} | "
             f"{_fmt(s['gain_vs_no_pretrain'], '+.2f')} | {_fmt(s['gain_vs_random'], '+.2f')} | "
             f"{_fmt(s['image_equivalents'], '.1f')} | {_fmt(s['bytes'] and s['bytes'] / 1024, '.1f')} | "
+            f"{ratio(s.get('compression'))} | "
             f"{_fmt(s['m'], 'd')} / {_fmt(s['views'], 'd')} | {_fmt(s['cka_to_teacher'], '.3f')} | "
-            f"{s['pretrain_s']:.1f} | {_fmt(s.get('pretrain_speedup'), '.0f', 'x')} |")
+            f"{s['pretrain_s']:.1f} | {ratio(s.get('pretrain_speedup'))} |")
     return "\n".join(lines)
 
 
@@ -111,7 +114,19 @@ def report_from_results(out_dir: Path) -> str:
     path = Path(out_dir) / "results.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no results to summarise")
-    return write_report(json.loads(path.read_text()), Path(out_dir))
+    return write_report(json.loads(path.read_text()), Path(out_dir), _saved_extra(Path(out_dir)))
+
+
+def _saved_extra(out_dir: Path) -> dict[str, Any]:
+    """What the run recorded beside the rows (versions, config): kept from the previous summary.json, the
+    config read back from config.yaml when that summary is gone. Versions of today are never substituted."""
+    import yaml
+
+    summary = out_dir / "summary.json"
+    extra = {k: v for k, v in json.loads(summary.read_text()).items() if k != "rows"} if summary.is_file() else {}
+    if "config" not in extra and (out_dir / "config.yaml").is_file():
+        extra["config"] = yaml.safe_load((out_dir / "config.yaml").read_text())
+    return extra
 
 
 def plot_summary(summary: list[dict[str, Any]], path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Schema of `ssdd teacher` (defaults = method.md section 2, the reference Barlow Twins recipe)."""
+"""Schema of `ssdd teacher` (defaults = docs/method.md section 2, the reference Barlow Twins recipe)."""
 
 from __future__ import annotations
 

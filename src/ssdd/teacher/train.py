@@ -24,7 +24,8 @@ from ssdd.config import config_to_dict, save_config
 from ssdd.data import channel_stats, load_split
 from ssdd.evaluation.linear_probe import probe_encoder
 from ssdd.models import build_model, describe
-from ssdd.runtime import atomic_write, resolve_device, seed_everything, versions, write_json
+from ssdd.runfolder import check_resume_compatible, load_checkpoint, save_checkpoint
+from ssdd.runtime import resolve_device, seed_everything, versions, write_json
 from ssdd.teacher.artifact import save_teacher
 from ssdd.teacher.barlow_twins import barlow_twins_loss, projector
 from ssdd.teacher.config import RESUMABLE_KEYS, TeacherConfig
@@ -54,26 +55,6 @@ def _amp_dtype(cfg: TeacherConfig, device: torch.device) -> torch.dtype | None:
     if cfg.precision in ("bf16", "auto"):
         return torch.bfloat16
     raise ValueError(f"precision must be auto, bf16 or fp32, got '{cfg.precision}'")
-
-
-def check_resume_compatible(saved: dict[str, Any], current: dict[str, Any],
-                            allowed: tuple[str, ...] = RESUMABLE_KEYS) -> None:
-    """Refuse to resume with a config that differs in anything but the `allowed` keys."""
-    def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            out.update(flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-        return out
-
-    a, b = flatten(saved), flatten(current)
-    differing = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and k not in allowed]
-    if differing:
-        details = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in differing[:6])
-        raise ValueError(f"--resume with a different config ({details}); resume with the original settings")
-
-
-def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def train_teacher(cfg: TeacherConfig, resume: bool = False, show_progress: bool = True) -> Path | None:
@@ -135,8 +116,8 @@ def _train(cfg: TeacherConfig, resume: bool, show_progress: bool, dist_info: D.D
     resolved = config_to_dict(cfg)
     start_epoch, history, elapsed = 0, [], 0.0
     if resume:
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        check_resume_compatible(state["config"], resolved)
+        state = load_checkpoint(ckpt_path)
+        check_resume_compatible(state["config"], resolved, RESUMABLE_KEYS)
         if state["world_size"] != dist_info.world_size:
             raise ValueError(f"checkpoint written by {state['world_size']} processes; resume with the same number")
         model.load_state_dict(state["model"])
@@ -202,7 +183,7 @@ def _train(cfg: TeacherConfig, resume: bool, show_progress: bool, dist_info: D.D
         history.append(record)
         generator_states = D.all_gather_objects(aug_generator.get_state())
         if dist_info.is_main:
-            _save_checkpoint(ckpt_path, {
+            save_checkpoint(ckpt_path, {
                 "epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "aug_generator": generator_states, "cpu_rng": torch.get_rng_state(), "history": history,
                 "elapsed_s": elapsed, "config": resolved, "world_size": dist_info.world_size,

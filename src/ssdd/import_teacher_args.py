@@ -1,0 +1,42 @@
+"""Arguments of `ssdd import-teacher`, kept free of torch so that building the CLI parser stays fast."""
+
+from __future__ import annotations
+
+import argparse
+
+FORMATS = ("krr_st", "solo_learn", "state_dict")
+
+
+def add_import_teacher_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `ssdd import-teacher` (see ssdd.teacher.importers)."""
+    parser.add_argument("path", help="the checkpoint (.pt, .pth, .ckpt or .safetensors)")
+    parser.add_argument("--format", "-f", required=True, choices=FORMATS,
+                        help="krr_st: KRR-ST's barlow_twins_resnet18_*.pt; solo_learn: a solo-learn Lightning "
+                             ".ckpt; state_dict: a flat state dict of a registered architecture")
+    parser.add_argument("--out", "-o", required=True, help="the teacher artifact folder to write")
+    parser.add_argument("--model", default="resnet18", help="registered architecture (default resnet18)")
+    parser.add_argument("--width", type=int, default=0, help="model width (0 = the architecture's default)")
+    parser.add_argument("--depth", type=int, default=0, help="model depth (ConvNet)")
+    parser.add_argument("--feature", default="default", help="ConvNet feature: flatten | pool")
+    parser.add_argument("--dataset", default="", help="the teacher's training set: sets the default mean/std "
+                        "and resolution of the format (krr_st: cifar100, tinyimagenet, imagenet, ...)")
+    parser.add_argument("--mean", type=float, nargs=3, default=None, metavar=("R", "G", "B"))
+    parser.add_argument("--std", type=float, nargs=3, default=None, metavar=("R", "G", "B"))
+    parser.add_argument("--resolution", type=int, default=0, help="input size in px (default from --dataset, "
+                        "else 32)")
+    parser.add_argument("--prefix", default="", help="state_dict: strip this key prefix (e.g. module.)")
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="allow unpickling arbitrary Python objects (runs code from the file): only for "
+                             "files you trust")
+    parser.add_argument("--probe-data", default=None, metavar="PATH",
+                        help="labelled data for a linear probe (.npz, ImageFolder root, torchvision root, digits)")
+    parser.add_argument("--probe-source", default="", choices=["", "npz", "folder", "torchvision", "digits"],
+                        help="format of --probe-data (default: from the path)")
+    parser.add_argument("--probe-name", default="", help="dataset name (torchvision: which dataset)")
+    parser.add_argument("--probe-splits", nargs=2, default=["train", "test"], metavar=("TRAIN", "TEST"))
+    parser.add_argument("--probe-subset", type=int, nargs=2, default=[0, 0], metavar=("TRAIN", "TEST"),
+                        help="random subsets of the probe's splits (0 = all)")
+    parser.add_argument("--probe-iterations", type=int, default=5000, help="linear-probe SGD iterations")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda (for the probe)")
+    parser.add_argument("--save-dtype", default="float32", choices=["float16", "float32"])
+    parser.add_argument("--overwrite", action="store_true", help="replace an artifact already in --out")

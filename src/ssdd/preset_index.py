@@ -1,0 +1,83 @@
+"""The YAML presets shipped inside the package (`ssdd/presets/*.yaml`): names, text, descriptions, commands.
+
+Read through importlib.resources, so they are found the same way in a checkout, an editable install and an
+installed wheel. `--config NAME` and `ssdd presets` use this module.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib import resources
+from importlib.resources.abc import Traversable
+
+from ssdd.config import ConfigError, config_from_yaml
+
+SUFFIX = ".yaml"
+SCHEMAS = {  # command -> its config schema (module:class), imported only when a preset is classified
+    "teacher": "ssdd.teacher.config:TeacherConfig",
+    "distill": "ssdd.distill.config:DistillConfig",
+    "evaluate": "ssdd.evaluation.config:EvaluateConfig",
+    "reproduce": "ssdd.study.config:StudyConfig",
+}
+
+
+def _folder() -> Traversable:
+    return resources.files("ssdd").joinpath("presets")
+
+
+def preset_names() -> list[str]:
+    """Every packaged preset, by name (the file name without .yaml), sorted."""
+    return sorted(entry.name.removesuffix(SUFFIX) for entry in _folder().iterdir()
+                  if entry.is_file() and entry.name.endswith(SUFFIX))
+
+
+def find_preset(name: str) -> Traversable | None:
+    """The packaged preset called `name` (with or without .yaml), or None."""
+    stem = name.removesuffix(SUFFIX)
+    return _folder().joinpath(stem + SUFFIX) if stem in preset_names() else None
+
+
+def preset_text(name: str) -> str:
+    """The YAML text of a packaged preset; ConfigError naming the available ones when there is none."""
+    preset = find_preset(name)
+    if preset is None:
+        raise ConfigError(f"no preset '{name}' (available: {', '.join(preset_names())})")
+    return preset.read_text(encoding="utf-8")
+
+
+def preset_description(text: str) -> str:
+    """The first comment line of a preset's YAML, without the '#'."""
+    for line in text.splitlines():
+        if line.startswith("#"):
+            return line.lstrip("#").strip()
+    return ""
+
+
+def command_schema(command: str) -> type:
+    """The config schema of a command of SCHEMAS."""
+    module, _, cls = SCHEMAS[command].partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def preset_commands(name: str) -> list[str]:
+    """The commands (teacher, distill, evaluate, ...) whose config schema accepts the preset."""
+    text = preset_text(name)
+    commands = []
+    for command in SCHEMAS:
+        try:
+            config_from_yaml(command_schema(command), text, f"preset {name}")
+        except ConfigError:
+            continue
+        commands.append(command)
+    return commands
+
+
+def preset_table() -> str:
+    """One line per preset: name, the command it is for, its description."""
+    rows = [(name, "/".join(preset_commands(name)) or "?", preset_description(preset_text(name)))
+            for name in preset_names()]
+    width = max(len(name) for name, _, _ in rows)
+    command_width = max(len(command) for _, command, _ in rows)
+    lines = [f"{name:<{width}}  {command:<{command_width}}  {description}" for name, command, description in rows]
+    usage = "Use one with `ssdd COMMAND -c NAME [key=value ...]`; `ssdd presets NAME` prints it."
+    return "\n".join([*lines, "", usage])

@@ -1,0 +1,371 @@
+"""What the report says, as format-free blocks: the overview, the teacher card, one card per distilled set
+with its comparison against full data and no pre-training, the figures and the full table. Every number
+comes from results.json (through `summarize`) or from a manifest."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ssdd.report import formats as F
+from ssdd.report.document import Block, Card, Cards, Facts, Figure, Heading, Notes, Paragraph, Table
+from ssdd.report.figures import MODE_NAMES, panel_title
+from ssdd.report.gather import REFERENCE_METHODS, DistilledInfo, ReportData, TeacherInfo
+
+FULL_TABLE_HEADER = ["pre-training", "top-1 (%)", "retention", "vs no pre-training", "vs random",
+                     "storage (img-eq)", "KiB", "compression", "m / pairs", "CKA to teacher", "pre-training time",
+                     "speed-up", "distillation time"]
+REFERENCE_NAMES = {"no_pretrain": "no pre-training", "full_data": "full data"}
+METHOD_NOTES = {"boost": "Boost: low-rank bases, predefined views, approximation networks",
+                "krr_st": "KRR-ST: learned images and targets", "random": "random real images, teacher targets",
+                "kmeans": "k-means-chosen real images, teacher targets",
+                "random_supervised": "random real images, class labels"}
+DEFAULTS = {"seeds": 3, "finetune_iterations": 10_000, "finetune_small_iterations": 5_000, "pretrain_epochs": 1000,
+            "full_data_epochs": 100, "probe_iterations": 5_000}
+
+
+def _several_archs(data: ReportData) -> bool:
+    return len({p[0] for p in data.panels}) > 1
+
+
+def _title(data: ReportData, panel: tuple[str, str, str]) -> str:
+    return panel_title(*panel, several_archs=_several_archs(data))
+
+
+def _count(value: Any) -> str:
+    return F.DASH if value is None else f"{int(value):,}"
+
+
+def source_images(data: ReportData) -> int | None:
+    full = next((r for r in data.rows if r["method"] == "full_data"), None)
+    if full is not None and full.get("image_equivalents"):
+        return int(full["image_equivalents"])
+    manifests = [d.manifest for d in data.distilled if d.manifest is not None]
+    return next((m["source"]["images"] for m in manifests if m.get("source", {}).get("images")), None)
+
+
+# ---------------------------------------------------------------- overview
+
+
+def _departures(config: dict[str, Any]) -> list[str]:
+    """Where the run's settings differ from the `full` protocol of docs/protocol.md."""
+    found = []
+    seeds = config.get("seeds")
+    if seeds is not None and seeds < DEFAULTS["seeds"]:
+        found.append(f"{seeds} seed{'s' if seeds != 1 else ''} (protocol: {DEFAULTS['seeds']})")
+    pretrain = config.get("pretrain") or {}
+    if pretrain.get("max_iterations"):
+        found.append(f"pre-training capped at {pretrain['max_iterations']:,} SGD steps (protocol: "
+                     f"{DEFAULTS['pretrain_epochs']:,} epochs, no cap)")
+    elif pretrain.get("epochs") not in (None, DEFAULTS["pretrain_epochs"]):
+        found.append(f"pre-training {pretrain['epochs']:,} epochs (protocol: {DEFAULTS['pretrain_epochs']:,})")
+    finetune = config.get("finetune") or {}
+    for key, what in (("iterations", "large"), ("small_iterations", "small")):
+        default = DEFAULTS["finetune_" + key]
+        if finetune.get(key) is not None and finetune[key] != default:
+            found.append(f"fine-tuning {finetune[key]:,} iterations on {what} targets (protocol: {default:,})")
+    probe = (config.get("probe") or {}).get("iterations")
+    if probe is not None and probe != DEFAULTS["probe_iterations"]:
+        found.append(f"linear probe {probe:,} iterations (protocol: {DEFAULTS['probe_iterations']:,})")
+    full = config.get("full_data") or {}
+    if full.get("enabled", True) and full.get("epochs") not in (None, DEFAULTS["full_data_epochs"]):
+        found.append(f"full data {full['epochs']:,} epoch{'s' if full['epochs'] != 1 else ''} (protocol: "
+                     f"{DEFAULTS['full_data_epochs']})")
+    return found
+
+
+def overview(data: ReportData) -> list[Block]:
+    config = data.config
+    targets = list(dict.fromkeys(r["target"] for r in data.rows))
+    archs = list(dict.fromkeys(r["arch"] for r in data.rows))
+    modes = [MODE_NAMES.get(m, m) for m in dict.fromkeys(r["mode"] for r in data.rows)]
+    seeds = sorted({r["seed"] for r in data.rows})
+    devices = sorted({r["device"] for r in data.rows if r.get("device")})
+    recorded = [d.manifest.get("source", {}).get("name") for d in data.distilled if d.manifest]
+    source = (config.get("source") or {}).get("name") or (config.get("source") or {}).get("path") or \
+        next((name for name in recorded if name), "unknown")
+    n_source = source_images(data)
+    facts = [("source", f"{source}" + (f" ({n_source:,} images)" if n_source else "")),
+             ("targets", ", ".join(targets)), ("architectures", ", ".join(archs)), ("modes", ", ".join(modes)),
+             ("seeds", f"{len(seeds)} ({', '.join(map(str, seeds))})"),
+             ("evaluation device", ", ".join(devices) or F.DASH)]
+    pretrain = config.get("pretrain") or {}
+    if pretrain:
+        cap = f", at most {pretrain['max_iterations']:,} SGD steps" if pretrain.get("max_iterations") else ""
+        facts.append(("pre-training", f"{_count(pretrain.get('epochs'))} epochs over every stored view{cap}"))
+    if config.get("finetune"):
+        facts.append(("fine-tuning", f"{config['finetune'].get('iterations', '?'):,} iterations "
+                                     f"({config['finetune'].get('small_iterations', '?'):,} for small targets)"))
+    if config.get("cka_images"):
+        facts.append(("CKA", f"linear, on {config['cka_images']:,} source test images"))
+    blocks: list[Block] = [Facts(facts)]
+    departures = _departures(config)
+    if departures:
+        blocks.append(Notes(departures, "Reduced protocol: this run departs from the `full` scale of "
+                                        "docs/protocol.md", style="protocol"))
+    return blocks
+
+
+def glance(data: ReportData) -> Table:
+    """Per panel: the references and the best distilled set."""
+    rows = []
+    for panel in data.panels:
+        members = [s for s in data.summary if (s["arch"], s["target"], s["mode"]) == panel]
+        refs = {m: data.reference(m, *panel) for m in REFERENCE_METHODS}
+        distilled = [s for s in members if s["method"] not in REFERENCE_METHODS]
+        best = max(distilled, key=lambda s: s["top1_mean"]) if distilled else None
+        rows.append([
+            _title(data, panel),
+            F.mean_std(refs["full_data"]["top1_mean"], refs["full_data"]["top1_std"], refs["full_data"]["seeds"],
+                       with_n=False) if refs["full_data"] else F.DASH,
+            F.mean_std(refs["no_pretrain"]["top1_mean"], refs["no_pretrain"]["top1_std"],
+                       refs["no_pretrain"]["seeds"], with_n=False) if refs["no_pretrain"] else F.DASH,
+            best["label"] if best else F.DASH,
+            F.mean_std(best["top1_mean"], best["top1_std"], best["seeds"], with_n=False) if best else F.DASH,
+            F.fixed(best and best["retention"]), F.fixed(best and best["gain_vs_no_pretrain"], sign=True),
+        ])
+    return Table(["target · mode", "full data", "no pre-training", "best distilled set", "its top-1 (%)",
+                  "retention", "vs no pre-training"], rows)
+
+
+# ---------------------------------------------------------------- teacher
+
+
+def teacher_card(teacher: TeacherInfo, data: ReportData, figure_keys: set[str]) -> Card:
+    manifest = teacher.manifest
+    blocks: list[Block] = []
+    if manifest is None:
+        recorded = next((d.manifest["teacher"] for d in data.distilled if d.manifest and d.manifest.get("teacher")),
+                        None)
+        pairs = [("folder", f"`{teacher.named}` (not found)" if teacher.named else F.DASH)]
+        if recorded:
+            pairs += [("fingerprint", recorded.get("fingerprint") or F.DASH),
+                      ("feature dim", _count(recorded.get("feature_dim"))),
+                      ("linear probe", F.fixed(recorded.get("linear_probe_top1")) + " % top-1 (from a distilled "
+                                                                                  "set's manifest)")]
+        blocks.append(Facts(pairs))
+        return Card("Teacher", blocks, "Barlow Twins")
+    model = manifest.get("model", {})
+    arch = model.get("name", "?") + (f", width {model['width']}" if model.get("width") else "") + \
+        (f", depth {model['depth']}" if model.get("depth") else "")
+    probe = manifest.get("linear_probe") or {}
+    probe_text = F.fixed(probe.get("top1")) + " % top-1"
+    if probe.get("dataset"):
+        probe_text += f" on {probe['dataset']} {probe.get('split', '')}".rstrip()
+    if probe.get("train_top1") is not None:
+        probe_text += f" (train {F.fixed(probe['train_top1'])} %)"
+    device = manifest.get("device") or F.DASH
+    if (manifest.get("world_size") or 1) > 1:
+        device += f" x {manifest['world_size']} processes"
+    wall = F.seconds(manifest.get("wall_clock_s"))
+    if manifest.get("images_per_s"):
+        wall += f" ({manifest['images_per_s']:,.0f} images/s)"
+    pairs = [("architecture", arch), ("epochs", _count(manifest.get("epochs"))),
+             ("linear probe", probe_text), ("feature dim", _count(manifest.get("feature_dim"))),
+             ("resolution", f"{manifest.get('resolution', '?')} px"),
+             ("training images", _count(manifest.get("train_images"))),
+             ("device", device), ("wall-clock", wall)]
+    if manifest.get("final_loss") is not None:
+        monitor = manifest.get("monitor_top1")
+        pairs.append(("final loss", f"{manifest['final_loss']:.2f}" +
+                      (f" (online monitor {monitor:.2f} % top-1)" if monitor is not None else "")))
+    pairs += [("fingerprint", manifest.get("fingerprint") or F.DASH), ("folder", f"`{teacher.path}`")]
+    blocks.append(Facts(pairs))
+    aside: list[Block] = []
+    if "teacher" in figure_keys:
+        aside.append(Figure("teacher", "training curves (history.json)"))
+    elif teacher.history is None:
+        aside.append(Paragraph("No history.json beside the teacher: no training curves.", small=True))
+    return Card("Teacher", blocks, "Barlow Twins", aside)
+
+
+# ---------------------------------------------------------------- distilled sets
+
+
+def _storage_split(split: dict[str, Any]) -> str:
+    parts = [f"{name.replace('_', ' ')} {split[name]:.2f}" for name in
+             ("bases", "means", "coefficients", "approximation_networks") if split.get(name) is not None]
+    text = " · ".join(parts)
+    if split.get("fixed_image_equivalents") is not None:
+        text += (f" (fixed {split['fixed_image_equivalents']:.2f} + {split['per_sample_image_equivalents']:.4f} "
+                 "per sample)")
+    return text
+
+
+def _approximation_table(errors: dict[str, Any]) -> Table:
+    rows = [[view, F.fixed(e.get("relative_error"), 3), F.fixed(e.get("relative_error_without_network"), 3)]
+            for view, e in errors.items()]
+    return Table(["view", "relative error", "without network"], rows,
+                 "approximation error of the rebuilt targets (manifest `approximation_error`)")
+
+
+def distilled_facts(info: DistilledInfo, n_source: int | None) -> list[tuple[str, str]]:
+    manifest, row = info.manifest or {}, info.rows[0]
+    method = row["method"] + (f" (name {manifest['name']})" if manifest.get("name") else "")
+    budget = row.get("budget")
+    budget_text = F.DASH if budget is None else f"{budget:g} image-equivalents"
+    if manifest.get("budget_counts"):
+        budget_text += f" ({manifest['budget_counts']})"
+    compression = row.get("compression")
+    source = manifest.get("source", {}).get("images") or n_source
+    storage = f"{F.image_equivalents(row.get('image_equivalents'))} image-equivalents · {F.kib(row.get('bytes'))} KiB"
+    pairs = [("method", method), ("budget", budget_text), ("storage", storage),
+             ("compression", F.ratio(compression) + (f" ({source:,} source images)" if source else ""))]
+    if manifest.get("storage_split"):
+        pairs.append(("storage split (img-eq)", _storage_split(manifest["storage_split"])))
+    m, pairs_n = row.get("m") or manifest.get("m"), row.get("views")
+    views = manifest.get("boost", {}).get("views")
+    if views:
+        pairs.append(("m x views", f"{_count(m)} x {len(views)} ({', '.join(views)}) = {_count(pairs_n)} pairs"))
+    else:
+        pairs.append(("m", f"{_count(m)} images" + (f", {_count(pairs_n)} training pairs" if pairs_n != m else "")))
+    pca = [(name, manifest.get(f"{key}_pca_explained")) for name, key in (("images", "image"), ("targets", "target"))]
+    if any(v is not None for _, v in pca):
+        pairs.append(("PCA variance explained", " · ".join(f"{name} {F.percent_share(v)}" for name, v in pca
+                                                            if v is not None)))
+    distill_s = manifest.get("wall_clock_s", row.get("distill_s"))
+    device = manifest.get("device") or row.get("distill_device")
+    text = F.seconds(distill_s) + (f" on {device}" if device else "")
+    if manifest.get("steps") is not None:
+        done = manifest.get("steps_done", manifest["steps"])
+        text += f", {done:,} of {manifest['steps']:,} outer steps"
+    if manifest.get("final_loss") is not None:
+        text += f", final loss {manifest['final_loss']:.4g}"
+    pairs.append(("distillation", text))
+    if manifest.get("teacher"):
+        pairs.append(("teacher", f"{manifest['teacher'].get('fingerprint')} (`{manifest['teacher'].get('path')}`)"))
+    missing = "not found" + (f" (`{info.named}`)" if info.named else "")
+    pairs.append(("folder", f"`{info.path}`" if info.path else missing))
+    return pairs
+
+
+def _cell(summary: dict[str, Any] | None, key: str, fmt: Any) -> str:
+    return F.DASH if summary is None else fmt(summary.get(key))
+
+
+def comparison(info: DistilledInfo, data: ReportData) -> list[Table]:
+    """Against no pre-training and full data: accuracy per target and mode, then cost per architecture."""
+    mine = {(s["arch"], s["target"], s["mode"]): s for s in data.summary_of(info.label)}
+    accuracy = []
+    for panel in data.panels:
+        s = mine.get(panel)
+        if s is None:
+            continue
+        none, full = data.reference("no_pretrain", *panel), data.reference("full_data", *panel)
+        accuracy.append([_title(data, panel), F.mean_std(s["top1_mean"], s["top1_std"], s["seeds"], with_n=False),
+                         F.mean_std(none["top1_mean"], none["top1_std"], none["seeds"], with_n=False) if none
+                         else F.DASH,
+                         F.mean_std(full["top1_mean"], full["top1_std"], full["seeds"], with_n=False) if full
+                         else F.DASH,
+                         F.fixed(s["retention"]), F.fixed(s["gain_vs_no_pretrain"], sign=True)])
+    tables = [Table(["top-1 (%)", info.label, "no pre-training", "full data", "retention", "vs no pre-training"],
+                    accuracy)]
+    for arch in dict.fromkeys(p[0] for p in data.panels):
+        panel = next((p for p in data.panels if p[0] == arch and p in mine), None)
+        if panel is None:
+            continue
+        s = mine[panel]
+        none, full = data.reference("no_pretrain", *panel), data.reference("full_data", *panel)
+        time_ratio = s["pretrain_s"] / full["pretrain_s"] if full and full["pretrain_s"] else None
+        rows = [
+            ["pre-training time", F.seconds(s["pretrain_s"]), F.DASH, _cell(full, "pretrain_s", F.seconds)],
+            ["time ratio (÷ full data)", F.ratio(time_ratio, ""), F.DASH, "1" if full else F.DASH],
+            ["speed-up over full data", F.ratio(s["pretrain_speedup"]), F.DASH, "1x" if full else F.DASH],
+            ["CKA to the teacher", F.fixed(s["cka_to_teacher"], 3),
+             _cell(none, "cka_to_teacher", lambda v: F.fixed(v, 3)),
+             _cell(full, "cka_to_teacher", lambda v: F.fixed(v, 3))],
+            ["stored (image-equivalents)", F.image_equivalents(s["image_equivalents"]), "0",
+             _cell(full, "image_equivalents", F.image_equivalents)],
+            ["compression (source ÷ stored)", F.ratio(s["compression"]), F.DASH,
+             _cell(full, "compression", F.ratio)],
+        ]
+        caption = f"cost ({arch})" if _several_archs(data) else "cost"
+        tables.append(Table(["", info.label, "no pre-training", "full data"], rows, caption))
+    return tables
+
+
+def distilled_card(info: DistilledInfo, data: ReportData, figure_keys: set[str]) -> Card:
+    blocks: list[Block] = [Facts(distilled_facts(info, source_images(data)))]
+    key = image_key(info)
+    if key in figure_keys:
+        views = (info.manifest or {}).get("boost", {}).get("views")
+        blocks.append(Figure(key, "first images, one row per image and one column per stored view" if views
+                             else "first images"))
+    aside: list[Block] = [Paragraph("Against no pre-training and full data"), *comparison(info, data)]
+    errors = (info.manifest or {}).get("approximation_error")
+    if errors:
+        aside.append(_approximation_table(errors))
+    method = info.rows[0]["method"]
+    return Card(info.label, blocks, METHOD_NOTES.get(method, method), aside)
+
+
+def image_key(info: DistilledInfo) -> str:
+    return "images_" + "".join(c if c.isalnum() else "_" for c in info.label)
+
+
+# ---------------------------------------------------------------- full table
+
+
+def full_table_row(s: dict[str, Any]) -> list[str]:
+    reference = s["method"] in REFERENCE_METHODS
+    return [
+        REFERENCE_NAMES.get(s["label"], s["label"]), F.mean_std(s["top1_mean"], s["top1_std"], s["seeds"]),
+        F.fixed(s["retention"]),
+        F.fixed(s["gain_vs_no_pretrain"], sign=True), F.fixed(s["gain_vs_random"], sign=True),
+        F.image_equivalents(s["image_equivalents"]), F.kib(s["bytes"]), F.ratio(s["compression"]),
+        f"{_count(s['m'])} / {_count(s['views'])}", F.fixed(s["cka_to_teacher"], 3),
+        F.DASH if s["method"] == "no_pretrain" else F.seconds(s["pretrain_s"]), F.ratio(s["pretrain_speedup"]),
+        F.DASH if reference else F.seconds(s["distill_s"]),
+    ]
+
+
+def full_tables(data: ReportData) -> list[Table]:
+    """One table per (arch, target, mode): the distilled sets in results.json's order, then the references."""
+    order = {label: i for i, label in enumerate([d.label for d in data.distilled] + ["no_pretrain", "full_data"])}
+    tables = []
+    for panel in data.panels:
+        members = sorted((s for s in data.summary if (s["arch"], s["target"], s["mode"]) == panel),
+                         key=lambda s: order.get(s["label"], len(order)))
+        tables.append(Table(FULL_TABLE_HEADER, [full_table_row(s) for s in members], _title(data, panel),
+                            [s["method"] in REFERENCE_METHODS for s in members]))
+    return tables
+
+
+DEFINITIONS = (
+    "top-1: mean ± sample std over seeds (n = number of seeds; no std for one seed). Retention: top-1 over the "
+    "full-data row's (same architecture, target and mode). vs no pre-training / vs random: difference in points to "
+    "the no-pre-training row and to `random@N` at the same budget. Storage: every stored value in image-equivalents "
+    "(floats / C·H·W) and KiB. Compression: source images over stored image-equivalents. m / pairs: distilled "
+    "images and training pairs (every stored view). Speed-up: full-data pre-training time over this row's, paired "
+    "by architecture and seed; time ratio: this row's mean pre-training time over full data's. CKA: linear CKA of "
+    "the pre-trained encoder to the teacher on source test images."
+)
+
+
+# ---------------------------------------------------------------- the whole document
+
+
+def compose(data: ReportData, figure_keys: set[str]) -> list[Block]:
+    blocks: list[Block] = [Heading(f"Evaluation report: {data.eval_dir.resolve().name}", 1)]
+    blocks.append(Paragraph(f"Built by `ssdd report` from `{data.eval_dir}` (results.json: {len(data.rows)} rows) "
+                            "and the teacher and distilled folders below.", small=True))
+    blocks.extend(overview(data))
+    if data.notes:
+        blocks.append(Notes(data.notes, "Missing or inconsistent inputs"))
+    blocks += [Heading("At a glance", 2, "glance"), glance(data)]
+    if "accuracy" in figure_keys:
+        blocks.append(Figure("accuracy", "top-1 per target and mode: distilled sets (error bars = std over seeds "
+                                         "when n > 1) against no pre-training and full data (horizontal lines)"))
+    blocks += [Heading("Teacher and distilled sets", 2, "sets"),
+               Cards([teacher_card(data.teacher, data, figure_keys),
+                      *[distilled_card(d, data, figure_keys) for d in data.distilled]])]
+    figures: list[Block] = []
+    if "budget" in figure_keys:
+        figures.append(Figure("budget", "top-1 against the budget, for methods evaluated at several budgets"))
+    if "loss" in figure_keys:
+        figures.append(Figure("loss", "distillation loss (each set's metrics.jsonl)"))
+    if figures:
+        blocks += [Heading("Figures", 2, "figures"), *figures]
+    blocks += [Heading("Full table", 2, "table"), *full_tables(data), Paragraph(DEFINITIONS, small=True)]
+    if data.versions:
+        blocks.append(Paragraph("Versions: " + ", ".join(f"{k} {v}" for k, v in data.versions.items()), small=True))
+    return blocks

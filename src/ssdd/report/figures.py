@@ -1,0 +1,208 @@
+"""The report's figures as PNG bytes: accuracy per target and mode, accuracy against budget, distillation
+loss curves, the teacher's training curves and a grid of each distilled set's images."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+from ssdd.plots import pyplot
+from ssdd.report.gather import REFERENCE_METHODS, ReportData
+
+METHOD_COLOURS = {"boost": "tab:blue", "krr_st": "tab:orange", "random": "tab:gray", "kmeans": "tab:green",
+                  "random_supervised": "tab:purple"}
+EXTRA_COLOURS = ["tab:red", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
+MODE_NAMES = {"finetune": "fine-tune", "linear_probe": "linear probe"}
+REFERENCE_STYLE = {"full_data": ("full data", "tab:green", "--"), "no_pretrain": ("no pre-training", "black", ":")}
+
+
+def png_bytes(fig: Any, dpi: int = 100) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", pad_inches=0.08)
+    pyplot().close(fig)
+    return buffer.getvalue()
+
+
+def colours(labels: list[str], methods: dict[str, str]) -> dict[str, str]:
+    """A colour per label: one per series (the label without its budget, so random@10 and random@100 match),
+    the method's own for the first series of a method, extra colours for variants (boost-no-views@100)."""
+    taken: dict[str, str] = {}
+    result, extra = {}, iter(EXTRA_COLOURS * 4)
+    for label in labels:
+        series = series_name(label)
+        if series not in taken:
+            colour = METHOD_COLOURS.get(methods[label])
+            taken[series] = colour if colour is not None and colour not in taken.values() else next(extra)
+        result[label] = taken[series]
+    return result
+
+
+def panel_title(arch: str, target: str, mode: str, several_archs: bool) -> str:
+    name = f"{target} · {MODE_NAMES.get(mode, mode)}"
+    return f"{name} · {arch}" if several_archs else name
+
+
+def _padded_limits(values: list[float], pad: float = 0.15) -> tuple[float, float]:
+    """The data range, at least one point tall, padded by `pad` of it on both sides, within [0, 100]."""
+    low, high = min(values), max(values)
+    span = max(high - low, 1.0)
+    return max(0.0, low - pad * span), min(100.0, high + pad * span)
+
+
+def accuracy_figure(data: ReportData) -> bytes | None:
+    """Per (arch, target, mode): each distilled set's mean top-1 (error bars = std when n > 1) with the
+    no-pre-training and full-data means as horizontal lines; the axis is padded around the data range."""
+    panels = data.panels
+    if not panels:
+        return None
+    plt = pyplot()
+    several_archs = len({p[0] for p in panels}) > 1
+    labels = [d.label for d in data.distilled]
+    palette = colours(labels, {d.label: d.rows[0]["method"] for d in data.distilled})
+    width = min(6.0, max(3.6, 0.7 * len(labels) + 1.8))
+    columns = min(len(panels), max(2, int(12 // width)))
+    rows_n = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows_n, columns, figsize=(width * columns, 3.5 * rows_n), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, (arch, target, mode) in zip(axes.flat, panels, strict=False):
+        rows = {s["label"]: s for s in data.summary if (s["arch"], s["target"], s["mode"]) == (arch, target, mode)}
+        shown = [label for label in labels if label in rows]
+        values: list[float] = []
+        for x, label in enumerate(shown):
+            s = rows[label]
+            err = s["top1_std"] if s["seeds"] > 1 else None
+            ax.errorbar(x, s["top1_mean"], yerr=err, fmt="o", ms=8, capsize=4, color=palette[label])
+            ax.annotate(f"{s['top1_mean']:.2f}", (x, s["top1_mean"]), xytext=(9, 0), textcoords="offset points",
+                        va="center", fontsize=8)
+            values += [s["top1_mean"] - (err or 0), s["top1_mean"] + (err or 0)]
+        for method in REFERENCE_METHODS:
+            ref = data.reference(method, arch, target, mode)
+            if ref is None:
+                continue
+            name, colour, style = REFERENCE_STYLE[method]
+            ax.axhline(ref["top1_mean"], color=colour, linestyle=style, linewidth=1.2,
+                       label=f"{name} {ref['top1_mean']:.2f}")
+            values.append(ref["top1_mean"])
+        if values:
+            ax.set_ylim(*_padded_limits(values))
+        ax.set_xlim(-0.6, max(len(shown), 1) - 0.4)
+        ax.set_xticks(range(len(shown)), shown, rotation=20 if len(shown) > 3 else 0,
+                      ha="right" if len(shown) > 3 else "center", fontsize=8)
+        ax.set(title=panel_title(arch, target, mode, several_archs), ylabel="top-1 (%)")
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14 if len(shown) <= 3 else -0.3),
+                  ncol=2, frameon=False)
+    fig.tight_layout()
+    return png_bytes(fig)
+
+
+def series_name(label: str) -> str:
+    """boost@100 -> boost; krr_st@100/images-only -> krr_st/images-only."""
+    name, _, rest = label.partition("@")
+    _, _, suffix = rest.partition("/")
+    return f"{name}/{suffix}" if suffix else name
+
+
+def budget_figure(data: ReportData) -> bytes | None:
+    """Mean top-1 against the budget for every method evaluated at several budgets (log x-axis)."""
+    summary = [s for s in data.summary if s["method"] not in REFERENCE_METHODS and s.get("budget") is not None]
+    budgets: dict[str, set[float]] = {}
+    for s in summary:
+        budgets.setdefault(series_name(s["label"]), set()).add(s["budget"])
+    series = [name for name, values in budgets.items() if len(values) > 1]
+    if not series:
+        return None
+    plt = pyplot()
+    panels = data.panels
+    several_archs = len({p[0] for p in panels}) > 1
+    columns = min(3, len(panels))
+    rows_n = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows_n, columns, figsize=(4.4 * columns, 3.4 * rows_n), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    methods = {series_name(s["label"]): s["method"] for s in summary}
+    palette = colours(series, methods)
+    for ax, (arch, target, mode) in zip(axes.flat, panels, strict=False):
+        values: list[float] = []
+        for name in series:
+            points = sorted((s["budget"], s["top1_mean"], s["top1_std"] if s["seeds"] > 1 else 0.0)
+                            for s in summary if series_name(s["label"]) == name
+                            and (s["arch"], s["target"], s["mode"]) == (arch, target, mode))
+            if points:
+                x, y, err = zip(*points, strict=True)
+                ax.errorbar(x, y, yerr=err if any(err) else None, marker="o", capsize=3, color=palette[name],
+                            label=name)
+                values += [v - e for v, e in zip(y, err, strict=True)] + [v + e for v, e in zip(y, err, strict=True)]
+        for method in REFERENCE_METHODS:
+            ref = data.reference(method, arch, target, mode)
+            if ref is not None:
+                label, colour, style = REFERENCE_STYLE[method]
+                ax.axhline(ref["top1_mean"], color=colour, linestyle=style, linewidth=1.2, label=label)
+                values.append(ref["top1_mean"])
+        if values:
+            ax.set_ylim(*_padded_limits(values))
+        ax.set_xscale("log")
+        ax.margins(x=0.12)
+        budgets_here = sorted({b for name in series for b in budgets[name]})
+        ax.set_xticks(budgets_here, [f"{b:g}" for b in budgets_here])
+        ax.minorticks_off()
+        ax.set(title=panel_title(arch, target, mode, several_archs), xlabel="budget (image-equivalents)",
+               ylabel="top-1 (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, frameon=False)
+    fig.tight_layout()
+    return png_bytes(fig)
+
+
+def loss_figure(data: ReportData) -> bytes | None:
+    """The KRR loss logged in each distilled set's metrics.jsonl against the outer step."""
+    logged = [d for d in data.distilled if any("loss" in h for h in d.metrics)]
+    if not logged:
+        return None
+    plt = pyplot()
+    palette = colours([d.label for d in data.distilled], {d.label: d.rows[0]["method"] for d in data.distilled})
+    styles = iter(["-", "--", "-.", ":"] * 8)
+    line_style = {label: next(styles) for label in dict.fromkeys(d.label for d in logged)}
+    fig, ax = plt.subplots(figsize=(6.0, 3.4))
+    for d in logged:
+        points = [(h["step"], h["loss"]) for h in d.metrics if "loss" in h and "step" in h]
+        ax.plot(*zip(*points, strict=True), label=d.label, color=palette[d.label], linestyle=line_style[d.label])
+    ax.set(xlabel="outer step", ylabel="KRR loss (MSE to the teacher)", yscale="log", title="distillation loss")
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    ax.yaxis.set_minor_locator(LogLocator(subs=(2.0, 3.0, 5.0)))
+    for axis_formatter in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+        axis_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.tick_params(axis="y", which="minor", labelsize=8)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return png_bytes(fig)
+
+
+def teacher_figure(history: list[dict[str, Any]]) -> bytes | None:
+    """Barlow Twins loss and online-monitor accuracy per epoch (history.json)."""
+    epochs = [h["epoch"] for h in history if "epoch" in h]
+    if not epochs:
+        return None
+    plt = pyplot()
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(6.4, 2.6))
+    ax_loss.plot(epochs, [h.get("loss") for h in history])
+    ax_loss.set(xlabel="epoch", ylabel="Barlow Twins loss", title="loss")
+    if any("monitor_top1" in h for h in history):
+        ax_acc.plot(epochs, [h.get("monitor_top1") for h in history], color="tab:orange")
+    ax_acc.set(xlabel="epoch", ylabel="top-1 (%)", title="online monitor")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return png_bytes(fig)
+
+
+def images_figure(path: Path, count: int) -> bytes:
+    """The first images of a distilled set (every stored view for Boost), drawn by `ssdd show`'s code."""
+    from ssdd.distill import load_distilled
+    from ssdd.show import distilled_figure
+
+    return png_bytes(distilled_figure(load_distilled(path), count, title=False), dpi=90)

@@ -1,0 +1,172 @@
+"""Everything a report shows, read from an evaluation folder (results.json, config.yaml, summary.json) and
+from the teacher and distilled folders it names (or the ones given explicitly). Nothing is measured here."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ssdd.artifacts import ArtifactError, read_manifest
+from ssdd.evaluation.protocol import source_label
+from ssdd.evaluation.report import summarize
+
+REFERENCE_METHODS = ("no_pretrain", "full_data")
+
+
+@dataclass
+class TeacherInfo:
+    named: str | None  # the folder given or named in config.yaml
+    path: Path | None  # the folder read; None when missing
+    manifest: dict[str, Any] | None
+    history: list[dict[str, Any]] | None  # history.json (per epoch) beside or above the artifact
+
+
+@dataclass
+class DistilledInfo:
+    label: str  # the label of its rows in results.json
+    named: str | None
+    path: Path | None
+    manifest: dict[str, Any] | None
+    metrics: list[dict[str, Any]]  # metrics.jsonl of the distillation run
+    rows: list[dict[str, Any]]  # its results.json rows
+
+
+@dataclass
+class ReportData:
+    eval_dir: Path
+    rows: list[dict[str, Any]]
+    summary: list[dict[str, Any]]
+    config: dict[str, Any]
+    versions: dict[str, Any] | None
+    teacher: TeacherInfo
+    distilled: list[DistilledInfo]
+    notes: list[str] = field(default_factory=list)  # missing folders, mismatches: printed at the top
+
+    def summary_of(self, label: str) -> list[dict[str, Any]]:
+        return [s for s in self.summary if s["label"] == label]
+
+    def reference(self, method: str, arch: str, target: str, mode: str) -> dict[str, Any] | None:
+        return next((s for s in self.summary if s["method"] == method and (s["arch"], s["target"], s["mode"])
+                     == (arch, target, mode)), None)
+
+    @property
+    def panels(self) -> list[tuple[str, str, str]]:
+        """(arch, target, mode) in the order they first appear in the summary."""
+        return list(dict.fromkeys((s["arch"], s["target"], s["mode"]) for s in self.summary))
+
+
+def _resolve(named: str | Path, eval_dir: Path) -> Path | None:
+    """A folder as named (absolute, or relative to the working directory), else relative to the evaluation
+    folder; None when neither exists."""
+    path = Path(named)
+    for candidate in (path, eval_dir / path) if not path.is_absolute() else (path,):
+        if (candidate / "manifest.json").is_file():
+            return candidate
+    return None
+
+
+def _read_json_lines(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def read_teacher(named: str | Path | None, eval_dir: Path, notes: list[str]) -> TeacherInfo:
+    if named is None:
+        notes.append("no teacher folder named (config.yaml missing or without `teacher`): the teacher card shows "
+                     "only what the distilled sets' manifests record (pass the folder with --teacher)")
+        return TeacherInfo(None, None, None, None)
+    path = _resolve(named, eval_dir)
+    if path is None:
+        notes.append(f"teacher folder `{named}` not found: its card shows only what the distilled sets' "
+                     "manifests record (pass the folder with --teacher)")
+        return TeacherInfo(str(named), None, None, None)
+    try:
+        manifest = read_manifest(path, "ssdd.teacher")
+    except ArtifactError as exc:
+        notes.append(f"teacher folder `{named}` unreadable: {exc}")
+        return TeacherInfo(str(named), None, None, None)
+    history = None
+    for candidate in (path / "history.json", path.parent / "history.json"):
+        if candidate.is_file():
+            history = json.loads(candidate.read_text())
+            break
+    return TeacherInfo(str(named), path, manifest, history)
+
+
+def read_distilled(named: list[str | Path], eval_dir: Path, rows: list[dict[str, Any]],
+                   notes: list[str]) -> list[DistilledInfo]:
+    """One entry per distilled label of results.json, in the order of its rows, with its folder when found."""
+    labels = list(dict.fromkeys(r["label"] for r in rows if r["method"] not in REFERENCE_METHODS))
+    found: dict[str, tuple[str, Path, dict[str, Any]]] = {}
+    unmatched: list[str] = []
+    for name in named:
+        path = _resolve(name, eval_dir)
+        if path is None:
+            unmatched.append(str(name))
+            continue
+        try:
+            manifest = read_manifest(path, "ssdd.distilled")
+        except ArtifactError as exc:
+            notes.append(f"distilled folder `{name}` unreadable: {exc}")
+            continue
+        label = source_label(manifest)
+        if label not in labels:
+            notes.append(f"distilled folder `{name}` ({label}) has no rows in results.json: left out")
+            continue
+        found[label] = (str(name), path, manifest)
+    infos = []
+    for label in labels:
+        members = [r for r in rows if r["label"] == label]
+        if label in found:
+            name, path, manifest = found[label]
+            infos.append(DistilledInfo(label, name, path, manifest, _read_json_lines(path / "metrics.jsonl"), members))
+        else:
+            infos.append(DistilledInfo(label, None, None, None, [], members))
+    missing = [i.label for i in infos if i.path is None]
+    if missing:
+        where = f" (not found: {', '.join(f'`{u}`' for u in unmatched)})" if unmatched else ""
+        notes.append(f"no distilled folder read for {', '.join(missing)}{where}: their cards show only what "
+                     "results.json records (pass the folders with --distilled)")
+    return infos
+
+
+def _teacher_mismatch(teacher: TeacherInfo, distilled: list[DistilledInfo]) -> list[str]:
+    if teacher.manifest is None or "fingerprint" not in teacher.manifest:
+        return []
+    return [f"{d.label} was distilled with teacher fingerprint {d.manifest.get('teacher', {}).get('fingerprint')}, "
+            f"not {teacher.manifest['fingerprint']} (`{teacher.named}`)" for d in distilled
+            if d.manifest is not None and d.manifest.get("teacher", {}).get("fingerprint") not in
+            (None, teacher.manifest["fingerprint"])]
+
+
+def gather(eval_dir: str | Path, teacher: str | Path | None = None,
+           distilled: list[str | Path] | None = None) -> ReportData:
+    """Read an evaluation folder; `teacher` and `distilled` replace the folders its config.yaml names."""
+    eval_dir = Path(eval_dir)
+    results = eval_dir / "results.json"
+    if not results.is_file():
+        raise FileNotFoundError(f"{results}: no results to report (run `ssdd evaluate` first)")
+    rows = json.loads(results.read_text())
+    if not rows:
+        raise ValueError(f"{results}: holds no rows")
+    summary_path = eval_dir / "summary.json"
+    saved = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    config_path = eval_dir / "config.yaml"
+    notes: list[str] = []
+    if config_path.is_file():
+        config = yaml.safe_load(config_path.read_text()) or {}
+    else:
+        config = saved.get("config") or {}
+        if not config:
+            notes.append(f"{config_path} not found: the protocol settings are unknown")
+    teacher_info = read_teacher(teacher if teacher is not None else (config.get("teacher") or None), eval_dir, notes)
+    distilled_infos = read_distilled(list(distilled) if distilled is not None else list(config.get("distilled") or []),
+                                     eval_dir, rows, notes)
+    notes.extend(_teacher_mismatch(teacher_info, distilled_infos))
+    return ReportData(eval_dir, rows, summarize(rows), config, saved.get("versions"), teacher_info, distilled_infos,
+                      notes)

@@ -1,0 +1,35 @@
+"""Schema of a study: which teacher, which distilled sets at which budgets, which evaluation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class StageSpec:
+    """One stage: a preset name or YAML path, then key=value overrides (as on the command line)."""
+
+    config: str = ""
+    overrides: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TeacherSpec(StageSpec):
+    path: str = ""  # an existing teacher artifact (trained or imported): no teacher stage is run
+
+
+@dataclass
+class DistillSpec(StageSpec):
+    name: str = ""  # label of the set (reports show name@budget); default: the method
+    budgets: list[float] = field(default_factory=list)  # one distilled set per budget; empty: the preset's
+
+
+@dataclass
+class StudyConfig:
+    out_dir: str = "runs/study"
+    seed: int = 0  # given to every stage (a stage's own overrides may still set it)
+    device: str = "auto"
+    teacher: TeacherSpec = field(default_factory=TeacherSpec)
+    distill: list[DistillSpec] = field(default_factory=list)
+    evaluate: StageSpec = field(default_factory=StageSpec)
+    report: bool = True  # report.md and report.html at the end

@@ -1,0 +1,74 @@
+"""The `ssdd evaluate` summary (summary.md / summary.json): number formats, the compression column, and
+`--report-only` keeping what the run recorded."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+
+from ssdd.cli import main
+from ssdd.evaluation.report import format_table, summarize, write_report, write_results
+from ssdd.report.formats import mean_std, ratio, seconds, significant
+
+
+def _rows(seeds: int = 1, distilled_time: float = 2.0) -> list[dict]:
+    def row(label, method, seed, top1, pretrain_s, budget=None, **extra):
+        return {"label": label, "method": method, "budget": budget, "arch": "a", "target": "t", "mode": "finetune",
+                "seed": seed, "top1": top1 + seed, "pretrain_s": pretrain_s, "eval_s": 1.0, **extra}
+
+    rows = []
+    for seed in range(seeds):
+        rows += [row("full_data", "full_data", seed, 80, 1.02, image_equivalents=50000.0, compression=1.0),
+                 row("no_pretrain", "no_pretrain", seed, 40, 0.0),
+                 row("boost@100", "boost", seed, 60, distilled_time, 100.0, image_equivalents=99.96, bytes=1228368,
+                     compression=500.1758, m=111, views=444)]
+    return rows
+
+
+def test_number_formats():
+    assert [significant(v) for v in (0.51, 2.07, 9.96, 20.66, 500.18, 0.0996, 1234.5)] == \
+        ["0.51", "2.1", "10", "21", "500", "0.10", "1,234"]
+    assert ratio(0.51) == "0.51x" and ratio(20.66) == "21x" and ratio(None) == "-"
+    assert mean_std(53.93, 0.0, 1) == "53.93 (n = 1)"
+    assert mean_std(57.4533, 0.8571, 3) == "57.45 ± 0.86 (n = 3)"
+    assert [seconds(v) for v in (0.38, 8.87, 183.2, 1500, 4 * 3600)] == ["0.38 s", "8.9 s", "183 s", "25.0 min",
+                                                                         "4.0 h"]
+
+
+def test_speedup_below_one_is_not_rounded_to_a_whole_number():
+    table = format_table(summarize(_rows(distilled_time=2.0)))  # full data took 1.02 s: speed-up 0.51
+    boost = next(line for line in table.splitlines() if line.startswith("| boost@100"))
+    assert "| 0.51x |" in boost and "| 1x |" not in boost
+    fast = format_table(summarize(_rows(distilled_time=0.0493)))  # 20.7x
+    assert "| 21x |" in next(line for line in fast.splitlines() if line.startswith("| boost@100"))
+
+
+def test_one_seed_prints_n_and_no_zero_std():
+    table = format_table(summarize(_rows(seeds=1)))
+    assert "± 0.00" not in table and "| 60.00 (n = 1) |" in table
+    table = format_table(summarize(_rows(seeds=2)))
+    assert "| 60.50 ± 0.71 (n = 2) |" in table
+
+
+def test_summary_has_a_compression_column():
+    header, _, *rows = format_table(summarize(_rows())).splitlines()
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    at = columns.index("compression")
+    values = {r.split("|")[1].strip(): r.strip("|").split("|")[at].strip() for r in rows}
+    assert values == {"boost@100": "500x", "no_pretrain": "-", "full_data": "1.0x"}
+
+
+def test_report_only_keeps_versions_and_config(tmp_path):
+    rows = _rows()
+    write_results(rows, tmp_path)
+    write_report(rows, tmp_path, {"versions": {"torch": "9.9"}, "config": {"seeds": 1}})
+    assert main(["evaluate", "--report-only", f"out_dir={tmp_path}"]) == 0
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    assert saved["versions"] == {"torch": "9.9"} and saved["config"] == {"seeds": 1} and len(saved["rows"]) == 3
+    # without a summary.json the config comes back from config.yaml; no versions are made up
+    (tmp_path / "summary.json").unlink()
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"seeds": 7}))
+    assert main(["evaluate", "--report-only", f"out_dir={tmp_path}"]) == 0
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    assert saved["config"] == {"seeds": 7} and "versions" not in saved

@@ -1,0 +1,280 @@
+"""`ssdd report` on a small real evaluation: every number of its table recomputed from results.json, the
+cards' numbers from the manifests, a self-contained HTML page, missing folders named, and the CLI."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import statistics
+import subprocess
+from collections import defaultdict
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import make_npz, make_teacher
+from ssdd.cli import main
+from ssdd.config import load_config
+from ssdd.distill.config import DistillConfig
+from ssdd.distill.run import run_distill
+from ssdd.evaluation.config import EvaluateConfig
+from ssdd.evaluation.protocol import run_evaluate
+from ssdd.report import build_report
+from ssdd.report.content import FULL_TABLE_HEADER, REFERENCE_NAMES
+
+DISTILL = ["data.resolution=16", "krr.steps=6", "krr.batch_size=16", "krr.lr=0.01", "pool.size=2",
+           "pool.max_steps=5", "krr.model.width=4", "krr.model.depth=2", "device=cpu", "log_every=2",
+           "checkpoint_every=100", "boost.image_bases=8", "boost.image_resolution=8", "boost.target_bases=4",
+           "boost.approx_steps=20"]
+SETS = {"boost_3": ["method=boost", "budget=3"], "random_3": ["method=random", "budget=3"],
+        "random_10": ["method=random", "budget=10"], "krr_st_10": ["method=krr_st", "budget=10"]}
+
+
+@pytest.fixture(scope="module")
+def evaluation(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> dict[str, Path]:
+    """Four distilled sets (Boost, KRR-ST, random at two budgets) evaluated with 2 seeds on tiny data."""
+    root = tmp_path_factory.mktemp("report")
+    npz = make_npz(root / "tiny.npz")
+    teacher = make_teacher(root / "teacher_run" / "teacher")
+    (root / "teacher_run" / "history.json").write_text(json.dumps(
+        [{"epoch": e, "loss": 10.0 / e, "monitor_top1": 5.0 * e, "images_per_s": 100.0} for e in (1, 2, 3)]))
+    for name, extra in SETS.items():
+        run_distill(load_config(DistillConfig, None, [f"data.path={npz}", f"teacher={teacher}",
+                                                      f"out_dir={root / name}", *DISTILL, *extra]),
+                    show_progress=False)
+    out = root / "eval"
+    cfg = load_config(EvaluateConfig, None, [
+        f"teacher={teacher}", f"out_dir={out}", f"source.path={npz}", "seeds=2", "device=cpu",
+        f"distilled=[{', '.join(str(root / name) for name in SETS)}]",
+        "models=[{name: convnet, width: 4, depth: 2}]", f"targets=[{{source: npz, path: {npz}, name: tiny}}]",
+        "pretrain.epochs=2", "full_data.epochs=1", "full_data.batch_size=16", "finetune.small_iterations=3",
+        "probe.iterations=5", "cka_images=16"])
+    run_evaluate(cfg, show_progress=False)
+    return {"root": root, "eval": out, "teacher": teacher}
+
+
+@pytest.fixture(scope="module")
+def report(evaluation: dict[str, Path]) -> tuple[Path, Path]:
+    return build_report(evaluation["eval"], evaluation["root"] / "report")
+
+
+# ---------------------------------------------------------------- recomputing the table from results.json
+
+
+def _number(text: str) -> tuple[float, float]:
+    """A printed number and half a unit of its last digit (the rounding it may carry)."""
+    text = text.replace(",", "")
+    decimals = len(text.split(".")[1]) if "." in text else 0
+    return float(text), 0.5 * 10 ** -decimals + 1e-9
+
+
+def _seconds(text: str) -> tuple[float, float]:
+    value, unit = text.split()
+    number, tolerance = _number(value)
+    scale = {"s": 1, "min": 60, "h": 3600}[unit]
+    return number * scale, tolerance * scale
+
+
+def expected_table(rows: list[dict[str, Any]]) -> dict[tuple[str, str, str], dict[str, dict[str, Any]]]:
+    """Every value of the full table, straight from results.json (no ssdd code involved)."""
+    groups: dict[tuple[str, str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        groups[(r["label"], r["arch"], r["target"], r["mode"])].append(r)
+    mean = {k: statistics.fmean(r["top1"] for r in v) for k, v in groups.items()}
+    full_time = {(r["arch"], r["seed"]): r["pretrain_s"] for r in rows if r["label"] == "full_data"}
+    table: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
+    for (label, arch, target, mode), members in groups.items():
+        first, key = members[0], (arch, target, mode)
+        top1 = [r["top1"] for r in members]
+        full, none = mean.get(("full_data", *key)), mean.get(("no_pretrain", *key))
+        random = mean.get((f"random@{first['budget']:g}", *key)) if first["budget"] is not None else None
+        reference = label in ("full_data", "no_pretrain")
+        table[key][label] = {
+            "n": len(top1), "mean": statistics.fmean(top1), "std": statistics.stdev(top1) if len(top1) > 1 else None,
+            "retention": statistics.fmean(top1) / full,
+            "vs no pre-training": None if label == "no_pretrain" else statistics.fmean(top1) - none,
+            "vs random": None if random is None or label.startswith("random@") else statistics.fmean(top1) - random,
+            "storage (img-eq)": first.get("image_equivalents"),
+            "KiB": first["bytes"] / 1024 if first.get("bytes") else None,
+            "compression": first.get("compression"), "m": first.get("m"), "pairs": first.get("views"),
+            "CKA to teacher": statistics.fmean(r["cka_to_teacher"] for r in members),
+            "pre-training time": None if label == "no_pretrain" else statistics.fmean(r["pretrain_s"] for r in members),
+            "speed-up": None if reference else statistics.fmean(full_time[(r["arch"], r["seed"])] / r["pretrain_s"]
+                                                                for r in members),
+            "distillation time": None if reference else first.get("distill_s"),
+        }
+    return table
+
+
+def markdown_tables(text: str) -> dict[str, list[list[str]]]:
+    """Tables of report.md that follow an italic caption, by caption."""
+    tables: dict[str, list[list[str]]] = {}
+    caption: str | None = None
+    current: list[list[str]] | None = None
+    for line in text.splitlines():
+        if re.fullmatch(r"\*[^*]+\*", line):
+            caption, current = line.strip("*"), None
+        elif line.startswith("|"):
+            if caption is None:
+                continue
+            cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+            if current is None:
+                current = tables[caption] = []
+            if not set("".join(cells)) <= set("-: "):
+                current.append(cells)
+        elif line.strip() or current is not None:  # any other text, or the blank line after a table
+            caption, current = None, None
+    return tables
+
+
+def check_cell(column: str, cell: str, expected: dict[str, Any]) -> None:
+    value = expected.get(column)
+    if column == "top-1 (%)":
+        n = expected["n"]
+        if n == 1:
+            match = re.fullmatch(r"([\d.]+) \(n = 1\)", cell)
+            assert match and "±" not in cell, cell
+        else:
+            match = re.fullmatch(r"([\d.]+) ± ([\d.]+) \(n = (\d+)\)", cell)
+            assert match and int(match[3]) == n, cell
+            std, tol = _number(match[2])
+            assert abs(std - expected["std"]) <= tol, (cell, expected["std"])
+        mean, tol = _number(match[1])
+        assert abs(mean - expected["mean"]) <= tol, (cell, expected["mean"])
+        return
+    if column == "m / pairs":
+        m, pairs = cell.split(" / ")
+        assert (m == "-" and expected["m"] is None) or int(m.replace(",", "")) == expected["m"], cell
+        assert (pairs == "-" and expected["pairs"] is None) or int(pairs.replace(",", "")) == expected["pairs"], cell
+        return
+    if cell == "-":
+        assert value is None, (column, cell, value)
+        return
+    assert value is not None, (column, cell)
+    if column.endswith("time"):
+        number, tol = _seconds(cell)
+    elif column in ("compression", "speed-up"):
+        assert cell.endswith("x"), cell
+        number, tol = _number(cell[:-1])
+    else:
+        number, tol = _number(cell)
+    assert abs(number - value) <= tol, (column, cell, value)
+
+
+def test_every_number_of_the_table_comes_from_results_json(evaluation, report):
+    md_path, _ = report
+    rows = json.loads((evaluation["eval"] / "results.json").read_text())
+    expected = expected_table(rows)
+    tables = markdown_tables(md_path.read_text())
+    checked = 0
+    for (_arch, target, mode), by_label in expected.items():
+        caption = f"{target} · {'fine-tune' if mode == 'finetune' else 'linear probe'}"
+        header, *body = tables[caption]
+        assert header == FULL_TABLE_HEADER
+        assert len(body) == len(by_label)
+        for cells in body:
+            label = {v: k for k, v in REFERENCE_NAMES.items()}.get(cells[0], cells[0])
+            for column, cell in zip(header[1:], cells[1:], strict=True):
+                check_cell(column, cell, by_label[label])
+                checked += 1
+    # 2 modes x 6 sources (4 sets, no pre-training, full data) x 12 numeric columns
+    assert checked == 2 * 6 * 12
+
+
+class _Tables(HTMLParser):
+    """Cells of every <table> of report.html, plus every src/href and tag name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: list[list[list[str]]] = []
+        self.links: list[str] = []
+        self.tags: set[str] = set()
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.add(tag)
+        self.links += [v or "" for k, v in attrs if k in ("src", "href")]
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._cell is not None:
+            self.tables[-1][-1].append("".join(self._cell).strip())
+            self._cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def test_html_is_self_contained_and_prints_the_same_tables(report):
+    md_path, html_path = report
+    page = _Tables()
+    page.feed(html_path.read_text())
+    assert not {"script", "link", "iframe", "object"} & page.tags
+    assert page.links and all(link.startswith("data:image/png;base64,") for link in page.links)
+    html_tables = [t for t in page.tables if t and t[0] == FULL_TABLE_HEADER]
+    md_tables = [t for t in markdown_tables(md_path.read_text()).values() if t[0] == FULL_TABLE_HEADER]
+    assert len(html_tables) == len(md_tables) == 2
+    assert html_tables == md_tables
+    # the figures report.md points at exist
+    for name in re.findall(r"\]\((report_figures/[^)]+\.png)\)", md_path.read_text()):
+        assert (md_path.parent / name).is_file()
+
+
+def test_cards_show_the_manifests(evaluation, report):
+    md = report[0].read_text()
+    boost = json.loads((evaluation["root"] / "boost_3" / "manifest.json").read_text())
+    teacher = json.loads((evaluation["teacher"] / "manifest.json").read_text())
+    assert f"{boost['storage']['image_equivalents']:.2f} image-equivalents" in md
+    assert f"{boost['m']} x {len(boost['boost']['views'])} ({', '.join(boost['boost']['views'])})" in md
+    assert "approximation networks" in md and "relative error" in md  # storage split, approximation error
+    assert f"images {100 * boost['image_pca_explained']:.1f} %" in md
+    assert f"**feature dim**: {teacher['feature_dim']}" in md and teacher["fingerprint"] in md
+    figures = {p.stem for p in (report[0].parent / "report_figures").glob("*.png")}
+    # teacher curves from the history.json above the artifact, accuracy, accuracy vs budget (random at 3 and
+    # 10), the loss curves (every method but random logs one) and a grid per set
+    assert {"teacher", "accuracy", "budget", "loss", "images_boost_3", "images_random_10"} <= figures
+    assert "Missing or inconsistent" not in md
+
+
+def test_missing_folders_are_named_and_explicit_ones_replace_the_config(evaluation, tmp_path):
+    eval_dir = tmp_path / "eval"
+    shutil.copytree(evaluation["eval"], eval_dir)
+    config = (eval_dir / "config.yaml").read_text()
+    (eval_dir / "config.yaml").write_text(config.replace(str(evaluation["root"]), "/nowhere"))
+    md = build_report(eval_dir)[0].read_text()
+    assert "teacher folder `/nowhere/teacher_run/teacher` not found" in md
+    assert "no distilled folder read for boost@3, random@3, random@10, krr_st@10" in md
+    assert "| random@10 |" in md  # the table still stands on results.json alone
+    md = build_report(eval_dir, tmp_path / "explicit", teacher=evaluation["teacher"],
+                      distilled=[evaluation["root"] / "boost_3"])[0].read_text()
+    assert "teacher folder" not in md and "no distilled folder read for random@3, random@10, krr_st@10" in md
+
+
+def test_cli_report_writes_both_files(evaluation, tmp_path, capsys):
+    assert main(["report", str(evaluation["eval"]), "--out", str(tmp_path / "r")]) == 0
+    assert capsys.readouterr().out.split() == [str(tmp_path / "r" / "report.md"), str(tmp_path / "r" / "report.html")]
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    assert "results.json" in capsys.readouterr().err
+
+
+def test_report_renders_in_headless_chromium(report, tmp_path):
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("chromium is not installed")
+    shot = tmp_path / "shot.png"
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
+                    "--window-size=1280,2000", report[1].as_uri()], check=True, capture_output=True, timeout=120)
+    from PIL import Image
+
+    with Image.open(shot) as image:
+        assert image.size == (1280, 2000)
+        assert len(image.convert("L").getcolors(1 << 16) or []) > 50  # not a blank page

@@ -1,0 +1,103 @@
+"""`ssdd reproduce`: stage caching by key, exactly the downstream stages rerun, pause and continue."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import make_npz
+from ssdd.cli import main
+from ssdd.config import load_config
+from ssdd.study import StudyConfig, run_study
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def study_files(tmp_path: Path, one_thread) -> Path:
+    data = make_npz(tmp_path / "tiny.npz")
+    common = {"device": "cpu", "data": {"source": "npz", "path": str(data), "resolution": 16}}
+    (tmp_path / "teacher.yaml").write_text(yaml.safe_dump({
+        **common, "model": {"name": "convnet", "width": 4, "depth": 2, "feature": "pool"}, "projector": [16, 16],
+        "optim": {"epochs": 1, "batch_size": 16, "warmup_epochs": 0}, "probe": {"iterations": 3}}))
+    (tmp_path / "distill.yaml").write_text(yaml.safe_dump({
+        **common, "method": "krr_st", "budget": 10, "log_every": 2, "checkpoint_every": 2,
+        "krr": {"steps": 4, "batch_size": 16, "model": {"name": "convnet", "width": 4, "depth": 2}},
+        "pool": {"size": 2, "max_steps": 5}}))
+    (tmp_path / "evaluate.yaml").write_text(yaml.safe_dump({
+        "device": "cpu", "seeds": 1, "source": {"source": "npz", "path": str(data), "resolution": 16},
+        "models": [{"name": "convnet", "width": 4, "depth": 2}],
+        "targets": [{"source": "npz", "path": str(data), "name": "tiny"}], "modes": ["linear_probe"],
+        "pretrain": {"epochs": 2}, "full_data": {"epochs": 1, "batch_size": 16}, "probe": {"iterations": 3},
+        "cka_images": 16}))
+    return tmp_path
+
+
+def study(root: Path, *overrides: str) -> StudyConfig:
+    return load_config(StudyConfig, None, [
+        f"out_dir={root / 'study'}", f"teacher.config={root / 'teacher.yaml'}",
+        f"distill=[{{config: {root / 'distill.yaml'}}}, "
+        f"{{config: {root / 'distill.yaml'}, overrides: [method=random]}}]",
+        f"evaluate.config={root / 'evaluate.yaml'}", "report=false", *overrides])
+
+
+def statuses(result) -> dict[str, str]:
+    return {f"{s.kind}/{s.name}": s.status for s in result.stages}
+
+
+def test_cache_reruns_exactly_the_stages_downstream_of_a_change(study_files, capsys):
+    first = run_study(study(study_files), show_progress=False)
+    assert first.finished and set(statuses(first).values()) == {"ran"}
+    assert set(statuses(first)) == {"teacher/teacher", "distill/krr_st_n10", "distill/random_n10", "evaluate/evaluate"}
+    again = run_study(study(study_files), show_progress=False)
+    assert set(statuses(again).values()) == {"cached"}
+    assert [s.folder for s in again.stages] == [s.folder for s in first.stages]
+
+    # an evaluation setting: only the evaluation reruns
+    changed = run_study(study(study_files, "evaluate.overrides=[probe.iterations=4]"), show_progress=False)
+    assert statuses(changed) == {"teacher/teacher": "cached", "distill/krr_st_n10": "cached",
+                                 "distill/random_n10": "cached", "evaluate/evaluate": "ran"}
+    # one distilled set's setting: that set and the evaluation
+    distill = study_files / "distill.yaml"
+    changed = run_study(study(study_files, f"distill=[{{config: {distill}, overrides: [krr.steps=3]}}, "
+                                           f"{{config: {distill}, overrides: [method=random]}}]"), show_progress=False)
+    assert statuses(changed) == {"teacher/teacher": "cached", "distill/krr_st_n10": "ran",
+                                 "distill/random_n10": "cached", "evaluate/evaluate": "ran"}
+    # the teacher: everything
+    changed = run_study(study(study_files, "teacher.overrides=[probe.iterations=4]"), show_progress=False)
+    assert set(statuses(changed).values()) == {"ran"}
+    # nothing was overwritten: every variant has its own folder
+    assert len(list((study_files / "study" / "evaluate").iterdir())) == 4
+    # settings that do not change results (logging, pauses) keep the cache
+    same = run_study(study(study_files, "distill=[{config: " + str(distill) + ", overrides: [log_every=1]}, "
+                           "{config: " + str(distill) + ", overrides: [method=random]}]"), show_progress=False)
+    assert set(statuses(same).values()) == {"cached"}
+
+
+def test_a_paused_stage_continues_from_its_checkpoint(study_files):
+    distill = study_files / "distill.yaml"
+    paused = run_study(study(study_files, f"distill=[{{config: {distill}, overrides: [stop_after_steps=2]}}]"),
+                       show_progress=False)
+    assert not paused.finished and statuses(paused)["distill/krr_st_n10"] == "paused"
+    assert "evaluate/evaluate" not in statuses(paused)
+    resumed = run_study(study(study_files, f"distill=[{{config: {distill}}}]"), show_progress=False)
+    assert resumed.finished
+    assert statuses(resumed) == {"teacher/teacher": "cached", "distill/krr_st_n10": "resumed",
+                                 "evaluate/evaluate": "ran"}
+
+
+def test_existing_teacher_and_cli(study_files, capsys):
+    first = run_study(study(study_files), show_progress=False)
+    teacher = first.teacher
+    code = main(["reproduce", "--no-progress", f"out_dir={study_files / 'other'}", f"teacher.path={teacher}",
+                 f"distill=[{{config: {study_files / 'distill.yaml'}, overrides: [method=random]}}]",
+                 f"evaluate.config={study_files / 'evaluate.yaml'}"])
+    out = capsys.readouterr().out
+    assert code == 0 and "teacher: given" in out and "report:" in out
+    assert (study_files / "other" / "report.html").is_file() and (study_files / "other" / "study.json").is_file()
+    assert main(["reproduce", f"out_dir={study_files / 'x'}", "distill=[]"]) == 2
+    assert "needs at least one" in capsys.readouterr().err
+    assert main(["reproduce", f"out_dir={study_files / 'y'}", f"evaluate.config={study_files / 'evaluate.yaml'}"]) == 2
+    assert "the study has no teacher" in capsys.readouterr().err
