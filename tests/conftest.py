@@ -60,3 +60,26 @@ def make_teacher(path: Path, resolution: int = 16, width: int = 4, seed: int = 0
 @pytest.fixture
 def tiny_teacher(tmp_path: Path) -> Path:
     return make_teacher(tmp_path / "teacher")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_torchrun(args: list[str], nproc: int = 2, timeout: float = 300):
+    """`torchrun --nproc_per_node=N -m ssdd ARGS` on the CPU (gloo, one thread per process, like the one_thread
+    fixture); returns the finished process and fails the test on a non-zero exit code."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1",
+           f"--master_port={free_port()}", "-m", "ssdd", *args]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return result

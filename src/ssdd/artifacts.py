@@ -29,8 +29,14 @@ def save_tensors(directory: str | Path, tensors: dict[str, torch.Tensor], prefix
     size = 0
     for name, tensor in tensors.items():
         tensor = tensor.detach().cpu().contiguous()
-        if dtype is not None and tensor.is_floating_point():
-            tensor = tensor.to(dtype)
+        if dtype is not None and tensor.is_floating_point() and tensor.dtype != dtype:
+            converted = tensor.to(dtype)
+            if bool(torch.isfinite(tensor).all()) and not bool(torch.isfinite(converted).all()):
+                raise ArtifactError(f"{directory}: tensor '{name}' overflows {str(dtype).replace('torch.', '')} "
+                                    f"(values beyond its range); nothing was written: save as float32 "
+                                    f"(save_dtype=float32 with --resume)")
+            tensor = converted
+        check_finite({name: tensor}, str(directory), saving=True)
         nbytes = tensor.numel() * tensor.element_size()
         if groups[-1] and size + nbytes > max_shard_bytes:
             groups.append({})
@@ -50,17 +56,55 @@ def save_tensors(directory: str | Path, tensors: dict[str, torch.Tensor], prefix
 def load_tensors(directory: str | Path, shards: list[dict[str, Any]], verify: bool = True) -> dict[str, torch.Tensor]:
     directory = Path(directory)
     tensors: dict[str, torch.Tensor] = {}
+    if not isinstance(shards, list) or not shards:
+        raise ArtifactError(f"{directory / MANIFEST}: 'shards' must list the tensor files; the manifest is damaged")
     for shard in shards:
-        file = directory / shard["file"]
+        if not isinstance(shard, dict) or not isinstance(shard.get("sha256"), str):
+            raise ArtifactError(f"{directory / MANIFEST}: a shard entry lacks 'file' or 'sha256'; the manifest is "
+                                f"damaged")
+        file = shard_path(directory, shard.get("file"))
         if not file.is_file():
             raise ArtifactError(f"{file}: shard listed in the manifest is missing")
         if verify and file_sha256(file) != shard["sha256"]:
             raise ArtifactError(f"{file}: checksum does not match the manifest (corrupt or modified file)")
         try:
-            tensors.update(load_file(str(file)))
+            loaded = load_file(str(file))
         except (SafetensorError, OSError) as exc:
             raise ArtifactError(f"{file}: not a readable safetensors file ({exc})") from None
+        check_finite(loaded, f"{file}")
+        tensors.update(loaded)
     return tensors
+
+
+def shard_path(directory: str | Path, name: Any) -> Path:
+    """The file a manifest's shard entry names: a plain file name inside `directory`, never a path that
+    leaves it (`../`, an absolute path, a sub-folder)."""
+    directory = Path(directory)
+    text = name if isinstance(name, str) else ""
+    if (not text or text in (".", "..") or "/" in text or "\\" in text or ":" in text
+            or Path(text).is_absolute() or text.startswith("~")):
+        raise ArtifactError(f"{directory / MANIFEST}: shard file {name!r} is not a plain file name inside the "
+                            f"artifact folder; the manifest is damaged or was edited: restore it")
+    return directory / text
+
+
+class NonFiniteError(ArtifactError, FloatingPointError):
+    """Tensors about to be saved hold NaN or inf: the run diverged (a numerical failure, not bad input)."""
+
+
+def check_finite(tensors: dict[str, torch.Tensor], where: str, saving: bool = False) -> None:
+    """Refuse floating-point tensors holding NaN or inf (a diverged run must never become an artifact):
+    NonFiniteError when saving, ArtifactError (a corrupt file) when loading."""
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() or tensor.is_complex():
+            bad = int((~torch.isfinite(tensor)).sum())
+            if not bad:
+                continue
+            what = f"{where}: tensor '{name}' holds {bad} non-finite value(s) (NaN or inf) of {tensor.numel()}"
+            if saving:
+                raise NonFiniteError(f"{what}; nothing was written: the run diverged, rerun it with a lower "
+                                     f"learning rate")
+            raise ArtifactError(f"{what}; the artifact is corrupt or came from a diverged run: recreate it")
 
 
 def write_manifest(directory: str | Path, manifest: dict[str, Any]) -> Path:

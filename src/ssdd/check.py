@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from ssdd.runtime import versions
+from ssdd.validate import describe_data, teacher_manifest
 
 DATA_FILES = ("cifar100.npz", "cifar10.npz", "flowers102_32.npz")  # the data.path of the presets, under data/
 TEACHER_DEPTH = 4  # runs/demo/teacher/teacher/manifest.json
@@ -86,15 +87,31 @@ def run_check(extra_data: list[str] | None = None) -> int:
             failures.append(f"module {module} is missing: reinstall ssdd with its dependencies")
 
     candidates = [Path("data") / f for f in DATA_FILES] + [Path(p) for p in extra_data or []]
-    found = [str(path) for path in candidates if path.exists()]
-    if found:
-        _line(True, "datasets", ", ".join(found))
-    else:
+    found = [path for path in candidates if path.exists()]
+    for path in found:  # read, not only found: an empty or corrupt file is a failure to fix
+        try:
+            _line(True, "dataset", describe_data(path))
+        except ValueError as exc:
+            _line(False, "dataset", str(exc))
+            failures.append(f"{path} cannot be used: write it again (or remove it)")
+    if not found:
         _line(None, "datasets", "none at the presets' data.path (data/*.npz here) or --data: pass "
               "data.path=FILE.npz (ssdd's NumPy format, README), or data.source=torchvision data.name=cifar100 "
               "data.path=DIR data.download=true (folder and digits sources work too)")
     teachers = find_teachers(Path("."))
-    _line(None if not teachers else True, "teachers", ", ".join(teachers) or
+    intact = []
+    for folder in teachers:  # manifests checked (edited fields, shard names, shards present), weights not read
+        try:
+            teacher_manifest(folder)
+            missing = [s["file"] for s in json.loads((Path(folder) / "manifest.json").read_text())["shards"]
+                       if not (Path(folder) / s["file"]).is_file()]
+            if missing:
+                raise ValueError(f"{folder}: shard {missing[0]} is missing")
+            intact.append(folder)
+        except ValueError as exc:
+            _line(False, "teacher", str(exc))
+            failures.append(f"teacher {folder} is damaged: restore it or train/import it again")
+    _line(None if not intact else True, "teachers", ", ".join(intact) or
           "none in this folder: train one with 'ssdd teacher' or bring one with 'ssdd import-teacher', "
           "then pass teacher=PATH")
 

@@ -84,7 +84,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
         print(report_from_results(Path(cfg.out_dir)))
         return 0
-    run_evaluate(cfg, show_progress=not args.no_progress, resume=args.resume)
+    run_evaluate(cfg, show_progress=not args.no_progress, resume=args.resume, allow_mismatch=args.allow_mismatch)
     return 0
 
 
@@ -92,8 +92,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     from ssdd.study import StudyConfig, run_study
 
     if (cfg := _config(args, StudyConfig)) is not None:
-        result = run_study(cfg, show_progress=not args.no_progress)
-        return 0 if result.finished else 3
+        result = run_study(cfg, show_progress=not args.no_progress, dry_run=args.dry_run)
+        return 0 if result.finished or args.dry_run else 3
     return 0
 
 
@@ -155,35 +155,45 @@ def _cmd_presets(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ssdd", description="Self-supervised dataset distillation (KRR-ST, Boost).")
     parser.add_argument("--version", action="version", version=f"ssdd {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error instead of its one-line message (also SSDD_TRACEBACK=1; "
+                             "accepted anywhere on the line)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     teacher = sub.add_parser("teacher", help="train the Barlow Twins teacher (torchrun for several GPUs)")
     _add_config_args(teacher)
     teacher.add_argument("--resume", action="store_true", help="continue the run in out_dir from its checkpoint")
-    teacher.add_argument("--no-progress", action="store_true", help="no progress bar (logs stay)")
+    teacher.add_argument("--no-progress", action="store_true",
+                         help="no progress bar or phase lines (epoch lines and logs stay)")
     teacher.set_defaults(func=_cmd_teacher)
 
     distill = sub.add_parser("distill", help="distil the source into a small set (boost, krr_st, random, kmeans)")
     _add_config_args(distill)
     distill.add_argument("--resume", action="store_true", help="continue the run in out_dir from its checkpoint")
-    distill.add_argument("--no-progress", action="store_true", help="no progress bar")
+    distill.add_argument("--no-progress", action="store_true", help="no progress bar or phase lines")
     distill.set_defaults(func=_cmd_distill)
 
     evaluate = sub.add_parser("evaluate", help="pre-train on distilled sets, fine-tune and probe on targets")
     _add_config_args(evaluate)
     evaluate.add_argument("--distilled", "-d", nargs="+", default=[], metavar="DIR",
                           help="distilled artifact folders (added to the config's list)")
-    evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
+    evaluate.add_argument("--no-progress", action="store_true", help="no progress bar or phase lines")
     evaluate.add_argument("--resume", action="store_true",
                           help="keep the finished cells of out_dir/results.json and run only the missing ones")
     evaluate.add_argument("--report-only", action="store_true",
                           help="rebuild summary.md/json and results.png from out_dir/results.json, train nothing")
+    evaluate.add_argument("--allow-mismatch", action="store_true",
+                          help="score sets distilled with another teacher or from another source anyway "
+                               "(refused by default: their rows are not comparable)")
     evaluate.set_defaults(func=_cmd_evaluate)
 
     reproduce = sub.add_parser("reproduce", help="a whole study from one preset: teacher -> distill -> evaluate -> "
                                                  "report, each stage cached")
     _add_config_args(reproduce)
-    reproduce.add_argument("--no-progress", action="store_true", help="no progress bars (stage lines stay)")
+    reproduce.add_argument("--no-progress", action="store_true",
+                           help="no progress bars or phase lines (stage lines stay)")
+    reproduce.add_argument("--dry-run", action="store_true",
+                           help="run nothing: say which stages are cached, would resume or would run")
     reproduce.set_defaults(func=_cmd_reproduce)
 
     show = sub.add_parser("show", help="PNG grid of a distilled set's images and views, and its loss curve")
@@ -230,13 +240,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from ssdd.artifacts import ArtifactError
-    from ssdd.config import ConfigError
-    from ssdd.data import DataError
-    from ssdd.storage import BudgetError
+    from ssdd.errors import EXIT_INTERRUPTED, classify
+    from ssdd.runguard import interrupt_message
 
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # accepted anywhere on the line, before or after the command
+    args, extra = parser.parse_known_args([a for a in argv if a != "--debug"])
+    debug = debug or bool(os.environ.get("SSDD_TRACEBACK"))
     # key=value overrides may also follow flags (`ssdd distill -c x.yaml --no-progress lr=0.1`)
     if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
         args.overrides = [*args.overrides, *extra]
@@ -244,13 +255,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, DataError, ArtifactError, BudgetError, FileExistsError, FileNotFoundError, ValueError) as exc:
-        # input and configuration mistakes: one line; SSDD_TRACEBACK=1 shows where they came from
-        if os.environ.get("SSDD_TRACEBACK"):
-            raise
-        print(f"ssdd {args.command}: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
-        print(f"ssdd {args.command}: interrupted (the last finished epoch is checkpointed; use --resume)",
-              file=sys.stderr)
-        return 130
+        print(f"ssdd {args.command}: interrupted ({interrupt_message(args.command)})", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        # every error is one line and an exit code (ssdd.errors, README "Reliability"); --debug or
+        # SSDD_TRACEBACK=1 shows where it came from
+        if debug:
+            raise
+        code, message = classify(exc)
+        print(f"ssdd {args.command}: error: {message}", file=sys.stderr)
+        return code

@@ -106,7 +106,7 @@ def test_p_one_applies_to_every_sample():
     assert torch.equal(ops.random_horizontal_flip(x, 1.0, generator=_gen(0)), x.flip(-1))
     gray = ops.random_grayscale(x, 1.0, generator=_gen(0))
     assert torch.equal(gray[:, 0], gray[:, 1]) and torch.equal(gray[:, 1], gray[:, 2])
-    expected = 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]
+    expected = 0.2989 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]  # torchvision's weights
     torch.testing.assert_close(gray[:, 0], expected)
     sol = ops.random_solarize(x, 1.0, generator=_gen(0))
     assert torch.equal(sol, torch.where(x >= 0.5, 1 - x, x))
@@ -151,6 +151,21 @@ def test_crop_and_resize_whole_image_is_identity():
     # a non-square image resized to a square keeps the shape contract
     wide = _batch(3, 8, 10)
     assert ops.crop_and_resize(wide, torch.tensor([[0.0, 0.0, 8.0, 10.0]] * 3), 8).shape == (3, 3, 8, 8)
+
+
+def test_bicubic_crop_is_exact_on_whole_image_matches_torch_inside_and_stays_in_range():
+    import torch.nn.functional as F
+
+    x = _batch(2, 8, 8)
+    whole = torch.tensor([[0.0, 0.0, 8.0, 8.0]] * 2)
+    torch.testing.assert_close(ops.crop_and_resize(x, whole, 8, "bicubic"), x, atol=1e-5, rtol=0)
+    # upsampling the whole image: torch's bicubic resize (a = -0.75, edges replicated), clamped to [0, 1]
+    ours = ops.crop_and_resize(x, whole, 16, "bicubic")
+    reference = F.interpolate(x, size=16, mode="bicubic", align_corners=False).clamp(0, 1)
+    torch.testing.assert_close(ours, reference, atol=1e-5, rtol=0)
+    assert ours.min() >= 0 and ours.max() <= 1
+    with pytest.raises(ValueError, match="interpolation"):
+        ops.crop_and_resize(x, whole, 8, "nearest")
 
 
 def test_crop_and_resize_quadrants():

@@ -190,3 +190,15 @@ def test_show_draws_every_view_and_the_loss(default_run, tmp_path, capsys):
     with Image.open(tmp_path / "pic.png") as picture:
         assert picture.size[0] > picture.size[1] * 0.8  # four view columns for three rows
     assert main(["show", str(tmp_path / "missing")]) == 2
+
+
+def test_photometric_views_distil_and_record_their_parameters(tiny_npz, tiny_teacher, tmp_path):
+    views = "boost.augmentations=[identity,brightness_1.4,blur_3_1.0,rot90]"
+    run_distill(boost(tiny_npz, tiny_teacher, tmp_path / "p", views), show_progress=False)
+    loaded = load_distilled(tmp_path / "p")
+    params = loaded.manifest["view_parameters"]
+    assert params["blur_3_1.0"] == {"op": "gaussian_blur", "kernel": 3, "sigma": 1.0, "exact_permutation": False}
+    assert params["brightness_1.4"]["factor"] == 1.4 and params["rot90"]["exact_permutation"]
+    images, targets = loaded.training_pairs()
+    assert images.shape[0] == targets.shape[0] == 4 * loaded.manifest["m"]
+    assert loaded.storage().image_equivalents <= 3

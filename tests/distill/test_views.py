@@ -77,3 +77,39 @@ def test_rotations_need_square_images():
     with pytest.raises(ValueError, match="square"):
         check_views(["identity", "rot90"], (3, 8, 16))
     assert check_views(["identity", "rot180", "hflip"], (3, 8, 16)) == ["identity", "rot180", "hflip"]
+
+
+@pytest.mark.parametrize(("name", "reference"), [
+    ("brightness_1.4", lambda tf, x: tf.adjust_brightness(x, 1.4)),
+    ("contrast_0.6", lambda tf, x: tf.adjust_contrast(x, 0.6)),
+    ("saturation_1.4", lambda tf, x: tf.adjust_saturation(x, 1.4)),
+    ("hue_-0.1", lambda tf, x: tf.adjust_hue(x, -0.1)),
+    ("hue_0.1", lambda tf, x: tf.adjust_hue(x, 0.1)),
+    ("blur_3_0.5", lambda tf, x: tf.gaussian_blur(x, [3, 3], [0.5, 0.5])),
+    ("blur_7_2.0", lambda tf, x: tf.gaussian_blur(x, [7, 7], [2.0, 2.0])),
+])
+def test_photometric_views_equal_torchvision_and_are_deterministic(name, reference):
+    import torchvision.transforms.v2.functional as tf
+
+    from ssdd.distill.views import describe_view, view_fn
+
+    x = torch.rand(4, 3, 12, 12, generator=torch.Generator().manual_seed(0))
+    ours = view_fn(name)(x)
+    torch.testing.assert_close(ours, reference(tf, x), atol=2e-5, rtol=0)
+    assert torch.equal(ours, view_fn(name)(x)) and not describe_view(name)["exact_permutation"]
+    u8 = (x * 255).round().to(torch.uint8)  # uint8 input is converted to [0, 1] floats
+    torch.testing.assert_close(view_fn(name)(u8), view_fn(name)(u8.float() / 255))
+
+
+@pytest.mark.parametrize("bad", ["brightness_0", "hue_0.7", "blur_4_1.0", "blur_5_0", "sharpen_2", "contrast_x"])
+def test_invalid_photometric_views_are_one_line_errors(bad):
+    with pytest.raises(ValueError, match=bad.split("_")[0] if bad.startswith(("blur", "hue", "bright")) else "unknown"):
+        check_views(["identity", bad])
+
+
+def test_describe_view_records_parameters():
+    from ssdd.distill.views import describe_view
+
+    assert describe_view("blur_5_1.0") == {"op": "gaussian_blur", "kernel": 5, "sigma": 1.0, "exact_permutation": False}
+    assert describe_view("hue_-0.1") == {"op": "hue", "shift": -0.1, "exact_permutation": False}
+    assert describe_view("rot90")["exact_permutation"]

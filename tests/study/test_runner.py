@@ -76,6 +76,15 @@ def test_cache_reruns_exactly_the_stages_downstream_of_a_change(study_files, cap
     assert set(statuses(same).values()) == {"cached"}
 
 
+def test_dry_run_runs_nothing_and_names_what_would_run(study_files, capsys):
+    planned = run_study(study(study_files), show_progress=False, dry_run=True)
+    assert set(statuses(planned).values()) == {"would run"} and not (study_files / "study").exists()
+    run_study(study(study_files), show_progress=False)
+    changed = run_study(study(study_files, "evaluate.overrides=[probe.iterations=4]"), show_progress=False,
+                        dry_run=True)
+    assert statuses(changed)["evaluate/evaluate"] == "would run" and statuses(changed)["teacher/teacher"] == "cached"
+
+
 def test_a_paused_stage_continues_from_its_checkpoint(study_files):
     distill = study_files / "distill.yaml"
     paused = run_study(study(study_files, f"distill=[{{config: {distill}, overrides: [stop_after_steps=2]}}]"),

@@ -118,3 +118,17 @@ def test_two_process_ddp_run_on_cpu(tiny_npz, tmp_path):
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     assert state["world_size"] == 2 and len(state["aug_generator"]) == 2
     assert not torch.equal(state["aug_generator"][0], state["aug_generator"][1])  # ranks draw different views
+
+
+def test_as_saved_rounds_weights_and_buffers_through_the_saved_dtype():
+    from ssdd.teacher.train import as_saved
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    net[1].running_mean.normal_()
+    rounded = as_saved(net, torch.float16)
+    for (name, a), b in zip(net.state_dict().items(), rounded.state_dict().values(), strict=True):
+        if a.is_floating_point():
+            assert torch.equal(b, a.half().float()), name
+    assert as_saved(net, torch.float32) is net
+    assert not torch.equal(net[0].weight, rounded[0].weight)  # the original keeps its float32 weights

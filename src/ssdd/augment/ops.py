@@ -11,7 +11,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-_GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601-2 luma, as torchvision
+_GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # luma weights of torchvision's tensor ops
 
 
 def _rand(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
@@ -96,8 +96,13 @@ def sample_resized_crop_boxes(batch: int, height: int, width: int, scale: tuple[
     return torch.stack([top, left, h_sel, w_sel], dim=1)
 
 
-def crop_and_resize(x: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
-    """Crop per-sample boxes (top, left, h, w) and resize each to size x size (bilinear)."""
+def crop_and_resize(x: torch.Tensor, boxes: torch.Tensor, size: int, mode: str = "bilinear") -> torch.Tensor:
+    """Crop per-sample boxes (top, left, h, w) and resize each to size x size.
+
+    `mode` is bilinear or bicubic (cubic convolution with a = -0.75, as torch's; PIL's bicubic, which
+    torchvision uses on PIL images, has a = -0.5). Bicubic output is clamped to the input's [0, 1] range."""
+    if mode not in ("bilinear", "bicubic"):
+        raise ValueError(f"interpolation must be bilinear or bicubic, got '{mode}'")
     batch, _, height, width = x.shape
     top, left, h, w = boxes.to(x.dtype).unbind(dim=1)
     theta = torch.zeros(batch, 2, 3, dtype=x.dtype, device=x.device)
@@ -106,14 +111,15 @@ def crop_and_resize(x: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Te
     theta[:, 1, 1] = h / height
     theta[:, 1, 2] = (2 * top + h) / height - 1
     grid = F.affine_grid(theta, [batch, x.shape[1], size, size], align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    out = F.grid_sample(x, grid, mode=mode, padding_mode="border", align_corners=False)
+    return out.clamp(0.0, 1.0) if mode == "bicubic" else out
 
 
 def random_resized_crop(x: torch.Tensor, size: int, scale: tuple[float, float] = (0.08, 1.0),
                         ratio: tuple[float, float] = (3 / 4, 4 / 3),
-                        generator: torch.Generator | None = None) -> torch.Tensor:
+                        generator: torch.Generator | None = None, mode: str = "bilinear") -> torch.Tensor:
     boxes = sample_resized_crop_boxes(x.shape[0], x.shape[2], x.shape[3], scale, ratio, generator, x.device)
-    return crop_and_resize(x, boxes, size)
+    return crop_and_resize(x, boxes, size, mode)
 
 
 def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:

@@ -20,6 +20,7 @@ class ViewConfig:
     grayscale_p: float = 0.2
     solarize_p: float = 0.0
     flip_p: float = 0.5
+    interpolation: str = "bicubic"  # of the resized crop: bicubic (solo-learn's) or bilinear
 
 
 @dataclass
@@ -32,7 +33,8 @@ def ssl_view(x: torch.Tensor, cfg: ViewConfig, generator: torch.Generator | None
     """RandomResizedCrop -> ColorJitter(p) -> Grayscale(p) -> Solarize(p) -> HorizontalFlip(p), as solo-learn."""
     if len(cfg.jitter) != 4:
         raise ValueError(f"jitter must list 4 strengths (brightness, contrast, saturation, hue), got {cfg.jitter}")
-    out = ops.random_resized_crop(x, x.shape[-1], (cfg.crop_scale_min, cfg.crop_scale_max), generator=generator)
+    out = ops.random_resized_crop(x, x.shape[-1], (cfg.crop_scale_min, cfg.crop_scale_max), generator=generator,
+                                  mode=cfg.interpolation)
     out = ops.random_color_jitter(out, *cfg.jitter, p=cfg.jitter_p, generator=generator)
     out = ops.random_grayscale(out, cfg.grayscale_p, generator=generator)
     out = ops.random_solarize(out, cfg.solarize_p, generator=generator)

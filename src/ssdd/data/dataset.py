@@ -8,6 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ssdd.progress import bar
 from ssdd.runtime import tensor_fingerprint
 
 
@@ -60,6 +61,9 @@ def check_arrays(images: torch.Tensor, labels: torch.Tensor, num_classes: int, w
         raise DataError(f"{where}: images must have shape (N, 3, H, W), got {tuple(images.shape)}")
     if images.shape[0] == 0:
         raise DataError(f"{where}: the split is empty")
+    if images.shape[2] == 0 or images.shape[3] == 0:
+        raise DataError(f"{where}: the images are {images.shape[2]}x{images.shape[3]} pixels; every image needs at "
+                        f"least one pixel")
     if labels.dtype != torch.int64 or labels.ndim != 1:
         raise DataError(f"{where}: labels must be a 1-D int64 array, got {labels.dtype} {tuple(labels.shape)}")
     if labels.shape[0] != images.shape[0]:
@@ -104,7 +108,8 @@ def resize_uint8(images: torch.Tensor, resolution: int, chunk: int = 4096) -> to
     if images.shape[-2:] == (resolution, resolution):
         return images
     out = torch.empty((images.shape[0], 3, resolution, resolution), dtype=torch.uint8)
-    for start in range(0, images.shape[0], chunk):
+    for start in bar(range(0, images.shape[0], chunk), desc=f"resizing {images.shape[0]:,} images to {resolution} px",
+                     unit="chunk"):
         batch = images[start : start + chunk].float()
         resized = F.interpolate(batch, size=(resolution, resolution), mode="bilinear", antialias=True,
                                 align_corners=False)

@@ -7,6 +7,7 @@ All of them return an ImageDataset (uint8 (N,3,R,R) images resized to the config
 from __future__ import annotations
 
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from ssdd.data.dataset import (
     resize_uint8,
     to_nchw_uint8,
 )
+from ssdd.progress import bar, phase
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
 
@@ -34,10 +36,15 @@ def load_npz(path: str | Path, split: str, resolution: int, name: str = "") -> I
         raise DataError(f"{path}: file not found; pass data.path=FILE.npz, a .npz in ssdd's NumPy format "
                         f"(README, 'Data formats'), or data.source=torchvision data.name=cifar100 data.path=DIR "
                         f"data.download=true (for ssdd evaluate: source.* and targets)")
+    if not zipfile.is_zipfile(path):  # 0 bytes, text, a lone .npy, a pickle: np.load would try to unpickle it
+        size = path.stat().st_size
+        what = "an empty file" if size == 0 else f"{size} bytes, not a zip"
+        raise DataError(f"{path}: not a readable .npz archive ({what}); write one with ssdd.data.save_npz or "
+                        f"numpy.savez")
     try:
         archive = np.load(path, allow_pickle=False)
         keys = set(archive.files)
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"{path}: not a readable .npz archive ({exc})") from None
     splits = sorted(k[2:] for k in keys if k.startswith("x_"))
     if f"x_{split}" not in keys:
@@ -48,7 +55,7 @@ def load_npz(path: str | Path, split: str, resolution: int, name: str = "") -> I
         x = archive[f"x_{split}"]
         y = archive[f"y_{split}"]
         classes_raw = archive["classes"] if "classes" in keys else None
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise DataError(f"{path}: split '{split}' cannot be read, the file is corrupt ({exc})") from None
     where = f"{path}[{split}]"
     images = to_nchw_uint8(x, where)
@@ -96,7 +103,7 @@ def load_image_folder(root: str | Path, split: str, resolution: int, name: str =
     classes = tuple(p.name for p in class_dirs)
     images: list[torch.Tensor] = []
     labels: list[int] = []
-    for label, class_dir in enumerate(class_dirs):
+    for label, class_dir in enumerate(bar(class_dirs, desc=f"reading {split_dir}", unit="class")):
         files = sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise DataError(f"{class_dir}: empty class, no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
@@ -142,17 +149,20 @@ def load_split(cfg: DataConfig, split: str, seed: int = 0) -> ImageDataset:
 
     if cfg.resolution <= 0:
         raise DataError(f"data.resolution must be positive, got {cfg.resolution}")
-    if cfg.source == "npz":
-        dataset = load_npz(cfg.path, split, cfg.resolution, cfg.name)
-    elif cfg.source == "folder":
-        dataset = load_image_folder(cfg.path, split, cfg.resolution, cfg.name)
-    elif cfg.source == "torchvision":
-        dataset = load_torchvision(cfg.name, cfg.path, split, cfg.resolution, cfg.download)
-    elif cfg.source == "digits":
-        dataset = load_digits(split, cfg.resolution)
-    else:
-        raise DataError(f"unknown data.source '{cfg.source}' (choose npz, torchvision, folder or digits)")
-    if split == cfg.train_split:
-        check_no_empty_class(dataset, where=f"{cfg.path}[{split}]" if cfg.source != "digits" else "")
-        dataset = dataset.subset(cfg.subset, seed)
+    where = {"digits": "digits", "torchvision": f"torchvision {cfg.name}"}.get(cfg.source, cfg.path)
+    with phase(f"loading {where} [{split}]") as loading:
+        if cfg.source == "npz":
+            dataset = load_npz(cfg.path, split, cfg.resolution, cfg.name)
+        elif cfg.source == "folder":
+            dataset = load_image_folder(cfg.path, split, cfg.resolution, cfg.name)
+        elif cfg.source == "torchvision":
+            dataset = load_torchvision(cfg.name, cfg.path, split, cfg.resolution, cfg.download)
+        elif cfg.source == "digits":
+            dataset = load_digits(split, cfg.resolution)
+        else:
+            raise DataError(f"unknown data.source '{cfg.source}' (choose npz, torchvision, folder or digits)")
+        if split == cfg.train_split:
+            check_no_empty_class(dataset, where=f"{cfg.path}[{split}]" if cfg.source != "digits" else "")
+            dataset = dataset.subset(cfg.subset, seed)
+        loading.detail = f"{len(dataset):,} images at {dataset.resolution} px"
     return dataset

@@ -12,6 +12,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ssdd.progress import bar
+
 PARTS = ("w1", "b1", "w2", "b2")
 
 
@@ -34,8 +36,8 @@ def approx_floats(dim: int, hidden: int) -> int:
     return dim * hidden + hidden + hidden * dim + dim
 
 
-def fit_approx(codes: torch.Tensor, shifts: torch.Tensor, hidden: int, steps: int, lr: float, seed: int
-               ) -> dict[str, torch.Tensor]:
+def fit_approx(codes: torch.Tensor, shifts: torch.Tensor, hidden: int, steps: int, lr: float, seed: int,
+               desc: str = "approximation network") -> dict[str, torch.Tensor]:
     """Fit A on (codes -> shifts) by full-batch Adam on the MSE; returns detached parameters."""
     generator = torch.Generator().manual_seed(seed)
     params = {k: v.requires_grad_(True) for k, v in init_approx(codes.shape[1], hidden, generator,
@@ -43,7 +45,7 @@ def fit_approx(codes: torch.Tensor, shifts: torch.Tensor, hidden: int, steps: in
     codes, shifts = codes.detach().float(), shifts.detach().float()
     scale = shifts.pow(2).mean().clamp_min(1e-12)  # a scale-free loss: Adam's step size means the same everywhere
     optimizer = torch.optim.Adam(params.values(), lr=lr)
-    for _ in range(steps):
+    for _ in bar(range(steps), desc=desc, unit="step"):
         loss = F.mse_loss(apply_approx(params, codes), shifts) / scale
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -10,6 +10,7 @@ import torch
 
 from ssdd.artifacts import ArtifactError, load_tensors, read_manifest, save_tensors, write_manifest
 from ssdd.distill.registry import get_method
+from ssdd.integrity import verify_distilled
 from ssdd.storage import StorageReport, check_budget, storage_of
 
 KIND = "ssdd.distilled"
@@ -47,11 +48,13 @@ def save_distilled(directory: str | Path, method: str, stored: dict[str, torch.T
                    image_shape: tuple[int, int, int], budget: float, count_targets: bool,
                    manifest: dict[str, Any]) -> DistilledSet:
     report = budget_report(stored, image_shape, budget, count_targets)
-    shards = save_tensors(directory, stored, "distilled")
-    on_disk = sum((Path(directory) / s["file"]).stat().st_size for s in shards)
     full = {"kind": KIND, "format_version": FORMAT_VERSION, "method": method, "image_shape": list(image_shape),
             "budget": budget, "budget_counts": "all stored tensors" if count_targets else "images only",
-            "storage": {**report.as_dict(), "bytes_on_disk": on_disk}, **manifest, "shards": shards}
+            "storage": report.as_dict(), **manifest}
+    verify_distilled(directory, full, stored)  # the manifest describes its tensors, before anything is written
+    shards = save_tensors(directory, stored, "distilled")  # refuses NaN/inf before writing
+    full["storage"]["bytes_on_disk"] = sum((Path(directory) / s["file"]).stat().st_size for s in shards)
+    full["shards"] = shards
     write_manifest(directory, full)
     return DistilledSet(method, {k: v.detach().cpu() for k, v in stored.items()}, full)
 
@@ -63,4 +66,6 @@ def load_distilled(directory: str | Path) -> DistilledSet:
         get_method(method)
     except (KeyError, ValueError) as exc:
         raise ArtifactError(f"{directory}: {exc}") from None
-    return DistilledSet(method, load_tensors(directory, manifest["shards"]), manifest)
+    stored = load_tensors(directory, manifest.get("shards"))  # shard names confined, checksums, NaN/inf
+    verify_distilled(directory, manifest, stored)  # shapes, m, views, storage and budget against the tensors
+    return DistilledSet(method, stored, manifest)

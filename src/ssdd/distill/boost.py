@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from ssdd import distributed as D
 from ssdd.augment import crop_flip, to_float
 from ssdd.distill.approx import PARTS, apply_approx, fit_approx, relative_error
 from ssdd.distill.config import BoostConfig
@@ -29,7 +30,9 @@ from ssdd.distill.lowrank import PCABasis, downsample, fit_pca, images_from_coef
 from ssdd.distill.outer import Support, outer_loop
 from ssdd.distill.registry import DistillContext, DistillMethod, DistillResult, register_method
 from ssdd.distill.subsets import kmeans_indices
-from ssdd.distill.views import VIEWS, apply_views, check_views, random_views
+from ssdd.distill.views import apply_views, check_views, describe_view, encode_view, random_views
+from ssdd.integrity import check_approximation
+from ssdd.progress import phase
 from ssdd.storage import BudgetError, image_floats
 
 CHOICES = {"basis_init": ("pca", "random"), "coefficient_init": ("real", "random"), "selection": ("random", "kmeans"),
@@ -155,10 +158,11 @@ def _random_orthonormal(rank: int, dim: int, generator: torch.Generator) -> torc
     return q.T.contiguous()
 
 
-def _basis(data: torch.Tensor, rank: int, init: str, seed: int, generator: torch.Generator) -> PCABasis:
+def _basis(data: torch.Tensor, rank: int, init: str, seed: int, generator: torch.Generator,
+           what: str = "samples") -> PCABasis:
     """PCA of (N, D) data, or random orthonormal components around the data mean (basis_init=random)."""
     if init == "pca":
-        return fit_pca(data, rank, seed=seed)
+        return fit_pca(data, rank, seed=seed, what=what)
     mean = data.double().mean(0).to(data.dtype)
     components = _random_orthonormal(rank, data.shape[1], generator).to(data.dtype)
     centred = data - mean
@@ -201,7 +205,10 @@ def _initialise(ctx: DistillContext, views: list[str], m: int, spec: BoostSpec, 
     images_u8 = ctx.source.images
     n_source, image_shape = images_u8.shape[0], tuple(images_u8.shape[1:])
     init_gen = torch.Generator().manual_seed(cfg.seed + 2)  # bases, random codes, approximation networks
-    features = teacher.encode(images_u8).cpu() if b.target_bases or b.selection == "kmeans" else None
+    features = None
+    if b.target_bases or b.selection == "kmeans":
+        with phase(f"teacher features of the {n_source:,} source images"):
+            features = teacher.encode(images_u8).cpu()
     if b.selection == "kmeans":
         index, _ = kmeans_indices(features, m, cfg.kmeans_iterations, cfg.seed)
     else:
@@ -211,8 +218,9 @@ def _initialise(ctx: DistillContext, views: list[str], m: int, spec: BoostSpec, 
     values: dict[str, torch.Tensor] = {}
     info: dict[str, Any] = {}
     if b.image_bases:
-        low = _low_resolution(images_u8, b.image_resolution)
-        image_basis = _basis(low, b.image_bases, b.basis_init, cfg.seed, init_gen)
+        with phase(f"down-sampling the {n_source:,} source images to {b.image_resolution} px"):
+            low = _low_resolution(images_u8, b.image_resolution)
+        image_basis = _basis(low, b.image_bases, b.basis_init, cfg.seed, init_gen, f"{b.image_resolution} px images")
         coefficients = _codes(low[index], low, image_basis, b.coefficient_init, init_gen)
         values.update(image_bases=image_basis.components, image_mean=image_basis.mean, image_coefficients=coefficients)
         info["image_pca_explained"] = float(image_basis.explained_variance.sum()) / image_basis.total_variance
@@ -220,10 +228,12 @@ def _initialise(ctx: DistillContext, views: list[str], m: int, spec: BoostSpec, 
     else:
         values["images"] = to_float(chosen_u8).cpu() if b.coefficient_init == "real" else \
             torch.rand((m, *image_shape), generator=init_gen)
-    view_features = [teacher.encode(VIEWS[name](chosen_u8)).cpu() for name in views]  # g(a_k(x)), exact views
+    with phase(f"teacher targets of the {m:,} chosen images x {len(views)} view(s)"):
+        view_features = [encode_view(teacher, chosen_u8, name).cpu() for name in views]  # g(a_k(x)), exact views
+    info["view_parameters"] = {name: describe_view(name) for name in views}
     target_basis = None
     if b.target_bases:
-        target_basis = _basis(features, b.target_bases, b.basis_init, cfg.seed + 1, init_gen)
+        target_basis = _basis(features, b.target_bases, b.basis_init, cfg.seed + 1, init_gen, "teacher features")
         values.update(target_bases=target_basis.components, target_mean=target_basis.mean)
         info["target_pca_explained"] = float(target_basis.explained_variance.sum()) / target_basis.total_variance
     reference = features if features is not None else view_features[0]
@@ -233,8 +243,31 @@ def _initialise(ctx: DistillContext, views: list[str], m: int, spec: BoostSpec, 
         values["view_target_coefficients"] = torch.stack(view_codes[1:])
     values = {k: v.float().to(device).contiguous() for k, v in values.items()}
     if len(views) > 1 and b.approximation == "joint":  # start A_k at its post-hoc fit to the initial views
-        values.update(_fit_all(values, torch.stack(view_codes[1:]).float().to(device), spec, b, cfg.seed)[0])
+        fitted, errors = _fit_all(values, torch.stack(view_codes[1:]).float().to(device), spec, b, cfg.seed)
+        values.update(fitted)
+        if not ctx.resume:
+            _log_errors(ctx, errors, 0)
     return values, index, info
+
+
+def _log_errors(ctx: DistillContext, errors: Mapping[str, Mapping[str, float]], step: int) -> None:
+    """TensorBoard: approximation/<view>/relative_error (and .../relative_error_without_network)."""
+    ctx.log.scalars({f"{view}/{key}": value for view, entry in errors.items() for key, value in entry.items()}, step,
+                    prefix="approximation/")
+
+
+def _initialise_on_main(ctx: DistillContext, views: list[str], m: int, spec: BoostSpec, cpu_gen: torch.Generator
+                        ) -> tuple[dict[str, torch.Tensor], torch.Tensor, dict[str, Any]]:
+    """_initialise run by rank 0 alone and handed to every torchrun process, with cpu_gen's state after it: the
+    PCA and the teacher features of the whole source are computed once (not once per process), and every
+    process starts from the same bits whatever its own device's rounding."""
+    def compute() -> tuple[dict[str, torch.Tensor], torch.Tensor, dict[str, Any], torch.Tensor]:
+        values, index, info = _initialise(ctx, views, m, spec, cpu_gen)
+        return {k: v.cpu() for k, v in values.items()}, index, info, cpu_gen.get_state()
+
+    values, index, info, generator_state = D.on_main(compute)
+    cpu_gen.set_state(generator_state)
+    return {k: v.to(ctx.device) for k, v in values.items()}, index, info
 
 
 def distill_boost(ctx: DistillContext) -> DistillResult:
@@ -247,7 +280,7 @@ def distill_boost(ctx: DistillContext) -> DistillResult:
     spec = BoostSpec(tuple(views), b.image_resolution, image_shape[-1], b.approx_space)
     cpu_gen = torch.Generator().manual_seed(cfg.seed)
     aug_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-    values, index, info = _initialise(ctx, views, m, spec, cpu_gen)
+    values, index, info = _initialise_on_main(ctx, views, m, spec, cpu_gen)
 
     frozen_means = () if b.learn_means else ("image_mean", "target_mean")
     learned = {k: v.requires_grad_(True) for k, v in values.items() if k not in frozen_means}
@@ -268,6 +301,8 @@ def distill_boost(ctx: DistillContext) -> DistillResult:
         fitted, errors = _fit_all(values, learned_views, spec, b, cfg.seed)
         values.update(fitted)
         info["approximation_error"] = errors
+        if loop.finished:
+            _log_errors(ctx, errors, loop.steps_done)
     elif len(views) > 1 and b.approximation == "joint":
         info["approximation_error"] = "none: joint mode distils the targets the networks produce"
     layout = boost_layout(b, image_shape, d, m)
@@ -294,18 +329,24 @@ def _fit_all(values: Mapping[str, torch.Tensor], view_codes: torch.Tensor, spec:
     y0 = _to_rep(values, codes0)
     fitted: dict[str, torch.Tensor] = {}
     errors: dict[str, dict[str, float]] = {}
-    for k, name in enumerate(spec.views[1:]):
-        yk = _to_rep(values, view_codes[k])
-        inputs, shifts = (codes0, view_codes[k] - codes0) if spec.approx_space == "coefficients" else (y0, yk - y0)
-        params = fit_approx(inputs, shifts, b.approx_hidden, b.approx_steps, b.approx_lr, seed + 100 + k)
-        fitted.update({f"approx.{name}.{part}": p for part, p in params.items()})
-    with torch.no_grad():
-        _, rebuilt = boost_views({**values, **fitted}, spec)
-    m = codes0.shape[0]
-    for k, name in enumerate(spec.views[1:]):
-        yk = _to_rep(values, view_codes[k])
-        errors[name] = {"relative_error": relative_error(rebuilt[(k + 1) * m : (k + 2) * m], yk),
-                        "relative_error_without_network": relative_error(y0, yk)}
+    with phase(f"fitting {len(spec.views) - 1} approximation network(s) on {codes0.shape[0]:,} samples "
+               f"({b.approx_steps:,} Adam steps each)") as fitting:
+        for k, name in enumerate(spec.views[1:]):
+            yk = _to_rep(values, view_codes[k])
+            inputs, shifts = (codes0, view_codes[k] - codes0) if spec.approx_space == "coefficients" else (y0, yk - y0)
+            params = fit_approx(inputs, shifts, b.approx_hidden, b.approx_steps, b.approx_lr, seed + 100 + k,
+                                desc=f"approximation network {name}")
+            fitted.update({f"approx.{name}.{part}": p for part, p in params.items()})
+        with torch.no_grad():
+            _, rebuilt = boost_views({**values, **fitted}, spec)
+        m = codes0.shape[0]
+        for k, name in enumerate(spec.views[1:]):
+            yk = _to_rep(values, view_codes[k])
+            errors[name] = {"relative_error": relative_error(rebuilt[(k + 1) * m : (k + 2) * m], yk),
+                            "relative_error_without_network": relative_error(y0, yk)}
+        fitting.detail = "relative error " + ", ".join(f"{name} {e['relative_error']:.3f}"
+                                                       for name, e in errors.items())
+    check_approximation(errors, b.approx_lr, b.approx_steps, posthoc=b.approximation == "posthoc")  # no diverged fit
     return fitted, errors
 
 
@@ -318,4 +359,4 @@ def reconstruct_boost(stored: dict[str, torch.Tensor], manifest: dict[str, Any])
     return images, targets
 
 
-register_method(DistillMethod("boost", distill_boost, reconstruct_boost))
+register_method(DistillMethod("boost", distill_boost, reconstruct_boost, parallel=True))

@@ -45,4 +45,4 @@ def reconstruct_krr_st(stored: dict[str, torch.Tensor], manifest: dict[str, Any]
     return stored["images"].float(), stored["targets"].float()
 
 
-register_method(DistillMethod("krr_st", distill_krr_st, reconstruct_krr_st))
+register_method(DistillMethod("krr_st", distill_krr_st, reconstruct_krr_st, parallel=True))

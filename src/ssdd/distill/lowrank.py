@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ssdd.progress import phase
+
 
 @dataclass(frozen=True)
 class PCABasis:
@@ -37,8 +39,18 @@ def _mean(data: torch.Tensor, chunk: int) -> torch.Tensor:
 
 
 def fit_pca(data: torch.Tensor, rank: int, method: str = "randomized", oversample: int = 10, iterations: int = 4,
-            seed: int = 0, chunk: int = 8192) -> PCABasis:
-    """Top-`rank` principal components of (N, D) data (rows are samples)."""
+            seed: int = 0, chunk: int = 8192, what: str = "samples") -> PCABasis:
+    """Top-`rank` principal components of (N, D) data (rows are samples; `what` names them in the phase line)."""
+    with phase(f"PCA ({method}): {rank} components of {data.shape[0]:,} {what} ({data.shape[1]:,} values each)"
+               ) as fitting:
+        basis = _fit_pca(data, rank, method, oversample, iterations, seed, chunk)
+        explained = float(basis.explained_variance.sum()) / max(basis.total_variance, 1e-30)
+        fitting.detail = f"{100 * explained:.1f} % of the variance"
+    return basis
+
+
+def _fit_pca(data: torch.Tensor, rank: int, method: str, oversample: int, iterations: int, seed: int,
+             chunk: int) -> PCABasis:
     n, dim = data.shape
     if not 1 <= rank <= min(n, dim):
         raise ValueError(f"PCA rank must lie in [1, min(N, D)] = [1, {min(n, dim)}], got {rank}")

@@ -4,6 +4,14 @@ A method hands over its learned tensors and a `support()` function that turns th
 views (images in [0,1] and their targets, differentiable); the loop owns the model pool, the real
 batches, the KRR loss, AdamW with linear decay, the metrics log and the checkpoint, so that resuming
 any method reproduces an uninterrupted run.
+
+Under torchrun every process runs the loop with the same generators: each draws and augments the same
+real batch and keeps its contiguous slice for the teacher and the pool member; the support is embedded
+whole on each process or, with krr.split_support, split and all-gathered with its gradients; each
+process's loss is its share of the mean over the batch, and the gradients and the loss are summed over
+the processes, so every process takes one process's AdamW step. The pool step is taken everywhere and
+rank 0's result broadcast. Rank 0 alone writes the log and the checkpoints (a checkpoint holds no
+per-process state, so it resumes under any number of processes).
 """
 
 from __future__ import annotations
@@ -17,12 +25,14 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from ssdd import distributed as D
 from ssdd.augment import normalize, to_float
 from ssdd.config import config_to_dict
 from ssdd.distill.krr import krr_loss, krr_solve_dtype
 from ssdd.distill.pool import ModelPool
 from ssdd.distill.registry import DistillContext
 from ssdd.models import build_model
+from ssdd.progress import phase
 from ssdd.runfolder import load_checkpoint, save_checkpoint
 
 CHECKPOINT = "checkpoint.pt"
@@ -91,43 +101,53 @@ def outer_loop(ctx: DistillContext, name: str, tensors: dict[str, torch.Tensor],
         aug_gen.set_state(state["aug_generator"])
         start, history, elapsed = state["step"], state["history"], state["elapsed_s"]
         # lines logged after the checkpoint will be logged again: keep the log equal to the history
-        (ctx.out_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
+        if ctx.dist.is_main:
+            (ctx.out_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
     else:
         with torch.no_grad():
             first = support()
-        warm_bar = tqdm(total=cfg.pool.size, desc="pool warm start", disable=not ctx.show_progress, leave=False)
-        pool.warm_start(norm(first.images), first.targets, progress=lambda _: warm_bar.update())
-        warm_bar.close()
+        with phase(f"pool warm start: {cfg.pool.size} models, up to {cfg.pool.max_steps - 1} steps each on "
+                   f"{first.images.shape[0]:,} views"):
+            warm_bar = tqdm(total=cfg.pool.size, desc="pool warm start", disable=not ctx.show_progress, leave=False)
+            pool.warm_start(norm(first.images), first.targets, progress=lambda _: warm_bar.update())
+            warm_bar.close()
+        # whatever each process computed, rank 0's start is everyone's
+        D.broadcast_(learned + [t for j in range(cfg.pool.size) for t in pool.member_tensors(j)])
 
     stop = krr.steps if cfg.stop_after_steps <= 0 else min(krr.steps, start + cfg.stop_after_steps)
     bar = tqdm(range(start, stop), initial=start, total=krr.steps, desc=name, disable=not ctx.show_progress,
                dynamic_ncols=True)
     window_loss, window_start = 0.0, time.perf_counter()
     run_start = time.perf_counter()
+    query = D.rank_rows(krr.batch_size)  # this process's rows of every real batch
+    share = (query.stop - query.start) / krr.batch_size
     for step in bar:
         decay = linear_decay(step, krr.steps, krr.final_lr_ratio)
         for group in optimizer.param_groups:
             group["lr"] = krr.lr * group["lr_scale"] * decay
         j = pool.sample()
         batch_index = torch.randint(0, n_source, (krr.batch_size,), generator=cpu_gen).to(images_u8.device)
-        with torch.no_grad():
-            x_t = real_views(to_float(images_u8[batch_index]), aug_gen)
+        with torch.no_grad():  # every process augments the whole batch (one process's draws), embeds its slice
+            x_t = real_views(to_float(images_u8[batch_index]), aug_gen)[query]
             y_t = teacher(x_t).float()
             phi_t = pool.features(j, norm(x_t))
         current = support()
         rows = current.kernel_rows or current.images.shape[0]
-        phi_s = pool.features(j, norm(current.images[:rows]))
-        loss = krr_loss(phi_s, phi_t, current.targets[:rows], y_t, krr.ridge, krr.form, solve_dtype)
+        phi_s = support_features(pool, j, norm(current.images[:rows]), split_support(krr.split_support, rows))
+        # this slice's share of the mean over the whole batch: the shares add up to one process's loss
+        loss = krr_loss(phi_s, phi_t, current.targets[:rows], y_t, krr.ridge, krr.form, solve_dtype) * share
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward(inputs=learned)  # no gradients for the pool member's weights: they are not used
+        loss = sum_over_processes(loss.detach(), learned)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"KRR loss became {loss.item()} at step {step}; lower krr.lr "
                                      f"(the last checkpoint is intact)")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward(inputs=learned)  # no gradients for the pool member's weights: they are not used
         optimizer.step()
         with torch.no_grad():
             after = support()
         pool.train_step(j, norm(after.images), after.targets)
-        window_loss += float(loss.detach())
+        D.broadcast_(pool.member_tensors(j))  # rank 0's step for all (GPU kernels need not agree to the bit)
+        window_loss += float(loss)
         done = step + 1
         if done % cfg.log_every == 0 or done == stop:
             count = (done - 1) % cfg.log_every + 1
@@ -135,16 +155,45 @@ def outer_loop(ctx: DistillContext, name: str, tensors: dict[str, torch.Tensor],
             record = {"step": done, "loss": window_loss / count, "steps_per_s": rate,
                       "lr": krr.lr * decay, "pool_resets": pool.resets}
             history.append(record)
-            with open(ctx.out_dir / "metrics.jsonl", "a") as log:
-                log.write(json.dumps(record) + "\n")
+            if ctx.dist.is_main:
+                with open(ctx.out_dir / "metrics.jsonl", "a") as log:
+                    log.write(json.dumps(record) + "\n")
+            ctx.log.scalars({k: v for k, v in record.items() if k != "step"}, done, prefix="distill/")
             bar.set_postfix(loss=f"{record['loss']:.4f}", steps_s=f"{rate:.2f}")
             window_loss, window_start = 0.0, time.perf_counter()
-        if done % cfg.checkpoint_every == 0 or done == stop:
+        if ctx.dist.is_main and (done % cfg.checkpoint_every == 0 or done == stop):
             state = {"config": config_to_dict(cfg), "tensors": {k: t.detach().cpu() for k, t in tensors.items()},
                      "optimizer": optimizer.state_dict(), "pool": pool.state_dict(),
                      "aug_generator": aug_gen.get_state(), "step": done, "history": history,
                      "elapsed_s": elapsed + time.perf_counter() - run_start}
             save_checkpoint(ckpt_path, state)
     bar.close()
+    D.check_replicas_agree(learned, "the distilled tensors")
     elapsed += time.perf_counter() - run_start
     return LoopResult(stop, stop >= krr.steps, elapsed, pool.resets, history)
+
+
+def split_support(enabled: bool, rows: int) -> bool:
+    """Whether the torchrun processes split the `rows` support (distilled) rows of a step between them:
+    when `krr.split_support` asks for it and every process gets at least one row (see BENCHMARKS.md,
+    "Distillation on several processes")."""
+    sizes = D.split_sizes(rows)
+    return bool(enabled) and len(sizes) > 1 and min(sizes) > 0
+
+
+def support_features(pool: ModelPool, j: int, images: torch.Tensor, split: bool) -> torch.Tensor:
+    """phi_j of the support rows, differentiable. With `split`, each process embeds its contiguous slice and
+    the slices are all-gathered with their gradients (the backward sums every process's gradient)."""
+    if not split:
+        return pool.features(j, images)
+    return D.gather_with_grad(pool.features(j, images[D.rank_rows(images.shape[0])]), D.split_sizes(images.shape[0]))
+
+
+def sum_over_processes(loss: torch.Tensor, learned: list[torch.Tensor]) -> torch.Tensor:
+    """Sum the gradients of the learned tensors and the (detached) loss over the processes, in one all_reduce,
+    so every process holds the gradient and the loss of one process on the whole batch (identity without
+    torchrun). A tensor without a gradient has none on every process (the graphs have the same shape)."""
+    grads = [t.grad for t in learned if t.grad is not None]
+    total = loss.reshape(1).clone()
+    D.all_reduce_sum_([*grads, total])
+    return total[0]

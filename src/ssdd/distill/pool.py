@@ -112,6 +112,14 @@ class ModelPool:
                     self.counters[j] = 0
         return float(loss.detach())
 
+    def member_tensors(self, j: int) -> list[torch.Tensor]:
+        """Member j's floating-point state: weights, buffers and SGD momentum (what torchrun ranks must share)."""
+        member, state = self.members[j], self.optimizers[j].state
+        tensors = [t for t in [*member.parameters(), *member.buffers()] if t.is_floating_point()]
+        momentum = [state[p]["momentum_buffer"] for p in member.parameters()
+                    if state.get(p, {}).get("momentum_buffer") is not None]
+        return tensors + momentum
+
     def state_dict(self) -> dict[str, Any]:
         return {"members": [m.state_dict() for m in self.members],
                 "optimizers": [o.state_dict() for o in self.optimizers],

@@ -12,6 +12,8 @@ import torch
 
 from ssdd.data import ImageDataset
 from ssdd.distill.config import DistillConfig
+from ssdd.distributed import DistInfo
+from ssdd.tblog import ScalarLog
 from ssdd.teacher import Teacher
 
 
@@ -24,6 +26,8 @@ class DistillContext:
     out_dir: Path
     resume: bool = False
     show_progress: bool = True
+    dist: DistInfo = field(default_factory=DistInfo)  # this process under torchrun (rank 0 alone writes)
+    log: ScalarLog = field(default_factory=ScalarLog)  # TensorBoard scalars (a no-op unless cfg.tensorboard)
 
 
 @dataclass
@@ -41,6 +45,9 @@ class DistillMethod:
     name: str
     distill: Callable[[DistillContext], DistillResult]
     reconstruct: Reconstruct  # -> (images (M,3,H,W) in [0,1], targets (M,d) float, or labels (M,) int64)
+    # True: every torchrun process runs `distill` (the shared outer loop splits each step over them);
+    # False: rank 0 runs it alone, the others wait (nothing after it needs the result on them)
+    parallel: bool = False
 
 
 _METHODS: dict[str, DistillMethod] = {}

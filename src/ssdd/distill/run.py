@@ -7,27 +7,48 @@ from pathlib import Path
 
 import torch
 
+from ssdd import distributed as D
+from ssdd.artifacts import ArtifactError
 from ssdd.config import config_to_dict, save_config
 from ssdd.data import load_split
 from ssdd.distill import boost, krr_st, subsets  # noqa: F401  (register the methods)
 from ssdd.distill.artifact import DistilledSet, save_distilled
 from ssdd.distill.config import RESUMABLE_KEYS, DistillConfig
 from ssdd.distill.registry import DistillContext, get_method
-from ssdd.runfolder import check_resume_compatible, load_checkpoint
+from ssdd.integrity import ApproximationError
+from ssdd.progress import show_phases
+from ssdd.runfolder import load_checkpoint
+from ssdd.runguard import check_inputs, check_resume, distill_resumable_keys, numerical_stop, resume_changes
 from ssdd.runtime import resolve_device, seed_everything, versions
+from ssdd.tblog import ScalarLog, require_tensorboard
 from ssdd.teacher import load_teacher
 from ssdd.teacher.locate import require_teacher_folder
+from ssdd.validate import validate_distill
 
 
 def run_distill(cfg: DistillConfig, resume: bool = False, show_progress: bool = True) -> DistilledSet | None:
-    """Distil as configured; returns the saved set, or None when stop_after_steps paused the run."""
+    """Distil as configured; returns the saved set, or None when stop_after_steps paused the run.
+
+    Under torchrun every process takes part (see ssdd.distill.outer) and only rank 0 writes; the other ranks
+    return None."""
+    validate_distill(cfg, resume)  # every setting, the teacher, the split, the budget, the device: before any work
+    require_tensorboard(cfg.tensorboard)  # one line, before any work, when the package is missing
+    with D.process_group(cfg.device) as dist_info, show_phases(show_progress and dist_info.is_main):
+        return _run_distill(cfg, resume, show_progress and dist_info.is_main, dist_info)
+
+
+def _run_distill(cfg: DistillConfig, resume: bool, show_progress: bool, dist_info: D.DistInfo
+                 ) -> DistilledSet | None:
     method = get_method(cfg.method)
     if cfg.log_every < 1 or cfg.checkpoint_every < 1:
         raise ValueError("log_every and checkpoint_every must be at least 1")
     if not cfg.count_targets and cfg.method != "krr_st":
         raise ValueError(f"count_targets=false (KRR-ST's paper convention) applies to krr_st only, not {cfg.method}")
+    if method.parallel and cfg.krr.batch_size < dist_info.world_size:
+        raise ValueError(f"krr.batch_size {cfg.krr.batch_size} is smaller than the {dist_info.world_size} processes "
+                         f"that share each real batch")
     require_teacher_folder(cfg.teacher)
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, dist_info.local_rank)
     out_dir = Path(cfg.out_dir)
     ckpt = out_dir / "checkpoint.pt"
     if resume and not ckpt.exists():
@@ -35,37 +56,61 @@ def run_distill(cfg: DistillConfig, resume: bool = False, show_progress: bool = 
     if not resume and ((out_dir / "manifest.json").exists() or ckpt.exists()):
         raise FileExistsError(f"{out_dir} already holds a distillation run; pass --resume to continue it "
                               f"or choose another out_dir")
+    purge_step = 0  # TensorBoard: a resumed run drops what the interrupted one logged after its checkpoint
     if resume:
         state = load_checkpoint(ckpt)
+        purge_step = int(state.get("step", 0)) + 1
         saved_cfg = state.get("config")
         if saved_cfg is not None:
-            check_resume_compatible(saved_cfg, config_to_dict(cfg), RESUMABLE_KEYS)
+            check_resume(out_dir, saved_cfg, config_to_dict(cfg), (*RESUMABLE_KEYS, *distill_resumable_keys(cfg)),
+                         at=f"step {state.get('step')}", after_numerical_stop=("krr.lr",))
+    D.barrier()  # every process has checked out_dir before rank 0 writes into it
     seed_everything(cfg.seed)
     teacher = load_teacher(cfg.teacher, device)
     source = load_split(cfg.data, cfg.data.train_split, seed=cfg.seed)
+    check_inputs(out_dir, resume, {"teacher": teacher.fingerprint, "teacher_function": teacher.function_fingerprint,
+                                   "source": source.fingerprint()},
+                 {"teacher": f"teacher ({cfg.teacher})", "teacher_function": f"teacher's function ({cfg.teacher})",
+                  "source": f"source ({cfg.data.path} [{cfg.data.train_split}])"})
     if source.resolution != teacher.resolution:
         raise ValueError(f"source images are {source.resolution} px but the teacher expects {teacher.resolution} px "
                          f"(set data.resolution={teacher.resolution})")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out_dir / "config.yaml")
-    ctx = DistillContext(cfg, device, teacher, source.to(device), out_dir, resume, show_progress)
+    if dist_info.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out_dir / "config.yaml")
+    elif not method.parallel:
+        return None  # rank 0 alone chooses the subset: nothing after it needs the result here
+    ctx = DistillContext(cfg, device, teacher, source.to(device), out_dir, resume, show_progress, dist_info,
+                         log=ScalarLog(cfg.tensorboard, dist_info.is_main).open(out_dir, purge_step))
     start = time.perf_counter()
-    result = method.distill(ctx)
+    with ctx.log:
+        try:
+            result = method.distill(ctx)
+        except FloatingPointError as exc:  # a non-finite loss: say truly what was kept; its resume may lower krr.lr
+            if isinstance(exc, (ApproximationError, ArtifactError)):
+                raise
+            raise numerical_stop(out_dir, exc, "krr.lr") from None
+    if not dist_info.is_main:
+        return None
     if not result.finished:
         print(f"paused at step {result.info.get('steps_done')}; continue with --resume")
         return None
     manifest = {
         "name": cfg.name,
         "teacher": {"path": cfg.teacher, "fingerprint": teacher.fingerprint,
+                    "function_fingerprint": teacher.function_fingerprint,
                     "feature_dim": teacher.feature_dim, "linear_probe_top1": teacher.manifest["linear_probe"]["top1"]},
         "normalization": {"mean": teacher.mean.tolist(), "std": teacher.std.tolist()},
         "source": {"name": source.name, "images": len(source), "fingerprint": source.fingerprint()},
         "wall_clock_s": result.info.get("distill_seconds", time.perf_counter() - start),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "world_size": dist_info.world_size,
         "versions": versions(),
         "config": config_to_dict(cfg),
         **result.info,
     }
+    if changes := resume_changes(out_dir):
+        manifest["resumed_with_changes"] = changes  # settings a --resume changed (none alter the distilled tensors)
     distilled = save_distilled(out_dir, cfg.method, result.stored, tuple(source.images.shape[1:]), cfg.budget,
                                cfg.count_targets, manifest)
     report = distilled.storage()

@@ -15,6 +15,7 @@ import torch
 
 from ssdd.distill.budget import samples_for_budget
 from ssdd.distill.registry import DistillContext, DistillMethod, DistillResult, register_method
+from ssdd.progress import phase
 
 
 def _m(ctx: DistillContext) -> int:
@@ -24,7 +25,8 @@ def _m(ctx: DistillContext) -> int:
 
 def _result(ctx: DistillContext, index: torch.Tensor, info: dict[str, Any]) -> DistillResult:
     images = ctx.source.images[index.to(ctx.source.images.device)]
-    targets = ctx.teacher.encode(images)
+    with phase(f"teacher targets of the {images.shape[0]:,} chosen images"):
+        targets = ctx.teacher.encode(images)
     return DistillResult({"images": images.cpu(), "targets": targets.cpu()},
                          {"m": int(index.numel()), "source_indices": index.cpu().tolist(), **info})
 
@@ -57,7 +59,9 @@ def kmeans_indices(features: torch.Tensor, m: int, iterations: int, seed: int) -
 
     points = features.detach().cpu().numpy().astype(np.float32)
     kmeans = KMeans(n_clusters=m, n_init=1, max_iter=iterations, random_state=seed)
-    kmeans.fit(points)
+    with phase(f"k-means: {m:,} clusters of {points.shape[0]:,} features (at most {iterations} iterations)") as fitting:
+        kmeans.fit(points)
+        fitting.detail = f"{kmeans.n_iter_} iterations"
     distances = torch.cdist(torch.from_numpy(kmeans.cluster_centers_), torch.from_numpy(points))  # (m, N)
     order = distances.argsort(dim=1)
     chosen: list[int] = []
@@ -71,8 +75,9 @@ def kmeans_indices(features: torch.Tensor, m: int, iterations: int, seed: int) -
 
 def distill_kmeans(ctx: DistillContext) -> DistillResult:
     """The real images nearest to the k-means centroids of the teacher features of the whole source."""
-    index, inertia = kmeans_indices(ctx.teacher.encode(ctx.source.images), _m(ctx), ctx.cfg.kmeans_iterations,
-                                    ctx.cfg.seed)
+    with phase(f"teacher features of the {len(ctx.source):,} source images"):
+        features = ctx.teacher.encode(ctx.source.images)
+    index, inertia = kmeans_indices(features, _m(ctx), ctx.cfg.kmeans_iterations, ctx.cfg.seed)
     return _result(ctx, index, {"kmeans_inertia": inertia})
 
 

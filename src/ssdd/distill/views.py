@@ -1,17 +1,28 @@
 """Boost's predefined augmentations (docs/method.md section 4.2): a fixed, deterministic list of views.
 
 `apply_views` stacks every view of a batch view-major ([a_0(x); a_1(x); ...]); `random_views` gives each
-image of a real batch one view drawn at random. All views are pixel permutations, so they are exact
-(and the same on uint8 and float images); rotations and transposition need square images.
+image of a real batch one view drawn at random. Two families:
+
+- pixel permutations (`VIEWS`: identity, rot90/180/270, hflip, vflip, transpose): exact, the same on
+  uint8 and float images; rotations and transposition need square images;
+- fixed photometric instances, named with their parameter: `brightness_F`, `contrast_F`,
+  `saturation_F` (factor F > 0, as torchvision's adjust_*), `hue_S` (shift S in [-0.5, 0.5]) and
+  `blur_K_S` (Gaussian blur, odd kernel K >= 3, sigma S > 0, reflect padding, as torchvision's
+  gaussian_blur); for example `brightness_1.4`, `hue_-0.1`, `blur_5_1.0`. They work on float images in
+  [0, 1] (uint8 input is converted) and give the same result every time.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 
-from ssdd.augment import rotate90
+from ssdd.augment import to_float
+from ssdd.augment.ops import adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, rotate90
 
 VIEWS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "identity": lambda x: x,
@@ -23,14 +34,76 @@ VIEWS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "transpose": lambda x: x.transpose(-2, -1),
 }
 NEEDS_SQUARE = {"rot90", "rot270", "transpose"}
+_NUMBER = r"([+-]?(?:\d+\.?\d*|\.\d+))"
+_PHOTOMETRIC = re.compile(rf"^(brightness|contrast|saturation|hue)_{_NUMBER}$")
+_BLUR = re.compile(rf"^blur_(\d+)_{_NUMBER}$")
+_ADJUST = {"brightness": adjust_brightness, "contrast": adjust_contrast, "saturation": adjust_saturation,
+           "hue": adjust_hue}
+
+
+def gaussian_blur(x: torch.Tensor, kernel: int, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur with reflect padding (torchvision's gaussian_blur on float tensors)."""
+    half = (kernel - 1) / 2
+    grid = torch.linspace(-half, half, kernel, dtype=x.dtype, device=x.device)
+    weights = torch.exp(-0.5 * (grid / sigma) ** 2)
+    weights = weights / weights.sum()
+    channels = x.shape[1]
+    pad = kernel // 2
+    out = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+    out = F.conv2d(out, weights.view(1, 1, 1, kernel).expand(channels, 1, 1, kernel), groups=channels)
+    return F.conv2d(out, weights.view(1, 1, kernel, 1).expand(channels, 1, kernel, 1), groups=channels)
+
+
+def describe_view(name: str) -> dict[str, Any]:
+    """The operation and parameters a view name stands for; ValueError for an unknown or invalid name."""
+    if name in VIEWS:
+        return {"op": name, "exact_permutation": True}
+    if match := _PHOTOMETRIC.match(name):
+        op, value = match.group(1), float(match.group(2))
+        if op == "hue" and not -0.5 <= value <= 0.5:
+            raise ValueError(f"view '{name}': the hue shift must lie in [-0.5, 0.5]")
+        if op != "hue" and value <= 0:
+            raise ValueError(f"view '{name}': the {op} factor must be positive")
+        return {"op": op, "shift" if op == "hue" else "factor": value, "exact_permutation": False}
+    if match := _BLUR.match(name):
+        kernel, sigma = int(match.group(1)), float(match.group(2))
+        if kernel < 3 or kernel % 2 == 0 or sigma <= 0:
+            raise ValueError(f"view '{name}': blur needs an odd kernel >= 3 and a positive sigma")
+        return {"op": "gaussian_blur", "kernel": kernel, "sigma": sigma, "exact_permutation": False}
+    raise ValueError(f"unknown augmentation '{name}'; choose from {sorted(VIEWS)} or brightness_F, contrast_F, "
+                     f"saturation_F, hue_S, blur_K_S (for example brightness_1.4, blur_5_1.0)")
+
+
+def view_fn(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The function of a view name (see the module docstring)."""
+    info = describe_view(name)
+    if info["exact_permutation"]:
+        return VIEWS[name]
+    if info["op"] == "gaussian_blur":
+        return lambda x: gaussian_blur(_as_float(x), info["kernel"], info["sigma"])
+    adjust, value = _ADJUST[info["op"]], info.get("factor", info.get("shift"))
+    return lambda x: adjust(_as_float(x), torch.full((x.shape[0],), value, dtype=torch.float32, device=x.device))
+
+
+def _as_float(x: torch.Tensor) -> torch.Tensor:
+    return to_float(x) if x.dtype == torch.uint8 else x
+
+
+def encode_view(teacher: Any, images_u8: torch.Tensor, name: str, batch_size: int = 1024) -> torch.Tensor:
+    """Teacher representations g(a(x)) of uint8 images under view `name` (photometric views in float)."""
+    if name in VIEWS:
+        return teacher.encode(VIEWS[name](images_u8))
+    fn = view_fn(name)
+    with torch.no_grad():
+        return torch.cat([teacher(fn(images_u8[i:i + batch_size])).float()
+                          for i in range(0, images_u8.shape[0], batch_size)])
 
 
 def check_views(names: Sequence[str], image_shape: tuple[int, ...] | None = None) -> list[str]:
     """Validate a view list: known names, no repeats, identity first (a_0)."""
     names = list(names)
-    unknown = [n for n in names if n not in VIEWS]
-    if unknown:
-        raise ValueError(f"unknown augmentation(s) {unknown}; choose from {sorted(VIEWS)}")
+    for name in names:
+        describe_view(name)
     if not names or names[0] != "identity":
         raise ValueError(f"the augmentation list must start with 'identity' (a_0), got {names}")
     if len(set(names)) != len(names):
@@ -42,17 +115,19 @@ def check_views(names: Sequence[str], image_shape: tuple[int, ...] | None = None
 
 def apply_views(x: torch.Tensor, names: Sequence[str]) -> torch.Tensor:
     """(n, C, H, W) -> (n * len(names), C, H, W), view-major."""
-    return torch.cat([VIEWS[name](x) for name in names])
+    return torch.cat([view_fn(name)(x) for name in names])
 
 
 def random_views(x: torch.Tensor, names: Sequence[str], generator: torch.Generator | None = None) -> torch.Tensor:
     """One view per image, drawn uniformly from `names` (generator on x's device)."""
     if len(names) == 1:
-        return VIEWS[names[0]](x)
+        return view_fn(names[0])(x)
     choice = torch.randint(0, len(names), (x.shape[0],), generator=generator, device=x.device)
+    if x.dtype == torch.uint8 and not all(name in VIEWS for name in names):
+        x = to_float(x)  # photometric views give float images
     out = x.clone()
     for k, name in enumerate(names):
         mask = choice == k
         if k and bool(mask.any()):
-            out[mask] = VIEWS[name](x[mask])
+            out[mask] = view_fn(name)(x[mask])
     return out

@@ -68,3 +68,4 @@ class EvaluateConfig:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     cka_images: int = 1000  # source test images used for linear CKA to the teacher (0 = skip)
+    tensorboard: bool = False  # also write every row to out_dir/tensorboard (pip install "ssdd[tensorboard]")

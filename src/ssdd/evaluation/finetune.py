@@ -11,6 +11,8 @@ from torch import nn
 from ssdd.augment import crop_flip, normalize, to_float
 from ssdd.data import ImageDataset
 from ssdd.evaluation.config import FinetuneConfig
+from ssdd.integrity import check_trained
+from ssdd.progress import bar
 
 
 def finetune_iterations(cfg: FinetuneConfig, train_size: int) -> int:
@@ -41,7 +43,7 @@ def finetune(backbone: nn.Module, train: ImageDataset, test: ImageDataset, mean:
     batch = min(cfg.batch_size, len(train))
     model.train()
     order, cursor = torch.randperm(len(train), generator=generator).to(device), 0
-    for _ in range(iterations):
+    for _ in bar(range(iterations), desc="fine-tune", unit="it"):
         if cursor + batch > len(train):
             order, cursor = torch.randperm(len(train), generator=generator).to(device), 0
         idx = order[cursor : cursor + batch]
@@ -52,4 +54,5 @@ def finetune(backbone: nn.Module, train: ImageDataset, test: ImageDataset, mean:
         loss.backward()
         optimizer.step()
         schedule.step()
+    check_trained(model, "fine-tuning", "finetune.lr")  # a NaN network would score as chance, silently
     return {"top1": accuracy(model, test.images, test.labels, mean, std), "iterations": float(iterations)}

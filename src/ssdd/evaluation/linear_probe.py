@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssdd.augment.ops import normalize, to_float
+from ssdd.integrity import check_features, check_trained
+from ssdd.progress import bar
 
 
 @dataclass
@@ -37,7 +39,8 @@ def extract_features(encoder: nn.Module, images: torch.Tensor, mean: torch.Tenso
     encoder.eval()
     mean, std = mean.to(device), std.to(device)
     chunks = []
-    for start in range(0, images.shape[0], batch_size):
+    for start in bar(range(0, images.shape[0], batch_size), desc=f"features of {images.shape[0]:,} images",
+                     unit="batch"):
         batch = normalize(to_float(images[start : start + batch_size].to(device)), mean, std)
         chunks.append(encoder(batch).float())
     encoder.train(was_training)
@@ -50,6 +53,8 @@ def linear_probe(train_features: torch.Tensor, train_labels: torch.Tensor, test_
     """Train a linear classifier on frozen features; return train and test top-1 accuracy (percent)."""
     cfg = cfg or ProbeConfig()
     device = train_features.device
+    check_features(train_features)  # NaN features would train a NaN head that scores as chance, silently
+    check_features(test_features)
     x_train, x_test = train_features, test_features
     if cfg.standardize:
         mu = train_features.mean(dim=0, keepdim=True)
@@ -67,7 +72,7 @@ def linear_probe(train_features: torch.Tensor, train_labels: torch.Tensor, test_
     batch = min(cfg.batch_size, n)
     order = torch.randperm(n, generator=generator)
     cursor = 0
-    for _ in range(cfg.iterations):
+    for _ in bar(range(cfg.iterations), desc="linear probe", unit="it"):
         if cursor + batch > n:
             order, cursor = torch.randperm(n, generator=generator), 0
         idx = order[cursor : cursor + batch].to(device)
@@ -77,6 +82,7 @@ def linear_probe(train_features: torch.Tensor, train_labels: torch.Tensor, test_
         loss.backward()
         optimizer.step()
         schedule.step()
+    check_trained(head, "the linear probe", "probe.lr")  # a rate too high for these features
     with torch.no_grad():
         train_top1 = (head(x_train).argmax(1) == y_train).float().mean().item() * 100
         test_top1 = (head(x_test).argmax(1) == y_test).float().mean().item() * 100

@@ -10,6 +10,7 @@ from torch import nn
 
 from ssdd.augment import crop_flip, normalize, to_float
 from ssdd.evaluation.config import FullDataConfig, PretrainConfig
+from ssdd.progress import bar
 
 
 def pretrain_on_pairs(backbone: nn.Module, images: torch.Tensor, targets: torch.Tensor, mean: torch.Tensor,
@@ -32,7 +33,7 @@ def pretrain_on_pairs(backbone: nn.Module, images: torch.Tensor, targets: torch.
     losses = []
     count = images.shape[0]
     iterations = 0
-    for _ in range(cfg.epochs):
+    for _ in bar(range(cfg.epochs), desc="pre-training", unit="epoch"):
         if 0 < cfg.max_iterations <= iterations:
             break
         order = torch.randperm(count, generator=generator).to(device)
@@ -68,7 +69,7 @@ def pretrain_full_data(backbone: nn.Module, images_u8: torch.Tensor, teacher: Ca
     aug_gen = torch.Generator(device=device).manual_seed(int(torch.randint(0, 2**31, (1,), generator=generator)))
     backbone.train()
     losses = []
-    for _ in range(cfg.epochs):
+    for _ in bar(range(cfg.epochs), desc="full-data pre-training", unit="epoch"):
         order = torch.randperm(images_u8.shape[0], generator=generator).to(device)
         total = 0.0
         for step in range(steps_per_epoch):

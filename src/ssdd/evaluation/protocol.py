@@ -19,6 +19,7 @@ import yaml
 from torch import nn
 from tqdm.auto import tqdm
 
+from ssdd import distributed as D
 from ssdd.config import DataConfig, ModelConfig, config_to_dict, save_config
 from ssdd.data import ImageDataset, channel_stats, load_split
 from ssdd.distill import load_distilled
@@ -28,15 +29,19 @@ from ssdd.evaluation.config import EvaluateConfig
 from ssdd.evaluation.finetune import finetune
 from ssdd.evaluation.linear_probe import extract_features, probe_encoder
 from ssdd.evaluation.pretrain import pretrain_full_data, pretrain_on_pairs
-from ssdd.evaluation.report import write_report, write_results
+from ssdd.evaluation.report import format_table, summarize, write_report, write_results
+from ssdd.integrity import check_trained
 from ssdd.models import build_model
+from ssdd.progress import phase, show_phases
 from ssdd.runfolder import check_resume_compatible
 from ssdd.runtime import resolve_device, versions
+from ssdd.tblog import ScalarLog, require_tensorboard
 from ssdd.teacher import Teacher, load_teacher
 from ssdd.teacher.locate import require_teacher_folder
+from ssdd.validate import validate_evaluate
 
 # settings a resumed evaluation may change: more seeds or sets add cells, the others keep theirs
-RESUMABLE_KEYS = ("out_dir", "distilled", "seeds", "device")
+RESUMABLE_KEYS = ("out_dir", "distilled", "seeds", "device", "tensorboard")
 
 
 @dataclass
@@ -79,10 +84,7 @@ def _sources(cfg: EvaluateConfig, teacher: Teacher, n_source: int) -> list[Pretr
         note = evaluation_note(manifest)  # imported sets whose targets no known teacher vouches for
         if note is not None:
             print(f"ssdd evaluate: note: {path}: {note}", file=sys.stderr)
-        elif manifest.get("teacher", {}).get("fingerprint") != teacher.fingerprint:
-            raise ValueError(f"{path} was distilled with teacher {manifest.get('teacher', {}).get('path')} "
-                             f"(fingerprint {manifest.get('teacher', {}).get('fingerprint')}), not the evaluation "
-                             f"teacher {cfg.teacher}: rows would not be comparable")
+        # the teacher and source of every set were checked before any work (ssdd.validate, --allow-mismatch)
         if distilled.image_shape[-1] != teacher.resolution:
             raise ValueError(f"{path} holds {distilled.image_shape[-1]} px images; the teacher is "
                              f"{teacher.resolution} px")
@@ -158,19 +160,54 @@ def _previous_rows(out_dir: Path, cfg: EvaluateConfig, resume: bool) -> list[dic
         raise ValueError(f"{results}: not valid JSON; move it away to start the evaluation afresh") from None
 
 
-def run_evaluate(cfg: EvaluateConfig, show_progress: bool = True, resume: bool = False) -> list[dict[str, Any]]:
-    """Evaluate every cell; with `resume`, keep the complete cells already in out_dir/results.json."""
+def run_evaluate(cfg: EvaluateConfig, show_progress: bool = True, resume: bool = False,
+                 allow_mismatch: bool = False) -> list[dict[str, Any]]:
+    """Evaluate every cell; with `resume`, keep the complete cells already in out_dir/results.json.
+    Sets distilled with another teacher or from another source are refused unless `allow_mismatch`.
+
+    Under torchrun the cells are dealt round-robin to the processes (each on its own device); after every
+    round of one cell per process the rows are gathered, and rank 0 alone writes. Every rank returns all rows."""
+    validate_evaluate(cfg, resume, allow_mismatch)  # settings, data, teacher and every set, before any work
+    require_tensorboard(cfg.tensorboard)  # one line, before any work, when the package is missing
+    with D.process_group(cfg.device) as dist_info, show_phases(show_progress and dist_info.is_main), \
+            ScalarLog(cfg.tensorboard, dist_info.is_main) as tb:
+        return _run_evaluate(cfg, show_progress and dist_info.is_main, resume, tb, dist_info)
+
+
+def _arch_tag(model_cfg: ModelConfig) -> str:
+    """convnet-w128-d3: the architecture part of a TensorBoard tag."""
+    return model_cfg.name + (f"-w{model_cfg.width}" if model_cfg.width else "") + \
+        (f"-d{model_cfg.depth}" if model_cfg.depth else "")
+
+
+def _log_cell(tb: ScalarLog, cell_rows: list[dict[str, Any]], rows: list[dict[str, Any]], model_cfg: ModelConfig,
+              cells_done: int) -> None:
+    """TensorBoard, after each cell: top1/<target>/<mode>/<arch>/<source> and cka_to_teacher/<arch>/<source>
+    (x-axis: the seed), and the summary table so far as text (x-axis: cells finished)."""
+    if not tb.active or not cell_rows:
+        return
+    arch, first = _arch_tag(model_cfg), cell_rows[0]
+    values: dict[str, Any] = {f"top1/{r['target']}/{r['mode']}/{arch}/{r['label']}": r["top1"] for r in cell_rows}
+    values[f"cka_to_teacher/{arch}/{first['label']}"] = first.get("cka_to_teacher")
+    tb.scalars(values, first["seed"])
+    tb.text("summary", format_table(summarize(rows)), cells_done)
+
+
+def _run_evaluate(cfg: EvaluateConfig, show_progress: bool, resume: bool, tb: ScalarLog, dist_info: D.DistInfo
+                  ) -> list[dict[str, Any]]:
     unknown = set(cfg.modes) - {"finetune", "linear_probe"}
     if unknown or not cfg.modes:
         raise ValueError(f"modes must be a non-empty subset of [finetune, linear_probe], got {cfg.modes}")
     if cfg.seeds < 1:
         raise ValueError("seeds must be at least 1")
     require_teacher_folder(cfg.teacher)
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, dist_info.local_rank)
     out_dir = Path(cfg.out_dir)
-    previous = _previous_rows(out_dir, cfg, resume)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out_dir / "config.yaml")
+    previous = D.on_main(lambda: _previous_rows(out_dir, cfg, resume))  # read (and checked) once, by rank 0
+    if dist_info.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out_dir / "config.yaml")
+        tb.open(out_dir)
     teacher = load_teacher(cfg.teacher, device)
     resolution = teacher.resolution
     source_cfg = DataConfig(**{**config_to_dict(cfg.source), "resolution": resolution})
@@ -181,7 +218,8 @@ def run_evaluate(cfg: EvaluateConfig, show_progress: bool = True, resume: bool =
     if need_source and cfg.cka_images > 0:
         test = load_split(source_cfg, source_cfg.test_split, cfg.seed)
         cka_images = test.subset(cfg.cka_images, cfg.seed).images.to(device)
-        teacher_features = teacher.encode(cka_images)
+        with phase(f"teacher features of {cka_images.shape[0]:,} source test images (CKA reference)"):
+            teacher_features = teacher.encode(cka_images)
     n_source = len(source_train) if source_train is not None else 0
     sources = _sources(cfg, teacher, n_source)
     targets = [_load_target(t, resolution, cfg.seed, device) for t in cfg.targets]
@@ -193,40 +231,87 @@ def run_evaluate(cfg: EvaluateConfig, show_progress: bool = True, resume: bool =
         counts[_row_cell(row)] = counts.get(_row_cell(row), 0) + 1
     complete = {cell for cell, n in counts.items() if n == per_cell}
     rows: list[dict[str, Any]] = [row for row in previous if _row_cell(row) in complete]
-    if complete:
+    if complete and dist_info.is_main:
         print(f"resuming: {len(complete)} finished cells kept from {out_dir / 'results.json'}")
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    bar = tqdm(cells, desc="evaluate", disable=not show_progress, dynamic_ncols=True)
-    for model_cfg, seed, source in bar:
-        if _cell(source.label, model_cfg.name, model_cfg.width, model_cfg.depth, model_cfg.feature, seed) in complete:
-            continue
-        bar.set_postfix(source=source.label, arch=model_cfg.name, seed=seed)
-        start = time.perf_counter()
-        backbone = _pretrain(source, model_cfg, cfg, teacher, source_train.images if source_train else None,
-                             resolution, seed, device)
-        pretrain_s = time.perf_counter() - start
-        cka = None
-        if cka_images is not None:
-            cka = linear_cka(extract_features(backbone, cka_images, teacher.mean, teacher.std), teacher_features)
-        for target in targets:
-            for mode in cfg.modes:
-                start = time.perf_counter()
-                generator = torch.Generator().manual_seed(seed * 1009 + 17)
+    bench = _Bench(cfg, teacher, source_train.images if source_train else None, resolution, device,
+                   torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", cka_images,
+                   teacher_features if cka_images is not None else None, targets)
+    pending = [(number, cell) for number, cell in enumerate(cells, 1) if _cell(
+        cell[2].label, cell[0].name, cell[0].width, cell[0].depth, cell[0].feature, cell[1]) not in complete]
+    world, rank = dist_info.world_size, dist_info.rank
+    bar = tqdm(total=len(pending), desc="evaluate", disable=not show_progress, dynamic_ncols=True)
+    for first in range(0, len(pending), world):
+        batch = pending[first : first + world]  # one round: its r-th cell runs on rank r
+        cell_rows: list[dict[str, Any]] = []
+        if rank < len(batch):
+            number, (model_cfg, seed, source) = batch[rank]
+            bar.set_postfix(source=source.label, arch=model_cfg.name, seed=seed)
+            with phase(f"cell {number}/{len(cells)}: {source.label}, {_arch_tag(model_cfg)}, seed {seed}"):
+                cell_rows = _evaluate_cell(bench, model_cfg, seed, source)
+        gathered = D.all_gather_objects(cell_rows)[: len(batch)]  # ranks past the last cell gave []
+        for (_, (model_cfg, _, _)), part in zip(batch, gathered, strict=True):  # in cell order
+            rows.extend(part)
+            _log_cell(tb, part, rows, model_cfg, len({_row_cell(r) for r in rows}))
+        if dist_info.is_main:
+            write_results(rows, out_dir)  # after every round, so an interrupted run keeps what it measured
+        bar.update(len(batch))
+    bar.close()
+    if dist_info.is_main:
+        print(write_report(rows, out_dir, {"versions": versions(), "config": config_to_dict(cfg)}))
+    return rows
+
+
+@dataclass
+class _Bench:
+    """What every cell of an evaluation reads, loaded once per process on its device."""
+
+    cfg: EvaluateConfig
+    teacher: Teacher
+    source_images: torch.Tensor | None  # the source train split (full-data pre-training), else None
+    resolution: int
+    device: torch.device
+    device_name: str
+    cka_images: torch.Tensor | None
+    teacher_features: torch.Tensor | None
+    targets: list[Target]
+
+
+def _evaluate_cell(bench: _Bench, model_cfg: ModelConfig, seed: int, source: PretrainSource) -> list[dict[str, Any]]:
+    """The rows of one cell: pre-train (seeded by the cell alone), CKA, then every target x mode."""
+    cfg, teacher = bench.cfg, bench.teacher
+    start = time.perf_counter()
+    with phase("random initialisation" if source.method == "no_pretrain" else f"pre-training on {source.label}"):
+        backbone = _pretrain(source, model_cfg, cfg, teacher, bench.source_images, bench.resolution, seed,
+                             bench.device)
+    check_trained(backbone, f"pre-training on {source.label}", "full_data.lr" if source.method == "full_data"
+                  else "pretrain.lr", bench.resolution)  # finished cells stay in results.json
+    pretrain_s = time.perf_counter() - start
+    cka = None
+    if bench.cka_images is not None:
+        with phase(f"CKA to the teacher on {bench.cka_images.shape[0]:,} images") as measuring:
+            cka = linear_cka(extract_features(backbone, bench.cka_images, teacher.mean, teacher.std),
+                             bench.teacher_features)
+            measuring.detail = f"{cka:.3f}"
+    rows = []
+    for target in bench.targets:
+        for mode in cfg.modes:
+            start = time.perf_counter()
+            generator = torch.Generator().manual_seed(seed * 1009 + 17)
+            with phase(f"{mode} on {target.name}") as measuring:
                 if mode == "finetune":
                     top1 = finetune(backbone, target.train, target.test, target.mean, target.std, cfg.finetune,
                                     generator)["top1"]
                 else:
-                    top1 = probe_encoder(backbone, target.mean, target.std, target.train.images, target.train.labels,
-                                         target.test.images, target.test.labels, target.train.num_classes,
-                                         cfg.probe, seed=seed)["test_top1"]
-                rows.append({
-                    "method": source.method, "label": source.label, "budget": source.budget,
-                    "arch": model_cfg.name, "arch_width": model_cfg.width, "arch_depth": model_cfg.depth,
-                    "arch_feature": model_cfg.feature, "target": target.name, "seed": seed,
-                    "mode": mode, "top1": top1, "cka_to_teacher": cka, "pretrain_s": pretrain_s,
-                    "eval_s": time.perf_counter() - start, "device": device_name,
-                    **{k: v for k, v in source.info.items() if k != "path"},
-                })
-        write_results(rows, out_dir)  # after every cell, so an interrupted run keeps what it measured
-    print(write_report(rows, out_dir, {"versions": versions(), "config": config_to_dict(cfg)}))
+                    top1 = probe_encoder(backbone, target.mean, target.std, target.train.images,
+                                         target.train.labels, target.test.images, target.test.labels,
+                                         target.train.num_classes, cfg.probe, seed=seed)["test_top1"]
+                measuring.detail = f"top-1 {top1:.2f} %"
+            rows.append({
+                "method": source.method, "label": source.label, "budget": source.budget,
+                "arch": model_cfg.name, "arch_width": model_cfg.width, "arch_depth": model_cfg.depth,
+                "arch_feature": model_cfg.feature, "target": target.name, "seed": seed,
+                "mode": mode, "top1": top1, "cka_to_teacher": cka, "pretrain_s": pretrain_s,
+                "eval_s": time.perf_counter() - start, "device": bench.device_name,
+                **{k: v for k, v in source.info.items() if k != "path"},
+            })
     return rows

@@ -26,9 +26,10 @@ from ssdd.study.config import DistillSpec, StudyConfig
 DONE = "stage.json"
 # settings that never change what a stage computes (left out of its key)
 NOT_HASHED = {
-    "teacher": ("out_dir", "stop_after_epochs"),
-    "distill": ("out_dir", "stop_after_steps", "checkpoint_every", "log_every", "teacher"),
-    "evaluate": ("out_dir", "teacher", "distilled"),
+    "teacher": ("out_dir", "stop_after_epochs", "tensorboard", "tensorboard_every"),
+    "distill": ("out_dir", "stop_after_steps", "checkpoint_every", "log_every", "teacher", "krr.split_support",
+                "tensorboard"),
+    "evaluate": ("out_dir", "teacher", "distilled", "tensorboard"),
 }  # `teacher` and `distilled` are paths: the keys of the stages that wrote them stand in their place
 
 
@@ -69,7 +70,7 @@ def _finished(folder: Path, key: str) -> bool:
 
 
 def _run_stage(kind: str, name: str, cfg: Any, upstream: list[str], root: Path,
-               run: Callable[[Any, bool], bool], say: Callable[[str], None]) -> StageRun:
+               run: Callable[[Any, bool], bool], say: Callable[[str], None], dry_run: bool = False) -> StageRun:
     """Run one stage (or find it cached); `run(cfg, resume)` returns False when the stage paused."""
     key = _key(kind, cfg, upstream)
     folder = root / kind / f"{name}-{key[:8]}"
@@ -78,6 +79,10 @@ def _run_stage(kind: str, name: str, cfg: Any, upstream: list[str], root: Path,
         say(f"{kind} {name}: cached in {folder}")
         return StageRun(kind, name, str(folder), key, "cached")
     resume = (folder / CHECKPOINT).exists() or (kind == "evaluate" and (folder / "results.json").exists())
+    if dry_run:
+        status = "would resume" if resume else "would run"
+        say(f"{kind} {name}: {status} in {folder}")
+        return StageRun(kind, name, str(folder), key, status)
     if folder.exists() and not resume:
         shutil.rmtree(folder)  # this study's own folder for this key, interrupted before its first checkpoint
     say(f"{kind} {name}: {'resuming' if resume else 'running'} in {folder}")
@@ -104,8 +109,26 @@ def _distill_jobs(study: StudyConfig) -> list[tuple[DistillSpec, float | None]]:
     return jobs
 
 
-def run_study(study: StudyConfig, show_progress: bool = True) -> StudyResult:
-    """Teacher -> every distilled set -> evaluation -> report; stops early (resumable) when a stage pauses."""
+def _require_packages(study: StudyConfig, common: list[str]) -> None:
+    """Fail before the first stage when a stage asks for TensorBoard and the package is missing."""
+    from ssdd.distill.config import DistillConfig
+    from ssdd.evaluation.config import EvaluateConfig
+    from ssdd.tblog import require_tensorboard
+    from ssdd.teacher.config import TeacherConfig
+
+    configs: list[Any] = []
+    if not study.teacher.path and study.teacher.config:
+        configs.append(load_config(TeacherConfig, study.teacher.config, [*common, *study.teacher.overrides]))
+    configs += [load_config(DistillConfig, spec.config or None, [*common, *spec.overrides]) for spec in study.distill]
+    if study.evaluate.config:
+        configs.append(load_config(EvaluateConfig, study.evaluate.config, [*common, *study.evaluate.overrides]))
+    require_tensorboard(any(cfg.tensorboard for cfg in configs))
+
+
+def run_study(study: StudyConfig, show_progress: bool = True, dry_run: bool = False) -> StudyResult:
+    """Teacher -> every distilled set -> evaluation -> report; stops early (resumable) when a stage pauses.
+
+    With `dry_run`, nothing runs: every stage says whether it is cached, would resume or would run."""
     from ssdd.distill.config import DistillConfig
     from ssdd.distill.run import run_distill
     from ssdd.evaluation.config import EvaluateConfig
@@ -115,10 +138,16 @@ def run_study(study: StudyConfig, show_progress: bool = True) -> StudyResult:
 
     if not study.distill and not study.evaluate.config:
         raise ValueError("a study needs at least one `distill` entry or an `evaluate` stage")
+    from ssdd.validate import validate_study
+
+    validate_study(study)  # every stage's settings and data, before the first stage runs
     root = Path(study.out_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    save_config(study, root / "study.yaml")
+    if not dry_run:
+        root.mkdir(parents=True, exist_ok=True)
+        save_config(study, root / "study.yaml")
     common = [f"seed={study.seed}", f"device={study.device}"]
+    if not dry_run:
+        _require_packages(study, common)
     result = StudyResult(root, finished=False)
 
     def say(text: str) -> None:
@@ -148,7 +177,8 @@ def run_study(study: StudyConfig, show_progress: bool = True) -> StudyResult:
                              "teacher.config=PRESET to train one")
         cfg = load_config(TeacherConfig, study.teacher.config, [*common, *study.teacher.overrides])
         stage = _run_stage("teacher", "teacher", cfg, [], root,
-                           lambda c, r: train_teacher(c, resume=r, show_progress=show_progress) is not None, say)
+                           lambda c, r: train_teacher(c, resume=r, show_progress=show_progress) is not None, say,
+                           dry_run)
         result.stages.append(stage)
         if stage.status == "paused":
             return stopped(stage)
@@ -163,7 +193,8 @@ def run_study(study: StudyConfig, show_progress: bool = True) -> StudyResult:
         cfg.teacher = str(result.teacher)
         name = f"{spec.name or cfg.method}_n{cfg.budget:g}"
         stage = _run_stage("distill", name, cfg, teacher_upstream, root,
-                           lambda c, r: run_distill(c, resume=r, show_progress=show_progress) is not None, say)
+                           lambda c, r: run_distill(c, resume=r, show_progress=show_progress) is not None, say,
+                           dry_run)
         result.stages.append(stage)
         if stage.status == "paused":
             return stopped(stage)
@@ -181,15 +212,17 @@ def run_study(study: StudyConfig, show_progress: bool = True) -> StudyResult:
             run_evaluate(c, show_progress=show_progress, resume=resume)
             return True
 
-        stage = _run_stage("evaluate", "evaluate", cfg, upstream, root, evaluate, say)
+        stage = _run_stage("evaluate", "evaluate", cfg, upstream, root, evaluate, say, dry_run)
         result.stages.append(stage)
         result.evaluation = Path(stage.folder)
-        if study.report:
+        if study.report and not dry_run:
             from ssdd.report import build_report
 
             result.report = [Path(p) for p in build_report(result.evaluation, out_dir=root, teacher=result.teacher,
                                                             distilled=result.distilled)]
             say(f"report: {', '.join(str(p) for p in result.report)}")
+    if dry_run:
+        return result
     result.finished = True
     record()
     return result

@@ -11,6 +11,7 @@ from torch import nn
 from ssdd.artifacts import ArtifactError, load_tensors, read_manifest, save_tensors, write_manifest
 from ssdd.augment.ops import normalize
 from ssdd.config import ModelConfig
+from ssdd.integrity import function_fingerprint, shard_fingerprint, verify_teacher_manifest
 from ssdd.models import build_model
 
 KIND = "ssdd.teacher"
@@ -45,6 +46,11 @@ class Teacher(nn.Module):
     def fingerprint(self) -> str:
         return str(self.manifest.get("fingerprint", ""))
 
+    @property
+    def function_fingerprint(self) -> str:
+        """Shards + architecture, feature, resolution, normalisation (recomputed for older manifests)."""
+        return str(self.manifest.get("function_fingerprint") or function_fingerprint(self.manifest))
+
 
 def save_teacher(directory: str | Path, backbone: nn.Module, manifest: dict[str, Any],
                  dtype: torch.dtype = torch.float32, max_shard_bytes: int = 15 * 2**20) -> Path:
@@ -53,7 +59,9 @@ def save_teacher(directory: str | Path, backbone: nn.Module, manifest: dict[str,
     state = {k: v for k, v in backbone.state_dict().items() if not k.endswith("num_batches_tracked")}
     shards = save_tensors(directory, state, "backbone", max_shard_bytes, dtype)
     manifest = {"kind": KIND, "format_version": FORMAT_VERSION, **manifest, "dtype": str(dtype).replace("torch.", ""),
-                "shards": shards, "fingerprint": "+".join(s["sha256"][:8] for s in shards)}
+                "shards": shards, "fingerprint": shard_fingerprint(shards)}
+    manifest["function_fingerprint"] = function_fingerprint(manifest)
+    verify_teacher_manifest(directory, manifest)
     write_manifest(directory, manifest)
     return directory
 
@@ -61,15 +69,30 @@ def save_teacher(directory: str | Path, backbone: nn.Module, manifest: dict[str,
 def load_teacher(directory: str | Path, device: torch.device | str = "cpu") -> Teacher:
     """Rebuild a frozen Teacher (float32) from an artifact folder."""
     manifest = read_manifest(directory, KIND)
+    verify_teacher_manifest(directory, manifest)  # edited function fields, shard names outside the folder
     try:
         model_cfg = ModelConfig(**manifest["model"])
         resolution = int(manifest["resolution"])
         mean, std = manifest["normalization"]["mean"], manifest["normalization"]["std"]
     except (KeyError, TypeError) as exc:
         raise ArtifactError(f"{directory}: manifest lacks a field ({exc})") from None
-    backbone = build_model(model_cfg, resolution)
+    try:
+        backbone = build_model(model_cfg, resolution)
+    except (ValueError, TypeError, RuntimeError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ArtifactError(f"{directory}: its manifest's model {manifest['model']} cannot be built at "
+                            f"{resolution} px ({reason})") from None
+    if manifest.get("feature_dim") is not None and manifest["feature_dim"] != backbone.feature_dim:
+        raise ArtifactError(f"{directory}: its manifest says feature_dim {manifest['feature_dim']}, but model "
+                            f"{manifest['model']} at {resolution} px computes {backbone.feature_dim} features; the "
+                            f"manifest was edited: restore it")
     state = {k: v.float() for k, v in load_tensors(directory, manifest["shards"]).items()}
-    missing, unexpected = backbone.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = backbone.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # mis-shaped tensors
+        detail = " ".join(line.strip() for line in str(exc).splitlines()[1:3])
+        raise ArtifactError(f"{directory}: weights do not fit model {model_cfg.name} at {resolution} px "
+                            f"({detail or 'shape mismatch'})") from None
     missing = [k for k in missing if not k.endswith("num_batches_tracked")]
     if missing or unexpected:
         raise ArtifactError(f"{directory}: weights do not fit model {model_cfg.name} "

@@ -23,8 +23,10 @@ class OptimConfig:
     weight_decay: float = 1e-4
     momentum: float = 0.9
     lars_eta: float = 0.02
+    lars_clip_lr: bool = True  # solo-learn's clip_lr: the adapted rate never exceeds the scheduled one
     warmup_epochs: int = 10
     min_lr: float = 0.0
+    warmup_start_lr: float = 3e-5  # the warm-up starts at this lr (solo-learn's default)
     monitor_lr: float = 0.1  # online linear monitor on detached features
 
 
@@ -37,6 +39,8 @@ class TeacherConfig:
     channels_last: str = "auto"  # auto (= on) | on | off
     stop_after_epochs: int = 0  # train at most this many epochs in this invocation (0 = to the end)
     save_dtype: str = "float32"  # float32 | float16 (dtype of the saved backbone)
+    tensorboard: bool = False  # also write TensorBoard scalars to out_dir/tensorboard (pip install "ssdd[tensorboard]")
+    tensorboard_every: int = 0  # with tensorboard: also log the loss and lr every this many steps (0 = per epoch)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     projector: list[int] = field(default_factory=lambda: [2048, 2048, 2048])
@@ -47,4 +51,5 @@ class TeacherConfig:
 
 
 # Keys that may differ between a run and its --resume (they do not change what is computed).
-RESUMABLE_KEYS = ("stop_after_epochs", "out_dir")  # not device: RNG states are device-specific
+# not device: RNG states are device-specific
+RESUMABLE_KEYS = ("stop_after_epochs", "out_dir", "tensorboard", "tensorboard_every")

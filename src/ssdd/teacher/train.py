@@ -7,6 +7,7 @@ epoch ends with an atomic checkpoint (weights, optimiser, RNG states) so --resum
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from dataclasses import replace
@@ -19,18 +20,24 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ssdd import distributed as D
+from ssdd.artifacts import ArtifactError
 from ssdd.augment import normalize, to_float, two_views
 from ssdd.config import config_to_dict, save_config
 from ssdd.data import channel_stats, load_split
 from ssdd.evaluation.linear_probe import probe_encoder
+from ssdd.integrity import DivergedError
 from ssdd.models import build_model, describe
-from ssdd.runfolder import check_resume_compatible, load_checkpoint, save_checkpoint
+from ssdd.progress import phase, show_phases
+from ssdd.runfolder import load_checkpoint, save_checkpoint
+from ssdd.runguard import TEACHER_FINISH_KEYS, check_inputs, check_resume, numerical_stop, resume_changes
 from ssdd.runtime import resolve_device, seed_everything, versions, write_json
+from ssdd.tblog import ScalarLog, require_tensorboard
 from ssdd.teacher.artifact import save_teacher
 from ssdd.teacher.barlow_twins import barlow_twins_loss, projector
 from ssdd.teacher.config import RESUMABLE_KEYS, TeacherConfig
 from ssdd.teacher.lars import LARS
 from ssdd.teacher.schedule import warmup_cosine
+from ssdd.validate import validate_teacher
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -59,14 +66,25 @@ def _amp_dtype(cfg: TeacherConfig, device: torch.device) -> torch.dtype | None:
 
 def train_teacher(cfg: TeacherConfig, resume: bool = False, show_progress: bool = True) -> Path | None:
     """Train (or resume) a teacher; returns the artifact folder when training finished, else None."""
+    validate_teacher(cfg, resume)  # every setting, split, device and the output folder, before any work
+    require_tensorboard(cfg.tensorboard)  # one line, before any work, when the package is missing
     dist_info = D.init_distributed(cfg.device)
+    tb = ScalarLog(cfg.tensorboard, dist_info.is_main)
     try:
-        return _train(cfg, resume, show_progress, dist_info)
+        with show_phases(show_progress and dist_info.is_main):
+            return _train(cfg, resume, show_progress, dist_info, tb)
+    except FloatingPointError as exc:
+        if isinstance(exc, (ArtifactError, DivergedError)):  # a NaN tensor to save, a NaN probe: not the loss
+            raise
+        raise numerical_stop(cfg.out_dir, exc, "optim.lr") from None  # true about the checkpoint; lr may change
     finally:
+        tb.close()
         D.shutdown()
 
 
-def _train(cfg: TeacherConfig, resume: bool, show_progress: bool, dist_info: D.DistInfo) -> Path | None:
+def _train(cfg: TeacherConfig, resume: bool, show_progress: bool, dist_info: D.DistInfo,
+           tb: ScalarLog | None = None) -> Path | None:
+    tb = tb or ScalarLog()
     device = resolve_device(cfg.device, dist_info.local_rank)
     out_dir = Path(cfg.out_dir)
     ckpt_path = out_dir / CHECKPOINT
@@ -81,6 +99,8 @@ def _train(cfg: TeacherConfig, resume: bool, show_progress: bool, dist_info: D.D
     seed_everything(cfg.seed)
 
     train_set = load_split(cfg.data, cfg.data.train_split, seed=cfg.seed)
+    check_inputs(out_dir, resume, {"data": train_set.fingerprint()},
+                 {"data": f"training data ({cfg.data.path} [{cfg.data.train_split}])"})
     mean_list, std_list = channel_stats(train_set.images)
     mean, std = torch.tensor(mean_list, device=device), torch.tensor(std_list, device=device)
     images, labels = train_set.images.to(device), train_set.labels.to(device)
@@ -109,7 +129,8 @@ def _train(cfg: TeacherConfig, resume: bool, show_progress: bool, dist_info: D.D
     optimizer = LARS([
         {"params": ssl_params, "base_lr": base_lr},
         {"params": model.monitor.parameters(), "base_lr": cfg.optim.monitor_lr, "lars": False, "weight_decay": 0.0},
-    ], lr=base_lr, momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay, eta=cfg.optim.lars_eta)
+    ], lr=base_lr, momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay, eta=cfg.optim.lars_eta,
+       clip_lr=cfg.optim.lars_clip_lr)
     amp_dtype = _amp_dtype(cfg, device)
     aug_generator = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + dist_info.rank + 1)
 
@@ -117,17 +138,21 @@ def _train(cfg: TeacherConfig, resume: bool, show_progress: bool, dist_info: D.D
     start_epoch, history, elapsed = 0, [], 0.0
     if resume:
         state = load_checkpoint(ckpt_path)
-        check_resume_compatible(state["config"], resolved, RESUMABLE_KEYS)
+        check_resume(out_dir, state["config"], resolved, (*RESUMABLE_KEYS, *TEACHER_FINISH_KEYS),
+                     at=f"epoch {state['epoch']}", after_numerical_stop=("optim.lr",))
         if state["world_size"] != dist_info.world_size:
             raise ValueError(f"checkpoint written by {state['world_size']} processes; resume with the same number")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        optimizer.param_groups[0]["base_lr"] = base_lr  # the current optim.lr (it may change after a NaN stop)
         aug_generator.set_state(state["aug_generator"][dist_info.rank])
         torch.set_rng_state(state["cpu_rng"])
         start_epoch, history, elapsed = state["epoch"], state["history"], state["elapsed_s"]
     if dist_info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out_dir / "config.yaml")
+    # x-axis: optimiser steps; a resumed run drops what the interrupted one logged after its checkpoint
+    tb.open(out_dir, purge_step=start_epoch * steps_per_epoch + 1 if resume else 0)
 
     stop_epoch = cfg.optim.epochs
     if cfg.stop_after_epochs > 0:
@@ -142,7 +167,8 @@ def _train(cfg: TeacherConfig, resume: bool, show_progress: bool, dist_info: D.D
                    disable=not (show_progress and dist_info.is_main), leave=False, dynamic_ncols=True)
         for step in bar:
             global_step = epoch * steps_per_epoch + step
-            scale = warmup_cosine(global_step, total_steps, warmup_steps, 1.0, cfg.optim.min_lr / max(base_lr, 1e-12))
+            scale = warmup_cosine(global_step, total_steps, warmup_steps, 1.0, cfg.optim.min_lr / max(base_lr, 1e-12),
+                                  cfg.optim.warmup_start_lr / max(base_lr, 1e-12))
             for group in optimizer.param_groups:
                 group["lr"] = group["base_lr"] * scale
             start = step * global_batch + dist_info.rank * local_batch
@@ -163,9 +189,13 @@ def _train(cfg: TeacherConfig, resume: bool, show_progress: bool, dist_info: D.D
             if not torch.isfinite(ssl_loss):
                 raise FloatingPointError(f"Barlow Twins loss became {ssl_loss.item()} at epoch {epoch + 1}, "
                                          f"step {step}; lower optim.lr")
-            loss_sum += ssl_loss.item()
+            loss_value = ssl_loss.item()
+            loss_sum += loss_value
             correct += int((logits.argmax(1) == labels[idx]).sum())
             seen += idx.numel()
+            if cfg.tensorboard_every > 0 and (global_step + 1) % cfg.tensorboard_every == 0:
+                tb.scalars({"loss": loss_value, "lr": optimizer.param_groups[0]["lr"]}, global_step + 1,
+                           prefix="teacher/step/")
             if step % 10 == 0:
                 rate = seen * dist_info.world_size / max(time.perf_counter() - epoch_start, 1e-9)
                 bar.set_postfix(loss=f"{loss_sum / (step + 1):.3f}", monitor=f"{100 * correct / seen:.1f}%",
@@ -190,6 +220,8 @@ def _train(cfg: TeacherConfig, resume: bool, show_progress: bool, dist_info: D.D
             })
             with open(out_dir / "metrics.jsonl", "a") as log:
                 log.write(json.dumps(record) + "\n")
+            tb.scalars({k: v for k, v in record.items() if k != "epoch"}, (epoch + 1) * steps_per_epoch,
+                       prefix="teacher/")
             tqdm.write(f"epoch {epoch + 1}/{cfg.optim.epochs}  loss {record['loss']:.4f}  "
                            f"monitor {record['monitor_top1']:.1f}%  {record['images_per_s']:.0f} img/s")
         D.barrier()
@@ -198,20 +230,25 @@ def _train(cfg: TeacherConfig, resume: bool, show_progress: bool, dist_info: D.D
         if dist_info.is_main:
             print(f"stopped after epoch {stop_epoch}/{cfg.optim.epochs}; continue with --resume")
         return None
-    _check_replicas_agree(model, device)
+    D.check_replicas_agree(model.backbone.parameters(), "DDP replicas (backbone parameters)")
     if not dist_info.is_main:
         return None
-    return _finish(cfg, model.backbone, train_set, mean, std, history, elapsed, dist_info, device)
+    path = _finish(cfg, model.backbone, train_set, mean, std, history, elapsed, dist_info, device)
+    probe = json.loads((path / "manifest.json").read_text())["linear_probe"]
+    tb.scalars({"linear_probe_top1": probe["top1"]}, cfg.optim.epochs * steps_per_epoch, prefix="teacher/")
+    return path
 
 
-def _check_replicas_agree(model: nn.Module, device: torch.device) -> None:
-    """Under DDP every process must end with the same weights; fail loudly if they drifted."""
-    if not torch.distributed.is_initialized():
-        return
-    checksum = sum(float(p.detach().double().sum()) for p in model.backbone.parameters())
-    sums = D.all_gather_objects(checksum)
-    if max(sums) - min(sums) > 1e-6 * max(1.0, abs(sums[0])):
-        raise RuntimeError(f"DDP replicas disagree after training (parameter sums {sums})")
+def as_saved(backbone: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """A copy whose floating-point weights and buffers went through `dtype` and back, as load_teacher sees them."""
+    if dtype == torch.float32:
+        return backbone
+    rounded = copy.deepcopy(backbone)
+    with torch.no_grad():
+        for tensor in [*rounded.parameters(), *rounded.buffers()]:
+            if tensor.is_floating_point():
+                tensor.copy_(tensor.to(dtype).to(tensor.dtype))
+    return rounded
 
 
 def _finish(cfg: TeacherConfig, backbone: nn.Module, train_set: Any, mean: torch.Tensor, std: torch.Tensor,
@@ -220,9 +257,15 @@ def _finish(cfg: TeacherConfig, backbone: nn.Module, train_set: Any, mean: torch
     full_cfg = replace(cfg.data, subset=0)
     probe_train = train_set if cfg.data.subset == 0 else load_split(full_cfg, cfg.data.train_split, seed=cfg.seed)
     test_set = load_split(cfg.data, cfg.data.test_split, seed=cfg.seed)
+    dtype = {"float32": torch.float32, "float16": torch.float16}.get(cfg.save_dtype)
+    if dtype is None:
+        raise ValueError(f"save_dtype must be float32 or float16, got '{cfg.save_dtype}'")
     probe_start = time.perf_counter()
-    probe = probe_encoder(backbone, mean, std, probe_train.images, probe_train.labels, test_set.images,
-                          test_set.labels, probe_train.num_classes, cfg.probe, seed=cfg.seed, device=device)
+    with phase(f"linear probe of the teacher on {test_set.name} ({len(probe_train):,} train, {len(test_set):,} "
+               f"test images, {cfg.probe.iterations:,} iterations)"):
+        probe = probe_encoder(as_saved(backbone, dtype), mean, std, probe_train.images, probe_train.labels,
+                              test_set.images, test_set.labels, probe_train.num_classes, cfg.probe, seed=cfg.seed,
+                              device=device)
     probe_s = time.perf_counter() - probe_start
     print(f"linear probe on {test_set.name}[{test_set.split}]: top-1 {probe['test_top1']:.2f}% "
           f"(train {probe['train_top1']:.2f}%)")
@@ -235,7 +278,8 @@ def _finish(cfg: TeacherConfig, backbone: nn.Module, train_set: Any, mean: torch
         "epochs": cfg.optim.epochs,
         "linear_probe": {"top1": probe["test_top1"], "train_top1": probe["train_top1"],
                          "dataset": test_set.name, "split": test_set.split, "seconds": probe_s,
-                         "method": f"SGD on frozen standardised features, {cfg.probe.iterations} iterations"},
+                         "method": f"SGD on frozen standardised features, {cfg.probe.iterations} iterations",
+                         "weights": f"as saved ({cfg.save_dtype}), computed in float32"},
         "final_loss": last.get("loss"),
         "monitor_top1": last.get("monitor_top1"),
         "train_images": len(train_set),
@@ -247,9 +291,8 @@ def _finish(cfg: TeacherConfig, backbone: nn.Module, train_set: Any, mean: torch
         "versions": versions(),
         "config": config_to_dict(cfg),
     }
-    dtype = {"float32": torch.float32, "float16": torch.float16}.get(cfg.save_dtype)
-    if dtype is None:
-        raise ValueError(f"save_dtype must be float32 or float16, got '{cfg.save_dtype}'")
+    if changes := resume_changes(out_dir):
+        manifest["resumed_with_changes"] = changes  # settings a --resume changed (none alter the training)
     save_teacher(out_dir / "teacher", backbone, manifest, dtype=dtype)
     write_json(out_dir / "history.json", history)
     _plot_history(history, out_dir / "teacher_curves.png")

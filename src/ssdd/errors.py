@@ -1,0 +1,49 @@
+"""Every error of the `ssdd` command is one line and an exit code, whatever raised it.
+
+Exit codes (README, "Reliability"):
+    0    success (also a teacher or distillation paused by stop_after_*)
+    1    an unexpected failure (a bug, out of memory, a device error): one line; --debug shows the traceback
+    2    bad input: a config value, a data file, an artifact, a budget, a folder that holds another run
+    3    `ssdd reproduce`: a stage paused (stop_after_*); run the same command again to continue
+    4    a numerical failure: a loss or a fit became NaN/inf, or a saved tensor would be; nothing bad was saved
+    130  interrupted (Ctrl-C); the message says what was kept
+`ssdd check` exits 1 when something needs fixing. `--debug` (or SSDD_TRACEBACK=1) re-raises with the traceback.
+"""
+
+from __future__ import annotations
+
+EXIT_FAILURE = 1
+EXIT_BAD_INPUT = 2
+EXIT_PAUSED = 3
+EXIT_NUMERICAL = 4
+EXIT_INTERRUPTED = 130
+
+
+def one_line(exc: BaseException) -> str:
+    """The exception's message on one line (whitespace and newlines collapsed); its type when it is empty."""
+    text = " ".join(str(exc).split())
+    if isinstance(exc, KeyError) and exc.args:  # str(KeyError('x')) is "'x'"
+        text = f"missing key {exc.args[0]!r}"
+    return text or type(exc).__name__
+
+
+def classify(exc: BaseException) -> tuple[int, str]:
+    """(exit code, one-line message) for any exception the command let through."""
+    import torch
+
+    if isinstance(exc, FloatingPointError):
+        return EXIT_NUMERICAL, one_line(exc)
+    if isinstance(exc, (ValueError, FileExistsError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
+                        PermissionError)):
+        return EXIT_BAD_INPUT, one_line(exc)
+    if isinstance(exc, torch.cuda.OutOfMemoryError) or isinstance(exc, MemoryError):
+        return EXIT_FAILURE, (f"out of memory ({type(exc).__name__}): lower the batch size (optim.batch_size, "
+                              f"krr.batch_size, pool.batch_size, pretrain.batch_size) or use a larger device")
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        reason = exc.strerror or one_line(exc)
+        return EXIT_FAILURE, f"{where}{reason} (a file-system error: check the path, the free space and permissions)"
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    first = one_line(exc) if isinstance(exc, KeyError) or not lines else lines[0]
+    return EXIT_FAILURE, (f"unexpected {type(exc).__name__}: {first} (rerun with --debug for the traceback, "
+                          f"and please report it)")

@@ -1,0 +1,173 @@
+"""Nothing lost: what a run folder keeps so that finished work survives mistakes, kills and numerical stops.
+
+- Stale temporary files of writes killed half-way (`.<name>.*.tmp`, see `runtime.atomic_write`) are removed
+  when the next run starts in the folder.
+- `inputs.json` records what a run read (teacher and source fingerprints); `--resume` refuses a run whose
+  teacher or data changed since it started.
+- `numerical_stop.json` marks a run stopped by a non-finite loss: its resume may lower the learning rate.
+- `resume_changes.json` lists every setting a resume changed (only those that do not alter what was already
+  computed, e.g. the output format or later-stage settings); the artifact's manifest records it.
+- The run that is under way is remembered so that an interrupt message says what was really kept.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from ssdd.runfolder import CHECKPOINT, check_resume_compatible, flatten
+from ssdd.runtime import write_json
+
+INPUTS = "inputs.json"
+NUMERICAL_STOP = "numerical_stop.json"
+RESUME_CHANGES = "resume_changes.json"
+
+_current: dict[str, Any] = {}
+
+
+def _probe_keys() -> tuple[str, ...]:
+    from dataclasses import fields
+
+    from ssdd.evaluation.linear_probe import ProbeConfig
+
+    return tuple(f"probe.{f.name}" for f in fields(ProbeConfig))
+
+
+# Settings a teacher's --resume may change: they act only after training (the saved format, the linear probe
+# and the split it is measured on), so the training already done stays valid.
+TEACHER_FINISH_KEYS: tuple[str, ...] = ("save_dtype", "data.test_split", *_probe_keys())
+# The same for distillation: the label, the log and checkpoint cadence; Boost's post-hoc fit of the
+# approximation networks (after the loop) is added by `distill_resumable_keys`.
+DISTILL_FREE_KEYS: tuple[str, ...] = ("name", "log_every", "checkpoint_every")
+
+
+def distill_resumable_keys(cfg: Any) -> tuple[str, ...]:
+    keys = DISTILL_FREE_KEYS
+    if cfg.method == "boost" and cfg.boost.approximation == "posthoc":
+        keys += ("boost.approx_lr", "boost.approx_steps")
+    return keys
+
+
+def is_main_process() -> bool:
+    """Rank 0 under torchrun (or a plain process): the one that writes into the run folder."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+# ----------------------------------------------------------------------------- the run under way
+def register_run(stage: str, out_dir: str | Path) -> None:
+    """Remember the stage and folder of the command under way (for the interrupt message)."""
+    _current.clear()
+    _current.update(stage=stage, out_dir=Path(out_dir))
+
+
+def interrupt_message(command: str) -> str:
+    """A true sentence on what an interrupted command kept and how to continue."""
+    if command == "reproduce":
+        return ("finished stages stay cached and a stage with a checkpoint continues from it: run the same "
+                "command again")
+    if not _current:
+        return "the command did not finish: run it again"
+    stage, out_dir = _current["stage"], _current["out_dir"]
+    if stage == "evaluate":
+        if (out_dir / "results.json").exists():
+            return f"the finished cells are in {out_dir / 'results.json'}: continue with --resume"
+        return f"no cell had finished, nothing to keep: run the command again (out_dir {out_dir})"
+    if (out_dir / CHECKPOINT).exists():
+        return f"the last checkpoint, {out_dir / CHECKPOINT}, is intact: continue with --resume"
+    return f"before the first checkpoint, nothing to resume: run the command again (out_dir {out_dir})"
+
+
+# ----------------------------------------------------------------------------- stale temporary files
+def clean_stale_tmp(out_dir: str | Path, subfolders: Iterable[str] = ("teacher",)) -> list[Path]:
+    """Remove `.<name>.*.tmp` files that a killed atomic write left in out_dir (and its artifact sub-folders).
+    Only the main process cleans, and only at the start of a run, before it writes anything."""
+    if not is_main_process():
+        return []
+    out_dir = Path(out_dir)
+    removed = []
+    for folder in (out_dir, *(out_dir / s for s in subfolders)):
+        if not folder.is_dir():
+            continue
+        for tmp in folder.glob(".*.tmp"):
+            if tmp.is_file():
+                tmp.unlink(missing_ok=True)
+                removed.append(tmp)
+    if removed:
+        print(f"removed {len(removed)} stale temporary file(s) of an interrupted write from {out_dir}")
+    return removed
+
+
+# ----------------------------------------------------------------------------- inputs of a run
+def check_inputs(out_dir: str | Path, resume: bool, inputs: Mapping[str, Any], what: Mapping[str, str]) -> None:
+    """Record a fresh run's inputs; on --resume, refuse inputs that differ from the recorded ones.
+
+    `what` names each input for the message (key -> 'teacher=PATH', 'data.path=FILE', ...)."""
+    path = Path(out_dir) / INPUTS
+    if resume and path.is_file():
+        try:
+            recorded = json.loads(path.read_text())
+        except ValueError:
+            recorded = {}
+        for key, value in inputs.items():
+            before = recorded.get(key)
+            if before is not None and value is not None and before != value:
+                raise ValueError(f"--resume: the {what.get(key, key)} changed since this run started (fingerprint "
+                                 f"{before} -> {value}); resume with the original one, or start a fresh run in "
+                                 f"another out_dir")
+        if all(recorded.get(k) == v for k, v in inputs.items()):
+            return
+    if is_main_process():
+        write_json(path, dict(inputs))
+
+
+# ----------------------------------------------------------------------------- numerical stops
+def numerical_stop(out_dir: str | Path, exc: BaseException, lr_key: str, step: str = "") -> FloatingPointError:
+    """Mark the run as stopped by a non-finite loss and return a FloatingPointError whose message is true
+    about what was kept (the last checkpoint, or nothing)."""
+    out_dir = Path(out_dir)
+    cause = str(exc).split(";")[0].strip() or "the loss became non-finite"
+    ckpt = out_dir / CHECKPOINT
+    if is_main_process() and out_dir.is_dir():
+        write_json(out_dir / NUMERICAL_STOP, {"reason": cause, "at": step, "lr_key": lr_key,
+                                              "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    if ckpt.exists():
+        return FloatingPointError(f"{cause}; the last checkpoint, {ckpt}, is intact: continue with --resume "
+                                  f"{lr_key}=<lower value>")
+    return FloatingPointError(f"{cause}; no checkpoint had been written: run again with a lower {lr_key}")
+
+
+def stopped_numerically(out_dir: str | Path) -> bool:
+    return (Path(out_dir) / NUMERICAL_STOP).is_file()
+
+
+# ----------------------------------------------------------------------------- resume with changed settings
+def check_resume(out_dir: str | Path, saved: Mapping[str, Any], current: Mapping[str, Any], allowed: Iterable[str],
+                 at: Any, after_numerical_stop: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """`check_resume_compatible`, plus: after a numerical stop the `after_numerical_stop` keys may change too;
+    every allowed change (except out_dir and pause points) is appended to resume_changes.json."""
+    out_dir = Path(out_dir)
+    free = list(allowed)
+    numerical = stopped_numerically(out_dir)
+    if numerical:
+        free += list(after_numerical_stop)
+    check_resume_compatible(saved, current, free)
+    a, b = flatten(saved), flatten(current)
+    quiet = {"out_dir", "stop_after_epochs", "stop_after_steps"}
+    changes = [{"key": k, "from": a.get(k), "to": b.get(k), "at": at}
+               for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and k not in quiet]
+    if changes and is_main_process():  # the marker of a numerical stop stays: the changes are all recorded
+        write_json(out_dir / RESUME_CHANGES, [*resume_changes(out_dir), *changes])
+    return changes
+
+
+def resume_changes(out_dir: str | Path) -> list[dict[str, Any]]:
+    """Every change of settings the resumes of this run made (for the manifest)."""
+    path = Path(out_dir) / RESUME_CHANGES
+    try:
+        return list(json.loads(path.read_text())) if path.is_file() else []
+    except ValueError:
+        return []

@@ -1,0 +1,42 @@
+"""`ssdd evaluate` under torchrun (2 CPU processes, gloo): cells dealt to the ranks, the rows of one process."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import make_npz, make_teacher, run_torchrun
+from ssdd.config import load_config
+from ssdd.distill.config import DistillConfig
+from ssdd.distill.run import run_distill
+from ssdd.evaluation.config import EvaluateConfig
+from ssdd.evaluation.protocol import run_evaluate
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
+
+MEASURED = ("label", "arch", "seed", "target", "mode", "top1", "cka_to_teacher")
+
+
+def test_two_processes_give_the_rows_of_one_and_resume_keeps_finished_cells(tmp_path):
+    npz, teacher = make_npz(tmp_path / "tiny.npz"), make_teacher(tmp_path / "teacher")
+    run_distill(load_config(DistillConfig, None, [f"data.path={npz}", f"teacher={teacher}", "method=random",
+                                                  f"out_dir={tmp_path / 'random'}", "data.resolution=16", "budget=10",
+                                                  "device=cpu"]), show_progress=False)
+    base = [f"teacher={teacher}", f"source.path={npz}", f"distilled=[{tmp_path / 'random'}]",
+            "models=[{name: convnet, width: 4, depth: 2}]", f"targets=[{{source: npz, path: {npz}, name: t}}]",
+            "pretrain.epochs=2", "full_data.epochs=1", "full_data.batch_size=16", "finetune.small_iterations=3",
+            "probe.iterations=5", "cka_images=16", "device=cpu"]
+    one = run_evaluate(load_config(EvaluateConfig, None, [*base, f"out_dir={tmp_path / 'one'}", "seeds=2"]),
+                       show_progress=False)
+    # 3 sources (random, no pre-training, full data): 3 cells in 2 rounds, rank 1 idle in the second
+    run_torchrun(["evaluate", "--no-progress", *base, f"out_dir={tmp_path / 'two'}", "seeds=1"])
+    first = json.loads((tmp_path / "two" / "results.json").read_text())
+    assert len(first) == 6 and {r["seed"] for r in first} == {0}
+    resumed = run_torchrun(["evaluate", "--no-progress", "--resume", *base, f"out_dir={tmp_path / 'two'}", "seeds=2"])
+    assert resumed.stdout.count("3 finished cells kept") == 1
+    two = json.loads((tmp_path / "two" / "results.json").read_text())
+    assert len(one) == len(two) == 12
+    assert [{k: r[k] for k in MEASURED} for r in two] == [{k: r[k] for k in MEASURED} for r in one]
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
+

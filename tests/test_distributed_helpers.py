@@ -1,0 +1,86 @@
+"""ssdd.distributed in 2 CPU processes (gloo): uneven gathers with gradients, rank-0 computations, in-place
+collectives; and the single-process behaviour every plain run relies on."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from conftest import free_port
+from ssdd import distributed as D
+
+
+def test_without_torchrun_every_helper_is_the_identity():
+    assert D.split_sizes(7) == [7] and D.rank_rows(7) == slice(0, 7)
+    assert D.split_sizes(7, 3) == [3, 2, 2] and D.split_sizes(1, 2) == [1, 0]
+    x = torch.arange(3.0)
+    assert D.gather_with_grad(x) is x
+    D.all_reduce_sum_([x])
+    D.broadcast_([x])
+    assert torch.equal(x, torch.arange(3.0))
+    assert D.on_main(lambda: 5) == 5
+    with D.process_group("cpu") as info:
+        assert not info.enabled and info.is_main
+
+
+def _worker(rank: int, port: int, errors: mp.Queue) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    try:
+        with D.process_group("cpu") as info:
+            assert info.enabled and info.rank == rank
+            _check_uneven_gather(rank)
+            _check_collectives(rank)
+            _check_on_main(rank)
+    except BaseException as exc:  # report to the test, which asserts on the queue
+        errors.put(f"rank {rank}: {type(exc).__name__}: {exc}")
+        raise
+
+
+def _check_uneven_gather(rank: int) -> None:
+    """5 rows split 3 + 2: each rank embeds its slice; the gradient of every rank's loss on the gathered rows
+    reaches the right slice, and the summed gradients equal one process's."""
+    torch.manual_seed(0)
+    weight = torch.randn(4, 2, requires_grad=True)
+    rows = torch.randn(5, 4)
+    assert D.split_sizes(5) == [3, 2] and D.rank_rows(5) == (slice(0, 3) if rank == 0 else slice(3, 5))
+    gathered = D.gather_with_grad(rows[D.rank_rows(5)] @ weight, D.split_sizes(5))
+    loss = (gathered.pow(2).sum(1) * torch.arange(1.0, 6.0)).sum() * (0.25 if rank == 0 else 0.75)
+    loss.backward()
+    D.all_reduce_sum_([weight.grad])
+    reference = weight.detach().clone().requires_grad_(True)
+    ((rows @ reference).pow(2).sum(1) * torch.arange(1.0, 6.0)).sum().backward()
+    torch.testing.assert_close(weight.grad, reference.grad)
+
+
+def _check_collectives(rank: int) -> None:
+    a, b = torch.full((2, 2), float(rank + 1)), torch.tensor([rank], dtype=torch.int64)
+    D.all_reduce_sum_([a, b])
+    assert torch.equal(a, torch.full((2, 2), 3.0)) and b.item() == 1
+    c = torch.full((3,), float(rank))
+    D.broadcast_([c])
+    assert torch.equal(c, torch.zeros(3))
+    D.check_replicas_agree([c], "c")
+    with pytest.raises(RuntimeError, match="disagree"):
+        D.check_replicas_agree([torch.full((3,), float(rank))], "d")
+
+
+def _check_on_main(rank: int) -> None:
+    seen = D.on_main(lambda: {"rank": rank, "t": torch.arange(2)})
+    assert seen["rank"] == 0 and torch.equal(seen["t"], torch.arange(2))
+    with pytest.raises(FileExistsError, match="holds a run"):
+        D.on_main(lambda: (_ for _ in ()).throw(FileExistsError("out holds a run")))
+    assert dist.is_initialized()
+
+
+@pytest.mark.slow
+def test_helpers_in_two_processes():
+    errors = mp.get_context("spawn").Queue()
+    mp.start_processes(_worker, args=(free_port(), errors), nprocs=2, start_method="spawn")
+    assert errors.empty()
+    assert not dist.is_initialized()

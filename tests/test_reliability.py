@@ -1,0 +1,525 @@
+"""Nothing lost, nothing silently wrong (issue 11): bad inputs, tampered artifacts, numerical failures, kills.
+
+Each case gives a one-line error with a documented exit code, or the correct result. Settings are tiny: the
+suite runs in well under a minute on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from conftest import make_npz, make_teacher
+from ssdd.artifacts import ArtifactError, NonFiniteError, load_tensors, save_tensors
+from ssdd.cli import main
+from ssdd.config import load_config
+from ssdd.data import DataError, load_npz
+from ssdd.distill import load_distilled
+from ssdd.distill.config import DistillConfig
+from ssdd.distill.run import run_distill
+from ssdd.evaluation.config import EvaluateConfig
+from ssdd.runtime import file_sha256
+from ssdd.teacher import load_teacher
+from ssdd.teacher.config import TeacherConfig
+from ssdd.teacher.train import train_teacher
+from ssdd.validate import validate_evaluate
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TEACHER = ["model.name=convnet", "model.width=4", "model.depth=2", "model.feature=pool", "projector=[16,16]",
+           "optim.batch_size=16", "optim.epochs=2", "optim.warmup_epochs=1", "probe.iterations=10",
+           "data.resolution=16", "device=cpu"]
+DISTILL = ["data.resolution=16", "budget=10", "krr.steps=4", "krr.batch_size=8", "pool.size=1", "pool.max_steps=3",
+           "krr.model.width=4", "krr.model.depth=2", "device=cpu", "log_every=2", "checkpoint_every=2"]
+BOOST = ["data.resolution=16", "budget=3", "method=boost", "krr.steps=2", "krr.batch_size=8", "krr.lr=0.01",
+         "pool.size=1", "pool.max_steps=3", "krr.model.width=4", "krr.model.depth=2", "device=cpu", "log_every=1",
+         "checkpoint_every=2", "boost.image_bases=8", "boost.image_resolution=8", "boost.target_bases=4",
+         "boost.approx_steps=10", "boost.approx_lr=1e-3"]
+
+
+def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1, err
+    return err[0]
+
+
+def teacher_cfg(npz: Path, out: Path, *extra: str) -> TeacherConfig:
+    return load_config(TeacherConfig, None, [f"data.path={npz}", f"out_dir={out}", *TEACHER, *extra])
+
+
+def distill_cfg(npz: Path, teacher: Path, out: Path, *extra: str, base: list[str] = DISTILL) -> DistillConfig:
+    return load_config(DistillConfig, None, [f"data.path={npz}", f"teacher={teacher}", f"out_dir={out}", *base,
+                                             *extra])
+
+
+def evaluate_cfg(npz: Path, teacher: Path, out: Path, sets: list[Path], *extra: str) -> EvaluateConfig:
+    return load_config(EvaluateConfig, None, [
+        f"teacher={teacher}", f"source.path={npz}", f"out_dir={out}", "device=cpu", "cka_images=0",
+        "full_data.enabled=false", f"targets=[{{source: npz, path: {npz}}}]", "seeds=1", "models=[{name: convnet, "
+        "width: 4, depth: 2}]", f"distilled=[{', '.join(str(s) for s in sets)}]", *extra])
+
+
+def rewrite_manifest(folder: Path, **changes: object) -> dict:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest.update(changes)
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+# ----------------------------------------------------------------------------- validate before work
+@pytest.mark.parametrize("override, named", [
+    ("save_dtype=bfloat16", "save_dtype"),
+    ("optim.batch_size=0", "optim.batch_size"),
+    ("optim.lr=nan", "optim.lr"),
+    ("optim.epochs=0", "optim.epochs"),
+    ("data.test_split=val", "split 'val' does not exist"),
+    ("optim.batch_size=1024", "exceeds the 64 training images"),
+    ("precision=fp8", "precision"),
+    ("projector=[]", "projector"),
+])
+def test_teacher_settings_fail_before_any_work(override, named, tiny_npz, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["teacher", "--no-progress", f"data.path={tiny_npz}", f"out_dir={out}", *TEACHER, override]) == 2
+    assert named in one_error_line(capsys)
+    assert not out.exists()  # nothing was written, nothing was trained
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_gpu_is_one_line(tiny_npz, tmp_path, capsys):
+    assert main(["teacher", f"data.path={tiny_npz}", f"out_dir={tmp_path / 'o'}", *TEACHER, "device=cuda"]) == 2
+    assert "device=cuda: CUDA is not available" in one_error_line(capsys)
+
+
+def test_an_out_dir_that_cannot_be_created_is_one_line(tiny_npz, tmp_path, capsys):
+    assert main(["teacher", f"data.path={tiny_npz}", f"out_dir={tiny_npz}/run", *TEACHER]) == 2
+    assert "cannot be created" in one_error_line(capsys)
+
+
+@pytest.mark.parametrize("override, named", [
+    ("budget=inf", "budget=inf"),
+    ("krr.batch_size=0", "krr.batch_size=0"),
+    ("krr.steps=0", "krr.steps=0"),
+    ("krr.lr=-1", "krr.lr=-1"),
+    ("pool.size=0", "pool.size=0"),
+    ("data.resolution=32", "set data.resolution=16"),
+    ("krr.form=cholesky", "krr.form"),
+    ("budget=100", "only 64 images"),
+])
+def test_distill_settings_fail_before_any_work(override, named, tiny_npz, tiny_teacher, tmp_path, capsys):
+    out = tmp_path / "d"
+    args = [f"data.path={tiny_npz}", f"teacher={tiny_teacher}", f"out_dir={out}", *DISTILL, "method=krr_st", override]
+    assert main(["distill", "--no-progress", *args]) == 2
+    assert named in one_error_line(capsys)
+    assert not out.exists()
+
+
+def test_boost_settings_fail_before_any_work(tiny_npz, tiny_teacher, tmp_path, capsys):
+    args = [f"data.path={tiny_npz}", f"teacher={tiny_teacher}", f"out_dir={tmp_path / 'b'}", *BOOST]
+    assert main(["distill", "--no-progress", *args, "boost.approx_lr=nan"]) == 2
+    assert "boost.approx_lr=nan" in one_error_line(capsys)
+    assert main(["distill", "--no-progress", *args, "boost.approx_lr=0"]) == 2
+    assert "boost.approx_lr=0" in one_error_line(capsys)
+
+
+def bad_npz(kind: str, path: Path) -> Path:
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "text":
+        path.write_text("not an archive\n")
+    elif kind == "truncated":
+        data = make_npz(path.with_name("whole.npz")).read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    elif kind == "zero-size":
+        np.savez(path, x_train=np.zeros((4, 0, 0, 3), np.uint8), y_train=np.zeros(4, np.int64),
+                 x_test=np.zeros((4, 0, 0, 3), np.uint8), y_test=np.zeros(4, np.int64))
+    elif kind == "float-images":
+        np.savez(path, x_train=np.zeros((4, 8, 8, 3), np.float32), y_train=np.zeros(4, np.int64))
+    elif kind == "empty-split":
+        np.savez(path, x_train=np.zeros((0, 8, 8, 3), np.uint8), y_train=np.zeros(0, np.int64))
+    return path
+
+
+@pytest.mark.parametrize("kind, said", [
+    ("empty", "not a readable .npz archive (an empty file)"),
+    ("text", "not a readable .npz archive"),
+    ("truncated", "not a readable .npz archive"),
+    ("zero-size", "0x0 pixels"),
+    ("float-images", "uint8"),
+    ("empty-split", "the split is empty"),
+])
+def test_bad_data_files_are_one_line_for_every_command(kind, said, tmp_path, tiny_teacher, capsys):
+    npz = bad_npz(kind, tmp_path / "bad.npz")
+    assert main(["teacher", f"data.path={npz}", f"out_dir={tmp_path / 't'}", *TEACHER]) == 2
+    line = one_error_line(capsys)
+    assert str(npz) in line and said in line
+    assert main(["distill", f"data.path={npz}", f"teacher={tiny_teacher}", f"out_dir={tmp_path / 'd'}", *DISTILL]) == 2
+    assert said in one_error_line(capsys)
+    with pytest.raises(DataError, match=r"bad\.npz"):  # the loader itself, for code that skips the checks
+        load_npz(npz, "train", 16)
+
+
+def test_check_reports_an_empty_or_corrupt_dataset(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    bad_npz("empty", tmp_path / "data" / "cifar100.npz")
+    make_npz(tmp_path / "data" / "cifar10.npz")
+    assert main(["check"]) == 1
+    out = capsys.readouterr().out
+    assert "[FAIL] dataset" in out and "an empty file" in out
+    assert "[ok  ] dataset" in out and "test 32, train 64 images at 16x16 px" in out
+    teacher = make_teacher(tmp_path / "teacher")
+    rewrite_manifest(teacher, resolution=32)
+    assert main(["check"]) == 1
+    assert "[FAIL] teacher" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- artifacts on save and on load
+def test_committed_artifacts_still_load_with_their_function_fingerprint():
+    root = Path(__file__).resolve().parents[1] / "artifacts"
+    for folder in sorted((root / "teachers").iterdir()):
+        manifest = json.loads((folder / "manifest.json").read_text())
+        assert manifest["function_fingerprint"]
+        assert load_teacher(folder).function_fingerprint == manifest["function_fingerprint"]
+    for folder in sorted((root / "distilled").glob("*/*")):
+        assert load_distilled(folder).training_pairs()[0].shape[0] > 0
+
+
+@pytest.mark.parametrize("field, value", [
+    ("model", {"name": "convnet", "width": 4, "depth": 2, "feature": "flatten"}),
+    ("resolution", 32),
+    ("normalization", {"mean": [0.4, 0.4, 0.4], "std": [0.25, 0.25, 0.25]}),
+    ("feature_dim", 64),
+])
+def test_editing_what_defines_a_teachers_function_is_refused(field, value, tiny_teacher):
+    rewrite_manifest(tiny_teacher, **{field: value})
+    with pytest.raises(ArtifactError, match="function"):
+        load_teacher(tiny_teacher)
+
+
+def test_a_teacher_saved_before_function_fingerprints_still_loads(tiny_teacher):
+    manifest = json.loads((tiny_teacher / "manifest.json").read_text())
+    saved = manifest.pop("function_fingerprint")
+    (tiny_teacher / "manifest.json").write_text(json.dumps(manifest))
+    assert load_teacher(tiny_teacher).function_fingerprint == saved  # recomputed, the same
+    rewrite_manifest(tiny_teacher, model={**manifest["model"], "feature": "flatten"})
+    with pytest.raises(ArtifactError, match="feature_dim"):  # its weights still fit: the feature size does not
+        load_teacher(tiny_teacher)
+
+
+@pytest.mark.parametrize("name", ["../outside.safetensors", "/etc/passwd", "sub/backbone.safetensors", ".."])
+def test_shard_names_must_stay_inside_the_artifact_folder(name, tiny_teacher):
+    manifest = json.loads((tiny_teacher / "manifest.json").read_text())
+    manifest["shards"][0]["file"] = name
+    (tiny_teacher / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="not a plain file name"):
+        load_teacher(tiny_teacher)
+    with pytest.raises(ArtifactError, match="not a plain file name"):
+        load_tensors(tiny_teacher, manifest["shards"])
+
+
+def test_non_finite_tensors_are_never_saved_nor_loaded(tmp_path):
+    with pytest.raises(NonFiniteError, match="non-finite"):
+        save_tensors(tmp_path / "a", {"w": torch.tensor([1.0, float("nan")])}, "t")
+    assert not list((tmp_path / "a").glob("*.safetensors"))
+    with pytest.raises(ArtifactError, match="overflows float16"):
+        save_tensors(tmp_path / "b", {"w": torch.tensor([1e6])}, "t", dtype=torch.float16)
+    (tmp_path / "c").mkdir()
+    save_file({"w": torch.tensor([float("inf")])}, str(tmp_path / "c" / "t.safetensors"))
+    shards = [{"file": "t.safetensors", "sha256": file_sha256(tmp_path / "c" / "t.safetensors"), "tensors": 1}]
+    with pytest.raises(ArtifactError, match="non-finite"):
+        load_tensors(tmp_path / "c", shards)
+
+
+@pytest.fixture
+def random_set(tiny_npz, tiny_teacher, tmp_path) -> Path:
+    out = tmp_path / "random"
+    run_distill(distill_cfg(tiny_npz, tiny_teacher, out, "method=random"), show_progress=False)
+    return out
+
+
+@pytest.mark.parametrize("changes, said", [
+    ({"budget": 30.0}, "budget"),
+    ({"image_shape": [3, 32, 32]}, "image"),
+    ({"m": 3}, "'m' is 3"),
+    ({"budget_counts": "images only", "budget": 8.0}, "budget"),
+])
+def test_a_distilled_manifest_that_disagrees_with_its_tensors_is_refused(changes, said, random_set, capsys):
+    rewrite_manifest(random_set, **changes)
+    with pytest.raises(ArtifactError, match=said):
+        load_distilled(random_set)
+    assert main(["show", str(random_set)]) == 2
+    assert "does not describe its tensors" in one_error_line(capsys)
+
+
+def test_a_distilled_manifest_with_edited_storage_is_refused(random_set):
+    manifest = json.loads((random_set / "manifest.json").read_text())
+    manifest["storage"]["image_equivalents"] *= 3
+    (random_set / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="image-equivalents"):
+        load_distilled(random_set)
+
+
+def test_evaluate_refuses_sets_from_another_source_or_teacher_unless_told(random_set, tiny_npz, tiny_teacher,
+                                                                          tmp_path, capsys):
+    other_npz = make_npz(tmp_path / "other.npz", seed=1)
+    with pytest.raises(ValueError, match="not from the evaluation source"):
+        validate_evaluate(evaluate_cfg(other_npz, tiny_teacher, tmp_path / "e1", [random_set]))
+    validate_evaluate(evaluate_cfg(other_npz, tiny_teacher, tmp_path / "e2", [random_set]), allow_mismatch=True)
+    validate_evaluate(evaluate_cfg(tiny_npz, tiny_teacher, tmp_path / "e3", [random_set]))  # its own source: fine
+    other_teacher = make_teacher(tmp_path / "other_teacher", seed=1)
+    with pytest.raises(ValueError, match="not the evaluation teacher"):
+        validate_evaluate(evaluate_cfg(tiny_npz, other_teacher, tmp_path / "e4", [random_set]))
+    validate_evaluate(evaluate_cfg(tiny_npz, other_teacher, tmp_path / "e5", [random_set]), allow_mismatch=True)
+    assert "--allow-mismatch" in capsys.readouterr().err
+    args = [f"teacher={tiny_teacher}", f"source.path={other_npz}", f"out_dir={tmp_path / 'e6'}", "device=cpu",
+            "cka_images=0", "full_data.enabled=false", f"targets=[{{source: npz, path: {tiny_npz}}}]"]
+    assert main(["evaluate", "--no-progress", *args, "-d", str(random_set)]) == 2
+    assert "--allow-mismatch" in one_error_line(capsys)
+
+
+def test_evaluate_refuses_a_set_holding_nan(random_set, tiny_npz, tiny_teacher, tmp_path):
+    manifest = json.loads((random_set / "manifest.json").read_text())
+    shard = random_set / manifest["shards"][0]["file"]
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(shard))
+    tensors["targets"][0, 0] = float("nan")
+    save_file(tensors, str(shard))
+    manifest["shards"][0]["sha256"] = file_sha256(shard)
+    (random_set / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="non-finite"):
+        load_distilled(random_set)
+
+
+# ----------------------------------------------------------------------------- Boost: a diverging approximation fit
+def test_a_diverging_approximation_fit_is_refused_and_refit_on_resume(tiny_npz, tiny_teacher, tmp_path, capsys):
+    out = tmp_path / "boost"
+    args = [f"data.path={tiny_npz}", f"teacher={tiny_teacher}", f"out_dir={out}", *BOOST]
+    assert main(["distill", "--no-progress", *args, "boost.approx_lr=1e30"]) == 4
+    line = one_error_line(capsys)
+    assert "approximation network" in line and "diverged" in line and "--resume boost.approx_lr" in line
+    assert not (out / "manifest.json").exists()  # no NaN set was saved
+    # the distillation itself is kept: the resume refits the networks only, and says so in the manifest
+    assert main(["distill", "--no-progress", "--resume", *args, "boost.approx_lr=1e-3"]) == 0
+    loaded = load_distilled(out)
+    assert loaded.manifest["resumed_with_changes"] == [
+        {"key": "boost.approx_lr", "from": 1e30, "to": 1e-3, "at": "step 2"}]
+    assert all(torch.isfinite(t).all() for t in loaded.stored.values())
+    # tampering with the views the targets are rebuilt for is refused
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["boost"]["views"] = manifest["boost"]["views"][:2]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="views"):
+        load_distilled(out)
+    # a large rate whose fit stays finite but useless (relative error far above the identity baseline)
+    from ssdd.integrity import ApproximationError, check_approximation
+
+    with pytest.raises(ApproximationError, match="diverged"):
+        check_approximation({"rot90": {"relative_error": 1.5e14, "relative_error_without_network": 0.8}}, 1e6, 2000)
+    check_approximation({"rot90": {"relative_error": 0.3, "relative_error_without_network": 0.8}}, 1e-3, 2000)
+
+
+# ----------------------------------------------------------------------------- nothing lost
+def test_a_finished_teacher_can_be_saved_with_other_output_settings(tiny_npz, tmp_path):
+    out = tmp_path / "t"
+    assert train_teacher(teacher_cfg(tiny_npz, out, "stop_after_epochs=1"), show_progress=False) is None
+    artifact = train_teacher(teacher_cfg(tiny_npz, out, "save_dtype=float16", "probe.iterations=5"), resume=True,
+                             show_progress=False)
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    assert manifest["dtype"] == "float16"
+    assert {c["key"] for c in manifest["resumed_with_changes"]} == {"save_dtype", "probe.iterations"}
+    with pytest.raises(ValueError, match=r"different config \(model.width"):  # what was computed may not change
+        train_teacher(teacher_cfg(tiny_npz, out, "model.width=8"), resume=True, show_progress=False)
+
+
+def test_after_a_numerical_stop_the_teacher_resumes_with_a_lower_rate(tiny_npz, tmp_path, monkeypatch, capsys):
+    import ssdd.teacher.train as train_module
+
+    real_loss, calls = train_module.barlow_twins_loss, {"n": 0}
+
+    def nan_in_second_epoch(*args, **kwargs):
+        calls["n"] += 1
+        loss = real_loss(*args, **kwargs)
+        return loss * float("nan") if calls["n"] > 4 else loss  # 64 images / batch 16 = 4 steps per epoch
+
+    monkeypatch.setattr(train_module, "barlow_twins_loss", nan_in_second_epoch)
+    out = tmp_path / "t"
+    args = [f"data.path={tiny_npz}", f"out_dir={out}", *TEACHER]
+    assert main(["teacher", "--no-progress", *args]) == 4
+    line = one_error_line(capsys)
+    assert "epoch 2" in line and "checkpoint.pt, is intact" in line and "--resume optim.lr=" in line
+    monkeypatch.setattr(train_module, "barlow_twins_loss", real_loss)
+    assert main(["teacher", "--no-progress", "--resume", *args, "optim.lr=0.1"]) == 0
+    manifest = json.loads((out / "teacher" / "manifest.json").read_text())
+    assert manifest["resumed_with_changes"] == [{"key": "optim.lr", "from": 0.3, "to": 0.1, "at": "epoch 1"}]
+
+
+def test_after_a_numerical_stop_distillation_resumes_with_a_lower_rate(tiny_npz, tiny_teacher, tmp_path,
+                                                                       monkeypatch, capsys):
+    import ssdd.distill.outer as outer
+
+    real_loss, calls = outer.krr_loss, {"n": 0}
+
+    def nan_after_the_checkpoint(*args, **kwargs):
+        calls["n"] += 1
+        loss = real_loss(*args, **kwargs)
+        return loss * float("nan") if calls["n"] > 2 else loss  # checkpoint_every=2
+
+    monkeypatch.setattr(outer, "krr_loss", nan_after_the_checkpoint)
+    out = tmp_path / "k"
+    args = [f"data.path={tiny_npz}", f"teacher={tiny_teacher}", f"out_dir={out}", *DISTILL, "method=krr_st"]
+    assert main(["distill", "--no-progress", *args]) == 4
+    assert "is intact: continue with --resume krr.lr=" in one_error_line(capsys)
+    monkeypatch.setattr(outer, "krr_loss", real_loss)
+    assert main(["distill", "--no-progress", "--resume", *args]) == 0  # the same rate is fine too
+    shutil.rmtree(out)
+    monkeypatch.setattr(outer, "krr_loss", nan_after_the_checkpoint)
+    calls["n"] = 0
+    assert main(["distill", "--no-progress", *args]) == 4
+    monkeypatch.setattr(outer, "krr_loss", real_loss)
+    assert main(["distill", "--no-progress", "--resume", *args, "krr.lr=5e-5"]) == 0
+    changes = load_distilled(out).manifest["resumed_with_changes"]
+    assert changes == [{"key": "krr.lr", "from": 1e-4, "to": 5e-5, "at": "step 2"}]
+    capsys.readouterr()
+
+
+def test_a_diverging_evaluation_is_refused_not_scored(random_set, tiny_npz, tiny_teacher, tmp_path, capsys):
+    args = [f"teacher={tiny_teacher}", f"source.path={tiny_npz}", f"out_dir={tmp_path / 'e'}", "device=cpu",
+            "cka_images=0", "full_data.enabled=false", f"targets=[{{source: npz, path: {tiny_npz}}}]", "seeds=1",
+            "models=[{name: convnet, width: 4, depth: 2}]", "modes=[linear_probe]", "probe.iterations=5",
+            "pretrain.epochs=1", "pretrain.max_iterations=2", "pretrain.lr=1e30"]
+    assert main(["evaluate", "--no-progress", *args, "-d", str(random_set)]) == 4
+    assert "pre-training on random@10 diverged" in one_error_line(capsys)
+    from ssdd.evaluation.linear_probe import linear_probe
+    from ssdd.integrity import DivergedError
+
+    features, labels = torch.randn(8, 4), torch.arange(8) % 2
+    with pytest.raises(DivergedError, match="NaN or inf feature"):
+        linear_probe(features * float("inf"), labels, features, labels, 2)
+    with pytest.raises(DivergedError, match=r"lower probe\.lr"):
+        linear_probe(features, labels, features, labels, 2, load_config(EvaluateConfig, None, ["probe.lr=1e38",
+                                                                                           "probe.iterations=20"]).probe)
+
+
+def test_a_nan_before_the_first_checkpoint_does_not_claim_one(tiny_npz, tiny_teacher, tmp_path, capsys):
+    args = [f"data.path={tiny_npz}", f"teacher={tiny_teacher}", f"out_dir={tmp_path / 'k'}", *DISTILL,
+            "method=krr_st", "krr.lr=1e30"]
+    assert main(["distill", "--no-progress", *args]) == 4
+    line = one_error_line(capsys)
+    assert "no checkpoint had been written" in line and "intact" not in line
+
+
+def test_resume_refuses_a_replaced_teacher(tiny_npz, tmp_path):
+    teacher = make_teacher(tmp_path / "teacher")
+    out = tmp_path / "k"
+    assert run_distill(distill_cfg(tiny_npz, teacher, out, "method=krr_st", "stop_after_steps=2"),
+                       show_progress=False) is None
+    shutil.rmtree(teacher)
+    make_teacher(teacher, seed=1)  # another teacher in the same folder
+    with pytest.raises(ValueError, match=r"teacher .* changed since this run started"):
+        run_distill(distill_cfg(tiny_npz, teacher, out, "method=krr_st"), resume=True, show_progress=False)
+
+
+def test_an_evaluation_resume_refuses_a_replaced_teacher(random_set, tiny_npz, tmp_path):
+    teacher = make_teacher(tmp_path / "teacher")
+    out = tmp_path / "e"
+    validate_evaluate(evaluate_cfg(tiny_npz, teacher, out, [random_set]), allow_mismatch=True)
+    (out / "results.json").write_text("[]")  # an interrupted evaluation
+    shutil.rmtree(teacher)
+    make_teacher(teacher, seed=1)
+    with pytest.raises(ValueError, match="changed since this run started"):
+        validate_evaluate(evaluate_cfg(tiny_npz, teacher, out, [random_set]), resume=True, allow_mismatch=True)
+
+
+def test_a_study_checks_every_stage_before_the_first_runs(tmp_path, capsys):
+    out = tmp_path / "study"
+    assert main(["reproduce", "--no-progress", "-c", "study_demo", f"out_dir={out}",
+                 "distill=[{config: demo_distill, overrides: [krr.steps=0]}]"]) == 2
+    line = one_error_line(capsys)
+    assert "distill stage" in line and "krr.steps=0" in line
+    assert not (out / "teacher").exists()  # the teacher was not trained for nothing
+
+
+def test_stale_temporary_files_are_cleaned_and_a_truncated_checkpoint_is_one_line(tiny_npz, tiny_teacher, tmp_path,
+                                                                                    capsys):
+    out = tmp_path / "k"
+    assert run_distill(distill_cfg(tiny_npz, tiny_teacher, out, "method=krr_st", "stop_after_steps=2"),
+                       show_progress=False) is None
+    stale = out / ".checkpoint.pt.k1ll3d.tmp"  # what a kill during torch.save leaves
+    stale.write_bytes(b"half a checkpoint")
+    ckpt = out / "checkpoint.pt"
+    whole = ckpt.read_bytes()
+    ckpt.write_bytes(whole[: len(whole) // 3])
+    args = [f"data.path={tiny_npz}", f"teacher={tiny_teacher}", f"out_dir={out}", *DISTILL, "method=krr_st"]
+    assert main(["distill", "--no-progress", "--resume", *args]) == 2
+    assert "not a readable ssdd checkpoint" in one_error_line(capsys)
+    assert not stale.exists()
+    ckpt.write_bytes(whole)
+    assert main(["distill", "--no-progress", "--resume", *args]) == 0
+
+
+def test_interrupt_messages_are_true(tiny_npz, tiny_teacher, tmp_path, monkeypatch, capsys):
+    import ssdd.distill.run as run_module
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_module, "_run_distill", interrupted)
+    out = tmp_path / "k"
+    args = ["distill", "--no-progress", f"data.path={tiny_npz}", f"teacher={tiny_teacher}", f"out_dir={out}",
+            *DISTILL, "method=krr_st"]
+    assert main(args) == 130
+    line = one_error_line(capsys)
+    assert "before the first checkpoint" in line and "intact" not in line
+    out.mkdir()
+    (out / "checkpoint.pt").write_bytes(b"")
+    assert main([*args, "--resume"]) == 130
+    assert "is intact: continue with --resume" in one_error_line(capsys)
+
+
+# ----------------------------------------------------------------------------- one line for every error
+def test_every_exception_type_is_one_line_and_debug_shows_the_traceback(monkeypatch, capsys):
+    import ssdd.cli as cli
+
+    def boom(args):
+        raise RuntimeError("device-side assert\nwith a second line")
+
+    monkeypatch.setattr(cli, "_cmd_presets", boom)
+    assert main(["presets"]) == 1
+    line = one_error_line(capsys)
+    assert "unexpected RuntimeError: device-side assert" in line and "--debug" in line
+    with pytest.raises(RuntimeError):
+        main(["presets", "--debug"])
+    monkeypatch.setenv("SSDD_TRACEBACK", "1")
+    with pytest.raises(RuntimeError):
+        main(["presets"])
+    monkeypatch.delenv("SSDD_TRACEBACK")
+
+    def missing(args):
+        raise KeyError("shards")
+
+    monkeypatch.setattr(cli, "_cmd_presets", missing)
+    assert main(["presets"]) == 1
+    assert "missing key 'shards'" in one_error_line(capsys)
+
+    def full_disk(args):
+        raise OSError(28, "No space left on device", "/runs/x/checkpoint.pt")
+
+    monkeypatch.setattr(cli, "_cmd_presets", full_disk)
+    assert main(["presets"]) == 1
+    assert "/runs/x/checkpoint.pt: No space left on device" in one_error_line(capsys)
+
+
+def test_the_readme_documents_the_exit_codes_and_the_reliability_table():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Reliability", 1)[1]
+    for code in ("| 0 |", "| 1 |", "| 2 |", "| 3 |", "| 4 |", "| 130 |"):
+        assert code in section
+    assert os.path.basename(__file__) in section
