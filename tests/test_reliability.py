@@ -523,3 +523,38 @@ def test_the_readme_documents_the_exit_codes_and_the_reliability_table():
     for code in ("| 0 |", "| 1 |", "| 2 |", "| 3 |", "| 4 |", "| 130 |"):
         assert code in section
     assert os.path.basename(__file__) in section
+
+
+@pytest.mark.slow
+def test_a_real_sigkill_during_distillation_loses_nothing(tiny_npz, tiny_teacher, tmp_path):
+    """SIGKILL a running `ssdd distill` once it has checkpointed; --resume then gives the uninterrupted result."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from ssdd.distill import load_distilled
+
+    common = ["distill", "--no-progress", f"data.path={tiny_npz}", f"teacher={tiny_teacher}", "data.resolution=16",
+              "budget=10", "krr.steps=150", "krr.batch_size=16", "pool.size=2", "pool.max_steps=5",
+              "krr.model.width=4", "krr.model.depth=2", "device=cpu", "log_every=5", "checkpoint_every=5"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "ssdd", *common, f"out_dir={killed}"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (killed / "checkpoint.pt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "manifest.json").exists()
+    resumed = subprocess.run([sys.executable, "-m", "ssdd", *common, f"out_dir={killed}", "--resume"], env=env,
+                             capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    whole = subprocess.run([sys.executable, "-m", "ssdd", *common, f"out_dir={tmp_path / 'whole'}"], env=env,
+                           capture_output=True, text=True)
+    assert whole.returncode == 0, whole.stderr
+    a, b = load_distilled(killed).training_pairs(), load_distilled(tmp_path / "whole").training_pairs()
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not list(killed.glob("*.tmp")) and not list(killed.glob(".*.tmp"))

@@ -223,17 +223,9 @@ def check_split(cfg: DataConfig, which: str = "train_split", key: str = "data") 
                             f"{key}.path=DIR {key}.download=true (other sources: folder, digits)")
         count = _npz_split(path, split, key, which)
     elif cfg.source == "folder":
-        root = Path(cfg.path)
-        if not root.is_dir():
-            raise DataError(f"{root}: folder not found; pass {key}.path=DIR, an ImageFolder tree DIR/<split>/<class>/")
-        split_dir = root / split
-        if not split_dir.is_dir():
-            found = sorted(p.name for p in root.iterdir() if p.is_dir())
-            raise DataError(f"{root}: split '{split}' does not exist (sub-folders: {', '.join(found) or 'none'}); "
-                            f"set {key}.{which}=<one of them>")
-        classes = sorted(p for p in split_dir.iterdir() if p.is_dir())
-        if not classes:
-            raise DataError(f"{split_dir}: no class folders (expected {split_dir}/<class>/<image>)")
+        from ssdd.data.loaders import folder_class_dirs
+
+        classes = folder_class_dirs(cfg.path, split, key, which)
         count = 0
         for folder in classes:
             files = sum(1 for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
@@ -631,7 +623,7 @@ def validate_study(study: Any) -> None:
         resolution = cfg.data.resolution
     for spec in study.distill:
         for budget in [*spec.budgets] or [None]:
-            extra = [f"budget={budget:g}"] if budget is not None else []
+            extra = [f"budget={budget!r}"] if budget is not None else []
             extra += [f"name={spec.name}"] if spec.name else []
             cfg = load_config(DistillConfig, spec.config or None, [*common, *spec.overrides, *extra])
             label = f"distill stage {spec.name or cfg.method}@{cfg.budget:g}"

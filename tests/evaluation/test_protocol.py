@@ -150,3 +150,30 @@ def test_evaluate_refuses_a_folder_with_results_and_resume_keeps_finished_cells(
     with pytest.raises(FileExistsError, match="another out_dir"):
         run_evaluate(load_config(EvaluateConfig, None, [*base, f"out_dir={tmp_path / 'artifact'}"]),
                      show_progress=False)
+
+
+def test_resume_never_keeps_rows_of_another_set_under_the_same_label_nor_dropped_seeds(tiny_npz, tiny_teacher,
+                                                                                      tmp_path):
+    from ssdd.evaluation.config import EvaluateConfig
+    from ssdd.evaluation.protocol import run_evaluate
+
+    sets = []
+    for seed in (0, 1):  # two random subsets, both labelled random@10
+        cfg = load_config(DistillConfig, None, [f"data.path={tiny_npz}", f"teacher={tiny_teacher}", "method=random",
+                                                f"out_dir={tmp_path / f'r{seed}'}", "data.resolution=16", "budget=10",
+                                                "device=cpu", f"seed={seed}"])
+        run_distill(cfg, show_progress=False)
+        sets.append(tmp_path / f"r{seed}")
+    out = tmp_path / "eval"
+    base = [f"teacher={tiny_teacher}", f"out_dir={out}", f"source.path={tiny_npz}", "source.resolution=16",
+            "models=[{name: convnet, width: 4, depth: 2}]", f"targets=[{{source: npz, path: {tiny_npz}, name: t}}]",
+            "pretrain.epochs=1", "full_data.enabled=false", "no_pretrain=false", "finetune.small_iterations=2",
+            "probe.iterations=2", "cka_images=0", "device=cpu", "modes=[linear_probe]"]
+    first = run_evaluate(load_config(EvaluateConfig, None, [*base, "seeds=2", f"distilled=[{sets[0]}]"]),
+                         show_progress=False)
+    other = run_evaluate(load_config(EvaluateConfig, None, [*base, "seeds=2", f"distilled=[{sets[1]}]"]),
+                         show_progress=False, resume=True)
+    assert len(other) == 2 and {r["set_fingerprint"] for r in other} != {r["set_fingerprint"] for r in first}
+    fewer = run_evaluate(load_config(EvaluateConfig, None, [*base, "seeds=1", f"distilled=[{sets[1]}]"]),
+                         show_progress=False, resume=True)
+    assert [r["seed"] for r in fewer] == [0] and fewer[0] == other[0]

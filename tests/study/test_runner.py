@@ -110,3 +110,35 @@ def test_existing_teacher_and_cli(study_files, capsys):
     assert "needs at least one" in capsys.readouterr().err
     assert main(["reproduce", f"out_dir={study_files / 'y'}", f"evaluate.config={study_files / 'evaluate.yaml'}"]) == 2
     assert "the study has no teacher" in capsys.readouterr().err
+
+
+def test_the_report_reads_the_sets_the_evaluate_preset_names(study_files):
+    first = run_study(study(study_files), show_progress=False)
+    given = next(p for p in first.distilled if p.name.startswith("random"))
+    result = run_study(study(study_files, "report=true", f"distill=[{{config: {study_files / 'distill.yaml'}}}]",
+                             f"evaluate.overrides=['distilled=[{given}]']"), show_progress=False)
+    assert result.finished and statuses(result)["evaluate/evaluate"] == "ran"
+    report = (study_files / "study" / "report.md").read_text()
+    assert "random@10" in report and "krr_st@10" in report
+    assert "no distilled folder read" not in report
+
+
+def test_a_second_study_in_the_same_out_dir_is_refused_while_the_first_runs(study_files):
+    fcntl = pytest.importorskip("fcntl")
+    root = study_files / "study"
+    root.mkdir()
+    with open(root / ".study.lock", "a") as held:  # what a running `ssdd reproduce` holds
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(FileExistsError, match="in use by another `ssdd reproduce`"):
+            run_study(study(study_files), show_progress=False)
+        assert not (root / "teacher").exists()
+        assert run_study(study(study_files), show_progress=False, dry_run=True).stages  # a dry run reads only
+    assert run_study(study(study_files), show_progress=False).finished  # released: the study runs
+
+
+def test_new_content_in_a_data_file_reruns_the_stages_that_read_it(study_files):
+    first = run_study(study(study_files), show_progress=False)
+    assert set(statuses(first).values()) == {"ran"}
+    make_npz(study_files / "tiny.npz", seed=7)  # same path, other images
+    again = run_study(study(study_files), show_progress=False, dry_run=True)
+    assert set(statuses(again).values()) == {"would run"}

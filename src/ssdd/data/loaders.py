@@ -85,21 +85,29 @@ def save_npz(path: str | Path, splits: dict[str, tuple[np.ndarray, np.ndarray]],
 
 
 # ----------------------------------------------------------------------------- ImageFolder
+def folder_class_dirs(root: str | Path, split: str, key: str = "data", which: str = "split") -> list[Path]:
+    """The class folders of `root/<split>/`, sorted; DataError naming what to pass when the tree is wrong."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: folder not found; pass {key}.path=DIR, an ImageFolder tree DIR/<split>/<class>/")
+    split_dir = root / split
+    if not split_dir.is_dir():
+        found = sorted(p.name for p in root.iterdir() if p.is_dir())
+        raise DataError(f"{root}: split '{split}' does not exist (expected {split_dir}/<class>/<image>; "
+                        f"sub-folders found: {', '.join(found) or 'none'}); set {key}.{which}=<one of them>")
+    class_dirs = sorted(p for p in split_dir.iterdir() if p.is_dir())
+    if not class_dirs:
+        raise DataError(f"{split_dir}: no class folders (expected {split_dir}/<class>/<image>)")
+    return class_dirs
+
+
 def load_image_folder(root: str | Path, split: str, resolution: int, name: str = "") -> ImageDataset:
     """`root/<split>/<class>/<image>`; class names and their order come from the folder names."""
     from PIL import Image, UnidentifiedImageError
 
     root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"{root}: folder not found")
+    class_dirs = folder_class_dirs(root, split)
     split_dir = root / split
-    if not split_dir.is_dir():
-        found = sorted(p.name for p in root.iterdir() if p.is_dir())
-        raise DataError(f"{root}: split '{split}' does not exist (expected {split_dir}/<class>/<image>; "
-                        f"sub-folders found: {', '.join(found) or 'none'})")
-    class_dirs = sorted(p for p in split_dir.iterdir() if p.is_dir())
-    if not class_dirs:
-        raise DataError(f"{split_dir}: no class folders (expected {split_dir}/<class>/<image>)")
     classes = tuple(p.name for p in class_dirs)
     images: list[torch.Tensor] = []
     labels: list[int] = []

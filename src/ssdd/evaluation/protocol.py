@@ -96,7 +96,8 @@ def _sources(cfg: EvaluateConfig, teacher: Teacher, n_source: int) -> list[Pretr
             {"path": str(path), "image_equivalents": storage.image_equivalents, "bytes": storage.bytes,
              "compression": source_images / storage.image_equivalents, "m": manifest.get("m"),
              "views": int(images.shape[0]), "distill_s": distilled.manifest.get("wall_clock_s"),
-             "distill_device": distilled.manifest.get("device")}))
+             "distill_device": distilled.manifest.get("device"),
+             "set_fingerprint": "+".join(str(sh.get("sha256", ""))[:12] for sh in manifest.get("shards", []))}))
     labels = [s.label for s in sources]
     duplicated = sorted({label for label in labels if labels.count(label) > 1})
     if duplicated:
@@ -129,13 +130,20 @@ def _pretrain(source: PretrainSource, model_cfg: ModelConfig, cfg: EvaluateConfi
     return backbone
 
 
-def _cell(label: str, arch: str, width: Any, depth: Any, feature: Any, seed: int) -> tuple:
-    return (label, arch, width, depth, feature, seed)
+def _cell(label: str, arch: str, width: Any, depth: Any, feature: Any, seed: int, set_fp: Any = None) -> tuple:
+    """A cell's identity; `set_fp` (the distilled set's shard checksums) tells apart two sets of one label."""
+    return (label, arch, width, depth, feature, seed, set_fp)
 
 
 def _row_cell(row: dict[str, Any]) -> tuple:
     return _cell(row["label"], row["arch"], row.get("arch_width"), row.get("arch_depth"), row.get("arch_feature"),
-                 row["seed"])
+                 row["seed"], row.get("set_fingerprint"))
+
+
+def _source_cell(cell: tuple) -> tuple:
+    model_cfg, seed, source = cell
+    return _cell(source.label, model_cfg.name, model_cfg.width, model_cfg.depth, model_cfg.feature, seed,
+                 source.info.get("set_fingerprint"))
 
 
 def _previous_rows(out_dir: Path, cfg: EvaluateConfig, resume: bool) -> list[dict[str, Any]]:
@@ -229,15 +237,15 @@ def _run_evaluate(cfg: EvaluateConfig, show_progress: bool, resume: bool, tb: Sc
     counts: dict[tuple, int] = {}
     for row in previous:
         counts[_row_cell(row)] = counts.get(_row_cell(row), 0) + 1
-    complete = {cell for cell, n in counts.items() if n == per_cell}
+    # finished cells of this evaluation only: a dropped seed, or another set under the same label, is not kept
+    complete = {cell for cell, n in counts.items() if n == per_cell} & {_source_cell(c) for c in cells}
     rows: list[dict[str, Any]] = [row for row in previous if _row_cell(row) in complete]
     if complete and dist_info.is_main:
         print(f"resuming: {len(complete)} finished cells kept from {out_dir / 'results.json'}")
     bench = _Bench(cfg, teacher, source_train.images if source_train else None, resolution, device,
                    torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", cka_images,
                    teacher_features if cka_images is not None else None, targets)
-    pending = [(number, cell) for number, cell in enumerate(cells, 1) if _cell(
-        cell[2].label, cell[0].name, cell[0].width, cell[0].depth, cell[0].feature, cell[1]) not in complete]
+    pending = [(number, cell) for number, cell in enumerate(cells, 1) if _source_cell(cell) not in complete]
     world, rank = dist_info.world_size, dist_info.rank
     bar = tqdm(total=len(pending), desc="evaluate", disable=not show_progress, dynamic_ncols=True)
     for first in range(0, len(pending), world):

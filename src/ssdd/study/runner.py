@@ -10,9 +10,11 @@ it (the old ones stay, nothing is overwritten), and an interrupted stage continu
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,10 +22,11 @@ from typing import Any
 from ssdd import __version__
 from ssdd.config import config_to_dict, load_config, save_config
 from ssdd.runfolder import CHECKPOINT, config_hash
-from ssdd.runtime import versions, write_json
+from ssdd.runtime import file_sha256, versions, write_json
 from ssdd.study.config import DistillSpec, StudyConfig
 
 DONE = "stage.json"
+LOCK = ".study.lock"  # held while a study runs in its out_dir
 # settings that never change what a stage computes (left out of its key)
 NOT_HASHED = {
     "teacher": ("out_dir", "stop_after_epochs", "tensorboard", "tensorboard_every"),
@@ -54,9 +57,42 @@ class StudyResult:
     stages: list[StageRun] = field(default_factory=list)
 
 
+_FILE_SHA: dict[tuple[str, int, int], str] = {}
+
+
+def _file_fingerprint(path: Path) -> str:
+    """SHA-256 (16 hex digits) of a data file, computed once per (path, size, mtime) in this process."""
+    stat = path.stat()
+    memo = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if memo not in _FILE_SHA:
+        _FILE_SHA[memo] = file_sha256(path)[:16]
+    return _FILE_SHA[memo]
+
+
+def _data_fingerprints(config: dict[str, Any]) -> dict[str, str]:
+    """Content fingerprints of the data files a stage reads (keys ending in `path`; lists such as targets)."""
+    found: dict[str, str] = {}
+
+    def visit(value: Any, where: str) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                visit(v, f"{where}.{k}" if where else k)
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                visit(v, f"{where}[{i}]")
+        elif where.endswith("path") and isinstance(value, str) and value and Path(value).is_file():
+            found[where] = _file_fingerprint(Path(value))
+
+    visit(config, "")
+    return found
+
+
 def _key(kind: str, cfg: Any, upstream: list[str]) -> str:
+    """The stage's cache key: its results-relevant settings, the content of its data files, what it reads."""
     ignored = [f"config.{k}" for k in NOT_HASHED[kind]]
-    return config_hash({"config": config_to_dict(cfg), "upstream": upstream, "ssdd": __version__}, ignored)
+    config = config_to_dict(cfg)
+    return config_hash({"config": config, "data": _data_fingerprints(config), "upstream": upstream,
+                        "ssdd": __version__}, ignored)
 
 
 def _finished(folder: Path, key: str) -> bool:
@@ -97,10 +133,21 @@ def _run_stage(kind: str, name: str, cfg: Any, upstream: list[str], root: Path,
 
 
 def _teacher_fingerprint(path: Path) -> str:
+    from ssdd.integrity import verify_teacher_manifest
     from ssdd.teacher.locate import require_teacher_folder
 
-    require_teacher_folder(str(path))
-    return str(json.loads((path / "manifest.json").read_text()).get("fingerprint", ""))
+    folder = require_teacher_folder(str(path))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    return verify_teacher_manifest(folder, manifest)  # shards and the fields that define the function
+
+
+def _set_fingerprint(folder: Path) -> str:
+    """Shard checksums of a distilled set the evaluate preset names (empty when it cannot be read)."""
+    try:
+        shards = json.loads((folder / "manifest.json").read_text()).get("shards", [])
+    except (OSError, ValueError):
+        return ""
+    return "+".join(str(sh.get("sha256", ""))[:12] for sh in shards)
 
 
 def _distill_jobs(study: StudyConfig) -> list[tuple[DistillSpec, float | None]]:
@@ -128,7 +175,43 @@ def _require_packages(study: StudyConfig, common: list[str]) -> None:
 def run_study(study: StudyConfig, show_progress: bool = True, dry_run: bool = False) -> StudyResult:
     """Teacher -> every distilled set -> evaluation -> report; stops early (resumable) when a stage pauses.
 
-    With `dry_run`, nothing runs: every stage says whether it is cached, would resume or would run."""
+    With `dry_run`, nothing runs: every stage says whether it is cached, would resume or would run. Only one
+    study at a time runs in an out_dir (a second one is refused while the first holds its lock)."""
+    if not study.distill and not study.evaluate.config:
+        raise ValueError("a study needs at least one `distill` entry or an `evaluate` stage")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("ssdd reproduce runs in one process: start it with plain `ssdd`, or run the stages "
+                         "themselves under torchrun (ssdd teacher / distill / evaluate)")
+    from ssdd.validate import validate_study
+
+    validate_study(study)  # every stage's settings and data, before the first stage runs
+    root = Path(study.out_dir)
+    if dry_run:
+        return _run_study(study, root, show_progress, dry_run)
+    root.mkdir(parents=True, exist_ok=True)
+    with _exclusive(root):
+        return _run_study(study, root, show_progress, dry_run)
+
+
+@contextmanager
+def _exclusive(root: Path) -> Iterator[None]:
+    """Hold `root/.study.lock` while the study runs: a second `ssdd reproduce` on the same out_dir would
+    otherwise delete (no checkpoint yet) or resume (a checkpoint) the stage folder the first one is writing."""
+    try:
+        import fcntl
+    except ImportError:  # no advisory locks on this platform
+        yield
+        return
+    with open(root / LOCK, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise FileExistsError(f"{root} is in use by another `ssdd reproduce` (it holds {root / LOCK}); wait "
+                                  f"for it to finish or choose another out_dir") from None
+        yield  # closing the file releases the lock, also when the process dies
+
+
+def _run_study(study: StudyConfig, root: Path, show_progress: bool, dry_run: bool) -> StudyResult:
     from ssdd.distill.config import DistillConfig
     from ssdd.distill.run import run_distill
     from ssdd.evaluation.config import EvaluateConfig
@@ -136,14 +219,7 @@ def run_study(study: StudyConfig, show_progress: bool = True, dry_run: bool = Fa
     from ssdd.teacher.config import TeacherConfig
     from ssdd.teacher.train import train_teacher
 
-    if not study.distill and not study.evaluate.config:
-        raise ValueError("a study needs at least one `distill` entry or an `evaluate` stage")
-    from ssdd.validate import validate_study
-
-    validate_study(study)  # every stage's settings and data, before the first stage runs
-    root = Path(study.out_dir)
     if not dry_run:
-        root.mkdir(parents=True, exist_ok=True)
         save_config(study, root / "study.yaml")
     common = [f"seed={study.seed}", f"device={study.device}"]
     if not dry_run:
@@ -187,7 +263,7 @@ def run_study(study: StudyConfig, show_progress: bool = True, dry_run: bool = Fa
 
     # 2. distilled sets, one per entry and budget
     for spec, budget in _distill_jobs(study):
-        extra = [f"budget={budget:g}"] if budget is not None else []
+        extra = [f"budget={budget!r}"] if budget is not None else []
         extra += [f"name={spec.name}"] if spec.name else []
         cfg = load_config(DistillConfig, spec.config or None, [*common, *spec.overrides, *extra])
         cfg.teacher = str(result.teacher)
@@ -203,7 +279,7 @@ def run_study(study: StudyConfig, show_progress: bool = True, dry_run: bool = Fa
     # 3. evaluation of every set, 4. the report
     if study.evaluate.config:
         cfg = load_config(EvaluateConfig, study.evaluate.config, [*common, *study.evaluate.overrides])
-        given = [f"set:{p}" for p in cfg.distilled]  # sets named by the evaluate preset itself
+        given = [f"set:{p}:{_set_fingerprint(Path(p))}" for p in cfg.distilled]  # sets named by the preset
         cfg.teacher = str(result.teacher)
         cfg.distilled = [*cfg.distilled, *(str(p) for p in result.distilled)]
         upstream = teacher_upstream + given + [s.key for s in result.stages if s.kind == "distill"]
@@ -218,8 +294,9 @@ def run_study(study: StudyConfig, show_progress: bool = True, dry_run: bool = Fa
         if study.report and not dry_run:
             from ssdd.report import build_report
 
+            # every set the evaluation scored: those its preset names and those this study distilled
             result.report = [Path(p) for p in build_report(result.evaluation, out_dir=root, teacher=result.teacher,
-                                                            distilled=result.distilled)]
+                                                            distilled=[Path(d) for d in cfg.distilled])]
             say(f"report: {', '.join(str(p) for p in result.report)}")
     if dry_run:
         return result
