@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from ssdd.artifacts import read_manifest
+from ssdd.data.published_stats import KRR_ST_MEAN, KRR_ST_STD
 from ssdd.distill.artifact import DistilledSet, load_distilled, save_distilled
 from ssdd.distill.registry import DistillContext, DistillMethod, DistillResult, register_method
 from ssdd.runtime import file_sha256, versions, write_json
@@ -49,34 +50,6 @@ METHOD = "imported"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 EXPORT_KIND = "ssdd.export"
 
-# KRR-ST's normalisation statistics by image size and dataset, as in its data/augmentation.py (MEAN, STD),
-# including its 32 px flowers mean (0.3030 where the other sizes have 0.3830).
-KRR_ST_MEAN: dict[int, dict[str, tuple[float, float, float]]] = {
-    32: {"svhn": (0.4377, 0.4438, 0.4728), "cifar10": (0.4914, 0.4822, 0.4465), "cifar100": (0.5071, 0.4866, 0.4409),
-         "aircraft": (0.4804, 0.5116, 0.5349), "cars": (0.4706, 0.4600, 0.4548), "cub2011": (0.4857, 0.4995, 0.4324),
-         "dogs": (0.4765, 0.4516, 0.3911), "flowers": (0.4344, 0.3030, 0.2955),
-         "tinyimagenet": (0.4802, 0.4481, 0.3975), "imagenet": (0.4810, 0.4574, 0.4078)},
-    64: {"svhn": (0.4377, 0.4438, 0.4728), "cifar10": (0.4914, 0.4821, 0.4465), "cifar100": (0.5070, 0.4865, 0.4409),
-         "aircraft": (0.4797, 0.5108, 0.5341), "cars": (0.4707, 0.4601, 0.4549), "cub2011": (0.4856, 0.4995, 0.4324),
-         "dogs": (0.4765, 0.4517, 0.3911), "flowers": (0.4344, 0.3830, 0.2955),
-         "tinyimagenet": (0.4802, 0.4481, 0.3975), "imagenet": (0.4810, 0.4574, 0.4078)},
-    224: {"aircraft": (0.4797, 0.5109, 0.5342), "cars": (0.4707, 0.4601, 0.4549), "cub2011": (0.4856, 0.4994, 0.4324),
-          "dogs": (0.4765, 0.4517, 0.3912), "flowers": (0.4344, 0.3830, 0.2955),
-          "imagenette": (0.4655, 0.4546, 0.4250)},
-}
-KRR_ST_STD: dict[int, dict[str, tuple[float, float, float]]] = {
-    32: {"svhn": (0.1980, 0.2010, 0.1970), "cifar10": (0.2470, 0.2435, 0.2616), "cifar100": (0.2673, 0.2564, 0.2762),
-         "aircraft": (0.2021, 0.1953, 0.2297), "cars": (0.2746, 0.2740, 0.2831), "cub2011": (0.2145, 0.2098, 0.2496),
-         "dogs": (0.2490, 0.2435, 0.2479), "flowers": (0.2811, 0.2318, 0.2607),
-         "tinyimagenet": (0.2770, 0.2691, 0.2821), "imagenet": (0.2633, 0.2560, 0.2708)},
-    64: {"svhn": (0.1981, 0.2011, 0.1971), "cifar10": (0.2469, 0.2433, 0.2614), "cifar100": (0.2671, 0.2562, 0.2760),
-         "aircraft": (0.2117, 0.2049, 0.2380), "cars": (0.2836, 0.2826, 0.2914), "cub2011": (0.2218, 0.2170, 0.2564),
-         "dogs": (0.2551, 0.2495, 0.2539), "flowers": (0.2878, 0.2390, 0.2674),
-         "tinyimagenet": (0.2770, 0.2691, 0.2821), "imagenet": (0.2633, 0.2560, 0.2708)},
-    224: {"aircraft": (0.2204, 0.2135, 0.2451), "cars": (0.2927, 0.2917, 0.3001), "cub2011": (0.2295, 0.2250, 0.2635),
-          "dogs": (0.2617, 0.2564, 0.2607), "flowers": (0.2928, 0.2449, 0.2726),
-          "imagenette": (0.2804, 0.2754, 0.2965)},
-}
 # classes of KRR-ST's source datasets (its NUM_CLASSES), for sets whose y_syn holds labels
 KRR_ST_CLASSES = {"svhn": 10, "cifar10": 10, "cifar100": 100, "tinyimagenet": 200, "imagenet": 1000, "imagenette": 10}
 # train-split sizes of the sources KRR-ST distils, for the compression ratio in evaluation reports

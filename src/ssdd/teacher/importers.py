@@ -38,38 +38,17 @@ import torch
 from torch import nn
 
 from ssdd.config import DataConfig, ModelConfig
+from ssdd.data.published_stats import KRR_ST_MEAN as _KRR_ST_MEAN
+from ssdd.data.published_stats import KRR_ST_STD as _KRR_ST_STD
 from ssdd.import_teacher_args import FORMATS
 from ssdd.models import build_model, describe
 
 SAVE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
+
 Stats = tuple[tuple[float, float, float], tuple[float, float, float]]
 
-# KRR-ST, data/augmentation.py: MEAN[size][name], STD[size][name] (transcribed as published).
-_KRR_ST_MEAN: dict[int, dict[str, tuple[float, float, float]]] = {
-    32: {"svhn": (0.4377, 0.4438, 0.4728), "cifar10": (0.4914, 0.4822, 0.4465),
-         "cifar100": (0.5071, 0.4866, 0.4409), "aircraft": (0.4804, 0.5116, 0.5349),
-         "cars": (0.4706, 0.4600, 0.4548), "cub2011": (0.4857, 0.4995, 0.4324),
-         "dogs": (0.4765, 0.4516, 0.3911), "flowers": (0.4344, 0.3030, 0.2955),
-         "tinyimagenet": (0.4802, 0.4481, 0.3975), "imagenet": (0.4810, 0.4574, 0.4078)},
-    64: {"svhn": (0.4377, 0.4438, 0.4728), "cifar10": (0.4914, 0.4821, 0.4465),
-         "cifar100": (0.5070, 0.4865, 0.4409), "aircraft": (0.4797, 0.5108, 0.5341),
-         "cars": (0.4707, 0.4601, 0.4549), "cub2011": (0.4856, 0.4995, 0.4324),
-         "dogs": (0.4765, 0.4517, 0.3911), "flowers": (0.4344, 0.3830, 0.2955),
-         "tinyimagenet": (0.4802, 0.4481, 0.3975), "imagenet": (0.4810, 0.4574, 0.4078)},
-}
-_KRR_ST_STD: dict[int, dict[str, tuple[float, float, float]]] = {
-    32: {"svhn": (0.1980, 0.2010, 0.1970), "cifar10": (0.2470, 0.2435, 0.2616),
-         "cifar100": (0.2673, 0.2564, 0.2762), "aircraft": (0.2021, 0.1953, 0.2297),
-         "cars": (0.2746, 0.2740, 0.2831), "cub2011": (0.2145, 0.2098, 0.2496),
-         "dogs": (0.2490, 0.2435, 0.2479), "flowers": (0.2811, 0.2318, 0.2607),
-         "tinyimagenet": (0.2770, 0.2691, 0.2821), "imagenet": (0.2633, 0.2560, 0.2708)},
-    64: {"svhn": (0.1981, 0.2011, 0.1971), "cifar10": (0.2469, 0.2433, 0.2614),
-         "cifar100": (0.2671, 0.2562, 0.2760), "aircraft": (0.2117, 0.2049, 0.2380),
-         "cars": (0.2836, 0.2826, 0.2914), "cub2011": (0.2218, 0.2170, 0.2564),
-         "dogs": (0.2551, 0.2495, 0.2539), "flowers": (0.2878, 0.2390, 0.2674),
-         "tinyimagenet": (0.2770, 0.2691, 0.2821), "imagenet": (0.2633, 0.2560, 0.2708)},
-}
+# KRR-ST, data/augmentation.py: MEAN[size][name], STD[size][name] live in ssdd.data.published_stats.
 # KRR-ST, train.py: args.img_size per --data_name (the teachers' resolution).
 _KRR_ST_RESOLUTION = {"cifar100": 32, "tinyimagenet": 64, "imagenet": 64}
 
