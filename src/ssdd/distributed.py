@@ -44,6 +44,14 @@ def init_distributed(device: str = "auto") -> DistInfo:
     return DistInfo(rank, world_size, local_rank)
 
 
+def is_main_process() -> bool:
+    """Rank 0 of a torchrun job (from the process group, or from the environment before it exists), or no job:
+    the one process that writes into run folders and prints progress."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return os.environ.get("RANK", "0") == "0"
+
+
 def shutdown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -17,7 +17,6 @@ nothing is printed: library calls stay quiet.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -37,7 +36,9 @@ _STACK: list[Phase] = []
 @contextmanager
 def show_phases(show: bool) -> Iterator[None]:
     """Show (or hide) phase lines and `bar`s for everything called inside; only rank 0 of a torchrun job shows."""
-    token = _SHOW.set(bool(show) and os.environ.get("RANK", "0") == "0")
+    from ssdd.distributed import is_main_process
+
+    token = _SHOW.set(bool(show) and is_main_process())
     try:
         yield
     finally:

@@ -13,12 +13,12 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ssdd.distributed import is_main_process
 from ssdd.runfolder import CHECKPOINT, check_resume_compatible, flatten
 from ssdd.runtime import write_json
 
@@ -50,11 +50,6 @@ def distill_resumable_keys(cfg: Any) -> tuple[str, ...]:
     if cfg.method == "boost" and cfg.boost.approximation == "posthoc":
         keys += ("boost.approx_lr", "boost.approx_steps")
     return keys
-
-
-def is_main_process() -> bool:
-    """Rank 0 under torchrun (or a plain process): the one that writes into the run folder."""
-    return os.environ.get("RANK", "0") == "0"
 
 
 # ----------------------------------------------------------------------------- the run under way

@@ -10,7 +10,6 @@ an interruption and shows up while the run goes on.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -39,12 +38,10 @@ def require_tensorboard(enabled: bool) -> None:
 
 
 def main_process() -> bool:
-    """Rank 0 of a torchrun job (known from the environment even before the process group exists), or no job."""
-    import torch.distributed as dist
+    """Rank 0 of a torchrun job, or no job (ssdd.distributed.is_main_process)."""
+    from ssdd.distributed import is_main_process
 
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank() == 0
-    return os.environ.get("RANK", "0") == "0"
+    return is_main_process()
 
 
 class ScalarLog:

@@ -147,17 +147,11 @@ def _source_cell(cell: tuple) -> tuple:
 
 
 def _previous_rows(out_dir: Path, cfg: EvaluateConfig, resume: bool) -> list[dict[str, Any]]:
-    """Rows of an earlier run in out_dir to keep (--resume), after checking it measured the same thing."""
-    if (out_dir / "manifest.json").exists() or (out_dir / "checkpoint.pt").exists():
-        raise FileExistsError(f"{out_dir} holds a teacher or distillation run; choose another out_dir for the "
-                              f"evaluation")
+    """Rows of an earlier run in out_dir to keep (--resume), after checking it measured the same thing.
+
+    validate_evaluate has refused an artifact folder, and results without --resume, before any work."""
     results = out_dir / "results.json"
-    if not resume:
-        if results.exists():
-            raise FileExistsError(f"{out_dir} already holds evaluation results (results.json); pass --resume to "
-                                  f"add only the missing cells, or choose another out_dir")
-        return []
-    if not results.exists():
+    if not resume or not results.exists():
         return []
     saved = yaml.safe_load((out_dir / "config.yaml").read_text()) if (out_dir / "config.yaml").exists() else None
     if saved is not None:
