@@ -69,3 +69,8 @@ def load_distilled(directory: str | Path) -> DistilledSet:
     stored = load_tensors(directory, manifest.get("shards"))  # shard names confined, checksums, NaN/inf
     verify_distilled(directory, manifest, stored)  # shapes, m, views, storage and budget against the tensors
     return DistilledSet(method, stored, manifest)
+
+
+def set_fingerprint(manifest: dict[str, Any]) -> str:
+    """A distilled set's identity: the first 12 hex digits of each shard's SHA-256, joined by '+'."""
+    return "+".join(str(shard.get("sha256", ""))[:12] for shard in manifest.get("shards", []))

@@ -23,6 +23,7 @@ from ssdd import distributed as D
 from ssdd.config import DataConfig, ModelConfig, config_to_dict, save_config
 from ssdd.data import ImageDataset, channel_stats, load_split
 from ssdd.distill import load_distilled
+from ssdd.distill.artifact import set_fingerprint
 from ssdd.distill.interop import evaluation_note
 from ssdd.evaluation.cka import linear_cka
 from ssdd.evaluation.config import EvaluateConfig
@@ -97,7 +98,7 @@ def _sources(cfg: EvaluateConfig, teacher: Teacher, n_source: int) -> list[Pretr
              "compression": source_images / storage.image_equivalents, "m": manifest.get("m"),
              "views": int(images.shape[0]), "distill_s": distilled.manifest.get("wall_clock_s"),
              "distill_device": distilled.manifest.get("device"),
-             "set_fingerprint": "+".join(str(sh.get("sha256", ""))[:12] for sh in manifest.get("shards", []))}))
+             "set_fingerprint": set_fingerprint(manifest)}))
     labels = [s.label for s in sources]
     duplicated = sorted({label for label in labels if labels.count(label) > 1})
     if duplicated:

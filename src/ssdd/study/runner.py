@@ -143,11 +143,12 @@ def _teacher_fingerprint(path: Path) -> str:
 
 def _set_fingerprint(folder: Path) -> str:
     """Shard checksums of a distilled set the evaluate preset names (empty when it cannot be read)."""
+    from ssdd.distill.artifact import set_fingerprint
+
     try:
-        shards = json.loads((folder / "manifest.json").read_text()).get("shards", [])
+        return set_fingerprint(json.loads((folder / "manifest.json").read_text()))
     except (OSError, ValueError):
         return ""
-    return "+".join(str(sh.get("sha256", ""))[:12] for sh in shards)
 
 
 def _distill_jobs(study: StudyConfig) -> list[tuple[DistillSpec, float | None]]:
