@@ -2,6 +2,7 @@
 
     ssdd teacher --config teacher_cpu optim.epochs=20 [--resume]
     ssdd distill --config cifar100 teacher=runs/teacher_cifar100/teacher [--resume]
+    ssdd experts --config experts_cpu teacher=runs/teacher_cpu/teacher [--resume]
     ssdd evaluate --config evaluate_cpu --distilled runs/full/boost_n100
     ssdd show runs/full/boost_n100
     ssdd report runs/evaluate [--out DIR] [--teacher DIR] [--distilled DIR ...]
@@ -64,6 +65,15 @@ def _cmd_distill(args: argparse.Namespace) -> int:
 
     if (cfg := _config(args, DistillConfig)) is not None:
         run_distill(cfg, resume=args.resume, show_progress=not args.no_progress)
+    return 0
+
+
+def _cmd_experts(args: argparse.Namespace) -> int:
+    from ssdd.experts.config import ExpertsConfig
+    from ssdd.experts.train import train_experts
+
+    if (cfg := _config(args, ExpertsConfig)) is not None:
+        train_experts(cfg, resume=args.resume, show_progress=not args.no_progress)
     return 0
 
 
@@ -153,7 +163,8 @@ def _cmd_presets(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ssdd", description="Self-supervised dataset distillation (KRR-ST, Boost).")
+    parser = argparse.ArgumentParser(prog="ssdd",
+                                     description="Self-supervised dataset distillation (KRR-ST, Boost, MKDT).")
     parser.add_argument("--version", action="version", version=f"ssdd {__version__}")
     parser.add_argument("--debug", action="store_true",
                         help="show the traceback of an error instead of its one-line message (also SSDD_TRACEBACK=1; "
@@ -167,11 +178,20 @@ def build_parser() -> argparse.ArgumentParser:
                          help="no progress bar or phase lines (epoch lines and logs stay)")
     teacher.set_defaults(func=_cmd_teacher)
 
-    distill = sub.add_parser("distill", help="distil the source into a small set (boost, krr_st, random, kmeans)")
+    distill = sub.add_parser("distill", help="distil the source into a small set (boost, krr_st, mkdt, random, "
+                                             "kmeans)")
     _add_config_args(distill)
     distill.add_argument("--resume", action="store_true", help="continue the run in out_dir from its checkpoint")
     distill.add_argument("--no-progress", action="store_true", help="no progress bar or phase lines")
     distill.set_defaults(func=_cmd_distill)
+
+    experts = sub.add_parser("experts", help="train MKDT's expert trajectories (students regressing the teacher's "
+                                             "representations) for `distill method=mkdt`")
+    _add_config_args(experts)
+    experts.add_argument("--resume", action="store_true",
+                         help="continue the run in out_dir (or add experts with a larger num_experts)")
+    experts.add_argument("--no-progress", action="store_true", help="no progress bar or phase lines")
+    experts.set_defaults(func=_cmd_experts)
 
     evaluate = sub.add_parser("evaluate", help="pre-train on distilled sets, fine-tune and probe on targets")
     _add_config_args(evaluate)

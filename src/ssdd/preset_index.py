@@ -16,6 +16,7 @@ SUFFIX = ".yaml"
 SCHEMAS = {  # command -> its config schema (module:class), imported only when a preset is classified
     "teacher": "ssdd.teacher.config:TeacherConfig",
     "distill": "ssdd.distill.config:DistillConfig",
+    "experts": "ssdd.experts.config:ExpertsConfig",
     "evaluate": "ssdd.evaluation.config:EvaluateConfig",
     "reproduce": "ssdd.study.config:StudyConfig",
 }

@@ -45,8 +45,18 @@ TEACHER_FINISH_KEYS: tuple[str, ...] = ("save_dtype", "data.test_split", *_probe
 DISTILL_FREE_KEYS: tuple[str, ...] = ("name", "log_every", "checkpoint_every")
 
 
+def method_free_keys(config: Mapping[str, Any]) -> tuple[str, ...]:
+    """Dotted keys of a distill config that only another method reads: MKDT's options for any other method
+    (they change nothing there, and runs and study stages made before MKDT existed lack them)."""
+    if config.get("method") == "mkdt":
+        return ()
+    return tuple(f"mkdt.{k}" for k in (config.get("mkdt") or {}))
+
+
 def distill_resumable_keys(cfg: Any) -> tuple[str, ...]:
-    keys = DISTILL_FREE_KEYS
+    from ssdd.config import config_to_dict
+
+    keys = DISTILL_FREE_KEYS + method_free_keys(config_to_dict(cfg))
     if cfg.method == "boost" and cfg.boost.approximation == "posthoc":
         keys += ("boost.approx_lr", "boost.approx_steps")
     return keys

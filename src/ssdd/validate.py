@@ -390,6 +390,8 @@ def check_distill_settings(cfg: Any) -> None:
     whole("stop_after_steps", cfg.stop_after_steps, 0)
     whole("kmeans_iterations", cfg.kmeans_iterations, 1)
     whole("data.resolution", cfg.data.resolution, 1)
+    if cfg.method == "mkdt":
+        check_mkdt_settings(cfg.mkdt)
     if cfg.method not in LOOP_METHODS:
         return
     krr, pool = cfg.krr, cfg.pool
@@ -416,6 +418,44 @@ def check_distill_settings(cfg: Any) -> None:
         non_negative("boost.basis_lr_scale", b.basis_lr_scale)
 
 
+def check_mkdt_settings(mk: Any) -> None:
+    if not mk.experts:
+        raise ConfigError("method=mkdt needs mkdt.experts=FOLDER: expert trajectories from `ssdd experts` "
+                          "made with the same teacher and source")
+    whole("mkdt.iterations", mk.iterations, 1)
+    whole("mkdt.syn_steps", mk.syn_steps, 1)
+    whole("mkdt.expert_epochs", mk.expert_epochs, 1)
+    whole("mkdt.max_start_epoch", mk.max_start_epoch, 1)
+    whole("mkdt.batch_syn", mk.batch_syn, 0)
+    for key in ("lr_images", "lr_targets", "lr_lr", "init_lr"):
+        positive(f"mkdt.{key}", getattr(mk, key))
+    non_negative("mkdt.momentum", mk.momentum)
+    choice("mkdt.init", mk.init, ("high_loss", "random"))
+
+
+def check_experts_folder(cfg: Any, teacher: dict[str, Any], available: int | None = None) -> None:
+    """mkdt.experts is an intact expert-trajectories folder made with this teacher, with enough epochs."""
+    from ssdd.artifacts import ArtifactError
+    from ssdd.experts.artifact import load_experts
+
+    try:
+        experts = load_experts(cfg.mkdt.experts)
+    except (FileNotFoundError, ArtifactError) as exc:
+        raise ConfigError(f"mkdt.experts: {_first_line(exc)}") from None
+    if experts.manifest.get("teacher", {}).get("function_fingerprint") != teacher.get("function_fingerprint"):
+        raise ConfigError(f"mkdt.experts={cfg.mkdt.experts}: made with another teacher "
+                          f"({experts.manifest.get('teacher', {}).get('path', '?')}), not {cfg.teacher}")
+    trained_on = experts.manifest.get("source", {}).get("images")
+    if available is not None and trained_on is not None and int(trained_on) != available:
+        raise ConfigError(f"mkdt.experts={cfg.mkdt.experts}: trained on {trained_on} source images "
+                          f"({experts.manifest.get('source', {}).get('name', '?')}), this source has {available}")
+    need = cfg.mkdt.max_start_epoch - 1 + cfg.mkdt.expert_epochs
+    if need > experts.epochs:
+        raise ConfigError(f"mkdt.max_start_epoch={cfg.mkdt.max_start_epoch} with mkdt.expert_epochs="
+                          f"{cfg.mkdt.expert_epochs} needs {need} expert epochs; {cfg.mkdt.experts} has "
+                          f"{experts.epochs}")
+
+
 def check_budget_fits(cfg: Any, resolution: int, feature_dim: int, available: int | None) -> None:
     """The budget holds at least one sample and no more samples than the source has (BudgetError)."""
     from ssdd.distill.budget import samples_for_budget
@@ -428,7 +468,7 @@ def check_budget_fits(cfg: Any, resolution: int, feature_dim: int, available: in
         boost_samples(cfg.boost, shape, feature_dim, cfg.budget, available=available)
     elif cfg.method == "random_supervised":
         samples_for_budget(cfg.budget, shape, 1, True, available=available)
-    elif cfg.method in ("krr_st", "random", "kmeans"):
+    elif cfg.method in ("krr_st", "mkdt", "random", "kmeans"):
         samples_for_budget(cfg.budget, shape, feature_dim, cfg.count_targets, available=available)
 
 
@@ -446,7 +486,43 @@ def validate_distill(cfg: Any, resume: bool = False) -> None:
     available = check_split(cfg.data, "train_split")
     if manifest.get("feature_dim"):
         check_budget_fits(cfg, resolution, int(manifest["feature_dim"]), available)
+    if cfg.method == "mkdt":
+        check_experts_folder(cfg, manifest, available)
     _start("distill", cfg.out_dir)
+
+
+# ----------------------------------------------------------------------------- ssdd experts
+def check_experts_settings(cfg: Any) -> None:
+    """Everything of an experts config that needs no file."""
+    finite_everywhere(cfg)
+    whole("num_experts", cfg.num_experts, 1)
+    whole("epochs", cfg.epochs, 1)
+    whole("batch_size", cfg.batch_size, 1)
+    positive("lr", cfg.lr)
+    non_negative("momentum", cfg.momentum)
+    non_negative("weight_decay", cfg.weight_decay)
+    choice("augment", cfg.augment, ("none", "crop_flip"))
+    whole("stop_after_experts", cfg.stop_after_experts, 0)
+    whole("data.resolution", cfg.data.resolution, 1)
+    check_model("model", cfg.model, cfg.data.resolution)
+    from ssdd.models import build_model
+
+    if any(b.is_floating_point() for b in build_model(cfg.model, cfg.data.resolution).buffers()):
+        raise ConfigError(f"model: {cfg.model.name} keeps running statistics (BatchNorm), which MKDT's unrolled "
+                          f"student steps cannot carry; use model.name=convnet_mtt (instance norm)")
+
+
+def validate_experts(cfg: Any, resume: bool = False) -> None:
+    """`ssdd experts`: settings, device, output folder, the teacher and the training split."""
+    check_experts_settings(cfg)
+    check_device(cfg.device)
+    check_writable(cfg.out_dir)
+    manifest = teacher_manifest(cfg.teacher)
+    if cfg.data.resolution != manifest["resolution"]:
+        raise ConfigError(f"data.resolution={cfg.data.resolution}, but teacher {cfg.teacher} expects "
+                          f"{manifest['resolution']} px images: set data.resolution={manifest['resolution']}")
+    check_split(cfg.data, "train_split")
+    _start("experts", cfg.out_dir)
 
 
 # ----------------------------------------------------------------------------- ssdd evaluate
@@ -621,6 +697,15 @@ def validate_study(study: Any) -> None:
         except ValueError as exc:
             raise type(exc)(f"teacher stage: {exc}") from None
         resolution = cfg.data.resolution
+    if study.experts.config:
+        from ssdd.experts.config import ExpertsConfig
+
+        cfg = load_config(ExpertsConfig, study.experts.config, [*common, *study.experts.overrides])
+        try:
+            check_experts_settings(cfg)
+            check_split(cfg.data, "train_split")
+        except ValueError as exc:
+            raise type(exc)(f"experts stage: {exc}") from None
     for spec in study.distill:
         for budget in [*spec.budgets] or [None]:
             extra = [f"budget={budget!r}"] if budget is not None else []

@@ -49,11 +49,30 @@ class BoostConfig:
 
 
 @dataclass
+class MKDTConfig:
+    """MKDT's trajectory matching (defaults = the official MKDT code's CIFAR settings; docs/method.md)."""
+
+    experts: str = ""  # an expert-trajectories folder from `ssdd experts` with the same teacher (required)
+    iterations: int = 5000  # outer (distillation) iterations
+    syn_steps: int = 40  # student SGD steps on the distilled set per iteration
+    expert_epochs: int = 2  # M: the student is matched to the expert M epochs after its start
+    max_start_epoch: int = 2  # start epochs are drawn from 0 .. max_start_epoch - 1
+    batch_syn: int = 256  # distilled images per student step (0 = all)
+    lr_images: float = 1000.0  # SGD on the images, which are learned in the teacher-normalised space
+    lr_targets: float = 1.0  # SGD on the target representations
+    lr_lr: float = 1e-4  # SGD on the student's learnable learning rate
+    init_lr: float = 0.1  # the learnable learning rate starts at the experts' lr
+    momentum: float = 0.5  # of the three SGD optimisers
+    init: str = "high_loss"  # high_loss (the images the experts fit worst) | random
+    recompute: bool = True  # recompute each student step in the backward pass: memory bounded in syn_steps
+
+
+@dataclass
 class DistillConfig:
     seed: int = 0
     out_dir: str = "runs/distill"
     device: str = "auto"
-    method: str = "krr_st"  # krr_st | boost | random | kmeans | random_supervised
+    method: str = "krr_st"  # krr_st | boost | mkdt | random | kmeans | random_supervised
     name: str = ""  # label of this set in evaluation reports (default: method@budget), e.g. an ablation
     budget: float = 100.0  # storage budget N in image-equivalents
     count_targets: bool = True  # count Y_s in the budget; false = m = N images (KRR-ST paper convention)
@@ -66,8 +85,11 @@ class DistillConfig:
     krr: KRRConfig = field(default_factory=KRRConfig)
     pool: PoolConfig = field(default_factory=PoolConfig)
     boost: BoostConfig = field(default_factory=BoostConfig)
+    mkdt: MKDTConfig = field(default_factory=MKDTConfig)
     kmeans_iterations: int = 100  # k-means subset: Lloyd iterations
 
 
-RESUMABLE_KEYS = ("stop_after_steps", "out_dir", "tensorboard",  # not device: RNG states are device-specific
-                  "krr.split_support")  # nor the number of processes: a checkpoint resumes under any
+# not device (RNG states are device-specific); not the number of processes either: a checkpoint resumes under
+# any. A moved experts folder is checked by its content; mkdt.recompute gives the same gradients.
+RESUMABLE_KEYS = ("stop_after_steps", "out_dir", "tensorboard", "krr.split_support", "mkdt.experts",
+                  "mkdt.recompute")

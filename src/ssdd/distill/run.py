@@ -11,7 +11,7 @@ from ssdd import distributed as D
 from ssdd.artifacts import ArtifactError
 from ssdd.config import config_to_dict, save_config
 from ssdd.data import load_split
-from ssdd.distill import boost, krr_st, subsets  # noqa: F401  (register the methods)
+from ssdd.distill import boost, krr_st, mkdt, subsets  # noqa: F401  (register the methods)
 from ssdd.distill.artifact import DistilledSet, save_distilled
 from ssdd.distill.config import RESUMABLE_KEYS, DistillConfig
 from ssdd.distill.registry import DistillContext, get_method

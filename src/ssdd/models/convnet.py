@@ -1,6 +1,9 @@
-"""The KRR-ST ConvNet: blocks of conv3x3 -> BatchNorm -> ReLU -> AvgPool2, widths doubling per block.
+"""ConvNets of the distillation literature: blocks of conv3x3 -> norm -> ReLU -> AvgPool2.
 
-Default for 32 px: 3 blocks of 128-256-512 channels, feature = flattened 512x4x4 map (8192-d).
+`convnet` is KRR-ST's: BatchNorm, widths doubling per block; for 32 px, 3 blocks of 128-256-512 channels
+and a flattened 512x4x4 feature (8192-d). `convnet_mtt` is the ConvNet of MTT and MKDT (their ConvNetD3):
+instance norm (GroupNorm with one group per channel, so no running statistics), the same width in every
+block; for 32 px, 3 blocks of 128 channels and a flattened 128x4x4 feature (2048-d).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from ssdd.models.registry import register
 
 class ConvNet(nn.Module):
     def __init__(self, resolution: int = 32, width: int = 128, depth: int = 3, feature: str = "flatten",
-                 norm: str = "batch") -> None:
+                 norm: str = "batch", growth: int = 2) -> None:
         super().__init__()
         if resolution % 2**depth:
             raise ValueError(
@@ -24,7 +27,7 @@ class ConvNet(nn.Module):
         layers: list[nn.Module] = []
         channels = 3
         for block in range(depth):
-            out = width * 2**block
+            out = width * growth**block
             layers += [nn.Conv2d(channels, out, kernel_size=3, padding=1), _norm(norm, out), nn.ReLU(inplace=True),
                        nn.AvgPool2d(2)]
             channels = out
@@ -51,3 +54,9 @@ def _norm(kind: str, channels: int) -> nn.Module:
 def convnet(cfg: ModelConfig, resolution: int) -> nn.Module:
     feature = "flatten" if cfg.feature == "default" else cfg.feature
     return ConvNet(resolution, cfg.width or 128, cfg.depth or 3, feature)
+
+
+@register("convnet_mtt")
+def convnet_mtt(cfg: ModelConfig, resolution: int) -> nn.Module:
+    feature = "flatten" if cfg.feature == "default" else cfg.feature
+    return ConvNet(resolution, cfg.width or 128, cfg.depth or 3, feature, norm="instance", growth=1)

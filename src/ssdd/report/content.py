@@ -16,7 +16,9 @@ FULL_TABLE_HEADER = ["pre-training", "top-1 (%)", "retention", "vs no pre-traini
                      "speed-up", "distillation time"]
 REFERENCE_NAMES = {"no_pretrain": "no pre-training", "full_data": "full data"}
 METHOD_NOTES = {"boost": "Boost: low-rank bases, predefined views, approximation networks",
-                "krr_st": "KRR-ST: learned images and targets", "random": "random real images, teacher targets",
+                "krr_st": "KRR-ST: learned images and targets",
+                "mkdt": "MKDT: learned images and targets, matched to knowledge-distillation trajectories",
+                "random": "random real images, teacher targets",
                 "kmeans": "k-means-chosen real images, teacher targets",
                 "random_supervised": "random real images, class labels"}
 DEFAULTS = {"seeds": 3, "finetune_iterations": 10_000, "finetune_small_iterations": 5_000, "pretrain_epochs": 1000,

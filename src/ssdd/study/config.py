@@ -30,6 +30,9 @@ class StudyConfig:
     seed: int = 0  # given to every stage (a stage's own overrides may still set it)
     device: str = "auto"
     teacher: TeacherSpec = field(default_factory=TeacherSpec)
+    # MKDT's expert trajectories (`ssdd experts`), trained once with the teacher and given to every mkdt set;
+    # without it, each mkdt set reads the folder its own mkdt.experts names
+    experts: StageSpec = field(default_factory=StageSpec)
     distill: list[DistillSpec] = field(default_factory=list)
     evaluate: StageSpec = field(default_factory=StageSpec)
     report: bool = True  # report.md and report.html at the end

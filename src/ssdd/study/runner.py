@@ -22,6 +22,7 @@ from typing import Any
 from ssdd import __version__
 from ssdd.config import config_to_dict, load_config, save_config
 from ssdd.runfolder import CHECKPOINT, config_hash
+from ssdd.runguard import method_free_keys
 from ssdd.runtime import file_sha256, versions, write_json
 from ssdd.study.config import DistillSpec, StudyConfig
 
@@ -30,10 +31,11 @@ LOCK = ".study.lock"  # held while a study runs in its out_dir
 # settings that never change what a stage computes (left out of its key)
 NOT_HASHED = {
     "teacher": ("out_dir", "stop_after_epochs", "tensorboard", "tensorboard_every"),
+    "experts": ("out_dir", "stop_after_experts", "tensorboard", "teacher"),
     "distill": ("out_dir", "stop_after_steps", "checkpoint_every", "log_every", "teacher", "krr.split_support",
-                "tensorboard"),
+                "tensorboard", "mkdt.experts"),
     "evaluate": ("out_dir", "teacher", "distilled", "tensorboard"),
-}  # `teacher` and `distilled` are paths: the keys of the stages that wrote them stand in their place
+}  # `teacher`, `distilled` and `mkdt.experts` are paths: the keys or fingerprints of what they hold stand in
 
 
 @dataclass
@@ -51,6 +53,7 @@ class StudyResult:
     out_dir: Path
     finished: bool
     teacher: Path | None = None
+    experts: Path | None = None
     distilled: list[Path] = field(default_factory=list)
     evaluation: Path | None = None
     report: list[Path] = field(default_factory=list)
@@ -91,6 +94,8 @@ def _key(kind: str, cfg: Any, upstream: list[str]) -> str:
     """The stage's cache key: its results-relevant settings, the content of its data files, what it reads."""
     ignored = [f"config.{k}" for k in NOT_HASHED[kind]]
     config = config_to_dict(cfg)
+    if kind == "distill":  # another method's options change nothing (and keys stay as before MKDT existed)
+        ignored += [f"config.{k}" for k in method_free_keys(config)]
     return config_hash({"config": config, "data": _data_fingerprints(config), "upstream": upstream,
                         "ssdd": __version__}, ignored)
 
@@ -151,6 +156,15 @@ def _set_fingerprint(folder: Path) -> str:
         return ""
 
 
+def _experts_fingerprint(folder: Path) -> str:
+    """The expert files' checksums of an experts folder a distill preset names (empty when unreadable)."""
+    try:
+        experts = json.loads((folder / "manifest.json").read_text()).get("experts", [])
+        return "+".join(str(e.get("sha256", ""))[:12] for e in experts)
+    except (OSError, ValueError, AttributeError):
+        return ""
+
+
 def _distill_jobs(study: StudyConfig) -> list[tuple[DistillSpec, float | None]]:
     jobs = [(spec, float(b)) for spec in study.distill for b in spec.budgets]
     jobs += [(spec, None) for spec in study.distill if not spec.budgets]
@@ -167,6 +181,10 @@ def _require_packages(study: StudyConfig, common: list[str]) -> None:
     configs: list[Any] = []
     if not study.teacher.path and study.teacher.config:
         configs.append(load_config(TeacherConfig, study.teacher.config, [*common, *study.teacher.overrides]))
+    if study.experts.config:
+        from ssdd.experts.config import ExpertsConfig
+
+        configs.append(load_config(ExpertsConfig, study.experts.config, [*common, *study.experts.overrides]))
     configs += [load_config(DistillConfig, spec.config or None, [*common, *spec.overrides]) for spec in study.distill]
     if study.evaluate.config:
         configs.append(load_config(EvaluateConfig, study.evaluate.config, [*common, *study.evaluate.overrides]))
@@ -233,6 +251,7 @@ def _run_study(study: StudyConfig, root: Path, show_progress: bool, dry_run: boo
     def record() -> None:
         write_json(root / "study.json", {
             "finished": result.finished, "teacher": str(result.teacher) if result.teacher else None,
+            "experts": str(result.experts) if result.experts else None,
             "distilled": [str(p) for p in result.distilled],
             "evaluation": str(result.evaluation) if result.evaluation else None,
             "report": [str(p) for p in result.report],
@@ -262,14 +281,38 @@ def _run_study(study: StudyConfig, root: Path, show_progress: bool, dry_run: boo
         result.teacher = Path(stage.folder) / "teacher"
         teacher_upstream = [f"teacher:{stage.key}"]
 
+    # 1b. MKDT's expert trajectories, when the study trains them
+    experts_upstream: list[str] = []
+    if study.experts.config:
+        from ssdd.experts.config import ExpertsConfig
+        from ssdd.experts.train import train_experts
+
+        cfg = load_config(ExpertsConfig, study.experts.config, [*common, *study.experts.overrides])
+        cfg.teacher = str(result.teacher)
+        stage = _run_stage("experts", "experts", cfg, teacher_upstream, root,
+                           lambda c, r: train_experts(c, resume=r, show_progress=show_progress) is not None, say,
+                           dry_run)
+        result.stages.append(stage)
+        if stage.status == "paused":
+            return stopped(stage)
+        result.experts = Path(stage.folder)
+        experts_upstream = [f"experts:{stage.key}"]
+
     # 2. distilled sets, one per entry and budget
     for spec, budget in _distill_jobs(study):
         extra = [f"budget={budget!r}"] if budget is not None else []
         extra += [f"name={spec.name}"] if spec.name else []
         cfg = load_config(DistillConfig, spec.config or None, [*common, *spec.overrides, *extra])
         cfg.teacher = str(result.teacher)
+        upstream = list(teacher_upstream)
+        if cfg.method == "mkdt":
+            if result.experts is not None:
+                cfg.mkdt.experts = str(result.experts)
+                upstream += experts_upstream
+            else:
+                upstream += [f"experts:{_experts_fingerprint(Path(cfg.mkdt.experts))}"]
         name = f"{spec.name or cfg.method}_n{cfg.budget:g}"
-        stage = _run_stage("distill", name, cfg, teacher_upstream, root,
+        stage = _run_stage("distill", name, cfg, upstream, root,
                            lambda c, r: run_distill(c, resume=r, show_progress=show_progress) is not None, say,
                            dry_run)
         result.stages.append(stage)

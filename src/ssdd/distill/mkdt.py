@@ -1,0 +1,173 @@
+"""MKDT (Joshi, Ni, Mirzasoleiman, ICLR 2025; docs/method.md): matching knowledge-distillation trajectories.
+
+Learned state: m images (in the teacher-normalised space while learning, stored in pixel space like
+KRR-ST's), their m target representations, and the student's learning rate. Initialisation: the m
+source images with the highest loss under the experts' final parameters (`mkdt.init=high_loss`; or a
+random draw), targets = the teacher's representations of them. Each iteration draws an expert and a start
+epoch t < max_start_epoch, trains a student from the expert's parameters at t for `syn_steps` SGD steps on
+minibatches of the distilled set (MSE to the targets, the learnable lr), and moves images, targets and lr
+by SGD (momentum 0.5) on ||theta_N - theta*_{t+M}||^2 / ||theta*_t - theta*_{t+M}||^2 (ssdd.distill.unroll).
+
+Stored and counted exactly like KRR-ST (images + targets, m from the same budget rule); the learned lr
+goes to the manifest. One process runs it (under torchrun the other ranks wait).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from ssdd.augment import normalize, to_float
+from ssdd.config import ModelConfig, config_to_dict
+from ssdd.distill.budget import samples_for_budget
+from ssdd.distill.registry import DistillContext, DistillMethod, DistillResult, register_method
+from ssdd.distill.unroll import FlatModel, matching_loss, minibatches, unrolled_sgd
+from ssdd.experts.artifact import ExpertTrajectories, load_experts
+from ssdd.experts.train import build_student
+from ssdd.progress import phase
+from ssdd.runfolder import load_checkpoint, save_checkpoint
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def experts_fingerprint(experts: ExpertTrajectories) -> str:
+    """The experts' identity: the first 12 hex digits of each expert file's SHA-256, joined by '+'."""
+    return "+".join(str(e.get("sha256", ""))[:12] for e in experts.manifest["experts"])
+
+
+def check_experts_match(experts: ExpertTrajectories, teacher_function: str, source_fingerprint: str) -> None:
+    """The experts were trained on this teacher's representations of this source."""
+    made_with = experts.manifest.get("teacher", {}).get("function_fingerprint")
+    if made_with != teacher_function:
+        raise ValueError(f"{experts.directory}: these expert trajectories regress another teacher's representations "
+                         f"(teacher {experts.manifest.get('teacher', {}).get('path', '?')}); make experts with this "
+                         f"teacher (`ssdd experts teacher=...`)")
+    if experts.manifest.get("source", {}).get("fingerprint") != source_fingerprint:
+        raise ValueError(f"{experts.directory}: these expert trajectories were trained on another source "
+                         f"({experts.manifest.get('source', {}).get('name', '?')}); make experts on this one")
+
+
+def init_indices(experts: ExpertTrajectories, m: int, how: str, n_source: int, seed: int) -> torch.Tensor:
+    """The source images the distilled set starts from (sorted)."""
+    if how == "random":
+        return torch.randperm(n_source, generator=torch.Generator().manual_seed(seed))[:m].sort().values
+    scores = experts.sample_scores()
+    if scores.numel() != n_source:
+        raise ValueError(f"{experts.directory}: the experts scored {scores.numel()} images, the source has {n_source}")
+    return torch.topk(scores, m).indices.sort().values
+
+
+def distill_mkdt(ctx: DistillContext) -> DistillResult:
+    cfg, mk, device, teacher = ctx.cfg, ctx.cfg.mkdt, ctx.device, ctx.teacher
+    images_u8 = ctx.source.images
+    n_source, image_shape = images_u8.shape[0], tuple(images_u8.shape[1:])
+    experts = load_experts(mk.experts)
+    check_experts_match(experts, teacher.function_fingerprint, ctx.source.fingerprint())
+    need = mk.max_start_epoch - 1 + mk.expert_epochs
+    if need > experts.epochs:
+        raise ValueError(f"mkdt.max_start_epoch={mk.max_start_epoch} and mkdt.expert_epochs={mk.expert_epochs} need "
+                         f"{need} expert epochs, {mk.experts} has {experts.epochs}")
+    student = build_student(_ExpertModel(experts), image_shape[-1], teacher.feature_dim, 0).to(device)
+    flat = FlatModel(student)
+    if flat.layout() != experts.layout:
+        raise ValueError(f"{mk.experts}: the experts' parameter layout does not match their model "
+                         f"({experts.manifest.get('model')}); the artifact was made by another version")
+    m = samples_for_budget(cfg.budget, image_shape, teacher.feature_dim, True, available=n_source)
+    with phase(f"initial images: {m} by {mk.init}"):
+        index = init_indices(experts, m, mk.init, n_source, cfg.seed)
+    real = to_float(images_u8[index.to(images_u8.device)])
+    x_s = normalize(real, teacher.mean, teacher.std).clone().requires_grad_(True)
+    with torch.no_grad():
+        y_s = teacher(real).float().clone().requires_grad_(True)
+    lr = torch.tensor(float(mk.init_lr), device=device).requires_grad_(True)
+    optimizers = {key: torch.optim.SGD([tensor], lr=rate, momentum=mk.momentum)
+                  for key, tensor, rate in (("images", x_s, mk.lr_images), ("targets", y_s, mk.lr_targets),
+                                            ("lr", lr, mk.lr_lr))}
+    tensors = {"images": x_s, "targets": y_s, "lr": lr}
+    generator = torch.Generator().manual_seed(cfg.seed)
+    ckpt_path = ctx.out_dir / CHECKPOINT
+    start, history, elapsed = 0, [], 0.0
+    if ctx.resume:
+        state = load_checkpoint(ckpt_path)
+        if state.get("experts_fingerprint") != experts_fingerprint(experts):
+            raise ValueError(f"--resume: the expert trajectories changed since this run started ({mk.experts}); "
+                             f"resume with the original ones, or start a fresh run in another out_dir")
+        with torch.no_grad():
+            for key, tensor in tensors.items():
+                tensor.copy_(state["tensors"][key])
+        for key, optimizer in optimizers.items():
+            optimizer.load_state_dict(state["optimizers"][key])
+        generator.set_state(state["generator"])
+        start, history, elapsed = state["step"], state["history"], state["elapsed_s"]
+        (ctx.out_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
+
+    stop = mk.iterations if cfg.stop_after_steps <= 0 else min(mk.iterations, start + cfg.stop_after_steps)
+    bar = tqdm(range(start, stop), initial=start, total=mk.iterations, desc="mkdt", disable=not ctx.show_progress,
+               dynamic_ncols=True)
+    window, window_start, run_start = 0.0, time.perf_counter(), time.perf_counter()
+    for step in bar:
+        expert = int(torch.randint(0, experts.count, (1,), generator=generator))
+        epoch = int(torch.randint(0, mk.max_start_epoch, (1,), generator=generator))
+        batches = [b.to(device) for b in minibatches(m, mk.batch_syn, mk.syn_steps, generator)]
+        theta_start = experts.snapshot(expert, epoch).to(device)
+        theta_target = experts.snapshot(expert, epoch + mk.expert_epochs).to(device)
+        theta_end = unrolled_sgd(flat, theta_start, x_s, y_s, lr, batches, mk.recompute)
+        loss = matching_loss(theta_end, theta_start, theta_target)
+        for optimizer in optimizers.values():
+            optimizer.zero_grad(set_to_none=True)
+        loss.backward(inputs=[x_s, y_s, lr])
+        if not torch.isfinite(loss) or not torch.isfinite(lr):
+            raise FloatingPointError(f"MKDT's matching loss became {loss.item()} (student lr {lr.item()}) at "
+                                     f"iteration {step}; lower mkdt.lr_images (the last checkpoint is intact)")
+        for optimizer in optimizers.values():
+            optimizer.step()
+        window += float(loss.detach())
+        done = step + 1
+        if done % cfg.log_every == 0 or done == stop:
+            count = (done - 1) % cfg.log_every + 1
+            rate = count / max(time.perf_counter() - window_start, 1e-9)
+            record = {"step": done, "loss": window / count, "steps_per_s": rate, "student_lr": float(lr.detach())}
+            history.append(record)
+            with open(ctx.out_dir / "metrics.jsonl", "a") as log:
+                log.write(json.dumps(record) + "\n")
+            ctx.log.scalars({k: v for k, v in record.items() if k != "step"}, done, prefix="distill/")
+            bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['student_lr']:.4f}")
+            window, window_start = 0.0, time.perf_counter()
+        if done % cfg.checkpoint_every == 0 or done == stop:
+            save_checkpoint(ckpt_path, {
+                "config": config_to_dict(cfg), "tensors": {k: t.detach().cpu() for k, t in tensors.items()},
+                "optimizers": {k: o.state_dict() for k, o in optimizers.items()}, "generator": generator.get_state(),
+                "step": done, "history": history, "elapsed_s": elapsed + time.perf_counter() - run_start,
+                "experts_fingerprint": experts_fingerprint(experts)})
+    bar.close()
+    elapsed += time.perf_counter() - run_start
+    with torch.no_grad():
+        pixels = x_s.detach() * teacher.std.view(1, -1, 1, 1) + teacher.mean.view(1, -1, 1, 1)
+    info: dict[str, Any] = {
+        "m": m, "steps": mk.iterations, "steps_done": stop, "final_loss": history[-1]["loss"] if history else None,
+        "distill_seconds": elapsed, "init": mk.init, "init_indices": index.tolist(),
+        "learned_lr": float(lr.detach()),
+        "experts": {"path": mk.experts, "fingerprint": experts_fingerprint(experts), "count": experts.count,
+                    "epochs": experts.epochs, "model": experts.manifest.get("model"),
+                    "seconds": experts.manifest.get("seconds")}}
+    stored = {"images": pixels.cpu(), "targets": y_s.detach().cpu()}
+    return DistillResult(stored, info, finished=stop >= mk.iterations)
+
+
+class _ExpertModel:
+    """The student model an expert artifact describes (for `build_student`)."""
+
+    def __init__(self, experts: ExpertTrajectories) -> None:
+        described = dict(experts.manifest.get("model") or {})
+        self.model = ModelConfig(**{k: v for k, v in described.items() if k in ("name", "width", "depth", "feature")})
+
+
+def reconstruct_mkdt(stored: dict[str, torch.Tensor], manifest: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    return stored["images"].float(), stored["targets"].float()
+
+
+register_method(DistillMethod("mkdt", distill_mkdt, reconstruct_mkdt))

@@ -1,0 +1,35 @@
+"""Schema of `ssdd experts`: MKDT's expert trajectories (defaults = the official MKDT code's buffer settings).
+
+Each expert is a fresh student (backbone + linear head to the teacher's d) trained by SGD on the whole
+source to regress the frozen teacher's representations (mean squared error), its parameters saved after
+every epoch. The official code trains 100 experts for 20 epochs at lr 0.1, momentum 0.9, weight decay
+1e-4, batch 256, without augmentation, on MTT's ConvNet (width 128, depth 3, instance norm).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ssdd.config import DataConfig, ModelConfig
+
+
+@dataclass
+class ExpertsConfig:
+    seed: int = 0
+    out_dir: str = "runs/experts"
+    device: str = "auto"
+    teacher: str = ""  # an ssdd teacher folder (required): its representations are the students' targets
+    data: DataConfig = field(default_factory=DataConfig)
+    num_experts: int = 100
+    epochs: int = 20  # MKDT distils from epochs 0 .. max_start_epoch + expert_epochs only
+    batch_size: int = 256
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    augment: str = "none"  # none (the official default) | crop_flip (RandomCrop(4) + flip per batch)
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(name="convnet_mtt", width=128, depth=3))
+    stop_after_experts: int = 0  # finish at most this many experts in this invocation (0 = all)
+    tensorboard: bool = False  # also write the epoch losses to out_dir/tensorboard
+
+
+RESUMABLE_KEYS = ("stop_after_experts", "out_dir", "tensorboard", "num_experts")  # more experts: resume adds them

@@ -1,0 +1,214 @@
+"""`ssdd experts`: train MKDT's expert trajectories (resumable; every finished epoch is kept).
+
+The teacher's representations of every source image are computed once; expert i is a fresh student
+(seeded from `seed` and i) trained for `epochs` epochs of SGD on MSE to them, its flat parameters saved at
+the start and after every epoch. A checkpoint after every epoch holds the expert under way; a finished
+expert becomes its own safetensors file at once, so an interruption loses at most one epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+
+from ssdd.artifacts import write_manifest
+from ssdd.augment import crop_flip, normalize, to_float
+from ssdd.config import config_to_dict, save_config
+from ssdd.data import load_split
+from ssdd.distill.pool import PoolMember
+from ssdd.distill.unroll import FlatModel
+from ssdd.experts.artifact import FORMAT_VERSION, KIND, expert_file
+from ssdd.experts.config import RESUMABLE_KEYS, ExpertsConfig
+from ssdd.models import build_model
+from ssdd.models.registry import describe
+from ssdd.progress import bar, phase, show_phases
+from ssdd.runfolder import CHECKPOINT, load_checkpoint, save_checkpoint
+from ssdd.runguard import check_inputs, check_resume, numerical_stop
+from ssdd.runtime import atomic_write, file_sha256, resolve_device, versions
+from ssdd.tblog import ScalarLog, require_tensorboard
+from ssdd.teacher import Teacher, load_teacher
+from ssdd.teacher.locate import require_teacher_folder
+from ssdd.validate import validate_experts
+
+
+def build_student(cfg: ExpertsConfig | Any, resolution: int, feature_dim: int, seed: int) -> PoolMember:
+    """A student (backbone + linear head to d) initialised from `seed` alone (CPU generator)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return PoolMember(build_model(cfg.model, resolution), feature_dim)
+
+
+def expert_seed(seed: int, index: int) -> int:
+    return seed * 1_000_003 + index
+
+
+def train_experts(cfg: ExpertsConfig, resume: bool = False, show_progress: bool = True) -> Path | None:
+    """Train (or continue) the experts; returns out_dir when all are done, None when paused."""
+    validate_experts(cfg, resume)
+    require_tensorboard(cfg.tensorboard)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("ssdd experts runs in one process (torchrun is not supported): run it without torchrun")
+    with show_phases(show_progress):
+        try:
+            return _train(cfg, resume, show_progress)
+        except FloatingPointError as exc:
+            raise numerical_stop(cfg.out_dir, exc, "lr") from None
+
+
+def _train(cfg: ExpertsConfig, resume: bool, show_progress: bool) -> Path | None:
+    out_dir = Path(cfg.out_dir)
+    ckpt_path = out_dir / CHECKPOINT
+    if resume and not ckpt_path.exists():
+        raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
+    if not resume and (ckpt_path.exists() or (out_dir / "manifest.json").exists()):
+        raise FileExistsError(f"{out_dir} already holds expert trajectories; pass --resume to continue (or to add "
+                              f"experts with a larger num_experts) or choose another out_dir")
+    require_teacher_folder(cfg.teacher)
+    device = resolve_device(cfg.device)
+    teacher = load_teacher(cfg.teacher, device)
+    source = load_split(cfg.data, cfg.data.train_split, seed=cfg.seed)
+    if source.resolution != teacher.resolution:
+        raise ValueError(f"source images are {source.resolution} px but the teacher expects {teacher.resolution} px "
+                         f"(set data.resolution={teacher.resolution})")
+    check_inputs(out_dir, resume, {"teacher_function": teacher.function_fingerprint, "source": source.fingerprint()},
+                 {"teacher_function": f"teacher ({cfg.teacher})",
+                  "source": f"source ({cfg.data.path} [{cfg.data.train_split}])"})
+    state: dict[str, Any] = {"finished": [], "current": None, "elapsed_s": 0.0}
+    if resume:
+        state = load_checkpoint(ckpt_path)
+        saved = state.get("config")
+        if saved is not None:
+            check_resume(out_dir, saved, config_to_dict(cfg), RESUMABLE_KEYS, at=f"{len(state['finished'])} experts")
+        if len(state["finished"]) > cfg.num_experts:
+            raise ValueError(f"{out_dir} already holds {len(state['finished'])} experts, more than "
+                             f"num_experts={cfg.num_experts}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out_dir / "config.yaml")
+    if resume:  # the log holds exactly the epochs the checkpoint holds (a kill may fall between the two writes)
+        done = [(i + 1, e + 1, loss) for i, entry in enumerate(state["finished"])
+                for e, loss in enumerate(entry["epoch_losses"])]
+        if state.get("current") is not None:
+            done += [(state["current"]["index"] + 1, e + 1, loss) for e, loss in enumerate(state["current"]["losses"])]
+        (out_dir / "metrics.jsonl").write_text("".join(json.dumps({"expert": i, "epoch": e, "loss": loss}) + "\n"
+                                                       for i, e, loss in done))
+    images = source.images.to(device)
+    with phase(f"teacher targets of the {len(source):,} source images"):
+        targets = teacher.encode(images).to(device)
+    log = ScalarLog(cfg.tensorboard, True).open(out_dir, 0)
+    stop = cfg.num_experts if cfg.stop_after_experts <= 0 else min(cfg.num_experts,
+                                                                    len(state["finished"]) + cfg.stop_after_experts)
+    with log:
+        while len(state["finished"]) < stop:
+            index = len(state["finished"])
+            entry = _train_one(cfg, index, images, targets, teacher, state, out_dir, device, show_progress, log)
+            state["finished"].append(entry)
+            state["current"] = None
+            _save_state(ckpt_path, cfg, state)
+            print(f"expert {index + 1}/{cfg.num_experts}: final loss {entry['final_loss']:.5f} "
+                  f"({entry['seconds']:.0f} s)")
+    if len(state["finished"]) < cfg.num_experts:
+        print(f"paused after {len(state['finished'])} of {cfg.num_experts} experts; continue with --resume")
+        return None
+    _write_manifest(cfg, out_dir, state, teacher, source, images.shape[-1], device)
+    print(f"{cfg.num_experts} expert trajectories of {cfg.epochs} epochs saved to {out_dir}")
+    return out_dir
+
+
+def _save_state(path: Path, cfg: ExpertsConfig, state: dict[str, Any]) -> None:
+    save_checkpoint(path, {**state, "config": config_to_dict(cfg)})
+
+
+def _train_one(cfg: ExpertsConfig, index: int, images: torch.Tensor, targets: torch.Tensor, teacher: Teacher,
+               state: dict[str, Any], out_dir: Path, device: torch.device, show_progress: bool,
+               log: ScalarLog) -> dict[str, Any]:
+    """Train expert `index` (continuing the one in the checkpoint), write its file, return its entry."""
+    seed = expert_seed(cfg.seed, index)
+    student = build_student(cfg, images.shape[-1], teacher.feature_dim, seed).to(device)
+    flat = FlatModel(student)
+    optimizer = torch.optim.SGD(student.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                weight_decay=cfg.weight_decay)
+    generator = torch.Generator().manual_seed(seed)  # batch order (CPU)
+    aug_generator = torch.Generator(device=device).manual_seed(seed + 1)
+    trajectory, losses, elapsed = [flat.flatten().cpu()], [], 0.0
+    current = state.get("current")
+    if current is not None and current.get("index") == index:
+        student.load_state_dict(current["model"])
+        optimizer.load_state_dict(current["optimizer"])
+        generator.set_state(current["generator"])
+        aug_generator.set_state(current["aug_generator"])
+        trajectory, losses, elapsed = list(current["trajectory"]), list(current["losses"]), current["elapsed_s"]
+    n = images.shape[0]
+    steps = -(-n // cfg.batch_size)  # the last batch may be smaller (no image is dropped)
+    for epoch in range(len(trajectory) - 1, cfg.epochs):
+        start = time.perf_counter()
+        order = torch.randperm(n, generator=generator).to(images.device)
+        student.train()
+        total = 0.0
+        batches = bar(range(steps), desc=f"expert {index + 1}/{cfg.num_experts} epoch {epoch + 1}/{cfg.epochs}",
+                      show=show_progress, leave=False)
+        for step in batches:
+            pick = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+            x = to_float(images[pick])
+            if cfg.augment == "crop_flip":
+                x = crop_flip(x, 4, aug_generator)
+            loss = F.mse_loss(student(normalize(x, teacher.mean, teacher.std)), targets[pick])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach())
+        mean_loss = total / steps
+        if mean_loss != mean_loss or mean_loss in (float("inf"), float("-inf")):
+            raise FloatingPointError(f"expert {index + 1}'s loss became {mean_loss} in epoch {epoch + 1}; lower lr")
+        trajectory.append(flat.flatten().cpu())
+        losses.append(mean_loss)
+        elapsed += time.perf_counter() - start
+        state["current"] = {"index": index, "model": student.state_dict(), "optimizer": optimizer.state_dict(),
+                            "generator": generator.get_state(), "aug_generator": aug_generator.get_state(),
+                            "trajectory": trajectory, "losses": losses, "elapsed_s": elapsed}
+        _save_state(out_dir / CHECKPOINT, cfg, state)
+        log.scalars({"loss": mean_loss}, index * cfg.epochs + epoch + 1, prefix="experts/")
+        with open(out_dir / "metrics.jsonl", "a") as handle:
+            handle.write(json.dumps({"expert": index + 1, "epoch": epoch + 1, "loss": mean_loss}) + "\n")
+    sample_loss = _sample_loss(flat, trajectory[-1].to(device), images, targets, teacher)
+    file = out_dir / expert_file(index)
+    tensors = {"trajectory": torch.stack(trajectory).contiguous(), "sample_loss": sample_loss.cpu().contiguous()}
+    atomic_write(file, lambda tmp: save_file(tensors, str(tmp)))
+    return {"file": file.name, "sha256": file_sha256(file), "seed": seed, "epoch_losses": losses,
+            "final_loss": float(sample_loss.mean()), "seconds": elapsed}
+
+
+@torch.no_grad()
+def _sample_loss(flat: FlatModel, theta: torch.Tensor, images: torch.Tensor, targets: torch.Tensor,
+                 teacher: Teacher, batch_size: int = 1024) -> torch.Tensor:
+    """Each image's squared error (mean over d) under the parameters theta."""
+    out = []
+    for start in range(0, images.shape[0], batch_size):
+        x = normalize(to_float(images[start:start + batch_size]), teacher.mean, teacher.std)
+        out.append(((flat(theta, x) - targets[start:start + batch_size]) ** 2).mean(dim=1))
+    return torch.cat(out).float()
+
+
+def _write_manifest(cfg: ExpertsConfig, out_dir: Path, state: dict[str, Any], teacher: Teacher, source: Any,
+                    resolution: int, device: torch.device) -> None:
+    student = build_student(cfg, resolution, teacher.feature_dim, 0)
+    flat = FlatModel(student)
+    experts = [{k: e[k] for k in ("file", "sha256", "seed", "final_loss", "epoch_losses", "seconds")}
+               for e in state["finished"]]
+    write_manifest(out_dir, {
+        "kind": KIND, "format_version": FORMAT_VERSION,
+        "teacher": {"path": cfg.teacher, "fingerprint": teacher.fingerprint,
+                    "function_fingerprint": teacher.function_fingerprint, "feature_dim": teacher.feature_dim},
+        "source": {"name": source.name, "images": len(source), "fingerprint": source.fingerprint()},
+        "model": describe(cfg.model), "resolution": resolution, "layout": flat.layout(), "parameters": flat.size,
+        "epochs": cfg.epochs, "experts": experts,
+        "seconds": sum(e["seconds"] for e in experts),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "versions": versions(), "config": config_to_dict(cfg),
+    })
