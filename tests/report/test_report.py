@@ -278,3 +278,11 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     with Image.open(shot) as image:
         assert image.size == (1280, 2000)
         assert len(image.convert("L").getcolors(1 << 16) or []) > 50  # not a blank page
+
+
+def test_a_value_that_rounds_to_zero_has_no_minus_sign():
+    from ssdd.evaluation.report import _fmt
+    from ssdd.report.formats import fixed
+
+    assert fixed(-0.001, sign=True) == "+0.00" and fixed(-0.004) == "0.00" and fixed(-0.006) == "-0.01"
+    assert _fmt(-0.0004, "+.2f") == "+0.00" and _fmt(-0.02, "+.2f") == "-0.02" and _fmt(None, ".2f") == "-"

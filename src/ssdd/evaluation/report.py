@@ -76,7 +76,11 @@ def _speedup(members: list[dict[str, Any]], full_pretrain_s: dict[tuple[Any, Any
 
 
 def _fmt(value: Any, spec: str, suffix: str = "") -> str:
-    return "-" if value is None else f"{value:{spec}}{suffix}"
+    if value is None:
+        return "-"
+    if spec.endswith("f") and round(value, int(spec[-2])) == 0:
+        value = 0.0  # no "-0.00"
+    return f"{value:{spec}}{suffix}"
 
 
 def format_table(summary: list[dict[str, Any]]) -> str:

@@ -28,8 +28,11 @@ def ratio(value: float | None, suffix: str = "x") -> str:
 
 
 def fixed(value: float | None, decimals: int = 2, sign: bool = False) -> str:
+    """value with `decimals` decimals (and its sign); a value that rounds to zero shows no minus sign."""
     if value is None:
         return DASH
+    if round(value, decimals) == 0:
+        value = 0.0  # -0.001 -> "+0.00", not "-0.00"
     return f"{value:{'+' if sign else ''},.{decimals}f}"
 
 
