@@ -35,6 +35,15 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     return torch.device(name)
 
 
+def channels_last(setting: object, key: str = "channels_last") -> bool:
+    """Whether a `channels_last` setting (auto | on | off; YAML's bare on/off arrive as True/False) asks for
+    the channels-last memory format. auto = on: measured faster on CUDA and on the CPU (BENCHMARKS.md)."""
+    text = {"true": "on", "false": "off"}.get(str(setting).lower(), str(setting).lower())
+    if text not in ("auto", "on", "off"):
+        raise ValueError(f"{key}={setting!r}: must be one of auto, on, off")
+    return text != "off"
+
+
 def versions() -> dict[str, str]:
     """Versions of everything that can change a result."""
     import torchvision

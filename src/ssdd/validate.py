@@ -303,6 +303,15 @@ def check_probe(cfg: Any, key: str = "probe") -> None:
     non_negative(f"{key}.weight_decay", cfg.weight_decay)
 
 
+def _channels_last(key: str, value: Any) -> None:
+    from ssdd.runtime import channels_last
+
+    try:
+        channels_last(value, key)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def _start(stage: str, out_dir: str) -> None:
     """The checks passed: remember the run (for interrupt messages) and clean its stale temporary files."""
     from ssdd.runguard import clean_stale_tmp, register_run
@@ -316,9 +325,7 @@ def check_teacher_settings(cfg: Any) -> int:
     """Everything of a teacher config that needs no file; returns the backbone's feature dimension."""
     finite_everywhere(cfg)
     choice("precision", cfg.precision, ("auto", "bf16", "fp32"))
-    setting = {"true": "on", "false": "off"}.get(str(cfg.channels_last).lower(), str(cfg.channels_last).lower())
-    if setting not in ("auto", "on", "off"):
-        raise ConfigError(f"channels_last={cfg.channels_last!r}: must be one of auto, on, off")
+    _channels_last("channels_last", cfg.channels_last)
     choice("save_dtype", cfg.save_dtype, ("float32", "float16"))
     whole("stop_after_epochs", cfg.stop_after_epochs, 0)
     optim = cfg.optim
@@ -402,6 +409,7 @@ def check_distill_settings(cfg: Any) -> None:
     non_negative("krr.ridge", krr.ridge)
     choice("krr.form", krr.form, ("auto", "primal", "dual"))
     choice("krr.solve_dtype", krr.solve_dtype, ("float32", "float64"))
+    _channels_last("krr.channels_last", krr.channels_last)
     whole("krr.real_crop_padding", krr.real_crop_padding, 0)
     whole("pool.size", pool.size, 1)
     whole("pool.max_steps", pool.max_steps, 2)

@@ -151,3 +151,13 @@ def test_refused_settings(world, tmp_path):
     (edited / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ValueError, match="BatchNorm"):
         run_distill(smoke(world, tmp_path / "bn", f"mkdt.experts={edited}"), show_progress=False)
+
+
+def test_loading_any_distilled_set_knows_mkdt_in_a_fresh_process():
+    """`ssdd evaluate` loads sets through ssdd.distill alone: mkdt must be registered there, not only by the runner."""
+    import subprocess
+    import sys
+
+    code = "from ssdd.distill import available_methods; print(' '.join(available_methods()))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert "mkdt" in out and "krr_st" in out and "boost" in out

@@ -22,6 +22,9 @@ class KRRConfig:
     # under torchrun every process embeds its slice of the real batch; true: also its slice of the support
     # (distilled) rows, all-gathered with gradients (faster at every size measured; same result to rounding)
     split_support: bool = True
+    # auto (= on) | on | off: pool members, teacher and batches in the channels-last memory format (same
+    # results to float rounding; measured faster on the CPU, BENCHMARKS.md "KRR-ST against the official code")
+    channels_last: str = "auto"
     model: ModelConfig = field(default_factory=lambda: ModelConfig(name="convnet", width=128, depth=3))
 
 
@@ -90,6 +93,7 @@ class DistillConfig:
 
 
 # not device (RNG states are device-specific); not the number of processes either: a checkpoint resumes under
-# any. A moved experts folder is checked by its content; mkdt.recompute gives the same gradients.
-RESUMABLE_KEYS = ("stop_after_steps", "out_dir", "tensorboard", "krr.split_support", "mkdt.experts",
-                  "mkdt.recompute")
+# any. A moved experts folder is checked by its content; krr.channels_last and mkdt.recompute give the same
+# results to float rounding.
+RESUMABLE_KEYS = ("stop_after_steps", "out_dir", "tensorboard", "krr.split_support", "krr.channels_last",
+                  "mkdt.experts", "mkdt.recompute")

@@ -34,6 +34,7 @@ from ssdd.distill.registry import DistillContext
 from ssdd.models import build_model
 from ssdd.progress import phase
 from ssdd.runfolder import load_checkpoint, save_checkpoint
+from ssdd.runtime import channels_last
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -80,11 +81,13 @@ def outer_loop(ctx: DistillContext, name: str, tensors: dict[str, torch.Tensor],
     optimizer = torch.optim.AdamW(groups, lr=krr.lr, weight_decay=0.0)
     learned = list(tensors.values())
     solve_dtype = krr_solve_dtype(krr.solve_dtype)
+    layout = torch.channels_last if channels_last(krr.channels_last, "krr.channels_last") else torch.contiguous_format
     pool = ModelPool(cfg.pool, lambda: build_model(krr.model, images_u8.shape[-1]), teacher.feature_dim, device,
-                     cpu_gen)
+                     cpu_gen, layout)
+    teacher.to(memory_format=layout)
 
-    def norm(x: torch.Tensor) -> torch.Tensor:
-        return normalize(x, teacher.mean, teacher.std)
+    def norm(x: torch.Tensor) -> torch.Tensor:  # the network input, in the networks' memory format
+        return normalize(x, teacher.mean, teacher.std).contiguous(memory_format=layout)
 
     ckpt_path = ctx.out_dir / CHECKPOINT
     start, history, elapsed = 0, [], 0.0
@@ -128,7 +131,7 @@ def outer_loop(ctx: DistillContext, name: str, tensors: dict[str, torch.Tensor],
         j = pool.sample()
         batch_index = torch.randint(0, n_source, (krr.batch_size,), generator=cpu_gen).to(images_u8.device)
         with torch.no_grad():  # every process augments the whole batch (one process's draws), embeds its slice
-            x_t = real_views(to_float(images_u8[batch_index]), aug_gen)[query]
+            x_t = real_views(to_float(images_u8[batch_index]), aug_gen)[query].contiguous(memory_format=layout)
             y_t = teacher(x_t).float()
             phi_t = pool.features(j, norm(x_t))
         current = support()

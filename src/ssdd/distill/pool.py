@@ -4,8 +4,10 @@ Model j starts from a fresh init trained for t_j ~ U{1..max_steps-1} full-batch 
 MSE(head(phi(X_s)), Y_s); each outer step trains the chosen model one more step. A model that reaches
 max_steps is re-initialised: with reset_counter=True (default) its counter restarts at 0; with False
 the counter keeps growing (as in the public KRR-ST code), so from then on the model is re-initialised
-at every use and behaves as a fresh random network. `batch_size` > 0 trains on a random minibatch of the
-distilled views instead of all of them (for Boost's thousands of views on small machines).
+at every use and behaves as a fresh random network. The SGD step whose count reaches max_steps is not
+taken (its model would be thrown away at once); its random draws still are, so results are unchanged.
+`batch_size` > 0 trains on a random minibatch of the distilled views instead of all of them (for Boost's
+thousands of views on small machines).
 """
 
 from __future__ import annotations
@@ -42,11 +44,13 @@ class PoolMember(nn.Module):
 
 class ModelPool:
     def __init__(self, cfg: PoolConfig, build_backbone: Callable[[], nn.Module], target_dim: int,
-                 device: torch.device, generator: torch.Generator) -> None:
+                 device: torch.device, generator: torch.Generator,
+                 memory_format: torch.memory_format = torch.contiguous_format) -> None:
         if cfg.size < 1 or cfg.max_steps < 2:
             raise ValueError("pool.size must be >= 1 and pool.max_steps >= 2")
         self.cfg, self.build_backbone, self.target_dim, self.device = cfg, build_backbone, target_dim, device
         self.generator = generator  # CPU generator: pool choices, initial step counts
+        self.memory_format = memory_format  # of every member's weights (torch.channels_last or contiguous)
         self.members: list[PoolMember] = []
         self.optimizers: list[torch.optim.Optimizer] = []
         self.counters: list[int] = []
@@ -62,7 +66,7 @@ class ModelPool:
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(seed)  # CPU only: the model is built on the CPU
             member = PoolMember(self.build_backbone(), self.target_dim)
-        return member.to(self.device)
+        return member.to(self.device, memory_format=self.memory_format)
 
     def _optimizer(self, member: PoolMember) -> torch.optim.Optimizer:
         return torch.optim.SGD(member.parameters(), lr=self.cfg.lr, momentum=self.cfg.momentum,
@@ -94,22 +98,26 @@ class ModelPool:
         return backbone(x)
 
     def train_step(self, j: int, images: torch.Tensor, targets: torch.Tensor, count_only: bool = True) -> float:
-        """One SGD step of member j on MSE(f_j(images), targets) (both detached); then advance its counter."""
-        member = self.members[j]
-        member.train()
+        """One SGD step of member j on MSE(f_j(images), targets) (both detached); then advance its counter.
+
+        Returns the loss before the step. When the advanced counter reaches max_steps the member is
+        re-initialised instead, without the step (nor its forward: returns nan), which would be thrown away;
+        the minibatch is still drawn, so the pool's generator advances exactly as if the step had been taken."""
         if 0 < self.cfg.batch_size < images.shape[0]:  # a random minibatch of the views (large Boost sets)
             pick = torch.randperm(images.shape[0], generator=self.generator)[: self.cfg.batch_size].to(images.device)
             images, targets = images[pick], targets[pick]
+        if count_only and self.counters[j] + 1 >= self.cfg.max_steps:
+            self.counters[j] = 0 if self.cfg.reset_counter else self.counters[j] + 1
+            self._reinit(j)
+            return float("nan")
+        member = self.members[j]
+        member.train()
         loss = F.mse_loss(member(images.detach()), targets.detach())
         self.optimizers[j].zero_grad(set_to_none=True)
         loss.backward()
         self.optimizers[j].step()
         if count_only:
             self.counters[j] += 1
-            if self.counters[j] >= self.cfg.max_steps:
-                self._reinit(j)
-                if self.cfg.reset_counter:
-                    self.counters[j] = 0
         return float(loss.detach())
 
     def member_tensors(self, j: int) -> list[torch.Tensor]:

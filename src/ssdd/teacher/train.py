@@ -30,6 +30,7 @@ from ssdd.models import build_model, describe
 from ssdd.progress import phase, show_phases
 from ssdd.runfolder import load_checkpoint, save_checkpoint
 from ssdd.runguard import TEACHER_FINISH_KEYS, check_inputs, check_resume, numerical_stop, resume_changes
+from ssdd.runtime import channels_last as use_channels_last
 from ssdd.runtime import resolve_device, seed_everything, versions, write_json
 from ssdd.tblog import ScalarLog, require_tensorboard
 from ssdd.teacher.artifact import save_teacher
@@ -112,11 +113,7 @@ def _train(cfg: TeacherConfig, resume: bool, show_progress: bool, dist_info: D.D
     total_steps = steps_per_epoch * cfg.optim.epochs
 
     model = BarlowTwinsModel(build_model(cfg.model, cfg.data.resolution), cfg.projector, train_set.num_classes)
-    # YAML reads a bare on/off as a boolean, which the str field then holds as "True"/"False"
-    setting = {"true": "on", "false": "off"}.get(str(cfg.channels_last).lower(), str(cfg.channels_last).lower())
-    if setting not in ("auto", "on", "off"):
-        raise ValueError(f"channels_last must be auto, on or off, got '{cfg.channels_last}'")
-    channels_last = setting != "off"  # measured faster on CUDA and on CPU (BENCHMARKS.md)
+    channels_last = use_channels_last(cfg.channels_last)  # measured faster on CUDA and on CPU (BENCHMARKS.md)
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     wrapped: nn.Module = model
     if dist_info.enabled:
