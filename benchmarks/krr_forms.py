@@ -174,9 +174,44 @@ def timing(args: argparse.Namespace) -> dict:
                     "and backward on the support views plus the KRR part", "rows": rows}
 
 
+def dtype_cost(args: argparse.Namespace) -> dict:
+    """Boost's support pass in the auto (primal) form with the solve in float32 and in float64, alternating."""
+    teacher, source, model = _setup(args)
+    d, n = teacher.feature_dim, args.batch
+    boost = BoostConfig(image_bases=200, image_resolution=16, target_bases=min(64, d))
+    with torch.no_grad():
+        query = to_float(source.images[:n])
+        phi_t = model(normalize(query, teacher.mean, teacher.std))
+        y_t = teacher(query)
+    rows = []
+    for budget in args.budgets:
+        try:
+            m = boost_samples(boost, (3, 32, 32), d, budget)[0]
+        except BudgetError:
+            continue
+        images = to_float(source.images[torch.randint(0, source.images.shape[0], (4 * m,))])
+        y_s = torch.randn(4 * m, d)
+        times: dict[str, list[float]] = {"float32": [], "float64": []}
+        for _ in range(args.repeats):
+            for name, dtype in (("float32", torch.float32), ("float64", torch.float64)):
+                def step(dtype=dtype, images=images, y_s=y_s) -> None:
+                    x = images.clone().requires_grad_(True)
+                    y_ = y_s.clone().requires_grad_(True)
+                    krr_loss(model(normalize(x, teacher.mean, teacher.std)), phi_t, y_, y_t, 1e-6, "auto",
+                             dtype).backward()
+                times[name].append(_time(step, 1))
+        row = {"budget": budget, "support_rows": 4 * m, "form": "primal" if 4 * m > phi_t.shape[1] + 1 else "dual",
+               **{f"step_s_{k}": round(statistics.median(v), 3) for k, v in times.items()}}
+        row["float64_over_float32"] = round(row["step_s_float64"] / row["step_s_float32"], 3)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return {"kind": "dtype", "batch": n, "note": "step_s: the pool member's forward and backward on the Boost "
+            "support views plus the KRR part, median of alternating runs", "rows": rows}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["noise", "timing"])
+    parser.add_argument("what", choices=["noise", "timing", "dtype"])
     parser.add_argument("--teacher", default="artifacts/teachers/cifar100_convnet32_cpu")
     parser.add_argument("--data", default="data/cifar100.npz")
     parser.add_argument("--rows", type=int, nargs="+", default=[384, 1024, 1600, 2160, 3200, 4320])
@@ -189,7 +224,7 @@ def main() -> None:
                         help="time the whole support pass (pool member + KRR) up to this many support rows")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
-    result = noise(args) if args.what == "noise" else timing(args)
+    result = {"noise": noise, "timing": timing, "dtype": dtype_cost}[args.what](args)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     result.update({"date": datetime.date.today().isoformat(), "commit": commit, "threads": torch.get_num_threads(),
                    "device": "cpu"})

@@ -152,3 +152,16 @@ def test_supervised_random_subset_stores_labels_and_pretrains_with_cross_entropy
     with pytest.raises(ValueError, match="num_classes"):
         pretrain_on_pairs(backbone, images, labels, torch.zeros(3), torch.ones(3), PretrainConfig(epochs=1),
                           torch.Generator())
+
+
+def test_channels_last_gives_the_same_set_to_float_rounding(tiny_npz, tiny_teacher, tmp_path):
+    """krr.channels_last only changes the memory layout (and so the summation order), not what is learned."""
+    sets = {}
+    for layout in ("on", "off"):
+        cfg = smoke(tiny_npz, tiny_teacher, tmp_path / layout, "method=krr_st", "krr.lr=0.01",
+                    f"krr.channels_last={layout}", "krr.solve_dtype=float64")
+        sets[layout] = run_distill(cfg, show_progress=False).stored
+    for key in ("images", "targets"):
+        assert torch.allclose(sets["on"][key], sets["off"][key], atol=1e-4), key
+    with pytest.raises(ValueError, match=r"krr\.channels_last"):
+        run_distill(smoke(tiny_npz, tiny_teacher, tmp_path / "bad", "krr.channels_last=sideways"), show_progress=False)
