@@ -24,3 +24,10 @@ def save_figure(fig: Any, path: str | Path, dpi: int = 110) -> Path:
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
     pyplot().close(fig)
     return path
+
+
+def distillation_loss_name(method: str) -> str:
+    """What a method logs as `loss` in its metrics.jsonl (the y-axis label of its loss curve)."""
+    if method == "mkdt":
+        return "matching loss (normalised parameter distance)"
+    return "KRR loss (MSE to the teacher)"

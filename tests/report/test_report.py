@@ -286,3 +286,11 @@ def test_a_value_that_rounds_to_zero_has_no_minus_sign():
 
     assert fixed(-0.001, sign=True) == "+0.00" and fixed(-0.004) == "0.00" and fixed(-0.006) == "-0.01"
     assert _fmt(-0.0004, "+.2f") == "+0.00" and _fmt(-0.02, "+.2f") == "-0.02" and _fmt(None, ".2f") == "-"
+
+
+def test_each_method_s_loss_curve_is_labelled_with_its_own_loss():
+    from ssdd.plots import distillation_loss_name
+
+    assert "matching" in distillation_loss_name("mkdt") and "KRR" not in distillation_loss_name("mkdt")
+    assert "KRR" in distillation_loss_name("krr_st")
+    assert distillation_loss_name("boost") == distillation_loss_name("krr_st")

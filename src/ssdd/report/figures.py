@@ -7,7 +7,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from ssdd.plots import pyplot
+from ssdd.plots import distillation_loss_name, pyplot
 from ssdd.report.gather import REFERENCE_METHODS, ReportData
 
 METHOD_COLOURS = {"boost": "tab:blue", "krr_st": "tab:orange", "random": "tab:gray", "kmeans": "tab:green",
@@ -157,27 +157,32 @@ def budget_figure(data: ReportData) -> bytes | None:
 
 
 def loss_figure(data: ReportData) -> bytes | None:
-    """The KRR loss logged in each distilled set's metrics.jsonl against the outer step."""
+    """The loss logged in each distilled set's metrics.jsonl against the outer step: one panel per kind of
+    loss (KRR-ST and Boost log the KRR loss, MKDT its trajectory-matching loss; they are not comparable)."""
     logged = [d for d in data.distilled if any("loss" in h for h in d.metrics)]
     if not logged:
         return None
     plt = pyplot()
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
     palette = colours([d.label for d in data.distilled], {d.label: d.rows[0]["method"] for d in data.distilled})
     styles = iter(["-", "--", "-.", ":"] * 8)
     line_style = {label: next(styles) for label in dict.fromkeys(d.label for d in logged)}
-    fig, ax = plt.subplots(figsize=(6.0, 3.4))
+    kinds: dict[str, list[Any]] = {}
     for d in logged:
-        points = [(h["step"], h["loss"]) for h in d.metrics if "loss" in h and "step" in h]
-        ax.plot(*zip(*points, strict=True), label=d.label, color=palette[d.label], linestyle=line_style[d.label])
-    ax.set(xlabel="outer step", ylabel="KRR loss (MSE to the teacher)", yscale="log", title="distillation loss")
-    from matplotlib.ticker import FuncFormatter, LogLocator
-
-    ax.yaxis.set_minor_locator(LogLocator(subs=(2.0, 3.0, 5.0)))
-    for axis_formatter in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
-        axis_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-    ax.tick_params(axis="y", which="minor", labelsize=8)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+        kinds.setdefault(distillation_loss_name(d.rows[0]["method"] if d.rows else ""), []).append(d)
+    fig, axes = plt.subplots(1, len(kinds), figsize=(6.0 * len(kinds), 3.4), squeeze=False)
+    for ax, (name, sets) in zip(axes[0], kinds.items(), strict=True):
+        for d in sets:
+            points = [(h["step"], h["loss"]) for h in d.metrics if "loss" in h and "step" in h]
+            ax.plot(*zip(*points, strict=True), label=d.label, color=palette[d.label], linestyle=line_style[d.label])
+        ax.set(xlabel="outer step", ylabel=name, yscale="log", title="distillation loss")
+        ax.yaxis.set_minor_locator(LogLocator(subs=(2.0, 3.0, 5.0)))
+        for axis_formatter in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+            axis_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.tick_params(axis="y", which="minor", labelsize=8)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
     fig.tight_layout()
     return png_bytes(fig)
 
