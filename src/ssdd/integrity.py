@@ -150,7 +150,8 @@ def verify_distilled(directory: Any, manifest: Mapping[str, Any], stored: Mappin
         raise _fail(where, f"the targets have d = {stored['targets'].shape[-1]}, the teacher's feature_dim is {d}")
     if method == "boost":
         _verify_boost(where, manifest, stored, image_shape, config, d)
-    elif method in ("krr_st", "mkdt", "random", "kmeans", "random_supervised") and rows is not None and config:
+    elif (method in ("krr_st", "mkdt", "random", "kmeans", "high_loss", "random_supervised") and rows is not None
+          and config):
         _verify_m_from_budget(where, method, manifest, rows, image_shape, budget, d, counts_images_only)
 
 

@@ -47,10 +47,14 @@ DISTILL_FREE_KEYS: tuple[str, ...] = ("name", "log_every", "checkpoint_every")
 
 def method_free_keys(config: Mapping[str, Any]) -> tuple[str, ...]:
     """Dotted keys of a distill config that only another method reads: MKDT's options for any other method
-    (they change nothing there, and runs and study stages made before MKDT existed lack them)."""
+    (they change nothing there, and runs and study stages made before MKDT existed lack them), except
+    mkdt.experts for the high-loss subset."""
     if config.get("method") == "mkdt":
         return ()
-    return tuple(f"mkdt.{k}" for k in (config.get("mkdt") or {}))
+    keys = tuple(f"mkdt.{k}" for k in (config.get("mkdt") or {}))
+    if config.get("method") == "high_loss":  # reads mkdt.experts only
+        return tuple(k for k in keys if k != "mkdt.experts")
+    return keys
 
 
 def distill_resumable_keys(cfg: Any) -> tuple[str, ...]:

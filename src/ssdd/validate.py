@@ -399,6 +399,9 @@ def check_distill_settings(cfg: Any) -> None:
     whole("data.resolution", cfg.data.resolution, 1)
     if cfg.method == "mkdt":
         check_mkdt_settings(cfg.mkdt)
+    if cfg.method == "high_loss" and not cfg.mkdt.experts:
+        raise ConfigError("method=high_loss needs mkdt.experts=FOLDER: expert trajectories from `ssdd experts` "
+                          "made with the same teacher and source (their final errors rank the images)")
     if cfg.method not in LOOP_METHODS:
         return
     krr, pool = cfg.krr, cfg.pool
@@ -458,7 +461,7 @@ def check_experts_folder(cfg: Any, teacher: dict[str, Any], available: int | Non
         raise ConfigError(f"mkdt.experts={cfg.mkdt.experts}: trained on {trained_on} source images "
                           f"({experts.manifest.get('source', {}).get('name', '?')}), this source has {available}")
     need = cfg.mkdt.max_start_epoch - 1 + cfg.mkdt.expert_epochs
-    if need > experts.epochs:
+    if cfg.method == "mkdt" and need > experts.epochs:
         raise ConfigError(f"mkdt.max_start_epoch={cfg.mkdt.max_start_epoch} with mkdt.expert_epochs="
                           f"{cfg.mkdt.expert_epochs} needs {need} expert epochs; {cfg.mkdt.experts} has "
                           f"{experts.epochs}")
@@ -476,7 +479,7 @@ def check_budget_fits(cfg: Any, resolution: int, feature_dim: int, available: in
         boost_samples(cfg.boost, shape, feature_dim, cfg.budget, available=available)
     elif cfg.method == "random_supervised":
         samples_for_budget(cfg.budget, shape, 1, True, available=available)
-    elif cfg.method in ("krr_st", "mkdt", "random", "kmeans"):
+    elif cfg.method in ("krr_st", "mkdt", "random", "kmeans", "high_loss"):
         samples_for_budget(cfg.budget, shape, feature_dim, cfg.count_targets, available=available)
 
 
@@ -494,7 +497,7 @@ def validate_distill(cfg: Any, resume: bool = False) -> None:
     available = check_split(cfg.data, "train_split")
     if manifest.get("feature_dim"):
         check_budget_fits(cfg, resolution, int(manifest["feature_dim"]), available)
-    if cfg.method == "mkdt":
+    if cfg.method in ("mkdt", "high_loss"):
         check_experts_folder(cfg, manifest, available)
     _start("distill", cfg.out_dir)
 

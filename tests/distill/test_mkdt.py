@@ -161,3 +161,17 @@ def test_loading_any_distilled_set_knows_mkdt_in_a_fresh_process():
     code = "from ssdd.distill import available_methods; print(' '.join(available_methods()))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert "mkdt" in out and "krr_st" in out and "boost" in out
+
+
+def test_high_loss_subset_is_mkdt_s_start_as_real_uint8_images(world, tmp_path):
+    """method=high_loss stores MKDT's initial images exactly (uint8) with the teacher's targets, at the same m."""
+    subset = run_distill(smoke(world, tmp_path / "hl", "method=high_loss"), show_progress=False)
+    expected = load_experts(world["experts"]).sample_scores().topk(M).indices.sort().values.tolist()
+    assert subset.manifest["source_indices"] == expected and subset.manifest["m"] == M
+    assert subset.stored["images"].dtype == torch.uint8
+    assert torch.equal(subset.stored["images"], source_images(world)[expected])
+    assert subset.manifest["experts"]["fingerprint"] == experts_fingerprint(load_experts(world["experts"]))
+    with pytest.raises(ConfigError, match=r"mkdt\.experts"):
+        run_distill(load_config(DistillConfig, None, [f"data.path={world['npz']}", f"teacher={world['teacher']}",
+                                                      f"out_dir={tmp_path / 'none'}", *SMOKE, "method=high_loss"]),
+                    show_progress=False)

@@ -1,4 +1,4 @@
-"""Real-image baselines at the same budget (docs/method.md section 5): random subset and k-means subset.
+"""Real-image baselines at the same budget (docs/method.md section 5): random, k-means and high-loss subsets.
 
 Both store m real images (uint8, exact) with their teacher representations as targets; m follows from
 the budget with each sample costing 1 + d/(3HW) image-equivalents. The supervised variant of the random
@@ -81,7 +81,20 @@ def distill_kmeans(ctx: DistillContext) -> DistillResult:
     return _result(ctx, index, {"kmeans_inertia": inertia})
 
 
+def distill_high_loss(ctx: DistillContext) -> DistillResult:
+    """MKDT's starting point alone: the m real images its experts fit worst (`mkdt.experts`), not distilled."""
+    from ssdd.distill.mkdt import check_experts_match, experts_fingerprint, init_indices
+    from ssdd.experts.artifact import load_experts
+
+    experts = load_experts(ctx.cfg.mkdt.experts)
+    check_experts_match(experts, ctx.teacher.function_fingerprint, ctx.source.fingerprint())
+    index = init_indices(experts, _m(ctx), "high_loss", len(ctx.source), ctx.cfg.seed)
+    return _result(ctx, index, {"experts": {"path": ctx.cfg.mkdt.experts, "fingerprint": experts_fingerprint(experts),
+                                            "count": experts.count, "epochs": experts.epochs}})
+
+
 register_method(DistillMethod("random", distill_random, reconstruct_subset))
+register_method(DistillMethod("high_loss", distill_high_loss, reconstruct_subset))
 register_method(DistillMethod("kmeans", distill_kmeans, reconstruct_subset))
 register_method(DistillMethod(
     "random_supervised", distill_random_supervised,

@@ -18,6 +18,7 @@ REFERENCE_NAMES = {"no_pretrain": "no pre-training", "full_data": "full data"}
 METHOD_NOTES = {"boost": "Boost: low-rank bases, predefined views, approximation networks",
                 "krr_st": "KRR-ST: learned images and targets",
                 "mkdt": "MKDT: learned images and targets, matched to knowledge-distillation trajectories",
+                "high_loss": "the real images MKDT's experts fit worst, teacher targets (MKDT's start)",
                 "random": "random real images, teacher targets",
                 "kmeans": "k-means-chosen real images, teacher targets",
                 "random_supervised": "random real images, class labels"}

@@ -11,8 +11,9 @@ from ssdd.plots import distillation_loss_name, pyplot
 from ssdd.report.gather import REFERENCE_METHODS, ReportData
 
 METHOD_COLOURS = {"boost": "tab:blue", "krr_st": "tab:orange", "random": "tab:gray", "kmeans": "tab:green",
-                  "random_supervised": "tab:purple", "mkdt": "tab:red"}
-EXTRA_COLOURS = ["tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
+                  "random_supervised": "tab:purple", "mkdt": "tab:red",
+                  "high_loss": "tab:pink"}
+EXTRA_COLOURS = ["tab:brown", "tab:olive", "tab:cyan"]
 MODE_NAMES = {"finetune": "fine-tune", "linear_probe": "linear probe"}
 REFERENCE_STYLE = {"full_data": ("full data", "tab:green", "--"), "no_pretrain": ("no pre-training", "black", ":")}
 

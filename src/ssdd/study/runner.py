@@ -305,7 +305,7 @@ def _run_study(study: StudyConfig, root: Path, show_progress: bool, dry_run: boo
         cfg = load_config(DistillConfig, spec.config or None, [*common, *spec.overrides, *extra])
         cfg.teacher = str(result.teacher)
         upstream = list(teacher_upstream)
-        if cfg.method == "mkdt":
+        if cfg.method in ("mkdt", "high_loss"):  # both read the experts
             if result.experts is not None:
                 cfg.mkdt.experts = str(result.experts)
                 upstream += experts_upstream
