@@ -1,5 +1,5 @@
-"""GPU speed check for one device call: teacher epoch time, distillation steps/s (one GPU and all GPUs)
-and the time of one evaluation cell, written to one JSON.
+"""GPU speed check for one device call: teacher epoch time, distillation steps/s (one GPU and all GPUs),
+MKDT's expert epoch and iteration times, and the time of one evaluation cell, written to one JSON.
 
     python3 benchmarks/gpu/speed.py --out $OUT/speed.json [--teacher DIR] [--data data/cifar100.npz]
 
@@ -47,6 +47,7 @@ def main() -> None:
     parser.add_argument("--teacher", default="artifacts/teachers/cifar100_resnet18_bt30_h200")
     parser.add_argument("--data", default="data/cifar100.npz")
     parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--mkdt-iterations", type=int, default=50)
     args = parser.parse_args()
     gpus = torch.cuda.device_count()
     ssdd = [sys.executable, "-m", "ssdd"]
@@ -81,6 +82,22 @@ def main() -> None:
             entry["wall_s_all"] = run([*torchrun, "distill", *common, f"out_dir={many}"], log)
             entry[f"steps_per_s_{gpus}gpu"] = steps_per_s(many)
         result["distill"][method] = entry
+
+    # MKDT: one expert of the official recipe for 3 epochs (epoch time), then MKDT iterations with it
+    experts = work / "experts"
+    seconds = run([*ssdd, "experts", "-c", "experts_cifar100", f"teacher={args.teacher}", f"data.path={args.data}",
+                   "num_experts=1", "epochs=3", f"out_dir={experts}", "--no-progress"], log)
+    manifest = json.loads((experts / "manifest.json").read_text()) if (experts / "manifest.json").exists() else {}
+    trained_s = manifest.get("experts", [{}])[0].get("seconds") if manifest else None
+    mkdt_dir = work / "mkdt"
+    mkdt_seconds = run([*ssdd, "distill", "-c", "mkdt_cifar100", f"teacher={args.teacher}", f"data.path={args.data}",
+                        f"mkdt.experts={experts}", f"mkdt.iterations={args.mkdt_iterations}", "log_every=10",
+                        "checkpoint_every=100000", f"out_dir={mkdt_dir}", "--no-progress"], log)
+    result["mkdt"] = {"experts_wall_s_1x3_epochs": seconds, "expert_epoch_s": trained_s and trained_s / 3,
+                      "mkdt_iterations": args.mkdt_iterations, "mkdt_wall_s": mkdt_seconds,
+                      "mkdt_iterations_per_s": steps_per_s(mkdt_dir),
+                      "recipe": "experts_cifar100 (ConvNet-128 instance norm, batch 256) and mkdt_cifar100 "
+                                "(40 student steps on all 85 images, recompute on)"}
 
     # one evaluation cell: the committed Boost set, ConvNet-128, CIFAR-100 target, both modes
     evaluation = work / "evaluate"
