@@ -79,10 +79,9 @@ def distill_mkdt(ctx: DistillContext) -> DistillResult:
     m = samples_for_budget(cfg.budget, image_shape, teacher.feature_dim, True, available=n_source)
     with phase(f"initial images: {m} by {mk.init}"):
         index = init_indices(experts, m, mk.init, n_source, cfg.seed)
-    real = to_float(images_u8[index.to(images_u8.device)])
-    x_s = normalize(real, teacher.mean, teacher.std).clone().requires_grad_(True)
-    with torch.no_grad():
-        y_s = teacher(real).float().clone().requires_grad_(True)
+    chosen = images_u8[index.to(images_u8.device)]
+    x_s = normalize(to_float(chosen), teacher.mean, teacher.std).clone().requires_grad_(True)
+    y_s = teacher.encode(chosen).float().clone().requires_grad_(True)  # batched: any budget fits in memory
     lr = torch.tensor(float(mk.init_lr), device=device).requires_grad_(True)
     optimizers = {key: torch.optim.SGD([tensor], lr=rate, momentum=mk.momentum)
                   for key, tensor, rate in (("images", x_s, mk.lr_images), ("targets", y_s, mk.lr_targets),
@@ -108,7 +107,7 @@ def distill_mkdt(ctx: DistillContext) -> DistillResult:
     stop = mk.iterations if cfg.stop_after_steps <= 0 else min(mk.iterations, start + cfg.stop_after_steps)
     bar = tqdm(range(start, stop), initial=start, total=mk.iterations, desc="mkdt", disable=not ctx.show_progress,
                dynamic_ncols=True)
-    window, window_start, run_start = 0.0, time.perf_counter(), time.perf_counter()
+    window, window_count, window_start, run_start = 0.0, 0, time.perf_counter(), time.perf_counter()
     for step in bar:
         expert = int(torch.randint(0, experts.count, (1,), generator=generator))
         epoch = int(torch.randint(0, mk.max_start_epoch, (1,), generator=generator))
@@ -126,17 +125,18 @@ def distill_mkdt(ctx: DistillContext) -> DistillResult:
         for optimizer in optimizers.values():
             optimizer.step()
         window += float(loss.detach())
+        window_count += 1  # the steps this run accumulated (a resumed run may start inside a window)
         done = step + 1
         if done % cfg.log_every == 0 or done == stop:
-            count = (done - 1) % cfg.log_every + 1
-            rate = count / max(time.perf_counter() - window_start, 1e-9)
-            record = {"step": done, "loss": window / count, "steps_per_s": rate, "student_lr": float(lr.detach())}
+            rate = window_count / max(time.perf_counter() - window_start, 1e-9)
+            record = {"step": done, "loss": window / window_count, "steps_per_s": rate,
+                      "student_lr": float(lr.detach())}
             history.append(record)
             with open(ctx.out_dir / "metrics.jsonl", "a") as log:
                 log.write(json.dumps(record) + "\n")
             ctx.log.scalars({k: v for k, v in record.items() if k != "step"}, done, prefix="distill/")
             bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['student_lr']:.4f}")
-            window, window_start = 0.0, time.perf_counter()
+            window, window_count, window_start = 0.0, 0, time.perf_counter()
         if done % cfg.checkpoint_every == 0 or done == stop:
             save_checkpoint(ckpt_path, {
                 "config": config_to_dict(cfg), "tensors": {k: t.detach().cpu() for k, t in tensors.items()},

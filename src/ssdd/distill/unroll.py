@@ -91,6 +91,7 @@ class _RecomputedStep(torch.autograd.Function):
         return theta.detach() - lr.detach() * grad
 
     @staticmethod
+    @torch.autograd.function.once_differentiable  # its gradient is exact; a gradient of it is not offered
     def backward(ctx, grad_out):  # type: ignore[override]
         theta, x, y, lr = ctx.saved_tensors
         needs = ctx.needs_input_grad[:4]

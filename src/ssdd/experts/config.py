@@ -26,7 +26,9 @@ class ExpertsConfig:
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 1e-4
-    augment: str = "none"  # none (the official default) | crop_flip (RandomCrop(4) + flip per batch)
+    # none (the official default) | crop_flip: ssdd's own option, RandomCrop(4) + flip per batch (the official
+    # --enable_aug applies MTT's crop_scale_rotate instead)
+    augment: str = "none"
     model: ModelConfig = field(default_factory=lambda: ModelConfig(name="convnet_mtt", width=128, depth=3))
     stop_after_experts: int = 0  # finish at most this many experts in this invocation (0 = all)
     tensorboard: bool = False  # also write the epoch losses to out_dir/tensorboard

@@ -33,7 +33,7 @@ NOT_HASHED = {
     "teacher": ("out_dir", "stop_after_epochs", "tensorboard", "tensorboard_every"),
     "experts": ("out_dir", "stop_after_experts", "tensorboard", "teacher"),
     "distill": ("out_dir", "stop_after_steps", "checkpoint_every", "log_every", "teacher", "krr.split_support",
-                "krr.channels_last", "tensorboard", "mkdt.experts"),
+                "krr.channels_last", "tensorboard", "mkdt.experts", "mkdt.recompute"),
     "evaluate": ("out_dir", "teacher", "distilled", "tensorboard"),
 }  # `teacher`, `distilled` and `mkdt.experts` are paths: the keys or fingerprints of what they hold stand in
 
