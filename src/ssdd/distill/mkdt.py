@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -71,7 +72,10 @@ def distill_mkdt(ctx: DistillContext) -> DistillResult:
     if need > experts.epochs:
         raise ValueError(f"mkdt.max_start_epoch={mk.max_start_epoch} and mkdt.expert_epochs={mk.expert_epochs} need "
                          f"{need} expert epochs, {mk.experts} has {experts.epochs}")
-    student = build_student(_ExpertModel(experts), image_shape[-1], teacher.feature_dim, 0).to(device)
+    described = {k: v for k, v in (experts.manifest.get("model") or {}).items()
+                 if k in ("name", "width", "depth", "feature")}
+    student = build_student(SimpleNamespace(model=ModelConfig(**described)), image_shape[-1], teacher.feature_dim,
+                            0).to(device)  # the experts' architecture; its weights come from their vectors
     flat = FlatModel(student)
     if flat.layout() != experts.layout:
         raise ValueError(f"{mk.experts}: the experts' parameter layout does not match their model "
@@ -156,14 +160,6 @@ def distill_mkdt(ctx: DistillContext) -> DistillResult:
                     "seconds": experts.manifest.get("seconds")}}
     stored = {"images": pixels.cpu(), "targets": y_s.detach().cpu()}
     return DistillResult(stored, info, finished=stop >= mk.iterations)
-
-
-class _ExpertModel:
-    """The student model an expert artifact describes (for `build_student`)."""
-
-    def __init__(self, experts: ExpertTrajectories) -> None:
-        described = dict(experts.manifest.get("model") or {})
-        self.model = ModelConfig(**{k: v for k, v in described.items() if k in ("name", "width", "depth", "feature")})
 
 
 def reconstruct_mkdt(stored: dict[str, torch.Tensor], manifest: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
