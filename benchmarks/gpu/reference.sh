@@ -2,7 +2,7 @@
 # The GPU reference run (one call): decode CIFAR-100, train the ResNet-18 Barlow Twins teacher
 # (preset teacher_cifar100, EPOCHS epochs, fp16 artifact), then distil at N = 100 the random
 # subset, Boost (preset cifar100) and KRR-ST (preset distill_krr_st_cifar100) with the
-# given outer-step counts, each stopped at the deadline. Everything worth keeping is copied to OUT as
+# given outer-step counts, each stopped at the deadline (a stage with too little time left is skipped). Everything worth keeping is copied to OUT as
 # soon as it exists.
 #   bash benchmarks/gpu/reference.sh PACK_DIR OUT EPOCHS BOOST_STEPS KRR_STEPS SECONDS
 set -euo pipefail
@@ -25,9 +25,13 @@ keep() {  # keep NAME: archive a distilled run without its checkpoint
 python3 -m ssdd distill -c distill_krr_st_cifar100 teacher=$T/teacher method=random \
   out_dir=runs/full/random_n100 && keep random
 say "random done"
-timeout $(( $(left) - 100 )) python3 -m ssdd distill -c cifar100 teacher=$T/teacher \
-  krr.steps=$BOOST_STEPS checkpoint_every=100000 || say "boost stopped (deadline or error)"
-keep boost; say "boost done"
-timeout $(( $(left) - 10 )) python3 -m ssdd distill -c distill_krr_st_cifar100 teacher=$T/teacher \
-  krr.steps=$KRR_STEPS checkpoint_every=100000 || say "krr_st stopped (deadline or error)"
-keep krr_st; say "krr_st done"
+if [ "$(left)" -gt 160 ]; then
+  timeout $(( $(left) - 100 )) python3 -m ssdd distill -c cifar100 teacher=$T/teacher \
+    krr.steps=$BOOST_STEPS checkpoint_every=100000 || say "boost stopped (deadline or error)"
+  keep boost; say "boost done"
+else say "boost skipped: $(left) s left"; fi
+if [ "$(left)" -gt 70 ]; then
+  timeout $(( $(left) - 10 )) python3 -m ssdd distill -c distill_krr_st_cifar100 teacher=$T/teacher \
+    krr.steps=$KRR_STEPS checkpoint_every=100000 || say "krr_st stopped (deadline or error)"
+  keep krr_st; say "krr_st done"
+else say "krr_st skipped: $(left) s left"; fi
