@@ -4,7 +4,7 @@ MKDT's expert epoch and iteration times, and the time of one evaluation cell, wr
     python3 benchmarks/gpu/speed.py --out $OUT/speed.json [--teacher DIR] [--data data/cifar100.npz]
 
 Needs the decoded CIFAR-100 (`benchmarks/gpu/unpack_pack.py`, see reference.sh) and a ResNet-18 teacher
-(default: the committed artifacts/teachers/cifar100_resnet18_bt30_h200). Each part runs the real
+(default: the committed artifacts/teachers/cifar100_resnet18_bt80_h200). Each part runs the real
 commands with short settings (about 6 minutes in all on one H200); with several GPUs the distillation
 runs again under torchrun on all of them. steps/s are read from each run's metrics.jsonl (the first
 logging window, which includes warm-up, is dropped).
@@ -44,7 +44,7 @@ def steps_per_s(folder: Path) -> float | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True)
-    parser.add_argument("--teacher", default="artifacts/teachers/cifar100_resnet18_bt30_h200")
+    parser.add_argument("--teacher", default="artifacts/teachers/cifar100_resnet18_bt80_h200")
     parser.add_argument("--data", default="data/cifar100.npz")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--mkdt-iterations", type=int, default=50)
@@ -104,7 +104,7 @@ def main() -> None:
     seconds = run([*ssdd, "evaluate", "-c", "evaluate_full", f"teacher={args.teacher}", f"out_dir={evaluation}",
                    f"source.path={args.data}", f"targets=[{{source: npz, path: {args.data}, name: cifar100}}]",
                    "seeds=1", "no_pretrain=false", "full_data.enabled=false", "--no-progress",
-                   "-d", "artifacts/distilled/cifar100_resnet18_bt30_h200/boost_n100"], log)
+                   "-d", "artifacts/distilled/cifar100_resnet18_bt80_h200/boost_n100"], log)
     rows = json.loads((evaluation / "results.json").read_text()) if (evaluation / "results.json").exists() else []
     result["evaluate"] = {"wall_s_one_cell": seconds, "rows": [
         {k: r.get(k) for k in ("label", "mode", "top1", "pretrain_s", "eval_s")} for r in rows]}
