@@ -411,7 +411,7 @@ def check_distill_settings(cfg: Any) -> None:
     non_negative("krr.final_lr_ratio", krr.final_lr_ratio)
     non_negative("krr.ridge", krr.ridge)
     choice("krr.form", krr.form, ("auto", "primal", "dual"))
-    choice("krr.solve_dtype", krr.solve_dtype, ("float32", "float64"))
+    choice("krr.solve_dtype", krr.solve_dtype, ("auto", "float32", "float64"))
     _channels_last("krr.channels_last", krr.channels_last)
     whole("krr.real_crop_padding", krr.real_crop_padding, 0)
     whole("pool.size", pool.size, 1)

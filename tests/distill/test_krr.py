@@ -98,5 +98,18 @@ def test_float64_solve_returns_float32_and_is_closer_to_the_closed_form():
     out = krr_predict(phi_s, phi_t, y_s, 1e-7, "dual", krr_solve_dtype("float64"))
     assert out.dtype == torch.float32
     assert torch.linalg.norm(out.double() - reference) / torch.linalg.norm(reference) < 1e-6
-    with pytest.raises(ValueError, match="solve_dtype"):
+    with pytest.raises(ValueError, match="solve_dtype must be one of auto, float32, float64"):
         krr_solve_dtype("half")
+
+
+def test_auto_solve_dtype_is_float64_in_the_primal_form_and_float32_in_the_dual():
+    from ssdd.distill.krr import krr_solve_dtype
+
+    assert krr_solve_dtype("auto") is None
+    torch.manual_seed(4)
+    phi_t = torch.randn(30, 16)
+    for rows, form, expected in ((60, "primal", torch.float64), (10, "dual", torch.float32)):
+        phi_s, y_s = torch.randn(rows, 16), torch.randn(rows, 5)
+        auto = krr_predict(phi_s, phi_t, y_s, 1e-6)  # form auto resolves to `form` for these shapes
+        assert torch.equal(auto, krr_predict(phi_s, phi_t, y_s, 1e-6, form, expected))
+        assert auto.dtype == torch.float32

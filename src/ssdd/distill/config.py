@@ -17,7 +17,9 @@ class KRRConfig:
     final_lr_ratio: float = 1e-3  # linear decay to final_lr_ratio * lr over the steps
     ridge: float = 1e-6  # lambda = ridge * trace(K_ss), the same lambda in both forms
     form: str = "auto"  # auto (primal when support rows > features + 1, else dual) | primal | dual
-    solve_dtype: str = "float32"  # float32 | float64 (the kernel and its solve; features stay in their dtype)
+    # auto (float64 in the primal form, float32 in the dual) | float32 | float64: the kernel and its solve;
+    # features stay in their dtype
+    solve_dtype: str = "auto"
     real_crop_padding: int = 4  # RandomCrop(padding) + flip on the real batch
     # under torchrun every process embeds its slice of the real batch; true: also its slice of the support
     # (distilled) rows, all-gathered with gradients (faster at every size measured; same result to rounding)

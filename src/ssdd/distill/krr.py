@@ -45,22 +45,29 @@ def resolve_form(form: str, support_rows: int, features: int) -> str:
     return form
 
 
-def krr_solve_dtype(name: str) -> torch.dtype:
-    """torch dtype of the `krr.solve_dtype` setting."""
-    dtypes = {"float32": torch.float32, "float64": torch.float64}
+SOLVE_DTYPES = ("auto", "float32", "float64")
+
+
+def krr_solve_dtype(name: str) -> torch.dtype | None:
+    """torch dtype of the `krr.solve_dtype` setting; None for auto (float64 in the primal form, else float32)."""
+    dtypes = {"auto": None, "float32": torch.float32, "float64": torch.float64}
     if name not in dtypes:
-        raise ValueError(f"krr.solve_dtype must be float32 or float64, got '{name}'")
+        raise ValueError(f"krr.solve_dtype must be one of {', '.join(SOLVE_DTYPES)}, got '{name}'")
     return dtypes[name]
 
 
 def krr_predict(support_features: torch.Tensor, query_features: torch.Tensor, support_targets: torch.Tensor,
-                ridge: float = 1e-6, form: str = "auto", dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """The ridge-regression prediction for the query rows from the support set; (n_query, d) in float32."""
+                ridge: float = 1e-6, form: str = "auto", dtype: torch.dtype | None = None) -> torch.Tensor:
+    """The ridge-regression prediction for the query rows from the support set; (n_query, d) in float32.
+    dtype None: float64 in the primal form, float32 in the dual."""
+    form = resolve_form(form, support_features.shape[0], support_features.shape[1] + 1)
+    if dtype is None:
+        dtype = torch.float64 if form == "primal" else torch.float32
     with torch.autocast(device_type=support_features.device.type, enabled=False):
         p_s = with_bias(support_features.to(dtype))
         p_t = with_bias(query_features.to(dtype))
         y_s = support_targets.to(dtype)
-        if resolve_form(form, *p_s.shape) == "primal":
+        if form == "primal":
             prediction = p_t @ ridge_solve(p_s.T @ p_s, p_s.T @ y_s, ridge)
         else:
             prediction = (p_t @ p_s.T) @ ridge_solve(p_s @ p_s.T, y_s, ridge)
@@ -69,7 +76,7 @@ def krr_predict(support_features: torch.Tensor, query_features: torch.Tensor, su
 
 def krr_loss(support_features: torch.Tensor, query_features: torch.Tensor, support_targets: torch.Tensor,
              query_targets: torch.Tensor, ridge: float = 1e-6, form: str = "auto",
-             dtype: torch.dtype = torch.float32) -> torch.Tensor:
+             dtype: torch.dtype | None = None) -> torch.Tensor:
     """Mean squared error between the KRR prediction for the query batch and its teacher targets."""
     prediction = krr_predict(support_features, query_features, support_targets, ridge, form, dtype)
     return torch.mean((prediction - query_targets.float()) ** 2)
