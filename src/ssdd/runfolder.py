@@ -30,19 +30,24 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def config_hash(config: Mapping[str, Any], ignore: Iterable[str] = ()) -> str:
-    """16 hex digits of SHA-256 over the config's values, without the `ignore` keys (dotted, flattened)."""
-    skipped = set(ignore)
-    values = {k: v for k, v in flatten(config).items() if k not in skipped}
+def config_hash(config: Mapping[str, Any], ignore: Iterable[str] = (), legacy: Mapping[str, Any] | None = None) -> str:
+    """16 hex digits of SHA-256 over the config's values, without the `ignore` keys (dotted, flattened) and
+    without the `legacy` keys that hold their legacy value: a setting added later, at the value that
+    behaves as before it existed, leaves the hashes of earlier configs (study cache keys) unchanged."""
+    skipped, legacy = set(ignore), legacy or {}
+    values = {k: v for k, v in flatten(config).items()
+              if k not in skipped and not (k in legacy and legacy[k] == v)}
     text = json.dumps(values, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def check_resume_compatible(saved: Mapping[str, Any], current: Mapping[str, Any],
-                            allowed: Iterable[str] = ()) -> None:
-    """Refuse to resume with a config that differs in anything but the `allowed` keys."""
-    free = set(allowed)
+                            allowed: Iterable[str] = (), legacy: Mapping[str, Any] | None = None) -> None:
+    """Refuse to resume with a config that differs in anything but the `allowed` keys; a `legacy` key that
+    the saved config lacks (it predates the setting) matches when the current value is its legacy value."""
+    free, legacy = set(allowed), legacy or {}
     a, b = flatten(saved), flatten(current)
+    a.update({k: v for k, v in legacy.items() if k not in a})
     differing = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and k not in free]
     if differing:
         details = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in differing[:6])

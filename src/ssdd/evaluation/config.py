@@ -69,3 +69,9 @@ class EvaluateConfig:
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     cka_images: int = 1000  # source test images used for linear CKA to the teacher (0 = skip)
     tensorboard: bool = False  # also write every row to out_dir/tensorboard (pip install "ssdd[tensorboard]")
+
+
+# Settings added after evaluations were recorded, each with the value that behaves exactly as before it
+# existed. A config holding that value keeps its study cache key and can resume a run saved without it
+# (runfolder.config_hash / check_resume_compatible); every new setting of EvaluateConfig belongs here.
+LEGACY_VALUES: dict[str, object] = {}

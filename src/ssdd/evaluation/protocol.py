@@ -26,7 +26,7 @@ from ssdd.distill import load_distilled
 from ssdd.distill.artifact import set_fingerprint
 from ssdd.distill.interop import evaluation_note
 from ssdd.evaluation.cka import linear_cka
-from ssdd.evaluation.config import EvaluateConfig
+from ssdd.evaluation.config import LEGACY_VALUES, EvaluateConfig
 from ssdd.evaluation.finetune import finetune
 from ssdd.evaluation.linear_probe import extract_features, probe_encoder
 from ssdd.evaluation.pretrain import pretrain_full_data, pretrain_on_pairs
@@ -156,7 +156,7 @@ def _previous_rows(out_dir: Path, cfg: EvaluateConfig, resume: bool) -> list[dic
         return []
     saved = yaml.safe_load((out_dir / "config.yaml").read_text()) if (out_dir / "config.yaml").exists() else None
     if saved is not None:
-        check_resume_compatible(saved, config_to_dict(cfg), RESUMABLE_KEYS)
+        check_resume_compatible(saved, config_to_dict(cfg), RESUMABLE_KEYS, LEGACY_VALUES)
     try:
         return list(json.loads(results.read_text()))
     except ValueError:

@@ -21,6 +21,7 @@ from typing import Any
 
 from ssdd import __version__
 from ssdd.config import config_to_dict, load_config, save_config
+from ssdd.evaluation.config import LEGACY_VALUES as EVALUATE_LEGACY_VALUES
 from ssdd.runfolder import CHECKPOINT, config_hash
 from ssdd.runguard import method_free_keys
 from ssdd.runtime import file_sha256, versions, write_json
@@ -36,6 +37,8 @@ NOT_HASHED = {
                 "krr.channels_last", "tensorboard", "mkdt.experts", "mkdt.recompute"),
     "evaluate": ("out_dir", "teacher", "distilled", "tensorboard"),
 }  # `teacher`, `distilled` and `mkdt.experts` are paths: the keys or fingerprints of what they hold stand in
+# settings added later, at the value that behaves as before them: left out of the key (old stages stay cached)
+LEGACY_VALUES = {"evaluate": EVALUATE_LEGACY_VALUES}
 
 
 @dataclass
@@ -96,8 +99,9 @@ def _key(kind: str, cfg: Any, upstream: list[str]) -> str:
     config = config_to_dict(cfg)
     if kind == "distill":  # another method's options change nothing (and keys stay as before MKDT existed)
         ignored += [f"config.{k}" for k in method_free_keys(config)]
+    legacy = {f"config.{k}": v for k, v in LEGACY_VALUES.get(kind, {}).items()}
     return config_hash({"config": config, "data": _data_fingerprints(config), "upstream": upstream,
-                        "ssdd": __version__}, ignored)
+                        "ssdd": __version__}, ignored, legacy)
 
 
 def _finished(folder: Path, key: str) -> bool:
