@@ -358,6 +358,7 @@ def check_teacher_settings(cfg: Any) -> int:
             probability(f"{key}.{p}", getattr(view, p))
         choice(f"{key}.interpolation", view.interpolation, ("bicubic", "bilinear"))
     check_probe(cfg.probe)
+    whole("probe_every", cfg.probe_every, 0)
     whole("data.resolution", cfg.data.resolution, 1)
     return check_model("model", cfg.model, cfg.data.resolution)
 
@@ -554,6 +555,7 @@ def check_evaluate_settings(cfg: Any) -> None:
     positive("pretrain.lr", p.lr)
     non_negative("pretrain.momentum", p.momentum)
     non_negative("pretrain.weight_decay", p.weight_decay)
+    check_supervised_pretrain(p.supervised)
     if cfg.full_data.enabled:
         f = cfg.full_data
         whole("full_data.epochs", f.epochs, 1)
@@ -574,6 +576,17 @@ def check_evaluate_settings(cfg: Any) -> None:
         non_negative("finetune.weight_decay", t.weight_decay)
     if "linear_probe" in cfg.modes:
         check_probe(cfg.probe)
+
+
+def check_supervised_pretrain(s: Any) -> None:
+    """pretrain.supervised: the recipe of sets with class labels (ssdd.evaluation.supervised)."""
+    choice("pretrain.supervised.recipe", s.recipe, ("krr_st", "same"))
+    choice("pretrain.supervised.augment", s.augment, ("dsa", "none"))
+    positive("pretrain.supervised.lr", s.lr)
+    non_negative("pretrain.supervised.momentum", s.momentum)
+    non_negative("pretrain.supervised.weight_decay", s.weight_decay)
+    probability("pretrain.supervised.lr_drop_at", s.lr_drop_at)
+    positive("pretrain.supervised.lr_drop", s.lr_drop)
 
 
 def _check_out_dir_for_evaluation(out_dir: Path, resume: bool) -> None:

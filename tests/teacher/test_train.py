@@ -66,6 +66,21 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tiny_npz, tmp_pat
         assert torch.equal(a[key], b[key]), key
 
 
+def test_probe_every_records_the_probe_curve_and_changes_no_weight(tiny_npz, tmp_path):
+    plain, probed = tmp_path / "plain", tmp_path / "probed"
+    train_teacher(smoke_config(tiny_npz, plain, "optim.epochs=3"), show_progress=False)
+    train_teacher(smoke_config(tiny_npz, probed, "optim.epochs=3", "probe_every=1", "save_dtype=float32"),
+                  show_progress=False)
+    history = json.loads((probed / "history.json").read_text())
+    assert [("probe_top1" in h) for h in history] == [True, True, True]
+    manifest = json.loads((probed / "teacher" / "manifest.json").read_text())
+    assert history[-1]["probe_top1"] == manifest["linear_probe"]["top1"]
+    assert all("probe_top1" not in h for h in json.loads((plain / "history.json").read_text()))
+    a, b = backbone_state(plain), backbone_state(probed)  # probing during training leaves it untouched
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
 def test_resume_refuses_a_changed_config_and_fresh_run_refuses_existing_dir(tiny_npz, tmp_path):
     out = tmp_path / "run"
     train_teacher(smoke_config(tiny_npz, out, "stop_after_epochs=1"), show_progress=False)

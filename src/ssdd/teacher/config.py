@@ -41,6 +41,9 @@ class TeacherConfig:
     save_dtype: str = "float32"  # float32 | float16 (dtype of the saved backbone)
     tensorboard: bool = False  # also write TensorBoard scalars to out_dir/tensorboard (pip install "ssdd[tensorboard]")
     tensorboard_every: int = 0  # with tensorboard: also log the loss and lr every this many steps (0 = per epoch)
+    # also probe the teacher (weights as saved) every this many epochs: the probe curve, in history.json and
+    # teacher_curves.png (0 = only the final probe); each probe costs about what the final one does
+    probe_every: int = 0
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     projector: list[int] = field(default_factory=lambda: [2048, 2048, 2048])
@@ -52,4 +55,4 @@ class TeacherConfig:
 
 # Keys that may differ between a run and its --resume (they do not change what is computed).
 # not device: RNG states are device-specific
-RESUMABLE_KEYS = ("stop_after_epochs", "out_dir", "tensorboard", "tensorboard_every")
+RESUMABLE_KEYS = ("stop_after_epochs", "out_dir", "tensorboard", "tensorboard_every", "probe_every")

@@ -156,6 +156,7 @@ def _train(cfg: TeacherConfig, resume: bool, show_progress: bool, dist_info: D.D
         stop_epoch = min(stop_epoch, start_epoch + cfg.stop_after_epochs)
     warmup_steps = cfg.optim.warmup_epochs * steps_per_epoch
     wrapped.train()
+    probe_data = None  # loaded at the first probe
     for epoch in range(start_epoch, stop_epoch):
         order = torch.randperm(n_images, generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch)).to(device)
         loss_sum, correct, seen = 0.0, 0, 0
@@ -207,6 +208,11 @@ def _train(cfg: TeacherConfig, resume: bool, show_progress: bool, dist_info: D.D
             "images_per_s": steps_per_epoch * global_batch / epoch_time,
             "epoch_s": epoch_time,
         }
+        if dist_info.is_main and cfg.probe_every > 0 and (epoch + 1) % cfg.probe_every == 0 \
+                and epoch + 1 < cfg.optim.epochs:  # the last epoch's probe is the final one (_finish)
+            probe_data = probe_data or _probe_data(cfg, train_set)
+            record["probe_top1"] = _probe(cfg, model.backbone, probe_data, mean, std, device)["test_top1"]
+            wrapped.train()
         history.append(record)
         generator_states = D.all_gather_objects(aug_generator.get_state())
         if dist_info.is_main:
@@ -219,8 +225,9 @@ def _train(cfg: TeacherConfig, resume: bool, show_progress: bool, dist_info: D.D
                 log.write(json.dumps(record) + "\n")
             tb.scalars({k: v for k, v in record.items() if k != "epoch"}, (epoch + 1) * steps_per_epoch,
                        prefix="teacher/")
+            probed = f"  probe {record['probe_top1']:.2f}%" if "probe_top1" in record else ""
             tqdm.write(f"epoch {epoch + 1}/{cfg.optim.epochs}  loss {record['loss']:.4f}  "
-                           f"monitor {record['monitor_top1']:.1f}%  {record['images_per_s']:.0f} img/s")
+                       f"monitor {record['monitor_top1']:.1f}%{probed}  {record['images_per_s']:.0f} img/s")
         D.barrier()
 
     if stop_epoch < cfg.optim.epochs:
@@ -230,7 +237,8 @@ def _train(cfg: TeacherConfig, resume: bool, show_progress: bool, dist_info: D.D
     D.check_replicas_agree(model.backbone.parameters(), "DDP replicas (backbone parameters)")
     if not dist_info.is_main:
         return None
-    path = _finish(cfg, model.backbone, train_set, mean, std, history, elapsed, dist_info, device)
+    path = _finish(cfg, model.backbone, probe_data or _probe_data(cfg, train_set), train_set, mean, std, history,
+                   elapsed, dist_info, device)
     probe = json.loads((path / "manifest.json").read_text())["linear_probe"]
     tb.scalars({"linear_probe_top1": probe["top1"]}, cfg.optim.epochs * steps_per_epoch, prefix="teacher/")
     return path
@@ -248,23 +256,45 @@ def as_saved(backbone: nn.Module, dtype: torch.dtype) -> nn.Module:
     return rounded
 
 
-def _finish(cfg: TeacherConfig, backbone: nn.Module, train_set: Any, mean: torch.Tensor, std: torch.Tensor,
-            history: list[dict[str, Any]], elapsed: float, dist_info: D.DistInfo, device: torch.device) -> Path:
-    out_dir = Path(cfg.out_dir)
-    full_cfg = replace(cfg.data, subset=0)
-    probe_train = train_set if cfg.data.subset == 0 else load_split(full_cfg, cfg.data.train_split, seed=cfg.seed)
-    test_set = load_split(cfg.data, cfg.data.test_split, seed=cfg.seed)
+def _save_dtype(cfg: TeacherConfig) -> torch.dtype:
     dtype = {"float32": torch.float32, "float16": torch.float16}.get(cfg.save_dtype)
     if dtype is None:
         raise ValueError(f"save_dtype must be float32 or float16, got '{cfg.save_dtype}'")
-    probe_start = time.perf_counter()
+    return dtype
+
+
+def _probe_data(cfg: TeacherConfig, train_set: Any) -> tuple[Any, Any]:
+    """The probe's train split (all of it, also when the teacher trains on a subset) and test split."""
+    full = train_set if cfg.data.subset == 0 else load_split(replace(cfg.data, subset=0), cfg.data.train_split,
+                                                              seed=cfg.seed)
+    return full, load_split(cfg.data, cfg.data.test_split, seed=cfg.seed)
+
+
+def _probe(cfg: TeacherConfig, backbone: nn.Module, data: tuple[Any, Any], mean: torch.Tensor, std: torch.Tensor,
+           device: torch.device) -> dict[str, Any]:
+    """Linear probe of the backbone with its weights as saved (cfg.save_dtype) on `_probe_data`'s splits; the
+    global RNGs are left as they were, so a probe during training changes nothing that follows. Adds
+    `seconds`, `test_name` and `test_split` to probe_encoder's result."""
+    probe_train, test_set = data
+    start = time.perf_counter()
     with phase(f"linear probe of the teacher on {test_set.name} ({len(probe_train):,} train, {len(test_set):,} "
-               f"test images, {cfg.probe.iterations:,} iterations)"):
-        probe = probe_encoder(as_saved(backbone, dtype), mean, std, probe_train.images, probe_train.labels,
-                              test_set.images, test_set.labels, probe_train.num_classes, cfg.probe, seed=cfg.seed,
-                              device=device)
-    probe_s = time.perf_counter() - probe_start
-    print(f"linear probe on {test_set.name}[{test_set.split}]: top-1 {probe['test_top1']:.2f}% "
+               f"test images, {cfg.probe.iterations:,} iterations)"), \
+            torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        probe = probe_encoder(as_saved(backbone, _save_dtype(cfg)), mean, std, probe_train.images,
+                              probe_train.labels, test_set.images, test_set.labels, probe_train.num_classes,
+                              cfg.probe, seed=cfg.seed, device=device)
+    return {**probe, "seconds": time.perf_counter() - start, "test_name": test_set.name, "test_split": test_set.split}
+
+
+def _finish(cfg: TeacherConfig, backbone: nn.Module, probe_data: tuple[Any, Any], train_set: Any, mean: torch.Tensor,
+            std: torch.Tensor, history: list[dict[str, Any]], elapsed: float, dist_info: D.DistInfo,
+            device: torch.device) -> Path:
+    out_dir = Path(cfg.out_dir)
+    dtype = _save_dtype(cfg)
+    probe = _probe(cfg, backbone, probe_data, mean, std, device)
+    if cfg.probe_every > 0 and history:
+        history[-1]["probe_top1"] = probe["test_top1"]  # the last point of the probe curve
+    print(f"linear probe on {probe['test_name']}[{probe['test_split']}]: top-1 {probe['test_top1']:.2f}% "
           f"(train {probe['train_top1']:.2f}%)")
     last = history[-1] if history else {}
     manifest = {
@@ -274,7 +304,7 @@ def _finish(cfg: TeacherConfig, backbone: nn.Module, train_set: Any, mean: torch
         "normalization": {"mean": mean.tolist(), "std": std.tolist()},
         "epochs": cfg.optim.epochs,
         "linear_probe": {"top1": probe["test_top1"], "train_top1": probe["train_top1"],
-                         "dataset": test_set.name, "split": test_set.split, "seconds": probe_s,
+                         "dataset": probe["test_name"], "split": probe["test_split"], "seconds": probe["seconds"],
                          "method": f"SGD on frozen standardised features, {cfg.probe.iterations} iterations",
                          "weights": f"as saved ({cfg.save_dtype}), computed in float32"},
         "final_loss": last.get("loss"),
@@ -307,7 +337,14 @@ def _plot_history(history: list[dict[str, Any]], path: Path) -> None:
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.2))
     ax_loss.plot(epochs, [h["loss"] for h in history])
     ax_loss.set(xlabel="epoch", ylabel="Barlow Twins loss", title="training loss")
-    ax_acc.plot(epochs, [h["monitor_top1"] for h in history], color="tab:orange")
-    ax_acc.set(xlabel="epoch", ylabel="top-1 (%)", title="online linear monitor (train views)")
+    ax_acc.plot(epochs, [h["monitor_top1"] for h in history], color="tab:orange",
+                label="online monitor (train views)")
+    probed = [h for h in history if "probe_top1" in h]
+    if probed:
+        ax_acc.plot([h["epoch"] for h in probed], [h["probe_top1"] for h in probed], "o-", color="tab:green",
+                    label="linear probe (test, weights as saved)")
+        ax_acc.legend(fontsize=8)
+    ax_acc.set(xlabel="epoch", ylabel="top-1 (%)", title="linear evaluation" if probed else
+               "online linear monitor (train views)")
     fig.tight_layout()
     save_figure(fig, path)
