@@ -569,6 +569,7 @@ def check_evaluate_settings(cfg: Any) -> None:
         whole("finetune.iterations", t.iterations, 1)
         whole("finetune.small_iterations", t.small_iterations, 1)
         whole("finetune.small_threshold", t.small_threshold, 0)
+        choice("finetune.small_by", t.small_by, ("role", "size"))
         whole("finetune.batch_size", t.batch_size, 1)
         whole("finetune.crop_padding", t.crop_padding, 0)
         positive("finetune.lr", t.lr)
@@ -680,7 +681,7 @@ def validate_evaluate(cfg: Any, resume: bool = False, allow_mismatch: bool = Fal
     for i, model in enumerate(cfg.models):
         check_model(f"models[{i}]", model, resolution)
     source_cfg = replace(cfg.source, resolution=resolution)
-    if cfg.full_data.enabled:
+    if cfg.full_data.enabled or cfg.full_data.same_recipe:
         check_split(source_cfg, "train_split", "source")
     if cfg.cka_images > 0:
         check_split(source_cfg, "test_split", "source")

@@ -45,3 +45,36 @@ def test_max_iterations_caps_the_steps():
     assert len(losses) == 4  # three full epochs and the one the cap cut short
     model, _ = run(PretrainConfig(epochs=2, batch_size=8, max_iterations=100))
     assert model.calls == 6  # a cap above the epochs changes nothing
+
+
+def test_pretrain_steps_counts_the_steps_the_loop_takes():
+    from ssdd.evaluation.pretrain import pretrain_steps
+
+    for n, cfg in ((20, PretrainConfig(epochs=3, batch_size=8)),  # 3 batches per epoch
+                   (17, PretrainConfig(epochs=3, batch_size=8)),  # a last batch of one image is skipped
+                   (20, PretrainConfig(epochs=30, batch_size=8, max_iterations=10)),
+                   (20, PretrainConfig(epochs=2, batch_size=256))):
+        model = Counting()
+        images, targets = pairs(n)
+        pretrain_on_pairs(model, images, targets, torch.zeros(3), torch.ones(3), cfg, torch.Generator().manual_seed(0))
+        assert model.calls == pretrain_steps(n, cfg), (n, cfg)
+    assert pretrain_steps(17, PretrainConfig(epochs=3, batch_size=8)) == 6
+    assert pretrain_steps(50_000, PretrainConfig(epochs=1000, batch_size=256, max_iterations=1000)) == 1000
+
+
+def test_uint8_images_train_exactly_like_the_same_images_as_floats():
+    """A whole source split stays uint8 and is normalised batch by batch: the same steps as float images."""
+    from ssdd.augment import to_float
+
+    gen = torch.Generator().manual_seed(1)
+    images_u8 = torch.randint(0, 256, (20, 3, 4, 4), dtype=torch.uint8, generator=gen)
+    targets = torch.randn(20, 2, generator=gen)
+    mean, std = torch.full((3,), 0.5), torch.full((3,), 0.25)
+    runs = []
+    for images in (images_u8, to_float(images_u8)):
+        torch.manual_seed(0)
+        model = Counting()
+        losses = pretrain_on_pairs(model, images, targets, mean, std, PretrainConfig(epochs=3, batch_size=8, lr=0.05),
+                                   torch.Generator().manual_seed(0))
+        runs.append((losses, model.layer.weight.detach().clone()))
+    assert runs[0][0] == runs[1][0] and torch.equal(runs[0][1], runs[1][1])

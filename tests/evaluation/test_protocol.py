@@ -55,24 +55,25 @@ def test_evaluate_smoke_writes_results(tiny_npz, tiny_teacher, tmp_path, capsys)
                  f"out_dir={out}", f"source.path={tiny_npz}", "seeds=2",
                  "models=[{name: convnet, width: 4, depth: 2}]",
                  f"targets=[{{source: npz, path: {tiny_npz}, name: tiny}}]", "pretrain.epochs=2",
-                 "full_data.epochs=1", "full_data.batch_size=16", "finetune.small_iterations=3",
+                 "full_data.epochs=1", "full_data.batch_size=16", "finetune.iterations=3",
                  "probe.iterations=5", "cka_images=16", "device=cpu"])
     assert code == 0
     rows = list(csv.DictReader(open(out / "results.csv")))
-    # 3 sources (random, no pre-training, full data) x 2 seeds x 1 target x 2 modes
-    assert len(rows) == 12
-    assert {r["label"] for r in rows} == {"random@10", "no_pretrain", "full_data"}
+    # 4 sources (random, no pre-training, the two full-data rows) x 2 seeds x 1 target x 2 modes
+    assert len(rows) == 16
+    assert {r["label"] for r in rows} == {"random@10", "no_pretrain", "full_data", "full_data_same_recipe"}
     assert {r["mode"] for r in rows} == {"finetune", "linear_probe"}
     assert all(0 <= float(r["top1"]) <= 100 for r in rows)
     assert all(0 <= float(r["cka_to_teacher"]) <= 1 + 1e-9 for r in rows)
     random_rows = [r for r in rows if r["label"] == "random@10"]
     assert all(float(r["image_equivalents"]) <= 10 and int(r["m"]) == 9 for r in random_rows)
     summary = json.loads((out / "summary.json").read_text())["rows"]
-    assert len(summary) == 6 and all(s["seeds"] == 2 for s in summary)
+    assert len(summary) == 8 and all(s["seeds"] == 2 for s in summary)
     assert (out / "results.png").is_file() and (out / "summary.md").read_text().startswith("| pre-training")
     assert "random@10" in capsys.readouterr().out
     full = next(s for s in summary if s["label"] == "full_data")
     assert full["pretrain_speedup"] is None
+    assert all(s["retention_of"] == "full_data_same_recipe" for s in summary)
     assert next(s for s in summary if s["label"] == "no_pretrain")["pretrain_speedup"] is None
     assert all(s["pretrain_speedup"] > 0 for s in summary if s["label"] == "random@10")
     # the summary can be rebuilt from results.json alone
@@ -131,7 +132,8 @@ def test_evaluate_refuses_a_folder_with_results_and_resume_keeps_finished_cells(
     out = tmp_path / "eval"
     base = [f"teacher={tiny_teacher}", f"out_dir={out}", f"source.path={tiny_npz}", "source.resolution=16",
             "models=[{name: convnet, width: 4, depth: 2}]", f"targets=[{{source: npz, path: {tiny_npz}, name: t}}]",
-            "pretrain.epochs=1", "full_data.enabled=false", "finetune.small_iterations=2", "probe.iterations=2",
+            "pretrain.epochs=1", "full_data.enabled=false", "full_data.same_recipe=false", "finetune.iterations=2",
+            "probe.iterations=2",
             "cka_images=0", "device=cpu", "modes=[linear_probe]"]
     first = run_evaluate(load_config(EvaluateConfig, None, [*base, "seeds=1"]), show_progress=False)
     assert len(first) == 1
@@ -167,7 +169,8 @@ def test_resume_never_keeps_rows_of_another_set_under_the_same_label_nor_dropped
     out = tmp_path / "eval"
     base = [f"teacher={tiny_teacher}", f"out_dir={out}", f"source.path={tiny_npz}", "source.resolution=16",
             "models=[{name: convnet, width: 4, depth: 2}]", f"targets=[{{source: npz, path: {tiny_npz}, name: t}}]",
-            "pretrain.epochs=1", "full_data.enabled=false", "no_pretrain=false", "finetune.small_iterations=2",
+            "pretrain.epochs=1", "full_data.enabled=false", "full_data.same_recipe=false", "no_pretrain=false",
+            "finetune.iterations=2",
             "probe.iterations=2", "cka_images=0", "device=cpu", "modes=[linear_probe]"]
     first = run_evaluate(load_config(EvaluateConfig, None, [*base, "seeds=2", f"distilled=[{sets[0]}]"]),
                          show_progress=False)
@@ -177,3 +180,55 @@ def test_resume_never_keeps_rows_of_another_set_under_the_same_label_nor_dropped
     fewer = run_evaluate(load_config(EvaluateConfig, None, [*base, "seeds=1", f"distilled=[{sets[1]}]"]),
                          show_progress=False, resume=True)
     assert [r["seed"] for r in fewer] == [0] and fewer[0] == other[0]
+
+
+def test_same_recipe_row_trains_every_source_image_with_the_pretrain_settings(tiny_npz, tiny_teacher, tmp_path,
+                                                                            monkeypatch, capsys):
+    """The full-data row with the distilled rows' recipe: pretrain_on_pairs with cfg.pretrain on the un-augmented
+    source images and the teacher's representations of them, its steps recorded; a resumed run adds it."""
+    import ssdd.evaluation.pretrain as pretrain_module
+    import ssdd.evaluation.protocol as protocol
+    from ssdd.data import load_npz
+    from ssdd.evaluation.config import EvaluateConfig
+    from ssdd.teacher import load_teacher
+
+    def no_augmentation(*args, **kwargs):
+        raise AssertionError("the same-recipe row must not augment")
+
+    calls = []
+    real = protocol.pretrain_on_pairs
+
+    def spy(backbone, images, targets, mean, std, cfg, generator, num_classes=None):
+        steps = []
+        hook = backbone.register_forward_hook(lambda module, args, out: steps.append(module.training))
+        losses = real(backbone, images, targets, mean, std, cfg, generator, num_classes)
+        hook.remove()
+        calls.append({"images": images, "targets": targets, "cfg": cfg, "steps": sum(steps)})
+        return losses
+
+    monkeypatch.setattr(pretrain_module, "crop_flip", no_augmentation)
+    monkeypatch.setattr(protocol, "pretrain_on_pairs", spy)
+    out = tmp_path / "eval"
+    base = [f"teacher={tiny_teacher}", f"out_dir={out}", f"source.path={tiny_npz}", "source.resolution=16",
+            "models=[{name: convnet, width: 4, depth: 2}]", "seeds=1", "full_data.enabled=false",
+            f"targets=[{{source: npz, path: {tiny_npz}, name: flowers102}}]", "pretrain.epochs=3",
+            "pretrain.batch_size=20", "pretrain.max_iterations=7", "pretrain.lr=0.01", "finetune.iterations=3",
+            "finetune.small_iterations=2", "probe.iterations=2", "cka_images=0", "device=cpu"]
+    first = protocol.run_evaluate(load_config(EvaluateConfig, None, [*base, "full_data.same_recipe=false"]),
+                                  show_progress=False)
+    assert {r["label"] for r in first} == {"no_pretrain"} and not calls
+    rows = protocol.run_evaluate(load_config(EvaluateConfig, None, base), show_progress=False, resume=True)
+    assert "1 finished cells kept" in capsys.readouterr().out and rows[:2] == first
+    same = [r for r in rows if r["label"] == "full_data_same_recipe"]
+    assert len(same) == 2 and len(calls) == 1
+    source = load_npz(tiny_npz, "train", 16).images
+    call = calls[0]
+    assert call["images"].dtype == torch.uint8 and torch.equal(call["images"], source)  # every image, as stored
+    assert torch.allclose(call["targets"], load_teacher(tiny_teacher).encode(source))  # un-augmented targets
+    assert call["cfg"].epochs == 3 and call["cfg"].batch_size == 20 and call["cfg"].max_iterations == 7
+    # 64 images in batches of 20: 4 steps per epoch, 3 epochs = 12, capped at 7
+    assert call["steps"] == 7 == min(3 * -(-64 // 20), 7)
+    assert all(r["pretrain_steps"] == 7 and r["views"] == 64 and r["compression"] == 1.0 for r in same)
+    # fine-tuning length by role: flowers102 is a fine-grained target, so small_iterations whatever its size
+    assert {r["mode"]: r["finetune_iterations"] for r in same} == {"finetune": 2, "linear_probe": None}
+    assert all(r["pretrain_steps"] == 0 for r in rows if r["label"] == "no_pretrain")

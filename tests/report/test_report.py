@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from conftest import make_npz, make_teacher
 from ssdd.cli import main
@@ -29,6 +30,7 @@ DISTILL = ["data.resolution=16", "krr.steps=6", "krr.batch_size=16", "krr.lr=0.0
            "pool.max_steps=5", "krr.model.width=4", "krr.model.depth=2", "device=cpu", "log_every=2",
            "checkpoint_every=100", "boost.image_bases=8", "boost.image_resolution=8", "boost.target_bases=4",
            "boost.approx_steps=20"]
+FULL_ROWS = ("full_data_same_recipe", "full_data")  # the retention denominator first
 SETS = {"boost_3": ["method=boost", "budget=3"], "random_3": ["method=random", "budget=3"],
         "random_10": ["method=random", "budget=10"], "krr_st_10": ["method=krr_st", "budget=10"]}
 
@@ -50,7 +52,7 @@ def evaluation(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> di
         f"teacher={teacher}", f"out_dir={out}", f"source.path={npz}", "seeds=2", "device=cpu",
         f"distilled=[{', '.join(str(root / name) for name in SETS)}]",
         "models=[{name: convnet, width: 4, depth: 2}]", f"targets=[{{source: npz, path: {npz}, name: tiny}}]",
-        "pretrain.epochs=2", "full_data.epochs=1", "full_data.batch_size=16", "finetune.small_iterations=3",
+        "pretrain.epochs=2", "full_data.epochs=1", "full_data.batch_size=16", "finetune.iterations=3",
         "probe.iterations=5", "cka_images=16"])
     run_evaluate(cfg, show_progress=False)
     return {"root": root, "eval": out, "teacher": teacher}
@@ -84,14 +86,16 @@ def expected_table(rows: list[dict[str, Any]]) -> dict[tuple[str, str, str], dic
     for r in rows:
         groups[(r["label"], r["arch"], r["target"], r["mode"])].append(r)
     mean = {k: statistics.fmean(r["top1"] for r in v) for k, v in groups.items()}
-    full_time = {(r["arch"], r["seed"]): r["pretrain_s"] for r in rows if r["label"] == "full_data"}
+    full_time = {(r["label"], r["arch"], r["seed"]): r["pretrain_s"] for r in rows if r["label"] in FULL_ROWS}
     table: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
     for (label, arch, target, mode), members in groups.items():
         first, key = members[0], (arch, target, mode)
         top1 = [r["top1"] for r in members]
-        full, none = mean.get(("full_data", *key)), mean.get(("no_pretrain", *key))
+        # retention divides by the row with the distilled rows' recipe when there is one
+        denominator = next(full for full in FULL_ROWS if (full, *key) in mean)
+        full, none = mean[(denominator, *key)], mean.get(("no_pretrain", *key))
         random = mean.get((f"random@{first['budget']:g}", *key)) if first["budget"] is not None else None
-        reference = label in ("full_data", "no_pretrain")
+        reference = label in ("no_pretrain", *FULL_ROWS)
         table[key][label] = {
             "n": len(top1), "mean": statistics.fmean(top1), "std": statistics.stdev(top1) if len(top1) > 1 else None,
             "retention": statistics.fmean(top1) / full,
@@ -102,8 +106,9 @@ def expected_table(rows: list[dict[str, Any]]) -> dict[tuple[str, str, str], dic
             "compression": first.get("compression"), "m": first.get("m"), "pairs": first.get("views"),
             "CKA to teacher": statistics.fmean(r["cka_to_teacher"] for r in members),
             "pre-training time": None if label == "no_pretrain" else statistics.fmean(r["pretrain_s"] for r in members),
-            "speed-up": None if reference else statistics.fmean(full_time[(r["arch"], r["seed"])] / r["pretrain_s"]
-                                                                for r in members),
+            "pre-training steps": None if label == "no_pretrain" else first.get("pretrain_steps"),
+            "speed-up": None if reference else statistics.fmean(full_time[(denominator, r["arch"], r["seed"])] /
+                                                                r["pretrain_s"] for r in members),
             "distillation time": None if reference else first.get("distill_s"),
         }
     return table
@@ -180,8 +185,8 @@ def test_every_number_of_the_table_comes_from_results_json(evaluation, report):
             for column, cell in zip(header[1:], cells[1:], strict=True):
                 check_cell(column, cell, by_label[label])
                 checked += 1
-    # 2 modes x 6 sources (4 sets, no pre-training, full data) x 12 numeric columns
-    assert checked == 2 * 6 * 12
+    # 2 modes x 7 sources (4 sets, no pre-training, the two full-data rows) x 13 numeric columns
+    assert checked == 2 * 7 * 13
 
 
 class _Tables(HTMLParser):
@@ -294,3 +299,54 @@ def test_each_method_s_loss_curve_is_labelled_with_its_own_loss():
     assert "matching" in distillation_loss_name("mkdt") and "KRR" not in distillation_loss_name("mkdt")
     assert "KRR" in distillation_loss_name("krr_st")
     assert distillation_loss_name("boost") == distillation_loss_name("krr_st")
+
+
+def test_the_report_names_both_full_data_rows_and_the_retention_denominator(evaluation, report):
+    md = report[0].read_text()
+    assert "Retention divides by \"full data, distilled rows' recipe\" (every source image with the teacher's " \
+           "representation of the un-augmented image as its target, trained exactly like the distilled sets: 2 " \
+           "epochs, 2 SGD steps, constant lr 0.1, no augmentation); \"full data, tuned recipe\" (1 epoch, 4 SGD " \
+           "steps over crop + flipped source images" in md
+    glance = markdown_table_after(md, "## At a glance")
+    assert glance[0][:3] == ["target · mode", "full data, distilled rows' recipe", "full data, tuned recipe"]
+    assert "| full data, distilled rows' recipe |" in md and "| full data, tuned recipe |" in md  # full tables
+    assert "retention divided by" not in md  # no departure: the run has the protocol's denominator
+    assert "**fine-tuning**: tiny 3 iterations (by role: 5,000 for the fine-grained targets" in md
+
+
+def markdown_table_after(text: str, heading: str) -> list[list[str]]:
+    lines = text.split(heading, 1)[1].strip().splitlines()
+    rows = [[c.strip() for c in line.strip().strip("|").split(" | ")] for line in lines if line.startswith("|")
+            and not set(line) <= set("|-: ")]
+    return rows
+
+
+def test_an_evaluation_written_before_the_same_recipe_row_still_reports(evaluation, tmp_path):
+    """Old results: no same-recipe rows, no steps or fine-tuning iterations, a config without the new settings
+    and a summary.json written by the old code; retention divides by the tuned row and the report says so."""
+    eval_dir = tmp_path / "eval"
+    shutil.copytree(evaluation["eval"], eval_dir)
+    rows = [{k: v for k, v in r.items() if k not in ("pretrain_steps", "finetune_iterations")}
+            for r in json.loads((eval_dir / "results.json").read_text()) if r["label"] != "full_data_same_recipe"]
+    (eval_dir / "results.json").write_text(json.dumps(rows))
+    config = yaml.safe_load((eval_dir / "config.yaml").read_text())
+    del config["full_data"]["same_recipe"], config["finetune"]["small_by"], config["finetune"]["fine_grained"]
+    (eval_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    summary = json.loads((eval_dir / "summary.json").read_text())
+    summary["rows"] = [{k: v for k, v in s.items() if k not in ("retention_of", "pretrain_steps",
+                                                                 "finetune_iterations")}
+                       for s in summary["rows"] if s["label"] != "full_data_same_recipe"]
+    (eval_dir / "summary.json").write_text(json.dumps(summary))
+    md = build_report(eval_dir, tmp_path / "out")[0].read_text()
+    assert "Retention divides by \"full data, tuned recipe\" (1 epoch over crop + flipped source images" in md
+    assert "the only full-data row of this run" in md
+    assert "retention divided by full data, tuned recipe (protocol: full data, distilled rows' recipe" in md
+    assert "fine-tuning length by the target's training-set size" in md
+    assert "**fine-tuning**: 3 iterations (by size: 5,000 for targets under 10,000 training images)" in md
+    tables = markdown_tables(md)
+    expected = expected_table(rows)
+    header, *body = tables["tiny · fine-tune"]
+    assert len(body) == 6  # 4 sets, no pre-training, the tuned full-data row
+    for cells in body:
+        label = {v: k for k, v in REFERENCE_NAMES.items()}.get(cells[0], cells[0])
+        check_cell("retention", cells[header.index("retention")], expected[("convnet", "tiny", "finetune")][label])

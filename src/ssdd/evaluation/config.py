@@ -9,6 +9,25 @@ from ssdd.evaluation.linear_probe import ProbeConfig
 
 
 @dataclass
+class SupervisedPretrainConfig:
+    """Pre-training on a set whose targets are class labels (random_supervised, imported labelled sets).
+
+    `krr_st` is KRR-ST's recipe for such sets: cross-entropy, SGD with the lr, momentum and weight decay
+    below, the lr multiplied by `lr_drop` once `lr_drop_at` of the steps have run, and DSA augmentation;
+    epochs, max_iterations and batch_size are pretrain's. `same` trains them like the sets with
+    representation targets (pretrain.lr, .momentum, .weight_decay, constant lr, no augmentation) but with
+    cross-entropy, as ssdd did before this setting existed; the other fields then do nothing."""
+
+    recipe: str = "krr_st"  # krr_st | same
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    lr_drop_at: float = 0.5  # fraction of the SGD steps run (epochs or max_iterations) before the drop
+    lr_drop: float = 0.1  # the lr's factor after it
+    augment: str = "dsa"  # dsa (one of colour/crop/cutout/flip/scale/rotate per batch) | none
+
+
+@dataclass
 class PretrainConfig:
     """Regression of a fresh network onto the distilled targets (protocol stage 3)."""
 
@@ -18,13 +37,19 @@ class PretrainConfig:
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 1e-3
+    supervised: SupervisedPretrainConfig = field(default_factory=SupervisedPretrainConfig)  # sets with labels
 
 
 @dataclass
 class FullDataConfig:
-    """The ceiling row: pre-train on all of the source by regressing the teacher's representations."""
+    """The ceiling rows: pre-train on all of the source by regressing the teacher's representations.
 
-    enabled: bool = True
+    `enabled` is the tuned row (the settings below: crop + flip, targets recomputed per batch, cosine lr).
+    `same_recipe` is the row retention divides by: every source image with the teacher's representation of
+    the un-augmented image, trained exactly like the distilled sets (`pretrain.*`). Each switches on its own."""
+
+    enabled: bool = True  # the tuned row, label full_data
+    same_recipe: bool = True  # the distilled rows' recipe on every source image, label full_data_same_recipe
     epochs: int = 100
     batch_size: int = 256
     lr: float = 0.1  # cosine-decayed over the epochs
@@ -33,13 +58,21 @@ class FullDataConfig:
     crop_padding: int = 4  # RandomCrop + flip on the source images (teacher targets computed per batch)
 
 
+# The fine-grained targets of the protocol, by the names ssdd gives them (a target's `name`, compared without
+# case, "-" read as "_"): torchvision's flowers102, stanford_cars and fgvc_aircraft; CUB-200 and Stanford Dogs
+# come as ImageFolder trees, named cub200 and stanford_dogs here.
+FINE_GRAINED = ("flowers102", "cub200", "stanford_cars", "fgvc_aircraft", "stanford_dogs")
+
+
 @dataclass
 class FinetuneConfig:
     """All layers + a new linear head on the target (protocol stage 4)."""
 
-    iterations: int = 10_000  # CIFAR-sized targets
-    small_iterations: int = 5_000  # targets with fewer than small_threshold training images
-    small_threshold: int = 10_000
+    iterations: int = 10_000  # every target that does not get small_iterations (CIFAR-10, CIFAR-100)
+    small_iterations: int = 5_000  # fine-grained targets (small_by=role), or small ones (small_by=size)
+    small_by: str = "role"  # role: targets named in fine_grained get small_iterations | size: by small_threshold
+    fine_grained: list[str] = field(default_factory=lambda: list(FINE_GRAINED))  # target names (small_by=role)
+    small_threshold: int = 10_000  # small_by=size: targets with fewer training images get small_iterations
     batch_size: int = 256
     lr: float = 0.01
     momentum: float = 0.9
@@ -74,4 +107,15 @@ class EvaluateConfig:
 # Settings added after evaluations were recorded, each with the value that behaves exactly as before it
 # existed. A config holding that value keeps its study cache key and can resume a run saved without it
 # (runfolder.config_hash / check_resume_compatible); every new setting of EvaluateConfig belongs here.
-LEGACY_VALUES: dict[str, object] = {}
+LEGACY_VALUES: dict[str, object] = {
+    "pretrain.supervised.recipe": "same",  # label sets trained like the regression sets, with cross-entropy
+    "pretrain.supervised.lr": 0.01,  # the rest act only under recipe=krr_st: their defaults
+    "pretrain.supervised.momentum": 0.9,
+    "pretrain.supervised.weight_decay": 5e-4,
+    "pretrain.supervised.lr_drop_at": 0.5,
+    "pretrain.supervised.lr_drop": 0.1,
+    "pretrain.supervised.augment": "dsa",
+    "full_data.same_recipe": False,  # no full-data row with the distilled rows' recipe
+    "finetune.small_by": "size",  # fine-tuning length by the target's training-set size
+    "finetune.fine_grained": list(FINE_GRAINED),  # acts only under small_by=role: its default
+}

@@ -15,8 +15,20 @@ from ssdd.integrity import check_trained
 from ssdd.progress import bar
 
 
-def finetune_iterations(cfg: FinetuneConfig, train_size: int) -> int:
-    return cfg.small_iterations if train_size < cfg.small_threshold else cfg.iterations
+def _canonical(name: str) -> str:
+    return name.strip().lower().replace("-", "_")
+
+
+def is_fine_grained(target: str, cfg: FinetuneConfig) -> bool:
+    """Whether a target's name is one of `cfg.fine_grained` (without case, "-" read as "_")."""
+    return _canonical(target) in {_canonical(name) for name in cfg.fine_grained}
+
+
+def finetune_iterations(cfg: FinetuneConfig, train_size: int, target: str = "") -> int:
+    """`small_iterations` for a fine-grained target (small_by=role, by its name) or for one with fewer than
+    `small_threshold` training images (small_by=size); `iterations` for every other target."""
+    small = is_fine_grained(target, cfg) if cfg.small_by == "role" else train_size < cfg.small_threshold
+    return cfg.small_iterations if small else cfg.iterations
 
 
 @torch.no_grad()
@@ -31,12 +43,13 @@ def accuracy(model: nn.Module, images_u8: torch.Tensor, labels: torch.Tensor, me
 
 
 def finetune(backbone: nn.Module, train: ImageDataset, test: ImageDataset, mean: torch.Tensor, std: torch.Tensor,
-             cfg: FinetuneConfig, generator: torch.Generator) -> dict[str, float]:
+             cfg: FinetuneConfig, generator: torch.Generator, target: str = "") -> dict[str, float]:
     """Fine-tune a copy of `backbone` (the original is untouched); returns test top-1 and the iterations run.
-    train/test must already be on the training device; mean/std are the target's statistics."""
+    train/test must already be on the training device; mean/std are the target's statistics; `target` is
+    its name (default: the train split's), which sets the iterations under finetune.small_by=role."""
     device = train.images.device
     model = nn.Sequential(copy.deepcopy(backbone), nn.Linear(backbone.feature_dim, train.num_classes)).to(device)
-    iterations = finetune_iterations(cfg, len(train))
+    iterations = finetune_iterations(cfg, len(train), target or train.name)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, iterations))
     aug_gen = torch.Generator(device=device).manual_seed(int(torch.randint(0, 2**31, (1,), generator=generator)))

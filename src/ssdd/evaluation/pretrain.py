@@ -10,7 +10,35 @@ from torch import nn
 
 from ssdd.augment import crop_flip, normalize, to_float
 from ssdd.evaluation.config import FullDataConfig, PretrainConfig
+from ssdd.evaluation.supervised import steps_per_epoch
 from ssdd.progress import bar
+
+
+def pretrain_steps(count: int, cfg: PretrainConfig) -> int:
+    """SGD steps that `pretrain_on_pairs` (and `pretrain_supervised`) take over `count` pairs: every batch of
+    at least two pairs in `cfg.epochs` passes, stopped at `cfg.max_iterations` when that is set."""
+    planned = cfg.epochs * steps_per_epoch(count, cfg.batch_size)
+    return min(planned, cfg.max_iterations) if cfg.max_iterations > 0 else planned
+
+
+def full_data_batches(count: int, cfg: FullDataConfig) -> int:
+    """Batches per epoch of `pretrain_full_data` over `count` source images: whole batches only (at least one)."""
+    return max(1, count // cfg.batch_size)
+
+
+def full_data_steps(count: int, cfg: FullDataConfig) -> int:
+    """SGD steps of `pretrain_full_data` over `count` source images."""
+    return cfg.epochs * full_data_batches(count, cfg)
+
+
+def _network_inputs(images: torch.Tensor, mean: torch.Tensor,
+                    std: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """idx -> the normalised network inputs of those images: float images are normalised once, uint8 ones (a
+    whole source split) batch by batch, so that they are never all held as floats."""
+    if images.dtype == torch.uint8:
+        return lambda idx: normalize(to_float(images[idx]), mean, std)
+    inputs = normalize(images, mean, std)
+    return lambda idx: inputs[idx]
 
 
 def pretrain_on_pairs(backbone: nn.Module, images: torch.Tensor, targets: torch.Tensor, mean: torch.Tensor,
@@ -19,7 +47,7 @@ def pretrain_on_pairs(backbone: nn.Module, images: torch.Tensor, targets: torch.
     """MSE regression of head(backbone(norm(x))) onto targets, SGD, `cfg.epochs` passes over every pair
     (or until `cfg.max_iterations` steps when that is set), no augmentation; integer targets are class
     labels and use cross-entropy over `num_classes` instead.
-    images: (M,3,H,W) float in [0,1]; returns the mean loss of each epoch."""
+    images: (M,3,H,W) float in [0,1], or uint8; returns the mean loss of each epoch."""
     device = images.device
     classify = not targets.is_floating_point()
     if classify and not num_classes:
@@ -28,7 +56,7 @@ def pretrain_on_pairs(backbone: nn.Module, images: torch.Tensor, targets: torch.
     criterion = F.cross_entropy if classify else F.mse_loss
     params = list(backbone.parameters()) + list(head.parameters())
     optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    inputs = normalize(images, mean, std)
+    inputs = _network_inputs(images, mean, std)
     backbone.train()
     losses = []
     count = images.shape[0]
@@ -45,7 +73,7 @@ def pretrain_on_pairs(backbone: nn.Module, images: torch.Tensor, targets: torch.
             if idx.numel() < 2:  # BatchNorm needs two samples
                 continue
             iterations += 1
-            loss = criterion(head(backbone(inputs[idx])), targets[idx])
+            loss = criterion(head(backbone(inputs(idx))), targets[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -64,15 +92,16 @@ def pretrain_full_data(backbone: nn.Module, images_u8: torch.Tensor, teacher: Ca
     head = nn.Linear(backbone.feature_dim, target_dim).to(device)
     params = list(backbone.parameters()) + list(head.parameters())
     optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    steps_per_epoch = max(1, images_u8.shape[0] // cfg.batch_size)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg.epochs * steps_per_epoch))
+    batches = full_data_batches(images_u8.shape[0], cfg)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer,
+                                                          T_max=max(1, full_data_steps(images_u8.shape[0], cfg)))
     aug_gen = torch.Generator(device=device).manual_seed(int(torch.randint(0, 2**31, (1,), generator=generator)))
     backbone.train()
     losses = []
     for _ in bar(range(cfg.epochs), desc="full-data pre-training", unit="epoch"):
         order = torch.randperm(images_u8.shape[0], generator=generator).to(device)
         total = 0.0
-        for step in range(steps_per_epoch):
+        for step in range(batches):
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             x = crop_flip(to_float(images_u8[idx]), cfg.crop_padding, aug_gen)
             with torch.no_grad():
@@ -83,5 +112,5 @@ def pretrain_full_data(backbone: nn.Module, images_u8: torch.Tensor, teacher: Ca
             optimizer.step()
             schedule.step()
             total += float(loss.detach())
-        losses.append(total / steps_per_epoch)
+        losses.append(total / batches)
     return losses

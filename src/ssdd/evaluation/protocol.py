@@ -1,6 +1,7 @@
 """`ssdd evaluate`: one protocol for every pre-training source (docs/protocol.md).
 
-For every architecture x seed x pre-training source (each distilled set, no pre-training, full data):
+For every architecture x seed x pre-training source (each distilled set, no pre-training, and full data with
+the distilled rows' recipe and with the tuned one):
 pre-train a fresh network, measure its linear CKA to the teacher, then fine-tune it and linear-probe it
 on every target. One row per method x budget x architecture x target x seed x mode.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,10 @@ from ssdd.evaluation.cka import linear_cka
 from ssdd.evaluation.config import LEGACY_VALUES, EvaluateConfig
 from ssdd.evaluation.finetune import finetune
 from ssdd.evaluation.linear_probe import extract_features, probe_encoder
-from ssdd.evaluation.pretrain import pretrain_full_data, pretrain_on_pairs
+from ssdd.evaluation.pretrain import full_data_steps, pretrain_full_data, pretrain_on_pairs, pretrain_steps
+from ssdd.evaluation.references import FULL_DATA, FULL_DATA_SAME_RECIPE, NO_PRETRAIN
 from ssdd.evaluation.report import format_table, summarize, write_report, write_results
+from ssdd.evaluation.supervised import pretrain_supervised, uses_supervised_recipe
 from ssdd.integrity import check_trained
 from ssdd.models import build_model
 from ssdd.progress import phase, show_phases
@@ -41,8 +44,9 @@ from ssdd.teacher import Teacher, load_teacher
 from ssdd.teacher.locate import require_teacher_folder
 from ssdd.validate import validate_evaluate
 
-# settings a resumed evaluation may change: more seeds or sets add cells, the others keep theirs
-RESUMABLE_KEYS = ("out_dir", "distilled", "seeds", "device", "tensorboard")
+# settings a resumed evaluation may change: more seeds or sets (or the same-recipe row) add cells, the others
+# keep theirs
+RESUMABLE_KEYS = ("out_dir", "distilled", "seeds", "device", "tensorboard", "full_data.same_recipe")
 
 
 @dataclass
@@ -105,29 +109,47 @@ def _sources(cfg: EvaluateConfig, teacher: Teacher, n_source: int) -> list[Pretr
         raise ValueError(f"several distilled sets share the label {', '.join(duplicated)}; evaluate them in "
                          f"separate runs (different out_dir)")
     if cfg.no_pretrain:
-        sources.append(PretrainSource("no_pretrain", "no_pretrain", None, {}))
+        sources.append(PretrainSource(NO_PRETRAIN, NO_PRETRAIN, None, {}))
+    whole_source = {"image_equivalents": float(n_source), "compression": 1.0, "views": n_source}
     if cfg.full_data.enabled:
-        sources.append(PretrainSource("full_data", "full_data", None, {"image_equivalents": float(n_source),
-                                                                       "compression": 1.0, "views": n_source}))
+        sources.append(PretrainSource(FULL_DATA, FULL_DATA, None, dict(whole_source)))
+    if cfg.full_data.same_recipe:
+        sources.append(PretrainSource(FULL_DATA_SAME_RECIPE, FULL_DATA_SAME_RECIPE, None, dict(whole_source)))
     return sources
 
 
+def _pretrain_steps(source: PretrainSource, cfg: EvaluateConfig) -> int:
+    """The SGD steps a source's pre-training takes (its `views` are the pairs or source images it trains on)."""
+    if source.method == NO_PRETRAIN:
+        return 0
+    if source.method == FULL_DATA:
+        return full_data_steps(source.info["views"], cfg.full_data)
+    return pretrain_steps(source.info["views"], cfg.pretrain)
+
+
 def _pretrain(source: PretrainSource, model_cfg: ModelConfig, cfg: EvaluateConfig, teacher: Teacher,
-              source_images: torch.Tensor, resolution: int, seed: int, device: torch.device) -> nn.Module:
+              source_images: torch.Tensor, resolution: int, seed: int, device: torch.device,
+              source_targets: torch.Tensor | None = None) -> nn.Module:
+    """A fresh network pre-trained on `source`; `source_targets` (the teacher's representations of the
+    un-augmented source images) are needed by the same-recipe full-data row only."""
     torch.manual_seed(seed)
     backbone = build_model(model_cfg, resolution).to(device)
     generator = torch.Generator().manual_seed(seed)
-    if source.method == "no_pretrain":
+    if source.method == NO_PRETRAIN:
         return backbone
-    if source.method == "full_data":
+    if source.method == FULL_DATA:
         pretrain_full_data(backbone, source_images, teacher, teacher.mean, teacher.std, cfg.full_data, generator)
+        return backbone
+    if source.method == FULL_DATA_SAME_RECIPE:  # every source image, trained exactly like the distilled sets
+        pretrain_on_pairs(backbone, source_images, source_targets, teacher.mean, teacher.std, cfg.pretrain, generator)
         return backbone
     distilled = load_distilled(source.info["path"])
     images, targets = distilled.training_pairs()
     stats = distilled.manifest["normalization"]
     mean, std = torch.tensor(stats["mean"], device=device), torch.tensor(stats["std"], device=device)
-    pretrain_on_pairs(backbone, images.to(device), targets.to(device), mean, std, cfg.pretrain, generator,
-                      num_classes=distilled.manifest.get("num_classes"))
+    train = pretrain_supervised if uses_supervised_recipe(targets, cfg.pretrain) else pretrain_on_pairs
+    train(backbone, images.to(device), targets.to(device), mean, std, cfg.pretrain, generator,
+          num_classes=distilled.manifest.get("num_classes"))  # labels: KRR-ST's recipe unless recipe=same
     return backbone
 
 
@@ -214,9 +236,9 @@ def _run_evaluate(cfg: EvaluateConfig, show_progress: bool, resume: bool, tb: Sc
     teacher = load_teacher(cfg.teacher, device)
     resolution = teacher.resolution
     source_cfg = DataConfig(**{**config_to_dict(cfg.source), "resolution": resolution})
-    need_source = cfg.full_data.enabled or cfg.cka_images > 0
-    source_train = load_split(source_cfg, source_cfg.train_split, cfg.seed).to(device) if cfg.full_data.enabled \
-        else None
+    full_rows = cfg.full_data.enabled or cfg.full_data.same_recipe
+    need_source = full_rows or cfg.cka_images > 0
+    source_train = load_split(source_cfg, source_cfg.train_split, cfg.seed).to(device) if full_rows else None
     cka_images = None
     if need_source and cfg.cka_images > 0:
         test = load_split(source_cfg, source_cfg.test_split, cfg.seed)
@@ -277,17 +299,29 @@ class _Bench:
     cka_images: torch.Tensor | None
     teacher_features: torch.Tensor | None
     targets: list[Target]
+    _source_targets: torch.Tensor | None = field(default=None, repr=False)
+
+    def source_targets(self) -> torch.Tensor:
+        """The teacher's representations of every un-augmented source training image, computed once."""
+        if self._source_targets is None:
+            assert self.source_images is not None, "the source train split is loaded for the full-data rows"
+            with phase(f"teacher features of {self.source_images.shape[0]:,} source training images (targets of "
+                       f"{FULL_DATA_SAME_RECIPE})"), torch.no_grad():
+                self._source_targets = self.teacher.encode(self.source_images)
+        return self._source_targets
 
 
 def _evaluate_cell(bench: _Bench, model_cfg: ModelConfig, seed: int, source: PretrainSource) -> list[dict[str, Any]]:
     """The rows of one cell: pre-train (seeded by the cell alone), CKA, then every target x mode."""
     cfg, teacher = bench.cfg, bench.teacher
+    source_targets = bench.source_targets() if source.method == FULL_DATA_SAME_RECIPE else None
     start = time.perf_counter()
-    with phase("random initialisation" if source.method == "no_pretrain" else f"pre-training on {source.label}"):
+    with phase("random initialisation" if source.method == NO_PRETRAIN else f"pre-training on {source.label}"):
         backbone = _pretrain(source, model_cfg, cfg, teacher, bench.source_images, bench.resolution, seed,
-                             bench.device)
-    check_trained(backbone, f"pre-training on {source.label}", "full_data.lr" if source.method == "full_data"
-                  else "pretrain.lr", bench.resolution)  # finished cells stay in results.json
+                             bench.device, source_targets)
+    hint = "full_data.lr" if source.method == FULL_DATA else "pretrain.supervised.lr" \
+        if source.method == "random_supervised" and cfg.pretrain.supervised.recipe == "krr_st" else "pretrain.lr"
+    check_trained(backbone, f"pre-training on {source.label}", hint, bench.resolution)  # finished cells stay
     pretrain_s = time.perf_counter() - start
     cka = None
     if bench.cka_images is not None:
@@ -301,20 +335,28 @@ def _evaluate_cell(bench: _Bench, model_cfg: ModelConfig, seed: int, source: Pre
             start = time.perf_counter()
             generator = torch.Generator().manual_seed(seed * 1009 + 17)
             with phase(f"{mode} on {target.name}") as measuring:
-                if mode == "finetune":
-                    top1 = finetune(backbone, target.train, target.test, target.mean, target.std, cfg.finetune,
-                                    generator)["top1"]
-                else:
-                    top1 = probe_encoder(backbone, target.mean, target.std, target.train.images,
-                                         target.train.labels, target.test.images, target.test.labels,
-                                         target.train.num_classes, cfg.probe, seed=seed)["test_top1"]
+                top1, iterations = _score(cfg, backbone, target, mode, seed, generator)
                 measuring.detail = f"top-1 {top1:.2f} %"
             rows.append({
                 "method": source.method, "label": source.label, "budget": source.budget,
                 "arch": model_cfg.name, "arch_width": model_cfg.width, "arch_depth": model_cfg.depth,
                 "arch_feature": model_cfg.feature, "target": target.name, "seed": seed,
                 "mode": mode, "top1": top1, "cka_to_teacher": cka, "pretrain_s": pretrain_s,
+                "pretrain_steps": _pretrain_steps(source, cfg), "finetune_iterations": iterations,
                 "eval_s": time.perf_counter() - start, "device": bench.device_name,
                 **{k: v for k, v in source.info.items() if k != "path"},
             })
     return rows
+
+
+def _score(cfg: EvaluateConfig, backbone: nn.Module, target: Target, mode: str, seed: int,
+           generator: torch.Generator) -> tuple[float, int | None]:
+    """Top-1 of one mode on one target, and the fine-tuning iterations it ran (None for the linear probe)."""
+    if mode == "finetune":
+        result = finetune(backbone, target.train, target.test, target.mean, target.std, cfg.finetune, generator,
+                          target.name)
+        return result["top1"], int(result["iterations"])
+    top1 = probe_encoder(backbone, target.mean, target.std, target.train.images, target.train.labels,
+                         target.test.images, target.test.labels, target.train.num_classes, cfg.probe,
+                         seed=seed)["test_top1"]
+    return top1, None

@@ -9,11 +9,19 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from ssdd.evaluation.references import (
+    FULL_DATA,
+    FULL_DATA_METHODS,
+    FULL_DATA_SAME_RECIPE,
+    NO_PRETRAIN,
+    REFERENCE_METHODS,
+    retention_reference,
+)
 from ssdd.runtime import atomic_write
 
 ROW_FIELDS = ["method", "label", "budget", "arch", "arch_width", "target", "seed", "mode", "top1", "cka_to_teacher",
-              "image_equivalents", "bytes", "compression", "m", "views", "pretrain_s", "eval_s", "distill_s",
-              "distill_device", "device"]
+              "image_equivalents", "bytes", "compression", "m", "views", "pretrain_s", "pretrain_steps",
+              "finetune_iterations", "eval_s", "distill_s", "distill_device", "device"]
 
 
 def write_results(rows: list[dict[str, Any]], out_dir: Path) -> None:
@@ -32,46 +40,51 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean +- std over seeds per (label, arch, target, mode), with retention against full data and
-    gains over no pre-training and over the random subset at the same budget."""
+    """Mean +- std over seeds per (label, arch, target, mode), with retention against full data (the row with
+    the distilled rows' recipe when there is one, else the tuned row: `retention_of` names it) and gains over
+    no pre-training and over the random subset at the same budget."""
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         groups[(row["label"], row["arch"], row["target"], row["mode"])].append(row)
     means = {key: _mean_std([r["top1"] for r in members])[0] for key, members in groups.items()}
-    full_pretrain_s = {(r["arch"], r["seed"]): r["pretrain_s"] for r in rows if r["label"] == "full_data"}
+    full_pretrain_s = {(r["label"], r["arch"], r["seed"]): r["pretrain_s"] for r in rows
+                       if r["label"] in FULL_DATA_METHODS}
     summary = []
     for (label, arch, target, mode), members in groups.items():
         first = members[0]
         mean, std = _mean_std([r["top1"] for r in members])
-        full = means.get(("full_data", arch, target, mode))
-        scratch = means.get(("no_pretrain", arch, target, mode))
+        reference = retention_reference(key[0] for key in means if key[1:] == (arch, target, mode))
+        full = means.get((reference, arch, target, mode))
+        scratch = means.get((NO_PRETRAIN, arch, target, mode))
         random_label = f"random@{first['budget']:g}" if first.get("budget") is not None else None
         random = means.get((random_label, arch, target, mode)) if random_label else None
         ckas = [r["cka_to_teacher"] for r in members if r.get("cka_to_teacher") is not None]
         summary.append({
             "label": label, "method": first["method"], "budget": first.get("budget"), "arch": arch, "target": target,
             "mode": mode, "seeds": len(members), "top1_mean": mean, "top1_std": std,
-            "retention": mean / full if full else None,
-            "gain_vs_no_pretrain": mean - scratch if scratch is not None and label != "no_pretrain" else None,
+            "retention": mean / full if full else None, "retention_of": reference,
+            "gain_vs_no_pretrain": mean - scratch if scratch is not None and label != NO_PRETRAIN else None,
             "gain_vs_random": mean - random if random is not None and label != random_label else None,
             "image_equivalents": first.get("image_equivalents"), "bytes": first.get("bytes"),
             "compression": first.get("compression"), "m": first.get("m"), "views": first.get("views"),
             "cka_to_teacher": statistics.fmean(ckas) if ckas else None,
             "pretrain_s": statistics.fmean(r["pretrain_s"] for r in members),
-            "pretrain_speedup": _speedup(members, full_pretrain_s)
-            if label not in ("full_data", "no_pretrain") else None,
+            "pretrain_steps": first.get("pretrain_steps"), "finetune_iterations": first.get("finetune_iterations"),
+            "pretrain_speedup": _speedup(members, full_pretrain_s, reference)
+            if label not in REFERENCE_METHODS else None,
             "eval_s": statistics.fmean(r["eval_s"] for r in members), "distill_s": first.get("distill_s"),
             "device": first.get("device"),
         })
-    order = {"full_data": 2, "no_pretrain": 1}
+    order = {method: i for i, method in enumerate(REFERENCE_METHODS, 1)}  # the references after the sets
     summary.sort(key=lambda s: (s["arch"], s["target"], s["mode"], order.get(s["method"], 0), s["label"]))
     return summary
 
 
-def _speedup(members: list[dict[str, Any]], full_pretrain_s: dict[tuple[Any, Any], float]) -> float | None:
-    """Full-data pre-training time over this source's, paired by architecture and seed."""
-    ratios = [full_pretrain_s[(r["arch"], r["seed"])] / r["pretrain_s"] for r in members
-              if (r["arch"], r["seed"]) in full_pretrain_s and r["pretrain_s"] > 0]
+def _speedup(members: list[dict[str, Any]], full_pretrain_s: dict[tuple[Any, Any, Any], float],
+             reference: str | None) -> float | None:
+    """The `reference` full-data row's pre-training time over this source's, paired by architecture and seed."""
+    ratios = [full_pretrain_s[(reference, r["arch"], r["seed"])] / r["pretrain_s"] for r in members
+              if (reference, r["arch"], r["seed"]) in full_pretrain_s and r["pretrain_s"] > 0]
     return statistics.fmean(ratios) if ratios else None
 
 
@@ -87,7 +100,7 @@ def format_table(summary: list[dict[str, Any]]) -> str:
     from ssdd.report.formats import mean_std, ratio
 
     header = ("| pre-training | arch | target | mode | top-1 (%) | retention | vs no pre-train | vs random | "
-              "storage (img-eq) | KiB | compression | m / views | CKA | pre-train s | speed-up vs full |")
+              "storage (img-eq) | KiB | compression | m / views | CKA | pre-train s | steps | speed-up vs full |")
     lines = [header, "|" + " --- |" * (header.count("|") - 1)]
     for s in summary:
         lines.append(
@@ -97,7 +110,7 @@ def format_table(summary: list[dict[str, Any]]) -> str:
             f"{_fmt(s['image_equivalents'], '.1f')} | {_fmt(s['bytes'] and s['bytes'] / 1024, '.1f')} | "
             f"{ratio(s.get('compression'))} | "
             f"{_fmt(s['m'], 'd')} / {_fmt(s['views'], 'd')} | {_fmt(s['cka_to_teacher'], '.3f')} | "
-            f"{s['pretrain_s']:.1f} | {ratio(s.get('pretrain_speedup'))} |")
+            f"{s['pretrain_s']:.1f} | {_fmt(s.get('pretrain_steps'), ',d')} | {ratio(s.get('pretrain_speedup'))} |")
     return "\n".join(lines)
 
 
@@ -133,6 +146,9 @@ def _saved_extra(out_dir: Path) -> dict[str, Any]:
     return extra
 
 
+REFERENCE_COLOURS = {NO_PRETRAIN: "tab:gray", FULL_DATA_SAME_RECIPE: "tab:green", FULL_DATA: "tab:olive"}
+
+
 def plot_summary(summary: list[dict[str, Any]], path: Path) -> None:
     """One panel per (target, mode): mean top-1 with std error bars for every pre-training source."""
     if not summary:
@@ -145,7 +161,7 @@ def plot_summary(summary: list[dict[str, Any]], path: Path) -> None:
     for ax, (arch, target, mode) in zip(axes[0], panels, strict=True):
         rows = [s for s in summary if (s["arch"], s["target"], s["mode"]) == (arch, target, mode)]
         ax.bar(range(len(rows)), [r["top1_mean"] for r in rows], yerr=[r["top1_std"] for r in rows], capsize=3,
-               color=["tab:gray" if r["method"] in ("no_pretrain", "full_data") else "tab:blue" for r in rows])
+               color=[REFERENCE_COLOURS.get(r["method"], "tab:blue") for r in rows])
         ax.set_xticks(range(len(rows)), [r["label"] for r in rows], rotation=30, ha="right", fontsize=8)
         ax.set(title=f"{target} / {mode} / {arch}", ylabel="top-1 (%)")
     fig.tight_layout()

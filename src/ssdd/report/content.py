@@ -9,12 +9,11 @@ from typing import Any
 from ssdd.report import formats as F
 from ssdd.report.document import Block, Card, Cards, Facts, Figure, Heading, Notes, Paragraph, Table
 from ssdd.report.figures import MODE_NAMES, panel_title
-from ssdd.report.gather import REFERENCE_METHODS, DistilledInfo, ReportData, TeacherInfo
+from ssdd.report.gather import REFERENCE_METHODS, REFERENCE_NAMES, DistilledInfo, ReportData, TeacherInfo
 
 FULL_TABLE_HEADER = ["pre-training", "top-1 (%)", "retention", "vs no pre-training", "vs random",
                      "storage (img-eq)", "KiB", "compression", "m / pairs", "CKA to teacher", "pre-training time",
-                     "speed-up", "distillation time"]
-REFERENCE_NAMES = {"no_pretrain": "no pre-training", "full_data": "full data"}
+                     "pre-training steps", "speed-up", "distillation time"]
 METHOD_NOTES = {"boost": "Boost: low-rank bases, predefined views, approximation networks",
                 "krr_st": "KRR-ST: learned images and targets",
                 "mkdt": "MKDT: learned images and targets, matched to knowledge-distillation trajectories",
@@ -38,8 +37,15 @@ def _count(value: Any) -> str:
     return F.DASH if value is None else f"{int(value):,}"
 
 
+def _top1(summary: dict[str, Any] | None) -> str:
+    """A summary row's mean ± std without n; a dash for a row that is absent."""
+    if summary is None:
+        return F.DASH
+    return F.mean_std(summary["top1_mean"], summary["top1_std"], summary["seeds"], with_n=False)
+
+
 def source_images(data: ReportData) -> int | None:
-    full = next((r for r in data.rows if r["method"] == "full_data"), None)
+    full = next((r for r in data.rows if r["method"] in ("full_data", "full_data_same_recipe")), None)
     if full is not None and full.get("image_equivalents"):
         return int(full["image_equivalents"])
     manifests = [d.manifest for d in data.distilled if d.manifest is not None]
@@ -62,18 +68,101 @@ def _departures(config: dict[str, Any]) -> list[str]:
     elif pretrain.get("epochs") not in (None, DEFAULTS["pretrain_epochs"]):
         found.append(f"pre-training {pretrain['epochs']:,} epochs (protocol: {DEFAULTS['pretrain_epochs']:,})")
     finetune = config.get("finetune") or {}
-    for key, what in (("iterations", "large"), ("small_iterations", "small")):
+    by_role = finetune.get("small_by", "size") == "role"  # configs written before the setting went by size
+    for key, what in (("iterations", "source-scale" if by_role else "large"),
+                      ("small_iterations", "fine-grained" if by_role else "small")):
         default = DEFAULTS["finetune_" + key]
         if finetune.get(key) is not None and finetune[key] != default:
             found.append(f"fine-tuning {finetune[key]:,} iterations on {what} targets (protocol: {default:,})")
+    if finetune and not by_role:
+        found.append("fine-tuning length by the target's training-set size (protocol: by its role, "
+                     f"{DEFAULTS['finetune_small_iterations']:,} iterations for every fine-grained target)")
     probe = (config.get("probe") or {}).get("iterations")
     if probe is not None and probe != DEFAULTS["probe_iterations"]:
         found.append(f"linear probe {probe:,} iterations (protocol: {DEFAULTS['probe_iterations']:,})")
     full = config.get("full_data") or {}
     if full.get("enabled", True) and full.get("epochs") not in (None, DEFAULTS["full_data_epochs"]):
-        found.append(f"full data {full['epochs']:,} epoch{'s' if full['epochs'] != 1 else ''} (protocol: "
-                     f"{DEFAULTS['full_data_epochs']})")
+        found.append(f"tuned full-data row {full['epochs']:,} epoch{'s' if full['epochs'] != 1 else ''} "
+                     f"(protocol: {DEFAULTS['full_data_epochs']})")
     return found
+
+
+def _retention_departure(data: ReportData) -> list[str]:
+    """Retention against the tuned full-data row: the protocol divides by the distilled rows' recipe."""
+    if data.retention_label != "full_data":
+        return []
+    return [f"retention divided by {REFERENCE_NAMES['full_data']} (protocol: "
+            f"{REFERENCE_NAMES['full_data_same_recipe']}, a row this run does not have)"]
+
+
+def _finetune_rule(finetune: dict[str, Any]) -> str:
+    """How the run chose each target's fine-tuning length (configs without `small_by` went by size)."""
+    small = _count(finetune.get("small_iterations"))
+    if finetune.get("small_by", "size") == "role":
+        names = ", ".join(finetune.get("fine_grained") or []) or "none named"
+        return (f"by role: {small} for the fine-grained targets ({names}), {_count(finetune.get('iterations'))} "
+                "for the others")
+    return f"by size: {small} for targets under {_count(finetune.get('small_threshold', 10_000))} training images"
+
+
+def _finetune_fact(data: ReportData) -> str | None:
+    """The fine-tuning iterations each target ran, from its rows (older rows lack them: then the config's
+    iterations), and the rule that chose them."""
+    finetune = data.config.get("finetune") or {}
+    used: dict[str, Any] = {}
+    for row in data.rows:
+        if row["mode"] == "finetune" and row.get("finetune_iterations") is not None:
+            used.setdefault(row["target"], row["finetune_iterations"])
+    if used:
+        ran = ", ".join(f"{target} {_count(n)}" for target, n in used.items()) + " iterations"
+        return ran + (f" ({_finetune_rule(finetune)})" if finetune else "")
+    if finetune:
+        return f"{_count(finetune.get('iterations'))} iterations ({_finetune_rule(finetune)})"
+    return None
+
+
+def _cap(pretrain: dict[str, Any]) -> str:
+    """", at most N SGD steps" for a capped pre-training (pretrain.max_iterations), else nothing."""
+    return f", at most {_count(pretrain['max_iterations'])} SGD steps" if pretrain.get("max_iterations") else ""
+
+
+def _epochs(value: Any) -> str:
+    return f"{_count(value)} epoch{'' if value == 1 else 's'}"
+
+
+def _steps(data: ReportData, label: str) -> str:
+    steps = {r.get("pretrain_steps") for r in data.rows if r["label"] == label} - {None}
+    return f", {_count(steps.pop())} SGD steps" if len(steps) == 1 else ""
+
+
+def _full_data_recipes(data: ReportData) -> dict[str, str]:
+    """How each full-data row of the run was trained, from its config (and the steps its rows record)."""
+    pretrain, full = data.config.get("pretrain") or {}, data.config.get("full_data") or {}
+    return {
+        "full_data_same_recipe": "every source image with the teacher's representation of the un-augmented image "
+                                 f"as its target, trained exactly like the distilled sets: "
+                                 f"{_epochs(pretrain.get('epochs'))}{_cap(pretrain)}"
+                                 f"{_steps(data, 'full_data_same_recipe')}, constant lr {pretrain.get('lr', '?')}, "
+                                 "no augmentation",
+        "full_data": f"{_epochs(full.get('epochs'))}{_steps(data, 'full_data')} over crop + flipped source "
+                     "images with the teacher's representations of each augmented batch, cosine lr from "
+                     f"{full.get('lr', '?')}",
+    }
+
+
+def retention_sentence(data: ReportData) -> str | None:
+    """One sentence: which full-data row retention divides by, and how each full-data row was trained."""
+    labels = data.full_data_labels
+    if not labels:
+        return None
+    recipes = _full_data_recipes(data)
+    text = f"Retention divides by \"{REFERENCE_NAMES[labels[0]]}\" ({recipes[labels[0]]})"
+    if len(labels) > 1:
+        return text + f"; \"{REFERENCE_NAMES[labels[1]]}\" ({recipes[labels[1]]}) is shown beside it."
+    if labels[0] == "full_data":
+        return text + (f", the only full-data row of this run: the protocol's denominator, "
+                       f"\"{REFERENCE_NAMES['full_data_same_recipe']}\", was not run.")
+    return text + "."
 
 
 def overview(data: ReportData) -> list[Block]:
@@ -93,15 +182,18 @@ def overview(data: ReportData) -> list[Block]:
              ("evaluation device", ", ".join(devices) or F.DASH)]
     pretrain = config.get("pretrain") or {}
     if pretrain:
-        cap = f", at most {pretrain['max_iterations']:,} SGD steps" if pretrain.get("max_iterations") else ""
-        facts.append(("pre-training", f"{_count(pretrain.get('epochs'))} epochs over every stored view{cap}"))
-    if config.get("finetune"):
-        facts.append(("fine-tuning", f"{config['finetune'].get('iterations', '?'):,} iterations "
-                                     f"({config['finetune'].get('small_iterations', '?'):,} for small targets)"))
+        facts.append(("pre-training", f"{_count(pretrain.get('epochs'))} epochs over every stored view"
+                                      f"{_cap(pretrain)}"))
+    finetune = _finetune_fact(data)
+    if finetune:
+        facts.append(("fine-tuning", finetune))
     if config.get("cka_images"):
         facts.append(("CKA", f"linear, on {config['cka_images']:,} source test images"))
     blocks: list[Block] = [Facts(facts)]
-    departures = _departures(config)
+    sentence = retention_sentence(data)
+    if sentence:
+        blocks.append(Paragraph(sentence))
+    departures = _departures(config) + _retention_departure(data)
     if departures:
         blocks.append(Notes(departures, "Reduced protocol: this run departs from the `full` scale of "
                                         "docs/protocol.md", style="protocol"))
@@ -109,25 +201,20 @@ def overview(data: ReportData) -> list[Block]:
 
 
 def glance(data: ReportData) -> Table:
-    """Per panel: the references and the best distilled set."""
+    """Per panel: the references (every full-data row, the retention denominator first) and the best set."""
+    full_labels = data.full_data_labels
     rows = []
     for panel in data.panels:
         members = [s for s in data.summary if (s["arch"], s["target"], s["mode"]) == panel]
-        refs = {m: data.reference(m, *panel) for m in REFERENCE_METHODS}
         distilled = [s for s in members if s["method"] not in REFERENCE_METHODS]
         best = max(distilled, key=lambda s: s["top1_mean"]) if distilled else None
         rows.append([
-            _title(data, panel),
-            F.mean_std(refs["full_data"]["top1_mean"], refs["full_data"]["top1_std"], refs["full_data"]["seeds"],
-                       with_n=False) if refs["full_data"] else F.DASH,
-            F.mean_std(refs["no_pretrain"]["top1_mean"], refs["no_pretrain"]["top1_std"],
-                       refs["no_pretrain"]["seeds"], with_n=False) if refs["no_pretrain"] else F.DASH,
-            best["label"] if best else F.DASH,
-            F.mean_std(best["top1_mean"], best["top1_std"], best["seeds"], with_n=False) if best else F.DASH,
+            _title(data, panel), *[_top1(data.reference(label, *panel)) for label in full_labels],
+            _top1(data.reference("no_pretrain", *panel)), best["label"] if best else F.DASH, _top1(best),
             F.fixed(best and best["retention"]), F.fixed(best and best["gain_vs_no_pretrain"], sign=True),
         ])
-    return Table(["target · mode", "full data", "no pre-training", "best distilled set", "its top-1 (%)",
-                  "retention", "vs no pre-training"], rows)
+    return Table(["target · mode", *[REFERENCE_NAMES[label] for label in full_labels], "no pre-training",
+                  "best distilled set", "its top-1 (%)", "retention", "vs no pre-training"], rows)
 
 
 # ---------------------------------------------------------------- teacher
@@ -246,31 +333,32 @@ def _cell(summary: dict[str, Any] | None, key: str, fmt: Any) -> str:
 
 
 def comparison(info: DistilledInfo, data: ReportData) -> list[Table]:
-    """Against no pre-training and full data: accuracy per target and mode, then cost per architecture."""
+    """Against no pre-training and full data: accuracy per target and mode (every full-data row, the retention
+    denominator first), then cost per architecture against the retention denominator."""
     mine = {(s["arch"], s["target"], s["mode"]): s for s in data.summary_of(info.label)}
+    full_labels = data.full_data_labels
     accuracy = []
     for panel in data.panels:
         s = mine.get(panel)
         if s is None:
             continue
-        none, full = data.reference("no_pretrain", *panel), data.reference("full_data", *panel)
-        accuracy.append([_title(data, panel), F.mean_std(s["top1_mean"], s["top1_std"], s["seeds"], with_n=False),
-                         F.mean_std(none["top1_mean"], none["top1_std"], none["seeds"], with_n=False) if none
-                         else F.DASH,
-                         F.mean_std(full["top1_mean"], full["top1_std"], full["seeds"], with_n=False) if full
-                         else F.DASH,
+        accuracy.append([_title(data, panel), _top1(s), _top1(data.reference("no_pretrain", *panel)),
+                         *[_top1(data.reference(label, *panel)) for label in full_labels],
                          F.fixed(s["retention"]), F.fixed(s["gain_vs_no_pretrain"], sign=True)])
-    tables = [Table(["top-1 (%)", info.label, "no pre-training", "full data", "retention", "vs no pre-training"],
-                    accuracy)]
+    tables = [Table(["top-1 (%)", info.label, "no pre-training", *[REFERENCE_NAMES[label] for label in full_labels],
+                     "retention", "vs no pre-training"], accuracy)]
+    denominator = data.retention_label
     for arch in dict.fromkeys(p[0] for p in data.panels):
         panel = next((p for p in data.panels if p[0] == arch and p in mine), None)
         if panel is None:
             continue
         s = mine[panel]
-        none, full = data.reference("no_pretrain", *panel), data.reference("full_data", *panel)
+        none, full = data.reference("no_pretrain", *panel), data.reference(denominator, *panel)
         time_ratio = s["pretrain_s"] / full["pretrain_s"] if full and full["pretrain_s"] else None
         rows = [
             ["pre-training time", F.seconds(s["pretrain_s"]), F.DASH, _cell(full, "pretrain_s", F.seconds)],
+            ["pre-training SGD steps", _count(s.get("pretrain_steps")), F.DASH,
+             _cell(full, "pretrain_steps", _count)],
             ["time ratio (÷ full data)", F.ratio(time_ratio, ""), F.DASH, "1" if full else F.DASH],
             ["speed-up over full data", F.ratio(s["pretrain_speedup"]), F.DASH, "1x" if full else F.DASH],
             ["CKA to the teacher", F.fixed(s["cka_to_teacher"], 3),
@@ -282,7 +370,8 @@ def comparison(info: DistilledInfo, data: ReportData) -> list[Table]:
              _cell(full, "compression", F.ratio)],
         ]
         caption = f"cost ({arch})" if _several_archs(data) else "cost"
-        tables.append(Table(["", info.label, "no pre-training", "full data"], rows, caption))
+        tables.append(Table(["", info.label, "no pre-training", REFERENCE_NAMES.get(denominator or "", "full data")],
+                            rows, caption))
     return tables
 
 
@@ -316,14 +405,15 @@ def full_table_row(s: dict[str, Any]) -> list[str]:
         F.fixed(s["gain_vs_no_pretrain"], sign=True), F.fixed(s["gain_vs_random"], sign=True),
         F.image_equivalents(s["image_equivalents"]), F.kib(s["bytes"]), F.ratio(s["compression"]),
         f"{_count(s['m'])} / {_count(s['views'])}", F.fixed(s["cka_to_teacher"], 3),
-        F.DASH if s["method"] == "no_pretrain" else F.seconds(s["pretrain_s"]), F.ratio(s["pretrain_speedup"]),
+        F.DASH if s["method"] == "no_pretrain" else F.seconds(s["pretrain_s"]),
+        F.DASH if s["method"] == "no_pretrain" else _count(s.get("pretrain_steps")), F.ratio(s["pretrain_speedup"]),
         F.DASH if reference else F.seconds(s["distill_s"]),
     ]
 
 
 def full_tables(data: ReportData) -> list[Table]:
     """One table per (arch, target, mode): the distilled sets in results.json's order, then the references."""
-    order = {label: i for i, label in enumerate([d.label for d in data.distilled] + ["no_pretrain", "full_data"])}
+    order = {label: i for i, label in enumerate([d.label for d in data.distilled] + list(REFERENCE_METHODS))}
     tables = []
     for panel in data.panels:
         members = sorted((s for s in data.summary if (s["arch"], s["target"], s["mode"]) == panel),
@@ -335,12 +425,14 @@ def full_tables(data: ReportData) -> list[Table]:
 
 DEFINITIONS = (
     "top-1: mean ± sample std over seeds (n = number of seeds; no std for one seed). Retention: top-1 over the "
-    "full-data row's (same architecture, target and mode). vs no pre-training / vs random: difference in points to "
+    "full-data row's (same architecture, target and mode): \"full data, distilled rows' recipe\" when the run has "
+    "it, else \"full data, tuned recipe\". vs no pre-training / vs random: difference in points to "
     "the no-pre-training row and to `random@N` at the same budget. Storage: every stored value in image-equivalents "
     "(floats / C·H·W) and KiB. Compression: source images over stored image-equivalents. m / pairs: distilled "
-    "images and training pairs (every stored view). Speed-up: full-data pre-training time over this row's, paired "
-    "by architecture and seed; time ratio: this row's mean pre-training time over full data's. CKA: linear CKA of "
-    "the pre-trained encoder to the teacher on source test images."
+    "images and training pairs (every stored view). Pre-training steps: the SGD steps of one pre-training. "
+    "Speed-up: the pre-training time of the full-data row retention divides by over this row's, paired by "
+    "architecture and seed; time ratio: this row's mean pre-training time over that full-data row's. CKA: linear "
+    "CKA of the pre-trained encoder to the teacher on source test images."
 )
 
 
@@ -357,7 +449,8 @@ def compose(data: ReportData, figure_keys: set[str]) -> list[Block]:
     blocks += [Heading("At a glance", 2, "glance"), glance(data)]
     if "accuracy" in figure_keys:
         blocks.append(Figure("accuracy", "top-1 per target and mode: distilled sets (error bars = std over seeds "
-                                         "when n > 1) against no pre-training and full data (horizontal lines)"))
+                                         "when n > 1) against no pre-training and the full-data rows (horizontal "
+                                         "lines)"))
     blocks += [Heading("Teacher and distilled sets", 2, "sets"),
                Cards([teacher_card(data.teacher, data, figure_keys),
                       *[distilled_card(d, data, figure_keys) for d in data.distilled]])]

@@ -8,14 +8,16 @@ from pathlib import Path
 from typing import Any
 
 from ssdd.plots import distillation_loss_name, pyplot
-from ssdd.report.gather import REFERENCE_METHODS, ReportData
+from ssdd.report.gather import REFERENCE_METHODS, REFERENCE_NAMES, ReportData
 
 METHOD_COLOURS = {"boost": "tab:blue", "krr_st": "tab:orange", "random": "tab:gray", "kmeans": "tab:green",
                   "random_supervised": "tab:purple", "mkdt": "tab:red",
                   "high_loss": "tab:pink"}
 EXTRA_COLOURS = ["tab:brown", "tab:olive", "tab:cyan"]
 MODE_NAMES = {"finetune": "fine-tune", "linear_probe": "linear probe"}
-REFERENCE_STYLE = {"full_data": ("full data", "tab:green", "--"), "no_pretrain": ("no pre-training", "black", ":")}
+# (name, colour, line style) of each reference row's horizontal line
+REFERENCE_STYLE = {method: (REFERENCE_NAMES[method], colour, style) for method, colour, style in (
+    ("full_data_same_recipe", "darkgreen", "-"), ("full_data", "tab:olive", "--"), ("no_pretrain", "black", ":"))}
 
 
 def png_bytes(fig: Any, dpi: int = 100) -> bytes:
@@ -78,6 +80,7 @@ def accuracy_figure(data: ReportData) -> bytes | None:
             ax.annotate(f"{s['top1_mean']:.2f}", (x, s["top1_mean"]), xytext=(9, 0), textcoords="offset points",
                         va="center", fontsize=8)
             values += [s["top1_mean"] - (err or 0), s["top1_mean"] + (err or 0)]
+        lines = 0
         for method in REFERENCE_METHODS:
             ref = data.reference(method, arch, target, mode)
             if ref is None:
@@ -86,6 +89,7 @@ def accuracy_figure(data: ReportData) -> bytes | None:
             ax.axhline(ref["top1_mean"], color=colour, linestyle=style, linewidth=1.2,
                        label=f"{name} {ref['top1_mean']:.2f}")
             values.append(ref["top1_mean"])
+            lines += 1
         if values:
             ax.set_ylim(*_padded_limits(values))
         ax.set_xlim(-0.6, max(len(shown), 1) - 0.4)
@@ -94,7 +98,7 @@ def accuracy_figure(data: ReportData) -> bytes | None:
         ax.set(title=panel_title(arch, target, mode, several_archs), ylabel="top-1 (%)")
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14 if len(shown) <= 3 else -0.3),
-                  ncol=2, frameon=False)
+                  ncol=2 if lines <= 2 else 1, frameon=False)  # both full-data rows' long names: one column
     fig.tight_layout()
     return png_bytes(fig)
 

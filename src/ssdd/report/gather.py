@@ -12,9 +12,19 @@ import yaml
 
 from ssdd.artifacts import ArtifactError, read_manifest
 from ssdd.evaluation.protocol import source_label
+from ssdd.evaluation.references import (
+    FULL_DATA,
+    FULL_DATA_METHODS,
+    FULL_DATA_SAME_RECIPE,
+    NO_PRETRAIN,
+    REFERENCE_METHODS,
+    retention_reference,
+)
 from ssdd.evaluation.report import summarize
 
-REFERENCE_METHODS = ("no_pretrain", "full_data")
+# how the report names the reference rows (tables, figures, text)
+REFERENCE_NAMES = {NO_PRETRAIN: "no pre-training", FULL_DATA_SAME_RECIPE: "full data, distilled rows' recipe",
+                   FULL_DATA: "full data, tuned recipe"}
 
 
 @dataclass
@@ -49,9 +59,20 @@ class ReportData:
     def summary_of(self, label: str) -> list[dict[str, Any]]:
         return [s for s in self.summary if s["label"] == label]
 
-    def reference(self, method: str, arch: str, target: str, mode: str) -> dict[str, Any] | None:
+    def reference(self, method: str | None, arch: str, target: str, mode: str) -> dict[str, Any] | None:
         return next((s for s in self.summary if s["method"] == method and (s["arch"], s["target"], s["mode"])
                      == (arch, target, mode)), None)
+
+    @property
+    def full_data_labels(self) -> list[str]:
+        """The full-data rows of this evaluation, the retention denominator first."""
+        present = {s["label"] for s in self.summary}
+        return [label for label in FULL_DATA_METHODS if label in present]
+
+    @property
+    def retention_label(self) -> str | None:
+        """The full-data row retention and the speed-up divide by (ssdd.evaluation.references)."""
+        return retention_reference(s["label"] for s in self.summary)
 
     @property
     def panels(self) -> list[tuple[str, str, str]]:
