@@ -3,8 +3,9 @@
     python benchmarks/finetune_length.py --teacher artifacts/teachers/cifar100_convnet32_cpu \
         --lengths 300 1000 3000 --seeds 2 --out benchmarks/results/finetune_length
 
-Each seed pre-trains the two reference rows of an evaluation preset once (`--config`, default
-evaluate_cpu: a random initialisation, and the full-data row), then fine-tunes a copy of each on every
+Each seed pre-trains the reference rows of an evaluation preset once (`--config`, default evaluate_cpu;
+`--rows`: a random initialisation, the tuned full-data row, and optionally the full-data row trained with
+the distilled rows' recipe), then fine-tunes a copy of each on every
 target for every length, with the preset's fine-tuning recipe (cosine over the run, crop + flip) and only
 the iteration count changed, seeded as `ssdd evaluate` seeds its cells. The question it answers: from which
 length on does full data's gain over no pre-training stop changing, so that pre-training and not the
@@ -33,7 +34,8 @@ from ssdd.evaluation.finetune import finetune
 from ssdd.evaluation.protocol import PretrainSource, _load_target, _pretrain
 from ssdd.teacher import load_teacher
 
-ROWS = (("no_pretrain", "no pre-training"), ("full_data", "full data"))
+ROWS = {"no_pretrain": ("no pre-training", "black"), "full_data": ("full data, tuned recipe", "tab:green"),
+        "full_data_same_recipe": ("full data, distilled rows' recipe", "tab:olive")}
 
 
 def _key(row: str, target: str, seed: int, length: int) -> str:
@@ -51,18 +53,20 @@ def sweep(args: argparse.Namespace) -> dict:
     teacher = load_teacher(cfg.teacher, device)
     source_cfg = DataConfig(**{**config_to_dict(cfg.source), "resolution": teacher.resolution})
     targets = [_load_target(t, teacher.resolution, cfg.seed, device) for t in cfg.targets]
-    source_images = None
+    source_images, source_targets = None, None
     model_cfg = cfg.models[0]
     for seed in range(cfg.seed, cfg.seed + args.seeds):
-        for row, _ in ROWS:
+        for row in args.rows:
             todo = [(t, n) for t in targets for n in args.lengths if _key(row, t.name, seed, n) not in done]
             if not todo:
                 continue
-            if row == "full_data" and source_images is None:
+            if row != "no_pretrain" and source_images is None:
                 source_images = load_split(source_cfg, source_cfg.train_split, cfg.seed).to(device).images
+            if row == "full_data_same_recipe" and source_targets is None:
+                source_targets = teacher.encode(source_images)
             start = time.perf_counter()
             backbone = _pretrain(PretrainSource(row, row, None, {}), model_cfg, cfg, teacher, source_images,
-                                 teacher.resolution, seed, device)
+                                 teacher.resolution, seed, device, source_targets)
             pretrain_s = time.perf_counter() - start
             for target, length in todo:
                 start = time.perf_counter()
@@ -101,14 +105,18 @@ def _table(out: Path, runs: list[dict]) -> None:
     summary = _summary(runs)
     targets = sorted({k[1] for k in summary})
     lengths = sorted({k[2] for k in summary})
-    lines = ["| target | iterations | no pre-training | full data | full data - no pre-training |",
-             "| --- | --- | --- | --- | --- |"]
+    rows = [r for r in ROWS if any(k[0] == r for k in summary)]
+    fulls = [r for r in rows if r != "no_pretrain"]
+    lines = ["| target | iterations | " + " | ".join(ROWS[r][0] for r in rows) + " | "
+             + " | ".join(f"{ROWS[r][0]} - no pre-training" for r in fulls) + " |",
+             "| --- | --- | " + " | ".join("---" for _ in rows + fulls) + " |"]
     for target in targets:
         for n in lengths:
-            none, full = summary.get(("no_pretrain", target, n)), summary.get(("full_data", target, n))
-            cell = lambda s: f"{s[0]:.2f} ± {s[1]:.2f} (n={s[2]})" if s else "-"  # noqa: E731
-            gain = f"{full[0] - none[0]:+.2f}" if none and full else "-"
-            lines.append(f"| {target} | {n:,} | {cell(none)} | {cell(full)} | {gain} |")
+            got = {r: summary.get((r, target, n)) for r in rows}
+            cells = [f"{s[0]:.2f} ± {s[1]:.2f} (n={s[2]})" if s else "-" for s in got.values()]
+            none = got.get("no_pretrain")
+            gains = [f"{got[r][0] - none[0]:+.2f}" if none and got[r] else "-" for r in fulls]
+            lines.append(f"| {target} | {n:,} | " + " | ".join(cells + gains) + " |")
     (out / "table.md").write_text("\n".join(lines) + "\n")
     if not summary:
         return
@@ -117,7 +125,8 @@ def _table(out: Path, runs: list[dict]) -> None:
     plt = pyplot()
     fig, axes = plt.subplots(1, len(targets), figsize=(4.2 * len(targets), 3.2), squeeze=False)
     for ax, target in zip(axes[0], targets, strict=True):
-        for (row, name), colour in zip(ROWS, ("black", "tab:green"), strict=True):
+        for row in rows:
+            name, colour = ROWS[row]
             points = [(n, summary[(row, target, n)]) for n in lengths if (row, target, n) in summary]
             if points:
                 ax.errorbar([n for n, _ in points], [s[0] for _, s in points], yerr=[s[1] for _, s in points],
@@ -134,6 +143,7 @@ def main() -> None:
     parser.add_argument("--teacher", required=True)
     parser.add_argument("--lengths", type=int, nargs="+", default=[300, 1000, 3000])
     parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=["no_pretrain", "full_data"])
     parser.add_argument("--out", default="benchmarks/results/finetune_length")
     parser.add_argument("overrides", nargs="*", help="key=value settings of the evaluation preset")
     sweep(parser.parse_args())
