@@ -142,3 +142,20 @@ def test_new_content_in_a_data_file_reruns_the_stages_that_read_it(study_files):
     make_npz(study_files / "tiny.npz", seed=7)  # same path, other images
     again = run_study(study(study_files), show_progress=False, dry_run=True)
     assert set(statuses(again).values()) == {"would run"}
+
+
+def test_named_studies_share_out_dir_stages_and_keep_their_own_files(study_files):
+    first = run_study(study(study_files, "name=one", "report=true"), show_progress=False)
+    second = run_study(study(study_files, "name=two", "report=true",
+                             f"distill=[{{config: {study_files / 'distill.yaml'}, overrides: [method=random]}}]"),
+                       show_progress=False)
+    assert first.finished and second.finished
+    assert statuses(second)["teacher/teacher"] == "cached" and statuses(second)["distill/random_n10"] == "cached"
+    root = study_files / "study"
+    for name in ("one", "two"):
+        assert (root / name / "study.yaml").is_file() and (root / name / "report.md").is_file()
+    assert not (root / "study.yaml").exists() and not (root / "report.md").exists()
+    assert "krr_st@10" in (root / "one" / "report.md").read_text()
+    assert "krr_st@10" not in (root / "two" / "report.md").read_text()
+    with pytest.raises(ValueError, match="stage folder"):
+        run_study(study(study_files, "name=distill"), show_progress=False)

@@ -27,6 +27,9 @@ class DistillSpec(StageSpec):
 @dataclass
 class StudyConfig:
     out_dir: str = "runs/study"
+    # several studies may share one out_dir (and so its cached teacher and sets); each names itself, and its
+    # study.yaml, study.json and report then go to out_dir/<name>/ instead of out_dir/
+    name: str = ""
     seed: int = 0  # given to every stage (a stage's own overrides may still set it)
     device: str = "auto"
     teacher: TeacherSpec = field(default_factory=TeacherSpec)

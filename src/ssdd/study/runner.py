@@ -216,6 +216,12 @@ def run_study(study: StudyConfig, show_progress: bool = True, dry_run: bool = Fa
         return _run_study(study, root, show_progress, dry_run)
 
 
+def summary_dir(study: StudyConfig) -> Path:
+    """Where a study's own files go (study.yaml, study.json, the report): out_dir, or out_dir/<name> when
+    several named studies share out_dir's cached stages."""
+    return Path(study.out_dir) / study.name if study.name else Path(study.out_dir)
+
+
 @contextmanager
 def _exclusive(root: Path) -> Iterator[None]:
     """Hold `root/.study.lock` while the study runs: a second `ssdd reproduce` on the same out_dir would
@@ -243,7 +249,8 @@ def _run_study(study: StudyConfig, root: Path, show_progress: bool, dry_run: boo
     from ssdd.teacher.train import train_teacher
 
     if not dry_run:
-        save_config(study, root / "study.yaml")
+        summary_dir(study).mkdir(parents=True, exist_ok=True)
+        save_config(study, summary_dir(study) / "study.yaml")
     common = [f"seed={study.seed}", f"device={study.device}"]
     if not dry_run:
         _require_packages(study, common)
@@ -253,7 +260,7 @@ def _run_study(study: StudyConfig, root: Path, show_progress: bool, dry_run: boo
         print(f"[study] {text}", flush=True)
 
     def record() -> None:
-        write_json(root / "study.json", {
+        write_json(summary_dir(study) / "study.json", {
             "finished": result.finished, "teacher": str(result.teacher) if result.teacher else None,
             "experts": str(result.experts) if result.experts else None,
             "distilled": [str(p) for p in result.distilled],
@@ -343,8 +350,9 @@ def _run_study(study: StudyConfig, root: Path, show_progress: bool, dry_run: boo
             from ssdd.report import build_report
 
             # every set the evaluation scored: those its preset names and those this study distilled
-            result.report = [Path(p) for p in build_report(result.evaluation, out_dir=root, teacher=result.teacher,
-                                                            distilled=[Path(d) for d in cfg.distilled])]
+            built = build_report(result.evaluation, out_dir=summary_dir(study), teacher=result.teacher,
+                                 distilled=[Path(d) for d in cfg.distilled])
+            result.report = [Path(p) for p in built]
             say(f"report: {', '.join(str(p) for p in result.report)}")
     if dry_run:
         return result
