@@ -11,7 +11,8 @@ from torch import nn
 from ssdd.config import ModelConfig
 from ssdd.evaluation import protocol
 from ssdd.evaluation.config import EvaluateConfig, PretrainConfig, SupervisedPretrainConfig
-from ssdd.evaluation.supervised import lr_drop_step, pretrain_supervised, steps_per_epoch, uses_supervised_recipe
+from ssdd.evaluation.pretrain import steps_per_epoch
+from ssdd.evaluation.supervised import lr_drop_step, pretrain_supervised, uses_supervised_recipe
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny networks: thread hand-off dominates on a busy machine
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -10,8 +10,34 @@ from torch import nn
 
 from ssdd.augment import crop_flip, normalize, to_float
 from ssdd.evaluation.config import FullDataConfig, PretrainConfig
-from ssdd.evaluation.supervised import steps_per_epoch
 from ssdd.progress import bar
+
+
+def steps_per_epoch(count: int, batch_size: int) -> int:
+    """SGD steps in one pass over `count` images: every batch but a last one of a single image (BatchNorm)."""
+    return count // batch_size + (1 if count % batch_size >= 2 else 0)
+
+
+def epoch_batches(count: int, cfg: PretrainConfig, generator: torch.Generator, device: torch.device,
+                  desc: str = "pre-training") -> Iterator[list[torch.Tensor]]:
+    """The index batches of each pre-training epoch over `count` pairs: a fresh permutation per epoch, batches of
+    `cfg.batch_size` without a last one of a single pair (BatchNorm), `cfg.epochs` epochs, stopped after
+    `cfg.max_iterations` steps in all when that is set. Shared by `pretrain_on_pairs` and `pretrain_supervised`,
+    so that both take exactly `pretrain_steps` steps."""
+    steps = 0
+    for _ in bar(range(cfg.epochs), desc=desc, unit="epoch"):
+        if 0 < cfg.max_iterations <= steps:
+            return
+        order = torch.randperm(count, generator=generator).to(device)
+        batches: list[torch.Tensor] = []
+        for start in range(0, count, cfg.batch_size):
+            if 0 < cfg.max_iterations <= steps + len(batches):
+                break
+            idx = order[start : start + cfg.batch_size]
+            if idx.numel() >= 2:
+                batches.append(idx)
+        steps += len(batches)
+        yield batches
 
 
 def pretrain_steps(count: int, cfg: PretrainConfig) -> int:
@@ -60,19 +86,9 @@ def pretrain_on_pairs(backbone: nn.Module, images: torch.Tensor, targets: torch.
     backbone.train()
     losses = []
     count = images.shape[0]
-    iterations = 0
-    for _ in bar(range(cfg.epochs), desc="pre-training", unit="epoch"):
-        if 0 < cfg.max_iterations <= iterations:
-            break
-        order = torch.randperm(count, generator=generator).to(device)
+    for batches in epoch_batches(count, cfg, generator, device):
         total = 0.0
-        for start in range(0, count, cfg.batch_size):
-            idx = order[start : start + cfg.batch_size]
-            if 0 < cfg.max_iterations <= iterations:
-                break
-            if idx.numel() < 2:  # BatchNorm needs two samples
-                continue
-            iterations += 1
+        for idx in batches:
             loss = criterion(head(backbone(inputs(idx))), targets[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

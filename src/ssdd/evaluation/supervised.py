@@ -15,17 +15,12 @@ from torch import nn
 from ssdd.augment import normalize
 from ssdd.augment.dsa import dsa
 from ssdd.evaluation.config import PretrainConfig, SupervisedPretrainConfig
-from ssdd.progress import bar
+from ssdd.evaluation.pretrain import epoch_batches, steps_per_epoch
 
 
 def uses_supervised_recipe(targets: torch.Tensor, cfg: PretrainConfig) -> bool:
     """True for class-label targets (integers) when pretrain.supervised.recipe is krr_st."""
     return not targets.is_floating_point() and cfg.supervised.recipe == "krr_st"
-
-
-def steps_per_epoch(count: int, batch_size: int) -> int:
-    """SGD steps in one pass over `count` images: every batch but a last one of a single image (BatchNorm)."""
-    return count // batch_size + (1 if count % batch_size >= 2 else 0)
 
 
 def lr_drop_step(count: int, cfg: PretrainConfig) -> int:
@@ -61,17 +56,9 @@ def pretrain_supervised(backbone: nn.Module, images: torch.Tensor, labels: torch
     count, drop_step, step = images.shape[0], lr_drop_step(images.shape[0], cfg), 0
     network.train()
     losses = []
-    for _ in bar(range(cfg.epochs), desc="pre-training (labels)", unit="epoch"):
-        if 0 < cfg.max_iterations <= step:
-            break
-        order = torch.randperm(count, generator=generator).to(device)
+    for batches in epoch_batches(count, cfg, generator, device, desc="pre-training (labels)"):
         total = 0.0
-        for start in range(0, count, cfg.batch_size):
-            idx = order[start : start + cfg.batch_size]
-            if 0 < cfg.max_iterations <= step:
-                break
-            if idx.numel() < 2:  # BatchNorm needs two samples
-                continue
+        for idx in batches:
             x = dsa(inputs[idx], aug_gen) if sup.augment == "dsa" else inputs[idx]
             total += _sgd_step(network, optimizer, x, labels[idx],
                                lr_at(step, drop_step, sup)) * idx.numel()
