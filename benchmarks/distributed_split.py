@@ -51,7 +51,7 @@ def gradient_step(pool: ModelPool, teacher: torch.nn.Module, real: torch.Tensor,
     support.grad, targets.grad = None, None
     phi_s = support_features(pool, 0, support, split)
     share = (query.stop - query.start) / real.shape[0]
-    loss = krr_loss(phi_s, phi_t, targets, y_t) * share
+    loss = krr_loss(phi_s, phi_t, targets, y_t, dtype=torch.float32) * share  # as recorded (before solve_dtype=auto)
     loss.backward(inputs=[support, targets])
     sum_over_processes(loss.detach(), [support, targets])
     return time.perf_counter() - start

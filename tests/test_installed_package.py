@@ -99,7 +99,7 @@ def test_tiny_pipeline_end_to_end(installed, tmp_path):
                     "out_dir=e", f"source.path={data}", "source.resolution=16", "seeds=1",
                     "models=[{name: convnet, width: 4, depth: 2}]",
                     f"targets=[{{source: npz, path: {data}, name: tiny, resolution: 16}}]", "pretrain.epochs=2",
-                    "full_data.epochs=1", "full_data.batch_size=16", "finetune.iterations=3",
+                    "full_data.epochs=1", "full_data.batch_size=16", "finetune.small_iterations=3",
                     "probe.iterations=5", "cka_images=16", "device=cpu")
     assert evaluate.returncode == 0, evaluate.stderr
     assert (tmp_path / "e" / "summary.md").is_file() and "krr_st@10" in evaluate.stdout

@@ -212,7 +212,7 @@ def test_evaluate_writes_top1_per_row_and_a_summary_table(tiny_npz, tiny_teacher
     code = main(["evaluate", "--no-progress", "-d", str(tmp_path / "r"), "--", f"teacher={tiny_teacher}",
                  f"out_dir={out}", f"source.path={tiny_npz}", "seeds=2", "models=[{name: convnet, width: 4, depth: 2}]",
                  f"targets=[{{source: npz, path: {tiny_npz}, name: tiny}}]", "pretrain.epochs=1",
-                 "full_data.enabled=false", "full_data.same_recipe=false", "finetune.iterations=2",
+                 "full_data.enabled=false", "full_data.same_recipe=false", "finetune.small_iterations=2",
                  "probe.iterations=3", "cka_images=16",
                  "device=cpu", "tensorboard=true"])
     assert code == 0

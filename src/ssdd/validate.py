@@ -708,8 +708,8 @@ def validate_study(study: Any) -> None:
     check_device(str(study.device))
     check_writable(study.out_dir)
     name = str(study.name)
-    if name and (not name.replace("-", "").replace("_", "").replace(".", "").isalnum() or name.startswith(".")
-                 or name in ("teacher", "experts", "distill", "evaluate")):
+    if name and (not name.replace("-", "").replace("_", "").replace(".", "").isalnum() or not name.isascii()
+                 or name.startswith(".") or name.lower() in ("teacher", "experts", "distill", "evaluate")):
         raise ConfigError(f"name='{name}': a study's name is a folder inside out_dir: letters, digits, '-', '_' "
                           f"and '.', not a stage folder (teacher, experts, distill, evaluate)")
     common = [f"seed={study.seed}", f"device={study.device}"]

@@ -176,7 +176,7 @@ def test_boost_distill_then_evaluate_end_to_end(default_run, tmp_path):
                  "full_data.enabled=false", "full_data.same_recipe=false",
                  "models=[{name: convnet, width: 4, depth: 2}]",
                  f"targets=[{{source: npz, path: {npz}, name: tiny}}]", "pretrain.epochs=2",
-                 "finetune.iterations=3", "probe.iterations=5", "cka_images=16", "device=cpu"])
+                 "finetune.small_iterations=3", "probe.iterations=5", "cka_images=16", "device=cpu"])
     assert code == 0
     summary = (out / "summary.md").read_text()
     assert "boost@3" in summary and f"{M} / {4 * M}" in summary

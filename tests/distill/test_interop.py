@@ -127,7 +127,7 @@ def test_imported_krr_st_sets_are_scored_by_evaluate(tmp_path, monkeypatch, tiny
                  "no_pretrain=false", "full_data.enabled=false", "full_data.same_recipe=false",
                  "models=[{name: convnet, width: 4, depth: 2}]",
                  f"targets=[{{source: npz, path: {tiny_npz}, name: tiny}}]", "pretrain.epochs=2",
-                 "finetune.iterations=3", "probe.iterations=5", "cka_images=16", "device=cpu"])
+                 "finetune.small_iterations=3", "probe.iterations=5", "cka_images=16", "device=cpu"])
     assert code == 0
     err = capsys.readouterr().err
     notes = [line for line in err.splitlines() if "note:" in line]

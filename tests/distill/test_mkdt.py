@@ -99,8 +99,8 @@ def test_evaluate_consumes_an_mkdt_set(world, tmp_path):
         f"teacher={world['teacher']}", f"out_dir={tmp_path / 'eval'}", f"source.path={world['npz']}",
         "source.resolution=16", f"distilled=[{tmp_path / 's'}]", "models=[{name: convnet, width: 4, depth: 2}]",
         f"targets=[{{source: npz, path: {world['npz']}, name: t}}]", "pretrain.epochs=1", "full_data.enabled=false",
-        "full_data.same_recipe=false", "finetune.iterations=2", "probe.iterations=2", "cka_images=0", "device=cpu",
-        "modes=[linear_probe]", "seeds=1"]), show_progress=False)
+        "full_data.same_recipe=false", "finetune.small_iterations=2", "probe.iterations=2", "cka_images=0",
+        "device=cpu", "modes=[linear_probe]", "seeds=1"]), show_progress=False)
     mkdt_rows = [r for r in rows if r["label"] == "mkdt@10"]
     assert len(mkdt_rows) == 1 and 0 <= float(mkdt_rows[0]["top1"]) <= 100 and int(mkdt_rows[0]["m"]) == M
 

@@ -9,7 +9,7 @@ from ssdd.config import config_to_dict, load_config
 from ssdd.evaluation.config import LEGACY_VALUES, EvaluateConfig
 from ssdd.runfolder import check_resume_compatible, config_hash
 
-NEW = {"full_data": ["same_recipe"], "finetune": ["small_by", "fine_grained"]}
+NEW = {"full_data": ["same_recipe"], "finetune": ["small_by", "source_scale"]}
 
 
 def _without_new_settings(config: dict) -> dict:
@@ -27,7 +27,7 @@ def test_legacy_values_keep_the_hash_of_a_config_written_before_the_settings():
     assert {f"{g}.{k}" for g, keys in NEW.items() for k in keys} <= set(LEGACY_VALUES)
     assert config_hash(legacy, legacy=LEGACY_VALUES) == config_hash(old, legacy=LEGACY_VALUES)
     check_resume_compatible(old, legacy, legacy=LEGACY_VALUES)  # a run saved without them resumes
-    for override in ("full_data.same_recipe=true", "finetune.small_by=role", "finetune.fine_grained=[flowers102]"):
+    for override in ("full_data.same_recipe=true", "finetune.small_by=role", "finetune.source_scale=[cifar10]"):
         changed = config_to_dict(load_config(EvaluateConfig, None, [*pinned, override]))
         assert config_hash(changed, legacy=LEGACY_VALUES) != config_hash(old, legacy=LEGACY_VALUES), override
 
@@ -35,4 +35,4 @@ def test_legacy_values_keep_the_hash_of_a_config_written_before_the_settings():
 def test_the_new_defaults_follow_the_protocol():
     cfg = EvaluateConfig()
     assert cfg.full_data.same_recipe and cfg.full_data.enabled and cfg.finetune.small_by == "role"
-    assert cfg.finetune.fine_grained == ["flowers102", "cub200", "stanford_cars", "fgvc_aircraft", "stanford_dogs"]
+    assert cfg.finetune.source_scale == ["cifar10", "cifar100", "tinyimagenet", "tiny_imagenet"]

@@ -25,7 +25,7 @@ def test_two_processes_give_the_rows_of_one_and_resume_keeps_finished_cells(tmp_
                                                   "device=cpu"]), show_progress=False)
     base = [f"teacher={teacher}", f"source.path={npz}", f"distilled=[{tmp_path / 'random'}]",
             "models=[{name: convnet, width: 4, depth: 2}]", f"targets=[{{source: npz, path: {npz}, name: t}}]",
-            "pretrain.epochs=2", "full_data.enabled=false", "finetune.iterations=3",
+            "pretrain.epochs=2", "full_data.enabled=false", "finetune.small_iterations=3",
             "probe.iterations=5", "cka_images=16", "device=cpu"]
     one = run_evaluate(load_config(EvaluateConfig, None, [*base, f"out_dir={tmp_path / 'one'}", "seeds=2"]),
                        show_progress=False)

@@ -1,23 +1,25 @@
-"""Fine-tuning length: by the target's role (fine-grained or not, by name) or by its training-set size."""
+"""Fine-tuning length: by the target's role (source-scale or not, by name) or by its training-set size."""
 
 from __future__ import annotations
 
 import pytest
 
 from ssdd.evaluation.config import FinetuneConfig
-from ssdd.evaluation.finetune import finetune_iterations, is_fine_grained
+from ssdd.evaluation.finetune import finetune_iterations, is_source_scale
 
 
-def test_by_role_every_fine_grained_target_gets_small_iterations_whatever_its_size():
+def test_by_role_every_target_but_the_source_scale_ones_gets_small_iterations_whatever_its_size():
     cfg = FinetuneConfig()  # small_by=role, 10,000 / 5,000
     assert finetune_iterations(cfg, 1_020, "flowers102") == 5_000  # small fine-grained target
+    assert finetune_iterations(cfg, 1_020, "flowers102_32") == 5_000  # an unnamed .npz target, named by its file
     assert finetune_iterations(cfg, 12_000, "stanford_dogs") == 5_000  # large fine-grained target
-    assert finetune_iterations(cfg, 8_144, "Stanford-Cars") == 5_000  # names compared without case, - as _
+    assert finetune_iterations(cfg, 5_994, "CUB_200_2011") == 5_000  # any other name is not source-scale
     assert finetune_iterations(cfg, 50_000, "cifar10") == 10_000
     assert finetune_iterations(cfg, 5_000, "cifar10") == 10_000  # a CIFAR subset is still a source-scale target
-    assert finetune_iterations(cfg, 50_000, "cifar100") == 10_000
-    assert finetune_iterations(FinetuneConfig(fine_grained=["pets"]), 3_680, "pets") == 5_000
-    assert not is_fine_grained("flowers102_32", cfg)  # an unnamed .npz target is named by its file
+    assert finetune_iterations(cfg, 50_000, "CIFAR100") == 10_000  # names compared without case
+    assert finetune_iterations(cfg, 100_000, "tiny-imagenet") == 10_000
+    assert finetune_iterations(FinetuneConfig(source_scale=["stl10"]), 5_000, "stl10") == 10_000
+    assert not is_source_scale("cifar10_5000", cfg)
 
 
 def test_by_size_as_before_the_setting_existed():

@@ -55,7 +55,7 @@ def test_evaluate_smoke_writes_results(tiny_npz, tiny_teacher, tmp_path, capsys)
                  f"out_dir={out}", f"source.path={tiny_npz}", "seeds=2",
                  "models=[{name: convnet, width: 4, depth: 2}]",
                  f"targets=[{{source: npz, path: {tiny_npz}, name: tiny}}]", "pretrain.epochs=2",
-                 "full_data.epochs=1", "full_data.batch_size=16", "finetune.iterations=3",
+                 "full_data.epochs=1", "full_data.batch_size=16", "finetune.small_iterations=3",
                  "probe.iterations=5", "cka_images=16", "device=cpu"])
     assert code == 0
     rows = list(csv.DictReader(open(out / "results.csv")))
@@ -132,8 +132,8 @@ def test_evaluate_refuses_a_folder_with_results_and_resume_keeps_finished_cells(
     out = tmp_path / "eval"
     base = [f"teacher={tiny_teacher}", f"out_dir={out}", f"source.path={tiny_npz}", "source.resolution=16",
             "models=[{name: convnet, width: 4, depth: 2}]", f"targets=[{{source: npz, path: {tiny_npz}, name: t}}]",
-            "pretrain.epochs=1", "full_data.enabled=false", "full_data.same_recipe=false", "finetune.iterations=2",
-            "probe.iterations=2",
+            "pretrain.epochs=1", "full_data.enabled=false", "full_data.same_recipe=false",
+            "finetune.small_iterations=2", "probe.iterations=2",
             "cka_images=0", "device=cpu", "modes=[linear_probe]"]
     first = run_evaluate(load_config(EvaluateConfig, None, [*base, "seeds=1"]), show_progress=False)
     assert len(first) == 1
@@ -170,7 +170,7 @@ def test_resume_never_keeps_rows_of_another_set_under_the_same_label_nor_dropped
     base = [f"teacher={tiny_teacher}", f"out_dir={out}", f"source.path={tiny_npz}", "source.resolution=16",
             "models=[{name: convnet, width: 4, depth: 2}]", f"targets=[{{source: npz, path: {tiny_npz}, name: t}}]",
             "pretrain.epochs=1", "full_data.enabled=false", "full_data.same_recipe=false", "no_pretrain=false",
-            "finetune.iterations=2",
+            "finetune.small_iterations=2",
             "probe.iterations=2", "cka_images=0", "device=cpu", "modes=[linear_probe]"]
     first = run_evaluate(load_config(EvaluateConfig, None, [*base, "seeds=2", f"distilled=[{sets[0]}]"]),
                          show_progress=False)

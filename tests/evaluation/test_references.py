@@ -52,3 +52,14 @@ def test_old_rows_still_summarise_against_the_tuned_row(tmp_path):
     assert "| krr_st@100 |" in table and "| 0.68 |" in table
     write_report(old_rows(), tmp_path)
     assert (tmp_path / "summary.md").is_file() and (tmp_path / "results.png").is_file()
+
+
+def test_one_denominator_for_the_whole_evaluation_even_where_a_panel_lacks_it():
+    """Mid-run, architecture b may have its tuned full-data row and not yet its same-recipe row: its panel gets
+    no retention rather than one against another row than the report names."""
+    rows = old_rows() + [row("full_data_same_recipe", s, 60, 4.0) for s in (0, 1)]
+    rows += [{**r, "arch": "b"} for r in old_rows()]
+    by_panel = {(s["label"], s["arch"]): s for s in summarize(rows)}
+    assert by_panel[("krr_st@100", "a")]["retention"] == pytest.approx(54 / 60)
+    assert by_panel[("krr_st@100", "b")]["retention"] is None
+    assert {s["retention_of"] for s in by_panel.values()} == {"full_data_same_recipe"}

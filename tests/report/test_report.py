@@ -52,7 +52,7 @@ def evaluation(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> di
         f"teacher={teacher}", f"out_dir={out}", f"source.path={npz}", "seeds=2", "device=cpu",
         f"distilled=[{', '.join(str(root / name) for name in SETS)}]",
         "models=[{name: convnet, width: 4, depth: 2}]", f"targets=[{{source: npz, path: {npz}, name: tiny}}]",
-        "pretrain.epochs=2", "full_data.epochs=1", "full_data.batch_size=16", "finetune.iterations=3",
+        "pretrain.epochs=2", "full_data.epochs=1", "full_data.batch_size=16", "finetune.small_iterations=3",
         "probe.iterations=5", "cka_images=16"])
     run_evaluate(cfg, show_progress=False)
     return {"root": root, "eval": out, "teacher": teacher}
@@ -311,7 +311,7 @@ def test_the_report_names_both_full_data_rows_and_the_retention_denominator(eval
     assert glance[0][:3] == ["target · mode", "full data, distilled rows' recipe", "full data, tuned recipe"]
     assert "| full data, distilled rows' recipe |" in md and "| full data, tuned recipe |" in md  # full tables
     assert "retention divided by" not in md  # no departure: the run has the protocol's denominator
-    assert "**fine-tuning**: tiny 3 iterations (by role: 5,000 for the fine-grained targets" in md
+    assert "**fine-tuning**: tiny 3 iterations (by role: 10,000 for the source-scale targets (cifar10, " in md
 
 
 def markdown_table_after(text: str, heading: str) -> list[list[str]]:
@@ -330,7 +330,7 @@ def test_an_evaluation_written_before_the_same_recipe_row_still_reports(evaluati
             for r in json.loads((eval_dir / "results.json").read_text()) if r["label"] != "full_data_same_recipe"]
     (eval_dir / "results.json").write_text(json.dumps(rows))
     config = yaml.safe_load((eval_dir / "config.yaml").read_text())
-    del config["full_data"]["same_recipe"], config["finetune"]["small_by"], config["finetune"]["fine_grained"]
+    del config["full_data"]["same_recipe"], config["finetune"]["small_by"], config["finetune"]["source_scale"]
     (eval_dir / "config.yaml").write_text(yaml.safe_dump(config))
     summary = json.loads((eval_dir / "summary.json").read_text())
     summary["rows"] = [{k: v for k, v in s.items() if k not in ("retention_of", "pretrain_steps",
@@ -342,7 +342,7 @@ def test_an_evaluation_written_before_the_same_recipe_row_still_reports(evaluati
     assert "the only full-data row of this run" in md
     assert "retention divided by full data, tuned recipe (protocol: full data, distilled rows' recipe" in md
     assert "fine-tuning length by the target's training-set size" in md
-    assert "**fine-tuning**: 3 iterations (by size: 5,000 for targets under 10,000 training images)" in md
+    assert "**fine-tuning**: 10,000 or 3 iterations (by size: 3 for targets under 10,000 training images)" in md
     tables = markdown_tables(md)
     expected = expected_table(rows)
     header, *body = tables["tiny · fine-tune"]

@@ -9,9 +9,11 @@ regression has two exact forms:
 They are equal by the push-through identity P^T (P P^T + lambda I)^-1 = (P^T P + lambda I)^-1 P^T, with
 the same lambda in both: lambda = ridge * trace(P_s P_s^T) = ridge * trace(P_s^T P_s) = ridge * ||P_s||_F^2
 (detached). `form="auto"` takes the smaller system: the primal when M > D + 1, where the M x M kernel
-is rank-deficient (rank <= D + 1) and its float32 solve is poorly conditioned. Everything runs in
-float32 whatever autocast is active (`dtype=torch.float64` for an exact-to-rounding solve), by Cholesky
-(falling back to a general solve), never an inverse.
+is rank-deficient (rank <= D + 1) and its float32 solve is poorly conditioned. The kernel and its solve
+ignore autocast and run in `dtype`: by default (None, `krr.solve_dtype=auto`) float64 in the primal form,
+where the (D+1) x (D+1) system is small and float32 rounding measurably perturbs the gradient, and float32
+in the dual form; by Cholesky (falling back to a general solve), never an inverse. The prediction is
+returned in float32.
 """
 
 from __future__ import annotations

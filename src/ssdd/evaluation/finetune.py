@@ -19,15 +19,16 @@ def _canonical(name: str) -> str:
     return name.strip().lower().replace("-", "_")
 
 
-def is_fine_grained(target: str, cfg: FinetuneConfig) -> bool:
-    """Whether a target's name is one of `cfg.fine_grained` (without case, "-" read as "_")."""
-    return _canonical(target) in {_canonical(name) for name in cfg.fine_grained}
+def is_source_scale(target: str, cfg: FinetuneConfig) -> bool:
+    """Whether a target's name is one of `cfg.source_scale` (without case, "-" read as "_")."""
+    return _canonical(target) in {_canonical(name) for name in cfg.source_scale}
 
 
 def finetune_iterations(cfg: FinetuneConfig, train_size: int, target: str = "") -> int:
-    """`small_iterations` for a fine-grained target (small_by=role, by its name) or for one with fewer than
-    `small_threshold` training images (small_by=size); `iterations` for every other target."""
-    small = is_fine_grained(target, cfg) if cfg.small_by == "role" else train_size < cfg.small_threshold
+    """small_by=role: `iterations` for a source-scale target (by its name, `cfg.source_scale`) and
+    `small_iterations` for every other one; small_by=size: `small_iterations` below `small_threshold`
+    training images."""
+    small = not is_source_scale(target, cfg) if cfg.small_by == "role" else train_size < cfg.small_threshold
     return cfg.small_iterations if small else cfg.iterations
 
 

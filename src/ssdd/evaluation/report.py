@@ -41,8 +41,9 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Mean +- std over seeds per (label, arch, target, mode), with retention against full data (the row with
-    the distilled rows' recipe when there is one, else the tuned row: `retention_of` names it) and gains over
-    no pre-training and over the random subset at the same budget."""
+    the distilled rows' recipe when the evaluation has one, else the tuned row: `retention_of` names it; one
+    row for the whole evaluation, so a panel that lacks it has no retention) and gains over no pre-training
+    and over the random subset at the same budget."""
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         groups[(row["label"], row["arch"], row["target"], row["mode"])].append(row)
@@ -50,10 +51,10 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     full_pretrain_s = {(r["label"], r["arch"], r["seed"]): r["pretrain_s"] for r in rows
                        if r["label"] in FULL_DATA_METHODS}
     summary = []
+    reference = retention_reference(key[0] for key in means)  # one denominator for every panel
     for (label, arch, target, mode), members in groups.items():
         first = members[0]
         mean, std = _mean_std([r["top1"] for r in members])
-        reference = retention_reference(key[0] for key in means if key[1:] == (arch, target, mode))
         full = means.get((reference, arch, target, mode))
         scratch = means.get((NO_PRETRAIN, arch, target, mode))
         random_label = f"random@{first['budget']:g}" if first.get("budget") is not None else None

@@ -99,8 +99,8 @@ def _finetune_rule(finetune: dict[str, Any]) -> str:
     """How the run chose each target's fine-tuning length (configs without `small_by` went by size)."""
     small = _count(finetune.get("small_iterations"))
     if finetune.get("small_by", "size") == "role":
-        names = ", ".join(finetune.get("fine_grained") or []) or "none named"
-        return (f"by role: {small} for the fine-grained targets ({names}), {_count(finetune.get('iterations'))} "
+        names = ", ".join(finetune.get("source_scale") or []) or "none named"
+        return (f"by role: {_count(finetune.get('iterations'))} for the source-scale targets ({names}), {small} "
                 "for the others")
     return f"by size: {small} for targets under {_count(finetune.get('small_threshold', 10_000))} training images"
 
@@ -116,8 +116,11 @@ def _finetune_fact(data: ReportData) -> str | None:
     if used:
         ran = ", ".join(f"{target} {_count(n)}" for target, n in used.items()) + " iterations"
         return ran + (f" ({_finetune_rule(finetune)})" if finetune else "")
-    if finetune:
-        return f"{_count(finetune.get('iterations'))} iterations ({_finetune_rule(finetune)})"
+    if finetune:  # which target got which length is then not recorded: both lengths and the rule
+        long = finetune.get("iterations")
+        short = finetune.get("small_iterations", long)
+        lengths = _count(long) if short == long else f"{_count(long)} or {_count(short)}"
+        return f"{lengths} iterations ({_finetune_rule(finetune)})"
     return None
 
 

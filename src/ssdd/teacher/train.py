@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -211,7 +212,11 @@ def _train(cfg: TeacherConfig, resume: bool, show_progress: bool, dist_info: D.D
         if dist_info.is_main and cfg.probe_every > 0 and (epoch + 1) % cfg.probe_every == 0 \
                 and epoch + 1 < cfg.optim.epochs:  # the last epoch's probe is the final one (_finish)
             probe_data = probe_data or _probe_data(cfg, train_set)
-            record["probe_top1"] = _probe(cfg, model.backbone, probe_data, mean, std, device)["test_top1"]
+            try:
+                record["probe_top1"] = _probe(cfg, model.backbone, probe_data, mean, std, device)["test_top1"]
+            except FloatingPointError as exc:  # a diverged probe (NaN features): the curve skips it, training goes on
+                print(f"ssdd teacher: warning: the probe after epoch {epoch + 1} failed ({exc}); training continues",
+                      file=sys.stderr)
             wrapped.train()
         history.append(record)
         generator_states = D.all_gather_objects(aug_generator.get_state())
