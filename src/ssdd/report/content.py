@@ -144,8 +144,9 @@ def _full_data_recipes(data: ReportData) -> dict[str, str]:
     return {
         "full_data_same_recipe": "every source image with the teacher's representation of the un-augmented image "
                                  f"as its target, trained exactly like the distilled sets: "
-                                 f"{_epochs(pretrain.get('epochs'))}{_cap(pretrain)}"
-                                 f"{_steps(data, 'full_data_same_recipe')}, constant lr {pretrain.get('lr', '?')}, "
+                                 f"{_epochs(pretrain.get('epochs'))}"
+                                 f"{_steps(data, 'full_data_same_recipe') or _cap(pretrain)}, constant lr "
+                                 f"{pretrain.get('lr', '?')}, "
                                  "no augmentation",
         "full_data": f"{_epochs(full.get('epochs'))}{_steps(data, 'full_data')} over crop + flipped source "
                      "images with the teacher's representations of each augmented batch, cosine lr from "
