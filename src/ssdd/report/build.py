@@ -21,7 +21,8 @@ IMAGES_PLAIN = 16  # images drawn for a plain set (8 per row)
 def draw_figures(data: ReportData) -> dict[str, bytes]:
     """Every figure the data allows, by key; a distilled set whose tensors cannot be read gets a note."""
     drawn: dict[str, bytes | None] = {
-        "accuracy": fig.accuracy_figure(data), "budget": fig.budget_figure(data), "loss": fig.loss_figure(data),
+        "accuracy": fig.accuracy_figure(data), "budget": fig.budget_figure(data),
+        "architectures": fig.architecture_figure(data), "loss": fig.loss_figure(data),
         "teacher": fig.teacher_figure(data.teacher.history) if data.teacher.history else None,
     }
     for info in data.distilled:

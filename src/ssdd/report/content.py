@@ -461,6 +461,9 @@ def compose(data: ReportData, figure_keys: set[str]) -> list[Block]:
     figures: list[Block] = []
     if "budget" in figure_keys:
         figures.append(Figure("budget", "top-1 against the budget, for methods evaluated at several budgets"))
+    if "architectures" in figure_keys:
+        figures.append(Figure("architectures", "top-1 of every pre-training on each architecture (error bars = std "
+                                               "over seeds when n > 1; squares: the reference rows)"))
     if "loss" in figure_keys:
         figures.append(Figure("loss", "distillation loss (each set's metrics.jsonl)"))
     if figures:

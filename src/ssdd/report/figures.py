@@ -1,5 +1,6 @@
-"""The report's figures as PNG bytes: accuracy per target and mode, accuracy against budget, distillation
-loss curves, the teacher's training curves and a grid of each distilled set's images."""
+"""The report's figures as PNG bytes: accuracy per target and mode, accuracy against budget, accuracy across
+architectures, distillation loss curves, the teacher's training curves and a grid of each distilled set's
+images."""
 
 from __future__ import annotations
 
@@ -157,6 +158,47 @@ def budget_figure(data: ReportData) -> bytes | None:
                ylabel="top-1 (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, frameon=False)
+    fig.tight_layout()
+    return png_bytes(fig)
+
+
+def architecture_figure(data: ReportData) -> bytes | None:
+    """Mean top-1 of every pre-training (sets and reference rows) on each architecture, one panel per target
+    and mode, for an evaluation of several architectures; markers side by side within an architecture."""
+    archs = list(dict.fromkeys(p[0] for p in data.panels))
+    if len(archs) < 2:
+        return None
+    plt = pyplot()
+    panels = list(dict.fromkeys((target, mode) for _, target, mode in data.panels))
+    labels = list(dict.fromkeys(s["label"] for s in data.summary))
+    order = {method: i for i, method in enumerate(REFERENCE_METHODS, 1)}  # sets first, then the references
+    labels.sort(key=lambda label: order.get(label, 0))
+    palette = colours([label for label in labels if label not in REFERENCE_METHODS],
+                      {s["label"]: s["method"] for s in data.summary})
+    palette.update({method: REFERENCE_STYLE[method][1] for method in REFERENCE_METHODS})
+    width = 0.8 / max(1, len(labels))
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(5.0, 0.9 * len(archs) + 2) * len(panels), 3.8),
+                             squeeze=False)
+    for ax, (target, mode) in zip(axes[0], panels, strict=True):
+        values: list[float] = []
+        for k, label in enumerate(labels):
+            points = [(i, s["top1_mean"], s["top1_std"] if s["seeds"] > 1 else 0.0) for i, arch in enumerate(archs)
+                      for s in data.summary if (s["label"], s["arch"], s["target"], s["mode"]) == (label, arch,
+                                                                                               target, mode)]
+            if not points:
+                continue
+            x = [i - 0.4 + width * (k + 0.5) for i, _, _ in points]
+            y, err = [p[1] for p in points], [p[2] for p in points]
+            name = REFERENCE_STYLE[label][0] if label in REFERENCE_STYLE else label
+            ax.errorbar(x, y, yerr=err if any(err) else None, fmt="s" if label in REFERENCE_STYLE else "o",
+                        capsize=2, color=palette[label], label=name, markersize=5)
+            values += [v - e for v, e in zip(y, err, strict=True)] + [v + e for v, e in zip(y, err, strict=True)]
+        if values:
+            ax.set_ylim(*_padded_limits(values))
+        ax.set_xticks(range(len(archs)), archs, rotation=20)
+        ax.set(title=f"{target} · {MODE_NAMES.get(mode, mode)}", ylabel="top-1 (%)")
+        ax.grid(alpha=0.3, axis="y")
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=3, frameon=False)
     fig.tight_layout()
     return png_bytes(fig)
 
