@@ -64,6 +64,7 @@ class PretrainSource:
     method: str
     budget: float | None
     info: dict[str, Any]  # storage, m, views, distill wall-clock
+    labels: bool = False  # a set whose targets are class labels
 
 
 def _load_target(cfg: DataConfig, resolution: int, seed: int, device: torch.device) -> Target:
@@ -102,7 +103,7 @@ def _sources(cfg: EvaluateConfig, teacher: Teacher, n_source: int) -> list[Pretr
              "compression": source_images / storage.image_equivalents, "m": manifest.get("m"),
              "views": int(images.shape[0]), "distill_s": distilled.manifest.get("wall_clock_s"),
              "distill_device": distilled.manifest.get("device"),
-             "set_fingerprint": set_fingerprint(manifest)}))
+             "set_fingerprint": set_fingerprint(manifest)}, labels=manifest.get("num_classes") is not None))
     labels = [s.label for s in sources]
     duplicated = sorted({label for label in labels if labels.count(label) > 1})
     if duplicated:
@@ -320,7 +321,7 @@ def _evaluate_cell(bench: _Bench, model_cfg: ModelConfig, seed: int, source: Pre
         backbone = _pretrain(source, model_cfg, cfg, teacher, bench.source_images, bench.resolution, seed,
                              bench.device, source_targets)
     hint = "full_data.lr" if source.method == FULL_DATA else "pretrain.supervised.lr" \
-        if source.method == "random_supervised" and cfg.pretrain.supervised.recipe == "krr_st" else "pretrain.lr"
+        if source.labels and cfg.pretrain.supervised.recipe == "krr_st" else "pretrain.lr"
     check_trained(backbone, f"pre-training on {source.label}", hint, bench.resolution)  # finished cells stay
     pretrain_s = time.perf_counter() - start
     cka = None
