@@ -36,3 +36,21 @@ def test_the_new_defaults_follow_the_protocol():
     cfg = EvaluateConfig()
     assert cfg.full_data.same_recipe and cfg.full_data.enabled and cfg.finetune.small_by == "role"
     assert cfg.finetune.source_scale == ["cifar10", "cifar100", "tinyimagenet", "tiny_imagenet"]
+
+
+def test_reuse_changes_neither_the_hash_nor_what_a_resume_accepts():
+    from ssdd.evaluation.protocol import RESUMABLE_KEYS
+    from ssdd.study.runner import _key
+
+    no_files = ["source.path=no-such.npz", "targets=[{source: npz, path: no-such.npz, name: t}]"]  # nothing hashed
+    cfg = load_config(EvaluateConfig, None, no_files)
+    old = config_to_dict(cfg)
+    del old["reuse"]  # a config written before the setting existed
+    assert LEGACY_VALUES["reuse"] == [] and config_hash(config_to_dict(cfg), legacy=LEGACY_VALUES) == \
+        config_hash(old, legacy=LEGACY_VALUES)
+    check_resume_compatible(old, config_to_dict(cfg), legacy=LEGACY_VALUES)
+    reusing = load_config(EvaluateConfig, None, [*no_files, "reuse=[runs/a, runs/b]"])
+    assert reusing.reuse == ["runs/a", "runs/b"]
+    check_resume_compatible(old, config_to_dict(reusing), RESUMABLE_KEYS, LEGACY_VALUES)
+    # a study's evaluate stage keeps its cache key whatever it reuses
+    assert _key("evaluate", reusing, ["teacher:x"]) == _key("evaluate", cfg, ["teacher:x"])

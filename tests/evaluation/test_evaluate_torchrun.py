@@ -41,3 +41,9 @@ def test_two_processes_give_the_rows_of_one_and_resume_keeps_finished_cells(tmp_
     assert [{k: r[k] for k in MEASURED} for r in two] == [{k: r[k] for k in MEASURED} for r in one]
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
 
+    # rank 0 reads the cells to reuse and every rank gets them: nothing is left to measure
+    reusing = run_torchrun(["evaluate", "--no-progress", *base, f"out_dir={tmp_path / 'three'}", "seeds=2",
+                            f"reuse=[{tmp_path / 'one'}]"])
+    assert reusing.stdout.count(f"reused: 6 finished cells from {tmp_path / 'one'}") == 1
+    three = json.loads((tmp_path / "three" / "results.json").read_text())
+    assert [{k: r[k] for k in MEASURED} for r in three] == [{k: r[k] for k in MEASURED} for r in one]

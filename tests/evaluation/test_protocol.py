@@ -232,3 +232,111 @@ def test_same_recipe_row_trains_every_source_image_with_the_pretrain_settings(ti
     # fine-tuning length by role: flowers102 is a fine-grained target, so small_iterations whatever its size
     assert {r["mode"]: r["finetune_iterations"] for r in same} == {"finetune": 2, "linear_probe": None}
     assert all(r["pretrain_steps"] == 0 for r in rows if r["label"] == "no_pretrain")
+
+
+def _reuse_setup(tmp_path, tiny_npz, tiny_teacher):
+    """Two random sets (random@10, random@12) of tiny_npz and the settings of a tiny evaluation on a target file
+    of its own (so that it can be rewritten without touching the sets' source)."""
+    from conftest import make_npz
+
+    sets = []
+    for budget in (10, 12):
+        run_distill(load_config(DistillConfig, None, [
+            f"data.path={tiny_npz}", f"teacher={tiny_teacher}", f"out_dir={tmp_path / f'r{budget}'}",
+            "method=random", "data.resolution=16", f"budget={budget}", "device=cpu"]), show_progress=False)
+        sets.append(tmp_path / f"r{budget}")
+    target = make_npz(tmp_path / "target.npz", seed=3)
+    base = [f"teacher={tiny_teacher}", f"source.path={tiny_npz}", "source.resolution=16",
+            "models=[{name: convnet, width: 4, depth: 2}]", f"targets=[{{source: npz, path: {target}, name: t}}]",
+            "pretrain.epochs=1", "full_data.enabled=false", "full_data.same_recipe=false",
+            "finetune.small_iterations=2", "probe.iterations=2", "cka_images=0", "device=cpu",
+            "modes=[linear_probe]", "seeds=1"]
+    return sets, target, base
+
+
+def _counting_cells(monkeypatch):
+    import ssdd.evaluation.protocol as protocol
+
+    measured = []
+    real = protocol._evaluate_cell
+
+    def spy(bench, model_cfg, seed, source):
+        measured.append(source.label)
+        return real(bench, model_cfg, seed, source)
+
+    monkeypatch.setattr(protocol, "_evaluate_cell", spy)
+    return measured
+
+
+def test_reuse_takes_the_finished_cells_of_another_evaluation_measured_the_same_way(tiny_npz, tiny_teacher, tmp_path,
+                                                                                  monkeypatch, capsys):
+    from ssdd.evaluation.config import EvaluateConfig
+    from ssdd.evaluation.protocol import run_evaluate
+
+    sets, _, base = _reuse_setup(tmp_path, tiny_npz, tiny_teacher)
+    a, b = tmp_path / "a", tmp_path / "b"
+    first = run_evaluate(load_config(EvaluateConfig, None, [*base, f"out_dir={a}", f"distilled=[{sets[0]}]"]),
+                         show_progress=False)
+    assert {r["label"] for r in first} == {"random@10", "no_pretrain"}
+    capsys.readouterr()
+    measured = _counting_cells(monkeypatch)
+    rows = run_evaluate(load_config(EvaluateConfig, None, [
+        *base, f"out_dir={b}", f"distilled=[{sets[0]}, {sets[1]}]", f"reuse=[{a}]"]), show_progress=False)
+    assert measured == ["random@12"]  # only the cell no other evaluation has
+    assert f"reused: 2 finished cells from {a}" in capsys.readouterr().out
+    reused = [r for r in rows if "reused_from" in r]
+    assert {r["reused_from"] for r in reused} == {str(a)}
+    assert sorted(({k: v for k, v in r.items() if k != "reused_from"} for r in reused), key=str) == \
+        sorted(first, key=str)
+    saved = json.loads((b / "results.json").read_text())
+    assert saved == rows and {r["label"] for r in saved} == {"random@10", "random@12", "no_pretrain"}
+    assert len(list(csv.DictReader(open(b / "results.csv")))) == 3 and (b / "summary.md").is_file()
+    # a resume keeps them as its own finished cells (reuse may change on resume)
+    again = run_evaluate(load_config(EvaluateConfig, None, [
+        *base, f"out_dir={b}", f"distilled=[{sets[0]}, {sets[1]}]"]), show_progress=False, resume=True)
+    assert again == rows and measured == ["random@12"]
+    assert "3 finished cells kept" in capsys.readouterr().out
+
+
+def test_reuse_takes_nothing_measured_otherwise_and_never_fails_on_a_folder(tiny_npz, tiny_teacher, tmp_path,
+                                                                           monkeypatch, capsys):
+    from conftest import make_npz
+    from ssdd.evaluation.config import EvaluateConfig
+    from ssdd.evaluation.protocol import run_evaluate
+
+    sets, target, base = _reuse_setup(tmp_path, tiny_npz, tiny_teacher)
+    a = tmp_path / "a"
+    run_evaluate(load_config(EvaluateConfig, None, [*base, f"out_dir={a}", f"distilled=[{sets[0]}]"]),
+                 show_progress=False)
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.yaml").write_text("seed: 0\n")
+    (tmp_path / "broken" / "results.json").write_text("[{")
+    capsys.readouterr()
+    measured = _counting_cells(monkeypatch)
+
+    def evaluate(name, *overrides):
+        measured.clear()
+        run_evaluate(load_config(EvaluateConfig, None, [*base, f"out_dir={tmp_path / name}",
+                                                        f"distilled=[{sets[0]}]", *overrides]), show_progress=False)
+        return sorted(measured), capsys.readouterr().out
+
+    # other settings, a missing folder, an unreadable one: one line each, and every cell measured
+    cells, out = evaluate("c", "probe.iterations=3", f"reuse=[{tmp_path / 'missing'}, {tmp_path / 'broken'}, {a}]")
+    assert cells == ["no_pretrain", "random@10"] and "reused:" not in out
+    assert f"reuse: {tmp_path / 'missing'}: no such folder, nothing taken" in out
+    assert f"reuse: {tmp_path / 'broken'}: results.json is not valid JSON, nothing taken" in out
+    assert f"reuse: {a} measured with other settings (probe.iterations: 2 -> 3), nothing taken" in out
+    # a target of the same name configured otherwise (the same images: npz ignores `download`), or another
+    # width: not the same cells (these settings choose cells, so no line)
+    cells, out = evaluate("d", f"targets=[{{source: npz, path: {target}, name: t, download: true}}]", f"reuse=[{a}]")
+    assert cells == ["no_pretrain", "random@10"] and "reuse" not in out
+    cells, out = evaluate("e", "models=[{name: convnet, width: 6, depth: 2}]", f"reuse=[{a}]")
+    assert cells == ["no_pretrain", "random@10"] and "reuse" not in out
+    # the same settings but other images in the target file: not the same measurement
+    make_npz(target, seed=4)
+    cells, out = evaluate("f", f"reuse=[{a}]")
+    assert cells == ["no_pretrain", "random@10"] and f"reuse: {a} measured with other settings (target:t:" in out
+    # a resume refuses the target's new images too
+    with pytest.raises(ValueError, match=r"target t .* changed since this run started"):
+        run_evaluate(load_config(EvaluateConfig, None, [*base, f"out_dir={a}", f"distilled=[{sets[0]}]"]),
+                     show_progress=False, resume=True)

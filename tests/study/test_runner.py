@@ -144,13 +144,30 @@ def test_new_content_in_a_data_file_reruns_the_stages_that_read_it(study_files):
     assert set(statuses(again).values()) == {"would run"}
 
 
-def test_named_studies_share_out_dir_stages_and_keep_their_own_files(study_files):
+def test_named_studies_share_out_dir_stages_and_keep_their_own_files(study_files, capsys):
+    import json
+
+    from ssdd.evaluation.config import EvaluateConfig
+    from ssdd.study.runner import _key
+
     first = run_study(study(study_files, "name=one", "report=true"), show_progress=False)
     second = run_study(study(study_files, "name=two", "report=true",
                              f"distill=[{{config: {study_files / 'distill.yaml'}, overrides: [method=random]}}]"),
                        show_progress=False)
     assert first.finished and second.finished
     assert statuses(second)["teacher/teacher"] == "cached" and statuses(second)["distill/random_n10"] == "cached"
+    # the second evaluation took every cell the first had measured (all of its own: random@10 and the references)
+    assert statuses(second)["evaluate/evaluate"] == "ran" and second.evaluation != first.evaluation
+    assert f"reused: 4 finished cells from {first.evaluation}" in capsys.readouterr().out
+    rows = json.loads((second.evaluation / "results.json").read_text())
+    assert len(rows) == 4 and {r["reused_from"] for r in rows} == {str(first.evaluation)}
+    assert {r["label"] for r in rows} == {"random@10", "no_pretrain", "full_data", "full_data_same_recipe"}
+    # its key is the one it has without reuse
+    stage = json.loads((second.evaluation / "stage.json").read_text())
+    cfg = load_config(EvaluateConfig, str(second.evaluation / "config.yaml"), [])
+    assert cfg.reuse == [str(first.evaluation)] and _key("evaluate", cfg, stage["upstream"]) == stage["key"]
+    cfg.reuse = []
+    assert _key("evaluate", cfg, stage["upstream"]) == stage["key"]
     root = study_files / "study"
     for name in ("one", "two"):
         assert (root / name / "study.yaml").is_file() and (root / name / "report.md").is_file()

@@ -102,6 +102,12 @@ class EvaluateConfig:
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     cka_images: int = 1000  # source test images used for linear CKA to the teacher (0 = skip)
     tensorboard: bool = False  # also write every row to out_dir/tensorboard (pip install "ssdd[tensorboard]")
+    # Other evaluations' out_dirs whose finished cells this one takes instead of measuring them again. A cell
+    # is seeded by itself alone, so one measured with the same settings (everything but the keys that only
+    # choose which cells exist: protocol.CELL_CHOICE_KEYS), the same teacher and data is the same measurement.
+    # A folder measured otherwise gives nothing; a missing one is skipped with a line. `ssdd reproduce` lists
+    # the other evaluations of its out_dir here.
+    reuse: list[str] = field(default_factory=list)
 
 
 # Settings added after evaluations were recorded, each with the value that behaves exactly as before it
@@ -118,4 +124,5 @@ LEGACY_VALUES: dict[str, object] = {
     "full_data.same_recipe": False,  # no full-data row with the distilled rows' recipe
     "finetune.small_by": "size",  # fine-tuning length by the target's training-set size
     "finetune.source_scale": list(SOURCE_SCALE),  # acts only under small_by=role: its default
+    "reuse": [],  # every cell measured here
 }

@@ -37,7 +37,8 @@ from ssdd.evaluation.supervised import pretrain_supervised, uses_supervised_reci
 from ssdd.integrity import check_trained
 from ssdd.models import build_model
 from ssdd.progress import phase, show_phases
-from ssdd.runfolder import check_resume_compatible
+from ssdd.runfolder import check_resume_compatible, flatten
+from ssdd.runguard import INPUTS, check_inputs
 from ssdd.runtime import resolve_device, versions
 from ssdd.tblog import ScalarLog, require_tensorboard
 from ssdd.teacher import Teacher, load_teacher
@@ -46,7 +47,11 @@ from ssdd.validate import validate_evaluate
 
 # settings a resumed evaluation may change: more seeds or sets (or the same-recipe row) add cells, the others
 # keep theirs
-RESUMABLE_KEYS = ("out_dir", "distilled", "seeds", "device", "tensorboard", "full_data.same_recipe")
+RESUMABLE_KEYS = ("out_dir", "distilled", "seeds", "device", "tensorboard", "full_data.same_recipe", "reuse")
+# settings that only choose which cells an evaluation has, or where it writes and logs: two evaluations that
+# differ in nothing else (nor in teacher and data, inputs.json) measure every cell they share the same way
+CELL_CHOICE_KEYS = ("out_dir", "distilled", "seeds", "models", "targets", "modes", "device", "tensorboard", "reuse",
+                    "no_pretrain", "full_data.enabled", "full_data.same_recipe")
 
 
 @dataclass
@@ -186,6 +191,114 @@ def _previous_rows(out_dir: Path, cfg: EvaluateConfig, resume: bool) -> list[dic
         raise ValueError(f"{results}: not valid JSON; move it away to start the evaluation afresh") from None
 
 
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _record_data(out_dir: Path, resume: bool, cfg: EvaluateConfig, targets: list[Target],
+                 source: dict[str, ImageDataset]) -> None:
+    """Add the content fingerprints of the data read (`source` by split, every target's splits) to inputs.json,
+    beside the teacher's (validate_evaluate): a resume refuses changed data, and `reuse` takes cells only
+    from an evaluation that read the same data."""
+    inputs = {f"source:{split}": data.fingerprint() for split, data in source.items()}
+    what = {f"source:{split}": f"source ({cfg.source.path} [{split}])" for split in source}
+    for target, target_cfg in zip(targets, cfg.targets, strict=True):
+        for split, data in ((target_cfg.train_split, target.train), (target_cfg.test_split, target.test)):
+            inputs[f"target:{target.name}:{split}"] = data.fingerprint()
+            what[f"target:{target.name}:{split}"] = f"target {target.name} ({target_cfg.path} [{split}])"
+    try:
+        recorded = _read_json(out_dir / INPUTS)  # the teacher's fingerprints, just recorded
+    except ValueError:
+        recorded = {}
+    check_inputs(out_dir, resume, {**recorded, **inputs}, what)
+
+
+def _evaluation_folder(path: Path) -> tuple[dict[str, Any], list[Any], dict[str, Any]]:
+    """config.yaml, results.json and inputs.json (empty when absent) of an evaluation; OSError or ValueError
+    with a short reason when they cannot be read."""
+    if not path.is_dir():
+        raise OSError("no such folder")
+    for name in ("config.yaml", "results.json"):
+        if not (path / name).is_file():
+            raise OSError(f"no {name}")
+    try:
+        saved = yaml.safe_load((path / "config.yaml").read_text())
+    except yaml.YAMLError:
+        raise ValueError("config.yaml is not valid YAML") from None
+
+    def read(name: str) -> Any:
+        try:
+            return _read_json(path / name)
+        except ValueError:
+            raise ValueError(f"{name} is not valid JSON") from None
+
+    rows, inputs = read("results.json"), read(INPUTS)
+    if not isinstance(saved, dict) or not isinstance(rows, list) or not isinstance(inputs, dict):
+        raise ValueError("not the config.yaml, results.json and inputs.json of an evaluation")
+    return saved, rows, inputs
+
+
+def _reused_rows(cfg: EvaluateConfig, out_dir: Path, cells: list[tuple], targets: list[Target],
+                 skip: set[tuple]) -> list[dict[str, Any]]:
+    """The rows of the finished cells that the evaluations in cfg.reuse measured the same way (not those in
+    `skip`, kept from this run's own results), each marked with the folder that measured it.
+
+    A folder counts only when its settings equal ours apart from CELL_CHOICE_KEYS and it read the same teacher
+    and data (inputs.json); of its rows, those of our cells whose target and model configs equal ours, and a
+    cell only with exactly one row for each of our targets x modes. The first folder that has a cell gives it.
+    A folder that cannot be read or was measured otherwise gives nothing and says why in one line."""
+    wanted = {_source_cell(c) for c in cells} - skip
+    pairs = {(t.name, mode) for t in targets for mode in cfg.modes}
+    target_cfgs = {t.name: config_to_dict(c) for t, c in zip(targets, cfg.targets, strict=True)}
+    ours = {k: v for k, v in flatten(config_to_dict(cfg)).items() if k not in CELL_CHOICE_KEYS}
+    try:
+        our_inputs = _read_json(out_dir / INPUTS)
+    except ValueError:
+        our_inputs = {}
+    taken: dict[tuple, list[dict[str, Any]]] = {}
+    for folder in cfg.reuse:
+        path = Path(str(folder))
+        if path.is_dir() and path.resolve() == out_dir.resolve():
+            continue  # this evaluation's own cells: --resume keeps them
+        try:
+            saved, rows, inputs = _evaluation_folder(path)
+        except (OSError, ValueError) as exc:
+            print(f"reuse: {folder}: {exc}, nothing taken")
+            continue
+        theirs = flatten(saved)
+        theirs.update({k: v for k, v in LEGACY_VALUES.items() if k not in theirs})  # it predates the setting
+        theirs = {k: v for k, v in theirs.items() if k not in CELL_CHOICE_KEYS}
+        differing = [f"{k}: {theirs.get(k)!r} -> {ours.get(k)!r}" for k in sorted(set(ours) | set(theirs))
+                     if ours.get(k) != theirs.get(k)]
+        differing += [f"{k} fingerprint: {inputs[k]} -> {our_inputs[k]}" for k in sorted(set(our_inputs) & set(inputs))
+                      if None not in (our_inputs[k], inputs[k]) and our_inputs[k] != inputs[k]]  # teacher, data
+        if differing:
+            more = f", {len(differing) - 6} more" if len(differing) > 6 else ""
+            print(f"reuse: {folder} measured with other settings ({', '.join(differing[:6])}{more}), nothing taken")
+            continue
+        their_targets, their_models = (v if isinstance(v, list) else [] for v in (saved.get("targets"),
+                                                                                  saved.get("models")))
+        names = {name for name, target_cfg in target_cfgs.items() if target_cfg in their_targets}
+        models = {(m.name, m.width, m.depth, m.feature) for m in cfg.models if config_to_dict(m) in their_models}
+        found: dict[tuple, list[dict[str, Any]]] = {}
+        for row in rows:
+            try:
+                cell = _row_cell(row)
+                hash(cell)
+            except (KeyError, TypeError, AttributeError):
+                continue  # not a row of an evaluation
+            if cell in wanted and cell not in taken and cell[1:5] in models and row.get("target") in names \
+                    and row.get("mode") in cfg.modes:
+                found.setdefault(cell, []).append(row)
+        finished = {cell: part for cell, part in found.items()
+                    if len(part) == len(pairs) and {(r["target"], r["mode"]) for r in part} == pairs}
+        for cell, part in finished.items():  # a row reused in turn keeps the folder that measured it
+            taken[cell] = [{**r, "reused_from": r.get("reused_from") or str(folder)} for r in part]
+        if finished:
+            print(f"reused: {len(finished)} finished cells from {folder}")
+    return [row for part in taken.values() for row in part]
+
+
 def run_evaluate(cfg: EvaluateConfig, show_progress: bool = True, resume: bool = False,
                  allow_mismatch: bool = False) -> list[dict[str, Any]]:
     """Evaluate every cell; with `resume`, keep the complete cells already in out_dir/results.json.
@@ -240,15 +353,18 @@ def _run_evaluate(cfg: EvaluateConfig, show_progress: bool, resume: bool, tb: Sc
     full_rows = cfg.full_data.enabled or cfg.full_data.same_recipe
     need_source = full_rows or cfg.cka_images > 0
     source_train = load_split(source_cfg, source_cfg.train_split, cfg.seed).to(device) if full_rows else None
+    source_read = {source_cfg.train_split: source_train} if source_train is not None else {}
     cka_images = None
     if need_source and cfg.cka_images > 0:
         test = load_split(source_cfg, source_cfg.test_split, cfg.seed)
+        source_read[source_cfg.test_split] = test
         cka_images = test.subset(cfg.cka_images, cfg.seed).images.to(device)
         with phase(f"teacher features of {cka_images.shape[0]:,} source test images (CKA reference)"):
             teacher_features = teacher.encode(cka_images)
     n_source = len(source_train) if source_train is not None else 0
     sources = _sources(cfg, teacher, n_source)
     targets = [_load_target(t, resolution, cfg.seed, device) for t in cfg.targets]
+    D.on_main(lambda: _record_data(out_dir, resume, cfg, targets, source_read))  # a resume refuses changed data
     seeds = [cfg.seed + i for i in range(cfg.seeds)]
     cells = [(m, s, src) for m in cfg.models for s in seeds for src in sources]
     per_cell = len(targets) * len(cfg.modes)
@@ -260,6 +376,13 @@ def _run_evaluate(cfg: EvaluateConfig, show_progress: bool, resume: bool, tb: Sc
     rows: list[dict[str, Any]] = [row for row in previous if _row_cell(row) in complete]
     if complete and dist_info.is_main:
         print(f"resuming: {len(complete)} finished cells kept from {out_dir / 'results.json'}")
+    # the cells other evaluations measured the same way fill in the ones this run has not finished itself
+    reused = D.on_main(lambda: _reused_rows(cfg, out_dir, cells, targets, complete)) if cfg.reuse else []
+    if reused:
+        complete |= {_row_cell(row) for row in reused}
+        rows.extend(reused)
+        if dist_info.is_main:
+            write_results(rows, out_dir)  # kept even if this run is interrupted before its first cell
     bench = _Bench(cfg, teacher, source_train.images if source_train else None, resolution, device,
                    torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", cka_images,
                    teacher_features if cka_images is not None else None, targets)

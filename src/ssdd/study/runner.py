@@ -35,8 +35,9 @@ NOT_HASHED = {
     "experts": ("out_dir", "stop_after_experts", "tensorboard", "teacher"),
     "distill": ("out_dir", "stop_after_steps", "checkpoint_every", "log_every", "teacher", "krr.split_support",
                 "krr.channels_last", "tensorboard", "mkdt.experts", "mkdt.recompute"),
-    "evaluate": ("out_dir", "teacher", "distilled", "tensorboard"),
-}  # `teacher`, `distilled` and `mkdt.experts` are paths: the keys or fingerprints of what they hold stand in
+    "evaluate": ("out_dir", "teacher", "distilled", "tensorboard", "reuse"),
+}  # `teacher`, `distilled` and `mkdt.experts` are paths: the keys or fingerprints of what they hold stand in;
+# `reuse` names other evaluations whose cells, measured the same way, are taken instead of measured again
 # settings added later, at the value that behaves as before them: left out of the key (old stages stay cached)
 LEGACY_VALUES = {"evaluate": EVALUATE_LEGACY_VALUES}
 
@@ -167,6 +168,13 @@ def _experts_fingerprint(folder: Path) -> str:
         return "+".join(str(e.get("sha256", ""))[:12] for e in experts)
     except (OSError, ValueError, AttributeError):
         return ""
+
+
+def _other_evaluations(root: Path, own: Path) -> list[str]:
+    """The evaluate stage folders of out_dir with results, but `own`: the studies sharing out_dir take each
+    other's cells measured the same way (EvaluateConfig.reuse; not part of the key)."""
+    folders = sorted(p.parent for p in (root / "evaluate").glob("*/results.json"))
+    return [str(p) for p in folders if p.resolve() != own.resolve()]
 
 
 def _distill_jobs(study: StudyConfig) -> list[tuple[DistillSpec, float | None]]:
@@ -340,6 +348,7 @@ def _run_study(study: StudyConfig, root: Path, show_progress: bool, dry_run: boo
         upstream = teacher_upstream + given + [s.key for s in result.stages if s.kind == "distill"]
 
         def evaluate(c: Any, resume: bool) -> bool:
+            c.reuse = [*c.reuse, *(p for p in _other_evaluations(root, Path(c.out_dir)) if p not in c.reuse)]
             run_evaluate(c, show_progress=show_progress, resume=resume)
             return True
 
