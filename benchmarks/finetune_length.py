@@ -132,6 +132,8 @@ def _table(out: Path, runs: list[dict]) -> None:
                 ax.errorbar([n for n, _ in points], [s[0] for _, s in points], yerr=[s[1] for _, s in points],
                             marker="o", capsize=3, color=colour, label=name)
         ax.set(xscale="log", xlabel="fine-tuning iterations", ylabel="top-1 (%)", title=target)
+        ax.set_xticks(lengths, [f"{n:,}" for n in lengths])  # the measured lengths, not log-scale minor labels
+        ax.minorticks_off()
         ax.legend(fontsize=8)
     fig.tight_layout()
     save_figure(fig, out / "finetune_length.png")
