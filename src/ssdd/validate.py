@@ -541,6 +541,7 @@ def validate_experts(cfg: Any, resume: bool = False) -> None:
 def check_evaluate_settings(cfg: Any) -> None:
     """Everything of an evaluation config that needs no file."""
     finite_everywhere(cfg)
+    _channels_last("channels_last", cfg.channels_last)
     unknown = set(cfg.modes) - {"finetune", "linear_probe"}
     if unknown or not cfg.modes:
         raise ConfigError(f"modes must be a non-empty subset of [finetune, linear_probe], got {cfg.modes}")

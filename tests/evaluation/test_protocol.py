@@ -340,3 +340,46 @@ def test_reuse_takes_nothing_measured_otherwise_and_never_fails_on_a_folder(tiny
     with pytest.raises(ValueError, match=r"target t .* changed since this run started"):
         run_evaluate(load_config(EvaluateConfig, None, [*base, f"out_dir={a}", f"distilled=[{sets[0]}]"]),
                      show_progress=False, resume=True)
+
+
+def test_channels_last_is_recorded_changes_only_rounding_and_counts_as_the_same_measurement(
+        tiny_npz, tiny_teacher, tmp_path, monkeypatch, capsys):
+    from ssdd.evaluation.config import EvaluateConfig
+    from ssdd.evaluation.protocol import run_evaluate
+
+    sets, _, base = _reuse_setup(tmp_path, tiny_npz, tiny_teacher)
+    base = [*base, "modes=[finetune, linear_probe]", "finetune.small_iterations=4"]
+    seen = []
+    import ssdd.evaluation.protocol as protocol
+
+    real = protocol._pretrain
+
+    def spy(*args, **kwargs):
+        backbone = real(*args, **kwargs)
+        conv = next(p for p in backbone.parameters() if p.dim() == 4)
+        seen.append(conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous())
+        return backbone
+
+    monkeypatch.setattr(protocol, "_pretrain", spy)
+    runs = {}
+    for layout in ("on", "off"):
+        runs[layout] = run_evaluate(load_config(EvaluateConfig, None, [
+            *base, f"out_dir={tmp_path / layout}", f"distilled=[{sets[0]}]", f"channels_last={layout}"]),
+            show_progress=False)
+    assert seen == [True, True, False, False]  # no pre-training and random@10, in each layout
+    assert {r["channels_last"] for r in runs["on"]} == {True} and {r["channels_last"] for r in runs["off"]} == {False}
+    for on, off in zip(runs["on"], runs["off"], strict=True):  # same cells; the layout only reorders sums
+        assert (on["label"], on["mode"]) == (off["label"], off["mode"])
+        assert on["top1"] == pytest.approx(off["top1"], abs=15.0)
+    # a cell measured in one layout is the same measurement in the other: reuse takes it, resume accepts it
+    capsys.readouterr()
+    measured = _counting_cells(monkeypatch)
+    run_evaluate(load_config(EvaluateConfig, None, [*base, f"out_dir={tmp_path / 'b'}", f"distilled=[{sets[0]}]",
+                                                    f"reuse=[{tmp_path / 'off'}]"]), show_progress=False)
+    assert measured == [] and "reused: 2 finished cells" in capsys.readouterr().out
+    run_evaluate(load_config(EvaluateConfig, None, [*base, f"out_dir={tmp_path / 'off'}", f"distilled=[{sets[0]}]",
+                                                    "channels_last=on"]), show_progress=False, resume=True)
+    assert measured == []
+    assert main(["evaluate", "--no-progress", f"teacher={tiny_teacher}", "channels_last=sideways",
+                 f"out_dir={tmp_path / 'bad'}"]) == 2
+    assert "channels_last='sideways': must be one of auto, on, off" in capsys.readouterr().err

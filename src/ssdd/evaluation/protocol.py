@@ -39,7 +39,7 @@ from ssdd.models import build_model
 from ssdd.progress import phase, show_phases
 from ssdd.runfolder import check_resume_compatible, flatten
 from ssdd.runguard import INPUTS, check_inputs
-from ssdd.runtime import resolve_device, versions
+from ssdd.runtime import channels_last, resolve_device, versions
 from ssdd.tblog import ScalarLog, require_tensorboard
 from ssdd.teacher import Teacher, load_teacher
 from ssdd.teacher.locate import require_teacher_folder
@@ -47,11 +47,13 @@ from ssdd.validate import validate_evaluate
 
 # settings a resumed evaluation may change: more seeds or sets (or the same-recipe row) add cells, the others
 # keep theirs
-RESUMABLE_KEYS = ("out_dir", "distilled", "seeds", "device", "tensorboard", "full_data.same_recipe", "reuse")
-# settings that only choose which cells an evaluation has, or where it writes and logs: two evaluations that
-# differ in nothing else (nor in teacher and data, inputs.json) measure every cell they share the same way
+RESUMABLE_KEYS = ("out_dir", "distilled", "seeds", "device", "tensorboard", "full_data.same_recipe", "reuse",
+                  "channels_last")
+# settings that only choose which cells an evaluation has, where it writes and logs, or where and in which
+# memory format it computes: two evaluations that differ in nothing else (nor in teacher and data,
+# inputs.json) measure every cell they share the same way
 CELL_CHOICE_KEYS = ("out_dir", "distilled", "seeds", "models", "targets", "modes", "device", "tensorboard", "reuse",
-                    "no_pretrain", "full_data.enabled", "full_data.same_recipe")
+                    "no_pretrain", "full_data.enabled", "full_data.same_recipe", "channels_last")
 
 
 @dataclass
@@ -139,7 +141,8 @@ def _pretrain(source: PretrainSource, model_cfg: ModelConfig, cfg: EvaluateConfi
     """A fresh network pre-trained on `source`; `source_targets` (the teacher's representations of the
     un-augmented source images) are needed by the same-recipe full-data row only."""
     torch.manual_seed(seed)
-    backbone = build_model(model_cfg, resolution).to(device)
+    layout = torch.channels_last if channels_last(cfg.channels_last) else torch.preserve_format
+    backbone = build_model(model_cfg, resolution).to(device, memory_format=layout)  # the copies fine-tuned keep it
     generator = torch.Generator().manual_seed(seed)
     if source.method == NO_PRETRAIN:
         return backbone
@@ -468,6 +471,7 @@ def _evaluate_cell(bench: _Bench, model_cfg: ModelConfig, seed: int, source: Pre
                 "mode": mode, "top1": top1, "cka_to_teacher": cka, "pretrain_s": pretrain_s,
                 "pretrain_steps": _pretrain_steps(source, cfg), "finetune_iterations": iterations,
                 "eval_s": time.perf_counter() - start, "device": bench.device_name,
+                "channels_last": channels_last(cfg.channels_last),
                 **{k: v for k, v in source.info.items() if k != "path"},
             })
     return rows

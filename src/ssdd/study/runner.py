@@ -35,7 +35,7 @@ NOT_HASHED = {
     "experts": ("out_dir", "stop_after_experts", "tensorboard", "teacher"),
     "distill": ("out_dir", "stop_after_steps", "checkpoint_every", "log_every", "teacher", "krr.split_support",
                 "krr.channels_last", "tensorboard", "mkdt.experts", "mkdt.recompute"),
-    "evaluate": ("out_dir", "teacher", "distilled", "tensorboard", "reuse"),
+    "evaluate": ("out_dir", "teacher", "distilled", "tensorboard", "reuse", "channels_last"),
 }  # `teacher`, `distilled` and `mkdt.experts` are paths: the keys or fingerprints of what they hold stand in;
 # `reuse` names other evaluations whose cells, measured the same way, are taken instead of measured again
 # settings added later, at the value that behaves as before them: left out of the key (old stages stay cached)
