@@ -1,0 +1,140 @@
+"""Markdown tables for BENCHMARKS.md from one evaluation folder (summary.json, config.yaml) and its sets' manifests.
+
+Three layouts:
+- `rows` (default): one line per pre-training, top-1 (mean ± std over seeds) for every target x mode of one
+  architecture, beside the compute each row used: distillation outer steps and time, pre-training SGD steps
+  and time, and the storage.
+- `budget`: one line per method, one column per budget, for one target x mode (`--panel`).
+- `arch`: one line per pre-training, one column per architecture, for one target x mode (`--panel`).
+
+    python benchmarks/study_table.py runs/cpu_equal/evaluate/evaluate-XXXXXXXX
+    python benchmarks/study_table.py EVAL_DIR --layout budget --panel cifar10:linear_probe
+    python benchmarks/study_table.py EVAL_DIR --layout arch --panel cifar10:finetune
+
+Reads only JSON and YAML: nothing is trained. Sets named in config.yaml that cannot be read lose their
+distillation columns (shown as -), not their accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REFERENCES = {"no_pretrain": "no pre-training", "full_data_same_recipe": "full data, distilled rows' recipe",
+              "full_data": "full data, tuned recipe"}
+MODES = {"finetune": "fine-tune", "linear_probe": "probe"}
+DASH = "-"
+
+
+def top1(s: dict[str, Any] | None) -> str:
+    if s is None:
+        return DASH
+    if s["seeds"] > 1 and s.get("top1_std") is not None:
+        return f"{s['top1_mean']:.2f} ± {s['top1_std']:.2f}"
+    return f"{s['top1_mean']:.2f} (n = {s['seeds']})"
+
+
+def count(value: Any) -> str:
+    return DASH if value is None else f"{int(value):,}"
+
+
+def seconds(value: Any) -> str:
+    if value is None:
+        return DASH
+    return f"{value / 60:.1f} min" if value >= 600 else f"{value:.0f} s"
+
+
+def set_manifests(eval_dir: Path) -> dict[str, dict[str, Any]]:
+    """label -> manifest of every distilled set config.yaml names (the evaluation's own labels)."""
+    config = yaml.safe_load((eval_dir / "config.yaml").read_text()) or {}
+    found = {}
+    for folder in config.get("distilled", []):
+        try:
+            manifest = json.loads((Path(folder) / "manifest.json").read_text())
+        except (OSError, ValueError):
+            continue
+        label = f"{manifest.get('name') or manifest['method']}@{manifest['budget']:g}"
+        found[label] = manifest
+    return found
+
+
+def row_order(summary: list[dict[str, Any]], manifests: dict[str, dict[str, Any]]) -> list[str]:
+    labels = list(dict.fromkeys(s["label"] for s in summary))
+    sets = [label for label in manifests if label in labels] + \
+        [label for label in labels if label not in manifests and label not in REFERENCES]
+    return [*sets, *(label for label in REFERENCES if label in labels)]
+
+
+def rows_table(summary: list[dict[str, Any]], manifests: dict[str, dict[str, Any]], arch: str) -> str:
+    mine = [s for s in summary if s["arch"] == arch]
+    panels = list(dict.fromkeys((s["target"], s["mode"]) for s in mine))
+    cell = {(s["label"], s["target"], s["mode"]): s for s in mine}
+    head = ["pre-training", "distill steps", "distill time", "pre-train steps", "pre-train time", "storage (img-eq)",
+            *(f"{t} {MODES.get(m, m)}" for t, m in panels)]
+    lines = ["| " + " | ".join(head) + " |", "| --- |" + " ---: |" * (len(head) - 1)]
+    for label in row_order(mine, manifests):
+        first = next(s for s in mine if s["label"] == label)
+        manifest = manifests.get(label, {})
+        steps = manifest.get("steps_done") if manifest.get("method") not in ("random", "random_supervised") else 0
+        reference = label in REFERENCES
+        lines.append("| " + " | ".join([
+            REFERENCES.get(label, label),
+            DASH if reference else count(steps),
+            DASH if reference else seconds(first.get("distill_s")),
+            DASH if label == "no_pretrain" else count(first.get("pretrain_steps")),
+            DASH if label == "no_pretrain" else seconds(first.get("pretrain_s")),
+            DASH if first.get("image_equivalents") is None else f"{first['image_equivalents']:,.2f}",
+            *(top1(cell.get((label, t, m))) for t, m in panels)]) + " |")
+    return "\n".join(lines)
+
+
+def budget_table(summary: list[dict[str, Any]], target: str, mode: str, arch: str) -> str:
+    mine = [s for s in summary if (s["arch"], s["target"], s["mode"]) == (arch, target, mode)]
+    budgets = sorted({s["budget"] for s in mine if s.get("budget") is not None})
+    methods = list(dict.fromkeys(s["label"].split("@")[0] for s in mine if s.get("budget") is not None))
+    by = {(s["label"].split("@")[0], s["budget"]): s for s in mine if s.get("budget") is not None}
+    head = ["method", *(f"N = {b:g}" for b in budgets)]
+    lines = ["| " + " | ".join(head) + " |", "| --- |" + " ---: |" * len(budgets)]
+    lines += ["| " + " | ".join([m, *(top1(by.get((m, b))) for b in budgets)]) + " |" for m in methods]
+    for label, name in REFERENCES.items():
+        ref = next((s for s in mine if s["label"] == label), None)
+        if ref is not None:
+            lines.append(f"| {name} | " + " | ".join([top1(ref)] * len(budgets)) + " |")
+    return "\n".join(lines)
+
+
+def arch_table(summary: list[dict[str, Any]], manifests: dict[str, dict[str, Any]], target: str, mode: str) -> str:
+    mine = [s for s in summary if (s["target"], s["mode"]) == (target, mode)]
+    archs = list(dict.fromkeys(s["arch"] for s in mine))
+    by = {(s["label"], s["arch"]): s for s in mine}
+    lines = ["| pre-training | " + " | ".join(archs) + " |", "| --- |" + " ---: |" * len(archs)]
+    for label in row_order(mine, manifests):
+        cells = " | ".join(top1(by.get((label, a))) for a in archs)
+        lines.append(f"| {REFERENCES.get(label, label)} | {cells} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("eval_dir", type=Path)
+    parser.add_argument("--layout", choices=["rows", "budget", "arch"], default="rows")
+    parser.add_argument("--arch", default="convnet", help="the architecture of the rows and budget layouts")
+    parser.add_argument("--panel", default="cifar10:finetune", help="TARGET:MODE of the budget and arch layouts")
+    args = parser.parse_args()
+    summary = json.loads((args.eval_dir / "summary.json").read_text())["rows"]
+    manifests = set_manifests(args.eval_dir)
+    target, _, mode = args.panel.partition(":")
+    if args.layout == "rows":
+        print(rows_table(summary, manifests, args.arch))
+    elif args.layout == "budget":
+        print(budget_table(summary, target, mode, args.arch))
+    else:
+        print(arch_table(summary, manifests, target, mode))
+
+
+if __name__ == "__main__":
+    main()
