@@ -26,7 +26,7 @@ from ssdd.evaluation.finetune import finetune
 from ssdd.models import build_model
 
 MODELS = ["convnet:32:3:flatten", "resnet10:16", "resnet18:16", "vgg11:16", "alexnet:16", "mobilenetv2:16",
-          "vit_small:64:4"]
+          "mobilenetv2:8", "vit_small:64:4"]
 
 
 def model_config(spec: str) -> ModelConfig:
