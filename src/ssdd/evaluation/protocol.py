@@ -109,6 +109,7 @@ def _sources(cfg: EvaluateConfig, teacher: Teacher, n_source: int) -> list[Pretr
             {"path": str(path), "image_equivalents": storage.image_equivalents, "bytes": storage.bytes,
              "compression": source_images / storage.image_equivalents, "m": manifest.get("m"),
              "views": int(images.shape[0]), "distill_s": distilled.manifest.get("wall_clock_s"),
+             "distill_steps": distilled.manifest.get("steps_done"),  # outer steps; None for the random subsets
              "distill_device": distilled.manifest.get("device"),
              "set_fingerprint": set_fingerprint(manifest)}, labels=manifest.get("num_classes") is not None))
     labels = [s.label for s in sources]

@@ -13,7 +13,7 @@ from ssdd.report.gather import REFERENCE_METHODS, REFERENCE_NAMES, DistilledInfo
 
 FULL_TABLE_HEADER = ["pre-training", "top-1 (%)", "retention", "vs no pre-training", "vs random",
                      "storage (img-eq)", "KiB", "compression", "m / pairs", "CKA to teacher", "pre-training time",
-                     "pre-training steps", "speed-up", "distillation time"]
+                     "pre-training steps", "speed-up", "distillation time", "distillation steps"]
 METHOD_NOTES = {"boost": "Boost: low-rank bases, predefined views, approximation networks",
                 "krr_st": "KRR-ST: learned images and targets",
                 "mkdt": "MKDT: learned images and targets, matched to knowledge-distillation trajectories",
@@ -401,8 +401,13 @@ def image_key(info: DistilledInfo) -> str:
 # ---------------------------------------------------------------- full table
 
 
-def full_table_row(s: dict[str, Any]) -> list[str]:
+def full_table_row(s: dict[str, Any], manifest: dict[str, Any] | None = None) -> list[str]:
+    """One line of a full table; `manifest` (the set's) gives the outer steps of rows measured before the
+    rows recorded them (distill_steps)."""
     reference = s["method"] in REFERENCE_METHODS
+    steps = s.get("distill_steps")
+    if steps is None and manifest:
+        steps = manifest.get("steps_done")
     return [
         REFERENCE_NAMES.get(s["label"], s["label"]), F.mean_std(s["top1_mean"], s["top1_std"], s["seeds"]),
         F.fixed(s["retention"]),
@@ -412,17 +417,20 @@ def full_table_row(s: dict[str, Any]) -> list[str]:
         F.DASH if s["method"] == "no_pretrain" else F.seconds(s["pretrain_s"]),
         F.DASH if s["method"] == "no_pretrain" else _count(s.get("pretrain_steps")), F.ratio(s["pretrain_speedup"]),
         F.DASH if reference else F.seconds(s["distill_s"]),
+        F.DASH if reference else _count(steps),
     ]
 
 
 def full_tables(data: ReportData) -> list[Table]:
     """One table per (arch, target, mode): the distilled sets in results.json's order, then the references."""
     order = {label: i for i, label in enumerate([d.label for d in data.distilled] + list(REFERENCE_METHODS))}
+    manifests = {d.label: d.manifest for d in data.distilled}
     tables = []
     for panel in data.panels:
         members = sorted((s for s in data.summary if (s["arch"], s["target"], s["mode"]) == panel),
                          key=lambda s: order.get(s["label"], len(order)))
-        tables.append(Table(FULL_TABLE_HEADER, [full_table_row(s) for s in members], _title(data, panel),
+        tables.append(Table(FULL_TABLE_HEADER, [full_table_row(s, manifests.get(s["label"])) for s in members],
+                            _title(data, panel),
                             [s["method"] in REFERENCE_METHODS for s in members]))
     return tables
 
@@ -435,7 +443,8 @@ DEFINITIONS = (
     "(floats / C·H·W) and KiB. Compression: source images over stored image-equivalents. m / pairs: distilled "
     "images and training pairs (every stored view). Pre-training steps: the SGD steps of one pre-training. "
     "Speed-up: the pre-training time of the full-data row retention divides by over this row's, paired by "
-    "architecture and seed; time ratio: this row's mean pre-training time over that full-data row's. CKA: linear "
+    "architecture and seed; time ratio: this row's mean pre-training time over that full-data row's. Distillation "
+    "time and steps: the wall-clock and outer steps of the run that made the set. CKA: linear "
     "CKA of the pre-trained encoder to the teacher on source test images."
 )
 
