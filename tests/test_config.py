@@ -88,6 +88,12 @@ def test_wrong_type_names_key(tmp_path):
         load_config(TeacherConfig, _yaml(tmp_path, {"optim": {"epochs": "many"}}))
 
 
+def test_an_override_without_value_empties_a_string_and_is_refused_elsewhere():
+    assert load_config(TeacherConfig, None, ["data.path="]).data.path == ""  # `key=` is the empty string
+    with pytest.raises(ConfigError, match=r"bad value for 'optim\.epochs' \(override 'optim\.epochs='\)"):
+        load_config(TeacherConfig, None, ["optim.epochs="])
+
+
 def test_malformed_override():
     with pytest.raises(ConfigError, match="key=value") as info:
         load_config(TeacherConfig, None, ["optim.epochs"])

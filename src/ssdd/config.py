@@ -136,6 +136,13 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: list
             raise ConfigError(f"override '{item}' must look like key=value (for example optim.epochs=10)")
         try:
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
+        except ValidationError as exc:
+            if not item.endswith("="):
+                raise _explain(exc, schema, f"override '{item}'") from None
+            try:  # `key=` reads as null; a key that refuses null (a string) takes it as the empty string
+                cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([f"{item}''"]))
+            except OmegaConfBaseException:
+                raise _explain(exc, schema, f"override '{item}'") from None
         except OmegaConfBaseException as exc:
             raise _explain(exc, schema, f"override '{item}'") from None
     return _to_object(cfg, schema)
