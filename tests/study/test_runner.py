@@ -176,3 +176,27 @@ def test_named_studies_share_out_dir_stages_and_keep_their_own_files(study_files
     assert "krr_st@10" not in (root / "two" / "report.md").read_text()
     with pytest.raises(ValueError, match="stage folder"):
         run_study(study(study_files, "name=distill"), show_progress=False)
+
+
+def test_cells_measured_beside_the_study_with_its_evaluation_settings_are_all_reused(study_files, capsys):
+    import json
+
+    from ssdd.evaluation.protocol import run_evaluate
+    from ssdd.study.runner import other_evaluations, study_evaluation_config
+
+    sets_only = run_study(study(study_files, "evaluate.config="), show_progress=False)  # teacher and sets only
+    assert sets_only.finished and sets_only.evaluation is None and len(sets_only.distilled) == 2
+    whole = study(study_files)
+    root = study_files / "study"
+    cfg = study_evaluation_config(whole, sets_only.teacher, sets_only.distilled)
+    cfg.out_dir = str(root / "evaluate" / "part")
+    assert other_evaluations(root, Path(cfg.out_dir)) == []
+    measured = run_evaluate(cfg, show_progress=False)
+    assert len({r["label"] for r in measured}) == 5  # krr_st@10, random@10 and the three reference rows
+    capsys.readouterr()
+    result = run_study(whole, show_progress=False)
+    assert result.finished and statuses(result)["evaluate/evaluate"] == "ran"
+    assert f"reused: 5 finished cells from {root / 'evaluate' / 'part'}" in capsys.readouterr().out
+    rows = json.loads((result.evaluation / "results.json").read_text())
+    assert len(rows) == len(measured) and all("reused_from" in r for r in rows)
+    assert other_evaluations(root, result.evaluation) == [str(root / "evaluate" / "part")]

@@ -22,6 +22,7 @@ from typing import Any
 from ssdd import __version__
 from ssdd.config import config_to_dict, load_config, save_config
 from ssdd.evaluation.config import LEGACY_VALUES as EVALUATE_LEGACY_VALUES
+from ssdd.evaluation.config import EvaluateConfig
 from ssdd.runfolder import CHECKPOINT, config_hash
 from ssdd.runguard import method_free_keys
 from ssdd.runtime import file_sha256, versions, write_json
@@ -170,11 +171,21 @@ def _experts_fingerprint(folder: Path) -> str:
         return ""
 
 
-def _other_evaluations(root: Path, own: Path) -> list[str]:
-    """The evaluate stage folders of out_dir with results, but `own`: the studies sharing out_dir take each
-    other's cells measured the same way (EvaluateConfig.reuse; not part of the key)."""
+def other_evaluations(root: Path, own: Path) -> list[str]:
+    """The evaluation folders under out_dir/evaluate with results, but `own`: the studies sharing out_dir take
+    each other's cells measured the same way (EvaluateConfig.reuse; not part of the key)."""
     folders = sorted(p.parent for p in (root / "evaluate").glob("*/results.json"))
     return [str(p) for p in folders if p.resolve() != own.resolve()]
+
+
+def study_evaluation_config(study: StudyConfig, teacher: Path, distilled: list[Path]) -> EvaluateConfig:
+    """The settings of a study's evaluation stage: its preset and overrides with the study's seed and device,
+    the teacher it made or was given, and the sets it distilled after those the preset names."""
+    cfg = load_config(EvaluateConfig, study.evaluate.config,
+                      [f"seed={study.seed}", f"device={study.device}", *study.evaluate.overrides])
+    cfg.teacher = str(teacher)
+    cfg.distilled = [*cfg.distilled, *(str(p) for p in distilled)]
+    return cfg
 
 
 def _distill_jobs(study: StudyConfig) -> list[tuple[DistillSpec, float | None]]:
@@ -186,7 +197,6 @@ def _distill_jobs(study: StudyConfig) -> list[tuple[DistillSpec, float | None]]:
 def _require_packages(study: StudyConfig, common: list[str]) -> None:
     """Fail before the first stage when a stage asks for TensorBoard and the package is missing."""
     from ssdd.distill.config import DistillConfig
-    from ssdd.evaluation.config import EvaluateConfig
     from ssdd.tblog import require_tensorboard
     from ssdd.teacher.config import TeacherConfig
 
@@ -251,7 +261,6 @@ def _exclusive(root: Path) -> Iterator[None]:
 def _run_study(study: StudyConfig, root: Path, show_progress: bool, dry_run: bool) -> StudyResult:
     from ssdd.distill.config import DistillConfig
     from ssdd.distill.run import run_distill
-    from ssdd.evaluation.config import EvaluateConfig
     from ssdd.evaluation.protocol import run_evaluate
     from ssdd.teacher.config import TeacherConfig
     from ssdd.teacher.train import train_teacher
@@ -341,14 +350,14 @@ def _run_study(study: StudyConfig, root: Path, show_progress: bool, dry_run: boo
 
     # 3. evaluation of every set, 4. the report
     if study.evaluate.config:
-        cfg = load_config(EvaluateConfig, study.evaluate.config, [*common, *study.evaluate.overrides])
-        given = [f"set:{p}:{_set_fingerprint(Path(p))}" for p in cfg.distilled]  # sets named by the preset
-        cfg.teacher = str(result.teacher)
-        cfg.distilled = [*cfg.distilled, *(str(p) for p in result.distilled)]
+        assert result.teacher is not None
+        cfg = study_evaluation_config(study, result.teacher, result.distilled)
+        named = cfg.distilled[: len(cfg.distilled) - len(result.distilled)]  # the sets the evaluate preset names
+        given = [f"set:{p}:{_set_fingerprint(Path(p))}" for p in named]
         upstream = teacher_upstream + given + [s.key for s in result.stages if s.kind == "distill"]
 
         def evaluate(c: Any, resume: bool) -> bool:
-            c.reuse = [*c.reuse, *(p for p in _other_evaluations(root, Path(c.out_dir)) if p not in c.reuse)]
+            c.reuse = [*c.reuse, *(p for p in other_evaluations(root, Path(c.out_dir)) if p not in c.reuse)]
             run_evaluate(c, show_progress=show_progress, resume=resume)
             return True
 

@@ -1,0 +1,66 @@
+"""Measure a study's evaluation cells for the sets it has finished, in a process of its own.
+
+`ssdd reproduce` runs one stage at a time, and one study at a time per out_dir. On a small machine the
+distillations of the `cpu` studies and their evaluation cells can run side by side instead: the study runs
+its teacher and sets (`ssdd reproduce -c PRESET evaluate.config=`), and this script evaluates, with exactly
+the study's evaluation settings, every set of the study that is finished so far, in
+`OUT/evaluate/part-<name>`. Run it again later and it resumes there, adding the sets finished since. The
+study's own evaluation, run last (`ssdd reproduce -c PRESET`), takes all these cells (`reuse`), as do the
+other studies of the same out_dir; this script passes them the same way, so no cell is measured twice.
+
+    OMP_NUM_THREADS=1 python benchmarks/study_cells.py study_cpu_equal
+    python benchmarks/study_cells.py study_cpu_arch --dry-run     # the sets and settings it would use
+
+A set still being distilled (or not started) is left out; the teacher must be finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ssdd.config import config_to_dict, load_config
+from ssdd.evaluation.config import EvaluateConfig
+from ssdd.evaluation.protocol import run_evaluate
+from ssdd.study.config import StudyConfig
+from ssdd.study.runner import other_evaluations, run_study, study_evaluation_config
+
+
+def study_cells_config(preset: str, overrides: list[str]) -> tuple[EvaluateConfig, list[str]]:
+    """The study's evaluation settings over its finished sets (out_dir: OUT/evaluate/part-<name>), and the
+    names of the sets left out because they are not finished."""
+    study = load_config(StudyConfig, preset, overrides)
+    if not study.evaluate.config:
+        raise SystemExit(f"{preset} has no evaluation")
+    result = run_study(study, show_progress=False, dry_run=True)
+    if result.teacher is None or any(s.kind == "teacher" and s.status != "cached" for s in result.stages):
+        raise SystemExit("the study's teacher is not finished: run `ssdd reproduce` first")
+    sets = [s for s in result.stages if s.kind == "distill"]
+    cfg = study_evaluation_config(study, result.teacher, [Path(s.folder) for s in sets if s.status == "cached"])
+    cfg.out_dir = str(Path(study.out_dir) / "evaluate" / f"part-{study.name or 'study'}")
+    cfg.reuse = other_evaluations(Path(study.out_dir), Path(cfg.out_dir))
+    return cfg, [s.name for s in sets if s.status != "cached"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("preset", help="a study preset or YAML file sharing an out_dir with others")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides of the study")
+    parser.add_argument("--dry-run", action="store_true", help="print the settings and sets; measure nothing")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args()
+    cfg, waiting = study_cells_config(args.preset, args.overrides)
+    print(f"{len(cfg.distilled)} finished sets -> {cfg.out_dir}" + (f"; not finished: {', '.join(waiting)}"
+                                                                     if waiting else ""))
+    if args.dry_run:
+        import yaml
+
+        print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+        return
+    resume = (Path(cfg.out_dir) / "results.json").exists()
+    run_evaluate(cfg, show_progress=not args.no_progress, resume=resume)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
