@@ -1,10 +1,10 @@
-"""Fine-tuning speed of the evaluation with `channels_last` on and off, per architecture (one thread by default).
+"""Fine-tuning speed of the evaluation with `channels_last` on and off, per architecture (`--threads`, default 1).
 
 Runs the evaluation's own `finetune` (crop + flip, SGD, cosine lr, batch 128) on random 32 px images for a few
 iterations per network, in both memory formats, alternating on/off `--repeats` times so that both see the same
 machine load; reports seconds per iteration and the ratio off / on. The last accuracy pass runs on 256 images.
 
-    OMP_NUM_THREADS=1 python benchmarks/eval_channels_last.py --out benchmarks/results/eval_channels_last.json
+    python benchmarks/eval_channels_last.py --out benchmarks/results/eval_channels_last.json
 """
 
 from __future__ import annotations
@@ -51,8 +51,10 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=MODELS, help="name:width[:depth:feature]")
     parser.add_argument("--iterations", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     gen = torch.Generator().manual_seed(0)
     train = ImageDataset(torch.randint(0, 256, (2048, 3, 32, 32), dtype=torch.uint8, generator=gen),
                          torch.randint(0, 10, (2048,), generator=gen), tuple(map(str, range(10))), "train", "random")
@@ -61,7 +63,8 @@ def main() -> None:
     results = []
     for spec in args.models:
         times: dict[str, list[float]] = {"on": [], "off": []}
-        seconds_per_iteration(spec, torch.channels_last, 2, data)  # warm-up
+        for layout in (torch.contiguous_format, torch.channels_last):  # warm-up, both layouts
+            seconds_per_iteration(spec, layout, 2, data)
         for _ in range(args.repeats):
             for name, layout in (("off", torch.contiguous_format), ("on", torch.channels_last)):
                 times[name].append(seconds_per_iteration(spec, layout, args.iterations, data))

@@ -10,6 +10,7 @@ other studies of the same out_dir; this script passes them the same way, so no c
 
     OMP_NUM_THREADS=1 python benchmarks/study_cells.py study_cpu_equal
     python benchmarks/study_cells.py study_cpu_arch --dry-run     # the sets and settings it would use
+    python benchmarks/study_cells.py study_cpu_arch --seeds 1     # one seed of every cell first
 
 A set still being distilled (or not started) is left out; the teacher must be finished.
 """
@@ -47,10 +48,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("preset", help="a study preset or YAML file sharing an out_dir with others")
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the study")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="measure only the first N of the study's seeds now (its evaluation takes them later)")
     parser.add_argument("--dry-run", action="store_true", help="print the settings and sets; measure nothing")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
     cfg, waiting = study_cells_config(args.preset, args.overrides)
+    if args.seeds is not None:
+        cfg.seeds = min(cfg.seeds, args.seeds)  # seeds choose cells only: the study's own evaluation reuses them
     print(f"{len(cfg.distilled)} finished sets -> {cfg.out_dir}" + (f"; not finished: {', '.join(waiting)}"
                                                                      if waiting else ""))
     if args.dry_run:

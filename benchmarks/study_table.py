@@ -2,8 +2,8 @@
 
 Three layouts:
 - `rows` (default): one line per pre-training, top-1 (mean ± std over seeds) for every target x mode of one
-  architecture, beside the compute each row used: distillation outer steps and time, pre-training SGD steps
-  and time, and the storage.
+  architecture, beside the compute each row used: distillation outer steps (- for the random subsets, which
+  have none) and time, pre-training SGD steps and time, and the storage.
 - `budget`: one line per method, one column per budget, for one target x mode (`--panel`).
 - `arch`: one line per pre-training, one column per architecture, for one target x mode (`--panel`).
 
@@ -23,6 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from ssdd.evaluation.protocol import source_label
+from ssdd.report.gather import resolve_folder
 
 REFERENCES = {"no_pretrain": "no pre-training", "full_data_same_recipe": "full data, distilled rows' recipe",
               "full_data": "full data, tuned recipe"}
@@ -49,16 +52,16 @@ def seconds(value: Any) -> str:
 
 
 def set_manifests(eval_dir: Path) -> dict[str, dict[str, Any]]:
-    """label -> manifest of every distilled set config.yaml names (the evaluation's own labels)."""
+    """label -> manifest of every distilled set config.yaml names (found as `ssdd report` finds them)."""
     config = yaml.safe_load((eval_dir / "config.yaml").read_text()) or {}
     found = {}
-    for folder in config.get("distilled", []):
+    for named in config.get("distilled", []):
+        folder = resolve_folder(named, eval_dir)
         try:
-            manifest = json.loads((Path(folder) / "manifest.json").read_text())
-        except (OSError, ValueError):
+            manifest = json.loads((folder / "manifest.json").read_text()) if folder else None
+            found[source_label(manifest)] = manifest
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             continue
-        label = f"{manifest.get('name') or manifest['method']}@{manifest['budget']:g}"
-        found[label] = manifest
     return found
 
 
@@ -78,8 +81,9 @@ def rows_table(summary: list[dict[str, Any]], manifests: dict[str, dict[str, Any
     lines = ["| " + " | ".join(head) + " |", "| --- |" + " ---: |" * (len(head) - 1)]
     for label in row_order(mine, manifests):
         first = next(s for s in mine if s["label"] == label)
-        manifest = manifests.get(label, {})
-        steps = manifest.get("steps_done") if manifest.get("method") not in ("random", "random_supervised") else 0
+        steps = first.get("distill_steps")
+        if steps is None:  # rows from before the evaluation recorded it
+            steps = manifests.get(label, {}).get("steps_done")
         reference = label in REFERENCES
         lines.append("| " + " | ".join([
             REFERENCES.get(label, label),

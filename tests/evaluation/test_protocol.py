@@ -348,29 +348,39 @@ def test_channels_last_is_recorded_changes_only_rounding_and_counts_as_the_same_
     from ssdd.evaluation.protocol import run_evaluate
 
     sets, _, base = _reuse_setup(tmp_path, tiny_npz, tiny_teacher)
-    base = [*base, "modes=[finetune, linear_probe]", "finetune.small_iterations=4"]
-    seen = []
+    base = [*base, "modes=[finetune, linear_probe]", "finetune.small_iterations=4", "cka_images=16"]
+    seen, tuned = [], []
+    import ssdd.evaluation.finetune as finetune_module
     import ssdd.evaluation.protocol as protocol
 
-    real = protocol._pretrain
+    def in_channels_last(module):
+        conv = next(p for p in module.parameters() if p.dim() == 4)
+        return conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+
+    real, real_step = protocol._pretrain, finetune_module.check_trained
 
     def spy(*args, **kwargs):
         backbone = real(*args, **kwargs)
-        conv = next(p for p in backbone.parameters() if p.dim() == 4)
-        seen.append(conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous())
+        seen.append(in_channels_last(backbone))
         return backbone
 
+    def spy_step(model, *args, **kwargs):  # called on the fine-tuned copy once it is trained
+        tuned.append(in_channels_last(model))
+        return real_step(model, *args, **kwargs)
+
     monkeypatch.setattr(protocol, "_pretrain", spy)
+    monkeypatch.setattr(finetune_module, "check_trained", spy_step)
     runs = {}
     for layout in ("on", "off"):
         runs[layout] = run_evaluate(load_config(EvaluateConfig, None, [
             *base, f"out_dir={tmp_path / layout}", f"distilled=[{sets[0]}]", f"channels_last={layout}"]),
             show_progress=False)
     assert seen == [True, True, False, False]  # no pre-training and random@10, in each layout
+    assert tuned == [True, True, False, False]  # the copies fine-tuned keep the layout
     assert {r["channels_last"] for r in runs["on"]} == {True} and {r["channels_last"] for r in runs["off"]} == {False}
     for on, off in zip(runs["on"], runs["off"], strict=True):  # same cells; the layout only reorders sums
         assert (on["label"], on["mode"]) == (off["label"], off["mode"])
-        assert on["top1"] == pytest.approx(off["top1"], abs=15.0)
+        assert on["cka_to_teacher"] == pytest.approx(off["cka_to_teacher"], rel=1e-4)
     # a cell measured in one layout is the same measurement in the other: reuse takes it, resume accepts it
     capsys.readouterr()
     measured = _counting_cells(monkeypatch)

@@ -22,7 +22,7 @@ from ssdd.config import load_config
 from ssdd.distill.config import DistillConfig
 from ssdd.distill.run import run_distill
 from ssdd.evaluation.config import EvaluateConfig
-from ssdd.evaluation.protocol import run_evaluate
+from ssdd.evaluation.protocol import run_evaluate, source_label
 from ssdd.report import build_report
 from ssdd.report.content import FULL_TABLE_HEADER, REFERENCE_NAMES
 
@@ -304,6 +304,7 @@ def test_each_method_s_loss_curve_is_labelled_with_its_own_loss():
 
 def test_the_report_names_both_full_data_rows_and_the_retention_denominator(evaluation, report):
     md = report[0].read_text()
+    assert "**evaluation device**: cpu (channels-last memory format)" in md  # channels_last=auto
     assert "Retention divides by \"full data, distilled rows' recipe\" (every source image with the teacher's " \
            "representation of the un-augmented image as its target, trained exactly like the distilled sets: 2 " \
            "epochs, 2 SGD steps, constant lr 0.1, no augmentation); \"full data, tuned recipe\" (1 epoch, 4 SGD " \
@@ -327,15 +328,15 @@ def test_an_evaluation_written_before_the_same_recipe_row_still_reports(evaluati
     and a summary.json written by the old code; retention divides by the tuned row and the report says so."""
     eval_dir = tmp_path / "eval"
     shutil.copytree(evaluation["eval"], eval_dir)
-    rows = [{k: v for k, v in r.items() if k not in ("pretrain_steps", "finetune_iterations")}
+    old_keys = ("pretrain_steps", "finetune_iterations", "distill_steps", "channels_last")
+    rows = [{k: v for k, v in r.items() if k not in old_keys}
             for r in json.loads((eval_dir / "results.json").read_text()) if r["label"] != "full_data_same_recipe"]
     (eval_dir / "results.json").write_text(json.dumps(rows))
     config = yaml.safe_load((eval_dir / "config.yaml").read_text())
     del config["full_data"]["same_recipe"], config["finetune"]["small_by"], config["finetune"]["source_scale"]
     (eval_dir / "config.yaml").write_text(yaml.safe_dump(config))
     summary = json.loads((eval_dir / "summary.json").read_text())
-    summary["rows"] = [{k: v for k, v in s.items() if k not in ("retention_of", "pretrain_steps",
-                                                                 "finetune_iterations")}
+    summary["rows"] = [{k: v for k, v in s.items() if k not in ("retention_of", *old_keys)}
                        for s in summary["rows"] if s["label"] != "full_data_same_recipe"]
     (eval_dir / "summary.json").write_text(json.dumps(summary))
     md = build_report(eval_dir, tmp_path / "out")[0].read_text()
@@ -351,3 +352,11 @@ def test_an_evaluation_written_before_the_same_recipe_row_still_reports(evaluati
     for cells in body:
         label = {v: k for k, v in REFERENCE_NAMES.items()}.get(cells[0], cells[0])
         check_cell("retention", cells[header.index("retention")], expected[("convnet", "tiny", "finetune")][label])
+    # the rows predate distill_steps: the sets' manifests give the outer steps; their layout was contiguous
+    steps = {cells[0]: cells[header.index("distillation steps")] for cells in body}
+    for name in SETS:
+        manifest = json.loads((evaluation["root"] / name / "manifest.json").read_text())
+        label = source_label(manifest)
+        assert steps[label] == (f"{manifest['steps_done']:,}" if manifest.get("steps_done") is not None else "-")
+    assert any(value not in ("-", "0") for value in steps.values())
+    assert "(contiguous memory format)" in md

@@ -102,8 +102,8 @@ class EvaluateConfig:
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     cka_images: int = 1000  # source test images used for linear CKA to the teacher (0 = skip)
     # auto (= on) | on | off: every network trained or scored here (pre-training, fine-tuning, probe features)
-    # in the channels-last memory format. Faster on the CPU (BENCHMARKS.md); the results differ from off only by
-    # floating-point summation order, so, like `device`, it is not part of what a cell measures.
+    # and the teacher in the channels-last memory format. Faster on the CPU (BENCHMARKS.md); the results differ
+    # from off only by floating-point summation order, so, like `device`, it is not part of what a cell measures.
     channels_last: str = "auto"
     tensorboard: bool = False  # also write every row to out_dir/tensorboard (pip install "ssdd[tensorboard]")
     # Other evaluations' out_dirs whose finished cells this one takes instead of measuring them again. A cell
@@ -129,5 +129,5 @@ LEGACY_VALUES: dict[str, object] = {
     "finetune.small_by": "size",  # fine-tuning length by the target's training-set size
     "finetune.source_scale": list(SOURCE_SCALE),  # acts only under small_by=role: its default
     "reuse": [],  # every cell measured here
-    "channels_last": "off",  # the default memory format
+    "channels_last": "off",  # PyTorch's contiguous layout, used before the setting existed
 }

@@ -352,6 +352,8 @@ def _run_evaluate(cfg: EvaluateConfig, show_progress: bool, resume: bool, tb: Sc
         save_config(cfg, out_dir / "config.yaml")
         tb.open(out_dir)
     teacher = load_teacher(cfg.teacher, device)
+    if channels_last(cfg.channels_last):  # the teacher's forward passes too: targets, the CKA reference
+        teacher = teacher.to(memory_format=torch.channels_last)
     resolution = teacher.resolution
     source_cfg = DataConfig(**{**config_to_dict(cfg.source), "resolution": resolution})
     full_rows = cfg.full_data.enabled or cfg.full_data.same_recipe

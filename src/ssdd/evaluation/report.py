@@ -21,7 +21,8 @@ from ssdd.runtime import atomic_write
 
 ROW_FIELDS = ["method", "label", "budget", "arch", "arch_width", "target", "seed", "mode", "top1", "cka_to_teacher",
               "image_equivalents", "bytes", "compression", "m", "views", "pretrain_s", "pretrain_steps",
-              "finetune_iterations", "eval_s", "distill_s", "distill_steps", "distill_device", "device"]
+              "finetune_iterations", "eval_s", "distill_s", "distill_steps", "distill_device", "device",
+              "channels_last"]
 
 
 def write_results(rows: list[dict[str, Any]], out_dir: Path) -> None:
@@ -74,7 +75,7 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "pretrain_speedup": _speedup(members, full_pretrain_s, reference)
             if label not in REFERENCE_METHODS else None,
             "eval_s": statistics.fmean(r["eval_s"] for r in members), "distill_s": first.get("distill_s"),
-            "distill_steps": first.get("distill_steps"),
+            "distill_steps": next((r["distill_steps"] for r in members if r.get("distill_steps") is not None), None),
             "device": first.get("device"),
         })
     order = {method: i for i, method in enumerate(REFERENCE_METHODS, 1)}  # the references after the sets

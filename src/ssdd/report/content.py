@@ -176,6 +176,8 @@ def overview(data: ReportData) -> list[Block]:
     modes = [MODE_NAMES.get(m, m) for m in dict.fromkeys(r["mode"] for r in data.rows)]
     seeds = sorted({r["seed"] for r in data.rows})
     devices = sorted({r["device"] for r in data.rows if r.get("device")})
+    layouts = {bool(r.get("channels_last")) for r in data.rows}  # rows from before the setting: contiguous
+    layout = "mixed" if len(layouts) > 1 else "channels-last" if True in layouts else "contiguous"
     recorded = [d.manifest.get("source", {}).get("name") for d in data.distilled if d.manifest]
     source = (config.get("source") or {}).get("name") or (config.get("source") or {}).get("path") or \
         next((name for name in recorded if name), "unknown")
@@ -183,7 +185,7 @@ def overview(data: ReportData) -> list[Block]:
     facts = [("source", f"{source}" + (f" ({n_source:,} images)" if n_source else "")),
              ("targets", ", ".join(targets)), ("architectures", ", ".join(archs)), ("modes", ", ".join(modes)),
              ("seeds", f"{len(seeds)} ({', '.join(map(str, seeds))})"),
-             ("evaluation device", ", ".join(devices) or F.DASH)]
+             ("evaluation device", (", ".join(devices) or F.DASH) + f" ({layout} memory format)")]
     pretrain = config.get("pretrain") or {}
     if pretrain:
         facts.append(("pre-training", f"{_count(pretrain.get('epochs'))} epochs over every stored view"

@@ -80,7 +80,7 @@ class ReportData:
         return list(dict.fromkeys((s["arch"], s["target"], s["mode"]) for s in self.summary))
 
 
-def _resolve(named: str | Path, eval_dir: Path) -> Path | None:
+def resolve_folder(named: str | Path, eval_dir: Path) -> Path | None:
     """A folder as named (absolute, or relative to the working directory), else relative to the evaluation
     folder; None when neither exists."""
     path = Path(named)
@@ -101,7 +101,7 @@ def read_teacher(named: str | Path | None, eval_dir: Path, notes: list[str]) -> 
         notes.append("no teacher folder named (config.yaml missing or without `teacher`): the teacher card shows "
                      "only what the distilled sets' manifests record (pass the folder with --teacher)")
         return TeacherInfo(None, None, None, None)
-    path = _resolve(named, eval_dir)
+    path = resolve_folder(named, eval_dir)
     if path is None:
         notes.append(f"teacher folder `{named}` not found: its card shows only what the distilled sets' "
                      "manifests record (pass the folder with --teacher)")
@@ -126,7 +126,7 @@ def read_distilled(named: list[str | Path], eval_dir: Path, rows: list[dict[str,
     found: dict[str, tuple[str, Path, dict[str, Any]]] = {}
     unmatched: list[str] = []
     for name in named:
-        path = _resolve(name, eval_dir)
+        path = resolve_folder(name, eval_dir)
         if path is None:
             unmatched.append(str(name))
             continue
