@@ -18,7 +18,7 @@ for src in runs/cpu_equal/evaluate/part-*/; do
   src=${src%/}; name=$(basename $src); dst=benchmarks/results/cpu_equal/evaluate/$name
   mkdir -p $dst
   for f in results.json results.csv config.yaml inputs.json summary.json summary.md results.png; do
-    [ -f $src/$f ] && cp -p $src/$f $dst/$f
+    if [ -f $src/$f ]; then cp -p $src/$f $dst/$f; fi
   done
   echo "copied evaluation $name"
 done
