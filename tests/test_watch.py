@@ -107,6 +107,30 @@ def test_a_long_phase_announces_itself_and_a_failed_one_prints_no_done_line(caps
     assert not any(line.startswith("broken:") for line in lines)
 
 
+def test_bars_redraw_rarely_into_a_file_and_freely_on_a_terminal(monkeypatch):
+    class Terminal:
+        def __init__(self, tty: bool) -> None:
+            self.tty = tty
+
+        def isatty(self) -> bool:
+            return self.tty
+
+        def write(self, text: str) -> int:
+            return len(text)
+
+        def flush(self) -> None:
+            pass
+
+    monkeypatch.setattr(sys, "stderr", Terminal(False))
+    assert progress.bar_settings() == {"mininterval": progress.LOG_INTERVAL}
+    with progress.show_phases(True):
+        assert progress.bar(range(3)).mininterval == progress.LOG_INTERVAL
+    monkeypatch.setattr(sys, "stderr", Terminal(True))
+    assert progress.bar_settings() == {}
+    with progress.show_phases(True):
+        assert progress.bar(range(3)).mininterval == 0.1  # tqdm's own default
+
+
 def test_duration_format():
     assert progress.duration(0.012) == "0.01 s"
     assert progress.duration(12.34) == "12.3 s"

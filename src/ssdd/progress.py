@@ -17,6 +17,7 @@ nothing is printed: library calls stay quiet.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -27,6 +28,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 ANNOUNCE_AFTER = 1.0  # seconds before a running phase prints its start line
+LOG_INTERVAL = 30.0  # seconds between a bar's redraws when its output is a file, not a terminal
 
 _SHOW: ContextVar[bool] = ContextVar("ssdd_show_phases", default=False)
 _LOCK = threading.RLock()
@@ -134,8 +136,17 @@ def phase(what: str, show: bool | None = None) -> Iterator[Phase]:
                 _write(f"{current.indent}{what}: done in {duration(current.elapsed())}{note}")
 
 
+def bar_settings() -> dict[str, Any]:
+    """tqdm settings for where the bars go: a terminal redraws freely; a file (a long run left in the
+    background with its output redirected) gets one redraw per LOG_INTERVAL seconds instead of one per step."""
+    isatty = getattr(sys.stderr, "isatty", None)
+    return {} if isatty is not None and isatty() else {"mininterval": LOG_INTERVAL}
+
+
 def bar(iterable: Iterable[Any] | None = None, show: bool | None = None, **kwargs: Any) -> tqdm:
     """tqdm, disabled unless phases are shown; a bar that finishes within `delay` seconds never appears."""
+    for key, value in bar_settings().items():
+        kwargs.setdefault(key, value)
     kwargs.setdefault("leave", False)
     kwargs.setdefault("delay", ANNOUNCE_AFTER)
     kwargs.setdefault("dynamic_ncols", True)

@@ -29,7 +29,7 @@ from ssdd.distill.registry import DistillContext, DistillMethod, DistillResult, 
 from ssdd.distill.unroll import FlatModel, matching_loss, minibatches, unrolled_sgd
 from ssdd.experts.artifact import ExpertTrajectories, load_experts
 from ssdd.experts.train import build_student
-from ssdd.progress import phase
+from ssdd.progress import bar_settings, phase
 from ssdd.runfolder import load_checkpoint, save_checkpoint
 
 CHECKPOINT = "checkpoint.pt"
@@ -110,7 +110,7 @@ def distill_mkdt(ctx: DistillContext) -> DistillResult:
 
     stop = mk.iterations if cfg.stop_after_steps <= 0 else min(mk.iterations, start + cfg.stop_after_steps)
     bar = tqdm(range(start, stop), initial=start, total=mk.iterations, desc="mkdt", disable=not ctx.show_progress,
-               dynamic_ncols=True)
+               dynamic_ncols=True, **bar_settings())
     window, window_count, window_start, run_start = 0.0, 0, time.perf_counter(), time.perf_counter()
     for step in bar:
         expert = int(torch.randint(0, experts.count, (1,), generator=generator))

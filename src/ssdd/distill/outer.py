@@ -32,7 +32,7 @@ from ssdd.distill.krr import krr_loss, krr_solve_dtype
 from ssdd.distill.pool import ModelPool
 from ssdd.distill.registry import DistillContext
 from ssdd.models import build_model
-from ssdd.progress import phase
+from ssdd.progress import bar_settings, phase
 from ssdd.runfolder import load_checkpoint, save_checkpoint
 from ssdd.runtime import channels_last
 
@@ -111,7 +111,8 @@ def outer_loop(ctx: DistillContext, name: str, tensors: dict[str, torch.Tensor],
             first = support()
         with phase(f"pool warm start: {cfg.pool.size} models, up to {cfg.pool.max_steps - 1} steps each on "
                    f"{first.images.shape[0]:,} views"):
-            warm_bar = tqdm(total=cfg.pool.size, desc="pool warm start", disable=not ctx.show_progress, leave=False)
+            warm_bar = tqdm(total=cfg.pool.size, desc="pool warm start", disable=not ctx.show_progress, leave=False,
+                            **bar_settings())
             pool.warm_start(norm(first.images), first.targets, progress=lambda _: warm_bar.update())
             warm_bar.close()
         # whatever each process computed, rank 0's start is everyone's
@@ -119,7 +120,7 @@ def outer_loop(ctx: DistillContext, name: str, tensors: dict[str, torch.Tensor],
 
     stop = krr.steps if cfg.stop_after_steps <= 0 else min(krr.steps, start + cfg.stop_after_steps)
     bar = tqdm(range(start, stop), initial=start, total=krr.steps, desc=name, disable=not ctx.show_progress,
-               dynamic_ncols=True)
+               dynamic_ncols=True, **bar_settings())
     window_loss, window_start = 0.0, time.perf_counter()
     run_start = time.perf_counter()
     query = D.rank_rows(krr.batch_size)  # this process's rows of every real batch

@@ -36,7 +36,7 @@ from ssdd.evaluation.report import format_table, summarize, write_report, write_
 from ssdd.evaluation.supervised import pretrain_supervised, uses_supervised_recipe
 from ssdd.integrity import check_trained
 from ssdd.models import build_model
-from ssdd.progress import phase, show_phases
+from ssdd.progress import bar_settings, phase, show_phases
 from ssdd.runfolder import check_resume_compatible, flatten
 from ssdd.runguard import INPUTS, check_inputs
 from ssdd.runtime import channels_last, resolve_device, versions
@@ -394,7 +394,7 @@ def _run_evaluate(cfg: EvaluateConfig, show_progress: bool, resume: bool, tb: Sc
                    teacher_features if cka_images is not None else None, targets)
     pending = [(number, cell) for number, cell in enumerate(cells, 1) if _source_cell(cell) not in complete]
     world, rank = dist_info.world_size, dist_info.rank
-    bar = tqdm(total=len(pending), desc="evaluate", disable=not show_progress, dynamic_ncols=True)
+    bar = tqdm(total=len(pending), desc="evaluate", disable=not show_progress, dynamic_ncols=True, **bar_settings())
     for first in range(0, len(pending), world):
         batch = pending[first : first + world]  # one round: its r-th cell runs on rank r
         cell_rows: list[dict[str, Any]] = []

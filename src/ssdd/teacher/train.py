@@ -28,7 +28,7 @@ from ssdd.data import channel_stats, load_split
 from ssdd.evaluation.linear_probe import probe_encoder
 from ssdd.integrity import DivergedError
 from ssdd.models import build_model, describe
-from ssdd.progress import phase, show_phases
+from ssdd.progress import bar_settings, phase, show_phases
 from ssdd.runfolder import load_checkpoint, save_checkpoint
 from ssdd.runguard import TEACHER_FINISH_KEYS, check_inputs, check_resume, numerical_stop, resume_changes
 from ssdd.runtime import channels_last as use_channels_last
@@ -163,7 +163,8 @@ def _train(cfg: TeacherConfig, resume: bool, show_progress: bool, dist_info: D.D
         loss_sum, correct, seen = 0.0, 0, 0
         epoch_start = time.perf_counter()
         bar = tqdm(range(steps_per_epoch), desc=f"teacher epoch {epoch + 1}/{cfg.optim.epochs}",
-                   disable=not (show_progress and dist_info.is_main), leave=False, dynamic_ncols=True)
+                   disable=not (show_progress and dist_info.is_main), leave=False, dynamic_ncols=True,
+                   **bar_settings())
         for step in bar:
             global_step = epoch * steps_per_epoch + step
             scale = warmup_cosine(global_step, total_steps, warmup_steps, 1.0, cfg.optim.min_lr / max(base_lr, 1e-12),
