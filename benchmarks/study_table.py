@@ -1,4 +1,4 @@
-"""Markdown tables for BENCHMARKS.md from one evaluation folder (summary.json, config.yaml) and its sets' manifests.
+"""Markdown tables for BENCHMARKS.md from one evaluation folder (results.json, config.yaml) and its sets' manifests.
 
 Three layouts:
 - `rows` (default): one line per pre-training, top-1 (mean ± std over seeds) for every target x mode of one
@@ -25,30 +25,24 @@ from typing import Any
 import yaml
 
 from ssdd.evaluation.protocol import source_label
-from ssdd.report.gather import resolve_folder
+from ssdd.evaluation.report import summarize
+from ssdd.report import formats as F
+from ssdd.report.gather import REFERENCE_NAMES, resolve_folder
 
-REFERENCES = {"no_pretrain": "no pre-training", "full_data_same_recipe": "full data, distilled rows' recipe",
-              "full_data": "full data, tuned recipe"}
+REFERENCES = REFERENCE_NAMES  # label -> what the report calls the row, in the report's order
 MODES = {"finetune": "fine-tune", "linear_probe": "probe"}
-DASH = "-"
+DASH = F.DASH
 
 
 def top1(s: dict[str, Any] | None) -> str:
+    """mean ± std over seeds; one seed says so: 53.93 (n = 1)."""
     if s is None:
         return DASH
-    if s["seeds"] > 1 and s.get("top1_std") is not None:
-        return f"{s['top1_mean']:.2f} ± {s['top1_std']:.2f}"
-    return f"{s['top1_mean']:.2f} (n = {s['seeds']})"
+    return F.mean_std(s["top1_mean"], s["top1_std"], s["seeds"], with_n=s["seeds"] <= 1)
 
 
 def count(value: Any) -> str:
     return DASH if value is None else f"{int(value):,}"
-
-
-def seconds(value: Any) -> str:
-    if value is None:
-        return DASH
-    return f"{value / 60:.1f} min" if value >= 600 else f"{value:.0f} s"
 
 
 def set_manifests(eval_dir: Path) -> dict[str, dict[str, Any]]:
@@ -88,10 +82,10 @@ def rows_table(summary: list[dict[str, Any]], manifests: dict[str, dict[str, Any
         lines.append("| " + " | ".join([
             REFERENCES.get(label, label),
             DASH if reference else count(steps),
-            DASH if reference else seconds(first.get("distill_s")),
+            DASH if reference else F.seconds(first.get("distill_s")),
             DASH if label == "no_pretrain" else count(first.get("pretrain_steps")),
-            DASH if label == "no_pretrain" else seconds(first.get("pretrain_s")),
-            DASH if first.get("image_equivalents") is None else f"{first['image_equivalents']:,.2f}",
+            DASH if label == "no_pretrain" else F.seconds(first.get("pretrain_s")),
+            F.image_equivalents(first.get("image_equivalents")),
             *(top1(cell.get((label, t, m))) for t, m in panels)]) + " |")
     return "\n".join(lines)
 
@@ -129,7 +123,7 @@ def main() -> None:
     parser.add_argument("--arch", default="convnet", help="the architecture of the rows and budget layouts")
     parser.add_argument("--panel", default="cifar10:finetune", help="TARGET:MODE of the budget and arch layouts")
     args = parser.parse_args()
-    summary = json.loads((args.eval_dir / "summary.json").read_text())["rows"]
+    summary = summarize(json.loads((args.eval_dir / "results.json").read_text()))  # also for an unfinished run
     manifests = set_manifests(args.eval_dir)
     target, _, mode = args.panel.partition(":")
     if args.layout == "rows":

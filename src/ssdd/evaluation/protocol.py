@@ -138,11 +138,11 @@ def _pretrain_steps(source: PretrainSource, cfg: EvaluateConfig) -> int:
 
 def _pretrain(source: PretrainSource, model_cfg: ModelConfig, cfg: EvaluateConfig, teacher: Teacher,
               source_images: torch.Tensor, resolution: int, seed: int, device: torch.device,
-              source_targets: torch.Tensor | None = None) -> nn.Module:
+              source_targets: torch.Tensor | None = None, layout: torch.memory_format = torch.preserve_format
+              ) -> nn.Module:
     """A fresh network pre-trained on `source`; `source_targets` (the teacher's representations of the
     un-augmented source images) are needed by the same-recipe full-data row only."""
     torch.manual_seed(seed)
-    layout = torch.channels_last if channels_last(cfg.channels_last) else torch.preserve_format
     backbone = build_model(model_cfg, resolution).to(device, memory_format=layout)  # the copies fine-tuned keep it
     generator = torch.Generator().manual_seed(seed)
     if source.method == NO_PRETRAIN:
@@ -351,9 +351,8 @@ def _run_evaluate(cfg: EvaluateConfig, show_progress: bool, resume: bool, tb: Sc
         out_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out_dir / "config.yaml")
         tb.open(out_dir)
-    teacher = load_teacher(cfg.teacher, device)
-    if channels_last(cfg.channels_last):  # the teacher's forward passes too: targets, the CKA reference
-        teacher = teacher.to(memory_format=torch.channels_last)
+    layout = torch.channels_last if channels_last(cfg.channels_last) else torch.preserve_format
+    teacher = load_teacher(cfg.teacher, device).to(memory_format=layout)  # its forward passes: targets, CKA
     resolution = teacher.resolution
     source_cfg = DataConfig(**{**config_to_dict(cfg.source), "resolution": resolution})
     full_rows = cfg.full_data.enabled or cfg.full_data.same_recipe
@@ -391,7 +390,7 @@ def _run_evaluate(cfg: EvaluateConfig, show_progress: bool, resume: bool, tb: Sc
             write_results(rows, out_dir)  # kept even if this run is interrupted before its first cell
     bench = _Bench(cfg, teacher, source_train.images if source_train else None, resolution, device,
                    torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", cka_images,
-                   teacher_features if cka_images is not None else None, targets)
+                   teacher_features if cka_images is not None else None, targets, layout)
     pending = [(number, cell) for number, cell in enumerate(cells, 1) if _source_cell(cell) not in complete]
     world, rank = dist_info.world_size, dist_info.rank
     bar = tqdm(total=len(pending), desc="evaluate", disable=not show_progress, dynamic_ncols=True, **bar_settings())
@@ -429,6 +428,7 @@ class _Bench:
     cka_images: torch.Tensor | None
     teacher_features: torch.Tensor | None
     targets: list[Target]
+    layout: torch.memory_format  # of every network built here (channels_last or preserve_format)
     _source_targets: torch.Tensor | None = field(default=None, repr=False)
 
     def source_targets(self) -> torch.Tensor:
@@ -448,7 +448,7 @@ def _evaluate_cell(bench: _Bench, model_cfg: ModelConfig, seed: int, source: Pre
     start = time.perf_counter()
     with phase("random initialisation" if source.method == NO_PRETRAIN else f"pre-training on {source.label}"):
         backbone = _pretrain(source, model_cfg, cfg, teacher, bench.source_images, bench.resolution, seed,
-                             bench.device, source_targets)
+                             bench.device, source_targets, bench.layout)
     hint = "full_data.lr" if source.method == FULL_DATA else "pretrain.supervised.lr" \
         if source.labels and cfg.pretrain.supervised.recipe == "krr_st" else "pretrain.lr"
     check_trained(backbone, f"pre-training on {source.label}", hint, bench.resolution)  # finished cells stay
@@ -474,7 +474,7 @@ def _evaluate_cell(bench: _Bench, model_cfg: ModelConfig, seed: int, source: Pre
                 "mode": mode, "top1": top1, "cka_to_teacher": cka, "pretrain_s": pretrain_s,
                 "pretrain_steps": _pretrain_steps(source, cfg), "finetune_iterations": iterations,
                 "eval_s": time.perf_counter() - start, "device": bench.device_name,
-                "channels_last": channels_last(cfg.channels_last),
+                "channels_last": bench.layout == torch.channels_last,
                 **{k: v for k, v in source.info.items() if k != "path"},
             })
     return rows
