@@ -11,6 +11,10 @@ other studies of the same out_dir; this script passes them the same way, so no c
     OMP_NUM_THREADS=1 python benchmarks/study_cells.py study_cpu_equal
     python benchmarks/study_cells.py study_cpu_arch --dry-run     # the sets and settings it would use
     python benchmarks/study_cells.py study_cpu_arch --seeds 1     # one seed of every cell first
+    torchrun --nproc_per_node 8 benchmarks/study_cells.py study_cpu_equal --device cuda   # 8 cells at a time
+
+Under torchrun the cells are shared out among the processes, which may share one GPU (gloo then links
+them). `--device` changes where the cells run, not which cells they are: each row records its device.
 
 A set still being distilled (or not started) is left out; the teacher must be finished.
 """
@@ -18,6 +22,9 @@ A set still being distilled (or not started) is left out; the teacher must be fi
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import os
 import sys
 from pathlib import Path
 
@@ -34,7 +41,8 @@ def study_cells_config(preset: str, overrides: list[str]) -> tuple[EvaluateConfi
     study = load_config(StudyConfig, preset, overrides)
     if not study.evaluate.config:
         raise SystemExit(f"{preset} has no evaluation")
-    result = run_study(study, show_progress=False, dry_run=True)
+    with contextlib.redirect_stdout(sys.stdout if os.environ.get("RANK", "0") == "0" else io.StringIO()):
+        result = run_study(study, show_progress=False, dry_run=True)  # under torchrun, said once
     if result.teacher is None or any(s.kind == "teacher" and s.status != "cached" for s in result.stages):
         raise SystemExit("the study's teacher is not finished: run `ssdd reproduce` first")
     sets = [s for s in result.stages if s.kind == "distill"]
@@ -50,14 +58,18 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the study")
     parser.add_argument("--seeds", type=int, default=None,
                         help="measure only the first N of the study's seeds now (its evaluation takes them later)")
+    parser.add_argument("--device", default=None, help="run the cells on this device (default: the study's)")
     parser.add_argument("--dry-run", action="store_true", help="print the settings and sets; measure nothing")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
     cfg, waiting = study_cells_config(args.preset, args.overrides)
     if args.seeds is not None:
         cfg.seeds = min(cfg.seeds, args.seeds)  # seeds choose cells only: the study's own evaluation reuses them
-    print(f"{len(cfg.distilled)} finished sets -> {cfg.out_dir}" + (f"; not finished: {', '.join(waiting)}"
-                                                                     if waiting else ""))
+    if args.device is not None:
+        cfg.device = args.device
+    if os.environ.get("RANK", "0") == "0":
+        print(f"{len(cfg.distilled)} finished sets -> {cfg.out_dir}" + (f"; not finished: {', '.join(waiting)}"
+                                                                         if waiting else ""))
     if args.dry_run:
         import yaml
 

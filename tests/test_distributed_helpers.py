@@ -84,3 +84,14 @@ def test_helpers_in_two_processes():
     mp.start_processes(_worker, args=(free_port(), errors), nprocs=2, start_method="spawn")
     assert errors.empty()
     assert not dist.is_initialized()
+
+
+def test_backend_is_gloo_on_cpu_and_when_processes_share_a_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    assert D.backend_for(use_cuda=True) == "nccl"
+    assert D.backend_for(use_cuda=False) == "gloo"
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")  # eight ranks on one GPU: NCCL would refuse them
+    assert D.backend_for(use_cuda=True) == "gloo"
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
+    assert D.backend_for(use_cuda=True) == "nccl"

@@ -30,8 +30,18 @@ class DistInfo:
         return self.rank == 0
 
 
+def backend_for(use_cuda: bool) -> str:
+    """NCCL when each process of this machine has a GPU of its own, else gloo: on CPU, and when several
+    processes share a GPU (NCCL refuses two ranks on one device), as when many small evaluation cells run
+    side by side on one GPU (`torchrun --nproc_per_node 8` on a machine with one)."""
+    if not use_cuda:
+        return "gloo"
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return "nccl" if local_world <= torch.cuda.device_count() else "gloo"
+
+
 def init_distributed(device: str = "auto") -> DistInfo:
-    """Join the process group that torchrun describes in the environment (NCCL on CUDA, else gloo)."""
+    """Join the process group that torchrun describes in the environment (`backend_for` picks its backend)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return DistInfo()
@@ -40,7 +50,7 @@ def init_distributed(device: str = "auto") -> DistInfo:
     if not dist.is_initialized():
         if use_cuda:
             torch.cuda.set_device(local_rank % torch.cuda.device_count())
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        dist.init_process_group(backend=backend_for(use_cuda))
     return DistInfo(rank, world_size, local_rank)
 
 

@@ -85,6 +85,14 @@ def test_dry_run_runs_nothing_and_names_what_would_run(study_files, capsys):
     assert statuses(changed)["evaluate/evaluate"] == "would run" and statuses(changed)["teacher/teacher"] == "cached"
 
 
+def test_under_torchrun_a_study_only_plans(study_files, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")  # benchmarks/study_cells.py plans its cells this way on every rank
+    assert set(statuses(run_study(study(study_files), show_progress=False, dry_run=True)).values()) == {"would run"}
+    with pytest.raises(ValueError, match="runs in one process"):
+        run_study(study(study_files), show_progress=False)
+    assert not (study_files / "study").exists()
+
+
 def test_a_paused_stage_continues_from_its_checkpoint(study_files):
     distill = study_files / "distill.yaml"
     paused = run_study(study(study_files, f"distill=[{{config: {distill}, overrides: [stop_after_steps=2]}}]"),

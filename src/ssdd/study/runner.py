@@ -220,7 +220,7 @@ def run_study(study: StudyConfig, show_progress: bool = True, dry_run: bool = Fa
     study at a time runs in an out_dir (a second one is refused while the first holds its lock)."""
     if not study.distill and not study.evaluate.config:
         raise ValueError("a study needs at least one `distill` entry or an `evaluate` stage")
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if not dry_run and int(os.environ.get("WORLD_SIZE", "1")) > 1:  # a dry run only reads
         raise ValueError("ssdd reproduce runs in one process: start it with plain `ssdd`, or run the stages "
                          "themselves under torchrun (ssdd teacher / distill / evaluate)")
     from ssdd.validate import validate_study

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The last GPU call of a session that measures the `cpu` studies' evaluation cells on the GPU, many cells at
+# a time (torchrun, PROCS processes sharing the one GPU; gloo links them). Before it, one call per data part
+# parks the parts prepared by `python benchmarks/gpu/prepare_cpu_studies.py` (.gpu/cpu/q1 ... q4):
+#   run: mkdir -p /tmp/pack && cp .gpu/cpu/qN/* /tmp/pack/                  (carry: .gpu/cpu/qN), N = 1, 2, 3
+#   run: bash benchmarks/gpu/cpu_studies.sh /tmp/pack "$OUT" 540 8 study_cpu_equal study_cpu_budget study_cpu_arch:1
+#        (carry: .gpu/whl, .gpu/cpu/q4, .gpu/cpu/SHA256)
+# It checks and unpacks the data into data/, restores the studies' finished teacher and sets from
+# benchmarks/results/cpu_equal into runs/cpu_gpu, and runs `benchmarks/study_cells.py` for each PRESET in turn
+# (PRESET:N measures only its first N seeds) until SECONDS have passed; the cells come back in
+# OUT/cpu_gpu_evaluate.tar (evaluate/part-<study>/). Cells already in a carried benchmarks/results/cpu_gpu are
+# resumed, not measured again. DEVICE=cpu tries it all on a CPU.
+set -euo pipefail
+PACK=$1; OUT=$2; SECONDS_ALLOWED=$3; PROCS=$4; shift 4
+START=$(date +%s); DEADLINE=$((START + SECONDS_ALLOWED))
+say() { echo "[$(( $(date +%s) - START )) s] $*"; }
+source benchmarks/gpu/setup.sh
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+mkdir -p "$PACK" /tmp/cpu_data data && cp .gpu/cpu/q*/* "$PACK"/
+ls "$PACK"
+want=$(cat .gpu/cpu/SHA256)
+got=$(cat "$PACK"/cpu_data.tar.* | sha256sum | cut -d' ' -f1)
+[ "$got" = "$want" ] || { echo "the parked data is incomplete or damaged (sha256 $got, want $want)"; exit 1; }
+cat "$PACK"/cpu_data.tar.* | tar x -C /tmp/cpu_data
+python3 benchmarks/gpu/unpack_pack.py /tmp/cpu_data/packs/cifar100.npz data/cifar100.npz --workers 16
+python3 benchmarks/gpu/unpack_pack.py /tmp/cpu_data/packs/flowers102_32.npz data/flowers102_32.npz --workers 16
+mv /tmp/cpu_data/cifar10.npz data/cifar10.npz
+say "data ready"
+R=runs/cpu_gpu
+mkdir -p $R/evaluate
+cp -r benchmarks/results/cpu_equal/teacher benchmarks/results/cpu_equal/distill $R/
+if [ -d benchmarks/results/cpu_gpu/evaluate ]; then cp -r benchmarks/results/cpu_gpu/evaluate/part-* $R/evaluate/; fi
+save() { tar cf "$OUT/cpu_gpu_evaluate.tar" -C $R evaluate; say "saved"; }
+trap save EXIT
+export OMP_NUM_THREADS=$(( 16 / PROCS > 0 ? 16 / PROCS : 1 ))
+for spec in "$@"; do
+  preset=${spec%%:*}; seeds=()
+  if [ "$preset" != "$spec" ]; then seeds=(--seeds "${spec#*:}"); fi
+  left=$(( DEADLINE - $(date +%s) - 15 ))
+  if [ $left -lt 30 ]; then say "no time left for $spec"; break; fi
+  say "$spec: up to $left s on $PROCS processes"
+  timeout $left python3 -m torch.distributed.run --standalone --nproc_per_node "$PROCS" \
+    benchmarks/study_cells.py "$preset" out_dir=$R --device "${DEVICE:-cuda}" --no-progress "${seeds[@]}" \
+    2>&1 | grep -v "^\s*$" | tail -n 40 || say "$spec stopped (deadline or error)"
+done

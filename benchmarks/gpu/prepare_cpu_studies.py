@@ -1,0 +1,78 @@
+"""Prepare the `cpu` studies' evaluation cells for a GPU session: the data they read, in parts that fit a call.
+
+    python benchmarks/gpu/prepare_cpu_studies.py [--packs ../shared/data] [--out .gpu/cpu] [--part-mb 44]
+
+The cells of `study_cpu_equal`, `study_cpu_budget` and `study_cpu_arch` read CIFAR-100 (the full-data rows,
+CKA), the 5,000-image CIFAR-10 subset with its test split, and Flowers-102. This writes one tar of the
+CIFAR-100 and Flowers-102 packs (WebP, decoded on the GPU machine by `unpack_pack.py`) and of
+`cifar10.npz` reduced to what the cells read: the train subset exactly as `load_split` picks it (the same
+images in the same order, so the loaded tensors and their fingerprints equal those of the full file; the
+`subset: 5000` of the presets then keeps all of it) and the whole test split. The tar is split into parts of
+at most --part-mb MB, one folder each (OUT/q1, OUT/q2, ...), to be carried one per call;
+`benchmarks/gpu/cpu_studies.sh` reassembles them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import shutil
+import tarfile
+from pathlib import Path
+
+import numpy as np
+
+from ssdd.config import load_config
+from ssdd.evaluation.config import EvaluateConfig
+
+
+def cifar10_cells_subset(path: Path, count: int, seed: int) -> bytes:
+    """cifar10.npz with its train split cut to the `count` images that `ImageDataset.subset(count, seed)`
+    keeps, in that order (sorted indices), as an uncompressed .npz in memory."""
+    import torch
+
+    with np.load(path) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    total = len(arrays["y_train"])
+    keep = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:count].sort().values.numpy()
+    for key in ("x_train", "y_train", "lossless_train"):
+        if key in arrays:
+            arrays[key] = arrays[key][keep]
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--packs", default="../shared/data", help="folder of the packed datasets")
+    parser.add_argument("--data", default="data", help="folder of the decoded datasets (make data)")
+    parser.add_argument("--out", default=".gpu/cpu")
+    parser.add_argument("--part-mb", type=int, default=44)
+    args = parser.parse_args()
+    cfg = load_config(EvaluateConfig, "evaluate_cpu", [])
+    cifar10 = next(t for t in cfg.targets if t.name == "cifar10")
+    reduced = cifar10_cells_subset(Path(args.data) / "cifar10.npz", cifar10.subset, cfg.seed)
+    out = Path(args.out)
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    blob = io.BytesIO()
+    with tarfile.open(fileobj=blob, mode="w") as tar:
+        for name in ("cifar100.npz", "flowers102_32.npz"):
+            tar.add(Path(args.packs) / name, arcname=f"packs/{name}")
+        info = tarfile.TarInfo("cifar10.npz")
+        info.size = len(reduced)
+        tar.addfile(info, io.BytesIO(reduced))
+    data = blob.getvalue()
+    size = args.part_mb * 1_000_000
+    for number, start in enumerate(range(0, len(data), size), 1):
+        part = out / f"q{number}"
+        part.mkdir()
+        (part / f"cpu_data.tar.{number:02d}").write_bytes(data[start : start + size])
+    (out / "SHA256").write_text(hashlib.sha256(data).hexdigest() + "\n")
+    print(f"{len(data) / 1e6:.1f} MB in {number} parts under {out} (sha256 {hashlib.sha256(data).hexdigest()[:16]})")
+
+
+if __name__ == "__main__":
+    main()
