@@ -15,7 +15,7 @@ PACK=$1; OUT=$2; SECONDS_ALLOWED=$3; PROCS=$4; shift 4
 START=$(date +%s); DEADLINE=$((START + SECONDS_ALLOWED))
 say() { echo "[$(( $(date +%s) - START )) s] $*"; }
 source benchmarks/gpu/setup.sh
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 mkdir -p "$PACK" /tmp/cpu_data data && cp .gpu/cpu/q*/* "$PACK"/
 ls "$PACK"
 want=$(cat .gpu/cpu/SHA256)
@@ -39,7 +39,18 @@ for spec in "$@"; do
   left=$(( DEADLINE - $(date +%s) - 15 ))
   if [ $left -lt 30 ]; then say "no time left for $spec"; break; fi
   say "$spec: up to $left s on $PROCS processes"
+  log=$R/evaluate/$preset.log
+  set +e
   timeout $left python3 -m torch.distributed.run --standalone --nproc_per_node "$PROCS" \
-    benchmarks/study_cells.py "$preset" out_dir=$R --device "${DEVICE:-cuda}" --no-progress "${seeds[@]}" \
-    2>&1 | grep -v "^\s*$" | tail -n 40 || say "$spec stopped (deadline or error)"
+    benchmarks/study_cells.py "$preset" out_dir=$R --device "${DEVICE:-cuda}" --no-progress "${seeds[@]}" >> $log 2>&1
+  rc=$?
+  set -e
+  grep -v "^\s*$" $log | grep -v "^  File\|^    " | tail -n 12
+  if [ $rc -ne 0 ] && [ $rc -ne 124 ]; then  # not the deadline: try the same cells in one process
+    left=$(( DEADLINE - $(date +%s) - 15 ))
+    say "torchrun failed (exit $rc); one process for up to $left s"
+    timeout $left python3 benchmarks/study_cells.py "$preset" out_dir=$R --device "${DEVICE:-cuda}" --no-progress \
+      "${seeds[@]}" >> $log 2>&1 || say "$spec stopped (deadline or error)"
+    tail -n 5 $log
+  fi
 done
