@@ -71,6 +71,8 @@ def main() -> None:
         print(f"{len(cfg.distilled)} finished sets -> {cfg.out_dir}" + (f"; not finished: {', '.join(waiting)}"
                                                                          if waiting else ""))
     if args.dry_run:
+        if os.environ.get("RANK", "0") != "0":
+            return
         import yaml
 
         print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

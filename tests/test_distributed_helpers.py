@@ -86,12 +86,33 @@ def test_helpers_in_two_processes():
     assert not dist.is_initialized()
 
 
-def test_backend_is_gloo_on_cpu_and_when_processes_share_a_gpu(monkeypatch):
+def test_backend_nccl_per_gpu_gloo_on_cpu_or_for_an_evaluation_sharing_a_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
     assert D.backend_for(use_cuda=True) == "nccl"
     assert D.backend_for(use_cuda=False) == "gloo"
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")  # eight ranks on one GPU: NCCL would refuse them
-    assert D.backend_for(use_cuda=True) == "gloo"
+    assert D.backend_for(use_cuda=True, share_gpu=True) == "gloo"
+    with pytest.raises(ValueError, match="8 processes on this machine share 1 visible GPU"):
+        D.backend_for(use_cuda=True)  # the teacher and distillation: gradients cross the processes every step
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    monkeypatch.setenv("WORLD_SIZE", "8")  # a launcher without LOCAL_WORLD_SIZE: counted as all on this machine
+    assert D.backend_for(use_cuda=True, share_gpu=True) == "gloo"
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
     assert D.backend_for(use_cuda=True) == "nccl"
+
+
+def test_the_process_group_uses_the_chosen_backend(monkeypatch):
+    joined: list[str] = []
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda backend: joined.append(backend))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda index: None)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert D.init_distributed("auto", share_gpu=True).world_size == 2 and joined == ["gloo"]
+    with pytest.raises(ValueError, match="share 1 visible GPU"):
+        D.init_distributed("auto")
+    assert D.init_distributed("cpu").rank == 1 and joined == ["gloo", "gloo"]

@@ -12,7 +12,7 @@ OUT=$1; SECONDS_ALLOWED=$2; MODEL=${3:-}; SEEDS=${4:-3}
 START=$(date +%s); DEADLINE=$((START + SECONDS_ALLOWED))
 say() { echo "[$(( $(date +%s) - START )) s] $*"; }
 source benchmarks/gpu/setup.sh
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 A=artifacts/distilled/cifar100_resnet18_bt80_h200
 NAME=evaluate_bt80_flowers${MODEL:+_$MODEL}
 E=runs/full/$NAME

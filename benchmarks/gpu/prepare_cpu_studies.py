@@ -7,7 +7,8 @@ CKA), the 5,000-image CIFAR-10 subset with its test split, and Flowers-102. This
 CIFAR-100 and Flowers-102 packs (WebP, decoded on the GPU machine by `unpack_pack.py`) and of
 `cifar10.npz` reduced to what the cells read: the train subset exactly as `load_split` picks it (the same
 images in the same order, so the loaded tensors and their fingerprints equal those of the full file; the
-`subset: 5000` of the presets then keeps all of it) and the whole test split. The tar is split into parts of
+`subset: 5000` of the presets then keeps all of it) and the whole test split; it checks that the three
+studies read the same subset with the same seed. The tar is split into parts of
 at most --part-mb MB, one folder each (OUT/q1, OUT/q2, ...), to be carried one per call;
 `benchmarks/gpu/cpu_studies.sh` reassembles them.
 """
@@ -24,7 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from ssdd.config import load_config
-from ssdd.evaluation.config import EvaluateConfig
+from ssdd.study.config import StudyConfig
+from ssdd.study.runner import study_evaluation_config
+
+STUDIES = ("study_cpu_equal", "study_cpu_budget", "study_cpu_arch")
 
 
 def cifar10_cells_subset(path: Path, count: int, seed: int) -> bytes:
@@ -51,9 +55,15 @@ def main() -> None:
     parser.add_argument("--out", default=".gpu/cpu")
     parser.add_argument("--part-mb", type=int, default=44)
     args = parser.parse_args()
-    cfg = load_config(EvaluateConfig, "evaluate_cpu", [])
-    cifar10 = next(t for t in cfg.targets if t.name == "cifar10")
-    reduced = cifar10_cells_subset(Path(args.data) / "cifar10.npz", cifar10.subset, cfg.seed)
+    picks = set()  # the CIFAR-10 images each study's evaluation reads: (subset, seed), the same for all
+    for preset in STUDIES:
+        study = load_config(StudyConfig, preset, [])
+        cfg = study_evaluation_config(study, Path("teacher"), [])
+        picks |= {(t.path, t.subset, cfg.seed) for t in cfg.targets if t.name == "cifar10"}
+    if len(picks) != 1 or next(iter(picks))[1] <= 0:
+        raise SystemExit(f"the studies read CIFAR-10 in more than one way ({sorted(picks)}): cut it per study")
+    path, count, seed = picks.pop()
+    reduced = cifar10_cells_subset(Path(args.data) / Path(path).name, count, seed)
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)

@@ -30,17 +30,23 @@ class DistInfo:
         return self.rank == 0
 
 
-def backend_for(use_cuda: bool) -> str:
-    """NCCL when each process of this machine has a GPU of its own, else gloo: on CPU, and when several
-    processes share a GPU (NCCL refuses two ranks on one device), as when many small evaluation cells run
-    side by side on one GPU (`torchrun --nproc_per_node 8` on a machine with one)."""
+def backend_for(use_cuda: bool, share_gpu: bool = False) -> str:
+    """gloo on CPU, NCCL on GPUs with one process each. When a machine runs more processes than it has GPUs,
+    NCCL refuses them (two ranks on one device): with `share_gpu` (the evaluation, whose processes only
+    exchange finished rows, so that many small cells can run side by side on one GPU) they use gloo; the
+    teacher and distillation, whose gradients cross the processes every step, are refused in one line."""
     if not use_cuda:
         return "gloo"
-    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    return "nccl" if local_world <= torch.cuda.device_count() else "gloo"
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
+    if local_world <= torch.cuda.device_count():
+        return "nccl"
+    if share_gpu:
+        return "gloo"
+    raise ValueError(f"{local_world} processes on this machine share {torch.cuda.device_count()} visible GPU(s): "
+                     "start one process per GPU (torchrun --nproc_per_node), or pass device=cpu")
 
 
-def init_distributed(device: str = "auto") -> DistInfo:
+def init_distributed(device: str = "auto", share_gpu: bool = False) -> DistInfo:
     """Join the process group that torchrun describes in the environment (`backend_for` picks its backend)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
@@ -48,9 +54,12 @@ def init_distributed(device: str = "auto") -> DistInfo:
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = torch.cuda.is_available() and device != "cpu"
     if not dist.is_initialized():
+        backend = backend_for(use_cuda, share_gpu)
         if use_cuda:
             torch.cuda.set_device(local_rank % torch.cuda.device_count())
-        dist.init_process_group(backend=backend_for(use_cuda))
+            if backend == "gloo" and rank == 0:
+                print(f"{world_size} processes share {torch.cuda.device_count()} GPU(s): linked with gloo")
+        dist.init_process_group(backend=backend)
     return DistInfo(rank, world_size, local_rank)
 
 
@@ -77,13 +86,13 @@ def _active() -> bool:
 
 
 @contextmanager
-def process_group(device: str = "auto") -> Iterator[DistInfo]:
+def process_group(device: str = "auto", share_gpu: bool = False) -> Iterator[DistInfo]:
     """The torchrun process group for the length of one command (DistInfo() and nothing else without torchrun).
 
     On a normal exit every rank waits for the others, so rank 0's files are complete when any process
     returns; a group this call created is then left (one created by a caller stays)."""
     created = not dist.is_initialized()
-    info = init_distributed(device)
+    info = init_distributed(device, share_gpu)
     try:
         yield info
         barrier()

@@ -308,11 +308,12 @@ def run_evaluate(cfg: EvaluateConfig, show_progress: bool = True, resume: bool =
     """Evaluate every cell; with `resume`, keep the complete cells already in out_dir/results.json.
     Sets distilled with another teacher or from another source are refused unless `allow_mismatch`.
 
-    Under torchrun the cells are dealt round-robin to the processes (each on its own device); after every
+    Under torchrun the cells are dealt round-robin to the processes (each on a device of its own, or several
+    sharing one GPU); after every
     round of one cell per process the rows are gathered, and rank 0 alone writes. Every rank returns all rows."""
     validate_evaluate(cfg, resume, allow_mismatch)  # settings, data, teacher and every set, before any work
     require_tensorboard(cfg.tensorboard)  # one line, before any work, when the package is missing
-    with D.process_group(cfg.device) as dist_info, show_phases(show_progress and dist_info.is_main), \
+    with D.process_group(cfg.device, share_gpu=True) as dist_info, show_phases(show_progress and dist_info.is_main), \
             ScalarLog(cfg.tensorboard, dist_info.is_main) as tb:
         return _run_evaluate(cfg, show_progress and dist_info.is_main, resume, tb, dist_info)
 
