@@ -228,6 +228,15 @@ def test_load_split_subset_is_deterministic(tmp_path):
     assert len(load_split(cfg, "test", seed=3)) == 3
     # subset 0 keeps everything
     assert len(load_split(DataConfig(source="npz", path=str(path), resolution=8), "train")) == 30
+    # a file of just the kept images, in their order, loads as the same tensors under the same subset
+    # (benchmarks/gpu/prepare_cpu_studies.py carries CIFAR-10 to a GPU this way)
+    kept = load_split(DataConfig(source="npz", path=str(path), resolution=8, subset=15), "train", seed=3)
+    assert set(kept.labels.tolist()) == {0, 1, 2}  # (a cut file's train split must hold every class)
+    cut = tmp_path / "cut.npz"
+    np.savez(cut, x_train=kept.images.permute(0, 2, 3, 1).numpy(), y_train=kept.labels.numpy(),
+             x_test=splits["test"][0], y_test=splits["test"][1], classes=np.array(kept.classes))
+    assert load_split(DataConfig(source="npz", path=str(cut), resolution=8, subset=15), "train",
+                      seed=3).fingerprint() == kept.fingerprint()
 
 
 # ----------------------------------------------------------------------------- ImageFolder
