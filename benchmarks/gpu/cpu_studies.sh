@@ -3,7 +3,7 @@
 # a time (torchrun, PROCS processes sharing the one GPU; gloo links them). Before it, one call per data part
 # parks the parts prepared by `python benchmarks/gpu/prepare_cpu_studies.py` (.gpu/cpu/q1 ... q4):
 #   run: mkdir -p /tmp/pack && cp .gpu/cpu/qN/* /tmp/pack/                  (carry: .gpu/cpu/qN), N = 1, 2, 3
-#   run: bash benchmarks/gpu/cpu_studies.sh /tmp/pack "$OUT" 540 8 study_cpu_equal study_cpu_budget study_cpu_arch:1
+#   run: bash benchmarks/gpu/cpu_studies.sh /tmp/pack "$OUT" 540 8 study_cpu_equal study_cpu_budget study_cpu_arch:1 study_cpu_arch
 #        (carry: .gpu/whl, .gpu/cpu/q4, .gpu/cpu/SHA256)
 # It checks and unpacks the data into data/, restores the studies' finished teacher and sets from
 # benchmarks/results/cpu_equal into runs/cpu_gpu, and runs `benchmarks/study_cells.py` for each PRESET in turn
