@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The last GPU call of a session that measures the `cpu` studies' evaluation cells on the GPU, many cells at
 # a time (torchrun, PROCS processes sharing the one GPU; gloo links them). Before it, one call per data part
-# parks the parts prepared by `python benchmarks/gpu/prepare_cpu_studies.py` (.gpu/cpu/q1 ... q4):
-#   run: mkdir -p /tmp/pack && cp .gpu/cpu/qN/* /tmp/pack/                  (carry: .gpu/cpu/qN), N = 1, 2, 3
+# parks the parts prepared by `python benchmarks/gpu/prepare_cpu_studies.py` (.gpu/cpu/q1 ... q5, 35 MB
+# each, so that a call with the tree slimmed by benchmarks/gpu/slim_tree.sh stays under 64 MiB):
+#   run: mkdir -p /tmp/pack && cp .gpu/cpu/qN/* /tmp/pack/                  (carry: .gpu/cpu/qN), N = 1 to 4
 #   run: bash benchmarks/gpu/cpu_studies.sh /tmp/pack "$OUT" 540 8 study_cpu_equal study_cpu_budget study_cpu_arch:1 study_cpu_arch
-#        (carry: .gpu/whl, .gpu/cpu/q4, .gpu/cpu/SHA256)
+#        (carry: .gpu/whl, .gpu/cpu/q5, .gpu/cpu/SHA256)
 # It checks and unpacks the data into data/, restores the studies' finished teacher and sets from
 # benchmarks/results/cpu_equal into runs/cpu_gpu, and runs `benchmarks/study_cells.py` for each PRESET in turn
 # (PRESET:N measures only its first N seeds) until SECONDS have passed; the cells come back in

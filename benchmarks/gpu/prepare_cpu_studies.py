@@ -1,6 +1,6 @@
 """Prepare the `cpu` studies' evaluation cells for a GPU session: the data they read, in parts that fit a call.
 
-    python benchmarks/gpu/prepare_cpu_studies.py [--packs ../shared/data] [--out .gpu/cpu] [--part-mb 44]
+    python benchmarks/gpu/prepare_cpu_studies.py [--packs ../shared/data] [--out .gpu/cpu] [--part-mb 35]
 
 The cells of `study_cpu_equal`, `study_cpu_budget` and `study_cpu_arch` read CIFAR-100 (the full-data rows,
 CKA), the 5,000-image CIFAR-10 subset with its test split, and Flowers-102. This writes one tar of the
@@ -53,7 +53,7 @@ def main() -> None:
     parser.add_argument("--packs", default="../shared/data", help="folder of the packed datasets")
     parser.add_argument("--data", default="data", help="folder of the decoded datasets (make data)")
     parser.add_argument("--out", default=".gpu/cpu")
-    parser.add_argument("--part-mb", type=int, default=44)
+    parser.add_argument("--part-mb", type=int, default=35)
     args = parser.parse_args()
     picks = set()  # the CIFAR-10 images each study's evaluation reads: (subset, seed), the same for all
     for preset in STUDIES:
