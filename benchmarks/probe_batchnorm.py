@@ -1,0 +1,89 @@
+"""Does a network pre-trained on a distilled set probe badly because of its batch-norm statistics?
+
+A ResNet-18 pre-trained on the N = 100 sets probed below a random initialisation on Flowers-102 in the
+fourth GPU session (BENCHMARKS.md). One suspect: in eval mode its batch-norm layers use running statistics
+gathered on the ~100 pre-training images, not on the target. This pre-trains each source exactly as
+`ssdd evaluate` does (the evaluation's own helpers and settings), then runs the linear probe twice on the
+same weights: as the protocol does (running statistics from pre-training), and after re-estimating every
+batch-norm layer's statistics on the target's train images (a forward pass, no gradient, no label).
+
+    OMP_NUM_THREADS=1 python benchmarks/probe_batchnorm.py --teacher runs/cpu_equal/teacher/teacher-289d9669/teacher \
+        --distilled runs/cpu_equal/distill/random_n100-a9107862 --model resnet18 --width 16 --target flowers102
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+from torch import nn
+
+from ssdd.config import load_config
+from ssdd.evaluation.config import EvaluateConfig
+from ssdd.evaluation.linear_probe import probe_encoder
+from ssdd.evaluation.protocol import _load_target, _pretrain, _sources
+from ssdd.teacher import load_teacher
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+                          batch_size: int = 256) -> int:
+    """Replace every batch-norm layer's running statistics by the average over `images` (uint8, N,3,H,W);
+    returns the number of layers."""
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in layers]
+    for layer in layers:
+        layer.reset_running_stats()
+        layer.momentum = None  # a cumulative average over the batches below
+    was_training = model.training
+    model.train()
+    for start in range(0, images.shape[0], batch_size):
+        batch = images[start : start + batch_size].float() / 255
+        model((batch - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1))
+    model.train(was_training)
+    for layer, momentum in zip(layers, saved, strict=True):
+        layer.momentum = momentum
+    return len(layers)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--teacher", required=True)
+    parser.add_argument("--distilled", nargs="*", default=[])
+    parser.add_argument("--model", default="resnet18")
+    parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--target", default="flowers102", help="a target of the evaluate_cpu preset")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None, help="also write the rows to this JSON file")
+    args = parser.parse_args()
+    cfg = load_config(EvaluateConfig, "evaluate_cpu", [f"teacher={args.teacher}", "device=cpu",
+                                                       f"models=[{{name: {args.model}, width: {args.width}}}]",
+                                                       "full_data.enabled=false", "full_data.same_recipe=false"])
+    cfg.distilled = list(args.distilled)
+    device = torch.device("cpu")
+    teacher = load_teacher(cfg.teacher, device)
+    target_cfg = next(t for t in cfg.targets if t.name == args.target)
+    target = _load_target(target_cfg, teacher.resolution, cfg.seed, device)
+    rows = []
+    for source in _sources(cfg, teacher, 0):
+        start = time.perf_counter()
+        backbone = _pretrain(source, cfg.models[0], cfg, teacher, None, teacher.resolution, args.seed, device)
+        row = {"source": source.label, "model": args.model, "width": args.width, "target": target.name,
+               "seed": args.seed, "pretrain_s": round(time.perf_counter() - start, 1)}
+        for name in ("pretraining statistics", "target statistics"):
+            if name == "target statistics":
+                row["batchnorm_layers"] = recalibrate_batchnorm(backbone, target.train.images, target.mean, target.std)
+            row[name] = probe_encoder(backbone, target.mean, target.std, target.train.images, target.train.labels,
+                                      target.test.images, target.test.labels, target.train.num_classes, cfg.probe,
+                                      seed=args.seed)["test_top1"]
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
