@@ -5,7 +5,8 @@ fourth GPU session (BENCHMARKS.md). One suspect: in eval mode its batch-norm lay
 gathered on the ~100 pre-training images, not on the target. This pre-trains each source exactly as
 `ssdd evaluate` does (the evaluation's own helpers and settings), then runs the linear probe twice on the
 same weights: as the protocol does (running statistics from pre-training), and after re-estimating every
-batch-norm layer's statistics on the target's train images (a forward pass, no gradient, no label).
+batch-norm layer's statistics on the target's train images (a forward pass, no gradient, no label). It also
+reports how many directions the frozen features of the target's train images use (`feature_spread`).
 
     OMP_NUM_THREADS=1 python benchmarks/probe_batchnorm.py --teacher runs/cpu_equal/teacher/teacher-289d9669/teacher \
         --distilled runs/cpu_equal/distill/random_n100-a9107862 --model resnet18 --width 16 --target flowers102
@@ -22,7 +23,7 @@ from torch import nn
 
 from ssdd.config import load_config
 from ssdd.evaluation.config import EvaluateConfig
-from ssdd.evaluation.linear_probe import probe_encoder
+from ssdd.evaluation.linear_probe import extract_features, probe_encoder
 from ssdd.evaluation.protocol import _load_target, _pretrain, _sources
 from ssdd.teacher import load_teacher
 
@@ -46,6 +47,24 @@ def recalibrate_batchnorm(model: nn.Module, images: torch.Tensor, mean: torch.Te
     for layer, momentum in zip(layers, saved, strict=True):
         layer.momentum = momentum
     return len(layers)
+
+
+def feature_spread(features: torch.Tensor) -> dict[str, float]:
+    """How many directions the (N, d) features use: the participation ratio of their covariance's eigenvalues,
+    (sum l)^2 / sum l^2 (1 when one direction carries all the variance, d when all carry the same), for the
+    features as they are and standardised per dimension (as the probe sees them), and the dimensions that
+    never vary (dead units)."""
+    centred = features.double() - features.double().mean(0)
+    spread = centred.std(0)
+    live = spread > 1e-8
+
+    def ratio(x: torch.Tensor) -> float:
+        eig = torch.linalg.eigvalsh(x.T @ x / x.shape[0]).clamp_min(0)
+        return float(eig.sum() ** 2 / (eig**2).sum())
+
+    return {"dims": features.shape[1], "dead_dims": int((~live).sum()),
+            "participation_ratio": round(ratio(centred), 2),
+            "participation_ratio_standardised": round(ratio(centred[:, live] / spread[live]), 2)}
 
 
 def main() -> None:
@@ -72,6 +91,7 @@ def main() -> None:
         backbone = _pretrain(source, cfg.models[0], cfg, teacher, None, teacher.resolution, args.seed, device)
         row = {"source": source.label, "model": args.model, "width": args.width, "target": target.name,
                "seed": args.seed, "pretrain_s": round(time.perf_counter() - start, 1)}
+        row.update(feature_spread(extract_features(backbone, target.train.images, target.mean, target.std)))
         for name in ("pretraining statistics", "target statistics"):
             if name == "target statistics":
                 row["batchnorm_layers"] = recalibrate_batchnorm(backbone, target.train.images, target.mean, target.std)
