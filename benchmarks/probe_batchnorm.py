@@ -95,9 +95,11 @@ def main() -> None:
         for name in ("pretraining statistics", "target statistics"):
             if name == "target statistics":
                 row["batchnorm_layers"] = recalibrate_batchnorm(backbone, target.train.images, target.mean, target.std)
-            row[name] = probe_encoder(backbone, target.mean, target.std, target.train.images, target.train.labels,
-                                      target.test.images, target.test.labels, target.train.num_classes, cfg.probe,
-                                      seed=args.seed)["test_top1"]
+            scores = probe_encoder(backbone, target.mean, target.std, target.train.images, target.train.labels,
+                                   target.test.images, target.test.labels, target.train.num_classes, cfg.probe,
+                                   seed=args.seed)
+            row[name] = scores["test_top1"]
+            row[f"{name}, train top-1"] = scores["train_top1"]
         rows.append(row)
         print(json.dumps(row), flush=True)
     if args.out:
