@@ -21,6 +21,7 @@ import time
 import torch
 from torch import nn
 
+from ssdd.augment.ops import normalize, to_float
 from ssdd.config import load_config
 from ssdd.evaluation.config import EvaluateConfig
 from ssdd.evaluation.linear_probe import extract_features, probe_encoder
@@ -41,8 +42,7 @@ def recalibrate_batchnorm(model: nn.Module, images: torch.Tensor, mean: torch.Te
     was_training = model.training
     model.train()
     for start in range(0, images.shape[0], batch_size):
-        batch = images[start : start + batch_size].float() / 255
-        model((batch - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1))
+        model(normalize(to_float(images[start : start + batch_size]), mean, std))
     model.train(was_training)
     for layer, momentum in zip(layers, saved, strict=True):
         layer.momentum = momentum

@@ -24,11 +24,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import os
 import sys
 from pathlib import Path
 
 from ssdd.config import config_to_dict, load_config
+from ssdd.distributed import is_main_process
 from ssdd.evaluation.config import EvaluateConfig
 from ssdd.evaluation.protocol import run_evaluate
 from ssdd.study.config import StudyConfig
@@ -41,7 +41,7 @@ def study_cells_config(preset: str, overrides: list[str]) -> tuple[EvaluateConfi
     study = load_config(StudyConfig, preset, overrides)
     if not study.evaluate.config:
         raise SystemExit(f"{preset} has no evaluation")
-    with contextlib.redirect_stdout(sys.stdout if os.environ.get("RANK", "0") == "0" else io.StringIO()):
+    with contextlib.redirect_stdout(sys.stdout if is_main_process() else io.StringIO()):
         result = run_study(study, show_progress=False, dry_run=True)  # under torchrun, said once
     if result.teacher is None or any(s.kind == "teacher" and s.status != "cached" for s in result.stages):
         raise SystemExit("the study's teacher is not finished: run `ssdd reproduce` first")
@@ -67,11 +67,11 @@ def main() -> None:
         cfg.seeds = min(cfg.seeds, args.seeds)  # seeds choose cells only: the study's own evaluation reuses them
     if args.device is not None:
         cfg.device = args.device
-    if os.environ.get("RANK", "0") == "0":
+    if is_main_process():
         print(f"{len(cfg.distilled)} finished sets -> {cfg.out_dir}" + (f"; not finished: {', '.join(waiting)}"
                                                                          if waiting else ""))
     if args.dry_run:
-        if os.environ.get("RANK", "0") != "0":
+        if not is_main_process():
             return
         import yaml
 

@@ -24,25 +24,21 @@ from pathlib import Path
 
 import numpy as np
 
-from ssdd.config import load_config
+from ssdd.config import DataConfig, load_config
+from ssdd.data.loaders import load_split
 from ssdd.study.config import StudyConfig
 from ssdd.study.runner import study_evaluation_config
 
 STUDIES = ("study_cpu_equal", "study_cpu_budget", "study_cpu_arch")
 
 
-def cifar10_cells_subset(path: Path, count: int, seed: int) -> bytes:
-    """cifar10.npz with its train split cut to the `count` images that `ImageDataset.subset(count, seed)`
-    keeps, in that order (sorted indices), as an uncompressed .npz in memory."""
-    import torch
-
-    with np.load(path) as archive:
-        arrays = {k: archive[k] for k in archive.files}
-    total = len(arrays["y_train"])
-    keep = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:count].sort().values.numpy()
-    for key in ("x_train", "y_train", "lossless_train"):
-        if key in arrays:
-            arrays[key] = arrays[key][keep]
+def cifar10_cells_subset(target: DataConfig, seed: int) -> bytes:
+    """The target's .npz with its train split replaced by the images `load_split` keeps for this seed (its
+    own subset, in its order), as an uncompressed .npz in memory; the other splits as they are."""
+    kept = load_split(target, target.train_split, seed)
+    with np.load(target.path) as archive:
+        arrays = {k: archive[k] for k in archive.files if not k.endswith("_train")}
+    arrays.update(x_train=kept.images.permute(0, 2, 3, 1).numpy(), y_train=kept.labels.numpy())
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     return buffer.getvalue()
@@ -55,15 +51,16 @@ def main() -> None:
     parser.add_argument("--out", default=".gpu/cpu")
     parser.add_argument("--part-mb", type=int, default=35)
     args = parser.parse_args()
-    picks = set()  # the CIFAR-10 images each study's evaluation reads: (subset, seed), the same for all
+    picks = []  # the CIFAR-10 images each study's evaluation reads: the same target and seed for all
     for preset in STUDIES:
         study = load_config(StudyConfig, preset, [])
         cfg = study_evaluation_config(study, Path("teacher"), [])
-        picks |= {(t.path, t.subset, cfg.seed) for t in cfg.targets if t.name == "cifar10"}
-    if len(picks) != 1 or next(iter(picks))[1] <= 0:
-        raise SystemExit(f"the studies read CIFAR-10 in more than one way ({sorted(picks)}): cut it per study")
-    path, count, seed = picks.pop()
-    reduced = cifar10_cells_subset(Path(args.data) / Path(path).name, count, seed)
+        picks += [(t, cfg.seed) for t in cfg.targets if t.name == "cifar10" and (t, cfg.seed) not in picks]
+    if len(picks) != 1 or picks[0][0].subset <= 0:
+        raise SystemExit(f"the studies read CIFAR-10 in more than one way ({picks}): cut it per study")
+    target, seed = picks[0]
+    target.path = str(Path(args.data) / Path(target.path).name)
+    reduced = cifar10_cells_subset(target, seed)
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
