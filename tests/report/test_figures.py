@@ -1,19 +1,22 @@
-"""The report's architecture figure: drawn for an evaluation of several architectures only."""
+"""The report's budget and architecture figures: drawn only when there is a curve, with one shared legend."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from ssdd.evaluation.report import summarize
-from ssdd.report.figures import architecture_figure
+from ssdd.plots import pyplot
+from ssdd.report.figures import architecture_figure, budget_figure, shared_legend
 from ssdd.report.gather import ReportData, TeacherInfo
 
 
-def data_for(archs: list[str]) -> ReportData:
-    rows = [{"label": label, "method": label.split("@")[0], "budget": 100.0 if "@" in label else None, "arch": arch,
+def data_for(archs: list[str], budgets: tuple[int, ...] = (100,)) -> ReportData:
+    labels = [f"{method}@{n}" for method in ("boost", "random") for n in budgets] + ["no_pretrain", "full_data"]
+    rows = [{"label": label, "method": label.split("@")[0],
+             "budget": float(label.split("@")[1]) if "@" in label else None, "arch": arch,
              "target": "cifar10", "mode": mode, "seed": seed, "top1": 50.0 + seed + i, "pretrain_s": 1.0,
              "eval_s": 1.0}
-            for i, arch in enumerate(archs) for label in ("boost@100", "random@100", "no_pretrain", "full_data")
+            for i, arch in enumerate(archs) for label in labels
             for mode in ("finetune", "linear_probe") for seed in (0, 1)]
     return ReportData(Path("."), rows, summarize(rows), {}, None, TeacherInfo(None, None, None, None), [])
 
@@ -22,3 +25,20 @@ def test_the_architecture_figure_is_drawn_only_for_several_architectures():
     png = architecture_figure(data_for(["convnet", "resnet18", "vit_small"]))
     assert png is not None and png.startswith(b"\x89PNG")
     assert architecture_figure(data_for(["convnet"])) is None
+
+
+def test_the_budget_figure_is_drawn_only_for_several_budgets():
+    png = budget_figure(data_for(["convnet"], budgets=(25, 50, 100)))
+    assert png is not None and png.startswith(b"\x89PNG")
+    assert budget_figure(data_for(["convnet"])) is None
+
+
+def test_panels_share_one_legend_with_each_label_once():
+    fig, axes = pyplot().subplots(1, 2)
+    for ax in axes:
+        ax.plot([0, 1], [0, 1], label="boost")
+        ax.axhline(0.5, label="no pre-training")
+    shared_legend(fig, axes.flat)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["boost", "no pre-training"]
+    assert all(ax.get_legend() is None for ax in axes)
+    pyplot().close(fig)

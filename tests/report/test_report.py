@@ -360,3 +360,17 @@ def test_an_evaluation_written_before_the_same_recipe_row_still_reports(evaluati
         assert steps[label] == (f"{manifest['steps_done']:,}" if manifest.get("steps_done") is not None else "-")
     assert any(value not in ("-", "0") for value in steps.values())
     assert "(contiguous memory format)" in md
+
+
+def test_sets_keep_the_configs_order_when_reused_rows_come_first(evaluation, tmp_path):
+    """Cells reused from another evaluation are written first in results.json; the report still lists the sets
+    in the order the config names their folders."""
+    from ssdd.report.gather import gather
+
+    eval_dir = tmp_path / "eval"
+    shutil.copytree(evaluation["eval"], eval_dir)
+    rows = json.loads((eval_dir / "results.json").read_text())
+    (eval_dir / "results.json").write_text(json.dumps(sorted(rows, key=lambda r: r["label"] != "krr_st@10")))
+    in_config = [source_label(json.loads((evaluation["root"] / name / "manifest.json").read_text())) for name in SETS]
+    assert [d.label for d in gather(eval_dir).distilled] == in_config
+    assert in_config[0] != "krr_st@10"  # the shuffled rows put it first

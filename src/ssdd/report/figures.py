@@ -123,7 +123,7 @@ def budget_figure(data: ReportData) -> bytes | None:
     plt = pyplot()
     panels = data.panels
     several_archs = len({p[0] for p in panels}) > 1
-    columns = min(3, len(panels))
+    columns = 2 if len(panels) == 4 else min(3, len(panels))
     rows_n = -(-len(panels) // columns)
     fig, axes = plt.subplots(rows_n, columns, figsize=(4.4 * columns, 3.4 * rows_n), squeeze=False)
     for ax in axes.flat[len(panels):]:
@@ -157,9 +157,20 @@ def budget_figure(data: ReportData) -> bytes | None:
         ax.set(title=panel_title(arch, target, mode, several_archs), xlabel="budget (image-equivalents)",
                ylabel="top-1 (%)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, frameon=False)
     fig.tight_layout()
+    shared_legend(fig, axes.flat)
     return png_bytes(fig)
+
+
+def shared_legend(fig: Any, axes: Any) -> None:
+    """One legend under the whole figure for panels that draw the same series: each label once."""
+    entries: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            entries.setdefault(label, handle)
+    if entries:
+        fig.legend(list(entries.values()), list(entries), loc="upper center", bbox_to_anchor=(0.5, 0.0),
+                   ncol=min(len(entries), 4), fontsize=9, frameon=False)
 
 
 def architecture_figure(data: ReportData) -> bytes | None:
@@ -198,8 +209,8 @@ def architecture_figure(data: ReportData) -> bytes | None:
         ax.set_xticks(range(len(archs)), archs, rotation=20)
         ax.set(title=f"{target} · {MODE_NAMES.get(mode, mode)}", ylabel="top-1 (%)")
         ax.grid(alpha=0.3, axis="y")
-        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=3, frameon=False)
     fig.tight_layout()
+    shared_legend(fig, axes.flat)
     return png_bytes(fig)
 
 

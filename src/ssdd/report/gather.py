@@ -121,7 +121,9 @@ def read_teacher(named: str | Path | None, eval_dir: Path, notes: list[str]) -> 
 
 def read_distilled(named: list[str | Path], eval_dir: Path, rows: list[dict[str, Any]],
                    notes: list[str]) -> list[DistilledInfo]:
-    """One entry per distilled label of results.json, in the order of its rows, with its folder when found."""
+    """One entry per distilled label of results.json, with its folder when found: the folders' order as named
+    (the study's or the user's), then labels without a folder in the order of their rows (cells reused from
+    other evaluations come first in results.json, so the rows' order alone mixes the sets)."""
     labels = list(dict.fromkeys(r["label"] for r in rows if r["method"] not in REFERENCE_METHODS))
     found: dict[str, tuple[str, Path, dict[str, Any]]] = {}
     unmatched: list[str] = []
@@ -141,7 +143,7 @@ def read_distilled(named: list[str | Path], eval_dir: Path, rows: list[dict[str,
             continue
         found[label] = (str(name), path, manifest)
     infos = []
-    for label in labels:
+    for label in [*found, *(label for label in labels if label not in found)]:
         members = [r for r in rows if r["label"] == label]
         if label in found:
             name, path, manifest = found[label]
