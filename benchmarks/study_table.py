@@ -5,11 +5,12 @@ Three layouts:
   architecture, beside the compute each row used: distillation outer steps (- for the random subsets, which
   have none) and time, pre-training SGD steps and time, and the storage.
 - `budget`: one line per method, one column per budget, for one target x mode (`--panel`).
-- `arch`: one line per pre-training, one column per architecture, for one target x mode (`--panel`).
+- `arch`: one line per pre-training, one column per architecture, for one target x mode (`--panel`);
+  with `--compute`, the same grid holds each cell's mean pre-training and fine-tuning (or probe) wall-clock time.
 
     python benchmarks/study_table.py runs/cpu_equal/evaluate/evaluate-XXXXXXXX
     python benchmarks/study_table.py EVAL_DIR --layout budget --panel cifar10:linear_probe
-    python benchmarks/study_table.py EVAL_DIR --layout arch --panel cifar10:finetune
+    python benchmarks/study_table.py EVAL_DIR --layout arch --panel cifar10:finetune [--compute]
 
 Reads only JSON and YAML: nothing is trained. Sets named in config.yaml that cannot be read lose their
 distillation columns (shown as -), not their accuracy.
@@ -105,13 +106,30 @@ def budget_table(summary: list[dict[str, Any]], target: str, mode: str, arch: st
     return "\n".join(lines)
 
 
-def arch_table(summary: list[dict[str, Any]], manifests: dict[str, dict[str, Any]], target: str, mode: str) -> str:
+def compute(s: dict[str, Any] | None) -> str:
+    """mean pre-training / evaluation (fine-tuning or probe) wall-clock of a cell: 151 s / 92 s."""
+    if s is None:
+        return DASH
+    pretrain = DASH if s["label"] == "no_pretrain" else F.seconds(s.get("pretrain_s"))
+    return f"{pretrain} / {F.seconds(s.get('eval_s'))}"
+
+
+def config_archs(eval_dir: Path) -> list[str]:
+    """The architectures in the order config.yaml's `models` names them."""
+    config = yaml.safe_load((eval_dir / "config.yaml").read_text()) or {}
+    return [m["name"] for m in config.get("models", []) if isinstance(m, dict) and "name" in m]
+
+
+def arch_table(summary: list[dict[str, Any]], manifests: dict[str, dict[str, Any]], target: str, mode: str,
+               times: bool = False, order: list[str] | None = None) -> str:
     mine = [s for s in summary if (s["target"], s["mode"]) == (target, mode)]
-    archs = list(dict.fromkeys(s["arch"] for s in mine))
+    found = set(s["arch"] for s in mine)
+    archs = [a for a in order or [] if a in found] + sorted(found - set(order or []))
     by = {(s["label"], s["arch"]): s for s in mine}
     lines = ["| pre-training | " + " | ".join(archs) + " |", "| --- |" + " ---: |" * len(archs)]
+    show = compute if times else top1
     for label in row_order(mine, manifests):
-        cells = " | ".join(top1(by.get((label, a))) for a in archs)
+        cells = " | ".join(show(by.get((label, a))) for a in archs)
         lines.append(f"| {REFERENCES.get(label, label)} | {cells} |")
     return "\n".join(lines)
 
@@ -122,6 +140,8 @@ def main() -> None:
     parser.add_argument("--layout", choices=["rows", "budget", "arch"], default="rows")
     parser.add_argument("--arch", default="convnet", help="the architecture of the rows and budget layouts")
     parser.add_argument("--panel", default="cifar10:finetune", help="TARGET:MODE of the budget and arch layouts")
+    parser.add_argument("--compute", action="store_true",
+                        help="arch layout: mean pre-training / evaluation time per cell instead of top-1")
     args = parser.parse_args()
     summary = summarize(json.loads((args.eval_dir / "results.json").read_text()))  # also for an unfinished run
     manifests = set_manifests(args.eval_dir)
@@ -131,7 +151,7 @@ def main() -> None:
     elif args.layout == "budget":
         print(budget_table(summary, target, mode, args.arch))
     else:
-        print(arch_table(summary, manifests, target, mode))
+        print(arch_table(summary, manifests, target, mode, args.compute, config_archs(args.eval_dir)))
 
 
 if __name__ == "__main__":
