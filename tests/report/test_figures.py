@@ -42,3 +42,12 @@ def test_panels_share_one_legend_with_each_label_once():
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["boost", "no pre-training"]
     assert all(ax.get_legend() is None for ax in axes)
     pyplot().close(fig)
+
+
+def test_panels_follow_the_configs_order_of_models_targets_and_modes():
+    data = data_for(["resnet18", "convnet", "alexnet"])
+    assert [p[0] for p in data.panels][::2] == ["alexnet", "convnet", "resnet18"]  # no config: by name
+    data.config = {"models": [{"name": "convnet"}, {"name": "resnet18"}], "modes": ["linear_probe", "finetune"]}
+    assert data.panels == [("convnet", "cifar10", "linear_probe"), ("convnet", "cifar10", "finetune"),
+                           ("resnet18", "cifar10", "linear_probe"), ("resnet18", "cifar10", "finetune"),
+                           ("alexnet", "cifar10", "linear_probe"), ("alexnet", "cifar10", "finetune")]

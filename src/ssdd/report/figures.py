@@ -181,9 +181,11 @@ def architecture_figure(data: ReportData) -> bytes | None:
         return None
     plt = pyplot()
     panels = list(dict.fromkeys((target, mode) for _, target, mode in data.panels))
-    labels = list(dict.fromkeys(s["label"] for s in data.summary))
-    order = {method: i for i, method in enumerate(REFERENCE_METHODS, 1)}  # sets first, then the references
-    labels.sort(key=lambda label: order.get(label, 0))
+    present = set(s["label"] for s in data.summary)
+    sets = [d.label for d in data.distilled if d.label in present]  # the sets in the config's order
+    sets += [label for label in dict.fromkeys(s["label"] for s in data.summary)
+             if label not in sets and label not in REFERENCE_METHODS]
+    labels = [*sets, *(method for method in REFERENCE_METHODS if method in present)]  # then the references
     palette = colours([label for label in labels if label not in REFERENCE_METHODS],
                       {s["label"]: s["method"] for s in data.summary})
     palette.update({method: REFERENCE_STYLE[method][1] for method in REFERENCE_METHODS})

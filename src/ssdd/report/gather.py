@@ -76,8 +76,16 @@ class ReportData:
 
     @property
     def panels(self) -> list[tuple[str, str, str]]:
-        """(arch, target, mode) in the order they first appear in the summary."""
-        return list(dict.fromkeys((s["arch"], s["target"], s["mode"]) for s in self.summary))
+        """(arch, target, mode) in the order config.yaml names the models, targets and modes; what it does not
+        name follows, in the order first seen in the summary (which sorts architectures by name)."""
+        seen = list(dict.fromkeys((s["arch"], s["target"], s["mode"]) for s in self.summary))
+        named = [[entry.get("name") for entry in self.config.get(key) or [] if isinstance(entry, dict)]
+                 for key in ("models", "targets")] + [list(self.config.get("modes") or [])]
+
+        def rank(panel: tuple[str, str, str]) -> tuple[int, ...]:
+            return tuple(names.index(v) if v in names else len(names) for names, v in zip(named, panel, strict=True))
+
+        return sorted(seen, key=rank)
 
 
 def resolve_folder(named: str | Path, eval_dir: Path) -> Path | None:
