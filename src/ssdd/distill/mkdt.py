@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import time
-from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -25,10 +24,10 @@ from tqdm.auto import tqdm
 from ssdd.augment import normalize, to_float
 from ssdd.config import ModelConfig, config_to_dict
 from ssdd.distill.budget import samples_for_budget
+from ssdd.distill.pool import seeded_member
 from ssdd.distill.registry import DistillContext, DistillMethod, DistillResult, register_method
 from ssdd.distill.unroll import FlatModel, matching_loss, minibatches, unrolled_sgd
 from ssdd.experts.artifact import ExpertTrajectories, load_experts
-from ssdd.experts.train import build_student
 from ssdd.progress import bar_settings, phase
 from ssdd.runfolder import load_checkpoint, save_checkpoint
 
@@ -74,7 +73,7 @@ def distill_mkdt(ctx: DistillContext) -> DistillResult:
                          f"{need} expert epochs, {mk.experts} has {experts.epochs}")
     described = {k: v for k, v in (experts.manifest.get("model") or {}).items()
                  if k in ("name", "width", "depth", "feature")}
-    student = build_student(SimpleNamespace(model=ModelConfig(**described)), image_shape[-1], teacher.feature_dim,
+    student = seeded_member(ModelConfig(**described), image_shape[-1], teacher.feature_dim,
                             0).to(device)  # the experts' architecture; its weights come from their vectors
     flat = FlatModel(student)
     if flat.layout() != experts.layout:

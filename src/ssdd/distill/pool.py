@@ -20,6 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ssdd.config import ModelConfig
+from ssdd.models import build_model
+
 
 @dataclass
 class PoolConfig:
@@ -40,6 +43,14 @@ class PoolMember(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
+
+
+def seeded_member(model: ModelConfig, resolution: int, target_dim: int, seed: int) -> PoolMember:
+    """A backbone + linear head to `target_dim`, initialised from `seed` alone (CPU generator; the global RNG
+    state is left as it was): MKDT's students and experts."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return PoolMember(build_model(model, resolution), target_dim)
 
 
 class ModelPool:

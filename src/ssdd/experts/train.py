@@ -22,11 +22,10 @@ from ssdd.artifacts import write_manifest
 from ssdd.augment import crop_flip, normalize, to_float
 from ssdd.config import config_to_dict, save_config
 from ssdd.data import load_split
-from ssdd.distill.pool import PoolMember
+from ssdd.distill.pool import PoolMember, seeded_member
 from ssdd.distill.unroll import FlatModel
 from ssdd.experts.artifact import FORMAT_VERSION, KIND, expert_file
 from ssdd.experts.config import RESUMABLE_KEYS, ExpertsConfig
-from ssdd.models import build_model
 from ssdd.models.registry import describe
 from ssdd.progress import bar, phase, show_phases
 from ssdd.runfolder import CHECKPOINT, load_checkpoint, save_checkpoint
@@ -40,9 +39,7 @@ from ssdd.validate import validate_experts
 
 def build_student(cfg: ExpertsConfig | Any, resolution: int, feature_dim: int, seed: int) -> PoolMember:
     """A student (backbone + linear head to d) initialised from `seed` alone (CPU generator)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return PoolMember(build_model(cfg.model, resolution), feature_dim)
+    return seeded_member(cfg.model, resolution, feature_dim, seed)
 
 
 def expert_seed(seed: int, index: int) -> int:
