@@ -27,23 +27,24 @@ def test_two_processes_give_the_rows_of_one_and_resume_keeps_finished_cells(tmp_
             "models=[{name: convnet, width: 4, depth: 2}]", f"targets=[{{source: npz, path: {npz}, name: t}}]",
             "pretrain.epochs=2", "full_data.enabled=false", "finetune.small_iterations=3",
             "probe.iterations=5", "cka_images=16", "device=cpu"]
-    one = run_evaluate(load_config(EvaluateConfig, None, [*base, f"out_dir={tmp_path / 'one'}", "seeds=2"]),
+    one = run_evaluate(load_config(EvaluateConfig, None, [*base, f"out_dir={tmp_path / 'one'}", "seeds=3"]),
                        show_progress=False)
     # 3 sources (random, no pre-training, full data with the distilled rows' recipe): 3 cells in 2 rounds, rank 1
     # idle in the second
     run_torchrun(["evaluate", "--no-progress", *base, f"out_dir={tmp_path / 'two'}", "seeds=1"])
     first = json.loads((tmp_path / "two" / "results.json").read_text())
     assert len(first) == 6 and {r["seed"] for r in first} == {0}
-    resumed = run_torchrun(["evaluate", "--no-progress", "--resume", *base, f"out_dir={tmp_path / 'two'}", "seeds=2"])
+    # seeds 1 and 2 of each source side by side (dealing_order): rounds differ from the one-process order, rows do not
+    resumed = run_torchrun(["evaluate", "--no-progress", "--resume", *base, f"out_dir={tmp_path / 'two'}", "seeds=3"])
     assert resumed.stdout.count("3 finished cells kept") == 1
     two = json.loads((tmp_path / "two" / "results.json").read_text())
-    assert len(one) == len(two) == 12
+    assert len(one) == len(two) == 18
     assert [{k: r[k] for k in MEASURED} for r in two] == [{k: r[k] for k in MEASURED} for r in one]
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
 
     # rank 0 reads the cells to reuse and every rank gets them: nothing is left to measure
-    reusing = run_torchrun(["evaluate", "--no-progress", *base, f"out_dir={tmp_path / 'three'}", "seeds=2",
+    reusing = run_torchrun(["evaluate", "--no-progress", *base, f"out_dir={tmp_path / 'three'}", "seeds=3",
                             f"reuse=[{tmp_path / 'one'}]"])
-    assert reusing.stdout.count(f"reused: 6 finished cells from {tmp_path / 'one'}") == 1
+    assert reusing.stdout.count(f"reused: 9 finished cells from {tmp_path / 'one'}") == 1
     three = json.loads((tmp_path / "three" / "results.json").read_text())
     assert [{k: r[k] for k in MEASURED} for r in three] == [{k: r[k] for k in MEASURED} for r in one]

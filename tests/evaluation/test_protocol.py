@@ -13,6 +13,7 @@ from ssdd.config import load_config
 from ssdd.distill.config import DistillConfig
 from ssdd.distill.run import run_distill
 from ssdd.evaluation.cka import linear_cka
+from ssdd.evaluation.protocol import dealing_order
 from ssdd.evaluation.report import summarize
 
 
@@ -25,6 +26,14 @@ def test_linear_cka_properties():
     assert linear_cka(x, torch.randn(50, 4)) < 0.5
     with pytest.raises(ValueError):
         linear_cka(x, x[:10])
+
+
+def test_processes_take_each_sets_seeds_side_by_side():
+    # 2 networks x 3 seeds x 2 sets, numbered network, then seed, then set: (net, seed, set) of number n
+    cell = {n: ((n - 1) // 6, (n - 1) // 2 % 3, (n - 1) % 2) for n in range(1, 13)}
+    order = dealing_order(list(range(1, 13)), n_seeds=3, n_sources=2)
+    assert [cell[n] for n in order] == [(net, seed, src) for net in range(2) for src in range(2) for seed in range(3)]
+    assert dealing_order([2, 3, 5], n_seeds=3, n_sources=2) == [3, 5, 2]  # pending cells only: set 0's seeds first
 
 
 def test_summary_retention_and_gains():

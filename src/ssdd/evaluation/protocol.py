@@ -179,6 +179,18 @@ def _source_cell(cell: tuple) -> tuple:
                  source.info.get("set_fingerprint"))
 
 
+def dealing_order(numbers: list[int], n_seeds: int, n_sources: int) -> list[int]:
+    """The order in which processes under torchrun take the pending cells (numbered from 1 in the evaluation's
+    order: network, then seed, then set): network by network, each set's seeds side by side. The seeds of one
+    set on one network cost about the same, so the cells of a round end at about the same time; in the
+    evaluation's order a round would pair a long cell (full data, Boost's many views) with short ones and the
+    other processes would wait for it."""
+    def key(number: int) -> tuple[int, int, int]:
+        index = number - 1
+        return index // (n_seeds * n_sources), index % n_sources, index // n_sources % n_seeds
+    return sorted(numbers, key=key)
+
+
 def _previous_rows(out_dir: Path, cfg: EvaluateConfig, resume: bool) -> list[dict[str, Any]]:
     """Rows of an earlier run in out_dir to keep (--resume), after checking it measured the same thing.
 
@@ -309,8 +321,8 @@ def run_evaluate(cfg: EvaluateConfig, show_progress: bool = True, resume: bool =
     Sets distilled with another teacher or from another source are refused unless `allow_mismatch`.
 
     Under torchrun the cells are dealt round-robin to the processes (each on a device of its own, or several
-    sharing one GPU); after every
-    round of one cell per process the rows are gathered, and rank 0 alone writes. Every rank returns all rows."""
+    sharing one GPU) in `dealing_order`; after every round of one cell per process the rows are gathered, and
+    rank 0 alone writes them, in the evaluation's cell order. Every rank returns all rows."""
     validate_evaluate(cfg, resume, allow_mismatch)  # settings, data, teacher and every set, before any work
     require_tensorboard(cfg.tensorboard)  # one line, before any work, when the package is missing
     with D.process_group(cfg.device, share_gpu=True) as dist_info, show_phases(show_progress and dist_info.is_main), \
@@ -373,6 +385,11 @@ def _run_evaluate(cfg: EvaluateConfig, show_progress: bool, resume: bool, tb: Sc
     D.on_main(lambda: _record_data(out_dir, resume, cfg, targets, source_read))  # a resume refuses changed data
     seeds = [cfg.seed + i for i in range(cfg.seeds)]
     cells = [(m, s, src) for m in cfg.models for s in seeds for src in sources]
+    position = {_source_cell(cell): i for i, cell in enumerate(cells)}
+
+    def in_cell_order(row: dict[str, Any]) -> int:  # sorting by it is stable: a cell keeps its rows' order
+        return position.get(_row_cell(row), len(cells))
+
     per_cell = len(targets) * len(cfg.modes)
     counts: dict[tuple, int] = {}
     for row in previous:
@@ -387,6 +404,7 @@ def _run_evaluate(cfg: EvaluateConfig, show_progress: bool, resume: bool, tb: Sc
     if reused:
         complete |= {_row_cell(row) for row in reused}
         rows.extend(reused)
+        rows.sort(key=in_cell_order)
         if dist_info.is_main:
             write_results(rows, out_dir)  # kept even if this run is interrupted before its first cell
     bench = _Bench(cfg, teacher, source_train.images if source_train else None, resolution, device,
@@ -394,6 +412,9 @@ def _run_evaluate(cfg: EvaluateConfig, show_progress: bool, resume: bool, tb: Sc
                    teacher_features if cka_images is not None else None, targets, layout)
     pending = [(number, cell) for number, cell in enumerate(cells, 1) if _source_cell(cell) not in complete]
     world, rank = dist_info.world_size, dist_info.rank
+    if world > 1:
+        by_number = dict(pending)
+        pending = [(n, by_number[n]) for n in dealing_order(list(by_number), len(seeds), len(sources))]
     bar = tqdm(total=len(pending), desc="evaluate", disable=not show_progress, dynamic_ncols=True, **bar_settings())
     for first in range(0, len(pending), world):
         batch = pending[first : first + world]  # one round: its r-th cell runs on rank r
@@ -404,9 +425,10 @@ def _run_evaluate(cfg: EvaluateConfig, show_progress: bool, resume: bool, tb: Sc
             with phase(f"cell {number}/{len(cells)}: {source.label}, {_arch_tag(model_cfg)}, seed {seed}"):
                 cell_rows = _evaluate_cell(bench, model_cfg, seed, source)
         gathered = D.all_gather_objects(cell_rows)[: len(batch)]  # ranks past the last cell gave []
-        for (_, (model_cfg, _, _)), part in zip(batch, gathered, strict=True):  # in cell order
+        for (_, (model_cfg, _, _)), part in zip(batch, gathered, strict=True):  # in the round's order
             rows.extend(part)
             _log_cell(tb, part, rows, model_cfg, len({_row_cell(r) for r in rows}))
+        rows.sort(key=in_cell_order)
         if dist_info.is_main:
             write_results(rows, out_dir)  # after every round, so an interrupted run keeps what it measured
         bar.update(len(batch))
