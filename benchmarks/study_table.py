@@ -117,7 +117,7 @@ def compute(s: dict[str, Any] | None) -> str:
 def config_archs(eval_dir: Path) -> list[str]:
     """The architectures in the order config.yaml's `models` names them."""
     config = yaml.safe_load((eval_dir / "config.yaml").read_text()) or {}
-    return [m["name"] for m in config.get("models", []) if isinstance(m, dict) and "name" in m]
+    return list(dict.fromkeys(m["name"] for m in config.get("models", []) if isinstance(m, dict) and "name" in m))
 
 
 def arch_table(summary: list[dict[str, Any]], manifests: dict[str, dict[str, Any]], target: str, mode: str,

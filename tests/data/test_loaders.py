@@ -14,6 +14,7 @@ from ssdd.data import (
     DataError,
     ImageDataset,
     channel_stats,
+    dataset_name,
     load_digits,
     load_image_folder,
     load_npz,
@@ -482,3 +483,14 @@ def test_fingerprint_changes_with_one_pixel():
     assert ImageDataset(changed, labels, ("x", "y"), "train", "t").fingerprint() != a.fingerprint()
     relabelled = ImageDataset(images, torch.tensor([0, 1, 1]), ("x", "y"), "train", "t")
     assert relabelled.fingerprint() != a.fingerprint()
+
+
+def test_dataset_name_is_the_name_a_loaded_split_carries(tmp_path):
+    npz, _ = _write_npz(tmp_path / "toy.npz")
+    folder = _make_folder(tmp_path / "tree", {"train": {"a": 1, "b": 1}, "test": {"a": 1, "b": 1}})
+    for cfg in (DataConfig(path=str(npz), resolution=8), DataConfig(path=str(npz), name="renamed", resolution=8),
+                DataConfig(source="folder", path=str(folder) + "/", resolution=8),
+                DataConfig(source="digits", resolution=8)):
+        assert dataset_name(cfg) == load_split(cfg, "test").name, cfg
+    assert [dataset_name(DataConfig(path=str(npz))), dataset_name(DataConfig(source="folder", path=str(folder)))] \
+        == ["toy", "tree"]

@@ -51,3 +51,9 @@ def test_panels_follow_the_configs_order_of_models_targets_and_modes():
     assert data.panels == [("convnet", "cifar10", "linear_probe"), ("convnet", "cifar10", "finetune"),
                            ("resnet18", "cifar10", "linear_probe"), ("resnet18", "cifar10", "finetune"),
                            ("alexnet", "cifar10", "linear_probe"), ("alexnet", "cifar10", "finetune")]
+    data.config["targets"] = [{"source": "npz", "path": "data/flowers102.npz"},
+                              {"source": "npz", "path": "data/cifar10.npz", "name": "cifar10"}]  # unnamed first
+    for row in data.rows[: len(data.rows) // 2]:
+        row["target"] = "flowers102"
+    data.summary = summarize(data.rows)
+    assert [p[1] for p in data.panels][:4] == ["flowers102", "flowers102", "cifar10", "cifar10"]

@@ -1,7 +1,7 @@
 """Data layer: every source becomes an ImageDataset of uint8 images and int64 labels."""
 
 from ssdd.data.dataset import DataError, ImageDataset, channel_stats, resize_uint8
-from ssdd.data.loaders import load_digits, load_image_folder, load_npz, load_split, save_npz
+from ssdd.data.loaders import dataset_name, load_digits, load_image_folder, load_npz, load_split, save_npz
 from ssdd.data.torchvision_sets import TORCHVISION_DATASETS, load_torchvision
 
 __all__ = [
@@ -9,6 +9,7 @@ __all__ = [
     "DataError",
     "ImageDataset",
     "channel_stats",
+    "dataset_name",
     "load_digits",
     "load_image_folder",
     "load_npz",

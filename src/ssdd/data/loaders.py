@@ -151,6 +151,14 @@ def load_digits(split: str, resolution: int, test_fraction: float = 0.25, seed: 
 
 
 # ----------------------------------------------------------------------------- dispatch
+def dataset_name(cfg: DataConfig) -> str:
+    """The name of the dataset `cfg` loads (what a result row calls a target): `name` when set, else the npz
+    file's stem, the image folder's name, or `digits`."""
+    if cfg.name or cfg.source == "torchvision":
+        return cfg.name
+    return {"npz": Path(cfg.path).stem, "folder": Path(cfg.path).name}.get(cfg.source, cfg.source)
+
+
 def load_split(cfg: DataConfig, split: str, seed: int = 0) -> ImageDataset:
     """Load one split as configured; the train split also checks that no class is empty."""
     from ssdd.data.torchvision_sets import load_torchvision
@@ -160,9 +168,9 @@ def load_split(cfg: DataConfig, split: str, seed: int = 0) -> ImageDataset:
     where = {"digits": "digits", "torchvision": f"torchvision {cfg.name}"}.get(cfg.source, cfg.path)
     with phase(f"loading {where} [{split}]") as loading:
         if cfg.source == "npz":
-            dataset = load_npz(cfg.path, split, cfg.resolution, cfg.name)
+            dataset = load_npz(cfg.path, split, cfg.resolution, dataset_name(cfg))
         elif cfg.source == "folder":
-            dataset = load_image_folder(cfg.path, split, cfg.resolution, cfg.name)
+            dataset = load_image_folder(cfg.path, split, cfg.resolution, dataset_name(cfg))
         elif cfg.source == "torchvision":
             dataset = load_torchvision(cfg.name, cfg.path, split, cfg.resolution, cfg.download)
         elif cfg.source == "digits":

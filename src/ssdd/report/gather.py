@@ -3,6 +3,7 @@ from the teacher and distilled folders it names (or the ones given explicitly). 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,8 @@ from typing import Any
 import yaml
 
 from ssdd.artifacts import ArtifactError, read_manifest
+from ssdd.config import DataConfig
+from ssdd.data import dataset_name
 from ssdd.evaluation.protocol import source_label
 from ssdd.evaluation.references import (
     FULL_DATA,
@@ -79,8 +82,11 @@ class ReportData:
         """(arch, target, mode) in the order config.yaml names the models, targets and modes; what it does not
         name follows, in the order first seen in the summary (which sorts architectures by name)."""
         seen = list(dict.fromkeys((s["arch"], s["target"], s["mode"]) for s in self.summary))
-        named = [[entry.get("name") for entry in self.config.get(key) or [] if isinstance(entry, dict)]
-                 for key in ("models", "targets")] + [list(self.config.get("modes") or [])]
+        entries = {key: [e for e in self.config.get(key) or [] if isinstance(e, dict)] for key in ("models", "targets")}
+        fields = {f.name for f in dataclasses.fields(DataConfig)}
+        named = [[e.get("name") for e in entries["models"]],
+                 [dataset_name(DataConfig(**{k: v for k, v in e.items() if k in fields})) for e in entries["targets"]],
+                 list(self.config.get("modes") or [])]
 
         def rank(panel: tuple[str, str, str]) -> tuple[int, ...]:
             return tuple(names.index(v) if v in names else len(names) for names, v in zip(named, panel, strict=True))
@@ -130,8 +136,9 @@ def read_teacher(named: str | Path | None, eval_dir: Path, notes: list[str]) -> 
 def read_distilled(named: list[str | Path], eval_dir: Path, rows: list[dict[str, Any]],
                    notes: list[str]) -> list[DistilledInfo]:
     """One entry per distilled label of results.json, with its folder when found: the folders' order as named
-    (the study's or the user's), then labels without a folder in the order of their rows (cells reused from
-    other evaluations come first in results.json, so the rows' order alone mixes the sets)."""
+    (the study's or the user's), then labels without a folder in the order of their rows (in files written
+    before rows were kept in cell order, cells reused from other evaluations come first, so the rows' order
+    alone may mix the sets)."""
     labels = list(dict.fromkeys(r["label"] for r in rows if r["method"] not in REFERENCE_METHODS))
     found: dict[str, tuple[str, Path, dict[str, Any]]] = {}
     unmatched: list[str] = []
