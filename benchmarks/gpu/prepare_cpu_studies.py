@@ -29,7 +29,7 @@ from ssdd.data.loaders import load_split
 from ssdd.study.config import StudyConfig
 from ssdd.study.runner import study_evaluation_config
 
-STUDIES = ("study_cpu_equal", "study_cpu_budget", "study_cpu_arch")
+STUDIES = ("study_cpu_equal", "study_cpu_budget", "study_cpu_arch", "study_cpu_vit")
 
 
 def cifar10_cells_subset(target: DataConfig, seed: int) -> bytes:
