@@ -6,7 +6,7 @@ on a GPU): how far apart is one cell's accuracy, beside how far apart two seeds 
 Cells pair up by (pre-training label, network and its shape, target, mode, seed); a pair whose pre-training
 set (fingerprint) or fine-tuning length differs is an error, not a difference. It prints every pair, then the
 mean, mean absolute and largest difference in top-1 (B - A), and for scale the seed spread: the mean over rows
-of the standard deviation across seeds, within each device.
+of the standard deviation across seeds, within each device (and B's over the rows A has several seeds of).
 """
 
 from __future__ import annotations
@@ -36,11 +36,13 @@ def read_cells(path: Path) -> dict[tuple, dict]:
     return cells
 
 
-def seed_spread(cells: dict[tuple, dict]) -> float:
-    """Mean over rows (a cell without its seed) of the sample standard deviation of top-1 across seeds."""
+def seed_spread(cells: dict[tuple, dict], rows: set[tuple] | None = None) -> float:
+    """Mean over rows (a cell without its seed; only those in `rows` when given) of the sample standard
+    deviation of top-1 across seeds."""
     by_row: dict[tuple, list[float]] = defaultdict(list)
     for key, row in cells.items():
-        by_row[key[:-1]].append(row["top1"])
+        if rows is None or key[:-1] in rows:
+            by_row[key[:-1]].append(row["top1"])
     spreads = [statistics.stdev(v) for v in by_row.values() if len(v) > 1]
     return statistics.fmean(spreads) if spreads else float("nan")
 
@@ -61,7 +63,16 @@ def compare(a: dict[tuple, dict], b: dict[tuple, dict]) -> dict:
     return {"pairs": pairs, "n": len(pairs), "mean_diff": statistics.fmean(diffs),
             "mean_abs_diff": statistics.fmean(abs(d) for d in diffs), "max_abs_diff": max(abs(d) for d in diffs),
             "b_higher": sum(d > 0 for d in diffs),
-            "seed_spread_a": seed_spread(a), "seed_spread_b": seed_spread(b)}
+            "seed_spread_a": seed_spread(a), "seed_spread_b": seed_spread(b),
+            "seed_spread_b_on_a_rows": seed_spread(b, several_seeds(a))}
+
+
+def several_seeds(cells: dict[tuple, dict]) -> set[tuple]:
+    """The rows (cells without their seed) measured at more than one seed."""
+    seeds: dict[tuple, int] = defaultdict(int)
+    for key in cells:
+        seeds[key[:-1]] += 1
+    return {row for row, n in seeds.items() if n > 1}
 
 
 def main() -> None:
@@ -78,7 +89,7 @@ def main() -> None:
           f"B - A mean {result['mean_diff']:+.2f}, mean |B - A| {result['mean_abs_diff']:.2f}, "
           f"largest {result['max_abs_diff']:.2f} points; B higher in {result['b_higher']} of {result['n']}. "
           f"Seed spread (mean std across seeds per row): A {result['seed_spread_a']:.2f}, "
-          f"B {result['seed_spread_b']:.2f} points.")
+          f"B {result['seed_spread_b']:.2f} points ({result['seed_spread_b_on_a_rows']:.2f} on A's rows).")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1) + "\n")

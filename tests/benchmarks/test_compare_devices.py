@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import statistics
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,7 @@ def test_pairs_shared_cells_and_summarises(tmp_path: Path) -> None:
     assert result["max_abs_diff"] == pytest.approx(1.0)
     assert result["b_higher"] == 1
     assert result["seed_spread_a"] == pytest.approx(2 ** 0.5)  # stdev of 60 and 62; random has one seed
+    assert result["seed_spread_b_on_a_rows"] == pytest.approx(statistics.stdev([61.0, 61.0, 70.0]))
 
 
 def test_refuses_cells_of_different_sets(tmp_path: Path) -> None:
