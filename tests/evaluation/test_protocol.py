@@ -163,8 +163,9 @@ def test_evaluate_refuses_a_folder_with_results_and_resume_keeps_finished_cells(
                      show_progress=False)
 
 
-def test_resume_never_keeps_rows_of_another_set_under_the_same_label_nor_dropped_seeds(tiny_npz, tiny_teacher,
-                                                                                      tmp_path):
+def test_resume_keeps_only_its_own_cells_and_sets_the_others_aside(tiny_npz, tiny_teacher,
+                                                                    tmp_path, monkeypatch):
+    import ssdd.evaluation.protocol as protocol
     from ssdd.evaluation.config import EvaluateConfig
     from ssdd.evaluation.protocol import run_evaluate
 
@@ -189,6 +190,18 @@ def test_resume_never_keeps_rows_of_another_set_under_the_same_label_nor_dropped
     fewer = run_evaluate(load_config(EvaluateConfig, None, [*base, "seeds=1", f"distilled=[{sets[1]}]"]),
                          show_progress=False, resume=True)
     assert [r["seed"] for r in fewer] == [0] and fewer[0] == other[0]
+    # nothing measured is lost: the rows left out wait in results.set_aside.json for a resume that asks for them
+    aside = json.loads((out / "results.set_aside.json").read_text())
+    assert sorted(map(json.dumps, aside)) == sorted(map(json.dumps, [*first, other[1]]))
+    measured = []
+    monkeypatch.setattr(protocol, "_evaluate_cell", lambda *args: measured.append(args) or [])
+    again = run_evaluate(load_config(EvaluateConfig, None, [*base, "seeds=2", f"distilled=[{sets[1]}]"]),
+                         show_progress=False, resume=True)
+    back = run_evaluate(load_config(EvaluateConfig, None, [*base, "seeds=2", f"distilled=[{sets[0]}]"]),
+                        show_progress=False, resume=True)
+    assert again == other and back == first and not measured
+    assert json.loads((out / "results.set_aside.json").read_text()) == other
+    assert json.loads((out / "results.json").read_text()) == first
 
 
 def test_same_recipe_row_trains_every_source_image_with_the_pretrain_settings(tiny_npz, tiny_teacher, tmp_path,

@@ -39,7 +39,7 @@ from ssdd.models import build_model
 from ssdd.progress import bar_settings, phase, show_phases
 from ssdd.runfolder import check_resume_compatible, flatten
 from ssdd.runguard import INPUTS, check_inputs
-from ssdd.runtime import channels_last, resolve_device, versions
+from ssdd.runtime import atomic_write, channels_last, resolve_device, versions
 from ssdd.tblog import ScalarLog, require_tensorboard
 from ssdd.teacher import Teacher, load_teacher
 from ssdd.teacher.locate import require_teacher_folder
@@ -54,6 +54,9 @@ RESUMABLE_KEYS = ("out_dir", "distilled", "seeds", "device", "tensorboard", "ful
 # inputs.json) measure every cell they share the same way
 CELL_CHOICE_KEYS = ("out_dir", "distilled", "seeds", "models", "targets", "modes", "device", "tensorboard", "reuse",
                     "no_pretrain", "full_data.enabled", "full_data.same_recipe", "channels_last")
+# the finished rows of earlier runs that a resumed evaluation leaves out (fewer seeds or sets), kept for a later
+# resume that asks for them again
+SET_ASIDE = "results.set_aside.json"
 
 
 @dataclass
@@ -201,10 +204,32 @@ def _previous_rows(out_dir: Path, cfg: EvaluateConfig, resume: bool) -> list[dic
     saved = yaml.safe_load((out_dir / "config.yaml").read_text()) if (out_dir / "config.yaml").exists() else None
     if saved is not None:
         check_resume_compatible(saved, config_to_dict(cfg), RESUMABLE_KEYS, LEGACY_VALUES)
+    rows = _read_rows(results)
+    measured = {_row_cell(row) for row in rows}
+    aside = _read_rows(out_dir / SET_ASIDE) if (out_dir / SET_ASIDE).is_file() else []
+    return rows + [row for row in aside if _row_cell(row) not in measured]
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
     try:
-        return list(json.loads(results.read_text()))
+        return list(json.loads(path.read_text()))
     except ValueError:
-        raise ValueError(f"{results}: not valid JSON; move it away to start the evaluation afresh") from None
+        raise ValueError(f"{path}: not valid JSON; move it away to start the evaluation afresh") from None
+
+
+def _set_aside(rows: list[dict[str, Any]], kept: list[dict[str, Any]], out_dir: Path) -> None:
+    """Keep the finished rows of earlier runs that this evaluation leaves out (fewer seeds or sets, or another
+    set under the same label) in SET_ASIDE, after writing the kept ones: a later resume that asks for
+    those cells again takes them back (_previous_rows), so no measured cell is lost."""
+    write_results(kept, out_dir)
+    path = out_dir / SET_ASIDE
+    if rows:
+        atomic_write(path, lambda tmp: tmp.write_text(json.dumps(rows, indent=1) + "\n"))
+        print(f"resuming: {len({_row_cell(row) for row in rows})} finished cells of earlier runs are not part of "
+              f"this evaluation (other seeds or sets); kept in {path}, and taken back by a resume that "
+              "asks for them")
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _read_json(path: Path) -> Any:
@@ -399,6 +424,8 @@ def _run_evaluate(cfg: EvaluateConfig, show_progress: bool, resume: bool, tb: Sc
     rows: list[dict[str, Any]] = [row for row in previous if _row_cell(row) in complete]
     if complete and dist_info.is_main:
         print(f"resuming: {len(complete)} finished cells kept from {out_dir / 'results.json'}")
+    if previous and dist_info.is_main and (len(rows) < len(previous) or (out_dir / SET_ASIDE).exists()):
+        _set_aside([row for row in previous if _row_cell(row) not in complete], rows, out_dir)
     # the cells other evaluations measured the same way fill in the ones this run has not finished itself
     reused = D.on_main(lambda: _reused_rows(cfg, out_dir, cells, targets, complete)) if cfg.reuse else []
     if reused:
