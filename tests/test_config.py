@@ -100,6 +100,12 @@ def test_malformed_override():
     assert "'optim.epochs'" in str(info.value)
 
 
+def test_override_whose_value_is_not_yaml():
+    with pytest.raises(ConfigError, match="not valid YAML") as info:
+        load_config(TeacherConfig, None, ["optim.epochs=[1, 2"])
+    assert "'optim.epochs=[1, 2'" in str(info.value)
+
+
 def test_missing_yaml_file(tmp_path):
     path = tmp_path / "absent.yaml"
     with pytest.raises(ConfigError, match="neither a file nor a preset") as info:

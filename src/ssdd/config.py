@@ -145,6 +145,10 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: list
                 raise _explain(exc, schema, f"override '{item}'") from None
         except OmegaConfBaseException as exc:
             raise _explain(exc, schema, f"override '{item}'") from None
+        except yaml.YAMLError as exc:  # the value is read as YAML: an unclosed bracket or quote
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError(f"override '{item}': its value is not valid YAML ({problem}); quote the whole "
+                              "override for the shell and check its brackets and quotes") from None
     return _to_object(cfg, schema)
 
 
