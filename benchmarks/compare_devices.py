@@ -3,8 +3,8 @@ on a GPU): how far apart is one cell's accuracy, beside how far apart two seeds 
 
     python benchmarks/compare_devices.py A/results.json B/results.json [--json OUT.json]
 
-Cells pair up by (pre-training label, network and its shape, target, mode, seed); a pair whose pre-training
-set (fingerprint) or fine-tuning length differs is an error, not a difference. It prints every pair, then the
+Cells pair up by (pre-training label and set fingerprint, network and its shape, target, mode, seed); a pair
+whose fine-tuning length or pre-training steps differ is an error, not a difference. It prints every pair, then the
 mean, mean absolute and largest difference in top-1 (B - A), and for scale the seed spread: the mean over rows
 of the standard deviation across seeds, within each device (and B's over the rows A has several seeds of).
 """
@@ -17,8 +17,8 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-CELL = ("label", "arch", "arch_width", "arch_depth", "target", "mode", "seed")
-SAME = ("set_fingerprint", "finetune_iterations", "pretrain_steps")
+CELL = ("label", "set_fingerprint", "arch", "arch_width", "arch_depth", "arch_feature", "target", "mode", "seed")
+SAME = ("finetune_iterations", "pretrain_steps")
 
 
 def read_cells(path: Path) -> dict[tuple, dict]:
@@ -50,7 +50,7 @@ def seed_spread(cells: dict[tuple, dict], rows: set[tuple] | None = None) -> flo
 def compare(a: dict[tuple, dict], b: dict[tuple, dict]) -> dict:
     """The paired differences (b - a) and the summary statistics."""
     pairs = []
-    for key in sorted(a.keys() & b.keys(), key=str):
+    for key in sorted(a.keys() & b.keys(), key=str):  # cells of another set under the same label do not pair
         for field in SAME:
             if a[key].get(field) != b[key].get(field):
                 raise SystemExit(f"cell {key}: {field} differs ({a[key].get(field)} vs {b[key].get(field)})")
@@ -82,9 +82,11 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the pairs and statistics here")
     args = parser.parse_args()
     result = compare(read_cells(args.a), read_cells(args.b))
-    print("| pre-training | arch | seed | A | B | B - A |\n| --- | --- | ---: | ---: | ---: | ---: |")
+    print("| pre-training | arch | target | mode | seed | A | B | B - A |\n"
+          "| --- | --- | --- | --- | ---: | ---: | ---: | ---: |")
     for p in result["pairs"]:
-        print(f"| {p['label']} | {p['arch']} | {p['seed']} | {p['a']:.2f} | {p['b']:.2f} | {p['diff']:+.2f} |")
+        print(f"| {p['label']} | {p['arch']} | {p['target']} | {p['mode']} | {p['seed']} | {p['a']:.2f} | "
+              f"{p['b']:.2f} | {p['diff']:+.2f} |")
     print(f"\n{result['n']} cells on both (A: {result['pairs'][0]['a_device']}, B: {result['pairs'][0]['b_device']}): "
           f"B - A mean {result['mean_diff']:+.2f}, mean |B - A| {result['mean_abs_diff']:.2f}, "
           f"largest {result['max_abs_diff']:.2f} points; B higher in {result['b_higher']} of {result['n']}. "

@@ -591,6 +591,11 @@ def check_supervised_pretrain(s: Any) -> None:
     positive("pretrain.supervised.lr_drop", s.lr_drop)
 
 
+# the finished rows of earlier runs that a resumed evaluation leaves out (fewer seeds or sets), kept beside
+# results.json for a later resume that asks for them again (ssdd.evaluation.protocol)
+SET_ASIDE = "results.set_aside.json"
+
+
 def _check_out_dir_for_evaluation(out_dir: Path, resume: bool) -> None:
     if (out_dir / "manifest.json").exists() or (out_dir / "checkpoint.pt").exists():
         raise FileExistsError(f"{out_dir} holds a teacher or distillation run; choose another out_dir for the "
@@ -598,6 +603,9 @@ def _check_out_dir_for_evaluation(out_dir: Path, resume: bool) -> None:
     if not resume and (out_dir / "results.json").exists():
         raise FileExistsError(f"{out_dir} already holds evaluation results (results.json); pass --resume to "
                               f"add only the missing cells, or choose another out_dir")
+    if (out_dir / SET_ASIDE).exists() and not (out_dir / "results.json").exists():
+        raise FileExistsError(f"{out_dir} holds {SET_ASIDE} (cells of an earlier evaluation) but no results.json; "
+                              f"move it away to start afresh, or choose another out_dir")
 
 
 def _note(text: str) -> None:

@@ -16,7 +16,8 @@ spec.loader.exec_module(compare_devices)
 
 
 def cell(label: str, seed: int, top1: float, device: str, fingerprint: str = "f") -> dict:
-    return {"label": label, "arch": "convnet", "arch_width": 32, "arch_depth": 3, "target": "cifar10",
+    return {"label": label, "arch": "convnet", "arch_width": 32, "arch_depth": 3, "arch_feature": "flatten",
+            "target": "cifar10",
             "mode": "finetune", "seed": seed, "top1": top1, "device": device, "set_fingerprint": fingerprint,
             "finetune_iterations": 1000, "pretrain_steps": 1000}
 
@@ -41,11 +42,15 @@ def test_pairs_shared_cells_and_summarises(tmp_path: Path) -> None:
     assert result["seed_spread_b_on_a_rows"] == pytest.approx(statistics.stdev([61.0, 61.0, 70.0]))
 
 
-def test_refuses_cells_of_different_sets(tmp_path: Path) -> None:
+def test_cells_of_different_sets_do_not_pair_and_other_lengths_are_refused(tmp_path: Path) -> None:
     a = write(tmp_path / "a.json", [cell("boost", 0, 60.0, "cpu", fingerprint="x")])
     b = write(tmp_path / "b.json", [cell("boost", 0, 61.0, "gpu", fingerprint="y")])
-    with pytest.raises(SystemExit, match="set_fingerprint differs"):
+    with pytest.raises(SystemExit, match="share no cell"):
         compare_devices.compare(compare_devices.read_cells(a), compare_devices.read_cells(b))
+    longer = {**cell("boost", 0, 61.0, "gpu", fingerprint="x"), "finetune_iterations": 3000}
+    longer = write(tmp_path / "c.json", [longer])
+    with pytest.raises(SystemExit, match="finetune_iterations differs"):
+        compare_devices.compare(compare_devices.read_cells(a), compare_devices.read_cells(longer))
 
 
 def test_refuses_a_cell_twice_and_unreadable_files(tmp_path: Path) -> None:

@@ -187,6 +187,22 @@ def test_resume_keeps_only_its_own_cells_and_sets_the_others_aside(tiny_npz, tin
     other = run_evaluate(load_config(EvaluateConfig, None, [*base, "seeds=2", f"distilled=[{sets[1]}]"]),
                          show_progress=False, resume=True)
     assert len(other) == 2 and {r["set_fingerprint"] for r in other} != {r["set_fingerprint"] for r in first}
+    writes = []
+
+    def second_write_stops(write):
+        def wrapped(*args):
+            writes.append(write)
+            if len(writes) == 2:
+                raise KeyboardInterrupt
+            return write(*args)
+        return wrapped
+
+    with monkeypatch.context() as stopped:  # a run stopped between its two writes (set-aside rows, results.json)
+        stopped.setattr(protocol, "write_results", second_write_stops(protocol.write_results))
+        stopped.setattr(protocol, "atomic_write", second_write_stops(protocol.atomic_write))
+        with pytest.raises(KeyboardInterrupt):
+            run_evaluate(load_config(EvaluateConfig, None, [*base, "seeds=1", f"distilled=[{sets[1]}]"]),
+                         show_progress=False, resume=True)
     fewer = run_evaluate(load_config(EvaluateConfig, None, [*base, "seeds=1", f"distilled=[{sets[1]}]"]),
                          show_progress=False, resume=True)
     assert [r["seed"] for r in fewer] == [0] and fewer[0] == other[0]
@@ -202,6 +218,10 @@ def test_resume_keeps_only_its_own_cells_and_sets_the_others_aside(tiny_npz, tin
     assert again == other and back == first and not measured
     assert json.loads((out / "results.set_aside.json").read_text()) == other
     assert json.loads((out / "results.json").read_text()) == first
+    (out / "results.json").rename(tmp_path / "moved.json")  # set-aside rows never join an evaluation started afresh
+    with pytest.raises(FileExistsError, match=r"results\.set_aside\.json"):
+        run_evaluate(load_config(EvaluateConfig, None, [*base, "seeds=2", f"distilled=[{sets[1]}]"]),
+                     show_progress=False)
 
 
 def test_same_recipe_row_trains_every_source_image_with_the_pretrain_settings(tiny_npz, tiny_teacher, tmp_path,

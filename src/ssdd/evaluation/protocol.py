@@ -43,7 +43,7 @@ from ssdd.runtime import atomic_write, channels_last, resolve_device, versions
 from ssdd.tblog import ScalarLog, require_tensorboard
 from ssdd.teacher import Teacher, load_teacher
 from ssdd.teacher.locate import require_teacher_folder
-from ssdd.validate import validate_evaluate
+from ssdd.validate import SET_ASIDE, validate_evaluate
 
 # settings a resumed evaluation may change: more seeds or sets (or the same-recipe row) add cells, the others
 # keep theirs
@@ -54,9 +54,6 @@ RESUMABLE_KEYS = ("out_dir", "distilled", "seeds", "device", "tensorboard", "ful
 # inputs.json) measure every cell they share the same way
 CELL_CHOICE_KEYS = ("out_dir", "distilled", "seeds", "models", "targets", "modes", "device", "tensorboard", "reuse",
                     "no_pretrain", "full_data.enabled", "full_data.same_recipe", "channels_last")
-# the finished rows of earlier runs that a resumed evaluation leaves out (fewer seeds or sets), kept for a later
-# resume that asks for them again
-SET_ASIDE = "results.set_aside.json"
 
 
 @dataclass
@@ -214,21 +211,24 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
     try:
         return list(json.loads(path.read_text()))
     except ValueError:
-        raise ValueError(f"{path}: not valid JSON; move it away to start the evaluation afresh") from None
+        what = "and results.json away to start the evaluation afresh" if path.name == SET_ASIDE else \
+            "away to start the evaluation afresh"
+        raise ValueError(f"{path}: not valid JSON; move it {what}") from None
 
 
 def _set_aside(rows: list[dict[str, Any]], kept: list[dict[str, Any]], out_dir: Path) -> None:
     """Keep the finished rows of earlier runs that this evaluation leaves out (fewer seeds or sets, or another
-    set under the same label) in SET_ASIDE, after writing the kept ones: a later resume that asks for
+    set under the same label) in SET_ASIDE, beside the kept ones in results.json: a later resume that asks for
     those cells again takes them back (_previous_rows), so no measured cell is lost."""
-    write_results(kept, out_dir)
     path = out_dir / SET_ASIDE
-    if rows:
+    if rows:  # the set-aside rows first: a stop between the two writes leaves every row in one file or both
         atomic_write(path, lambda tmp: tmp.write_text(json.dumps(rows, indent=1) + "\n"))
-        print(f"resuming: {len({_row_cell(row) for row in rows})} finished cells of earlier runs are not part of "
-              f"this evaluation (other seeds or sets); kept in {path}, and taken back by a resume that "
-              "asks for them")
-    else:
+        write_results(kept, out_dir)
+        print(f"resuming: the rows of {len({_row_cell(row) for row in rows})} cells of earlier runs are not part "
+              f"of this evaluation (other seeds or sets, or rows it no longer has); kept in {path}, and taken back "
+              "by a resume that asks for them")
+    else:  # every row is back in results.json before the file goes
+        write_results(kept, out_dir)
         path.unlink(missing_ok=True)
 
 
@@ -423,7 +423,7 @@ def _run_evaluate(cfg: EvaluateConfig, show_progress: bool, resume: bool, tb: Sc
     complete = {cell for cell, n in counts.items() if n == per_cell} & {_source_cell(c) for c in cells}
     rows: list[dict[str, Any]] = [row for row in previous if _row_cell(row) in complete]
     if complete and dist_info.is_main:
-        print(f"resuming: {len(complete)} finished cells kept from {out_dir / 'results.json'}")
+        print(f"resuming: {len(complete)} finished cells kept from {out_dir}")
     if previous and dist_info.is_main and (len(rows) < len(previous) or (out_dir / SET_ASIDE).exists()):
         _set_aside([row for row in previous if _row_cell(row) not in complete], rows, out_dir)
     # the cells other evaluations measured the same way fill in the ones this run has not finished itself
