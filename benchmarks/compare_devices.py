@@ -36,14 +36,17 @@ def read_cells(path: Path) -> dict[tuple, dict]:
     return cells
 
 
-def seed_spread(cells: dict[tuple, dict], rows: set[tuple] | None = None) -> float:
-    """Mean over rows (a cell without its seed; only those in `rows` when given) of the sample standard
-    deviation of top-1 across seeds."""
-    by_row: dict[tuple, list[float]] = defaultdict(list)
+def by_row(cells: dict[tuple, dict]) -> dict[tuple, list[float]]:
+    """Top-1 of every seed of each row (a cell without its seed)."""
+    rows: dict[tuple, list[float]] = defaultdict(list)
     for key, row in cells.items():
-        if rows is None or key[:-1] in rows:
-            by_row[key[:-1]].append(row["top1"])
-    spreads = [statistics.stdev(v) for v in by_row.values() if len(v) > 1]
+        rows[key[:-1]].append(row["top1"])
+    return rows
+
+
+def seed_spread(cells: dict[tuple, dict], rows: set[tuple] | None = None) -> float:
+    """Mean over rows (only those in `rows` when given) of the sample standard deviation of top-1 across seeds."""
+    spreads = [statistics.stdev(v) for row, v in by_row(cells).items() if len(v) > 1 and (rows is None or row in rows)]
     return statistics.fmean(spreads) if spreads else float("nan")
 
 
@@ -64,15 +67,7 @@ def compare(a: dict[tuple, dict], b: dict[tuple, dict]) -> dict:
             "mean_abs_diff": statistics.fmean(abs(d) for d in diffs), "max_abs_diff": max(abs(d) for d in diffs),
             "b_higher": sum(d > 0 for d in diffs),
             "seed_spread_a": seed_spread(a), "seed_spread_b": seed_spread(b),
-            "seed_spread_b_on_a_rows": seed_spread(b, several_seeds(a))}
-
-
-def several_seeds(cells: dict[tuple, dict]) -> set[tuple]:
-    """The rows (cells without their seed) measured at more than one seed."""
-    seeds: dict[tuple, int] = defaultdict(int)
-    for key in cells:
-        seeds[key[:-1]] += 1
-    return {row for row, n in seeds.items() if n > 1}
+            "seed_spread_b_on_a_rows": seed_spread(b, {row for row, v in by_row(a).items() if len(v) > 1})}
 
 
 def main() -> None:

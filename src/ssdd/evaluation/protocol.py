@@ -223,12 +223,12 @@ def _set_aside(rows: list[dict[str, Any]], kept: list[dict[str, Any]], out_dir: 
     path = out_dir / SET_ASIDE
     if rows:  # the set-aside rows first: a stop between the two writes leaves every row in one file or both
         atomic_write(path, lambda tmp: tmp.write_text(json.dumps(rows, indent=1) + "\n"))
-        write_results(kept, out_dir)
+    write_results(kept, out_dir)
+    if rows:
         print(f"resuming: the rows of {len({_row_cell(row) for row in rows})} cells of earlier runs are not part "
               f"of this evaluation (other seeds or sets, or rows it no longer has); kept in {path}, and taken back "
               "by a resume that asks for them")
     else:  # every row is back in results.json before the file goes
-        write_results(kept, out_dir)
         path.unlink(missing_ok=True)
 
 
