@@ -29,9 +29,9 @@ import torch
 
 from ssdd.config import DataConfig, config_to_dict, load_config
 from ssdd.data import load_split
+from ssdd.evaluation.cell import PretrainSource, load_target, pretrain_network
 from ssdd.evaluation.config import EvaluateConfig
 from ssdd.evaluation.finetune import finetune
-from ssdd.evaluation.protocol import PretrainSource, _load_target, _pretrain
 from ssdd.teacher import load_teacher
 
 ROWS = {"no_pretrain": ("no pre-training", "black"), "full_data": ("full data, tuned recipe", "tab:green"),
@@ -52,7 +52,7 @@ def sweep(args: argparse.Namespace) -> dict:
                           "cuda" if cfg.device == "auto" else cfg.device)
     teacher = load_teacher(cfg.teacher, device)
     source_cfg = DataConfig(**{**config_to_dict(cfg.source), "resolution": teacher.resolution})
-    targets = [_load_target(t, teacher.resolution, cfg.seed, device) for t in cfg.targets]
+    targets = [load_target(t, teacher.resolution, cfg.seed, device) for t in cfg.targets]
     source_images, source_targets = None, None
     model_cfg = cfg.models[0]
     for seed in range(cfg.seed, cfg.seed + args.seeds):
@@ -65,8 +65,8 @@ def sweep(args: argparse.Namespace) -> dict:
             if row == "full_data_same_recipe" and source_targets is None:
                 source_targets = teacher.encode(source_images)
             start = time.perf_counter()
-            backbone = _pretrain(PretrainSource(row, row, None, {}), model_cfg, cfg, teacher, source_images,
-                                 teacher.resolution, seed, device, source_targets)
+            backbone = pretrain_network(PretrainSource(row, row, None, {}), model_cfg, cfg, teacher, source_images,
+                                        teacher.resolution, seed, device, source_targets)
             pretrain_s = time.perf_counter() - start
             for target, length in todo:
                 start = time.perf_counter()

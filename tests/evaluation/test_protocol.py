@@ -166,6 +166,7 @@ def test_evaluate_refuses_a_folder_with_results_and_resume_keeps_finished_cells(
 def test_resume_keeps_only_its_own_cells_and_sets_the_others_aside(tiny_npz, tiny_teacher,
                                                                     tmp_path, monkeypatch):
     import ssdd.evaluation.protocol as protocol
+    import ssdd.evaluation.schedule as schedule
     from ssdd.evaluation.config import EvaluateConfig
     from ssdd.evaluation.protocol import run_evaluate
 
@@ -199,7 +200,8 @@ def test_resume_keeps_only_its_own_cells_and_sets_the_others_aside(tiny_npz, tin
 
     with monkeypatch.context() as stopped:  # a run stopped between its two writes (set-aside rows, results.json)
         stopped.setattr(protocol, "write_results", second_write_stops(protocol.write_results))
-        stopped.setattr(protocol, "atomic_write", second_write_stops(protocol.atomic_write))
+        stopped.setattr(schedule, "write_results", second_write_stops(schedule.write_results))
+        stopped.setattr(schedule, "atomic_write", second_write_stops(schedule.atomic_write))
         with pytest.raises(KeyboardInterrupt):
             run_evaluate(load_config(EvaluateConfig, None, [*base, "seeds=1", f"distilled=[{sets[1]}]"]),
                          show_progress=False, resume=True)
@@ -210,7 +212,7 @@ def test_resume_keeps_only_its_own_cells_and_sets_the_others_aside(tiny_npz, tin
     aside = json.loads((out / "results.set_aside.json").read_text())
     assert sorted(map(json.dumps, aside)) == sorted(map(json.dumps, [*first, other[1]]))
     measured = []
-    monkeypatch.setattr(protocol, "_evaluate_cell", lambda *args: measured.append(args) or [])
+    monkeypatch.setattr(protocol, "evaluate_cell", lambda *args: measured.append(args) or [])
     again = run_evaluate(load_config(EvaluateConfig, None, [*base, "seeds=2", f"distilled=[{sets[1]}]"]),
                          show_progress=False, resume=True)
     back = run_evaluate(load_config(EvaluateConfig, None, [*base, "seeds=2", f"distilled=[{sets[0]}]"]),
@@ -228,6 +230,7 @@ def test_same_recipe_row_trains_every_source_image_with_the_pretrain_settings(ti
                                                                             monkeypatch, capsys):
     """The full-data row with the distilled rows' recipe: pretrain_on_pairs with cfg.pretrain on the un-augmented
     source images and the teacher's representations of them, its steps recorded; a resumed run adds it."""
+    import ssdd.evaluation.cell as cell
     import ssdd.evaluation.pretrain as pretrain_module
     import ssdd.evaluation.protocol as protocol
     from ssdd.data import load_npz
@@ -238,7 +241,7 @@ def test_same_recipe_row_trains_every_source_image_with_the_pretrain_settings(ti
         raise AssertionError("the same-recipe row must not augment")
 
     calls = []
-    real = protocol.pretrain_on_pairs
+    real = cell.pretrain_on_pairs
 
     def spy(backbone, images, targets, mean, std, cfg, generator, num_classes=None):
         steps = []
@@ -249,7 +252,7 @@ def test_same_recipe_row_trains_every_source_image_with_the_pretrain_settings(ti
         return losses
 
     monkeypatch.setattr(pretrain_module, "crop_flip", no_augmentation)
-    monkeypatch.setattr(protocol, "pretrain_on_pairs", spy)
+    monkeypatch.setattr(cell, "pretrain_on_pairs", spy)
     out = tmp_path / "eval"
     base = [f"teacher={tiny_teacher}", f"out_dir={out}", f"source.path={tiny_npz}", "source.resolution=16",
             "models=[{name: convnet, width: 4, depth: 2}]", "seeds=1", "full_data.enabled=false",
@@ -300,13 +303,13 @@ def _counting_cells(monkeypatch):
     import ssdd.evaluation.protocol as protocol
 
     measured = []
-    real = protocol._evaluate_cell
+    real = protocol.evaluate_cell
 
     def spy(bench, model_cfg, seed, source):
         measured.append(source.label)
         return real(bench, model_cfg, seed, source)
 
-    monkeypatch.setattr(protocol, "_evaluate_cell", spy)
+    monkeypatch.setattr(protocol, "evaluate_cell", spy)
     return measured
 
 
@@ -392,14 +395,14 @@ def test_channels_last_is_recorded_changes_only_rounding_and_counts_as_the_same_
     sets, _, base = _reuse_setup(tmp_path, tiny_npz, tiny_teacher)
     base = [*base, "modes=[finetune, linear_probe]", "finetune.small_iterations=4", "cka_images=16"]
     seen, tuned = [], []
+    import ssdd.evaluation.cell as cell
     import ssdd.evaluation.finetune as finetune_module
-    import ssdd.evaluation.protocol as protocol
 
     def in_channels_last(module):
         conv = next(p for p in module.parameters() if p.dim() == 4)
         return conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
 
-    real, real_step = protocol._pretrain, finetune_module.check_trained
+    real, real_step = cell.pretrain_network, finetune_module.check_trained
 
     def spy(*args, **kwargs):
         backbone = real(*args, **kwargs)
@@ -410,7 +413,7 @@ def test_channels_last_is_recorded_changes_only_rounding_and_counts_as_the_same_
         tuned.append(in_channels_last(model))
         return real_step(model, *args, **kwargs)
 
-    monkeypatch.setattr(protocol, "_pretrain", spy)
+    monkeypatch.setattr(cell, "pretrain_network", spy)
     monkeypatch.setattr(finetune_module, "check_trained", spy_step)
     runs = {}
     for layout in ("on", "off"):

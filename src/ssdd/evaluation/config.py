@@ -108,7 +108,7 @@ class EvaluateConfig:
     tensorboard: bool = False  # also write every row to out_dir/tensorboard (pip install "ssdd[tensorboard]")
     # Other evaluations' out_dirs whose finished cells this one takes instead of measuring them again. A cell
     # is seeded by itself alone, so one measured with the same settings (everything but the keys that only
-    # choose which cells exist: protocol.CELL_CHOICE_KEYS), the same teacher and data is the same measurement.
+    # choose which cells exist: schedule.CELL_CHOICE_KEYS), the same teacher and data is the same measurement.
     # A folder measured otherwise gives nothing; a missing one is skipped with a line. `ssdd reproduce` lists
     # the other evaluations of its out_dir here.
     reuse: list[str] = field(default_factory=list)
