@@ -438,3 +438,53 @@ def test_channels_last_is_recorded_changes_only_rounding_and_counts_as_the_same_
     assert main(["evaluate", "--no-progress", f"teacher={tiny_teacher}", "channels_last=sideways",
                  f"out_dir={tmp_path / 'bad'}"]) == 2
     assert "channels_last='sideways': must be one of auto, on, off" in capsys.readouterr().err
+
+
+def test_rows_record_the_samples_their_pretraining_saw(tiny_npz, tiny_teacher, tmp_path, monkeypatch):
+    """pretrain_samples counts the pairs that went through the network: a set smaller than the batch sees the
+    whole set at each step (steps x set size, not steps x batch); a larger one sees its real batches."""
+    import ssdd.evaluation.cell as cell
+    from ssdd.evaluation.config import EvaluateConfig
+    from ssdd.evaluation.protocol import run_evaluate
+
+    run_distill(load_config(DistillConfig, None, [
+        f"data.path={tiny_npz}", f"teacher={tiny_teacher}", f"out_dir={tmp_path / 'set'}", "method=random",
+        "data.resolution=16", "budget=10", "device=cpu"]), show_progress=False)
+    seen: dict[str, int] = {}
+    counts: list[int] = []
+    real_build, real_pretrain = cell.build_model, cell.pretrain_network
+
+    def build(*args, **kwargs):
+        model = real_build(*args, **kwargs)
+        counts.append(0)
+
+        def count(module, inputs):
+            counts[-1] += inputs[0].shape[0] if module.training else 0
+        model.counting = model.register_forward_pre_hook(count)
+        return model
+
+    def pretrain(source, *args, **kwargs):
+        backbone = real_pretrain(source, *args, **kwargs)
+        backbone.counting.remove()
+        seen[source.label] = counts[-1]
+        return backbone
+
+    monkeypatch.setattr(cell, "build_model", build)
+    monkeypatch.setattr(cell, "pretrain_network", pretrain)
+    rows = run_evaluate(load_config(EvaluateConfig, None, [
+        f"teacher={tiny_teacher}", f"out_dir={tmp_path / 'eval'}", f"source.path={tiny_npz}", "source.resolution=16",
+        f"distilled=[{tmp_path / 'set'}]", "models=[{name: convnet, width: 4, depth: 2}]", "seeds=1",
+        f"targets=[{{source: npz, path: {tiny_npz}, name: t}}]", "pretrain.epochs=2", "pretrain.batch_size=24",
+        "full_data.epochs=1", "full_data.batch_size=48", "probe.iterations=2", "cka_images=0", "device=cpu",
+        "modes=[linear_probe]"]), show_progress=False)
+    by_label = {r["label"]: r for r in rows}
+    assert set(by_label) == {"random@10", "no_pretrain", "full_data", "full_data_same_recipe"}
+    for label, row in by_label.items():
+        assert row["pretrain_samples"] == seen[label], label
+    small, large = by_label["random@10"], by_label["full_data_same_recipe"]  # 9 and 64 pairs, batches of 24
+    assert small["views"] < 24 < large["views"]
+    assert small["pretrain_samples"] == small["pretrain_steps"] * small["views"] == 2 * small["views"]
+    assert large["pretrain_samples"] == 2 * 64 < large["pretrain_steps"] * 24  # batches of 24, 24 and 16
+    assert by_label["full_data"]["pretrain_samples"] == 48 and by_label["no_pretrain"]["pretrain_samples"] == 0
+    with open(tmp_path / "eval" / "results.csv") as handle:
+        assert [r["pretrain_samples"] for r in csv.DictReader(handle)] == [str(r["pretrain_samples"]) for r in rows]

@@ -24,7 +24,14 @@ from ssdd.evaluation.cka import linear_cka
 from ssdd.evaluation.config import EvaluateConfig
 from ssdd.evaluation.finetune import finetune
 from ssdd.evaluation.linear_probe import extract_features, probe_encoder
-from ssdd.evaluation.pretrain import full_data_steps, pretrain_full_data, pretrain_on_pairs, pretrain_steps
+from ssdd.evaluation.pretrain import (
+    full_data_samples,
+    full_data_steps,
+    pretrain_full_data,
+    pretrain_on_pairs,
+    pretrain_samples,
+    pretrain_steps,
+)
 from ssdd.evaluation.references import FULL_DATA, FULL_DATA_SAME_RECIPE, NO_PRETRAIN
 from ssdd.evaluation.supervised import pretrain_supervised, uses_supervised_recipe
 from ssdd.integrity import check_trained
@@ -115,6 +122,16 @@ def pretrain_steps_of(source: PretrainSource, cfg: EvaluateConfig) -> int:
     return pretrain_steps(source.info["views"], cfg.pretrain)
 
 
+def pretrain_samples_of(source: PretrainSource, cfg: EvaluateConfig) -> int:
+    """The pairs (or source images) a source's pre-training passes through the network in all: its steps' batches
+    added up, so a set smaller than the batch counts the set, not the batch, at every step."""
+    if source.method == NO_PRETRAIN:
+        return 0
+    if source.method == FULL_DATA:
+        return full_data_samples(source.info["views"], cfg.full_data)
+    return pretrain_samples(source.info["views"], cfg.pretrain)
+
+
 def pretrain_network(source: PretrainSource, model_cfg: ModelConfig, cfg: EvaluateConfig, teacher: Teacher,
               source_images: torch.Tensor, resolution: int, seed: int, device: torch.device,
               source_targets: torch.Tensor | None = None, layout: torch.memory_format = torch.preserve_format
@@ -199,7 +216,8 @@ def evaluate_cell(bench: Bench, model_cfg: ModelConfig, seed: int, source: Pretr
                 "arch": model_cfg.name, "arch_width": model_cfg.width, "arch_depth": model_cfg.depth,
                 "arch_feature": model_cfg.feature, "target": target.name, "seed": seed,
                 "mode": mode, "top1": top1, "cka_to_teacher": cka, "pretrain_s": pretrain_s,
-                "pretrain_steps": pretrain_steps_of(source, cfg), "finetune_iterations": iterations,
+                "pretrain_steps": pretrain_steps_of(source, cfg),
+                "pretrain_samples": pretrain_samples_of(source, cfg), "finetune_iterations": iterations,
                 "eval_s": time.perf_counter() - start, "device": bench.device_name,
                 "channels_last": bench.layout == torch.channels_last,
                 **{k: v for k, v in source.info.items() if k != "path"},
