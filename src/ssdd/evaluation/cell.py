@@ -21,7 +21,7 @@ from ssdd.distill import load_distilled
 from ssdd.distill.artifact import set_fingerprint
 from ssdd.distill.interop import evaluation_note
 from ssdd.evaluation.cka import linear_cka
-from ssdd.evaluation.config import EvaluateConfig
+from ssdd.evaluation.config import EvaluateConfig, ValidationConfig
 from ssdd.evaluation.finetune import finetune
 from ssdd.evaluation.linear_probe import extract_features, probe_encoder
 from ssdd.evaluation.pretrain import (
@@ -34,6 +34,7 @@ from ssdd.evaluation.pretrain import (
 )
 from ssdd.evaluation.references import FULL_DATA, FULL_DATA_SAME_RECIPE, NO_PRETRAIN
 from ssdd.evaluation.supervised import pretrain_supervised, uses_supervised_recipe
+from ssdd.evaluation.validation import EVAL_SPLIT_TEST, EVAL_SPLIT_VALIDATION, split_train
 from ssdd.integrity import check_trained
 from ssdd.models import build_model
 from ssdd.progress import phase
@@ -43,10 +44,13 @@ from ssdd.teacher import Teacher
 @dataclass
 class Target:
     name: str
-    train: ImageDataset
-    test: ImageDataset
+    train: ImageDataset  # what fine-tuning and the probe train on
+    test: ImageDataset  # what every row scores: the test split, or the validation part of train
     mean: torch.Tensor
     std: torch.Tensor
+    read: dict[str, ImageDataset] = field(default_factory=dict)  # split name -> the split as read (fingerprints)
+    split: str = EVAL_SPLIT_TEST  # which split the rows score (recorded as eval_split)
+    train_size: int | None = None  # images of the train split as read, when `train` is only part of it
 
 
 @dataclass
@@ -58,13 +62,23 @@ class PretrainSource:
     labels: bool = False  # a set whose targets are class labels
 
 
-def load_target(cfg: DataConfig, resolution: int, seed: int, device: torch.device) -> Target:
-    """A target's train and test splits at `resolution`, on `device`, with the train split's channel statistics."""
+def load_target(cfg: DataConfig, resolution: int, seed: int, device: torch.device,
+                validation: ValidationConfig | None = None) -> Target:
+    """A target's train and test splits at `resolution`, on `device`, with the train split's channel statistics.
+    With a validation fraction, the train split is carved instead (ssdd.evaluation.validation): the rest is
+    trained on, the held-out part is scored, and the test split is not read."""
     cfg = DataConfig(**{**config_to_dict(cfg), "resolution": resolution})
+    if validation is not None and validation.fraction > 0:
+        whole = load_split(cfg, cfg.train_split, seed)
+        train, held = split_train(whole, validation.fraction, validation.seed)
+        mean, std = channel_stats(train.images)
+        return Target(cfg.name or train.name, train.to(device), held.to(device), torch.tensor(mean, device=device),
+                      torch.tensor(std, device=device), {cfg.train_split: whole}, EVAL_SPLIT_VALIDATION, len(whole))
     train, test = load_split(cfg, cfg.train_split, seed), load_split(cfg, cfg.test_split, seed)
     mean, std = channel_stats(train.images)
-    return Target(cfg.name or train.name, train.to(device), test.to(device), torch.tensor(mean, device=device),
-                  torch.tensor(std, device=device))
+    train, test = train.to(device), test.to(device)
+    return Target(cfg.name or train.name, train, test, torch.tensor(mean, device=device),
+                  torch.tensor(std, device=device), {cfg.train_split: train, cfg.test_split: test})
 
 
 def source_label(manifest: dict[str, Any]) -> str:
@@ -219,7 +233,9 @@ def evaluate_cell(bench: Bench, model_cfg: ModelConfig, seed: int, source: Pretr
                 "pretrain_steps": pretrain_steps_of(source, cfg),
                 "pretrain_samples": pretrain_samples_of(source, cfg), "finetune_iterations": iterations,
                 "eval_s": time.perf_counter() - start, "device": bench.device_name,
-                "channels_last": bench.layout == torch.channels_last,
+                "channels_last": bench.layout == torch.channels_last, "eval_split": target.split,
+                **({"validation_fraction": cfg.validation.fraction, "validation_seed": cfg.validation.seed}
+                   if target.split == EVAL_SPLIT_VALIDATION else {}),
                 **{k: v for k, v in source.info.items() if k != "path"},
             })
     return rows
@@ -230,7 +246,7 @@ def _score(cfg: EvaluateConfig, backbone: nn.Module, target: Target, mode: str, 
     """Top-1 of one mode on one target, and the fine-tuning iterations it ran (None for the linear probe)."""
     if mode == "finetune":
         result = finetune(backbone, target.train, target.test, target.mean, target.std, cfg.finetune, generator,
-                          target.name)
+                          target.name, target.train_size)
         return result["top1"], int(result["iterations"])
     top1 = probe_encoder(backbone, target.mean, target.std, target.train.images, target.train.labels,
                          target.test.images, target.test.labels, target.train.num_classes, cfg.probe,

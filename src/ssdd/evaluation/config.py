@@ -81,6 +81,17 @@ class FinetuneConfig:
 
 
 @dataclass
+class ValidationConfig:
+    """Choose on validation, report on test (docs/protocol.md, "Validation split"). `fraction` > 0 holds out
+    that share of each target's train split, class by class, drawn with `seed` (ssdd.evaluation.validation):
+    fine-tuning and the probe train on the rest, and every row scores the held-out part; the test split is not
+    read. 0 (the default) trains on the whole train split and scores the test split."""
+
+    fraction: float = 0.0  # in [0, 1): 0 = score the test split
+    seed: int = 0  # the draw of the held-out images; the same for every evaluation seed
+
+
+@dataclass
 class EvaluateConfig:
     seed: int = 0
     seeds: int = 3  # seeds seed, seed+1, ... for every cell
@@ -101,6 +112,7 @@ class EvaluateConfig:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     cka_images: int = 1000  # source test images used for linear CKA to the teacher (0 = skip)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)  # score a held-out part of train instead
     # auto (= on) | on | off: every network trained or scored here (pre-training, fine-tuning, probe features)
     # and the teacher in the channels-last memory format. Faster on the CPU (BENCHMARKS.md); the results differ
     # from off only by floating-point summation order, so, like `device`, it is not part of what a cell measures.
@@ -130,4 +142,6 @@ LEGACY_VALUES: dict[str, object] = {
     "finetune.source_scale": list(SOURCE_SCALE),  # acts only under small_by=role: its default
     "reuse": [],  # every cell measured here
     "channels_last": "off",  # PyTorch's contiguous layout, used before the setting existed
+    "validation.fraction": 0.0,  # every row scored on the target's test split
+    "validation.seed": 0,  # acts only with a fraction: its default
 }

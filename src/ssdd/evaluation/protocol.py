@@ -110,7 +110,7 @@ def _run_evaluate(cfg: EvaluateConfig, show_progress: bool, resume: bool, tb: Sc
             teacher_features = teacher.encode(cka_images)
     n_source = len(source_train) if source_train is not None else 0
     sources = pretrain_sources(cfg, teacher, n_source)
-    targets = [load_target(t, resolution, cfg.seed, device) for t in cfg.targets]
+    targets = [load_target(t, resolution, cfg.seed, device, cfg.validation) for t in cfg.targets]
     D.on_main(lambda: record_data(out_dir, resume, cfg, targets, source_read))  # a resume refuses changed data
     seeds = [cfg.seed + i for i in range(cfg.seeds)]
     cells = [(m, s, src) for m in cfg.models for s in seeds for src in sources]

@@ -20,6 +20,7 @@ from ssdd.evaluation.references import (
     REFERENCE_METHODS,
     retention_reference,
 )
+from ssdd.evaluation.validation import EVAL_SPLIT_TEST
 from ssdd.runtime import atomic_write
 
 ROW_FIELDS = ["method", "label", "budget", "arch", "arch_width", "target", "seed", "mode", "top1", "cka_to_teacher",
@@ -83,7 +84,7 @@ def summarize(rows: list[dict[str, Any]], config: dict[str, Any] | None = None) 
             if label not in REFERENCE_METHODS else None,
             "eval_s": statistics.fmean(r["eval_s"] for r in members), "distill_s": first.get("distill_s"),
             "distill_steps": next((r["distill_steps"] for r in members if r.get("distill_steps") is not None), None),
-            "device": first.get("device"),
+            "device": first.get("device"), "eval_split": _split(members),
         })
     order = {method: i for i, method in enumerate(REFERENCE_METHODS, 1)}  # the references after the sets
     summary.sort(key=lambda s: (s["arch"], s["target"], s["mode"], order.get(s["method"], 0), s["label"]))
@@ -114,6 +115,23 @@ def recorded_samples(row: dict[str, Any], config: dict[str, Any] | None = None) 
     if planned != steps:
         return None  # the config does not describe how this row was trained
     return full_data_samples(count, settings) if tuned else pretrain_samples(count, settings)
+
+
+def _split(members: list[dict[str, Any]]) -> str:
+    """The split a summary row's members scored: test (rows that predate the record), validation, or mixed."""
+    splits = {r.get("eval_split") or EVAL_SPLIT_TEST for r in members}
+    return splits.pop() if len(splits) == 1 else "mixed"
+
+
+def split_note(summary: list[dict[str, Any]], config: dict[str, Any] | None = None) -> str | None:
+    """One sentence when rows scored a validation split rather than the test split (None otherwise)."""
+    if all(s.get("eval_split", EVAL_SPLIT_TEST) == EVAL_SPLIT_TEST for s in summary):
+        return None
+    validation = (config or {}).get("validation") or {}
+    carved = f" (fraction {validation['fraction']:g}, seed {validation.get('seed', 0)})" \
+        if isinstance(validation.get("fraction"), (int, float)) else ""
+    return (f"Scored on a validation split held out from each target's train split{carved}, not on the test "
+            "split: numbers for choosing settings, not for reporting (docs/protocol.md, \"Validation split\").")
 
 
 def _speedup(members: list[dict[str, Any]], full_pretrain_s: dict[tuple[Any, Any, Any], float],
@@ -157,12 +175,15 @@ def write_report(rows: list[dict[str, Any]], out_dir: Path, extra: dict[str, Any
     """summary.json, summary.md and results.png from the rows; returns the Markdown table."""
     from ssdd.runtime import write_json
 
-    summary = summarize(rows, (extra or {}).get("config"))
+    config = (extra or {}).get("config")
+    summary = summarize(rows, config)
     write_json(out_dir / "summary.json", {"rows": summary, **(extra or {})})
     table = format_table(summary)
-    atomic_write(out_dir / "summary.md", lambda tmp: tmp.write_text(table + "\n"))
+    note = split_note(summary, config)
+    text = table if note is None else f"{note}\n\n{table}"
+    atomic_write(out_dir / "summary.md", lambda tmp: tmp.write_text(text + "\n"))
     plot_summary(summary, out_dir / "results.png")
-    return table
+    return text
 
 
 def report_from_results(out_dir: Path) -> str:

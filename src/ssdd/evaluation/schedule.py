@@ -116,7 +116,7 @@ def record_data(out_dir: Path, resume: bool, cfg: EvaluateConfig, targets: list[
     inputs = {f"source:{split}": data.fingerprint() for split, data in source.items()}
     what = {f"source:{split}": f"source ({cfg.source.path} [{split}])" for split in source}
     for target, target_cfg in zip(targets, cfg.targets, strict=True):
-        for split, data in ((target_cfg.train_split, target.train), (target_cfg.test_split, target.test)):
+        for split, data in target.read.items():  # the test split only when it was read (no validation split)
             inputs[f"target:{target.name}:{split}"] = data.fingerprint()
             what[f"target:{target.name}:{split}"] = f"target {target.name} ({target_cfg.path} [{split}])"
     try:
