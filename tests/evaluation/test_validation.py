@@ -98,6 +98,10 @@ def test_an_evaluation_on_the_validation_split_trains_on_the_rest_and_scores_the
     assert summary["config"]["validation"] == {"fraction": 0.25, "seed": 5}
     assert (out / "summary.md").read_text().startswith("Scored on a validation split held out from each target's "
                                                        "train split (fraction 0.25, seed 5)")
+    from ssdd.report import build_report
+
+    md, html = build_report(out, tmp_path / "report")
+    assert all("Scored on a validation split held out" in p.read_text() for p in (md, html))
     # the default scores the test split and says so in every row; a resume may not switch splits
     seen.clear()
     default = run_evaluate(load_config(EvaluateConfig, None, [*base, f"out_dir={tmp_path / 'test'}"]),
@@ -106,5 +110,6 @@ def test_an_evaluation_on_the_validation_split_trains_on_the_rest_and_scores_the
     assert all(torch.equal(fit, train.images) and torch.equal(scored, test.images) for _, fit, scored in seen)
     assert {r["eval_split"] for r in default} == {"test"} and not any("validation_seed" in r for r in default)
     assert (tmp_path / "test" / "summary.md").read_text().startswith("| pre-training")
+    assert "validation split" not in build_report(tmp_path / "test", tmp_path / "report_test")[0].read_text()
     with pytest.raises(ValueError, match=r"validation\.fraction"):
         run_evaluate(load_config(EvaluateConfig, None, [*base, f"out_dir={out}"]), show_progress=False, resume=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ssdd.evaluation.report import split_note
 from ssdd.report import formats as F
 from ssdd.report.document import Block, Card, Cards, Facts, Figure, Heading, Notes, Paragraph, Table
 from ssdd.report.figures import MODE_NAMES, panel_title
@@ -199,6 +200,9 @@ def overview(data: ReportData) -> list[Block]:
     sentence = retention_sentence(data)
     if sentence:
         blocks.append(Paragraph(sentence))
+    split = split_note(data.summary, config)  # rows that scored a validation split, not the test split
+    if split:
+        blocks.append(Paragraph(split))
     departures = _departures(config) + _retention_departure(data)
     if departures:
         blocks.append(Notes(departures, "Reduced protocol: this run departs from the `full` scale of "
