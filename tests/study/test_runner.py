@@ -156,7 +156,7 @@ def test_named_studies_share_out_dir_stages_and_keep_their_own_files(study_files
     import json
 
     from ssdd.evaluation.config import EvaluateConfig
-    from ssdd.study.runner import _key
+    from ssdd.study.runner import stage_key as _key
 
     first = run_study(study(study_files, "name=one", "report=true"), show_progress=False)
     second = run_study(study(study_files, "name=two", "report=true",

@@ -95,7 +95,17 @@ def _data_fingerprints(config: dict[str, Any]) -> dict[str, str]:
     return found
 
 
-def _key(kind: str, cfg: Any, upstream: list[str]) -> str:
+def stage_schema(kind: str) -> type:
+    """The config schema of a stage kind (teacher, experts, distill, evaluate)."""
+    from ssdd.distill.config import DistillConfig
+    from ssdd.experts.config import ExpertsConfig
+    from ssdd.teacher.config import TeacherConfig
+
+    return {"teacher": TeacherConfig, "experts": ExpertsConfig, "distill": DistillConfig,
+            "evaluate": EvaluateConfig}[kind]
+
+
+def stage_key(kind: str, cfg: Any, upstream: list[str]) -> str:
     """The stage's cache key: its results-relevant settings, the content of its data files, what it reads."""
     ignored = [f"config.{k}" for k in NOT_HASHED[kind]]
     config = config_to_dict(cfg)
@@ -119,7 +129,7 @@ def _finished(folder: Path, key: str) -> bool:
 def _run_stage(kind: str, name: str, cfg: Any, upstream: list[str], root: Path,
                run: Callable[[Any, bool], bool], say: Callable[[str], None], dry_run: bool = False) -> StageRun:
     """Run one stage (or find it cached); `run(cfg, resume)` returns False when the stage paused."""
-    key = _key(kind, cfg, upstream)
+    key = stage_key(kind, cfg, upstream)
     folder = root / kind / f"{name}-{key[:8]}"
     cfg.out_dir = str(folder)
     if _finished(folder, key):
