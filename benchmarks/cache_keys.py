@@ -7,6 +7,12 @@ key the stage was saved under. A stage whose key changed would be run again by `
 
 The data files a stage read are part of its key: run `make data` first (from the repository root).
 
+config.yaml is the config as the stage ran it, after the run's own normalisation (a YAML `off` read as
+`false` is saved as "off"), while the key hashed the config as the study resolved it; a stage whose
+config.yaml was normalised shows as changed here although `ssdd reproduce --dry-run` with the study's own
+study.yaml finds it cached (at 1a36323: boost-no-approx of study_cpu, and the study_cpu evaluation, whose
+evaluate schema has changed since it ran). Compare this script's output before and after a change.
+
     python benchmarks/cache_keys.py            # one line per stage; exit 1 when any key changed
 """
 
