@@ -251,6 +251,21 @@ def arch() -> str:
     return table(head, body)
 
 
+def arch_times() -> str:
+    """Mean pre-training / fine-tuning wall-clock of a `study_cpu_arch` cell."""
+    rows = study(ARCH)
+    archs = list(dict.fromkeys(m["name"] for m in eval_config(ARCH)["models"]))
+
+    def times(s: dict[str, Any] | None) -> str:
+        if s is None:
+            return F.DASH
+        pretrain = F.DASH if s["label"] == NONE else F.seconds(s.get("pretrain_s"))
+        return f"{pretrain} / {F.seconds(s.get('eval_s'))}"
+    body = [[REFERENCE_NAMES.get(label, label), *(times(rows.get((label, a, "cifar10", "finetune"))) for a in archs)]
+            for label in ordered_labels(rows, ARCH)]
+    return table(["pre-training", *archs], body)
+
+
 def vit() -> str:
     short, long = study(ARCH), study(VIT)
     labels = ordered_labels(long)
@@ -336,7 +351,7 @@ GENERATORS: dict[str, dict[str, Callable[[], str]]] = {
         "budget-flowers102-probe": budget("flowers102", "linear_probe"),
         "budget-cifar10-finetune": budget("cifar10", "finetune"),
         "budget-flowers102-finetune": budget("flowers102", "finetune"),
-        "arch": arch, "vit": vit, "gpu-cifar100": gpu_cifar100, "gpu-flowers": gpu_flowers,
+        "arch": arch, "arch-times": arch_times, "vit": vit, "gpu-cifar100": gpu_cifar100, "gpu-flowers": gpu_flowers,
         "finetune-length": finetune_length, "mkdt": mkdt,
     },
 }
