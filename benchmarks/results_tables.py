@@ -26,8 +26,11 @@ from typing import Any
 
 import yaml
 
+from ssdd.config import load_config
+from ssdd.distill.config import DistillConfig
 from ssdd.evaluation.gap import gap_closed
 from ssdd.evaluation.report import summarize
+from ssdd.preset_index import find_preset
 from ssdd.report import formats as F
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,6 +46,7 @@ GPU_SETS = Path("artifacts/distilled/cifar100_resnet18_bt80_h200")
 MKDT = RESULTS / "mkdt_cpu/table"
 FINETUNE_LENGTH = RESULTS / "finetune_length/table.md"
 CPU_TEACHER = Path("artifacts/teachers/cifar100_convnet32_cpu_e60")
+GPU_TEACHER = Path("artifacts/teachers/cifar100_resnet18_bt80_h200")
 
 NONE, FULL, TUNED = "no_pretrain", "full_data_same_recipe", "full_data"
 REFERENCE_NAMES = {NONE: "no pre-training", FULL: "full data, distilled rows' recipe",
@@ -383,6 +387,19 @@ def derived() -> dict[str, float]:
         "Boost's samples seen over KRR-ST's, N = 25":
             seen(budget_rows, "boost@25", budget_config) / seen(budget_rows, "krr_st@25", budget_config),
     }
+    out["equal-steps probe lead of Boost (preset basis lr) over KRR-ST, CIFAR-10"] = \
+        mean(equal, "boost-idk-1k@100", "cifar10", "linear_probe") \
+        - mean(equal, "krr_st-1k@100", "cifar10", "linear_probe")
+    out["full data's CIFAR-10 fine-tuning gain over no pre-training"] = \
+        mean(equal, FULL, "cifar10", "finetune") - mean(equal, NONE, "cifar10", "finetune")
+    gpu_teacher = _read_json(GPU_TEACHER / "manifest.json")
+    out["GPU teacher epochs"] = gpu_teacher["epochs"]
+    out["GPU teacher probe"] = gpu_teacher["linear_probe"]["top1"]
+    for method, preset in (("krr_st", "distill_krr_st_cifar100"), ("boost", "cifar100")):
+        published = load_config(DistillConfig, str(find_preset(preset))).krr.steps
+        ran = next(v for k, v in _gpu_steps().items() if k.startswith(method + "@"))
+        out[f"{method} published outer steps"] = published
+        out[f"{method} GPU outer steps, % of published"] = 100 * ran / published
     for label in ("boost@100", "random@100", "krr_st@100"):
         for (target, mode), g in zip(PANELS, gaps(equal, label), strict=True):
             if (target, mode) in probes and g is not None:
@@ -405,9 +422,10 @@ def derived_forms(values: dict[str, float]) -> set[str]:
     return {f"{abs(v):.{d}f}" for v in values.values() for d in (0, 1, 2)}
 
 
-def unbacked_numbers(text: str, values: dict[str, float]) -> dict[str, set[str]]:
-    """checked region -> the numbers it quotes that no generated region of `text` shows and `derived()` lacks."""
-    shown = set().union(*(numbers(m.group("body")) for m in MARK.finditer(text))) | derived_forms(values)
+def unbacked_numbers(text: str, tables: list[str], values: dict[str, float]) -> dict[str, set[str]]:
+    """checked region of `text` -> the numbers it quotes that no generated region of `tables` (the generated
+    files' texts) shows and `derived()` lacks."""
+    shown = set().union(*(numbers(m.group("body")) for t in tables for m in MARK.finditer(t))) | derived_forms(values)
     found = {m.group("name"): numbers(m.group("body")) - shown for m in CHECKED.finditer(text)}
     return {name: missing for name, missing in found.items() if missing}
 
@@ -428,15 +446,15 @@ def drift(root: Path = ROOT) -> list[str]:
     """'FILE: REGION' for every generated region whose text differs from what the results give now, and
     'FILE: checked REGION quotes N' for every quoted number nothing backs."""
     problems = []
+    texts = {name: (root / name).read_text() for name in GENERATORS}
+    fresh = {name: render(texts[name], generators) for name, generators in GENERATORS.items()}
     values = derived()
-    for name, generators in GENERATORS.items():
-        text = (root / name).read_text()
-        fresh = render(text, generators)
-        old = {m.group("name"): m.group("body") for m in MARK.finditer(text)}
-        new = {m.group("name"): m.group("body") for m in MARK.finditer(fresh)}
+    for name in GENERATORS:
+        old = {m.group("name"): m.group("body") for m in MARK.finditer(texts[name])}
+        new = {m.group("name"): m.group("body") for m in MARK.finditer(fresh[name])}
         problems += [f"{name}: {region}" for region in new if new[region] != old.get(region)]
         problems += [f"{name}: checked {region} quotes {', '.join(sorted(nums))}"
-                     for region, nums in unbacked_numbers(fresh, values).items()]
+                     for region, nums in unbacked_numbers(fresh[name], list(fresh.values()), values).items()]
     return problems
 
 
