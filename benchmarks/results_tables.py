@@ -182,7 +182,7 @@ def equal_rows() -> str:
     rows, config = study(EQUAL), eval_config(EQUAL)
     order = ordered_labels(rows, EQUAL)
     head = ["pre-training", "distill steps", "distill time", "pre-train steps", "samples seen", "pre-train time",
-            "storage (img-eq)", *(f"{TARGET_NAMES[t]} {MODE_NAMES[m]}" for t, m in PANELS)]
+            "storage (img-eq)", "CKA", *(f"{TARGET_NAMES[t]} {MODE_NAMES[m]}" for t, m in PANELS)]
     body = []
     for label in order:
         first = rows[(label, "convnet", *PANELS[0])]
@@ -192,7 +192,7 @@ def equal_rows() -> str:
                      F.DASH if label == NONE else count(first.get("pretrain_steps")),
                      F.DASH if label == NONE else count(samples_seen(first, config)),
                      F.DASH if label == NONE else F.seconds(first.get("pretrain_s")),
-                     F.image_equivalents(first.get("image_equivalents")),
+                     F.image_equivalents(first.get("image_equivalents")), f"{first['cka_to_teacher']:.2f}",
                      *(top1(rows.get((label, "convnet", *p))) for p in PANELS)])
     return table(head, body)
 
@@ -235,7 +235,9 @@ def budget(target: str, mode: str) -> Callable[[], str]:
         by = {(s["method"], s["budget"]): s for s in mine.values() if s.get("budget") is not None}
         head = ["pre-training", *(f"N = {b:g}" for b in budgets)]
         body = [[METHOD_NAMES.get(m, m), *(top1(by.get((m, b))) for b in budgets)] for m in methods]
-        body.append(["samples seen (Boost / KRR-ST, random)",
+        body.append(["stored samples m (Boost / KRR-ST, random)",
+                     *(f"{count(by[('boost', b)]['m'])} / {count(by[('krr_st', b)]['m'])}" for b in budgets)])
+        body.append(["samples seen in pre-training (Boost / KRR-ST, random)",
                      *(f"{count(samples_seen(by[('boost', b)], config))} / "
                        f"{count(samples_seen(by[('krr_st', b)], config))}" for b in budgets)])
         for label, name in REFERENCE_NAMES.items():
@@ -409,23 +411,92 @@ def derived() -> dict[str, float]:
             mean(equal, "boost@100", target, mode) - mean(equal, "krr_st@100", target, mode)
         out[f"Boost's probe lead over random, {target}"] = \
             mean(equal, "boost@100", target, mode) - mean(equal, "random@100", target, mode)
+    out.update(_equal_extras(equal, mean))
+    out.update(_budget_extras(budget_rows, mean))
+    out.update(_arch_extras(study(ARCH)))
     return out
 
 
+def _equal_extras(equal: dict, mean: Callable[..., float]) -> dict[str, float]:
+    out = {"cost of the identity-only kernel at 150 steps, CIFAR-10 probe":
+           mean(equal, "boost@100", "cifar10", "linear_probe")
+           - mean(equal, "boost-idk@100", "cifar10", "linear_probe")}
+    labels = [mean(equal, "random@100", *p) - mean(equal, "random_supervised@100", *p) for p in PANELS]
+    out["labels' cost, smallest"], out["labels' cost, largest"] = min(labels), max(labels)
+    pretrain = {x: equal[(x, "convnet", *PANELS[0])]["pretrain_s"] for x in ("boost@100", "krr_st@100", "random@100")}
+    for other in ("krr_st@100", "random@100"):
+        out[f"Boost's pre-training time over {other}'s"] = pretrain["boost@100"] / pretrain[other]
+    return out
+
+
+def _budget_extras(rows: dict, mean: Callable[..., float]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    budgets = sorted({int(s["budget"]) for s in rows.values() if s.get("budget") is not None})
+    for target, mode in PANELS:
+        for n in budgets:
+            out[f"Boost over random, N = {n}, {target} {mode}"] = \
+                mean(rows, f"boost@{n}", target, mode) - mean(rows, f"random@{n}", target, mode)
+            out[f"KRR-ST over random, N = {n}, {target} {mode}"] = \
+                mean(rows, f"krr_st@{n}", target, mode) - mean(rows, f"random@{n}", target, mode)
+        for method in ("boost", "krr_st", "random"):
+            out[f"{method} from N = {budgets[-2]} to {budgets[-1]}, {target} {mode}"] = \
+                mean(rows, f"{method}@{budgets[-1]}", target, mode) \
+                - mean(rows, f"{method}@{budgets[-2]}", target, mode)
+        none, full = mean(rows, NONE, target, mode), mean(rows, FULL, target, mode)
+        closed = gap_closed(mean(rows, f"boost@{budgets[-1]}", target, mode), none, full)
+        if closed is not None:
+            out[f"gap closed % of Boost at N = {budgets[-1]}, {target} {mode}"] = 100 * closed
+    sets = [s["top1_mean"] for k, s in rows.items() if k[2:] == ("cifar10", "finetune") and s.get("budget")]
+    out["CIFAR-10 fine-tuning of every set, lowest"], out["CIFAR-10 fine-tuning of every set, highest"] = \
+        min(sets), max(sets)
+    return out
+
+
+def _arch_extras(rows: dict) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for (label, arch, target, mode), s in rows.items():
+        if label in REFERENCE_NAMES:
+            continue
+        for ref in (NONE, "random@100"):
+            other = rows.get((ref, arch, target, mode))
+            if other is not None and ref != label:
+                out[f"{label} over {ref} on {arch}"] = s["top1_mean"] - other["top1_mean"]
+    return out
+
+
+def _plain(token: str) -> str:
+    """'1,000' -> '1000', '-1.50' -> '1.5', '2.0' -> '2': how a number is compared."""
+    token = token.replace(",", "").lstrip("-")
+    return token.rstrip("0").rstrip(".") if "." in token else token
+
+
 def numbers(text: str) -> set[str]:
-    """Every number written in `text`, without thousands separators or a sign: '1,000' -> '1000'."""
-    return {n.replace(",", "").lstrip("-") for n in NUMBER.findall(text)}
+    """Every number written in `text`, compared without sign, thousands separators or trailing zeros."""
+    return {_plain(n) for n in NUMBER.findall(text)}
 
 
-def derived_forms(values: dict[str, float]) -> set[str]:
-    """How a derived number may be written: rounded to 0, 1 or 2 decimals."""
-    return {f"{abs(v):.{d}f}" for v in values.values() for d in (0, 1, 2)}
+def roundings(value: float, decimals: int) -> set[str]:
+    """A number as prose may write it: rounded to `decimals` or fewer decimals."""
+    return {_plain(f"{abs(value):.{d}f}") for d in range(decimals + 1)}
+
+
+def shown_numbers(tables: list[str], values: dict[str, float]) -> set[str]:
+    """The numbers of every generated region of `tables` and of `values`, each also rounded to fewer decimals."""
+    shown: set[str] = set()
+    for text in tables:
+        for m in MARK.finditer(text):
+            for token in NUMBER.findall(m.group("body")):
+                plain = token.replace(",", "").lstrip("-")
+                shown |= roundings(float(plain), len(plain.partition(".")[2]))
+    for value in values.values():
+        shown |= roundings(value, 2)
+    return shown
 
 
 def unbacked_numbers(text: str, tables: list[str], values: dict[str, float]) -> dict[str, set[str]]:
     """checked region of `text` -> the numbers it quotes that no generated region of `tables` (the generated
     files' texts) shows and `derived()` lacks."""
-    shown = set().union(*(numbers(m.group("body")) for t in tables for m in MARK.finditer(t))) | derived_forms(values)
+    shown = shown_numbers(tables, values)
     found = {m.group("name"): numbers(m.group("body")) - shown for m in CHECKED.finditer(text)}
     return {name: missing for name, missing in found.items() if missing}
 
