@@ -20,6 +20,7 @@ import argparse
 import json
 import re
 import sys
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -150,7 +151,7 @@ def headline() -> str:
     rows, config = study(EQUAL), eval_config(EQUAL)
     teacher = _read_json(CPU_TEACHER / "manifest.json")
     head = ["pre-training", *(f"{TARGET_NAMES[t]} {MODE_NAMES[m]}" for t, m in PANELS),
-            "gap closed, % (same order)", "pre-training steps / samples seen", "n"]
+            "gap closed, % (the four columns)", "pre-training steps / samples seen", "n"]
     body = []
     for label in HEADLINE_ROWS:
         first = rows[(label, "convnet", *PANELS[0])]
@@ -172,9 +173,9 @@ def headline() -> str:
         f"{small['views']}, so the samples seen differ; fine-tuning {count(iters['cifar10'])} iterations on "
         f"CIFAR-10 (a fixed {count(subset['cifar10'])}-image subset) and {count(iters['flowers102'])} on "
         f"Flowers-102, probes {count(config['probe']['iterations'])} iterations; "
-        f"{boost['device'].upper()} (2 cores); top-1 %, mean ± std over n seeds. Gap closed = (row - no "
-        f"pre-training) / (full data, distilled rows' recipe - no pre-training).")
-    return table(head, body) + "\n\n" + footing
+        f"{boost['device'].upper()} (2 cores); top-1 %, mean ± std over n seeds. Gap closed: a row's gain over no "
+        f"pre-training as a share of the gain of full data with the distilled rows' recipe.")
+    return table(head, body) + "\n\n" + textwrap.fill(footing, 115, break_long_words=False, break_on_hyphens=False)
 
 
 def equal_rows() -> str:
