@@ -27,3 +27,8 @@ def test_every_relative_link_points_to_an_existing_path(doc):
     missing = [target for target in relative_links(doc.read_text())
                if not (doc.parent / target.split("#", 1)[0]).exists()]
     assert missing == []
+
+
+def test_the_readme_stays_a_five_minute_read():
+    """README.md holds what a newcomer needs first; the reference lives in docs/ (issue 28: at most 200 lines)."""
+    assert len((ROOT / "README.md").read_text().splitlines()) <= 200
