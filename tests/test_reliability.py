@@ -517,12 +517,13 @@ def test_every_exception_type_is_one_line_and_debug_shows_the_traceback(monkeypa
     assert "/runs/x/checkpoint.pt: No space left on device" in one_error_line(capsys)
 
 
-def test_the_readme_documents_the_exit_codes_and_the_reliability_table():
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme.split("## Reliability", 1)[1]
+def test_the_readme_documents_the_exit_codes_and_docs_the_reliability_table():
+    root = Path(__file__).resolve().parents[1]
+    section = (root / "README.md").read_text().split("## Reliability", 1)[1]
     for code in ("| 0 |", "| 1 |", "| 2 |", "| 3 |", "| 4 |", "| 130 |"):
         assert code in section
-    assert os.path.basename(__file__) in section
+    assert "docs/reliability.md" in section
+    assert os.path.basename(__file__) in (root / "docs" / "reliability.md").read_text()
 
 
 @pytest.mark.slow
