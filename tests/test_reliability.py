@@ -558,3 +558,65 @@ def test_a_real_sigkill_during_distillation_loses_nothing(tiny_npz, tiny_teacher
     a, b = load_distilled(killed).training_pairs(), load_distilled(tmp_path / "whole").training_pairs()
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     assert not list(killed.glob("*.tmp")) and not list(killed.glob(".*.tmp"))
+
+
+# ----------------------------------------------------------------------------- never another command's folder
+def folder_state(folder: Path) -> dict[str, bytes]:
+    """Every file below folder with its bytes: what 'nothing touched' compares."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def evaluation_folder(tiny_npz, tiny_teacher, random_set, tmp_path) -> Path:
+    """An evaluation's folder as `ssdd evaluate` leaves it (its config, its inputs and a results.json)."""
+    from ssdd.config import save_config
+
+    out = tmp_path / "eval"
+    cfg = evaluate_cfg(tiny_npz, tiny_teacher, out, [random_set])
+    validate_evaluate(cfg, allow_mismatch=True)
+    save_config(cfg, out / "config.yaml")
+    (out / "results.json").write_text("[]\n")
+    return out
+
+
+def test_distill_and_teacher_refuse_an_evaluation_folder(evaluation_folder, tiny_npz, tiny_teacher, capsys):
+    before = folder_state(evaluation_folder)
+    distill = [f"data.path={tiny_npz}", f"teacher={tiny_teacher}", f"out_dir={evaluation_folder}", *DISTILL,
+               "method=random"]
+    assert main(["distill", "--no-progress", *distill]) == 2
+    assert "holds an evaluation" in one_error_line(capsys)
+    teacher = [f"data.path={tiny_npz}", f"out_dir={evaluation_folder}", *TEACHER]
+    assert main(["teacher", "--no-progress", *teacher]) == 2
+    assert "holds an evaluation" in one_error_line(capsys)
+    assert folder_state(evaluation_folder) == before  # its config.yaml, results and inputs untouched
+
+
+def test_resume_on_another_commands_folder_names_what_it_holds(tiny_npz, tiny_teacher, tmp_path, capsys):
+    out = tmp_path / "k"
+    assert run_distill(distill_cfg(tiny_npz, tiny_teacher, out, "method=krr_st", "stop_after_steps=2"),
+                       show_progress=False) is None  # a distillation paused at its checkpoint
+    before = folder_state(out)
+    assert main(["teacher", "--resume", "--no-progress", f"data.path={tiny_npz}", f"out_dir={out}", *TEACHER]) == 2
+    assert "holds a distilled set or distillation run, not a teacher run" in one_error_line(capsys)
+    assert main(["experts", "--resume", "--no-progress", f"teacher={tiny_teacher}", f"data.path={tiny_npz}",
+                 f"out_dir={out}", "data.resolution=16", "model.width=4", "model.depth=2", "device=cpu"]) == 2
+    assert "holds a distilled set or distillation run, not an expert-trajectories run" in one_error_line(capsys)
+    assert main(["evaluate", "--resume", "--no-progress", "-c", "demo_evaluate", f"teacher={tiny_teacher}",
+                 f"out_dir={out}"]) == 2
+    assert "holds a distilled set or distillation run" in one_error_line(capsys)
+    assert folder_state(out) == before
+
+
+def test_import_teacher_overwrite_replaces_only_a_teacher(random_set, tmp_path, capsys):
+    from ssdd.config import ModelConfig
+    from ssdd.models import build_model
+
+    model = build_model(ModelConfig(name="convnet", width=8, depth=2, feature="pool"), 16)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "convnet.safetensors"))
+    before = folder_state(random_set)
+    assert main(["import-teacher", str(tmp_path / "convnet.safetensors"), "-f", "state_dict", "-o", str(random_set),
+                 "--overwrite", "--model", "convnet", "--width", "8", "--depth", "2", "--feature", "pool",
+                 "--resolution", "16", "--mean", "0.4", "0.45", "0.5", "--std", "0.2", "0.25", "0.3",
+                 "--device", "cpu"]) == 2
+    assert "holds a distilled set or distillation run, not a teacher artifact" in one_error_line(capsys)
+    assert folder_state(random_set) == before

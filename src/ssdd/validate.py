@@ -597,12 +597,9 @@ SET_ASIDE = "results.set_aside.json"
 
 
 def _check_out_dir_for_evaluation(out_dir: Path, resume: bool) -> None:
-    if (out_dir / "manifest.json").exists() or (out_dir / "checkpoint.pt").exists():
-        raise FileExistsError(f"{out_dir} holds a teacher or distillation run; choose another out_dir for the "
-                              f"evaluation")
-    if not resume and (out_dir / "results.json").exists():
-        raise FileExistsError(f"{out_dir} already holds evaluation results (results.json); pass --resume to "
-                              f"add only the missing cells, or choose another out_dir")
+    from ssdd.runfolder import claim
+
+    claim(out_dir, "evaluate", resume)  # never another run's folder; results.json only with --resume
     if (out_dir / SET_ASIDE).exists() and not (out_dir / "results.json").exists():
         raise FileExistsError(f"{out_dir} holds {SET_ASIDE} (cells of an earlier evaluation) but no results.json; "
                               f"move it away to start afresh, or choose another out_dir")

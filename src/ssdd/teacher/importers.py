@@ -42,6 +42,7 @@ from ssdd.data.published_stats import KRR_ST_MEAN as _KRR_ST_MEAN
 from ssdd.data.published_stats import KRR_ST_STD as _KRR_ST_STD
 from ssdd.import_teacher_args import FORMATS
 from ssdd.models import build_model, describe
+from ssdd.runfolder import claim
 
 SAVE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
@@ -348,8 +349,7 @@ def import_teacher(opts: ImportOptions, log: Any = print) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
     out = Path(opts.out)
-    if (out / "manifest.json").exists() and not opts.overwrite:
-        raise FileExistsError(f"{out} already holds an artifact; choose another --out or pass --overwrite")
+    claim(out, "teacher artifact", opts.overwrite, flag="--overwrite", key="--out")  # only a teacher is replaced
     model_cfg = opts.model
     if opts.format != "state_dict" and model_cfg.name == "resnet18" and not model_cfg.width:
         model_cfg = ModelConfig(name="resnet18", width=64, depth=model_cfg.depth, feature=model_cfg.feature)
