@@ -180,6 +180,41 @@ def test_check_reports_an_empty_or_corrupt_dataset(tmp_path, monkeypatch, capsys
     assert "[FAIL] teacher" in capsys.readouterr().out
 
 
+def test_check_finds_a_studys_teacher_and_reports_a_changed_shard_or_manifest(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    teacher = make_teacher(tmp_path / "runs" / "demo" / "teacher" / "teacher-0123abcd" / "teacher")  # 5 levels
+    (tmp_path / ".venv" / "a").mkdir(parents=True)  # not searched
+    assert main(["check"]) == 0
+    assert f"[ok  ] teachers               {Path('runs/demo/teacher/teacher-0123abcd/teacher')}" in \
+        capsys.readouterr().out
+    shard = next(teacher.glob("backbone-*.safetensors"))
+    whole = bytearray(shard.read_bytes())
+    whole[-1] ^= 0xFF  # one byte of the weights changed
+    shard.write_bytes(bytes(whole))
+    assert main(["check"]) == 1
+    assert "[FAIL] teacher" in (out := capsys.readouterr().out) and "checksum mismatch" in out
+    (teacher / "manifest.json").write_text("{not json")
+    assert main(["check"]) == 1
+    assert "[FAIL] artifact" in (out := capsys.readouterr().out) and "not valid JSON" in out
+
+
+def test_check_decodes_every_image_of_an_image_folder(tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "images"
+    for split in ("train", "test"):
+        (folder / split / "cat").mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (8, 8), (i * 90, 20, 30)).save(folder / split / "cat" / f"{i}.png")
+    assert main(["check", "--data", str(folder)]) == 0
+    capsys.readouterr()
+    png = folder / "train" / "cat" / "1.png"
+    png.write_bytes(png.read_bytes()[:-30])  # the end of the image data cut off
+    assert main(["check", "--data", str(folder)]) == 1
+    assert "[FAIL] dataset" in (out := capsys.readouterr().out) and "1.png" in out
+
+
 # ----------------------------------------------------------------------------- artifacts on save and on load
 def test_committed_artifacts_still_load_with_their_function_fingerprint():
     root = Path(__file__).resolve().parents[1] / "artifacts"
