@@ -111,10 +111,13 @@ def test_an_out_dir_that_cannot_be_created_is_one_line(tiny_npz, tmp_path, capsy
     ("data.resolution=32", "set data.resolution=16"),
     ("krr.form=cholesky", "krr.form"),
     ("budget=100", "only 64 images"),
+    ("krr.batch_size=100000000", "exceeds the 64 source images"),
+    ("data.source=digits krr.batch_size=100000", "exceeds the 1347 source images"),  # known once loaded
 ])
 def test_distill_settings_fail_before_any_work(override, named, tiny_npz, tiny_teacher, tmp_path, capsys):
     out = tmp_path / "d"
-    args = [f"data.path={tiny_npz}", f"teacher={tiny_teacher}", f"out_dir={out}", *DISTILL, "method=krr_st", override]
+    args = [f"data.path={tiny_npz}", f"teacher={tiny_teacher}", f"out_dir={out}", *DISTILL, "method=krr_st",
+            *override.split()]
     assert main(["distill", "--no-progress", *args]) == 2
     assert named in one_error_line(capsys)
     assert not out.exists()

@@ -44,6 +44,14 @@ def whole(key: str, value: Any, minimum: int) -> None:
         raise ConfigError(f"{key}={value!r}: must be a whole number, at least {minimum}")
 
 
+def batch_fits(key: str, batch: int, available: int | None, what: str = "source images") -> None:
+    """A batch drawn from `available` images holds no more than them (None: the count is not known yet).
+    KRR-ST's outer loop draws its real batch with replacement, so a larger one would run, but only by repeating
+    images, at a memory cost that grows with the batch (krr.batch_size=1e8 would ask for ~77 GB)."""
+    if available is not None and batch > available:
+        raise ConfigError(f"{key}={batch} exceeds the {available} {what}; lower {key}")
+
+
 def positive(key: str, value: Any) -> None:
     if not _number(value) or not math.isfinite(value) or value <= 0:
         raise ConfigError(f"{key}={value!r}: must be a finite number above 0")
@@ -496,6 +504,8 @@ def validate_distill(cfg: Any, resume: bool = False) -> None:
         raise ConfigError(f"data.resolution={cfg.data.resolution}, but teacher {cfg.teacher} expects {resolution} px "
                           f"images: set data.resolution={resolution}")
     available = check_split(cfg.data, "train_split")
+    if cfg.method in LOOP_METHODS:
+        batch_fits("krr.batch_size", cfg.krr.batch_size, available)
     if manifest.get("feature_dim"):
         check_budget_fits(cfg, resolution, int(manifest["feature_dim"]), available)
     if cfg.method in ("mkdt", "high_loss"):
@@ -533,7 +543,7 @@ def validate_experts(cfg: Any, resume: bool = False) -> None:
     if cfg.data.resolution != manifest["resolution"]:
         raise ConfigError(f"data.resolution={cfg.data.resolution}, but teacher {cfg.teacher} expects "
                           f"{manifest['resolution']} px images: set data.resolution={manifest['resolution']}")
-    check_split(cfg.data, "train_split")
+    batch_fits("batch_size", cfg.batch_size, check_split(cfg.data, "train_split"))
     _start("experts", cfg.out_dir)
 
 
@@ -739,7 +749,7 @@ def validate_study(study: Any) -> None:
         cfg = load_config(ExpertsConfig, study.experts.config, [*common, *study.experts.overrides])
         try:
             check_experts_settings(cfg)
-            check_split(cfg.data, "train_split")
+            batch_fits("batch_size", cfg.batch_size, check_split(cfg.data, "train_split"))
         except ValueError as exc:
             raise type(exc)(f"experts stage: {exc}") from None
     for spec in study.distill:
@@ -754,6 +764,8 @@ def validate_study(study: Any) -> None:
                     raise ConfigError(f"data.resolution={cfg.data.resolution}, but the teacher is {resolution} px: "
                                       f"set data.resolution={resolution}")
                 available = check_split(cfg.data, "train_split")
+                if cfg.method in LOOP_METHODS:
+                    batch_fits("krr.batch_size", cfg.krr.batch_size, available)
                 if feature_dim:
                     check_budget_fits(cfg, cfg.data.resolution, feature_dim, available)
             except ValueError as exc:

@@ -23,7 +23,7 @@ from ssdd.runtime import resolve_device, seed_everything, versions
 from ssdd.tblog import ScalarLog, require_tensorboard
 from ssdd.teacher import load_teacher
 from ssdd.teacher.locate import require_teacher_folder
-from ssdd.validate import validate_distill
+from ssdd.validate import LOOP_METHODS, batch_fits, validate_distill
 
 
 def run_distill(cfg: DistillConfig, resume: bool = False, show_progress: bool = True) -> DistilledSet | None:
@@ -64,6 +64,8 @@ def _run_distill(cfg: DistillConfig, resume: bool, show_progress: bool, dist_inf
     seed_everything(cfg.seed)
     teacher = load_teacher(cfg.teacher, device)
     source = load_split(cfg.data, cfg.data.train_split, seed=cfg.seed)
+    if cfg.method in LOOP_METHODS:
+        batch_fits("krr.batch_size", cfg.krr.batch_size, len(source))  # torchvision, digits: known once loaded
     check_inputs(out_dir, resume, {"teacher": teacher.fingerprint, "teacher_function": teacher.function_fingerprint,
                                    "source": source.fingerprint()},
                  {"teacher": f"teacher ({cfg.teacher})", "teacher_function": f"teacher's function ({cfg.teacher})",

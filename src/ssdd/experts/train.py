@@ -34,7 +34,7 @@ from ssdd.runtime import atomic_write, file_sha256, resolve_device, versions
 from ssdd.tblog import ScalarLog, require_tensorboard
 from ssdd.teacher import Teacher, load_teacher
 from ssdd.teacher.locate import require_teacher_folder
-from ssdd.validate import validate_experts
+from ssdd.validate import batch_fits, validate_experts
 
 
 def build_student(cfg: ExpertsConfig | Any, resolution: int, feature_dim: int, seed: int) -> PoolMember:
@@ -70,6 +70,7 @@ def _train(cfg: ExpertsConfig, resume: bool, show_progress: bool) -> Path | None
     if source.resolution != teacher.resolution:
         raise ValueError(f"source images are {source.resolution} px but the teacher expects {teacher.resolution} px "
                          f"(set data.resolution={teacher.resolution})")
+    batch_fits("batch_size", cfg.batch_size, len(source))  # torchvision, digits: known once loaded
     check_inputs(out_dir, resume, {"teacher_function": teacher.function_fingerprint, "source": source.fingerprint()},
                  {"teacher_function": f"teacher ({cfg.teacher})",
                   "source": f"source ({cfg.data.path} [{cfg.data.train_split}])"})
