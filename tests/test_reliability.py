@@ -673,3 +673,29 @@ def test_an_evaluation_resumes_with_its_teacher_moved_but_not_replaced(evaluatio
     with pytest.raises(ValueError, match="changed since this run started"):
         validate_evaluate(evaluate_cfg(tiny_npz, other, evaluation_folder, [random_set]), resume=True,
                           allow_mismatch=True)
+
+
+def test_a_boost_set_with_huge_finite_approximation_weights_is_refused_on_load(tiny_npz, tiny_teacher, tmp_path,
+                                                                               capsys):
+    from ssdd.artifacts import write_manifest
+
+    out = tmp_path / "boost"
+    assert main(["distill", "--no-progress", f"data.path={tiny_npz}", f"teacher={tiny_teacher}", f"out_dir={out}",
+                 *BOOST]) == 0
+    loaded = load_distilled(out)
+    stored = dict(loaded.stored)
+    view = loaded.manifest["boost"]["views"][1]
+    stored[f"approx.{view}.w2"] = stored[f"approx.{view}.w2"] + 1e9  # finite, far beyond any fit
+    for shard in loaded.manifest["shards"]:
+        (out / shard["file"]).unlink()
+    manifest = dict(loaded.manifest, shards=save_tensors(out, stored, "distilled"))  # checksums that match
+    write_manifest(out, manifest)
+    with pytest.raises(ArtifactError, match=f"approximation network of view '{view}'"):
+        load_distilled(out)
+    evaluation = tmp_path / "e"
+    assert main(["evaluate", "--no-progress", f"teacher={tiny_teacher}", f"source.path={tiny_npz}",
+                 f"out_dir={evaluation}", "device=cpu", "cka_images=0", "full_data.enabled=false",
+                 f"targets=[{{source: npz, path: {tiny_npz}}}]", "seeds=1",
+                 "models=[{name: convnet, width: 4, depth: 2}]", "--distilled", str(out)]) == 2
+    assert "damaged or its fit diverged" in one_error_line(capsys)
+    assert not evaluation.exists()

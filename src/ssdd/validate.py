@@ -621,8 +621,8 @@ def _note(text: str) -> None:
 
 def _check_sets(cfg: Any, teacher: dict[str, Any], source_cfg: DataConfig, allow_mismatch: bool) -> None:
     """Every distilled set: its manifest, its teacher (fingerprints) and its source (fingerprint)."""
-    from ssdd.artifacts import ArtifactError, read_manifest
-    from ssdd.distill.artifact import KIND
+    from ssdd.artifacts import ArtifactError
+    from ssdd.distill.artifact import load_distilled
     from ssdd.distill.interop import evaluation_note
 
     override = "or pass --allow-mismatch to score it anyway"
@@ -631,7 +631,7 @@ def _check_sets(cfg: Any, teacher: dict[str, Any], source_cfg: DataConfig, allow
         if not Path(path).is_dir():
             raise ArtifactError(f"{path}: no distilled set there; pass --distilled with folders written by "
                                 f"`ssdd distill` or `ssdd import-distilled`")
-        manifest = read_manifest(path, KIND)
+        manifest = load_distilled(path).manifest  # tensors read and checked too: a damaged set fails before work
         recorded = manifest.get("teacher") if isinstance(manifest.get("teacher"), dict) else {}
         if evaluation_note(manifest) is None:
             same = recorded.get("fingerprint") == teacher.get("fingerprint")
