@@ -25,6 +25,7 @@ passes ``--trust-pickle`` for a file they trust.
 from __future__ import annotations
 
 import argparse
+import json
 import pickle
 import re
 import time
@@ -453,7 +454,10 @@ def import_teacher(opts: ImportOptions, log: Any = print) -> Path:
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "versions": versions(),
     }
-    save_teacher(out, backbone.cpu(), manifest, dtype=SAVE_DTYPES[opts.save_dtype])
+    earlier = set(out.glob("backbone-*.safetensors"))  # the shards of a teacher that --overwrite replaces
+    saved = save_teacher(out, backbone.cpu(), manifest, dtype=SAVE_DTYPES[opts.save_dtype])
+    for stale in earlier - {saved / s["file"] for s in json.loads((saved / "manifest.json").read_text())["shards"]}:
+        stale.unlink(missing_ok=True)  # none of the replaced teacher's weights stay beside the new one
 
     # the artifact on disk must give the features the imported network gave
     teacher: Teacher = load_teacher(out, "cpu")
