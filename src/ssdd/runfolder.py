@@ -1,7 +1,8 @@
 """The run folder that every stage shares (teacher, distill, evaluate, study).
 
 One place for the rules: the resolved config and its hash, the check that a resumed run has the same
-settings, atomic checkpoints, and the refusal to start a fresh run in a folder that already holds one.
+settings, atomic checkpoints, what kind of run a folder holds (`run_kind`), and the one check every command
+makes on its output folder before any work (`claim`): never another command's run, never a fresh run over one.
 """
 
 from __future__ import annotations
