@@ -23,7 +23,7 @@ from ssdd import __version__
 from ssdd.config import config_to_dict, load_config, save_config
 from ssdd.evaluation.config import LEGACY_VALUES as EVALUATE_LEGACY_VALUES
 from ssdd.evaluation.config import EvaluateConfig
-from ssdd.runfolder import CHECKPOINT, config_hash
+from ssdd.runfolder import CHECKPOINT, claim, config_hash
 from ssdd.runguard import method_free_keys
 from ssdd.runtime import file_sha256, versions, write_json
 from ssdd.study.config import DistillSpec, StudyConfig
@@ -237,6 +237,8 @@ def run_study(study: StudyConfig, show_progress: bool = True, dry_run: bool = Fa
 
     validate_study(study)  # every stage's settings and data, before the first stage runs
     root = Path(study.out_dir)
+    for folder in {root, summary_dir(study)}:
+        claim(folder, "study")  # never another command's run folder
     if dry_run:
         return _run_study(study, root, show_progress, dry_run)
     root.mkdir(parents=True, exist_ok=True)
