@@ -18,7 +18,7 @@ from ssdd.evaluation.cell import Target
 from ssdd.evaluation.config import LEGACY_VALUES, EvaluateConfig
 from ssdd.evaluation.report import write_results
 from ssdd.runfolder import check_resume_compatible, flatten
-from ssdd.runguard import INPUTS, check_inputs
+from ssdd.runguard import INPUTS, check_inputs, fingerprinted_paths
 from ssdd.runtime import atomic_write
 from ssdd.validate import SET_ASIDE
 
@@ -72,7 +72,8 @@ def previous_rows(out_dir: Path, cfg: EvaluateConfig, resume: bool) -> list[dict
         return []
     saved = yaml.safe_load((out_dir / "config.yaml").read_text()) if (out_dir / "config.yaml").exists() else None
     if saved is not None:
-        check_resume_compatible(saved, config_to_dict(cfg), RESUMABLE_KEYS, LEGACY_VALUES)
+        check_resume_compatible(saved, config_to_dict(cfg), (*RESUMABLE_KEYS, *fingerprinted_paths(out_dir)),
+                                LEGACY_VALUES)  # a moved teacher: validate_evaluate compared its fingerprints
     rows = _read_rows(results)
     measured = {row_cell(row) for row in rows}
     aside = _read_rows(out_dir / SET_ASIDE) if (out_dir / SET_ASIDE).is_file() else []
