@@ -81,7 +81,7 @@ def test_experts_artifact(tiny_npz, tiny_teacher, tmp_path):
 
 
 def test_interrupted_runs_resume_to_identical_experts(tiny_npz, tiny_teacher, tmp_path, monkeypatch, capsys):
-    import ssdd.experts.train as train_module
+    import ssdd.runloop
 
     train_experts(smoke(tiny_npz, tiny_teacher, tmp_path / "full"), show_progress=False)
 
@@ -94,7 +94,7 @@ def test_interrupted_runs_resume_to_identical_experts(tiny_npz, tiny_teacher, tm
     assert_same_experts(tmp_path / "full", tmp_path / "paused")
 
     # interrupted inside expert 1, right after its first epoch's checkpoint
-    original, calls = train_module._save_state, []
+    original, calls = ssdd.runloop.save_checkpoint, []
 
     def save_then_interrupt(*a, **k):
         original(*a, **k)
@@ -102,7 +102,7 @@ def test_interrupted_runs_resume_to_identical_experts(tiny_npz, tiny_teacher, tm
         if len(calls) == 1:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_module, "_save_state", save_then_interrupt)
+    monkeypatch.setattr(ssdd.runloop, "save_checkpoint", save_then_interrupt)
     code = main(["experts", "--no-progress", *args(tiny_npz, tiny_teacher, tmp_path / "cut")])
     assert code != 0 and "interrupted" in capsys.readouterr().err
     assert not list((tmp_path / "cut").glob("expert-*")) and (tmp_path / "cut" / "checkpoint.pt").is_file()
