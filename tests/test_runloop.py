@@ -106,7 +106,7 @@ def test_a_non_finite_step_stops_with_the_rate_the_step_names(tmp_path):
     def nan_at_once(i: int) -> float:
         raise FloatingPointError("the loss became nan")
 
-    with pytest.raises(NumericalStop, match="no checkpoint had been written: run again with a lower my.lr"):
+    with pytest.raises(NumericalStop, match=r"no checkpoint had been written: run again with a lower my\.lr"):
         _loop(tmp_path / "fresh").run(nan_at_once, state=lambda: {})
 
 

@@ -138,3 +138,23 @@ def test_one_line_errors(tiny_npz, tiny_teacher, tmp_path, capsys):
         load_experts(out).snapshot(0, 0)
     with pytest.raises(FileNotFoundError, match="ssdd experts"):
         load_experts(tmp_path / "missing")
+
+
+def test_a_numerical_stop_advises_a_lower_lr_that_the_resume_accepts(tiny_npz, tiny_teacher, tmp_path, monkeypatch,
+                                                                     capsys):
+    import ssdd.experts.train as train_module
+
+    real_mse, calls = train_module.F.mse_loss, {"n": 0}
+
+    def nan_in_the_second_epoch(*a, **k):
+        calls["n"] += 1
+        return real_mse(*a, **k) * (float("nan") if calls["n"] > 4 else 1.0)  # 64 images / batch 16 = 4 steps
+
+    monkeypatch.setattr(train_module.F, "mse_loss", nan_in_the_second_epoch)
+    out = tmp_path / "e"
+    assert main(["experts", "--no-progress", *args(tiny_npz, tiny_teacher, out)]) == 4
+    line = capsys.readouterr().err.strip()
+    assert "continue with --resume lr=<lower value> (from its state at expert 1, epoch 1" in line
+    monkeypatch.setattr(train_module.F, "mse_loss", real_mse)
+    assert main(["experts", "--no-progress", "--resume", *args(tiny_npz, tiny_teacher, out, "lr=0.05")]) == 0
+    assert load_experts(out).count == 2
