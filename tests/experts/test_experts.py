@@ -158,3 +158,27 @@ def test_a_numerical_stop_advises_a_lower_lr_that_the_resume_accepts(tiny_npz, t
     monkeypatch.setattr(train_module.F, "mse_loss", real_mse)
     assert main(["experts", "--no-progress", "--resume", *args(tiny_npz, tiny_teacher, out, "lr=0.05")]) == 0
     assert load_experts(out).count == 2
+
+
+def test_a_kill_between_an_expert_s_last_epoch_and_its_file_resumes_to_the_same_experts(tiny_npz, tiny_teacher,
+                                                                                         tmp_path, monkeypatch):
+    import ssdd.runloop
+
+    train_experts(smoke(tiny_npz, tiny_teacher, tmp_path / "full"), show_progress=False)
+    original = ssdd.runloop.save_checkpoint
+
+    def save_then_interrupt_before_the_file(path, state):
+        original(path, state)
+        current = state.get("current")
+        if current is not None and len(current["losses"]) == 3:  # epochs=3: the expert's last epoch is saved
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(ssdd.runloop, "save_checkpoint", save_then_interrupt_before_the_file)
+    with pytest.raises(KeyboardInterrupt):
+        train_experts(smoke(tiny_npz, tiny_teacher, tmp_path / "cut"), show_progress=False)
+    assert not list((tmp_path / "cut").glob("expert-*"))
+    monkeypatch.setattr(ssdd.runloop, "save_checkpoint", original)
+    train_experts(smoke(tiny_npz, tiny_teacher, tmp_path / "cut"), resume=True, show_progress=False)
+    assert_same_experts(tmp_path / "full", tmp_path / "cut")
+    rows = [json.loads(line) for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["expert"], r["epoch"]) for r in rows] == [(i, e) for i in (1, 2) for e in (1, 2, 3)]
