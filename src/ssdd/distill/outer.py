@@ -2,8 +2,8 @@
 
 A method hands over its learned tensors and a `support()` function that turns them into the distilled
 views (images in [0,1] and their targets, differentiable); the loop owns the model pool, the real
-batches, the KRR loss, AdamW with linear decay, the metrics log and the checkpoint, so that resuming
-any method reproduces an uninterrupted run.
+batches, the KRR loss and AdamW with linear decay; `ssdd.runloop` runs its steps (the metrics log, the
+checkpoint, resume), so that resuming any method reproduces an uninterrupted run.
 
 Under torchrun every process runs the loop with the same generators: each draws and augments the same
 real batch and keeps its contiguous slice for the teacher and the pool member; the support is embedded
