@@ -17,7 +17,7 @@ from ssdd.distill.config import RESUMABLE_KEYS, DistillConfig
 from ssdd.distill.registry import DistillContext, get_method
 from ssdd.integrity import ApproximationError
 from ssdd.progress import show_phases
-from ssdd.runfolder import claim, load_checkpoint
+from ssdd.runfolder import CHECKPOINT, claim, load_checkpoint
 from ssdd.runguard import check_inputs, check_resume, distill_resumable_keys, numerical_stop, resume_changes
 from ssdd.runtime import resolve_device, seed_everything, versions
 from ssdd.tblog import ScalarLog, require_tensorboard
@@ -51,7 +51,7 @@ def _run_distill(cfg: DistillConfig, resume: bool, show_progress: bool, dist_inf
     require_teacher_folder(cfg.teacher)
     device = resolve_device(cfg.device, dist_info.local_rank)
     out_dir = Path(cfg.out_dir)
-    ckpt = out_dir / "checkpoint.pt"
+    ckpt = out_dir / CHECKPOINT
     purge_step = 0  # TensorBoard: a resumed run drops what the interrupted one logged after its checkpoint
     if resume:
         state = load_checkpoint(ckpt)
@@ -59,7 +59,7 @@ def _run_distill(cfg: DistillConfig, resume: bool, show_progress: bool, dist_inf
         saved_cfg = state.get("config")
         if saved_cfg is not None:
             check_resume(out_dir, saved_cfg, config_to_dict(cfg), (*RESUMABLE_KEYS, *distill_resumable_keys(cfg)),
-                         at=f"step {state.get('step')}", after_numerical_stop=("krr.lr",))
+                         at=f"step {state.get('step')}")  # after a numerical stop: also the rates it named
     D.barrier()  # every process has checked out_dir before rank 0 writes into it
     seed_everything(cfg.seed)
     teacher = load_teacher(cfg.teacher, device)
@@ -84,10 +84,10 @@ def _run_distill(cfg: DistillConfig, resume: bool, show_progress: bool, dist_inf
     with ctx.log:
         try:
             result = method.distill(ctx)
-        except FloatingPointError as exc:  # a non-finite loss: say truly what was kept; its resume may lower krr.lr
+        except FloatingPointError as exc:  # the run loop's numerical stop names the method's own rate
             if isinstance(exc, (ApproximationError, ArtifactError)):
                 raise
-            raise numerical_stop(out_dir, exc, "krr.lr") from None
+            raise numerical_stop(out_dir, exc, "krr.lr") from None  # a stop outside the loop: the outer loop's rate
     if not dist_info.is_main:
         return None
     if not result.finished:
