@@ -163,8 +163,9 @@ def _cmd_presets(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ssdd",
-                                     description="Self-supervised dataset distillation (KRR-ST, Boost, MKDT).")
+    from ssdd.channel_args import Parser
+
+    parser = Parser(prog="ssdd", description="Self-supervised dataset distillation (KRR-ST, Boost, MKDT).")
     parser.add_argument("--version", action="version", version=f"ssdd {__version__}")
     parser.add_argument("--debug", action="store_true",
                         help="show the traceback of an error instead of its one-line message (also SSDD_TRACEBACK=1; "

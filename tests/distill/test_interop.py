@@ -8,6 +8,7 @@ import argparse
 import csv
 import json
 import math
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -158,6 +159,25 @@ def test_teacher_named_at_import_is_checked(tmp_path, monkeypatch, tiny_teacher,
     assert "32 px" in error_line(capsys, "import-distilled")
 
 
+def test_resolution_mismatch_with_the_teacher_is_named_first(tmp_path, monkeypatch, capsys):
+    from conftest import make_teacher
+
+    teacher32 = make_teacher(tmp_path / "teacher32", resolution=32)
+    folder, _, _ = krr_st_files(tmp_path, monkeypatch, n=4, size=16)  # cifar100 in the path: no 16 px statistics
+    assert main(["import-distilled", str(folder), "--out", str(tmp_path / "out"), "--teacher", str(teacher32)]) == 2
+    err = error_line(capsys, "import-distilled")
+    assert "the images are 16 px but teacher" in err and "32 px" in err and "mean/std" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_mean_and_std_take_spaces_or_commas(tmp_path, monkeypatch):
+    folder, x, _ = krr_st_files(tmp_path, monkeypatch, n=4, size=16)
+    assert main(["import-distilled", "--mean", "0.5", "0.5", "0.5", "--std", "0.25,0.25,0.25", str(folder),
+                 "--out", str(tmp_path / "out")]) == 0
+    images, _ = load_distilled(tmp_path / "out").training_pairs()
+    torch.testing.assert_close(images, x * 0.25 + 0.5)
+
+
 def write_pngs(folder: Path, images: np.ndarray, names: list[str]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for image, name in zip(images, names, strict=True):
@@ -272,8 +292,12 @@ def test_export_of_a_supervised_set_writes_labels(tmp_path, tiny_npz, tiny_teach
     ("mismatched_n", "holds 5 rows but"),
     ("wrong_ndim", "expected images of shape (N, 3, H, W)"),
     ("targets_ndim", "expected targets (N, d) or integer labels (N,)"),
-    ("pickle", "needs more than weights_only=True"),
-    ("not_torch", "not a readable torch.save file"),
+    ("pickle", "holds pickled Python objects beyond tensors (argparse.Namespace)"),
+    ("not_torch", "y_syn.pt: not a torch.save file (neither a torch zip archive nor a torch.save pickle)"),
+    ("text", "y_syn.pt: not a torch.save file (neither a torch zip archive nor a torch.save pickle)"),
+    ("raw_pickle", "y_syn.pt: not a torch.save file (a pickle that is not a torch zip archive"),
+    ("zeros", "y_syn.pt: not a torch.save file (neither"),
+    ("truncated", "y_syn.pt: not a torch.save file (truncated or corrupt)"),
 ])
 def test_bad_krr_st_files_are_one_line_errors(case, message, tmp_path, monkeypatch, capsys):
     folder, x, y = krr_st_files(tmp_path, monkeypatch, n=6, size=16)
@@ -289,10 +313,20 @@ def test_bad_krr_st_files_are_one_line_errors(case, message, tmp_path, monkeypat
         torch.save({"y_syn": y, "args": argparse.Namespace(lr=0.1)}, folder / "y_syn.pt")
     elif case == "not_torch":
         (folder / "y_syn.pt").write_bytes(b"not a checkpoint")
+    elif case == "text":
+        (folder / "y_syn.pt").write_text("hello, not a checkpoint\n")
+    elif case == "raw_pickle":
+        (folder / "y_syn.pt").write_bytes(pickle.dumps(y.tolist(), protocol=4))
+    elif case == "zeros":
+        (folder / "y_syn.pt").write_bytes(bytes(4096))
+    elif case == "truncated":
+        data = (folder / "y_syn.pt").read_bytes()
+        (folder / "y_syn.pt").write_bytes(data[:-10])
     code = main(["import-distilled", str(folder), "--out", str(tmp_path / "out"), "--mean", "0.5,0.5,0.5",
                  "--std", "0.25,0.25,0.25"])
     assert code == 2
-    assert message in error_line(capsys, "import-distilled")
+    err = error_line(capsys, "import-distilled")
+    assert message in err and "weights_only=False" not in err
     assert not (tmp_path / "out" / "manifest.json").exists()
 
 

@@ -31,8 +31,6 @@ Export writes every stored view of any artifact (Boost's rebuilt views included)
 from __future__ import annotations
 
 import math
-import pickle
-import re
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +43,7 @@ from ssdd.distill.artifact import DistilledSet, load_distilled, save_distilled
 from ssdd.distill.registry import DistillContext, DistillMethod, DistillResult, register_method
 from ssdd.runtime import file_sha256, versions, write_json
 from ssdd.storage import storage_of
+from ssdd.torchfile import load_torch_file
 
 METHOD = "imported"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -102,23 +101,8 @@ def _first_line(exc: BaseException) -> str:
 
 def load_tensor_file(path: str | Path) -> torch.Tensor:
     """One tensor saved with torch.save, loaded with weights_only=True (never arbitrary unpickling)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found")
-    try:
-        value = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        text = str(exc)
-        found = re.search(r"GLOBAL ([\w.]+)", text)
-        if found is None:  # the safe unpickler met something that is no pickle at all
-            reason = text.split("WeightsUnpickler error:")[-1].strip().split("\n")[0]
-            raise InteropError(f"{path}: not a readable torch.save file ({reason[:80]})") from None
-        raise InteropError(f"{path}: refused, it needs more than weights_only=True to load (it holds "
-                           f"{found.group(1)}); ssdd reads only plain tensors saved with torch.save(tensor, path)"
-                           ) from None
-    except Exception as exc:  # zip/pickle/storage errors of a file that is not a torch.save file
-        raise InteropError(f"{path}: not a readable torch.save file ({type(exc).__name__}: "
-                           f"{_first_line(exc)[:80]})") from None
+    value = load_torch_file(path, "torch.save file", refusal_hint="; ssdd reads only plain tensors saved with "
+                                                                   "torch.save(tensor, path)", error=InteropError)
     if not isinstance(value, torch.Tensor):
         raise InteropError(f"{path}: expected one tensor (torch.save(tensor, path)), found {type(value).__name__}")
     return value.detach().cpu()
@@ -317,6 +301,10 @@ def import_krr_st(x_path: str | Path, out: str | Path, y_path: str | Path | None
     _check_images(x, str(x_path))
     kind, y = _targets(y, x.shape[0], str(y_path), str(x_path))
     size = int(x.shape[-1])
+    if kind == "labels" and teacher is not None:
+        raise InteropError(f"{y_path} holds class labels: they come from no teacher, drop --teacher")
+    # the teacher first: a resolution that does not match it says more than a missing statistics table
+    teacher_info = _teacher_info(teacher, int(y.shape[1]) if kind == "targets" else None, size)
     dataset = dataset.lower() if dataset else guess_dataset(x_path)
     explicit = _explicit_stats(mean, std)
     if explicit is not None:
@@ -328,9 +316,6 @@ def import_krr_st(x_path: str | Path, out: str | Path, y_path: str | Path | None
                            f"(one of {', '.join(sorted(KRR_ST_MEAN[32]))}, ...) or --mean and --std")
     mean_t, std_t = torch.tensor(stats[0]).view(1, 3, 1, 1), torch.tensor(stats[1]).view(1, 3, 1, 1)
     images = (x.float() * std_t + mean_t).contiguous()  # [0, 1] units; not clamped (learned images may leave it)
-    if kind == "labels" and teacher is not None:
-        raise InteropError(f"{y_path} holds class labels: they come from no teacher, drop --teacher")
-    teacher_info = _teacher_info(teacher, int(y.shape[1]) if kind == "targets" else None, size)
     stored = {"images": images, kind: y}
     classes = _num_classes(y, num_classes, dataset, str(y_path)) if kind == "labels" else None
     files = [_file_entry(x_path, "x_syn"), _file_entry(y_path, "y_syn")]
