@@ -1,7 +1,7 @@
 """`--mean`/`--std` of the importers: three numbers, one per channel, written `R,G,B` (one word) or `R G B` (three).
 
 Both `ssdd import-teacher` and `ssdd import-distilled` take them through `add_channel_argument`. The command-line
-parser is `Parser`, which lets such an option take one word or three, so that a positional argument after it
+parser (ssdd.cli_parser.Parser) lets such an option take one word or three, so that a positional argument after it
 (`--mean 0.5,0.5,0.5 x_syn.pt`) is not swallowed. Kept free of torch so that building the parser stays fast.
 """
 
@@ -29,7 +29,7 @@ def three_floats(words: Sequence[str]) -> list[float]:
 
 
 class ChannelValues(argparse.Action):
-    """Stores three_floats(values); `Parser` gives it one word or three."""
+    """Stores three_floats(values); ssdd.cli_parser.Parser gives it one word or three."""
 
     one_or_three = True
 
@@ -44,12 +44,3 @@ class ChannelValues(argparse.Action):
 def add_channel_argument(parser: argparse.ArgumentParser, flag: str, help: str) -> None:
     """`flag` taking three numbers, `R,G,B` or `R G B` (None when not given)."""
     parser.add_argument(flag, action=ChannelValues, nargs="+", default=None, metavar="R,G,B", help=help)
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse's parser, where a ChannelValues option consumes one word or three (never more)."""
-
-    def _get_nargs_pattern(self, action: argparse.Action) -> str:
-        if getattr(action, "one_or_three", False) and action.option_strings:
-            return "(A(?:AA)?)"
-        return super()._get_nargs_pattern(action)

@@ -163,7 +163,7 @@ def _cmd_presets(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ssdd.channel_args import Parser
+    from ssdd.cli_parser import Parser
 
     parser = Parser(prog="ssdd", description="Self-supervised dataset distillation (KRR-ST, Boost, MKDT).")
     parser.add_argument("--version", action="version", version=f"ssdd {__version__}")
@@ -261,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from ssdd.cli_parser import is_override, move_overrides
     from ssdd.errors import EXIT_INTERRUPTED, classify
     from ssdd.runguard import interrupt_message
 
@@ -269,9 +270,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in argv  # accepted anywhere on the line, before or after the command
     args, extra = parser.parse_known_args([a for a in argv if a != "--debug"])
     debug = debug or bool(os.environ.get("SSDD_TRACEBACK"))
-    # key=value overrides may also follow flags (`ssdd distill -c x.yaml --no-progress lr=0.1`)
-    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
-        args.overrides = [*args.overrides, *extra]
+    # key=value overrides may also follow flags (`ssdd distill -c x.yaml --no-progress lr=0.1`), also a flag
+    # taking several values (`ssdd evaluate --distilled A B out_dir=X`)
+    if hasattr(args, "overrides") and all(is_override(e) for e in extra):
+        args.overrides = move_overrides(args, extra)
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
@@ -284,6 +286,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # SSDD_TRACEBACK=1 shows where it came from
         if debug:
             raise
+        from ssdd.distributed import is_main_process
+
         code, message = classify(exc)
-        print(f"ssdd {args.command}: error: {message}", file=sys.stderr)
+        if is_main_process():  # under torchrun every rank fails alike: one line, from rank 0
+            print(f"ssdd {args.command}: error: {message}", file=sys.stderr)
         return code
