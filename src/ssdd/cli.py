@@ -219,7 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     show = sub.add_parser("show", help="PNG grid of a distilled set's images and views, and its loss curve")
     show.add_argument("directory", help="a distilled artifact folder (from ssdd distill)")
-    show.add_argument("--out", "-o", default=None, help="output path without suffix (default DIR/show)")
+    show.add_argument("--out", "-o", default=None, metavar="FOLDER",
+                      help="folder for images.png and loss.png, created (default ./show-<DIR's name>)")
     show.add_argument("--images", "-n", type=int, default=8, help="how many distilled images to draw")
     show.set_defaults(func=_cmd_show)
 
