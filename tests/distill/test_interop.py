@@ -170,6 +170,32 @@ def test_resolution_mismatch_with_the_teacher_is_named_first(tmp_path, monkeypat
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("flag, value", [("--budget", "nan"), ("--budget", "inf"), ("--budget", "-2"),
+                                         ("--budget", "0"), ("--source-images", "0"), ("--num-classes", "-1")])
+def test_numbers_that_make_no_set_are_refused_up_front(flag, value, tmp_path, monkeypatch, capsys):
+    folder, _, _ = krr_st_files(tmp_path, monkeypatch, n=4, size=32)
+    assert main(["import-distilled", str(folder), "--out", str(tmp_path / "out"), flag, value]) == 2
+    err = error_line(capsys, "import-distilled")
+    assert f"{flag} must be a positive number" in err and f"got {float(value) if flag == '--budget' else value}" \
+        in err and "edited" not in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("labels, said", [
+    (np.array([0, 3, 2**64 - 1, 1], dtype=np.uint64), "labels go up to 18446744073709551615"),
+    (np.array([0, 2**63 + 5, 1, 2], dtype=np.uint64), "labels go up to 9223372036854775813"),
+    (np.array([0, 1e20, 1, 2], dtype=np.float64), "labels go up to 1e+20"),
+    (np.array([0, -7, 1, 2], dtype=np.int64), "labels must be >= 0, found -7"),
+])
+def test_out_of_range_labels_are_reported_with_their_values(labels, said, tmp_path, capsys):
+    write_pngs(tmp_path / "set", np.zeros((4, 16, 16, 3), dtype=np.uint8), ["a.png", "b.png", "c.png", "d.png"])
+    np.save(tmp_path / "labels.npy", labels)
+    assert main(["import-distilled", str(tmp_path / "set"), "--targets", str(tmp_path / "labels.npy"),
+                 "--out", str(tmp_path / "out")]) == 2
+    assert said in error_line(capsys, "import-distilled")
+    assert not (tmp_path / "out").exists()
+
+
 def test_mean_and_std_take_spaces_or_commas(tmp_path, monkeypatch):
     folder, x, _ = krr_st_files(tmp_path, monkeypatch, n=4, size=16)
     assert main(["import-distilled", "--mean", "0.5", "0.5", "0.5", "--std", "0.25,0.25,0.25", str(folder),

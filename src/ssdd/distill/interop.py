@@ -31,6 +31,7 @@ Export writes every stored view of any artifact (Boost's rebuilt views included)
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -173,13 +174,28 @@ def _targets(y: torch.Tensor, n: int, where: str, images_where: str) -> tuple[st
     else:
         raise InteropError(f"{where}: expected targets (N, d) or integer labels (N,), found shape {tuple(y.shape)} "
                            f"dtype {str(y.dtype).replace('torch.', '')}")
+    if kind == "labels":
+        _check_label_range(y, where)
     if value.shape[0] != n:
         raise InteropError(f"{where} holds {value.shape[0]} rows but {images_where} holds {n} images")
     if kind == "targets" and (value.shape[1] == 0 or not torch.isfinite(value).all()):
         raise InteropError(f"{where}: targets must have d > 0 finite values per row")
-    if kind == "labels" and int(value.min()) < 0:
-        raise InteropError(f"{where}: labels must be >= 0")
     return kind, value
+
+
+def _check_label_range(labels: torch.Tensor, where: str) -> None:
+    """Labels from 0 up to int64's range, judged on the values as stored (before any conversion could wrap a
+    uint64 or a huge float), and reported with those values."""
+    if labels.numel() == 0:
+        return
+    values = labels.numpy()
+    low, high = values.min().item(), values.max().item()  # Python ints (any size) or floats: the true values
+    if low < 0:
+        raise InteropError(f"{where}: labels must be >= 0, found {low:g}" if isinstance(low, float)
+                           else f"{where}: labels must be >= 0, found {low}")
+    if high > torch.iinfo(torch.int64).max:
+        shown = f"{high:g}" if isinstance(high, float) else str(high)
+        raise InteropError(f"{where}: labels go up to {shown}, beyond any number of classes (int64)")
 
 
 def _stats(values: tuple[float, ...] | list[float] | None, name: str) -> list[float] | None:
@@ -240,11 +256,17 @@ def _file_entry(path: Path, role: str) -> dict[str, Any]:
 
 # --- import -------------------------------------------------------------------------------------------------
 
-def _check_out(out: Path) -> None:
+def _check_out(out: Path, budget: float | None, source_images: int | None, num_classes: int | None) -> None:
+    """Refuse, before anything is read or written, an --out that holds something and numbers that make no set."""
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out}: exists and is not a folder")
     if (out / "manifest.json").exists():
         raise FileExistsError(f"{out} already holds an artifact; choose another --out")
+    if budget is not None and not (math.isfinite(budget) and budget > 0):
+        raise InteropError(f"--budget must be a positive number of image-equivalents, got {budget}")
+    for flag, count in (("--source-images", source_images), ("--num-classes", num_classes)):
+        if count is not None and count <= 0:
+            raise InteropError(f"{flag} must be a positive number, got {count}")
 
 
 def _save_import(out: Path, stored: dict[str, torch.Tensor], *, name: str, fmt: str, files: list[dict[str, Any]],
@@ -276,8 +298,14 @@ def _save_import(out: Path, stored: dict[str, torch.Tensor], *, name: str, fmt: 
     }
     if num_classes is not None:
         manifest["num_classes"] = num_classes
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    return save_distilled(out, METHOD, stored, image_shape, budget, count_targets, manifest)  # type: ignore[arg-type]
+    try:
+        return save_distilled(out, METHOD, stored, image_shape, budget, count_targets, manifest)  # type: ignore[arg-type]
+    except BaseException:
+        if created:  # a refused set leaves no empty folder behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
 
 
 def _num_classes(labels: torch.Tensor, given: int | None, dataset: str | None, where: str) -> int:
@@ -295,7 +323,7 @@ def import_krr_st(x_path: str | Path, out: str | Path, y_path: str | Path | None
     """KRR-ST's x_syn.pt (normalised images) + y_syn.pt (targets or labels) -> an `imported` artifact."""
     x_path, out = Path(x_path), Path(out)
     y_path = Path(y_path) if y_path is not None else x_path.with_name("y_syn.pt")
-    _check_out(out)
+    _check_out(out, budget, source_images, num_classes)
     x = load_tensor_file(x_path)
     y = load_tensor_file(y_path)
     _check_images(x, str(x_path))
@@ -334,7 +362,7 @@ def import_image_folder(folder: str | Path, out: str | Path, targets: str | Path
     from ssdd.data import channel_stats
 
     folder, out = Path(folder), Path(out)
-    _check_out(out)
+    _check_out(out, budget, source_images, num_classes)
     images, image_files = read_image_folder(folder)
     size = int(images.shape[-1])
     dataset = dataset.lower() if dataset else None
