@@ -284,6 +284,14 @@ def test_evaluate_refuses_sets_from_another_source_or_teacher_unless_told(random
     assert "--allow-mismatch" in one_error_line(capsys)
 
 
+def test_the_other_source_refusal_names_the_source_read(random_set, tiny_npz, tiny_teacher, tmp_path, capsys):
+    args = [f"teacher={tiny_teacher}", "source.source=digits", f"out_dir={tmp_path / 'e'}", "device=cpu",
+            "cka_images=0", "full_data.enabled=false", f"targets=[{{source: npz, path: {tiny_npz}}}]"]
+    assert main(["evaluate", "--no-progress", *args, "-d", str(random_set)]) == 2
+    err = one_error_line(capsys)
+    assert "not from the evaluation source digits [train]" in err and "cifar100.npz" not in err
+
+
 def test_evaluate_refuses_a_set_holding_nan(random_set, tiny_npz, tiny_teacher, tmp_path):
     manifest = json.loads((random_set / "manifest.json").read_text())
     shard = random_set / manifest["shards"][0]["file"]

@@ -115,7 +115,7 @@ def test_overridden_statistics_and_labels(tmp_path, monkeypatch):
 
 def test_imported_krr_st_sets_are_scored_by_evaluate(tmp_path, monkeypatch, tiny_npz, tiny_teacher, capsys):
     folder, _, _ = krr_st_files(tmp_path, monkeypatch, n=10, size=16)
-    stats = ["--mean", "0.5,0.5,0.5", "--std", "0.25,0.25,0.25"]  # KRR-ST has no 16 px table
+    stats = ["--mean", "0.5,0.5,0.5", "--std", "0.25,0.25,0.25", "--dataset", "tiny"]  # KRR-ST has no 16 px table
     assert main(["import-distilled", str(folder), "--out", str(tmp_path / "unknown"), "--budget", "11", *stats]) == 0
     assert main(["import-distilled", str(folder), "--out", str(tmp_path / "known"), "--teacher", str(tiny_teacher),
                  "--name", "krr_st_official", "--budget", "11", *stats]) == 0
@@ -145,6 +145,43 @@ def test_imported_krr_st_sets_are_scored_by_evaluate(tmp_path, monkeypatch, tiny
                  f"out_dir={tmp_path / 'eval2'}", f"source.path={tiny_npz}", "full_data.enabled=false",
                  "cka_images=0", "device=cpu", f"targets=[{{source: npz, path: {tiny_npz}, name: tiny}}]"])
     assert code == 2 and "not the evaluation teacher" in error_line(capsys, "evaluate")
+
+
+def test_a_declared_source_other_than_the_evaluation_source_is_refused(tmp_path, monkeypatch, tiny_npz,
+                                                                        tiny_teacher, capsys):
+    folder, _, _ = krr_st_files(tmp_path, monkeypatch, n=6, size=16)  # synthetic_data/cifar100/...: cifar100
+    assert main(["import-distilled", str(folder), "--out", str(tmp_path / "set"), "--mean", "0.5,0.5,0.5",
+                 "--std", "0.25,0.25,0.25"]) == 0
+    assert load_distilled(tmp_path / "set").manifest["source"]["name"] == "cifar100"
+    capsys.readouterr()
+    out = tmp_path / "eval"
+    argv = ["evaluate", "--no-progress", "-d", str(tmp_path / "set"), "--", f"teacher={tiny_teacher}",
+            f"out_dir={out}", f"source.path={tiny_npz}", "full_data.enabled=false", "full_data.same_recipe=false",
+            "cka_images=0", "device=cpu", f"targets=[{{source: npz, path: {tiny_npz}, name: tiny}}]"]
+    assert main(argv) == 2
+    err = error_line(capsys, "evaluate")
+    assert "imported as distilled from cifar100" in err and f"evaluation source tiny ({tiny_npz})" in err
+    assert "--allow-mismatch" in err and not out.exists()
+    assert main(["evaluate", "--allow-mismatch", *argv[1:], "seeds=1", "no_pretrain=false", "pretrain.epochs=1",
+                 "models=[{name: convnet, width: 4, depth: 2}]", "finetune.small_iterations=2",
+                 "probe.iterations=2"]) == 0
+    assert "imported as distilled from cifar100" in capsys.readouterr().err
+    rows = json.loads((out / "results.json").read_text())
+    assert rows and all(r["compression"] is None for r in rows)  # not KRR-ST's 50,000 cifar100 images: unknown
+
+
+def test_compression_divides_the_evaluation_source_images(tmp_path, monkeypatch):
+    from ssdd.config import DataConfig
+    from ssdd.distill.interop import compression_source_images
+
+    folder, _, _ = krr_st_files(tmp_path, monkeypatch, n=4, size=32)  # cifar100: 50,000 images declared
+    assert main(["import-distilled", str(folder), "--out", str(tmp_path / "set")]) == 0
+    manifest = load_distilled(tmp_path / "set").manifest
+    declared = manifest["source"]["images"]
+    cifar100, other = DataConfig(path="data/cifar100.npz"), DataConfig(source="digits")
+    assert compression_source_images(manifest, 777, cifar100) == 777  # the evaluation read its source: that size
+    assert compression_source_images(manifest, 0, cifar100) == declared  # unread, but the declared source matches
+    assert compression_source_images(manifest, 0, other) is None  # another source (--allow-mismatch): unknown
 
 
 def test_teacher_named_at_import_is_checked(tmp_path, monkeypatch, tiny_teacher, capsys):
@@ -230,8 +267,10 @@ def test_image_folder_with_targets(tmp_path):
     assert torch.equal(images[:5], expected) and images.shape == (6, 3, 16, 16)
     assert torch.equal(pairs, torch.from_numpy(targets))
     files = loaded.manifest["origin"]["files"]
-    assert [Path(f["path"]).name for f in files] == [*sorted(names), "z_last.jpg", "targets.npy"]
-    assert all(f["sha256"] == file_sha256(f["path"]) for f in files)
+    assert [f["file"] for f in files] == [*sorted(names), "z_last.jpg", "targets.npy"]
+    assert all(f["sha256"] == file_sha256(tmp_path / ("set" if f["role"] == "image" else "") / f["file"])
+               for f in files)
+    assert str(tmp_path) not in (out / "manifest.json").read_text()  # names and contents, not this machine's paths
     assert loaded.manifest["origin"]["normalization_from"].startswith("the imported images' own")
     assert loaded.storage().floats == 6 * 768 + 6 * D
 
@@ -285,6 +324,11 @@ def test_export_of_a_krr_st_shaped_set_round_trips(tmp_path, monkeypatch, capsys
     assert main(["import-distilled", str(tmp_path / "export"), "--targets", str(tmp_path / "export" / "targets.npy"),
                  "--out", str(tmp_path / "again")]) == 0
     original, again = load_distilled(tmp_path / "set"), load_distilled(tmp_path / "again")
+    from ssdd.evaluation.protocol import source_label
+
+    # the default name of a re-imported export is the original's, marked: never the original's label
+    assert again.manifest["name"] == f"{original.manifest['name']}-imported"
+    assert source_label(again.manifest) != source_label(original.manifest)
     assert torch.equal(again.training_pairs()[1], original.training_pairs()[1])
     diff = again.training_pairs()[0] - original.training_pairs()[0].clamp(0, 1)
     assert diff.abs().max() <= 0.5 / 255 + 1e-6

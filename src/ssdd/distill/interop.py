@@ -30,6 +30,7 @@ Export writes every stored view of any artifact (Boost's rebuilt views included)
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from pathlib import Path
@@ -91,6 +92,50 @@ def evaluation_note(manifest: dict[str, Any]) -> str | None:
     return (f"imported set ({origin.get('format')}) has targets from an unknown teacher "
             f"(d = {origin.get('target_dim')}): scored as given, nothing ties them to the evaluation teacher "
             f"(import it with --teacher DIR to have that checked)")
+
+
+def _same_dataset(a: str, b: str) -> bool:
+    def key(name: str) -> str:
+        return name.strip().lower().replace("-", "_")
+
+    return key(a) == key(b)
+
+
+def declared_source_mismatch(path: str | Path, manifest: dict[str, Any], source_cfg: Any) -> str | None:
+    """For an imported set that declares the dataset it was distilled from (--dataset, or guessed from its path):
+    a sentence naming both when that is not the evaluation's source (`source_cfg`, a DataConfig); None otherwise.
+    `ssdd evaluate` refuses the set on it unless --allow-mismatch."""
+    from ssdd.data.loaders import dataset_name, source_description
+
+    if manifest.get("origin") is None:
+        return None
+    declared = (manifest.get("source") or {}).get("name")
+    evaluation = dataset_name(source_cfg)
+    if not declared or _same_dataset(str(declared), evaluation):
+        return None
+    where = source_description(source_cfg)
+    evaluated = evaluation if where == evaluation else f"{evaluation} ({where})"
+    return (f"{path} was imported as distilled from {declared}, not from the evaluation source {evaluated}: rows "
+            f"would not be comparable; pass source.path=<its source> (source.name={declared} if the source is "
+            f"that dataset under another file name)")
+
+
+def compression_source_images(manifest: dict[str, Any], evaluation_images: int, source_cfg: Any) -> int | None:
+    """The source images a set's compression ratio divides (None when unknown). A distilled set: what its
+    distillation read, as its manifest records. An imported set: the evaluation source's size (`evaluation_images`,
+    0 when the evaluation did not read its train split), else its declared count only when its declared source is
+    the evaluation's (`source_cfg`, a DataConfig): KRR-ST's 50,000 describe another source under --allow-mismatch."""
+    from ssdd.data.loaders import dataset_name
+
+    source = manifest.get("source") or {}
+    if manifest.get("origin") is None:
+        return source.get("images") or evaluation_images or None
+    if evaluation_images:
+        return evaluation_images
+    declared = source.get("name")
+    if declared and source.get("images") and _same_dataset(str(declared), dataset_name(source_cfg)):
+        return int(source["images"])
+    return None
 
 
 # --- reading inputs -----------------------------------------------------------------------------------------
@@ -251,7 +296,8 @@ def _teacher_info(teacher: str | Path | None, target_dim: int | None, resolution
 
 
 def _file_entry(path: Path, role: str) -> dict[str, Any]:
-    return {"role": role, "path": str(path.resolve()), "bytes": path.stat().st_size, "sha256": file_sha256(path)}
+    """A source file by name and content (never its absolute path: the manifest says nothing of the machine)."""
+    return {"role": role, "file": path.name, "bytes": path.stat().st_size, "sha256": file_sha256(path)}
 
 
 # --- import -------------------------------------------------------------------------------------------------
@@ -353,6 +399,22 @@ def import_krr_st(x_path: str | Path, out: str | Path, y_path: str | Path | None
                         source_images=source_images, budget=budget, count_targets=count_targets, num_classes=classes)
 
 
+def default_import_name(folder: Path) -> str:
+    """The label name of an imported image folder without --name: `imported_<folder>`, or for a folder written by
+    `ssdd export` `<the exported set's name>-imported`, so that it never takes the original's label."""
+    index_path = folder / "index.json"
+    if index_path.is_file():
+        try:
+            index = json.loads(index_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+            index = None
+        if isinstance(index, dict) and index.get("kind") == EXPORT_KIND:
+            original = index.get("name") or index.get("method")
+            if isinstance(original, str) and original:
+                return f"{original}-imported"
+    return f"imported_{folder.resolve().name}"
+
+
 def import_image_folder(folder: str | Path, out: str | Path, targets: str | Path | None = None, *,
                         dataset: str | None = None, mean: Any = None, std: Any = None,
                         teacher: str | Path | None = None, budget: float | None = None, count_targets: bool = True,
@@ -402,7 +464,7 @@ def import_image_folder(folder: str | Path, out: str | Path, targets: str | Path
         stats, stats_from = channel_stats(images), "the imported images' own channel statistics"
     stored = {"images": images, kind: values}
     classes = _num_classes(values, num_classes, dataset, str(targets)) if kind == "labels" else None
-    return _save_import(out, stored, name=name or f"imported_{folder.resolve().name}", fmt="image_folder",
+    return _save_import(out, stored, name=name or default_import_name(folder), fmt="image_folder",
                         files=files, targets_from=targets_from, normalization=stats, normalization_from=stats_from,
                         teacher=teacher_info, dataset=dataset, source_images=source_images, budget=budget,
                         count_targets=count_targets, num_classes=classes)
