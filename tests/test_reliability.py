@@ -566,3 +566,43 @@ def test_a_real_sigkill_during_distillation_loses_nothing(tiny_npz, tiny_teacher
     a, b = load_distilled(killed).training_pairs(), load_distilled(tmp_path / "whole").training_pairs()
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     assert not list(killed.glob("*.tmp")) and not list(killed.glob(".*.tmp"))
+
+
+@pytest.fixture
+def finished_evaluation(random_set, tiny_npz, tiny_teacher, tmp_path) -> tuple[Path, list[str]]:
+    out = tmp_path / "eval"
+    args = [f"teacher={tiny_teacher}", f"source.path={tiny_npz}", f"out_dir={out}", "device=cpu", "cka_images=0",
+            "full_data.enabled=false", "full_data.same_recipe=false", f"targets=[{{source: npz, path: {tiny_npz}}}]",
+            "seeds=1", "models=[{name: convnet, width: 4, depth: 2}]", "pretrain.epochs=1",
+            "finetune.small_iterations=2", "probe.iterations=2", "-d", str(random_set)]
+    assert main(["evaluate", "--no-progress", *args]) == 0
+    return out, args
+
+
+@pytest.mark.parametrize("content, said", [
+    ('[{"label": "random@10", ', "not valid JSON ("),
+    ("NaN", "holds NaN, not a list of result rows"),
+    ('"some text"', 'holds "some text", not a list of result rows'),
+    ('{"rows": []}', "holds an object, not a list of result rows"),
+    ("ROW_TOP1_NAN", "row 1 has 'top1' NaN, not a finite number"),
+    ("ROW_TEXT", 'row 1 is "a row", not a result row'),
+    ("ROW_NO_LABEL", "row 1 lacks 'label'"),
+])
+def test_a_damaged_results_json_is_one_line_naming_it(content, said, finished_evaluation, capsys):
+    out, args = finished_evaluation
+    results = out / "results.json"
+    rows = json.loads(results.read_text())
+    if content == "ROW_TOP1_NAN":
+        content = json.dumps([{**rows[0], "top1": float("nan")}, *rows[1:]])
+    elif content == "ROW_TEXT":
+        content = json.dumps(["a row", *rows[1:]])
+    elif content == "ROW_NO_LABEL":
+        content = json.dumps([{k: v for k, v in rows[0].items() if k != "label"}, *rows[1:]])
+    results.write_text(content)
+    capsys.readouterr()
+    for argv in (["evaluate", "--report-only", f"out_dir={out}"], ["report", str(out)],
+                 ["evaluate", "--no-progress", "--resume", *args]):
+        assert main(argv) == 2, argv
+        line = one_error_line(capsys)
+        assert f"{results}: {said}" in line and "please report" not in line, line
+    assert results.read_text() == content  # nothing rewritten

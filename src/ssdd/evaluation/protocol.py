@@ -32,7 +32,7 @@ from ssdd.evaluation.finetune import finetune
 from ssdd.evaluation.linear_probe import extract_features, probe_encoder
 from ssdd.evaluation.pretrain import full_data_steps, pretrain_full_data, pretrain_on_pairs, pretrain_steps
 from ssdd.evaluation.references import FULL_DATA, FULL_DATA_SAME_RECIPE, NO_PRETRAIN
-from ssdd.evaluation.report import format_table, summarize, write_report, write_results
+from ssdd.evaluation.report import format_table, read_results, summarize, write_report, write_results
 from ssdd.evaluation.supervised import pretrain_supervised, uses_supervised_recipe
 from ssdd.integrity import check_trained
 from ssdd.models import build_model
@@ -202,19 +202,10 @@ def _previous_rows(out_dir: Path, cfg: EvaluateConfig, resume: bool) -> list[dic
     saved = yaml.safe_load((out_dir / "config.yaml").read_text()) if (out_dir / "config.yaml").exists() else None
     if saved is not None:
         check_resume_compatible(saved, config_to_dict(cfg), RESUMABLE_KEYS, LEGACY_VALUES)
-    rows = _read_rows(results)
+    rows = read_results(results)
     measured = {_row_cell(row) for row in rows}
-    aside = _read_rows(out_dir / SET_ASIDE) if (out_dir / SET_ASIDE).is_file() else []
+    aside = read_results(out_dir / SET_ASIDE) if (out_dir / SET_ASIDE).is_file() else []
     return rows + [row for row in aside if _row_cell(row) not in measured]
-
-
-def _read_rows(path: Path) -> list[dict[str, Any]]:
-    try:
-        return list(json.loads(path.read_text()))
-    except ValueError:
-        what = "and results.json away to start the evaluation afresh" if path.name == SET_ASIDE else \
-            "away to start the evaluation afresh"
-        raise ValueError(f"{path}: not valid JSON; move it {what}") from None
 
 
 def _set_aside(rows: list[dict[str, Any]], kept: list[dict[str, Any]], out_dir: Path) -> None:
