@@ -606,3 +606,33 @@ def test_a_damaged_results_json_is_one_line_naming_it(content, said, finished_ev
         line = one_error_line(capsys)
         assert f"{results}: {said}" in line and "please report" not in line, line
     assert results.read_text() == content  # nothing rewritten
+
+
+@pytest.mark.parametrize("writer", ["checkpoint", "weights"])
+def test_a_full_disk_is_one_line_saying_so(writer, tiny_npz, tiny_teacher, tmp_path, monkeypatch, capsys):
+    import safetensors.torch
+
+    import ssdd.artifacts
+
+    out = tmp_path / "d"
+    args = [f"data.path={tiny_npz}", f"teacher={tiny_teacher}", f"out_dir={out}", *DISTILL, "method=krr_st"]
+    if writer == "checkpoint":  # what torch's zip writer raises when the device fills during torch.save
+        def full(*_: object, **__: object) -> None:
+            raise RuntimeError("[enforce fail at inline_container.cc:778] . unexpected pos 4544 vs 4440")
+
+        monkeypatch.setattr(torch, "save", full)
+        written = out / "checkpoint.pt"
+    else:  # and what safetensors raises for the artifact's weights
+        def full(*_: object, **__: object) -> None:
+            raise safetensors.SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
+                                              'message: "No space left on device" })')
+
+        monkeypatch.setattr(ssdd.artifacts, "save_file", full)
+        written = out / "distilled-00001-of-00001.safetensors"
+    assert main(["distill", "--no-progress", *args]) == 1
+    line = one_error_line(capsys)
+    assert line.startswith(f"ssdd distill: error: no space left on device while writing {out}")
+    assert "please report" not in line and "unexpected pos" not in line
+    if writer == "checkpoint":
+        assert str(written) in line
+    assert not list(out.glob(".*.tmp"))  # no temporary file left behind
