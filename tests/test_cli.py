@@ -64,6 +64,24 @@ def test_under_torchrun_only_rank_0_prints_the_error(capsys, monkeypatch, tmp_pa
     assert err.count("\n") == 1 and err.startswith("ssdd evaluate: error:")
 
 
+def test_distill_help_lists_every_registered_method(capsys):
+    from ssdd.distill import available_methods
+
+    with pytest.raises(SystemExit):
+        main(["distill", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for method in available_methods():
+        assert (method in text) == (method != "imported"), method  # imported sets come from import-distilled
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["presets"], ["evaluate", "--help"]])
+def test_help_and_the_preset_list_do_not_import_torch(argv):
+    code = ("import sys\nfrom ssdd.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules, 'torch imported'\n")
+    result = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-500:]
+
+
 def test_bad_override_is_one_clear_line(capsys):
     assert main(["teacher", "--print-config", "optim.epochs=abc"]) == 2
     err = capsys.readouterr().err.strip()

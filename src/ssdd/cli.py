@@ -68,6 +68,15 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     return 0
 
 
+def _distill_description() -> str:
+    """`ssdd distill --help`'s description: the methods registered (imports them: only when the help is printed)."""
+    from ssdd.distill import available_methods
+    from ssdd.distill.interop import METHOD as IMPORTED
+
+    methods = [m for m in available_methods() if m != IMPORTED]  # `imported` sets come from import-distilled
+    return f"Distil the source into a small set. Methods (method=NAME): {', '.join(methods)}."
+
+
 def _cmd_experts(args: argparse.Namespace) -> int:
     from ssdd.experts.config import ExpertsConfig
     from ssdd.experts.train import train_experts
@@ -179,8 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="no progress bar or phase lines (epoch lines and logs stay)")
     teacher.set_defaults(func=_cmd_teacher)
 
-    distill = sub.add_parser("distill", help="distil the source into a small set (boost, krr_st, mkdt, random, "
-                                             "kmeans)")
+    distill = sub.add_parser("distill", help="distil the source into a small set (method=NAME; `ssdd distill "
+                                             "--help` lists the methods)")
+    distill.describe = _distill_description
     _add_config_args(distill)
     distill.add_argument("--resume", action="store_true", help="continue the run in out_dir from its checkpoint")
     distill.add_argument("--no-progress", action="store_true", help="no progress bar or phase lines")
@@ -264,7 +274,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from ssdd.cli_parser import is_override, move_overrides
     from ssdd.errors import EXIT_INTERRUPTED, classify
-    from ssdd.runguard import interrupt_message
 
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -280,6 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
+        from ssdd.runguard import interrupt_message  # imports torch: only when needed, so listing stays fast
+
         print(f"ssdd {args.command}: interrupted ({interrupt_message(args.command)})", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:

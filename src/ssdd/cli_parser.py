@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
@@ -35,12 +36,21 @@ def move_overrides(args: argparse.Namespace, extra: list[str]) -> list[str]:
 
 class Parser(argparse.ArgumentParser):
     """argparse's parser, where a ChannelValues option (ssdd.channel_args) consumes one word or three (never
-    more), and whose usage errors are printed by rank 0 only under torchrun."""
+    more), whose usage errors are printed by rank 0 only under torchrun, and whose description may be computed
+    when the help is printed (`describe`)."""
 
     def _get_nargs_pattern(self, action: argparse.Action) -> str:
         if getattr(action, "one_or_three", False) and action.option_strings:
             return "(A(?:AA)?)"
         return super()._get_nargs_pattern(action)
+
+    # a callable giving the description, called only when the help is printed (it may import the registries)
+    describe: Callable[[], str] | None = None
+
+    def format_help(self) -> str:
+        if self.describe is not None:
+            self.description = self.describe()
+        return super().format_help()
 
     def error(self, message: str) -> NoReturn:
         from ssdd.distributed import is_main_process
