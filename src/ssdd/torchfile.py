@@ -5,7 +5,8 @@ The file's first bytes say what it is before torch sees it, so the diagnosis nev
 (retrying with `weights_only=False` runs code from the file) or its multi-line paragraphs and warnings:
 
 - a zip archive (`PK\\x03\\x04`): torch's format since 1.6;
-- a pickle that starts with torch's legacy magic number: the format before 1.6 (`_use_new_zipfile_serialization=False`);
+- a pickle whose first object is torch's legacy magic number: the format before 1.6
+  (`_use_new_zipfile_serialization=False`);
 - any other pickle (`pickle.dump`, protocol 2+): not a torch file (torch cannot read it, whatever the flags);
 - anything else (text, zeros, an empty file): not a torch file.
 
@@ -21,8 +22,15 @@ from pathlib import Path
 from typing import Any
 
 ZIP_MAGIC = b"PK\x03\x04"
-# torch/serialization.py: MAGIC_NUMBER = 0x1950a86a20f9469cfc6c, pickled first by the legacy format (protocol 2)
-LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
+# torch/serialization.py: MAGIC_NUMBER, the first object the legacy format pickles
+LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
+
+
+class _Primitives(pickle.Unpickler):
+    """Reads plain values only: any class or function the pickle names is refused (nothing is run)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"{module}.{name}")
 
 
 class TorchFileError(ValueError):
@@ -32,16 +40,19 @@ class TorchFileError(ValueError):
 def torch_file_kind(path: str | Path) -> str:
     """'zip', 'legacy', 'pickle', 'empty' or 'other', from the file's first bytes."""
     with open(path, "rb") as handle:
-        head = handle.read(len(LEGACY_MAGIC))
-    if not head:
-        return "empty"
-    if head.startswith(ZIP_MAGIC):
-        return "zip"
-    if head == LEGACY_MAGIC:
-        return "legacy"
-    if head[:1] == b"\x80" and len(head) > 1 and 2 <= head[1] <= 5:
-        return "pickle"
-    return "other"
+        head = handle.read(4)
+        if not head:
+            return "empty"
+        if head.startswith(ZIP_MAGIC):
+            return "zip"
+        if not (head[:1] == b"\x80" and len(head) > 1 and 2 <= head[1] <= 5):
+            return "other"
+        handle.seek(0)
+        try:  # the legacy format pickles torch's magic number first, with any protocol
+            first = _Primitives(handle).load()
+        except Exception:
+            return "pickle"
+    return "legacy" if isinstance(first, int) and first == LEGACY_MAGIC_NUMBER else "pickle"
 
 
 def check_file(path: str | Path, what: str) -> Path:
@@ -79,12 +90,15 @@ def load_torch_file(path: str | Path, what: str = "PyTorch checkpoint", trust_pi
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
         if found and not trust_pickle:
             raise error(f"{path}: holds pickled Python objects beyond tensors ({found.group(1)}), which are "
-                                 f"not unpickled because unpickling can run arbitrary code{refusal_hint}") from None
+                        f"not unpickled because unpickling can run arbitrary code{refusal_hint}") from None
+        if kind == "legacy" and not trust_pickle and "Unsupported operand" in str(exc):
+            raise error(f"{path}: a legacy torch.save file (the format before PyTorch 1.6) with a pickle protocol "
+                        f"that is not read without unpickling arbitrary objects{refusal_hint}") from None
         raise error(f"{path}: not a {what} (truncated or corrupt)") from None
     except (ModuleNotFoundError, AttributeError) as exc:
         if trust_pickle:
             raise error(f"{path}: unpickling needs code that is not installed ({exc}); install it, or "
-                                 f"re-save only the tensors") from None
+                        f"re-save only the tensors") from None
         raise error(f"{path}: not a {what} (truncated or corrupt)") from None
     except Exception:  # miniz, EOF, struct and storage errors of a damaged archive
         raise error(f"{path}: not a {what} (truncated or corrupt)") from None

@@ -251,6 +251,8 @@ def not_a_checkpoint(path: Path, case: str) -> Path:
         torch.save({"w": torch.randn(64, 64)}, buffer, _use_new_zipfile_serialization=case != "truncated_legacy")
         data = buffer.getvalue()
         path.write_bytes(data[:-10] if case == "truncated_zip_end" else data[: len(data) // 2])
+    elif case == "legacy_protocol4":  # readable by torch, but not by its safe unpickler
+        torch.save({"w": torch.randn(4)}, path, _use_new_zipfile_serialization=False, pickle_protocol=4)
     elif case == "folder":
         path.mkdir()
     return path
@@ -262,7 +264,10 @@ NOT_A_CHECKPOINT = {"text": "not a PyTorch checkpoint (neither a torch zip archi
                     "truncated_zip": "not a PyTorch checkpoint (truncated or corrupt)",
                     "truncated_zip_end": "not a PyTorch checkpoint (truncated or corrupt)",
                     "truncated_legacy": "not a PyTorch checkpoint (truncated or corrupt)",
-                    "folder": "is a folder, not a checkpoint file"}
+                    "folder": "is a folder, not a checkpoint file",
+                    "legacy_protocol4": "a legacy torch.save file (the format before PyTorch 1.6) with a pickle "
+                                        "protocol that is not read without unpickling arbitrary objects; pass "
+                                        "--trust-pickle only if you trust this file"}
 
 
 @pytest.mark.parametrize("case", sorted(NOT_A_CHECKPOINT))
