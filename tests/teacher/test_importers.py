@@ -275,7 +275,7 @@ def test_files_that_are_not_checkpoints_get_one_clear_line(case, tmp_path, capsy
     path = not_a_checkpoint(tmp_path / "t.pt", case)
     err = _one_line_error(capsys, ["import-teacher", str(path), "-f", "krr_st", "--dataset", "cifar100",
                                    "-o", str(tmp_path / "out")], NOT_A_CHECKPOINT[case])
-    assert "weights_only" not in err and "please report" not in err and len(err) < len(str(path)) + 150, err
+    assert "weights_only" not in err and "please report" not in err and len(err) < len(str(path)) + 230, err
     assert not [w for w in recwarn if "pickle" in str(w.message)]  # torch's protocol notice is not passed on
     assert not (tmp_path / "out").exists()
 
