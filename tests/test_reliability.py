@@ -522,7 +522,7 @@ def test_every_exception_type_is_one_line_and_debug_shows_the_traceback(monkeypa
 
     monkeypatch.setattr(cli, "_cmd_presets", full_disk)
     assert main(["presets"]) == 1
-    assert "/runs/x/checkpoint.pt: No space left on device" in one_error_line(capsys)
+    assert "no space left on device while writing /runs/x/checkpoint.pt" in one_error_line(capsys)
 
 
 def test_the_readme_documents_the_exit_codes_and_the_reliability_table():
