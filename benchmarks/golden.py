@@ -7,7 +7,8 @@ fingerprints what they wrote:
 
 - every safetensors file: the SHA-256 of each tensor's bytes, keyed by the file's path relative to the run
   folder (the study's folder names hold the stages' cache keys, so a changed key shows as a changed path);
-- every results.json: each row's results-relevant fields (timings and devices left out).
+- every results.json: each row's results-relevant fields (timings and devices left out);
+- every metrics.jsonl: each logged row (losses, learning rates; rates and timings left out).
 
     python benchmarks/golden.py --out runs/golden            # print the fingerprints as JSON
     python benchmarks/golden.py --out runs/golden --write tests/golden/fingerprints.json
@@ -32,6 +33,7 @@ from safetensors import safe_open
 
 # row fields that vary run to run or machine to machine without any change in what was computed
 VOLATILE_ROW_KEYS = ("pretrain_s", "eval_s", "distill_s", "device", "distill_device")
+VOLATILE_METRIC_SUFFIXES = ("_per_s", "_s", "seconds")  # rates and timings in metrics.jsonl
 
 SHORT_RUNS = {  # name -> (preset, overrides); the teacher and experts come from the demo study
     "boost_joint": ("demo_distill_boost", ["krr.steps=20", "boost.approximation=joint",
@@ -75,9 +77,15 @@ def _rows(path: Path) -> list[dict[str, Any]]:
     return [{k: v for k, v in sorted(row.items()) if k not in VOLATILE_ROW_KEYS} for row in rows]
 
 
+def _metrics(path: Path) -> list[dict[str, Any]]:
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [{k: v for k, v in sorted(row.items()) if not k.endswith(VOLATILE_METRIC_SUFFIXES)} for row in rows]
+
+
 def fingerprint(out: Path) -> dict[str, Any]:
     tensors = {str(p.relative_to(out)): _tensor_hashes(p) for p in sorted(out.rglob("*.safetensors"))}
     results = {str(p.relative_to(out)): _rows(p) for p in sorted(out.rglob("results.json"))}
+    results |= {str(p.relative_to(out)): _metrics(p) for p in sorted(out.rglob("metrics.jsonl"))}
     return {"platform": platform(), "tensors": tensors, "results": results}
 
 

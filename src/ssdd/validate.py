@@ -44,6 +44,14 @@ def whole(key: str, value: Any, minimum: int) -> None:
         raise ConfigError(f"{key}={value!r}: must be a whole number, at least {minimum}")
 
 
+def batch_fits(key: str, batch: int, available: int | None, what: str = "source images") -> None:
+    """A batch drawn from `available` images holds no more than them (None: the count is not known yet).
+    KRR-ST's outer loop draws its real batch with replacement, so a larger one would run, but only by repeating
+    images, at a memory cost that grows with the batch (krr.batch_size=1e8 would ask for ~77 GB)."""
+    if available is not None and batch > available:
+        raise ConfigError(f"{key}={batch} exceeds the {available} {what}; lower {key}")
+
+
 def positive(key: str, value: Any) -> None:
     if not _number(value) or not math.isfinite(value) or value <= 0:
         raise ConfigError(f"{key}={value!r}: must be a finite number above 0")
@@ -496,6 +504,8 @@ def validate_distill(cfg: Any, resume: bool = False) -> None:
         raise ConfigError(f"data.resolution={cfg.data.resolution}, but teacher {cfg.teacher} expects {resolution} px "
                           f"images: set data.resolution={resolution}")
     available = check_split(cfg.data, "train_split")
+    if cfg.method in LOOP_METHODS:
+        batch_fits("krr.batch_size", cfg.krr.batch_size, available)
     if manifest.get("feature_dim"):
         check_budget_fits(cfg, resolution, int(manifest["feature_dim"]), available)
     if cfg.method in ("mkdt", "high_loss"):
@@ -533,7 +543,7 @@ def validate_experts(cfg: Any, resume: bool = False) -> None:
     if cfg.data.resolution != manifest["resolution"]:
         raise ConfigError(f"data.resolution={cfg.data.resolution}, but teacher {cfg.teacher} expects "
                           f"{manifest['resolution']} px images: set data.resolution={manifest['resolution']}")
-    check_split(cfg.data, "train_split")
+    batch_fits("batch_size", cfg.batch_size, check_split(cfg.data, "train_split"))
     _start("experts", cfg.out_dir)
 
 
@@ -597,12 +607,9 @@ SET_ASIDE = "results.set_aside.json"
 
 
 def _check_out_dir_for_evaluation(out_dir: Path, resume: bool) -> None:
-    if (out_dir / "manifest.json").exists() or (out_dir / "checkpoint.pt").exists():
-        raise FileExistsError(f"{out_dir} holds a teacher or distillation run; choose another out_dir for the "
-                              f"evaluation")
-    if not resume and (out_dir / "results.json").exists():
-        raise FileExistsError(f"{out_dir} already holds evaluation results (results.json); pass --resume to "
-                              f"add only the missing cells, or choose another out_dir")
+    from ssdd.runfolder import claim
+
+    claim(out_dir, "evaluate", resume)  # never another run's folder; results.json only with --resume
     if (out_dir / SET_ASIDE).exists() and not (out_dir / "results.json").exists():
         raise FileExistsError(f"{out_dir} holds {SET_ASIDE} (cells of an earlier evaluation) but no results.json; "
                               f"move it away to start afresh, or choose another out_dir")
@@ -614,8 +621,8 @@ def _note(text: str) -> None:
 
 def _check_sets(cfg: Any, teacher: dict[str, Any], source_cfg: DataConfig, allow_mismatch: bool) -> None:
     """Every distilled set: its manifest, its teacher (fingerprints) and its source (fingerprint)."""
-    from ssdd.artifacts import ArtifactError, read_manifest
-    from ssdd.distill.artifact import KIND
+    from ssdd.artifacts import ArtifactError
+    from ssdd.distill.artifact import load_distilled
     from ssdd.distill.interop import declared_source_mismatch, evaluation_note
 
     override = "or pass --allow-mismatch to score it anyway"
@@ -624,7 +631,7 @@ def _check_sets(cfg: Any, teacher: dict[str, Any], source_cfg: DataConfig, allow
         if not Path(path).is_dir():
             raise ArtifactError(f"{path}: no distilled set there; pass --distilled with folders written by "
                                 f"`ssdd distill` or `ssdd import-distilled`")
-        manifest = read_manifest(path, KIND)
+        manifest = load_distilled(path).manifest  # tensors read and checked too: a damaged set fails before work
         recorded = manifest.get("teacher") if isinstance(manifest.get("teacher"), dict) else {}
         if evaluation_note(manifest) is None:
             same = recorded.get("fingerprint") == teacher.get("fingerprint")
@@ -748,7 +755,7 @@ def validate_study(study: Any) -> None:
         cfg = load_config(ExpertsConfig, study.experts.config, [*common, *study.experts.overrides])
         try:
             check_experts_settings(cfg)
-            check_split(cfg.data, "train_split")
+            batch_fits("batch_size", cfg.batch_size, check_split(cfg.data, "train_split"))
         except ValueError as exc:
             raise type(exc)(f"experts stage: {exc}") from None
     for spec in study.distill:
@@ -763,6 +770,8 @@ def validate_study(study: Any) -> None:
                     raise ConfigError(f"data.resolution={cfg.data.resolution}, but the teacher is {resolution} px: "
                                       f"set data.resolution={resolution}")
                 available = check_split(cfg.data, "train_split")
+                if cfg.method in LOOP_METHODS:
+                    batch_fits("krr.batch_size", cfg.krr.batch_size, available)
                 if feature_dim:
                     check_budget_fits(cfg, cfg.data.resolution, feature_dim, available)
             except ValueError as exc:

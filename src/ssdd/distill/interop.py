@@ -303,11 +303,13 @@ def _file_entry(path: Path, role: str) -> dict[str, Any]:
 # --- import -------------------------------------------------------------------------------------------------
 
 def _check_out(out: Path, budget: float | None, source_images: int | None, num_classes: int | None) -> None:
-    """Refuse, before anything is read or written, an --out that holds something and numbers that make no set."""
+    """Refuse, before anything is read or written, an --out that holds something (another run's folder, a set
+    already there) and numbers that make no set."""
+    from ssdd.runfolder import claim
+
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out}: exists and is not a folder")
-    if (out / "manifest.json").exists():
-        raise FileExistsError(f"{out} already holds an artifact; choose another --out")
+    claim(out, "distill", flag=None, key="--out")  # never another run's folder, never a set already there
     if budget is not None and not (math.isfinite(budget) and budget > 0):
         raise InteropError(f"--budget must be a positive number of image-equivalents, got {budget}")
     for flag, count in (("--source-images", source_images), ("--num-classes", num_classes)):

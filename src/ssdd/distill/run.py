@@ -17,13 +17,13 @@ from ssdd.distill.config import RESUMABLE_KEYS, DistillConfig
 from ssdd.distill.registry import DistillContext, get_method
 from ssdd.integrity import ApproximationError
 from ssdd.progress import show_phases
-from ssdd.runfolder import load_checkpoint
+from ssdd.runfolder import claim, load_checkpoint
 from ssdd.runguard import check_inputs, check_resume, distill_resumable_keys, numerical_stop, resume_changes
 from ssdd.runtime import resolve_device, seed_everything, versions
 from ssdd.tblog import ScalarLog, require_tensorboard
 from ssdd.teacher import load_teacher
 from ssdd.teacher.locate import require_teacher_folder
-from ssdd.validate import validate_distill
+from ssdd.validate import LOOP_METHODS, batch_fits, validate_distill
 
 
 def run_distill(cfg: DistillConfig, resume: bool = False, show_progress: bool = True) -> DistilledSet | None:
@@ -31,6 +31,7 @@ def run_distill(cfg: DistillConfig, resume: bool = False, show_progress: bool = 
 
     Under torchrun every process takes part (see ssdd.distill.outer) and only rank 0 writes; the other ranks
     return None."""
+    claim(cfg.out_dir, "distill", resume)  # never another run's folder; --resume needs a checkpoint
     validate_distill(cfg, resume)  # every setting, the teacher, the split, the budget, the device: before any work
     require_tensorboard(cfg.tensorboard)  # one line, before any work, when the package is missing
     with D.process_group(cfg.device) as dist_info, show_phases(show_progress and dist_info.is_main):
@@ -51,11 +52,6 @@ def _run_distill(cfg: DistillConfig, resume: bool, show_progress: bool, dist_inf
     device = resolve_device(cfg.device, dist_info.local_rank)
     out_dir = Path(cfg.out_dir)
     ckpt = out_dir / "checkpoint.pt"
-    if resume and not ckpt.exists():
-        raise FileNotFoundError(f"--resume: no checkpoint at {ckpt}")
-    if not resume and ((out_dir / "manifest.json").exists() or ckpt.exists()):
-        raise FileExistsError(f"{out_dir} already holds a distillation run; pass --resume to continue it "
-                              f"or choose another out_dir")
     purge_step = 0  # TensorBoard: a resumed run drops what the interrupted one logged after its checkpoint
     if resume:
         state = load_checkpoint(ckpt)
@@ -68,6 +64,8 @@ def _run_distill(cfg: DistillConfig, resume: bool, show_progress: bool, dist_inf
     seed_everything(cfg.seed)
     teacher = load_teacher(cfg.teacher, device)
     source = load_split(cfg.data, cfg.data.train_split, seed=cfg.seed)
+    if cfg.method in LOOP_METHODS:
+        batch_fits("krr.batch_size", cfg.krr.batch_size, len(source))  # torchvision, digits: known once loaded
     check_inputs(out_dir, resume, {"teacher": teacher.fingerprint, "teacher_function": teacher.function_fingerprint,
                                    "source": source.fingerprint()},
                  {"teacher": f"teacher ({cfg.teacher})", "teacher_function": f"teacher's function ({cfg.teacher})",
