@@ -741,13 +741,13 @@ def test_import_teacher_overwrite_replaces_only_a_teacher(random_set, tmp_path, 
 
 def test_an_evaluation_resumes_with_its_teacher_moved_but_not_replaced(evaluation_folder, tiny_npz, tiny_teacher,
                                                                        random_set, tmp_path):
-    from ssdd.evaluation.protocol import _previous_rows
+    from ssdd.evaluation.schedule import previous_rows
 
     moved = tmp_path / "moved" / "teacher"
     shutil.copytree(tiny_teacher, moved)  # the same teacher at another path (a moved or copied study)
     cfg = evaluate_cfg(tiny_npz, moved, evaluation_folder, [random_set])
     validate_evaluate(cfg, resume=True, allow_mismatch=True)  # fingerprints compared: the same
-    assert _previous_rows(evaluation_folder, cfg, resume=True) == []
+    assert previous_rows(evaluation_folder, cfg, resume=True) == []
     other = make_teacher(tmp_path / "other", seed=1)
     with pytest.raises(ValueError, match="changed since this run started"):
         validate_evaluate(evaluate_cfg(tiny_npz, other, evaluation_folder, [random_set]), resume=True,

@@ -588,6 +588,9 @@ def check_evaluate_settings(cfg: Any) -> None:
         non_negative("finetune.weight_decay", t.weight_decay)
     if "linear_probe" in cfg.modes:
         check_probe(cfg.probe)
+    from ssdd.evaluation.validation import check_validation
+
+    check_validation(cfg.validation.fraction, cfg.validation.seed)
 
 
 def check_supervised_pretrain(s: Any) -> None:
