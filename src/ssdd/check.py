@@ -9,8 +9,9 @@ from pathlib import Path
 
 import torch
 
+from ssdd.data.validate import describe_data
 from ssdd.runtime import versions
-from ssdd.validate import describe_data, teacher_manifest
+from ssdd.teacher.validate import teacher_manifest
 
 DATA_FILES = ("cifar100.npz", "cifar10.npz", "flowers102_32.npz")  # the data.path of the presets, under data/
 TEACHER_DEPTH = 4  # runs/demo/teacher/teacher/manifest.json

@@ -11,19 +11,18 @@ from ssdd import distributed as D
 from ssdd.artifacts import ArtifactError
 from ssdd.config import config_to_dict, save_config
 from ssdd.data import load_split
-from ssdd.distill import boost, krr_st, mkdt, subsets  # noqa: F401  (register the methods)
 from ssdd.distill.artifact import DistilledSet, save_distilled
-from ssdd.distill.config import RESUMABLE_KEYS, DistillConfig
+from ssdd.distill.config import DistillConfig
+from ssdd.distill.keys import resumable_keys
 from ssdd.distill.registry import DistillContext, get_method
+from ssdd.distill.validate import check_processes, validate_distill
 from ssdd.integrity import ApproximationError
 from ssdd.progress import show_phases
-from ssdd.runfolder import load_checkpoint
-from ssdd.runguard import check_inputs, check_resume, distill_resumable_keys, numerical_stop, resume_changes
+from ssdd.runfolder import CHECKPOINT, load_checkpoint
+from ssdd.runguard import check_inputs, check_resume, numerical_stop, resume_changes
 from ssdd.runtime import resolve_device, seed_everything, versions
 from ssdd.tblog import ScalarLog, require_tensorboard
 from ssdd.teacher import load_teacher
-from ssdd.teacher.locate import require_teacher_folder
-from ssdd.validate import validate_distill
 
 
 def run_distill(cfg: DistillConfig, resume: bool = False, show_progress: bool = True) -> DistilledSet | None:
@@ -40,30 +39,18 @@ def run_distill(cfg: DistillConfig, resume: bool = False, show_progress: bool = 
 def _run_distill(cfg: DistillConfig, resume: bool, show_progress: bool, dist_info: D.DistInfo
                  ) -> DistilledSet | None:
     method = get_method(cfg.method)
-    if cfg.log_every < 1 or cfg.checkpoint_every < 1:
-        raise ValueError("log_every and checkpoint_every must be at least 1")
-    if not cfg.count_targets and cfg.method != "krr_st":
-        raise ValueError(f"count_targets=false (KRR-ST's paper convention) applies to krr_st only, not {cfg.method}")
-    if method.parallel and cfg.krr.batch_size < dist_info.world_size:
-        raise ValueError(f"krr.batch_size {cfg.krr.batch_size} is smaller than the {dist_info.world_size} processes "
-                         f"that share each real batch")
-    require_teacher_folder(cfg.teacher)
+    check_processes(cfg, dist_info.world_size)  # the settings, teacher and out_dir were checked by validate_distill
     device = resolve_device(cfg.device, dist_info.local_rank)
     out_dir = Path(cfg.out_dir)
-    ckpt = out_dir / "checkpoint.pt"
-    if resume and not ckpt.exists():
-        raise FileNotFoundError(f"--resume: no checkpoint at {ckpt}")
-    if not resume and ((out_dir / "manifest.json").exists() or ckpt.exists()):
-        raise FileExistsError(f"{out_dir} already holds a distillation run; pass --resume to continue it "
-                              f"or choose another out_dir")
+    ckpt = out_dir / CHECKPOINT
     purge_step = 0  # TensorBoard: a resumed run drops what the interrupted one logged after its checkpoint
     if resume:
         state = load_checkpoint(ckpt)
         purge_step = int(state.get("step", 0)) + 1
         saved_cfg = state.get("config")
         if saved_cfg is not None:
-            check_resume(out_dir, saved_cfg, config_to_dict(cfg), (*RESUMABLE_KEYS, *distill_resumable_keys(cfg)),
-                         at=f"step {state.get('step')}", after_numerical_stop=("krr.lr",))
+            check_resume(out_dir, saved_cfg, config_to_dict(cfg), resumable_keys(cfg), at=f"step {state.get('step')}",
+                         after_numerical_stop=("krr.lr",))
     D.barrier()  # every process has checked out_dir before rank 0 writes into it
     seed_everything(cfg.seed)
     teacher = load_teacher(cfg.teacher, device)

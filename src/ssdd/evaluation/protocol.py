@@ -34,6 +34,7 @@ from ssdd.evaluation.pretrain import full_data_steps, pretrain_full_data, pretra
 from ssdd.evaluation.references import FULL_DATA, FULL_DATA_SAME_RECIPE, NO_PRETRAIN
 from ssdd.evaluation.report import format_table, summarize, write_report, write_results
 from ssdd.evaluation.supervised import pretrain_supervised, uses_supervised_recipe
+from ssdd.evaluation.validate import SET_ASIDE, validate_evaluate
 from ssdd.integrity import check_trained
 from ssdd.models import build_model
 from ssdd.progress import bar_settings, phase, show_phases
@@ -43,7 +44,6 @@ from ssdd.runtime import atomic_write, channels_last, resolve_device, versions
 from ssdd.tblog import ScalarLog, require_tensorboard
 from ssdd.teacher import Teacher, load_teacher
 from ssdd.teacher.locate import require_teacher_folder
-from ssdd.validate import SET_ASIDE, validate_evaluate
 
 # settings a resumed evaluation may change: more seeds or sets (or the same-recipe row) add cells, the others
 # keep theirs
@@ -97,7 +97,7 @@ def _sources(cfg: EvaluateConfig, teacher: Teacher, n_source: int) -> list[Pretr
         note = evaluation_note(manifest)  # imported sets whose targets no known teacher vouches for
         if note is not None:
             print(f"ssdd evaluate: note: {path}: {note}", file=sys.stderr)
-        # the teacher and source of every set were checked before any work (ssdd.validate, --allow-mismatch)
+        # the teacher and source of every set were checked before any work (evaluation/validate.py, --allow-mismatch)
         if distilled.image_shape[-1] != teacher.resolution:
             raise ValueError(f"{path} holds {distilled.image_shape[-1]} px images; the teacher is "
                              f"{teacher.resolution} px")
