@@ -129,6 +129,11 @@ def register_method(method: DistillMethod) -> DistillMethod:
     return method
 
 
+def unregister_method(name: str) -> None:
+    """Forget a registered method (a plugin or a test that registered one for a while)."""
+    _METHODS.pop(name, None)
+
+
 def get_method(name: str) -> DistillMethod:
     if name not in _METHODS:
         raise ValueError(f"unknown distillation method '{name}' (available: {', '.join(sorted(_METHODS))})")
