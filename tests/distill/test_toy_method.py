@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from conftest import make_teacher
 
+from conftest import make_teacher
 from ssdd.cli import main
 from ssdd.config import ConfigError
 from ssdd.distill.budget import samples_for_budget
