@@ -51,7 +51,6 @@ Reconstruct = Callable[[dict[str, torch.Tensor], dict[str, Any]], tuple[torch.Te
 class StoredSet:
     """A saved distilled folder as a method's `verify` hook sees it (read, not yet trusted)."""
 
-    where: str  # the manifest's path, for messages
     manifest: Mapping[str, Any]
     stored: Mapping[str, torch.Tensor]
     image_shape: tuple[int, int, int]
@@ -63,7 +62,8 @@ class StoredSet:
 
 
 class ManifestMismatch(Exception):
-    """Raised by a `verify` hook: its text says what in the manifest disagrees with the tensors."""
+    """Raised by a `verify` hook: its text says what in the manifest disagrees with the tensors (the caller
+    names the folder and what to do)."""
 
 
 def _no_check(cfg: DistillConfig) -> None:
@@ -105,7 +105,7 @@ class DistillMethod:
     # recompute what the manifest of a saved set says from its tensors; raise ManifestMismatch. None: only the
     # target dimension is checked (ssdd.distill.verify)
     verify: Callable[[StoredSet], None] | None = None
-    # settings (dotted keys) a --resume may change besides the common ones (ssdd.distill.methods)
+    # settings (dotted keys) a --resume may change besides the common ones (ssdd.distill.keys)
     resumable_keys: Callable[[DistillConfig], tuple[str, ...]] = _no_keys
     # the optional config sections (distill.config.OPTIONAL_SECTIONS), or single dotted keys of them, it reads;
     # the others change nothing for it (they are neither compared on resume nor part of a study's cache key)
