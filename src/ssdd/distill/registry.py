@@ -4,8 +4,9 @@
 A method also owns everything else that is special about it, and the rest of ssdd asks it instead of
 comparing its name: its checks before work (`check`, `check_files`, the budget rule `samples`), how its
 saved folder is verified (`verify`), the settings a resume may change (`resumable_keys`), the optional config
-sections it reads (`reads`), whether it needs expert trajectories or class labels, its note, colour and loss
-name in reports. A new method is one module that builds a `DistillMethod` and calls `register_method`.
+sections it reads (`reads`), whether it needs expert trajectories, its note, colour and loss name in reports
+(a method that stores class labels says so by its budget rule and its verification: `ssdd.distill.budget`,
+`ssdd.distill.verify`). A new method is one module that builds a `DistillMethod` and calls `register_method`.
 """
 
 from __future__ import annotations
@@ -113,7 +114,6 @@ class DistillMethod:
     outer_loop: bool = False  # runs the shared KRR outer loop: the krr.* and pool.* settings apply
     targets_optional: bool = False  # count_targets=false (the budget counts the images only) applies to it
     needs_experts: bool = False  # reads expert trajectories (mkdt.experts; a study's experts stage)
-    needs_labels: bool = False  # stores the source's class labels (one value each) instead of teacher targets
     note: str = ""  # one line for reports: what its sets hold
     colour: str | None = None  # its colour in report figures (a matplotlib colour name)
     loss_name: str = DEFAULT_LOSS_NAME  # what its metrics.jsonl logs as `loss` (the y-axis of its loss curve)

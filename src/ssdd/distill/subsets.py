@@ -119,5 +119,5 @@ register_method(DistillMethod("kmeans", distill_kmeans, reconstruct_subset, **SU
 register_method(DistillMethod(
     "random_supervised", distill_random_supervised,
     lambda stored, manifest: (stored["images"].float() / 255.0, stored["labels"].long()),
-    samples=label_samples, verify=verify_labels, needs_labels=True, note="random real images, class labels",
+    samples=label_samples, verify=verify_labels, note="random real images, class labels",
     colour="tab:purple"))
