@@ -111,10 +111,13 @@ def test_an_out_dir_that_cannot_be_created_is_one_line(tiny_npz, tmp_path, capsy
     ("data.resolution=32", "set data.resolution=16"),
     ("krr.form=cholesky", "krr.form"),
     ("budget=100", "only 64 images"),
+    ("krr.batch_size=100000000", "exceeds the 64 source images"),
+    ("data.source=digits krr.batch_size=100000", "exceeds the 1347 source images"),  # known once loaded
 ])
 def test_distill_settings_fail_before_any_work(override, named, tiny_npz, tiny_teacher, tmp_path, capsys):
     out = tmp_path / "d"
-    args = [f"data.path={tiny_npz}", f"teacher={tiny_teacher}", f"out_dir={out}", *DISTILL, "method=krr_st", override]
+    args = [f"data.path={tiny_npz}", f"teacher={tiny_teacher}", f"out_dir={out}", *DISTILL, "method=krr_st",
+            *override.split()]
     assert main(["distill", "--no-progress", *args]) == 2
     assert named in one_error_line(capsys)
     assert not out.exists()
@@ -178,6 +181,41 @@ def test_check_reports_an_empty_or_corrupt_dataset(tmp_path, monkeypatch, capsys
     rewrite_manifest(teacher, resolution=32)
     assert main(["check"]) == 1
     assert "[FAIL] teacher" in capsys.readouterr().out
+
+
+def test_check_finds_a_studys_teacher_and_reports_a_changed_shard_or_manifest(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    teacher = make_teacher(tmp_path / "runs" / "demo" / "teacher" / "teacher-0123abcd" / "teacher")  # 5 levels
+    (tmp_path / ".venv" / "a").mkdir(parents=True)  # not searched
+    assert main(["check"]) == 0
+    assert f"[ok  ] teachers               {Path('runs/demo/teacher/teacher-0123abcd/teacher')}" in \
+        capsys.readouterr().out
+    shard = next(teacher.glob("backbone-*.safetensors"))
+    whole = bytearray(shard.read_bytes())
+    whole[-1] ^= 0xFF  # one byte of the weights changed
+    shard.write_bytes(bytes(whole))
+    assert main(["check"]) == 1
+    assert "[FAIL] teacher" in (out := capsys.readouterr().out) and "checksum mismatch" in out
+    (teacher / "manifest.json").write_text("{not json")
+    assert main(["check"]) == 1
+    assert "[FAIL] artifact" in (out := capsys.readouterr().out) and "not valid JSON" in out
+
+
+def test_check_decodes_every_image_of_an_image_folder(tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "images"
+    for split in ("train", "test"):
+        (folder / split / "cat").mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (8, 8), (i * 90, 20, 30)).save(folder / split / "cat" / f"{i}.png")
+    assert main(["check", "--data", str(folder)]) == 0
+    capsys.readouterr()
+    png = folder / "train" / "cat" / "1.png"
+    png.write_bytes(png.read_bytes()[:-30])  # the end of the image data cut off
+    assert main(["check", "--data", str(folder)]) == 1
+    assert "[FAIL] dataset" in (out := capsys.readouterr().out) and "1.png" in out
 
 
 # ----------------------------------------------------------------------------- artifacts on save and on load
@@ -517,12 +555,13 @@ def test_every_exception_type_is_one_line_and_debug_shows_the_traceback(monkeypa
     assert "/runs/x/checkpoint.pt: No space left on device" in one_error_line(capsys)
 
 
-def test_the_readme_documents_the_exit_codes_and_the_reliability_table():
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme.split("## Reliability", 1)[1]
+def test_the_readme_documents_the_exit_codes_and_docs_the_reliability_table():
+    root = Path(__file__).resolve().parents[1]
+    section = (root / "README.md").read_text().split("## Reliability", 1)[1]
     for code in ("| 0 |", "| 1 |", "| 2 |", "| 3 |", "| 4 |", "| 130 |"):
         assert code in section
-    assert os.path.basename(__file__) in section
+    assert "docs/reliability.md" in section
+    assert os.path.basename(__file__) in (root / "docs" / "reliability.md").read_text()
 
 
 @pytest.mark.slow
@@ -558,3 +597,106 @@ def test_a_real_sigkill_during_distillation_loses_nothing(tiny_npz, tiny_teacher
     a, b = load_distilled(killed).training_pairs(), load_distilled(tmp_path / "whole").training_pairs()
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     assert not list(killed.glob("*.tmp")) and not list(killed.glob(".*.tmp"))
+
+
+# ----------------------------------------------------------------------------- never another command's folder
+def folder_state(folder: Path) -> dict[str, bytes]:
+    """Every file below folder with its bytes: what 'nothing touched' compares."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def evaluation_folder(tiny_npz, tiny_teacher, random_set, tmp_path) -> Path:
+    """An evaluation's folder as `ssdd evaluate` leaves it (its config, its inputs and a results.json)."""
+    from ssdd.config import save_config
+
+    out = tmp_path / "eval"
+    cfg = evaluate_cfg(tiny_npz, tiny_teacher, out, [random_set])
+    validate_evaluate(cfg, allow_mismatch=True)
+    save_config(cfg, out / "config.yaml")
+    (out / "results.json").write_text("[]\n")
+    return out
+
+
+def test_distill_and_teacher_refuse_an_evaluation_folder(evaluation_folder, tiny_npz, tiny_teacher, capsys):
+    before = folder_state(evaluation_folder)
+    distill = [f"data.path={tiny_npz}", f"teacher={tiny_teacher}", f"out_dir={evaluation_folder}", *DISTILL,
+               "method=random"]
+    assert main(["distill", "--no-progress", *distill]) == 2
+    assert "holds an evaluation" in one_error_line(capsys)
+    teacher = [f"data.path={tiny_npz}", f"out_dir={evaluation_folder}", *TEACHER]
+    assert main(["teacher", "--no-progress", *teacher]) == 2
+    assert "holds an evaluation" in one_error_line(capsys)
+    assert folder_state(evaluation_folder) == before  # its config.yaml, results and inputs untouched
+
+
+def test_resume_on_another_commands_folder_names_what_it_holds(tiny_npz, tiny_teacher, tmp_path, capsys):
+    out = tmp_path / "k"
+    assert run_distill(distill_cfg(tiny_npz, tiny_teacher, out, "method=krr_st", "stop_after_steps=2"),
+                       show_progress=False) is None  # a distillation paused at its checkpoint
+    before = folder_state(out)
+    assert main(["teacher", "--resume", "--no-progress", f"data.path={tiny_npz}", f"out_dir={out}", *TEACHER]) == 2
+    assert "holds a distilled set or distillation run, not a teacher run" in one_error_line(capsys)
+    assert main(["experts", "--resume", "--no-progress", f"teacher={tiny_teacher}", f"data.path={tiny_npz}",
+                 f"out_dir={out}", "data.resolution=16", "model.width=4", "model.depth=2", "device=cpu"]) == 2
+    assert "holds a distilled set or distillation run, not an expert-trajectories run" in one_error_line(capsys)
+    assert main(["evaluate", "--resume", "--no-progress", "-c", "demo_evaluate", f"teacher={tiny_teacher}",
+                 f"out_dir={out}"]) == 2
+    assert "holds a distilled set or distillation run" in one_error_line(capsys)
+    assert folder_state(out) == before
+
+
+def test_import_teacher_overwrite_replaces_only_a_teacher(random_set, tmp_path, capsys):
+    from ssdd.config import ModelConfig
+    from ssdd.models import build_model
+
+    model = build_model(ModelConfig(name="convnet", width=8, depth=2, feature="pool"), 16)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "convnet.safetensors"))
+    before = folder_state(random_set)
+    assert main(["import-teacher", str(tmp_path / "convnet.safetensors"), "-f", "state_dict", "-o", str(random_set),
+                 "--overwrite", "--model", "convnet", "--width", "8", "--depth", "2", "--feature", "pool",
+                 "--resolution", "16", "--mean", "0.4", "0.45", "0.5", "--std", "0.2", "0.25", "0.3",
+                 "--device", "cpu"]) == 2
+    assert "holds a distilled set or distillation run, not a teacher artifact" in one_error_line(capsys)
+    assert folder_state(random_set) == before
+
+
+def test_an_evaluation_resumes_with_its_teacher_moved_but_not_replaced(evaluation_folder, tiny_npz, tiny_teacher,
+                                                                       random_set, tmp_path):
+    from ssdd.evaluation.protocol import _previous_rows
+
+    moved = tmp_path / "moved" / "teacher"
+    shutil.copytree(tiny_teacher, moved)  # the same teacher at another path (a moved or copied study)
+    cfg = evaluate_cfg(tiny_npz, moved, evaluation_folder, [random_set])
+    validate_evaluate(cfg, resume=True, allow_mismatch=True)  # fingerprints compared: the same
+    assert _previous_rows(evaluation_folder, cfg, resume=True) == []
+    other = make_teacher(tmp_path / "other", seed=1)
+    with pytest.raises(ValueError, match="changed since this run started"):
+        validate_evaluate(evaluate_cfg(tiny_npz, other, evaluation_folder, [random_set]), resume=True,
+                          allow_mismatch=True)
+
+
+def test_a_boost_set_with_huge_finite_approximation_weights_is_refused_on_load(tiny_npz, tiny_teacher, tmp_path,
+                                                                               capsys):
+    from ssdd.artifacts import write_manifest
+
+    out = tmp_path / "boost"
+    assert main(["distill", "--no-progress", f"data.path={tiny_npz}", f"teacher={tiny_teacher}", f"out_dir={out}",
+                 *BOOST]) == 0
+    loaded = load_distilled(out)
+    stored = dict(loaded.stored)
+    view = loaded.manifest["boost"]["views"][1]
+    stored[f"approx.{view}.w2"] = stored[f"approx.{view}.w2"] + 1e9  # finite, far beyond any fit
+    for shard in loaded.manifest["shards"]:
+        (out / shard["file"]).unlink()
+    manifest = dict(loaded.manifest, shards=save_tensors(out, stored, "distilled"))  # checksums that match
+    write_manifest(out, manifest)
+    with pytest.raises(ArtifactError, match=f"approximation network of view '{view}'"):
+        load_distilled(out)
+    evaluation = tmp_path / "e"
+    assert main(["evaluate", "--no-progress", f"teacher={tiny_teacher}", f"source.path={tiny_npz}",
+                 f"out_dir={evaluation}", "device=cpu", "cka_images=0", "full_data.enabled=false",
+                 f"targets=[{{source: npz, path: {tiny_npz}}}]", "seeds=1",
+                 "models=[{name: convnet, width: 4, depth: 2}]", "--distilled", str(out)]) == 2
+    assert "damaged or its fit diverged" in one_error_line(capsys)
+    assert not evaluation.exists()

@@ -20,3 +20,47 @@ def test_resume_accepts_a_saved_config_without_a_later_setting_only_at_its_legac
         check_resume_compatible(saved, {"a": 1, "added": True}, legacy={"added": False})
     with pytest.raises(ValueError, match="added"):
         check_resume_compatible(saved, {"a": 1, "added": False})
+
+
+def test_run_kind_reads_what_each_command_writes_and_claim_refuses_other_kinds(tmp_path):
+    import json
+
+    from ssdd.config import load_config, save_config
+    from ssdd.distill.config import DistillConfig
+    from ssdd.evaluation.config import EvaluateConfig
+    from ssdd.experts.config import ExpertsConfig
+    from ssdd.runfolder import claim, run_kind
+    from ssdd.teacher.config import TeacherConfig
+
+    assert run_kind(tmp_path / "absent") is None and run_kind(tmp_path) is None
+    for kind, schema in (("teacher", TeacherConfig), ("distill", DistillConfig), ("experts", ExpertsConfig),
+                         ("evaluate", EvaluateConfig)):
+        folder = tmp_path / kind
+        folder.mkdir()
+        save_config(load_config(schema, None, []), folder / "config.yaml")  # a run stopped before its checkpoint
+        assert run_kind(folder) == kind
+        assert claim(folder, kind) == folder
+        other = "teacher" if kind != "teacher" else "distill"
+        with pytest.raises(FileExistsError, match="choose another out_dir"):
+            claim(folder, other, resume=True)
+    for kind, marker in (("ssdd.teacher", "teacher artifact"), ("ssdd.distilled", "distill"),
+                         ("ssdd.experts", "experts"), ("something else", "artifact")):
+        folder = tmp_path / kind
+        folder.mkdir()
+        (folder / "manifest.json").write_text(json.dumps({"kind": kind}))
+        assert run_kind(folder) == marker
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "manifest.json").write_text("{not json")
+    assert run_kind(tmp_path / "broken") == "artifact"
+    (tmp_path / "study").mkdir()
+    (tmp_path / "study" / "study.json").write_text("{}")
+    assert run_kind(tmp_path / "study") == "study"
+    (tmp_path / "inputs").mkdir()
+    (tmp_path / "inputs" / "inputs.json").write_text(json.dumps({"teacher": "a", "teacher_function": "b",
+                                                                  "source": "c"}))
+    assert run_kind(tmp_path / "inputs") == "distill"
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        claim(tmp_path / "inputs", "distill", resume=True)
+    (tmp_path / "inputs" / "checkpoint.pt").write_bytes(b"")
+    with pytest.raises(FileExistsError, match="pass --resume"):
+        claim(tmp_path / "inputs", "distill")

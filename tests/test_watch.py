@@ -255,7 +255,7 @@ def test_evaluate_writes_top1_per_row_and_a_summary_table(tiny_npz, tiny_teacher
 
 def test_a_study_checks_the_package_before_its_first_stage_and_keeps_its_cache_keys(tmp_path, monkeypatch):
     from ssdd.study import StudyConfig, run_study
-    from ssdd.study.runner import _key
+    from ssdd.study.runner import stage_key as _key
 
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
     study = load_config(StudyConfig, None, [

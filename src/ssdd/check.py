@@ -9,30 +9,61 @@ from pathlib import Path
 
 import torch
 
+from ssdd.data.loaders import verify_image_folder
 from ssdd.data.validate import describe_data
 from ssdd.runtime import versions
 from ssdd.teacher.validate import teacher_manifest
 
 DATA_FILES = ("cifar100.npz", "cifar10.npz", "flowers102_32.npz")  # the data.path of the presets, under data/
-TEACHER_DEPTH = 4  # runs/demo/teacher/teacher/manifest.json
+SEARCH_DEPTH = 5  # runs/demo/teacher/teacher-<key>/teacher/manifest.json, a study's teacher below its out_dir
+SKIPPED = {"node_modules", "__pycache__", "site-packages", "venv", "env"}  # and every hidden folder (.venv, .git)
 
 
-def find_teachers(root: Path, depth: int = TEACHER_DEPTH) -> list[str]:
-    """Teacher artifact folders at most `depth` levels below root (hidden folders skipped)."""
+def _folders(root: Path, depth: int) -> list[Path]:
+    """root's sub-folders at most `depth` levels below it, without hidden and environment folders."""
+    found = []
+    for folder, subfolders, _ in os.walk(root):
+        level = len(Path(folder).relative_to(root).parts)
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith(".") and d not in SKIPPED) \
+            if level < depth else []
+        if level:
+            found.append(Path(folder))
+    return found
+
+
+def find_teachers(root: Path, depth: int = SEARCH_DEPTH) -> tuple[list[str], list[str]]:
+    """Teacher artifact folders at most `depth` levels below root, and the folders whose manifest.json is not
+    valid JSON beside weight files (an artifact whose manifest is damaged)."""
     from ssdd.teacher.artifact import KIND
 
-    found = []
-    for level in range(1, depth + 1):
-        for manifest in root.glob("/".join(["*"] * level) + "/manifest.json"):
-            if any(part.startswith(".") for part in manifest.relative_to(root).parts):
-                continue
-            try:
-                kind = json.loads(manifest.read_text()).get("kind")
-            except (OSError, ValueError, AttributeError):
-                continue
-            if kind == KIND:
-                found.append(str(manifest.parent))
-    return sorted(found)
+    found, damaged = [], []
+    for folder in _folders(root, depth):
+        manifest = folder / "manifest.json"
+        if not manifest.is_file():
+            continue
+        try:
+            kind = json.loads(manifest.read_text()).get("kind")
+        except (OSError, ValueError, AttributeError):
+            if any(folder.glob("*.safetensors")):
+                damaged.append(str(folder))
+            continue
+        if kind == KIND:
+            found.append(str(folder))
+    return sorted(found), sorted(damaged)
+
+
+def check_teacher(folder: str) -> None:
+    """The manifest checked (edited fields, shard names) and every shard present with its recorded SHA-256;
+    ValueError naming what is wrong."""
+    from ssdd.runtime import file_sha256
+
+    teacher_manifest(folder)
+    for shard in json.loads((Path(folder) / "manifest.json").read_text())["shards"]:
+        path = Path(folder) / shard["file"]
+        if not path.is_file():
+            raise ValueError(f"{folder}: shard {shard['file']} is missing")
+        if file_sha256(path) != shard["sha256"]:
+            raise ValueError(f"{path}: checksum mismatch: the file was changed or damaged after it was written")
 
 
 def _line(ok: bool | None, label: str, detail: str) -> None:
@@ -91,7 +122,10 @@ def run_check(extra_data: list[str] | None = None) -> int:
     found = [path for path in candidates if path.exists()]
     for path in found:  # read, not only found: an empty or corrupt file is a failure to fix
         try:
-            _line(True, "dataset", describe_data(path))
+            described = describe_data(path)
+            if path.is_dir():
+                verify_image_folder(path)  # every image decoded, not only counted
+            _line(True, "dataset", described)
         except ValueError as exc:
             _line(False, "dataset", str(exc))
             failures.append(f"{path} cannot be used: write it again (or remove it)")
@@ -99,21 +133,20 @@ def run_check(extra_data: list[str] | None = None) -> int:
         _line(None, "datasets", "none at the presets' data.path (data/*.npz here) or --data: pass "
               "data.path=FILE.npz (ssdd's NumPy format, README), or data.source=torchvision data.name=cifar100 "
               "data.path=DIR data.download=true (folder and digits sources work too)")
-    teachers = find_teachers(Path("."))
+    teachers, damaged = find_teachers(Path("."))
+    for folder in damaged:
+        _line(False, "artifact", f"{folder}/manifest.json is not valid JSON")
+        failures.append(f"{folder} is damaged (its manifest.json cannot be read): restore it or make it again")
     intact = []
-    for folder in teachers:  # manifests checked (edited fields, shard names, shards present), weights not read
+    for folder in teachers:  # manifests checked (edited fields, shard names) and every shard's SHA-256
         try:
-            teacher_manifest(folder)
-            missing = [s["file"] for s in json.loads((Path(folder) / "manifest.json").read_text())["shards"]
-                       if not (Path(folder) / s["file"]).is_file()]
-            if missing:
-                raise ValueError(f"{folder}: shard {missing[0]} is missing")
+            check_teacher(folder)
             intact.append(folder)
         except ValueError as exc:
             _line(False, "teacher", str(exc))
             failures.append(f"teacher {folder} is damaged: restore it or train/import it again")
     _line(None if not intact else True, "teachers", ", ".join(intact) or
-          "none in this folder: train one with 'ssdd teacher' or bring one with 'ssdd import-teacher', "
+          "none in this folder or below it: train one with 'ssdd teacher' or bring one with 'ssdd import-teacher', "
           "then pass teacher=PATH")
 
     if failures:

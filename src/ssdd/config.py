@@ -9,6 +9,8 @@ resolved config is saved beside every artifact (see `config_to_dict`).
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
 from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -121,6 +123,59 @@ def read_config_text(config: str | Path) -> tuple[str, str]:
     return preset.read_text(encoding="utf-8"), f"preset {str(config).removesuffix('.yaml')}"
 
 
+# Config sections renamed since configs were first saved: old name -> new name. The old name keeps working in
+# YAML files and overrides (with a one-line notice); `saved_form` gives a config dict its old names back where
+# a saved form must not change (the stages' cache keys), `current_form` reads a saved dict in today's names.
+RENAMED_SECTIONS = {"krr": "outer"}
+_NOTICED: set[str] = set()
+
+
+def _renamed_head(key: str, schema: type) -> str | None:
+    """The new name of a renamed section that `key` (a top-level key or a dotted override) starts with."""
+    head = key.split(".", 1)[0]
+    new = RENAMED_SECTIONS.get(head)
+    fields = {f.name for f in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema) else set()
+    return new if new in fields else None
+
+
+def _notice(old: str, new: str) -> None:
+    if old not in _NOTICED and os.environ.get("RANK", "0") == "0":
+        print(f"ssdd: note: '{old}' is now '{new}' (the old name still works)", file=sys.stderr)
+    _NOTICED.add(old)
+
+
+def _rename_sections(loaded: dict[str, Any], schema: type, origin: str) -> dict[str, Any]:
+    for old in [k for k in loaded if isinstance(k, str) and _renamed_head(k, schema) and "." not in k]:
+        new = RENAMED_SECTIONS[old]
+        if new in loaded:
+            raise ConfigError(f"{origin}: '{old}' is the old name of '{new}'; give the section once")
+        _notice(old, new)
+        loaded = {(new if k == old else k): v for k, v in loaded.items()}
+    return loaded
+
+
+def _rename_override(item: str, schema: type) -> str:
+    key = item.split("=", 1)[0]
+    new = _renamed_head(key, schema)
+    if new is None:
+        return item
+    old = key.split(".", 1)[0]
+    _notice(old, new)
+    return new + item[len(old):]
+
+
+def current_form(config: dict[str, Any]) -> dict[str, Any]:
+    """A saved config dict (a checkpoint's, a manifest's) in today's section names."""
+    old_of = {old: new for old, new in RENAMED_SECTIONS.items() if old in config and new not in config}
+    return {old_of.get(k, k): v for k, v in config.items()}
+
+
+def saved_form(config: dict[str, Any]) -> dict[str, Any]:
+    """A config dict in the section names it was first saved with (what the stages' cache keys hash)."""
+    new_of = {new: old for old, new in RENAMED_SECTIONS.items() if new in config and old not in config}
+    return {new_of.get(k, k): v for k, v in config.items()}
+
+
 def _merge_yaml(cfg: Any, schema: type, text: str, origin: str) -> Any:
     try:
         loaded = yaml.safe_load(text)
@@ -128,6 +183,7 @@ def _merge_yaml(cfg: Any, schema: type, text: str, origin: str) -> Any:
         raise ConfigError(f"{origin}: not valid YAML ({exc})") from None
     if loaded is not None and not isinstance(loaded, dict):
         raise ConfigError(f"{origin}: the top level must be a mapping of keys to values")
+    loaded = _rename_sections(loaded or {}, schema, origin)
     try:
         return OmegaConf.merge(cfg, OmegaConf.create(loaded or {}))
     except OmegaConfBaseException as exc:
@@ -154,6 +210,7 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: list
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"override '{item}' must look like key=value (for example optim.epochs=10)")
+        item = _rename_override(item, schema)  # an old section name becomes today's
         try:
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
         except ValidationError as exc:

@@ -1,7 +1,8 @@
 """The run folder that every stage shares (teacher, distill, evaluate, study).
 
 One place for the rules: the resolved config and its hash, the check that a resumed run has the same
-settings, atomic checkpoints, and the refusal to start a fresh run in a folder that already holds one.
+settings, atomic checkpoints, what kind of run a folder holds (`run_kind`), and the one check every command
+makes on its output folder before any work (`claim`): never another command's run, never a fresh run over one.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,11 +73,135 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
                          f"start a fresh run in another out_dir") from None
 
 
-def claim(out_dir: str | Path, resume: bool, markers: Iterable[str], what: str) -> Path:
-    """The run folder for a fresh run (refused when it holds any of `markers`) or a resumed one (needs them)."""
+# ----------------------------------------------------------------------------- what a folder holds
+# The kinds of run folder, with the files that say a run of that kind has started or finished there (a fresh run
+# of the same kind is refused while they exist) and the file its --resume continues from.
+@dataclass(frozen=True)
+class RunKind:
+    name: str  # "distillation run": what a message calls it
+    started: tuple[str, ...] = ()
+    resume_from: str | None = None
+
+
+KINDS: dict[str, RunKind] = {
+    "teacher": RunKind("teacher run", (CHECKPOINT,), CHECKPOINT),
+    "teacher artifact": RunKind("teacher artifact", ("manifest.json",)),
+    "experts": RunKind("expert-trajectories run", (CHECKPOINT, "manifest.json"), CHECKPOINT),
+    "distill": RunKind("distilled set or distillation run", (CHECKPOINT, "manifest.json"), CHECKPOINT),
+    "evaluate": RunKind("evaluation", ("results.json",)),
+    "study": RunKind("study (ssdd reproduce)", ()),
+    "export": RunKind("export of a distilled set", ("index.json",)),
+    "artifact": RunKind("artifact whose manifest.json cannot be read", ("manifest.json",)),
+}
+# manifest.json's `kind` -> the run kind (an imported distilled set is a distilled artifact like any other)
+_MANIFEST_KINDS = {"ssdd.teacher": "teacher artifact", "ssdd.distilled": "distill", "ssdd.experts": "experts"}
+# inputs.json's keys (runguard.check_inputs) -> the run kind, for a run stopped before it wrote anything else
+_INPUT_KINDS = {frozenset({"data"}): "teacher", frozenset({"teacher", "teacher_function", "source"}): "distill",
+                frozenset({"teacher_function", "source"}): "experts"}
+
+
+def _config_kind(config: Any) -> str | None:
+    """The command whose config schema holds the most of this config's top-level keys (None if none fits)."""
+    from dataclasses import fields
+
+    from ssdd.distill.config import DistillConfig
+    from ssdd.evaluation.config import EvaluateConfig
+    from ssdd.experts.config import ExpertsConfig
+    from ssdd.teacher.config import TeacherConfig
+
+    if not isinstance(config, Mapping):
+        return None
+    keys = set(config)
+    scores = {kind: len(keys & {f.name for f in fields(schema)}) - len(keys - {f.name for f in fields(schema)})
+              for kind, schema in (("teacher", TeacherConfig), ("distill", DistillConfig),
+                                   ("experts", ExpertsConfig), ("evaluate", EvaluateConfig))}
+    best = max(scores.values())
+    winners = [kind for kind, score in scores.items() if score == best]
+    return winners[0] if best > 0 and len(winners) == 1 else None
+
+
+def _json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+
+
+def run_kind(folder: str | Path) -> str | None:
+    """What kind of run a folder holds (a key of KINDS), or None when it holds none (absent, empty, or only
+    files no ssdd command writes). Read from the files each command writes, finished or interrupted."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    if (folder / "manifest.json").is_file():
+        manifest = _json(folder / "manifest.json")
+        kind = manifest.get("kind") if isinstance(manifest, dict) else None
+        return _MANIFEST_KINDS.get(kind, "artifact") if isinstance(kind, str) else "artifact"
+    index = _json(folder / "index.json") if (folder / "index.json").is_file() else None
+    if isinstance(index, dict) and index.get("kind") == "ssdd.export":
+        return "export"
+    if (folder / "study.json").is_file() or (folder / "study.yaml").is_file():
+        return "study"
+    if any((folder / name).exists() for name in ("results.json", "results.set_aside.json", "summary.json")):
+        return "evaluate"
+    if (folder / "teacher" / "manifest.json").is_file() or (folder / "history.json").is_file():
+        return "teacher"
+    if (folder / "config.yaml").is_file():
+        import yaml
+
+        try:
+            kind = _config_kind(yaml.safe_load((folder / "config.yaml").read_text()))
+        except (OSError, ValueError, yaml.YAMLError):
+            kind = None
+        if kind is not None:
+            return kind
+    inputs = _json(folder / "inputs.json") if (folder / "inputs.json").is_file() else None
+    if isinstance(inputs, dict):
+        keys = frozenset(k for k in inputs if ":" not in k)  # an evaluation adds source:<split>, target:... keys
+        if any(":" in k for k in inputs) or keys == {"teacher", "teacher_function"}:
+            return "evaluate"
+        if keys in _INPUT_KINDS:
+            return _INPUT_KINDS[keys]
+    if (folder / CHECKPOINT).is_file():
+        return _checkpoint_kind(folder / CHECKPOINT)
+    return None
+
+
+def _checkpoint_kind(path: Path) -> str:
+    """The kind of run a checkpoint.pt belongs to, from the config saved in it (mapped, not read whole)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # a truncated or foreign file: a run of some kind; its own resume says what is wrong
+        return "checkpoint"
+    kind = _config_kind(state.get("config")) if isinstance(state, dict) else None
+    return kind or "checkpoint"
+
+
+def describe_kind(kind: str) -> str:
+    """'a distillation run', 'an evaluation', ... for messages."""
+    name = KINDS[kind].name if kind in KINDS else "run (checkpoint.pt)"
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+
+
+def claim(out_dir: str | Path, kind: str, resume: bool = False, flag: str | None = "--resume",
+          key: str = "out_dir") -> Path:
+    """The one check every command makes on its output folder before any work: refuse a folder that holds
+    another kind of run (even with `flag`); refuse a fresh run where a run of this kind has started or finished
+    (unless `flag`, --resume or --overwrite, is given); refuse --resume where there is nothing to resume.
+    Reads only; returns the folder."""
     out_dir = Path(out_dir)
-    present = [m for m in markers if (out_dir / m).exists()]
-    if not resume and present:
-        raise FileExistsError(f"{out_dir} already holds a {what} ({present[0]}); pass --resume to continue it "
-                              f"or choose another out_dir")
+    spec = KINDS[kind]
+    held = run_kind(out_dir)
+    if held == "checkpoint" and spec.resume_from == CHECKPOINT:
+        held = kind  # a checkpoint that names no command: its own loading says what is wrong with it
+    if held is not None and held != kind:
+        raise FileExistsError(f"{key}={out_dir} holds {describe_kind(held)}, not {describe_kind(kind)}; "
+                              f"choose another {key} (nothing there was changed)")
+    present = [m for m in spec.started if (out_dir / m).exists()]
+    if present and not resume:
+        hint = f"pass {flag} to {'continue' if flag == '--resume' else 'replace'} it or " if flag else ""
+        raise FileExistsError(f"{out_dir} already holds {describe_kind(kind)} ({present[0]}); {hint}choose another "
+                              f"{key}")
+    if resume and spec.resume_from and not (out_dir / spec.resume_from).is_file():
+        raise FileNotFoundError(f"--resume: no checkpoint at {out_dir / spec.resume_from}")
     return out_dir

@@ -109,6 +109,23 @@ def check_inputs(out_dir: str | Path, resume: bool, inputs: Mapping[str, Any], w
         write_json(path, dict(inputs))
 
 
+# A path setting whose content fingerprints inputs.json records (any of the listed inputs): a --resume may name
+# another path for it (the run's folder and its inputs were moved or copied, e.g. a study's out_dir), because
+# check_inputs then compares what the path holds, not where it is.
+PATH_INPUTS: dict[str, tuple[str, ...]] = {"teacher": ("teacher", "teacher_function"), "data.path": ("data", "source")}
+
+
+def fingerprinted_paths(out_dir: str | Path) -> tuple[str, ...]:
+    """The path settings (dotted keys) of this run whose inputs are compared by fingerprint on --resume."""
+    try:
+        recorded = json.loads((Path(out_dir) / INPUTS).read_text())
+    except (OSError, ValueError):
+        return ()
+    if not isinstance(recorded, dict):
+        return ()
+    return tuple(key for key, inputs in PATH_INPUTS.items() if any(recorded.get(i) for i in inputs))
+
+
 # ----------------------------------------------------------------------------- numerical stops
 def numerical_stop(out_dir: str | Path, exc: BaseException, lr_key: str, step: str = "") -> FloatingPointError:
     """Mark the run as stopped by a non-finite loss and return a FloatingPointError whose message is true
@@ -135,7 +152,7 @@ def check_resume(out_dir: str | Path, saved: Mapping[str, Any], current: Mapping
     """`check_resume_compatible`, plus: after a numerical stop the `after_numerical_stop` keys may change too;
     every allowed change (except out_dir and pause points) is appended to resume_changes.json."""
     out_dir = Path(out_dir)
-    free = list(allowed)
+    free = [*allowed, *fingerprinted_paths(out_dir)]  # a moved teacher or data file: fingerprints compared
     numerical = stopped_numerically(out_dir)
     if numerical:
         free += list(after_numerical_stop)

@@ -1,7 +1,7 @@
 """`ssdd distill` under torchrun (2 CPU processes, gloo): the same artifact as one process, one writer, resume.
 
 The KRR solve runs in float64 here (krr.solve_dtype): in float32 its rounding (amplified by the kernel's
-conditioning, see BENCHMARKS.md) is larger than the differences that splitting the batch makes, and those
+conditioning, see docs/performance.md) is larger than the differences that splitting the batch makes, and those
 differences are all this file is about.
 """
 

@@ -175,3 +175,19 @@ def test_high_loss_subset_is_mkdt_s_start_as_real_uint8_images(world, tmp_path):
         run_distill(load_config(DistillConfig, None, [f"data.path={world['npz']}", f"teacher={world['teacher']}",
                                                       f"out_dir={tmp_path / 'none'}", *SMOKE, "method=high_loss"]),
                     show_progress=False)
+
+
+def test_an_expert_manifest_whose_epochs_disagree_with_its_files_is_refused_before_work(world, tmp_path, capsys):
+    from ssdd.cli import main
+
+    edited = tmp_path / "edited"
+    shutil.copytree(world["experts"], edited)
+    manifest = json.loads((edited / "manifest.json").read_text())
+    manifest["epochs"] = 5  # the files hold 3 epochs (4 trajectory rows)
+    (edited / "manifest.json").write_text(json.dumps(manifest))
+    args = [f"data.path={world['npz']}", f"teacher={world['teacher']}", f"mkdt.experts={edited}",
+            f"out_dir={tmp_path / 'run'}", *SMOKE, "mkdt.max_start_epoch=3", "mkdt.expert_epochs=3"]
+    assert main(["distill", "--no-progress", *args]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "expert-00001.safetensors" in err[0] and "[4, " in err[0] and "5 epochs" in err[0]
+    assert not (tmp_path / "run").exists()

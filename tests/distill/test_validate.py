@@ -85,7 +85,7 @@ def test_a_folder_holding_another_distillation_is_refused_before_anything_in_it_
     args = ["distill", "--no-progress", f"data.path={tiny_npz}", f"teacher={tiny_teacher}", f"out_dir={out}",
             "method=random", "budget=5", "device=cpu", "data.resolution=16"]
     assert main(args) == 2
-    assert "already holds a distillation run" in capsys.readouterr().err
+    assert "already holds a distilled set or distillation run" in capsys.readouterr().err
     assert in_flight.read_bytes() == b"partial"
     assert main([*args, f"out_dir={tmp_path / 'empty'}", "--resume"]) == 2
     assert "no checkpoint at" in capsys.readouterr().err and not (tmp_path / "empty").exists()

@@ -40,7 +40,7 @@ def test_the_new_defaults_follow_the_protocol():
 
 def test_reuse_changes_neither_the_hash_nor_what_a_resume_accepts():
     from ssdd.evaluation.protocol import RESUMABLE_KEYS
-    from ssdd.study.runner import _key
+    from ssdd.study.runner import stage_key as _key
 
     no_files = ["source.path=no-such.npz", "targets=[{source: npz, path: no-such.npz, name: t}]"]  # nothing hashed
     cfg = load_config(EvaluateConfig, None, no_files)

@@ -138,3 +138,11 @@ def test_one_line_errors(tiny_npz, tiny_teacher, tmp_path, capsys):
         load_experts(out).snapshot(0, 0)
     with pytest.raises(FileNotFoundError, match="ssdd experts"):
         load_experts(tmp_path / "missing")
+
+
+def test_a_batch_larger_than_the_source_is_refused_before_work(tiny_npz, tiny_teacher, tmp_path, capsys):
+    out = tmp_path / "e"
+    assert main(["experts", "--no-progress", *args(tiny_npz, tiny_teacher, out, "batch_size=100000")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "batch_size=100000 exceeds the 64 source images" in err and len(err.splitlines()) == 1
+    assert not out.exists()

@@ -265,6 +265,24 @@ def test_missing_folders_are_named_and_explicit_ones_replace_the_config(evaluati
     assert "teacher folder" not in md and "no distilled folder read for random@3, random@10, krr_st@10" in md
 
 
+def test_a_moved_studys_report_finds_its_folders_by_fingerprint_from_any_folder(evaluation, tmp_path,
+                                                                                  monkeypatch):
+    moved = tmp_path / "moved"
+    shutil.copytree(evaluation["root"], moved, ignore=shutil.ignore_patterns("report*"))
+    config = (moved / "eval" / "config.yaml").read_text()
+    (moved / "eval" / "config.yaml").write_text(config.replace(str(evaluation["root"]), "runs/study"))  # as a
+    # study records them: relative to the folder it ran in
+    elsewhere = tmp_path / "elsewhere"
+    make_teacher(elsewhere / "runs" / "study" / "teacher_run" / "teacher", seed=1)  # another teacher at that path
+    monkeypatch.chdir(elsewhere)
+    md = build_report(moved / "eval", tmp_path / "r")[0].read_text()
+    teacher = json.loads((evaluation["teacher"] / "manifest.json").read_text())
+    assert "Missing or inconsistent" not in md and teacher["fingerprint"] in md
+    assert f"{json.loads((moved / 'boost_3' / 'manifest.json').read_text())['m']} x " in md  # the Boost card
+    assert {"teacher", "images_boost_3", "images_random_10"} <= {p.stem for p in (tmp_path / "r" /
+                                                                                  "report_figures").glob("*.png")}
+
+
 def test_cli_report_writes_both_files(evaluation, tmp_path, capsys):
     assert main(["report", str(evaluation["eval"]), "--out", str(tmp_path / "r")]) == 0
     assert capsys.readouterr().out.split() == [str(tmp_path / "r" / "report.md"), str(tmp_path / "r" / "report.html")]

@@ -105,6 +105,22 @@ def test_a_paused_stage_continues_from_its_checkpoint(study_files):
                                  "evaluate/evaluate": "ran"}
 
 
+def test_a_moved_study_resumes_its_paused_stage(study_files, capsys):
+    import shutil
+
+    distill = study_files / "distill.yaml"
+    paused = run_study(study(study_files, f"distill=[{{config: {distill}, overrides: [stop_after_steps=2]}}]"),
+                       show_progress=False)
+    assert statuses(paused)["distill/krr_st_n10"] == "paused"
+    shutil.move(study_files / "study", study_files / "moved")  # its teacher moves with it
+    code = main(["reproduce", "--no-progress", f"out_dir={study_files / 'moved'}",
+                 f"teacher.config={study_files / 'teacher.yaml'}", f"distill=[{{config: {distill}}}]",
+                 f"evaluate.config={study_files / 'evaluate.yaml'}", "report=false"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "teacher teacher: cached" in out and "distill krr_st_n10: resuming" in out
+
+
 def test_existing_teacher_and_cli(study_files, capsys):
     first = run_study(study(study_files), show_progress=False)
     teacher = first.teacher
@@ -156,7 +172,7 @@ def test_named_studies_share_out_dir_stages_and_keep_their_own_files(study_files
     import json
 
     from ssdd.evaluation.config import EvaluateConfig
-    from ssdd.study.runner import _key
+    from ssdd.study.runner import stage_key as _key
 
     first = run_study(study(study_files, "name=one", "report=true"), show_progress=False)
     second = run_study(study(study_files, "name=two", "report=true",

@@ -191,6 +191,13 @@ def test_state_dict_from_safetensors_and_with_prefix(tmp_path):
     assert main(["import-teacher", str(tmp_path / "convnet.safetensors"), "-f", "state_dict", "-o", str(out),
                  "--prefix", "module.", "--overwrite", "--save-dtype", "float16", *flags]) == 0
     assert json.loads((out / "manifest.json").read_text())["dtype"] == "float16"
+    # a shard of an earlier, larger teacher in the folder does not stay beside the new one
+    stray = out / "backbone-00002-of-00002.safetensors"
+    stray.write_bytes(next(out.glob("backbone-00001-*.safetensors")).read_bytes())
+    assert main(["import-teacher", str(tmp_path / "convnet.safetensors"), "-f", "state_dict", "-o", str(out),
+                 "--prefix", "module.", "--overwrite", *flags]) == 0
+    assert not stray.exists() and sorted(p.name for p in out.iterdir()) == ["backbone-00001-of-00001.safetensors",
+                                                                            "manifest.json"]
 
 
 def test_bad_keys_and_shapes_are_one_line_errors(krr_st_checkpoint, tmp_path, capsys):

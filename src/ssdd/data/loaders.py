@@ -125,6 +125,22 @@ def load_image_folder(root: str | Path, split: str, resolution: int, name: str =
     return ImageDataset(torch.stack(images), torch.tensor(labels, dtype=torch.int64), classes, split, name or root.name)
 
 
+def verify_image_folder(root: str | Path) -> int:
+    """Decode every image of an ImageFolder tree (`ssdd check`); the number of images, or DataError naming the
+    first file that cannot be decoded."""
+    from PIL import Image, UnidentifiedImageError
+
+    count = 0
+    for file in sorted(p for p in Path(root).glob("*/*/*") if p.suffix.lower() in IMAGE_SUFFIXES):
+        try:
+            with Image.open(file) as img:
+                img.load()  # decodes the pixels: a damaged or truncated file fails here, not in a later run
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            raise DataError(f"{file}: corrupt or unreadable image ({exc})") from None
+        count += 1
+    return count
+
+
 # ----------------------------------------------------------------------------- scikit-learn digits
 def load_digits(split: str, resolution: int, test_fraction: float = 0.25, seed: int = 0) -> ImageDataset:
     """scikit-learn's 1,797 handwritten 8x8 digits (ships with the package): the demo dataset.

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from ssdd import distributed as D
+from ssdd.artifacts import ArtifactError
 from ssdd.augment import crop_flip, to_float
 from ssdd.checks import non_negative, positive, whole
 from ssdd.distill.approx import PARTS, apply_approx, fit_approx, relative_error
@@ -398,6 +399,34 @@ def _resumable_keys(cfg: DistillConfig) -> tuple[str, ...]:
     return ("boost.approx_lr", "boost.approx_steps") if cfg.boost.approximation == "posthoc" else ()
 
 
+# A Boost approximation network predicts, for each sample, the shift from the identity view's target code to
+# another view's: the difference of two codes of one image, so of the order of the codes themselves; and
+# check_approximation refuses a fit whose error exceeds about twice the error of 'no shift'. A network whose
+# shifts are orders of magnitude above the codes it shifts cannot come from an accepted fit: the set was damaged
+# or edited, or written by a fit that diverged. The limit is far above what any accepted fit gives.
+APPROX_SHIFT_LIMIT = 1e3
+
+
+def check_approximation_scale(where: str, spec: Mapping[str, Any], stored: Mapping[str, torch.Tensor]) -> None:
+    """Each stored approximation network, applied to the stored identity codes, gives finite shifts whose RMS is
+    at most APPROX_SHIFT_LIMIT times the codes' RMS; ArtifactError otherwise (before a run trains on them)."""
+    t = {k: v.float() for k, v in stored.items()}
+    codes = t["target_coefficients"] if "target_coefficients" in t else t.get("targets")
+    if codes is None:
+        return
+    inputs = codes if spec.get("approx_space", "coefficients") == "coefficients" else _to_rep(t, codes)
+    scale = float(inputs.double().pow(2).mean().sqrt())
+    for view in [str(v) for v in spec["views"][1:]]:
+        with torch.no_grad():
+            shifts = apply_approx({p: t[f"approx.{view}.{p}"] for p in PARTS}, inputs).double()
+        size = float(shifts.pow(2).mean().sqrt())
+        if not math.isfinite(size) or size > APPROX_SHIFT_LIMIT * max(scale, 1e-12):
+            raise ArtifactError(f"{where}: the approximation network of view '{view}' shifts the targets by "
+                                f"{size:.3g} (RMS), {APPROX_SHIFT_LIMIT:g}+ times the targets' own scale {scale:.3g}: "
+                                f"the set is damaged or its fit diverged; distil it again (or refit its networks "
+                                f"with --resume boost.approx_lr=<lower> while the run's checkpoint exists)")
+
+
 def verify_boost(s: StoredSet) -> None:
     """A saved Boost set: views, bases and approximation networks as listed, m from the budget."""
     stored, manifest, image_shape, d = s.stored, s.manifest, s.image_shape, s.feature_dim
@@ -426,6 +455,7 @@ def verify_boost(s: StoredSet) -> None:
         missing = [f"approx.{v}.{p}" for v in extra for p in PARTS if f"approx.{v}.{p}" not in stored]
         if missing:
             raise ManifestMismatch(f"approximation network tensors missing: {', '.join(missing[:4])}")
+        check_approximation_scale(s.where, spec, stored)
     m = s.rows
     if manifest.get("views") is not None and manifest["views"] != len(views):
         raise ManifestMismatch(f"'views' is {manifest['views']} but boost.views lists {len(views)}")

@@ -257,10 +257,11 @@ def _file_entry(path: Path, role: str) -> dict[str, Any]:
 # --- import -------------------------------------------------------------------------------------------------
 
 def _check_out(out: Path) -> None:
+    from ssdd.runfolder import claim
+
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out}: exists and is not a folder")
-    if (out / "manifest.json").exists():
-        raise FileExistsError(f"{out} already holds an artifact; choose another --out")
+    claim(out, "distill", flag=None, key="--out")  # never another run's folder, never a set already there
 
 
 def _save_import(out: Path, stored: dict[str, torch.Tensor], *, name: str, fmt: str, files: list[dict[str, Any]],

@@ -52,6 +52,7 @@ Reconstruct = Callable[[dict[str, torch.Tensor], dict[str, Any]], tuple[torch.Te
 class StoredSet:
     """A saved distilled folder as a method's `verify` hook sees it (read, not yet trusted)."""
 
+    where: str  # its manifest's path, for a hook's own ArtifactError
     manifest: Mapping[str, Any]
     stored: Mapping[str, torch.Tensor]
     image_shape: tuple[int, int, int]

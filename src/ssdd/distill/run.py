@@ -15,10 +15,10 @@ from ssdd.distill.artifact import DistilledSet, save_distilled
 from ssdd.distill.config import DistillConfig
 from ssdd.distill.keys import resumable_keys
 from ssdd.distill.registry import DistillContext, get_method
-from ssdd.distill.validate import check_processes, validate_distill
+from ssdd.distill.validate import check_processes, check_source_fits, validate_distill
 from ssdd.integrity import ApproximationError
 from ssdd.progress import show_phases
-from ssdd.runfolder import CHECKPOINT, load_checkpoint
+from ssdd.runfolder import CHECKPOINT, claim, load_checkpoint
 from ssdd.runguard import check_inputs, check_resume, numerical_stop, resume_changes
 from ssdd.runtime import resolve_device, seed_everything, versions
 from ssdd.tblog import ScalarLog, require_tensorboard
@@ -30,6 +30,7 @@ def run_distill(cfg: DistillConfig, resume: bool = False, show_progress: bool = 
 
     Under torchrun every process takes part (see ssdd.distill.outer) and only rank 0 writes; the other ranks
     return None."""
+    claim(cfg.out_dir, "distill", resume)  # never another run's folder; --resume needs a checkpoint
     validate_distill(cfg, resume)  # every setting, the teacher, the split, the budget, the device: before any work
     require_tensorboard(cfg.tensorboard)  # one line, before any work, when the package is missing
     with D.process_group(cfg.device) as dist_info, show_phases(show_progress and dist_info.is_main):
@@ -55,6 +56,7 @@ def _run_distill(cfg: DistillConfig, resume: bool, show_progress: bool, dist_inf
     seed_everything(cfg.seed)
     teacher = load_teacher(cfg.teacher, device)
     source = load_split(cfg.data, cfg.data.train_split, seed=cfg.seed)
+    check_source_fits(cfg, len(source))  # torchvision, digits: known once loaded
     check_inputs(out_dir, resume, {"teacher": teacher.fingerprint, "teacher_function": teacher.function_fingerprint,
                                    "source": source.fingerprint()},
                  {"teacher": f"teacher ({cfg.teacher})", "teacher_function": f"teacher's function ({cfg.teacher})",

@@ -1,14 +1,14 @@
 """`ssdd distill`'s checks before work: the settings (the common ones here, the method's own by its `check`
-hook), device, output folder (never another run's), the teacher (intact, same resolution as the data), the
-training split, the budget against the teacher's d and the source size (the method's budget rule), and the
-files the method reads besides (its `check_files` hook)."""
+hook), device, output folder (`runfolder.claim`, called first, refuses another run's), the teacher (intact,
+same resolution as the data), the training split, the budget against the teacher's d and the source size (the
+method's budget rule), and the files the method reads besides (its `check_files` hook)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from ssdd.checks import (
+    batch_fits,
     channels_last_setting,
     check_device,
     check_model,
@@ -23,7 +23,6 @@ from ssdd.checks import (
 from ssdd.config import ConfigError
 from ssdd.data.validate import check_split
 from ssdd.distill.registry import DistillMethod, get_method, methods_where
-from ssdd.runfolder import CHECKPOINT
 from ssdd.teacher.validate import teacher_manifest
 
 
@@ -88,15 +87,11 @@ def check_budget_fits(cfg: Any, resolution: int, feature_dim: int, available: in
         method.samples(cfg, (3, resolution, resolution), feature_dim, available)
 
 
-def check_out_dir(cfg: Any, resume: bool) -> None:
-    """--resume needs the run's checkpoint; a fresh run never writes into another distillation's folder."""
-    out_dir = Path(cfg.out_dir)
-    ckpt = out_dir / CHECKPOINT
-    if resume and not ckpt.exists():
-        raise FileNotFoundError(f"--resume: no checkpoint at {ckpt}")
-    if not resume and ((out_dir / "manifest.json").exists() or ckpt.exists()):
-        raise FileExistsError(f"{out_dir} already holds a distillation run; pass --resume to continue it "
-                              f"or choose another out_dir")
+def check_source_fits(cfg: Any, available: int | None) -> None:
+    """The real batch of a method that runs the outer loop holds no more than the source's images (None: the
+    count is known only once the source is loaded, e.g. torchvision and digits)."""
+    if method_of(cfg).outer_loop:
+        batch_fits("krr.batch_size", cfg.krr.batch_size, available)
 
 
 def check_processes(cfg: Any, world_size: int) -> None:
@@ -119,8 +114,8 @@ def validate_distill(cfg: Any, resume: bool = False) -> None:
         raise ConfigError(f"data.resolution={cfg.data.resolution}, but teacher {cfg.teacher} expects {resolution} px "
                           f"images: set data.resolution={resolution}")
     available = check_split(cfg.data, "train_split")
+    check_source_fits(cfg, available)
     if manifest.get("feature_dim"):
         check_budget_fits(cfg, resolution, int(manifest["feature_dim"]), available)
     method_of(cfg).check_files(cfg, manifest, available)
-    check_out_dir(cfg, resume)
     start_run("distill", cfg.out_dir)

@@ -80,7 +80,7 @@ def verify_distilled(directory: Any, manifest: Mapping[str, Any], stored: Mappin
         raise _fail(where, f"'image_shape' is {list(image_shape)} but the images are "
                            f"{list(stored['images'].shape[1:])}")
     teacher = manifest.get("teacher") if isinstance(manifest.get("teacher"), dict) else {}
-    found = StoredSet(manifest, stored, image_shape, float(budget), not counts_images_only, config,
+    found = StoredSet(where, manifest, stored, image_shape, float(budget), not counts_images_only, config,
                       teacher.get("feature_dim"), rows)
     method = find_method(manifest.get("method"))
     try:

@@ -39,7 +39,7 @@ from ssdd.integrity import check_trained
 from ssdd.models import build_model
 from ssdd.progress import bar_settings, phase, show_phases
 from ssdd.runfolder import check_resume_compatible, flatten
-from ssdd.runguard import INPUTS, check_inputs
+from ssdd.runguard import INPUTS, check_inputs, fingerprinted_paths
 from ssdd.runtime import atomic_write, channels_last, resolve_device, versions
 from ssdd.tblog import ScalarLog, require_tensorboard
 from ssdd.teacher import Teacher, load_teacher
@@ -200,7 +200,8 @@ def _previous_rows(out_dir: Path, cfg: EvaluateConfig, resume: bool) -> list[dic
         return []
     saved = yaml.safe_load((out_dir / "config.yaml").read_text()) if (out_dir / "config.yaml").exists() else None
     if saved is not None:
-        check_resume_compatible(saved, config_to_dict(cfg), RESUMABLE_KEYS, LEGACY_VALUES)
+        check_resume_compatible(saved, config_to_dict(cfg), (*RESUMABLE_KEYS, *fingerprinted_paths(out_dir)),
+                                LEGACY_VALUES)  # a moved teacher: validate_evaluate compared its fingerprints
     rows = _read_rows(results)
     measured = {_row_cell(row) for row in rows}
     aside = _read_rows(out_dir / SET_ASIDE) if (out_dir / SET_ASIDE).is_file() else []

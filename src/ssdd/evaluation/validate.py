@@ -88,12 +88,9 @@ SET_ASIDE = "results.set_aside.json"
 
 
 def _check_out_dir_for_evaluation(out_dir: Path, resume: bool) -> None:
-    if (out_dir / "manifest.json").exists() or (out_dir / "checkpoint.pt").exists():
-        raise FileExistsError(f"{out_dir} holds a teacher or distillation run; choose another out_dir for the "
-                              f"evaluation")
-    if not resume and (out_dir / "results.json").exists():
-        raise FileExistsError(f"{out_dir} already holds evaluation results (results.json); pass --resume to "
-                              f"add only the missing cells, or choose another out_dir")
+    from ssdd.runfolder import claim
+
+    claim(out_dir, "evaluate", resume)  # never another run's folder; results.json only with --resume
     if (out_dir / SET_ASIDE).exists() and not (out_dir / "results.json").exists():
         raise FileExistsError(f"{out_dir} holds {SET_ASIDE} (cells of an earlier evaluation) but no results.json; "
                               f"move it away to start afresh, or choose another out_dir")
@@ -105,8 +102,8 @@ def _note(text: str) -> None:
 
 def _check_sets(cfg: Any, teacher: dict[str, Any], source_cfg: DataConfig, allow_mismatch: bool) -> None:
     """Every distilled set: its manifest, its teacher (fingerprints) and its source (fingerprint)."""
-    from ssdd.artifacts import ArtifactError, read_manifest
-    from ssdd.distill.artifact import KIND
+    from ssdd.artifacts import ArtifactError
+    from ssdd.distill.artifact import load_distilled
     from ssdd.distill.interop import evaluation_note
 
     override = "or pass --allow-mismatch to score it anyway"
@@ -115,7 +112,7 @@ def _check_sets(cfg: Any, teacher: dict[str, Any], source_cfg: DataConfig, allow
         if not Path(path).is_dir():
             raise ArtifactError(f"{path}: no distilled set there; pass --distilled with folders written by "
                                 f"`ssdd distill` or `ssdd import-distilled`")
-        manifest = read_manifest(path, KIND)
+        manifest = load_distilled(path).manifest  # tensors read and checked too: a damaged set fails before work
         recorded = manifest.get("teacher") if isinstance(manifest.get("teacher"), dict) else {}
         if evaluation_note(manifest) is None:
             same = recorded.get("fingerprint") == teacher.get("fingerprint")

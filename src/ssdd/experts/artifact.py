@@ -112,5 +112,23 @@ def load_experts(directory: str | Path) -> ExpertTrajectories:
         raise ArtifactError(f"{directory}: inconsistent manifest (epochs {epochs}, {size} parameters, layout "
                             f"of {layout_size})")
     for entry in experts:
-        shard_path(directory, entry.get("file") if isinstance(entry, dict) else None)  # confined to the folder
+        path = shard_path(directory, entry.get("file") if isinstance(entry, dict) else None)  # inside the folder
+        _check_rows(path, epochs, size)
     return ExpertTrajectories(directory, manifest)
+
+
+def _check_rows(path: Path, epochs: int, size: int) -> None:
+    """An expert file holds one trajectory row per epoch and its start (epochs + 1 rows of `size` parameters),
+    as the manifest says: read from the file's header, no tensor is loaded. A manifest whose epoch count
+    disagrees with its files would otherwise be copied into the sets made from it, and fail mid-run."""
+    if not path.is_file():
+        raise ArtifactError(f"{path.parent}: expert file {path.name} is missing")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            shape = list(handle.get_slice("trajectory").get_shape())
+    except (SafetensorError, OSError, KeyError, ValueError) as exc:
+        raise ArtifactError(f"{path}: cannot read 'trajectory' ({exc})") from None
+    if shape != [epochs + 1, size]:
+        raise ArtifactError(f"{path}: trajectory of shape {shape}, but the manifest says {epochs} epochs of {size} "
+                            f"parameters ({[epochs + 1, size]}); the manifest or the file was changed: restore "
+                            f"the folder or train the experts again")

@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 
 from ssdd.artifacts import write_manifest
 from ssdd.augment import crop_flip, normalize, to_float
+from ssdd.checks import batch_fits
 from ssdd.config import config_to_dict, save_config
 from ssdd.data import load_split
 from ssdd.distill.pool import PoolMember, seeded_member
@@ -29,7 +30,7 @@ from ssdd.experts.config import RESUMABLE_KEYS, ExpertsConfig
 from ssdd.experts.validate import validate_experts
 from ssdd.models.registry import describe
 from ssdd.progress import bar, phase, show_phases
-from ssdd.runfolder import CHECKPOINT, load_checkpoint, save_checkpoint
+from ssdd.runfolder import CHECKPOINT, claim, load_checkpoint, save_checkpoint
 from ssdd.runguard import check_inputs, check_resume, numerical_stop
 from ssdd.runtime import atomic_write, file_sha256, resolve_device, versions
 from ssdd.tblog import ScalarLog, require_tensorboard
@@ -48,6 +49,7 @@ def expert_seed(seed: int, index: int) -> int:
 
 def train_experts(cfg: ExpertsConfig, resume: bool = False, show_progress: bool = True) -> Path | None:
     """Train (or continue) the experts; returns out_dir when all are done, None when paused."""
+    claim(cfg.out_dir, "experts", resume)  # never another run's folder; --resume needs a checkpoint
     validate_experts(cfg, resume)
     require_tensorboard(cfg.tensorboard)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -62,11 +64,6 @@ def train_experts(cfg: ExpertsConfig, resume: bool = False, show_progress: bool 
 def _train(cfg: ExpertsConfig, resume: bool, show_progress: bool) -> Path | None:
     out_dir = Path(cfg.out_dir)
     ckpt_path = out_dir / CHECKPOINT
-    if resume and not ckpt_path.exists():
-        raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
-    if not resume and (ckpt_path.exists() or (out_dir / "manifest.json").exists()):
-        raise FileExistsError(f"{out_dir} already holds expert trajectories; pass --resume to continue (or to add "
-                              f"experts with a larger num_experts) or choose another out_dir")
     require_teacher_folder(cfg.teacher)
     device = resolve_device(cfg.device)
     teacher = load_teacher(cfg.teacher, device)
@@ -74,6 +71,7 @@ def _train(cfg: ExpertsConfig, resume: bool, show_progress: bool) -> Path | None
     if source.resolution != teacher.resolution:
         raise ValueError(f"source images are {source.resolution} px but the teacher expects {teacher.resolution} px "
                          f"(set data.resolution={teacher.resolution})")
+    batch_fits("batch_size", cfg.batch_size, len(source))  # torchvision, digits: known once loaded
     check_inputs(out_dir, resume, {"teacher_function": teacher.function_fingerprint, "source": source.fingerprint()},
                  {"teacher_function": f"teacher ({cfg.teacher})",
                   "source": f"source ({cfg.data.path} [{cfg.data.train_split}])"})

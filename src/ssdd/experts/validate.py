@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ssdd.checks import (
+    batch_fits,
     check_device,
     check_model,
     check_writable,
@@ -49,6 +50,6 @@ def validate_experts(cfg: Any, resume: bool = False) -> None:
     if cfg.data.resolution != manifest["resolution"]:
         raise ConfigError(f"data.resolution={cfg.data.resolution}, but teacher {cfg.teacher} expects "
                           f"{manifest['resolution']} px images: set data.resolution={manifest['resolution']}")
-    check_split(cfg.data, "train_split")
+    batch_fits("batch_size", cfg.batch_size, check_split(cfg.data, "train_split"))
     start_run("experts", cfg.out_dir)
 

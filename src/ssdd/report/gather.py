@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,14 +95,56 @@ class ReportData:
         return sorted(seen, key=rank)
 
 
-def resolve_folder(named: str | Path, eval_dir: Path) -> Path | None:
-    """A folder as named (absolute, or relative to the working directory), else relative to the evaluation
-    folder; None when neither exists."""
+def _candidates(named: str | Path, eval_dir: Path) -> Iterator[Path]:
+    """Where a folder named in an evaluation's config may be: as named (absolute, or relative to the working
+    directory the evaluation ran in, which may not be this one), relative to the evaluation folder, then the
+    named path's tails (longest first) below the evaluation folder and each folder above it: a study's
+    `runs/demo/teacher/teacher-<key>/teacher` is `<study>/teacher/teacher-<key>/teacher` wherever the study
+    now is and whichever folder the report is built from."""
     path = Path(named)
-    for candidate in (path, eval_dir / path) if not path.is_absolute() else (path,):
-        if (candidate / "manifest.json").is_file():
+    yield path
+    if not path.is_absolute():
+        yield eval_dir / path
+    parts = path.parts[1:] if path.is_absolute() else path.parts  # every tail (an absolute path's below the root)
+    for i in range(len(parts)):
+        for above in (eval_dir, *eval_dir.absolute().parents):
+            yield above / Path(*parts[i:])
+
+
+def resolve_folder(named: str | Path, eval_dir: Path,
+                   matches: Callable[[dict[str, Any]], bool] | None = None) -> Path | None:
+    """The folder an evaluation named (see _candidates): the first holding a manifest that `matches` (the
+    fingerprints the evaluation recorded), else the first holding a manifest at all; None when none does."""
+    first = None
+    for candidate in _candidates(named, eval_dir):
+        if not (candidate / "manifest.json").is_file():
+            continue
+        if matches is None:
             return candidate
-    return None
+        first = first or candidate
+        try:
+            if matches(json.loads((candidate / "manifest.json").read_text())):
+                return candidate
+        except (OSError, ValueError, AttributeError):
+            continue
+    return first
+
+
+def _recorded_teacher(eval_dir: Path) -> Callable[[dict[str, Any]], bool] | None:
+    """The teacher fingerprint the evaluation recorded (inputs.json), as a test on a manifest."""
+    try:
+        expected = json.loads((eval_dir / "inputs.json").read_text()).get("teacher")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return (lambda manifest: manifest.get("fingerprint") == expected) if expected else None
+
+
+def _recorded_sets(rows: list[dict[str, Any]]) -> Callable[[dict[str, Any]], bool] | None:
+    """The distilled sets' fingerprints the rows record, as a test on a manifest."""
+    from ssdd.distill.artifact import set_fingerprint
+
+    expected = {r.get("set_fingerprint") for r in rows} - {None, ""}
+    return (lambda manifest: set_fingerprint(manifest) in expected) if expected else None
 
 
 def _read_json_lines(path: Path) -> list[dict[str, Any]]:
@@ -115,7 +158,7 @@ def read_teacher(named: str | Path | None, eval_dir: Path, notes: list[str]) -> 
         notes.append("no teacher folder named (config.yaml missing or without `teacher`): the teacher card shows "
                      "only what the distilled sets' manifests record (pass the folder with --teacher)")
         return TeacherInfo(None, None, None, None)
-    path = resolve_folder(named, eval_dir)
+    path = resolve_folder(named, eval_dir, _recorded_teacher(eval_dir))
     if path is None:
         notes.append(f"teacher folder `{named}` not found: its card shows only what the distilled sets' "
                      "manifests record (pass the folder with --teacher)")
@@ -142,8 +185,9 @@ def read_distilled(named: list[str | Path], eval_dir: Path, rows: list[dict[str,
     labels = list(dict.fromkeys(r["label"] for r in rows if r["method"] not in REFERENCE_METHODS))
     found: dict[str, tuple[str, Path, dict[str, Any]]] = {}
     unmatched: list[str] = []
+    recorded = _recorded_sets(rows)
     for name in named:
-        path = resolve_folder(name, eval_dir)
+        path = resolve_folder(name, eval_dir, recorded)
         if path is None:
             unmatched.append(str(name))
             continue

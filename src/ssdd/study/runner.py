@@ -24,7 +24,7 @@ from ssdd.config import config_to_dict, load_config, save_config
 from ssdd.distill.keys import method_free_keys
 from ssdd.evaluation.config import LEGACY_VALUES as EVALUATE_LEGACY_VALUES
 from ssdd.evaluation.config import EvaluateConfig
-from ssdd.runfolder import CHECKPOINT, config_hash
+from ssdd.runfolder import CHECKPOINT, claim, config_hash
 from ssdd.runtime import file_sha256, versions, write_json
 from ssdd.study.config import DistillSpec, StudyConfig
 
@@ -95,7 +95,17 @@ def _data_fingerprints(config: dict[str, Any]) -> dict[str, str]:
     return found
 
 
-def _key(kind: str, cfg: Any, upstream: list[str]) -> str:
+def stage_schema(kind: str) -> type:
+    """The config schema of a stage kind (teacher, experts, distill, evaluate)."""
+    from ssdd.distill.config import DistillConfig
+    from ssdd.experts.config import ExpertsConfig
+    from ssdd.teacher.config import TeacherConfig
+
+    return {"teacher": TeacherConfig, "experts": ExpertsConfig, "distill": DistillConfig,
+            "evaluate": EvaluateConfig}[kind]
+
+
+def stage_key(kind: str, cfg: Any, upstream: list[str]) -> str:
     """The stage's cache key: its results-relevant settings, the content of its data files, what it reads."""
     ignored = [f"config.{k}" for k in NOT_HASHED[kind]]
     config = config_to_dict(cfg)
@@ -119,7 +129,7 @@ def _finished(folder: Path, key: str) -> bool:
 def _run_stage(kind: str, name: str, cfg: Any, upstream: list[str], root: Path,
                run: Callable[[Any, bool], bool], say: Callable[[str], None], dry_run: bool = False) -> StageRun:
     """Run one stage (or find it cached); `run(cfg, resume)` returns False when the stage paused."""
-    key = _key(kind, cfg, upstream)
+    key = stage_key(kind, cfg, upstream)
     folder = root / kind / f"{name}-{key[:8]}"
     cfg.out_dir = str(folder)
     if _finished(folder, key):
@@ -227,6 +237,8 @@ def run_study(study: StudyConfig, show_progress: bool = True, dry_run: bool = Fa
 
     validate_study(study)  # every stage's settings and data, before the first stage runs
     root = Path(study.out_dir)
+    for folder in {root, summary_dir(study)}:
+        claim(folder, "study")  # never another command's run folder
     if dry_run:
         return _run_study(study, root, show_progress, dry_run)
     root.mkdir(parents=True, exist_ok=True)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from ssdd.checks import check_device, check_writable
+from ssdd.checks import batch_fits, check_device, check_writable
 from ssdd.config import ConfigError
 from ssdd.data.validate import check_split
-from ssdd.distill.validate import check_budget_fits, check_distill_settings, normalise_distill
+from ssdd.distill.validate import check_budget_fits, check_distill_settings, check_source_fits, normalise_distill
 from ssdd.evaluation.validate import check_evaluate_settings
 from ssdd.experts.validate import check_experts_settings
 from ssdd.teacher.validate import check_teacher_settings, teacher_manifest
@@ -50,7 +50,7 @@ def validate_study(study: Any) -> None:
         cfg = load_config(ExpertsConfig, study.experts.config, [*common, *study.experts.overrides])
         try:
             check_experts_settings(cfg)
-            check_split(cfg.data, "train_split")
+            batch_fits("batch_size", cfg.batch_size, check_split(cfg.data, "train_split"))
         except ValueError as exc:
             raise type(exc)(f"experts stage: {exc}") from None
     for spec in study.distill:
@@ -66,6 +66,7 @@ def validate_study(study: Any) -> None:
                     raise ConfigError(f"data.resolution={cfg.data.resolution}, but the teacher is {resolution} px: "
                                       f"set data.resolution={resolution}")
                 available = check_split(cfg.data, "train_split")
+                check_source_fits(cfg, available)
                 if feature_dim:
                     check_budget_fits(cfg, cfg.data.resolution, feature_dim, available)
             except ValueError as exc:

@@ -25,6 +25,7 @@ passes ``--trust-pickle`` for a file they trust.
 from __future__ import annotations
 
 import argparse
+import json
 import pickle
 import re
 import time
@@ -42,6 +43,7 @@ from ssdd.data.published_stats import KRR_ST_MEAN as _KRR_ST_MEAN
 from ssdd.data.published_stats import KRR_ST_STD as _KRR_ST_STD
 from ssdd.import_teacher_args import FORMATS
 from ssdd.models import build_model, describe
+from ssdd.runfolder import claim
 
 SAVE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
@@ -348,8 +350,7 @@ def import_teacher(opts: ImportOptions, log: Any = print) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
     out = Path(opts.out)
-    if (out / "manifest.json").exists() and not opts.overwrite:
-        raise FileExistsError(f"{out} already holds an artifact; choose another --out or pass --overwrite")
+    claim(out, "teacher artifact", opts.overwrite, flag="--overwrite", key="--out")  # only a teacher is replaced
     model_cfg = opts.model
     if opts.format != "state_dict" and model_cfg.name == "resnet18" and not model_cfg.width:
         model_cfg = ModelConfig(name="resnet18", width=64, depth=model_cfg.depth, feature=model_cfg.feature)
@@ -453,7 +454,10 @@ def import_teacher(opts: ImportOptions, log: Any = print) -> Path:
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "versions": versions(),
     }
-    save_teacher(out, backbone.cpu(), manifest, dtype=SAVE_DTYPES[opts.save_dtype])
+    earlier = set(out.glob("backbone-*.safetensors"))  # the shards of a teacher that --overwrite replaces
+    saved = save_teacher(out, backbone.cpu(), manifest, dtype=SAVE_DTYPES[opts.save_dtype])
+    for stale in earlier - {saved / s["file"] for s in json.loads((saved / "manifest.json").read_text())["shards"]}:
+        stale.unlink(missing_ok=True)  # none of the replaced teacher's weights stay beside the new one
 
     # the artifact on disk must give the features the imported network gave
     teacher: Teacher = load_teacher(out, "cpu")

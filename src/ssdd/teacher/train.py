@@ -29,7 +29,7 @@ from ssdd.evaluation.linear_probe import probe_encoder
 from ssdd.integrity import DivergedError
 from ssdd.models import build_model, describe
 from ssdd.progress import bar_settings, phase, show_phases
-from ssdd.runfolder import load_checkpoint, save_checkpoint
+from ssdd.runfolder import claim, load_checkpoint, save_checkpoint
 from ssdd.runguard import TEACHER_FINISH_KEYS, check_inputs, check_resume, numerical_stop, resume_changes
 from ssdd.runtime import channels_last as use_channels_last
 from ssdd.runtime import resolve_device, seed_everything, versions, write_json
@@ -68,6 +68,7 @@ def _amp_dtype(cfg: TeacherConfig, device: torch.device) -> torch.dtype | None:
 
 def train_teacher(cfg: TeacherConfig, resume: bool = False, show_progress: bool = True) -> Path | None:
     """Train (or resume) a teacher; returns the artifact folder when training finished, else None."""
+    claim(cfg.out_dir, "teacher", resume)  # never another run's folder; --resume needs a checkpoint
     validate_teacher(cfg, resume)  # every setting, split, device and the output folder, before any work
     require_tensorboard(cfg.tensorboard)  # one line, before any work, when the package is missing
     dist_info = D.init_distributed(cfg.device)
@@ -90,11 +91,6 @@ def _train(cfg: TeacherConfig, resume: bool, show_progress: bool, dist_info: D.D
     device = resolve_device(cfg.device, dist_info.local_rank)
     out_dir = Path(cfg.out_dir)
     ckpt_path = out_dir / CHECKPOINT
-    if ckpt_path.exists() and not resume:
-        raise FileExistsError(f"{out_dir} already holds a run (checkpoint.pt); pass --resume to continue it "
-                              f"or choose another out_dir")
-    if resume and not ckpt_path.exists():
-        raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
     if cfg.optim.batch_size % dist_info.world_size:
         raise ValueError(f"optim.batch_size {cfg.optim.batch_size} is not divisible by "
                          f"{dist_info.world_size} processes")
