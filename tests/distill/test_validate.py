@@ -72,20 +72,3 @@ def test_keys_other_methods_read_are_free_for_this_one():
     assert "boost.approx_lr" not in resumable_keys(cfg("method=boost", "boost.approximation=joint"))
     assert "boost.approx_lr" not in resumable_keys(cfg("method=krr_st"))
 
-
-def test_a_folder_holding_another_distillation_is_refused_before_anything_in_it_is_touched(tiny_npz, tiny_teacher,
-                                                                                            tmp_path, capsys):
-    from ssdd.cli import main
-
-    out = tmp_path / "taken"
-    out.mkdir()
-    (out / "manifest.json").write_text("{}")
-    in_flight = out / ".distilled-00001.safetensors.abc.tmp"  # another run's write under way
-    in_flight.write_bytes(b"partial")
-    args = ["distill", "--no-progress", f"data.path={tiny_npz}", f"teacher={tiny_teacher}", f"out_dir={out}",
-            "method=random", "budget=5", "device=cpu", "data.resolution=16"]
-    assert main(args) == 2
-    assert "already holds a distilled set or distillation run" in capsys.readouterr().err
-    assert in_flight.read_bytes() == b"partial"
-    assert main([*args, f"out_dir={tmp_path / 'empty'}", "--resume"]) == 2
-    assert "no checkpoint at" in capsys.readouterr().err and not (tmp_path / "empty").exists()
