@@ -12,6 +12,11 @@ length on does full data's gain over no pre-training stop changing, so that pre-
 fine-tuning budget decides the comparison. Results are written after every fine-tuning run and an
 interrupted sweep continues where it stopped (finished runs are skipped); `results.json`, `table.md` and
 `finetune_length.png` go to --out.
+
+A length is a selection, so it is read off a validation split carved from each target's train split
+(`--select-on validation`, the default: `validation.fraction=0.1` unless an override sets it; docs/protocol.md,
+"Validation split"). `--select-on test` scores the test splits, as the sweep committed in
+benchmarks/results/finetune_length did before the validation split existed.
 """
 
 from __future__ import annotations
@@ -29,35 +34,42 @@ import torch
 
 from ssdd.config import DataConfig, config_to_dict, load_config
 from ssdd.data import load_split
+from ssdd.evaluation.cell import PretrainSource, load_target, pretrain_network
 from ssdd.evaluation.config import EvaluateConfig
 from ssdd.evaluation.finetune import finetune
-from ssdd.evaluation.protocol import PretrainSource, _load_target, _pretrain
 from ssdd.teacher import load_teacher
 
 ROWS = {"no_pretrain": ("no pre-training", "black"), "full_data": ("full data, tuned recipe", "tab:green"),
         "full_data_same_recipe": ("full data, distilled rows' recipe", "tab:olive")}
 
 
-def _key(row: str, target: str, seed: int, length: int) -> str:
-    return f"{row}/{target}/{seed}/{length}"
+def _key(row: str, target: str, seed: int, length: int, split: str = "test") -> str:
+    return f"{row}/{target}/{seed}/{length}" + ("" if split == "test" else f"/{split}")
 
 
 def sweep(args: argparse.Namespace) -> dict:
-    cfg = load_config(EvaluateConfig, args.config, [f"teacher={args.teacher}", *args.overrides])
+    overrides = list(args.overrides)
+    if args.select_on == "validation" and not any(o.startswith("validation.fraction=") for o in overrides):
+        overrides.append("validation.fraction=0.1")
+    cfg = load_config(EvaluateConfig, args.config, [f"teacher={args.teacher}", *overrides])
+    if args.select_on == "validation" and cfg.validation.fraction <= 0:
+        raise SystemExit("--select-on validation needs validation.fraction > 0")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.json"
     done = {r["key"]: r for r in json.loads(path.read_text())["runs"]} if path.exists() else {}
+    if {r.get("eval_split", "test") for r in done.values()} - {args.select_on}:
+        raise SystemExit(f"{out} holds runs scored on another split than {args.select_on}; choose another --out")
     device = torch.device("cpu" if cfg.device in ("auto", "cpu") and not torch.cuda.is_available() else
                           "cuda" if cfg.device == "auto" else cfg.device)
     teacher = load_teacher(cfg.teacher, device)
     source_cfg = DataConfig(**{**config_to_dict(cfg.source), "resolution": teacher.resolution})
-    targets = [_load_target(t, teacher.resolution, cfg.seed, device) for t in cfg.targets]
+    targets = [load_target(t, teacher.resolution, cfg.seed, device, cfg.validation) for t in cfg.targets]
     source_images, source_targets = None, None
     model_cfg = cfg.models[0]
     for seed in range(cfg.seed, cfg.seed + args.seeds):
         for row in args.rows:
-            todo = [(t, n) for t in targets for n in args.lengths if _key(row, t.name, seed, n) not in done]
+            todo = [(t, n) for t in targets for n in args.lengths if _key(row, t.name, seed, n, t.split) not in done]
             if not todo:
                 continue
             if row != "no_pretrain" and source_images is None:
@@ -65,18 +77,18 @@ def sweep(args: argparse.Namespace) -> dict:
             if row == "full_data_same_recipe" and source_targets is None:
                 source_targets = teacher.encode(source_images)
             start = time.perf_counter()
-            backbone = _pretrain(PretrainSource(row, row, None, {}), model_cfg, cfg, teacher, source_images,
-                                 teacher.resolution, seed, device, source_targets)
+            backbone = pretrain_network(PretrainSource(row, row, None, {}), model_cfg, cfg, teacher, source_images,
+                                        teacher.resolution, seed, device, source_targets)
             pretrain_s = time.perf_counter() - start
             for target, length in todo:
                 start = time.perf_counter()
                 generator = torch.Generator().manual_seed(seed * 1009 + 17)  # as ssdd evaluate seeds a cell
                 recipe = replace(cfg.finetune, iterations=length, small_iterations=length)
                 top1 = finetune(backbone, target.train, target.test, target.mean, target.std, recipe,
-                                generator)["top1"]
-                run = {"key": _key(row, target.name, seed, length), "row": row, "target": target.name,
-                       "seed": seed, "iterations": length, "top1": top1, "finetune_s": time.perf_counter() - start,
-                       "pretrain_s": pretrain_s}
+                                generator, train_size=target.train_size)["top1"]
+                run = {"key": _key(row, target.name, seed, length, target.split), "row": row, "target": target.name,
+                       "seed": seed, "iterations": length, "eval_split": target.split, "top1": top1,
+                       "finetune_s": time.perf_counter() - start, "pretrain_s": pretrain_s}
                 done[run["key"]] = run
                 print(json.dumps(run), flush=True)
                 _write(out, args, cfg, list(done.values()))
@@ -87,7 +99,8 @@ def _write(out: Path, args: argparse.Namespace, cfg: EvaluateConfig, runs: list[
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     result = {"kind": "finetune_length", "date": datetime.date.today().isoformat(), "commit": commit,
               "threads": torch.get_num_threads(), "config": args.config, "overrides": args.overrides,
-              "teacher": args.teacher, "finetune": config_to_dict(cfg.finetune), "runs": runs}
+              "teacher": args.teacher, "finetune": config_to_dict(cfg.finetune),
+              "validation": config_to_dict(cfg.validation), "runs": runs}
     (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
     _table(out, runs)
     return result
@@ -147,6 +160,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=["no_pretrain", "full_data"])
     parser.add_argument("--out", default="benchmarks/results/finetune_length")
+    parser.add_argument("--select-on", choices=["validation", "test"], default="validation",
+                        help="score a validation split carved from each target's train split (default), or the test "
+                             "split")
     parser.add_argument("overrides", nargs="*", help="key=value settings of the evaluation preset")
     sweep(parser.parse_args())
 

@@ -23,9 +23,9 @@ from torch import nn
 
 from ssdd.augment.ops import normalize, to_float
 from ssdd.config import load_config
+from ssdd.evaluation.cell import load_target, pretrain_network, pretrain_sources
 from ssdd.evaluation.config import EvaluateConfig
 from ssdd.evaluation.linear_probe import extract_features, probe_encoder
-from ssdd.evaluation.protocol import _load_target, _pretrain, _sources
 from ssdd.teacher import load_teacher
 
 
@@ -84,11 +84,11 @@ def main() -> None:
     device = torch.device("cpu")
     teacher = load_teacher(cfg.teacher, device)
     target_cfg = next(t for t in cfg.targets if t.name == args.target)
-    target = _load_target(target_cfg, teacher.resolution, cfg.seed, device)
+    target = load_target(target_cfg, teacher.resolution, cfg.seed, device)
     rows = []
-    for source in _sources(cfg, teacher, 0):
+    for source in pretrain_sources(cfg, teacher, 0):
         start = time.perf_counter()
-        backbone = _pretrain(source, cfg.models[0], cfg, teacher, None, teacher.resolution, args.seed, device)
+        backbone = pretrain_network(source, cfg.models[0], cfg, teacher, None, teacher.resolution, args.seed, device)
         row = {"source": source.label, "model": args.model, "width": args.width, "target": target.name,
                "seed": args.seed, "pretrain_s": round(time.perf_counter() - start, 1)}
         row.update(feature_spread(extract_features(backbone, target.train.images, target.mean, target.std)))

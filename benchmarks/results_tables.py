@@ -70,30 +70,20 @@ def _read_json(path: Path) -> Any:
 
 
 def study(folder: Path) -> dict[tuple[str, str, str, str], dict[str, Any]]:
-    """(label, arch, target, mode) -> the summary row (mean ± std over seeds) of an evaluation's results.json."""
-    return {(s["label"], s["arch"], s["target"], s["mode"]): s for s in summarize(_read_json(folder / "results.json"))}
+    """(label, arch, target, mode) -> the summary row (mean ± std over seeds) of an evaluation's results.json, with
+    the samples each row's pre-training saw (`ssdd.evaluation.report.recorded_samples`, from its config.yaml)."""
+    config = eval_config(folder) if (ROOT / folder / "config.yaml").is_file() else None
+    return {(s["label"], s["arch"], s["target"], s["mode"]): s
+            for s in summarize(_read_json(folder / "results.json"), config)}
 
 
 def eval_config(folder: Path) -> dict[str, Any]:
     return yaml.safe_load((ROOT / folder / "config.yaml").read_text()) or {}
 
 
-def pretrain_samples(count: int, batch_size: int, steps: int) -> int:
-    """Pairs seen in `steps` SGD steps over `count` pairs cut into batches of `batch_size` every epoch, without a
-    last batch of a single pair (as `ssdd.evaluation.pretrain.epoch_batches` cuts them)."""
-    sizes = [batch_size] * (count // batch_size) + ([count % batch_size] if count % batch_size >= 2 else [])
-    epochs, rest = divmod(steps, len(sizes))
-    return epochs * sum(sizes) + sum(sizes[:rest])
-
-
-def samples_seen(s: dict[str, Any], config: dict[str, Any]) -> int:
+def samples_seen(s: dict[str, Any], config: dict[str, Any] | None = None) -> int | None:
     """Samples (stored views, or source images for the full-data rows) seen by a row's pre-training."""
-    steps = int(s.get("pretrain_steps") or 0)
-    if s["label"] == NONE or steps == 0:
-        return 0
-    if s["label"] == TUNED:  # whole batches only (ssdd.evaluation.pretrain.full_data_batches)
-        return steps * int(config["full_data"]["batch_size"])
-    return pretrain_samples(int(s["views"]), int(config["pretrain"]["batch_size"]), steps)
+    return s.get("pretrain_samples")
 
 
 # ---- formatting ------------------------------------------------------------------------------------------------

@@ -428,6 +428,26 @@ def test_after_a_numerical_stop_distillation_resumes_with_a_lower_rate(tiny_npz,
     capsys.readouterr()
 
 
+def test_a_run_whose_images_blow_up_stops_at_a_sane_checkpoint_that_resumes(tiny_npz, tiny_teacher, tmp_path,
+                                                                            capsys):
+    """A huge rate: the distilled images leave their range long before the loss turns NaN. The run stops where a
+    checkpoint would hold them, names the last sane checkpoint, and the advised resume finishes."""
+    import re
+
+    out = tmp_path / "k"
+    args = [f"data.path={tiny_npz}", f"teacher={tiny_teacher}", f"out_dir={out}", *DISTILL, "method=krr_st",
+            "krr.steps=40", "log_every=5", "checkpoint_every=5"]
+    assert main(["distill", "--no-progress", *args, "krr.lr=10"]) == 4
+    line = one_error_line(capsys)
+    assert "the distilled images reached" in line and "checkpoint.pt, is intact: continue with --resume krr.lr=" in line
+    kept = int(re.search(r"from its state at step (\d+)", line).group(1))
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert state["step"] == kept and float(state["tensors"]["images"].abs().max()) <= 100
+    assert main(["distill", "--no-progress", "--resume", *args, "krr.lr=0.01"]) == 0
+    assert load_distilled(out).manifest["resumed_with_changes"] == [
+        {"key": "krr.lr", "from": 10.0, "to": 0.01, "at": f"step {kept}"}]
+
+
 def test_a_diverging_evaluation_is_refused_not_scored(random_set, tiny_npz, tiny_teacher, tmp_path, capsys):
     args = [f"teacher={tiny_teacher}", f"source.path={tiny_npz}", f"out_dir={tmp_path / 'e'}", "device=cpu",
             "cka_images=0", "full_data.enabled=false", f"targets=[{{source: npz, path: {tiny_npz}}}]", "seeds=1",
@@ -663,13 +683,13 @@ def test_import_teacher_overwrite_replaces_only_a_teacher(random_set, tmp_path, 
 
 def test_an_evaluation_resumes_with_its_teacher_moved_but_not_replaced(evaluation_folder, tiny_npz, tiny_teacher,
                                                                        random_set, tmp_path):
-    from ssdd.evaluation.protocol import _previous_rows
+    from ssdd.evaluation.schedule import previous_rows
 
     moved = tmp_path / "moved" / "teacher"
     shutil.copytree(tiny_teacher, moved)  # the same teacher at another path (a moved or copied study)
     cfg = evaluate_cfg(tiny_npz, moved, evaluation_folder, [random_set])
     validate_evaluate(cfg, resume=True, allow_mismatch=True)  # fingerprints compared: the same
-    assert _previous_rows(evaluation_folder, cfg, resume=True) == []
+    assert previous_rows(evaluation_folder, cfg, resume=True) == []
     other = make_teacher(tmp_path / "other", seed=1)
     with pytest.raises(ValueError, match="changed since this run started"):
         validate_evaluate(evaluate_cfg(tiny_npz, other, evaluation_folder, [random_set]), resume=True,

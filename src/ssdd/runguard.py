@@ -4,7 +4,8 @@
   when the next run starts in the folder.
 - `inputs.json` records what a run read (teacher and source fingerprints); `--resume` refuses a run whose
   teacher or data changed since it started.
-- `numerical_stop.json` marks a run stopped by a non-finite loss: its resume may lower the learning rate.
+- `numerical_stop.json` marks a run stopped by a non-finite loss or an insane state (see `ssdd.runloop`): its
+  resume may lower the rates the stop named.
 - `resume_changes.json` lists every setting a resume changed (only those that do not alter what was already
   computed, e.g. the output format or later-stage settings); the artifact's manifest records it.
 - The run that is under way is remembered so that an interrupt message says what was really kept.
@@ -127,19 +128,52 @@ def fingerprinted_paths(out_dir: str | Path) -> tuple[str, ...]:
 
 
 # ----------------------------------------------------------------------------- numerical stops
-def numerical_stop(out_dir: str | Path, exc: BaseException, lr_key: str, step: str = "") -> FloatingPointError:
-    """Mark the run as stopped by a non-finite loss and return a FloatingPointError whose message is true
-    about what was kept (the last checkpoint, or nothing)."""
+class Diverged(FloatingPointError):
+    """A training step's loss (or a learned value) became non-finite; `setting` names the rate that moves what
+    diverged, when the step knows better than its loop (e.g. MKDT's student lr: mkdt.lr_lr)."""
+
+    def __init__(self, message: str, setting: str | None = None) -> None:
+        super().__init__(message)
+        self.setting = setting
+
+
+class NumericalStop(FloatingPointError):
+    """A run stopped by a numerical failure; its message is final: what was kept and what to do next."""
+
+
+def numerical_stop(out_dir: str | Path, exc: BaseException, lr_key: str, step: str = "", kept: str = "",
+                   settings: Iterable[str] = ()) -> FloatingPointError:
+    """Mark the run as stopped by a non-finite loss and return a NumericalStop whose message is true about what
+    was kept (the last checkpoint, whose state was sane at `kept`, or nothing) and names the setting to lower.
+    A resume may then change `lr_key` and the other `settings` (those of the same loop). A NumericalStop passes
+    through unchanged (its loop has said all)."""
+    if isinstance(exc, NumericalStop):
+        return exc
     out_dir = Path(out_dir)
     cause = str(exc).split(";")[0].strip() or "the loss became non-finite"
     ckpt = out_dir / CHECKPOINT
     if is_main_process() and out_dir.is_dir():
         write_json(out_dir / NUMERICAL_STOP, {"reason": cause, "at": step, "lr_key": lr_key,
+                                              "settings": list(dict.fromkeys([lr_key, *settings])),
                                               "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
     if ckpt.exists():
-        return FloatingPointError(f"{cause}; the last checkpoint, {ckpt}, is intact: continue with --resume "
-                                  f"{lr_key}=<lower value>")
-    return FloatingPointError(f"{cause}; no checkpoint had been written: run again with a lower {lr_key}")
+        sane = f" (from its state at {kept}, checked finite and in range)" if kept else ""
+        return NumericalStop(f"{cause}; the last checkpoint, {ckpt}, is intact: continue with --resume "
+                             f"{lr_key}=<lower value>{sane}")
+    return NumericalStop(f"{cause}; no checkpoint had been written: run again with a lower {lr_key}")
+
+
+def stop_settings(out_dir: str | Path) -> list[str]:
+    """The settings that the numerical stop of this run said a resume may lower (none without a stop)."""
+    path = Path(out_dir) / NUMERICAL_STOP
+    try:
+        marker = json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:
+        return []
+    if not isinstance(marker, dict):
+        return []
+    keys = [marker.get("lr_key"), *(marker.get("settings") or [])]
+    return [k for k in keys if isinstance(k, str)]
 
 
 def stopped_numerically(out_dir: str | Path) -> bool:
@@ -149,13 +183,14 @@ def stopped_numerically(out_dir: str | Path) -> bool:
 # ----------------------------------------------------------------------------- resume with changed settings
 def check_resume(out_dir: str | Path, saved: Mapping[str, Any], current: Mapping[str, Any], allowed: Iterable[str],
                  at: Any, after_numerical_stop: Iterable[str] = ()) -> list[dict[str, Any]]:
-    """`check_resume_compatible`, plus: after a numerical stop the `after_numerical_stop` keys may change too;
+    """`check_resume_compatible`, plus: after a numerical stop the `after_numerical_stop` keys and the settings
+    the stop named (`stop_settings`) may change too;
     every allowed change (except out_dir and pause points) is appended to resume_changes.json."""
     out_dir = Path(out_dir)
     free = [*allowed, *fingerprinted_paths(out_dir)]  # a moved teacher or data file: fingerprints compared
     numerical = stopped_numerically(out_dir)
     if numerical:
-        free += list(after_numerical_stop)
+        free += [*after_numerical_stop, *stop_settings(out_dir)]
     check_resume_compatible(saved, current, free)
     a, b = flatten(saved), flatten(current)
     quiet = {"out_dir", "stop_after_epochs", "stop_after_steps"}

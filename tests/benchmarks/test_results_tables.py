@@ -7,10 +7,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
-
-from ssdd.evaluation.config import PretrainConfig
-from ssdd.evaluation.pretrain import epoch_batches, pretrain_steps
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "results_tables.py"
@@ -58,15 +54,3 @@ def test_a_region_without_a_generator_or_a_generator_without_a_region_is_refused
         results_tables.render("<!-- generated:nope -->\n<!-- /generated:nope -->\n", {})
     with pytest.raises(ValueError, match="regions without a marker: \\['headline'\\]"):
         results_tables.render("no markers", {"headline": lambda: ""})
-
-
-@pytest.mark.parametrize(("count", "batch_size", "epochs"), [(2160, 256, 1000), (96, 256, 1000), (257, 256, 7),
-                                                              (513, 256, 5), (50_000, 256, 2), (964, 256, 300)])
-@pytest.mark.parametrize("max_iterations", [0, 1000, 3])
-def test_samples_seen_counts_the_pairs_the_evaluation_batches(count, batch_size, epochs, max_iterations):
-    cfg = PretrainConfig(epochs=epochs, max_iterations=max_iterations, batch_size=batch_size)
-    batches = [b for epoch in epoch_batches(count, cfg, torch.Generator().manual_seed(0), torch.device("cpu"))
-               for b in epoch]
-    steps = pretrain_steps(count, cfg)
-    assert len(batches) == steps
-    assert results_tables.pretrain_samples(count, batch_size, steps) == sum(len(b) for b in batches)

@@ -121,6 +121,38 @@ def test_resume_and_recompute_give_the_same_set(world, tmp_path):
     assert plain.manifest["learned_lr"] == pytest.approx(full.manifest["learned_lr"], rel=1e-5)
 
 
+def test_a_numerical_stop_names_mkdt_s_own_rates_and_their_resume_works(world, tmp_path, monkeypatch, capsys):
+    import ssdd.distill.mkdt as mkdt
+    from ssdd.cli import main
+
+    def args(out: Path) -> list[str]:
+        return [f"data.path={world['npz']}", f"teacher={world['teacher']}", f"mkdt.experts={world['experts']}",
+                f"out_dir={out}", *SMOKE]
+
+    # images pushed far out of range by the first step: nothing is checkpointed, the advice is MKDT's image rate
+    assert main(["distill", "--no-progress", *args(tmp_path / "huge"), "mkdt.lr_images=1e7"]) == 4
+    line = capsys.readouterr().err.strip()
+    assert "the distilled images reached" in line and "run again with a lower mkdt.lr_images" in line
+    assert "krr" not in line
+
+    # a NaN after the checkpoint of iteration 4: resume from it with a lower image rate
+    real_loss, calls = mkdt.matching_loss, {"n": 0}
+
+    def nan_after_the_checkpoint(*a, **k):
+        calls["n"] += 1
+        return real_loss(*a, **k) * (float("nan") if calls["n"] > 5 else 1.0)
+
+    monkeypatch.setattr(mkdt, "matching_loss", nan_after_the_checkpoint)
+    out = tmp_path / "nan"
+    assert main(["distill", "--no-progress", *args(out)]) == 4
+    line = capsys.readouterr().err.strip()
+    assert "continue with --resume mkdt.lr_images=<lower value> (from its state at iteration 4" in line
+    monkeypatch.setattr(mkdt, "matching_loss", real_loss)
+    assert main(["distill", "--no-progress", "--resume", *args(out), "mkdt.lr_images=500"]) == 0
+    assert load_distilled(out).manifest["resumed_with_changes"] == [
+        {"key": "mkdt.lr_images", "from": 1000.0, "to": 500.0, "at": "step 4"}]
+
+
 def test_refused_settings(world, tmp_path):
     base = [f"data.path={world['npz']}", f"teacher={world['teacher']}", *SMOKE]
     with pytest.raises(ConfigError, match=r"mkdt\.experts"):

@@ -127,6 +127,34 @@ def test_resume_keeps_metrics_log_equal_to_history(tiny_npz, tiny_teacher, tmp_p
     assert steps == sorted(set(steps)) and steps[-1] == 12
 
 
+def test_a_kill_inside_a_log_window_resumes_to_the_same_metrics(tiny_npz, tiny_teacher, tmp_path, monkeypatch):
+    import ssdd.distill.outer as outer
+
+    extra = ("method=krr_st", "log_every=3", "checkpoint_every=2", "krr.steps=6")
+    run_distill(smoke(tiny_npz, tiny_teacher, tmp_path / "whole", *extra), show_progress=False)
+    real_loss, calls = outer.krr_loss, {"n": 0}
+
+    def killed_at_the_third_step(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:  # after the checkpoint of step 2, before the first log row (step 3)
+            raise KeyboardInterrupt
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(outer, "krr_loss", killed_at_the_third_step)
+    with pytest.raises(KeyboardInterrupt):
+        run_distill(smoke(tiny_npz, tiny_teacher, tmp_path / "cut", *extra), show_progress=False)
+    monkeypatch.setattr(outer, "krr_loss", real_loss)
+    run_distill(smoke(tiny_npz, tiny_teacher, tmp_path / "cut", *extra), resume=True, show_progress=False)
+
+    def logged(folder: Path) -> list[tuple[int, float]]:
+        rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+        return [(row["step"], row["loss"]) for row in rows]
+
+    assert logged(tmp_path / "cut") == logged(tmp_path / "whole")  # the mean over steps 1-3, not over step 3 alone
+    whole, cut = load_distilled(tmp_path / "whole"), load_distilled(tmp_path / "cut")
+    assert all(torch.equal(whole.stored[k], cut.stored[k]) for k in whole.stored)
+
+
 def test_supervised_random_subset_stores_labels_and_pretrains_with_cross_entropy(tiny_npz, tiny_teacher, tmp_path):
     from ssdd.config import ModelConfig
     from ssdd.data import load_npz

@@ -9,7 +9,7 @@ from ssdd.config import config_to_dict, load_config
 from ssdd.evaluation.config import LEGACY_VALUES, EvaluateConfig
 from ssdd.runfolder import check_resume_compatible, config_hash
 
-NEW = {"full_data": ["same_recipe"], "finetune": ["small_by", "source_scale"]}
+NEW = {"full_data": ["same_recipe"], "finetune": ["small_by", "source_scale"], "validation": ["fraction", "seed"]}
 
 
 def _without_new_settings(config: dict) -> dict:
@@ -27,7 +27,8 @@ def test_legacy_values_keep_the_hash_of_a_config_written_before_the_settings():
     assert {f"{g}.{k}" for g, keys in NEW.items() for k in keys} <= set(LEGACY_VALUES)
     assert config_hash(legacy, legacy=LEGACY_VALUES) == config_hash(old, legacy=LEGACY_VALUES)
     check_resume_compatible(old, legacy, legacy=LEGACY_VALUES)  # a run saved without them resumes
-    for override in ("full_data.same_recipe=true", "finetune.small_by=role", "finetune.source_scale=[cifar10]"):
+    for override in ("full_data.same_recipe=true", "finetune.small_by=role", "finetune.source_scale=[cifar10]",
+                     "validation.fraction=0.2"):
         changed = config_to_dict(load_config(EvaluateConfig, None, [*pinned, override]))
         assert config_hash(changed, legacy=LEGACY_VALUES) != config_hash(old, legacy=LEGACY_VALUES), override
 

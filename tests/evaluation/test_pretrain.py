@@ -78,3 +78,50 @@ def test_uint8_images_train_exactly_like_the_same_images_as_floats():
                                    torch.Generator().manual_seed(0))
         runs.append((losses, model.layer.weight.detach().clone()))
     assert runs[0][0] == runs[1][0] and torch.equal(runs[0][1], runs[1][1])
+
+
+class Seeing(Counting):
+    """Counts the images that go through the network in training."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen += x.shape[0] if self.training else 0
+        return super().forward(x)
+
+
+def test_pretrain_samples_adds_up_the_batches_the_loop_trains_on():
+    """Smaller than the batch (every step sees the whole set), larger (whole batches and a last, smaller one), a
+    last batch of one pair skipped, and a cap that stops an epoch part-way."""
+    from ssdd.evaluation.pretrain import pretrain_samples, pretrain_steps
+
+    for n, cfg in ((20, PretrainConfig(epochs=3, batch_size=256)),
+                   (20, PretrainConfig(epochs=3, batch_size=8)),
+                   (17, PretrainConfig(epochs=3, batch_size=8)),
+                   (20, PretrainConfig(epochs=30, batch_size=8, max_iterations=10)),
+                   (20, PretrainConfig(epochs=30, batch_size=256, max_iterations=7)),
+                   (1, PretrainConfig(epochs=3, batch_size=8))):
+        model = Seeing()
+        images, targets = pairs(n)
+        pretrain_on_pairs(model, images, targets, torch.zeros(3), torch.ones(3), cfg, torch.Generator().manual_seed(0))
+        assert model.seen == pretrain_samples(n, cfg), (n, cfg)
+        if n <= cfg.batch_size:
+            assert pretrain_samples(n, cfg) == pretrain_steps(n, cfg) * n  # the batch actually used: the set
+
+
+def test_full_data_samples_adds_up_the_batches_of_the_full_data_row():
+    from ssdd.evaluation.config import FullDataConfig
+    from ssdd.evaluation.pretrain import full_data_samples, pretrain_full_data
+
+    images = (torch.rand(10, 3, 4, 4, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
+
+    def teacher(x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)[:, :2]
+
+    for cfg in (FullDataConfig(epochs=2, batch_size=4, crop_padding=0), FullDataConfig(epochs=2, batch_size=64,
+                                                                                        crop_padding=0)):
+        model = Seeing()
+        pretrain_full_data(model, images, teacher, torch.zeros(3), torch.ones(3), cfg, torch.Generator().manual_seed(0))
+        assert model.seen == full_data_samples(10, cfg), cfg

@@ -166,6 +166,7 @@ def test_evaluate_refuses_a_folder_with_results_and_resume_keeps_finished_cells(
 def test_resume_keeps_only_its_own_cells_and_sets_the_others_aside(tiny_npz, tiny_teacher,
                                                                     tmp_path, monkeypatch):
     import ssdd.evaluation.protocol as protocol
+    import ssdd.evaluation.schedule as schedule
     from ssdd.evaluation.config import EvaluateConfig
     from ssdd.evaluation.protocol import run_evaluate
 
@@ -199,7 +200,8 @@ def test_resume_keeps_only_its_own_cells_and_sets_the_others_aside(tiny_npz, tin
 
     with monkeypatch.context() as stopped:  # a run stopped between its two writes (set-aside rows, results.json)
         stopped.setattr(protocol, "write_results", second_write_stops(protocol.write_results))
-        stopped.setattr(protocol, "atomic_write", second_write_stops(protocol.atomic_write))
+        stopped.setattr(schedule, "write_results", second_write_stops(schedule.write_results))
+        stopped.setattr(schedule, "atomic_write", second_write_stops(schedule.atomic_write))
         with pytest.raises(KeyboardInterrupt):
             run_evaluate(load_config(EvaluateConfig, None, [*base, "seeds=1", f"distilled=[{sets[1]}]"]),
                          show_progress=False, resume=True)
@@ -210,7 +212,7 @@ def test_resume_keeps_only_its_own_cells_and_sets_the_others_aside(tiny_npz, tin
     aside = json.loads((out / "results.set_aside.json").read_text())
     assert sorted(map(json.dumps, aside)) == sorted(map(json.dumps, [*first, other[1]]))
     measured = []
-    monkeypatch.setattr(protocol, "_evaluate_cell", lambda *args: measured.append(args) or [])
+    monkeypatch.setattr(protocol, "evaluate_cell", lambda *args: measured.append(args) or [])
     again = run_evaluate(load_config(EvaluateConfig, None, [*base, "seeds=2", f"distilled=[{sets[1]}]"]),
                          show_progress=False, resume=True)
     back = run_evaluate(load_config(EvaluateConfig, None, [*base, "seeds=2", f"distilled=[{sets[0]}]"]),
@@ -228,6 +230,7 @@ def test_same_recipe_row_trains_every_source_image_with_the_pretrain_settings(ti
                                                                             monkeypatch, capsys):
     """The full-data row with the distilled rows' recipe: pretrain_on_pairs with cfg.pretrain on the un-augmented
     source images and the teacher's representations of them, its steps recorded; a resumed run adds it."""
+    import ssdd.evaluation.cell as cell
     import ssdd.evaluation.pretrain as pretrain_module
     import ssdd.evaluation.protocol as protocol
     from ssdd.data import load_npz
@@ -238,7 +241,7 @@ def test_same_recipe_row_trains_every_source_image_with_the_pretrain_settings(ti
         raise AssertionError("the same-recipe row must not augment")
 
     calls = []
-    real = protocol.pretrain_on_pairs
+    real = cell.pretrain_on_pairs
 
     def spy(backbone, images, targets, mean, std, cfg, generator, num_classes=None):
         steps = []
@@ -249,7 +252,7 @@ def test_same_recipe_row_trains_every_source_image_with_the_pretrain_settings(ti
         return losses
 
     monkeypatch.setattr(pretrain_module, "crop_flip", no_augmentation)
-    monkeypatch.setattr(protocol, "pretrain_on_pairs", spy)
+    monkeypatch.setattr(cell, "pretrain_on_pairs", spy)
     out = tmp_path / "eval"
     base = [f"teacher={tiny_teacher}", f"out_dir={out}", f"source.path={tiny_npz}", "source.resolution=16",
             "models=[{name: convnet, width: 4, depth: 2}]", "seeds=1", "full_data.enabled=false",
@@ -300,13 +303,13 @@ def _counting_cells(monkeypatch):
     import ssdd.evaluation.protocol as protocol
 
     measured = []
-    real = protocol._evaluate_cell
+    real = protocol.evaluate_cell
 
     def spy(bench, model_cfg, seed, source):
         measured.append(source.label)
         return real(bench, model_cfg, seed, source)
 
-    monkeypatch.setattr(protocol, "_evaluate_cell", spy)
+    monkeypatch.setattr(protocol, "evaluate_cell", spy)
     return measured
 
 
@@ -392,14 +395,14 @@ def test_channels_last_is_recorded_changes_only_rounding_and_counts_as_the_same_
     sets, _, base = _reuse_setup(tmp_path, tiny_npz, tiny_teacher)
     base = [*base, "modes=[finetune, linear_probe]", "finetune.small_iterations=4", "cka_images=16"]
     seen, tuned = [], []
+    import ssdd.evaluation.cell as cell
     import ssdd.evaluation.finetune as finetune_module
-    import ssdd.evaluation.protocol as protocol
 
     def in_channels_last(module):
         conv = next(p for p in module.parameters() if p.dim() == 4)
         return conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
 
-    real, real_step = protocol._pretrain, finetune_module.check_trained
+    real, real_step = cell.pretrain_network, finetune_module.check_trained
 
     def spy(*args, **kwargs):
         backbone = real(*args, **kwargs)
@@ -410,7 +413,7 @@ def test_channels_last_is_recorded_changes_only_rounding_and_counts_as_the_same_
         tuned.append(in_channels_last(model))
         return real_step(model, *args, **kwargs)
 
-    monkeypatch.setattr(protocol, "_pretrain", spy)
+    monkeypatch.setattr(cell, "pretrain_network", spy)
     monkeypatch.setattr(finetune_module, "check_trained", spy_step)
     runs = {}
     for layout in ("on", "off"):
@@ -435,3 +438,53 @@ def test_channels_last_is_recorded_changes_only_rounding_and_counts_as_the_same_
     assert main(["evaluate", "--no-progress", f"teacher={tiny_teacher}", "channels_last=sideways",
                  f"out_dir={tmp_path / 'bad'}"]) == 2
     assert "channels_last='sideways': must be one of auto, on, off" in capsys.readouterr().err
+
+
+def test_rows_record_the_samples_their_pretraining_saw(tiny_npz, tiny_teacher, tmp_path, monkeypatch):
+    """pretrain_samples counts the pairs that went through the network: a set smaller than the batch sees the
+    whole set at each step (steps x set size, not steps x batch); a larger one sees its real batches."""
+    import ssdd.evaluation.cell as cell
+    from ssdd.evaluation.config import EvaluateConfig
+    from ssdd.evaluation.protocol import run_evaluate
+
+    run_distill(load_config(DistillConfig, None, [
+        f"data.path={tiny_npz}", f"teacher={tiny_teacher}", f"out_dir={tmp_path / 'set'}", "method=random",
+        "data.resolution=16", "budget=10", "device=cpu"]), show_progress=False)
+    seen: dict[str, int] = {}
+    counts: list[int] = []
+    real_build, real_pretrain = cell.build_model, cell.pretrain_network
+
+    def build(*args, **kwargs):
+        model = real_build(*args, **kwargs)
+        counts.append(0)
+
+        def count(module, inputs):
+            counts[-1] += inputs[0].shape[0] if module.training else 0
+        model.counting = model.register_forward_pre_hook(count)
+        return model
+
+    def pretrain(source, *args, **kwargs):
+        backbone = real_pretrain(source, *args, **kwargs)
+        backbone.counting.remove()
+        seen[source.label] = counts[-1]
+        return backbone
+
+    monkeypatch.setattr(cell, "build_model", build)
+    monkeypatch.setattr(cell, "pretrain_network", pretrain)
+    rows = run_evaluate(load_config(EvaluateConfig, None, [
+        f"teacher={tiny_teacher}", f"out_dir={tmp_path / 'eval'}", f"source.path={tiny_npz}", "source.resolution=16",
+        f"distilled=[{tmp_path / 'set'}]", "models=[{name: convnet, width: 4, depth: 2}]", "seeds=1",
+        f"targets=[{{source: npz, path: {tiny_npz}, name: t}}]", "pretrain.epochs=2", "pretrain.batch_size=24",
+        "full_data.epochs=1", "full_data.batch_size=48", "probe.iterations=2", "cka_images=0", "device=cpu",
+        "modes=[linear_probe]"]), show_progress=False)
+    by_label = {r["label"]: r for r in rows}
+    assert set(by_label) == {"random@10", "no_pretrain", "full_data", "full_data_same_recipe"}
+    for label, row in by_label.items():
+        assert row["pretrain_samples"] == seen[label], label
+    small, large = by_label["random@10"], by_label["full_data_same_recipe"]  # 9 and 64 pairs, batches of 24
+    assert small["views"] < 24 < large["views"]
+    assert small["pretrain_samples"] == small["pretrain_steps"] * small["views"] == 2 * small["views"]
+    assert large["pretrain_samples"] == 2 * 64 < large["pretrain_steps"] * 24  # batches of 24, 24 and 16
+    assert by_label["full_data"]["pretrain_samples"] == 48 and by_label["no_pretrain"]["pretrain_samples"] == 0
+    with open(tmp_path / "eval" / "results.csv") as handle:
+        assert [r["pretrain_samples"] for r in csv.DictReader(handle)] == [str(r["pretrain_samples"]) for r in rows]

@@ -72,3 +72,59 @@ def test_report_only_keeps_versions_and_config(tmp_path):
     assert main(["evaluate", "--report-only", f"out_dir={tmp_path}"]) == 0
     saved = json.loads((tmp_path / "summary.json").read_text())
     assert saved["config"] == {"seeds": 7} and "versions" not in saved
+
+
+def _column(table: str, name: str) -> dict[str, str]:
+    header, _, *rows = table.splitlines()
+    at = [c.strip() for c in header.strip("|").split("|")].index(name)
+    return {r.split("|")[1].strip(): r.strip("|").split("|")[at].strip() for r in rows}
+
+
+def test_gap_closed_is_the_share_of_the_distance_from_no_pretraining_to_the_retention_row(tmp_path):
+    rows = _rows(seeds=3)
+    rows += [{**r, "label": "full_data_same_recipe", "method": "full_data_same_recipe", "top1": r["top1"] - 10}
+             for r in rows if r["label"] == "full_data"]  # the denominator when present: 70 + seed
+    write_report(rows, tmp_path)
+
+    def mean(label):
+        values = [r["top1"] for r in rows if r["label"] == label]
+        return sum(values) / len(values)
+
+    none, full = mean("no_pretrain"), mean("full_data_same_recipe")
+    saved = {s["label"]: s for s in json.loads((tmp_path / "summary.json").read_text())["rows"]}
+    for label in ("boost@100", "no_pretrain", "full_data", "full_data_same_recipe"):
+        expected = (mean(label) - none) / (full - none)
+        assert abs(saved[label]["gap_closed"] - expected) < 1e-12, label
+        assert saved[label]["retention_of"] == "full_data_same_recipe"
+    assert abs(saved["boost@100"]["gap_closed"] - 2 / 3) < 1e-12  # 61 vs 41 and 71
+    shown = _column((tmp_path / "summary.md").read_text(), "gap closed")
+    assert shown["boost@100"] == "0.67" and shown["no_pretrain"] == "0.00" and shown["full_data"] == "1.33"
+    # no no-pretraining row: no gap to measure
+    alone = summarize([r for r in rows if r["label"] != "no_pretrain"])
+    assert {s["gap_closed"] for s in alone} == {None}
+
+
+def test_samples_seen_are_shown_and_derived_for_old_rows_only_where_the_config_makes_them_exact(tmp_path):
+    from ssdd.evaluation.config import PretrainConfig
+    from ssdd.evaluation.pretrain import pretrain_samples, pretrain_steps
+
+    pretrain = PretrainConfig(epochs=1000, batch_size=256, max_iterations=1000)
+    counted = pretrain_samples(444, pretrain)
+    rows = [{**r, "pretrain_steps": 1000 if r["label"] == "boost@100" else 0} for r in _rows()]
+    new = [{**r, "pretrain_samples": counted if r["label"] == "boost@100" else 0} for r in rows]
+    assert _column(format_table(summarize(new)), "samples seen")["boost@100"] == f"{counted:,}"
+    # rows recorded before the field: unknown without the config, derived with it, unknown with another config
+    assert _column(format_table(summarize(rows)), "samples seen") == {"boost@100": "-", "no_pretrain": "0",
+                                                                      "full_data": "-"}
+    config = {"pretrain": {"epochs": 1000, "batch_size": 256, "max_iterations": 1000}}
+    assert pretrain_steps(444, pretrain) == 1000  # the config reproduces the steps the row recorded
+    derived = {s["label"]: s["pretrain_samples"] for s in summarize(rows, config)}
+    assert derived["boost@100"] == counted == 500 * 444  # batches of 256 and 188: 2 steps and 444 pairs an epoch
+    other = {"pretrain": {"epochs": 1000, "batch_size": 128, "max_iterations": 0}}
+    assert {s["label"]: s["pretrain_samples"] for s in summarize(rows, other)}["boost@100"] is None
+    # `--report-only` on such old results takes the config from config.yaml
+    write_results(rows, tmp_path)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    assert main(["evaluate", "--report-only", f"out_dir={tmp_path}"]) == 0
+    saved = {s["label"]: s for s in json.loads((tmp_path / "summary.json").read_text())["rows"]}
+    assert saved["boost@100"]["pretrain_samples"] == counted

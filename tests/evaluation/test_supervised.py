@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ssdd.config import ModelConfig
-from ssdd.evaluation import protocol
+from ssdd.evaluation import cell
 from ssdd.evaluation.config import EvaluateConfig, PretrainConfig, SupervisedPretrainConfig
 from ssdd.evaluation.pretrain import steps_per_epoch
 from ssdd.evaluation.supervised import lr_drop_step, pretrain_supervised, uses_supervised_recipe
@@ -148,13 +148,13 @@ def test_protocol_dispatch(monkeypatch: pytest.MonkeyPatch, integer: bool, recip
     fake = SimpleNamespace(training_pairs=lambda: (torch.rand(4, 3, 8, 8), targets),
                            manifest={"normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}, "num_classes": 3})
     called: list[str] = []
-    monkeypatch.setattr(protocol, "load_distilled", lambda path: fake)
-    monkeypatch.setattr(protocol, "build_model", lambda cfg, resolution: Tiny())
-    monkeypatch.setattr(protocol, "pretrain_supervised", lambda *a, **k: called.append("supervised"))
-    monkeypatch.setattr(protocol, "pretrain_on_pairs", lambda *a, **k: called.append("pairs"))
+    monkeypatch.setattr(cell, "load_distilled", lambda path: fake)
+    monkeypatch.setattr(cell, "build_model", lambda cfg, resolution: Tiny())
+    monkeypatch.setattr(cell, "pretrain_supervised", lambda *a, **k: called.append("supervised"))
+    monkeypatch.setattr(cell, "pretrain_on_pairs", lambda *a, **k: called.append("pairs"))
     cfg = EvaluateConfig(pretrain=PretrainConfig(supervised=SupervisedPretrainConfig(recipe=recipe)))
-    source = protocol.PretrainSource("set@4", "random_supervised", 4, {"path": "unused"})
-    protocol._pretrain(source, ModelConfig(name="convnet"), cfg, None, None, 8, 0, torch.device("cpu"))
+    source = cell.PretrainSource("set@4", "random_supervised", 4, {"path": "unused"})
+    cell.pretrain_network(source, ModelConfig(name="convnet"), cfg, None, None, 8, 0, torch.device("cpu"))
     assert called == [expected]
 
 

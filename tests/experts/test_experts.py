@@ -81,7 +81,7 @@ def test_experts_artifact(tiny_npz, tiny_teacher, tmp_path):
 
 
 def test_interrupted_runs_resume_to_identical_experts(tiny_npz, tiny_teacher, tmp_path, monkeypatch, capsys):
-    import ssdd.experts.train as train_module
+    import ssdd.runloop
 
     train_experts(smoke(tiny_npz, tiny_teacher, tmp_path / "full"), show_progress=False)
 
@@ -94,7 +94,7 @@ def test_interrupted_runs_resume_to_identical_experts(tiny_npz, tiny_teacher, tm
     assert_same_experts(tmp_path / "full", tmp_path / "paused")
 
     # interrupted inside expert 1, right after its first epoch's checkpoint
-    original, calls = train_module._save_state, []
+    original, calls = ssdd.runloop.save_checkpoint, []
 
     def save_then_interrupt(*a, **k):
         original(*a, **k)
@@ -102,7 +102,7 @@ def test_interrupted_runs_resume_to_identical_experts(tiny_npz, tiny_teacher, tm
         if len(calls) == 1:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_module, "_save_state", save_then_interrupt)
+    monkeypatch.setattr(ssdd.runloop, "save_checkpoint", save_then_interrupt)
     code = main(["experts", "--no-progress", *args(tiny_npz, tiny_teacher, tmp_path / "cut")])
     assert code != 0 and "interrupted" in capsys.readouterr().err
     assert not list((tmp_path / "cut").glob("expert-*")) and (tmp_path / "cut" / "checkpoint.pt").is_file()
@@ -146,3 +146,47 @@ def test_a_batch_larger_than_the_source_is_refused_before_work(tiny_npz, tiny_te
     err = capsys.readouterr().err.strip()
     assert "batch_size=100000 exceeds the 64 source images" in err and len(err.splitlines()) == 1
     assert not out.exists()
+
+
+def test_a_numerical_stop_advises_a_lower_lr_that_the_resume_accepts(tiny_npz, tiny_teacher, tmp_path, monkeypatch,
+                                                                     capsys):
+    import ssdd.experts.train as train_module
+
+    real_mse, calls = train_module.F.mse_loss, {"n": 0}
+
+    def nan_in_the_second_epoch(*a, **k):
+        calls["n"] += 1
+        return real_mse(*a, **k) * (float("nan") if calls["n"] > 4 else 1.0)  # 64 images / batch 16 = 4 steps
+
+    monkeypatch.setattr(train_module.F, "mse_loss", nan_in_the_second_epoch)
+    out = tmp_path / "e"
+    assert main(["experts", "--no-progress", *args(tiny_npz, tiny_teacher, out)]) == 4
+    line = capsys.readouterr().err.strip()
+    assert "continue with --resume lr=<lower value> (from its state at expert 1, epoch 1" in line
+    monkeypatch.setattr(train_module.F, "mse_loss", real_mse)
+    assert main(["experts", "--no-progress", "--resume", *args(tiny_npz, tiny_teacher, out, "lr=0.05")]) == 0
+    assert load_experts(out).count == 2
+
+
+def test_a_kill_between_an_expert_s_last_epoch_and_its_file_resumes_to_the_same_experts(tiny_npz, tiny_teacher,
+                                                                                         tmp_path, monkeypatch):
+    import ssdd.runloop
+
+    train_experts(smoke(tiny_npz, tiny_teacher, tmp_path / "full"), show_progress=False)
+    original = ssdd.runloop.save_checkpoint
+
+    def save_then_interrupt_before_the_file(path, state):
+        original(path, state)
+        current = state.get("current")
+        if current is not None and len(current["losses"]) == 3:  # epochs=3: the expert's last epoch is saved
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(ssdd.runloop, "save_checkpoint", save_then_interrupt_before_the_file)
+    with pytest.raises(KeyboardInterrupt):
+        train_experts(smoke(tiny_npz, tiny_teacher, tmp_path / "cut"), show_progress=False)
+    assert not list((tmp_path / "cut").glob("expert-*"))
+    monkeypatch.setattr(ssdd.runloop, "save_checkpoint", original)
+    train_experts(smoke(tiny_npz, tiny_teacher, tmp_path / "cut"), resume=True, show_progress=False)
+    assert_same_experts(tmp_path / "full", tmp_path / "cut")
+    rows = [json.loads(line) for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["expert"], r["epoch"]) for r in rows] == [(i, e) for i in (1, 2) for e in (1, 2, 3)]

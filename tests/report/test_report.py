@@ -99,6 +99,7 @@ def expected_table(rows: list[dict[str, Any]]) -> dict[tuple[str, str, str], dic
         table[key][label] = {
             "n": len(top1), "mean": statistics.fmean(top1), "std": statistics.stdev(top1) if len(top1) > 1 else None,
             "retention": statistics.fmean(top1) / full,
+            "gap closed": (statistics.fmean(top1) - none) / (full - none) if full > none else None,
             "vs no pre-training": None if label == "no_pretrain" else statistics.fmean(top1) - none,
             "vs random": None if random is None or label.startswith("random@") else statistics.fmean(top1) - random,
             "storage (img-eq)": first.get("image_equivalents"),
@@ -107,6 +108,7 @@ def expected_table(rows: list[dict[str, Any]]) -> dict[tuple[str, str, str], dic
             "CKA to teacher": statistics.fmean(r["cka_to_teacher"] for r in members),
             "pre-training time": None if label == "no_pretrain" else statistics.fmean(r["pretrain_s"] for r in members),
             "pre-training steps": None if label == "no_pretrain" else first.get("pretrain_steps"),
+            "samples seen": None if label == "no_pretrain" else first.get("pretrain_samples"),
             "speed-up": None if reference else statistics.fmean(full_time[(denominator, r["arch"], r["seed"])] /
                                                                 r["pretrain_s"] for r in members),
             "distillation time": None if reference else first.get("distill_s"),
@@ -186,8 +188,8 @@ def test_every_number_of_the_table_comes_from_results_json(evaluation, report):
             for column, cell in zip(header[1:], cells[1:], strict=True):
                 check_cell(column, cell, by_label[label])
                 checked += 1
-    # 2 modes x 7 sources (4 sets, no pre-training, the two full-data rows) x 14 numeric columns
-    assert checked == 2 * 7 * 14
+    # 2 modes x 7 sources (4 sets, no pre-training, the two full-data rows) x 16 numeric columns
+    assert checked == 2 * 7 * 16
 
 
 class _Tables(HTMLParser):
@@ -346,7 +348,7 @@ def test_an_evaluation_written_before_the_same_recipe_row_still_reports(evaluati
     and a summary.json written by the old code; retention divides by the tuned row and the report says so."""
     eval_dir = tmp_path / "eval"
     shutil.copytree(evaluation["eval"], eval_dir)
-    old_keys = ("pretrain_steps", "finetune_iterations", "distill_steps", "channels_last")
+    old_keys = ("pretrain_steps", "pretrain_samples", "finetune_iterations", "distill_steps", "channels_last")
     rows = [{k: v for k, v in r.items() if k not in old_keys}
             for r in json.loads((eval_dir / "results.json").read_text()) if r["label"] != "full_data_same_recipe"]
     (eval_dir / "results.json").write_text(json.dumps(rows))
@@ -378,6 +380,7 @@ def test_an_evaluation_written_before_the_same_recipe_row_still_reports(evaluati
         assert steps[label] == (f"{manifest['steps_done']:,}" if manifest.get("steps_done") is not None else "-")
     assert any(value not in ("-", "0") for value in steps.values())
     assert "(contiguous memory format)" in md
+    assert {cells[header.index("samples seen")] for cells in body} == {"-"}  # no steps recorded: unknown
 
 
 def test_sets_keep_the_configs_order_when_reused_rows_come_first(evaluation, tmp_path):
@@ -392,3 +395,35 @@ def test_sets_keep_the_configs_order_when_reused_rows_come_first(evaluation, tmp
     in_config = [source_label(json.loads((evaluation["root"] / name / "manifest.json").read_text())) for name in SETS]
     assert [d.label for d in gather(eval_dir).distilled] == in_config
     assert in_config[0] != "krr_st@10"  # the shuffled rows put it first
+
+
+def test_samples_seen_and_gap_closed_are_in_every_table_and_old_rows_get_samples_from_the_config(evaluation, report,
+                                                                                             tmp_path):
+    """report.md and report.html show the samples seen and the gap closed (glance, each set's comparison, full
+    tables); rows recorded before `pretrain_samples` get it from config.yaml when that reproduces their steps."""
+    md_path, html_path = report
+    md = md_path.read_text()
+    rows = json.loads((evaluation["eval"] / "results.json").read_text())
+    page = _Tables()
+    page.feed(html_path.read_text())
+    md_headers = [[c.strip() for c in line.strip().strip("|").split(" | ")] for line in md.splitlines()
+                  if line.startswith("| ") and "top-1" in line]
+    for headers in (md_headers, [t[0] for t in page.tables if t]):
+        assert sum("gap closed" in h for h in headers) == 1 + len(SETS) + 2  # glance, comparisons, full tables
+        assert sum("samples seen" in h for h in headers) == 2
+    for text in (md, html_path.read_text()):  # each set's cost table, against no pre-training and full data
+        assert text.count("pre-training samples seen") == len(SETS)
+    boost = next(r for r in rows if r["label"] == "boost@3")
+    assert f"| pre-training samples seen | {boost['pretrain_samples']:,} | 0 |" in md
+    eval_dir = tmp_path / "eval"
+    shutil.copytree(evaluation["eval"], eval_dir)
+    (eval_dir / "results.json").write_text(json.dumps([{k: v for k, v in r.items() if k != "pretrain_samples"}
+                                                       for r in rows]))
+    (eval_dir / "summary.json").unlink()
+    old = markdown_tables(build_report(eval_dir, tmp_path / "out")[0].read_text())
+    new = markdown_tables(md)
+    for caption, table in new.items():
+        if table[0] == FULL_TABLE_HEADER:
+            at = FULL_TABLE_HEADER.index("samples seen")
+            assert [r[at] for r in old[caption]] == [r[at] for r in table]
+            assert any(r[at] not in ("-", "0") for r in table[1:])

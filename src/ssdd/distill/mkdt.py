@@ -14,13 +14,10 @@ goes to the manifest. One process runs it (under torchrun the other ranks wait).
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Mapping
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from ssdd.augment import normalize, to_float
 from ssdd.checks import choice, first_line, non_negative, positive, whole
@@ -31,10 +28,9 @@ from ssdd.distill.registry import DistillContext, DistillMethod, DistillResult, 
 from ssdd.distill.unroll import FlatModel, matching_loss, minibatches, unrolled_sgd
 from ssdd.distill.verify import verify_teacher_targets
 from ssdd.experts.artifact import ExpertTrajectories, load_experts
-from ssdd.progress import bar_settings, phase
-from ssdd.runfolder import load_checkpoint, save_checkpoint
-
-CHECKPOINT = "checkpoint.pt"
+from ssdd.progress import phase
+from ssdd.runguard import Diverged
+from ssdd.runloop import RunLoop, Watched
 
 
 def experts_fingerprint(experts: ExpertTrajectories) -> str:
@@ -112,15 +108,16 @@ def distill_mkdt(ctx: DistillContext) -> DistillResult:
     x_s = normalize(to_float(chosen), teacher.mean, teacher.std).clone().requires_grad_(True)
     y_s = teacher.encode(chosen).float().clone().requires_grad_(True)  # batched: any budget fits in memory
     lr = torch.tensor(float(mk.init_lr), device=device).requires_grad_(True)
-    optimizers = {key: torch.optim.SGD([tensor], lr=rate, momentum=mk.momentum)
-                  for key, tensor, rate in (("images", x_s, mk.lr_images), ("targets", y_s, mk.lr_targets),
-                                            ("lr", lr, mk.lr_lr))}
     tensors = {"images": x_s, "targets": y_s, "lr": lr}
+    lrs = {"images": mk.lr_images, "targets": mk.lr_targets, "lr": mk.lr_lr}
+    rates = {"images": "mkdt.lr_images", "targets": "mkdt.lr_targets", "lr": "mkdt.lr_lr"}  # the settings of lrs
+    optimizers = {key: torch.optim.SGD([tensor], lr=lrs[key], momentum=mk.momentum) for key, tensor in tensors.items()}
     generator = torch.Generator().manual_seed(cfg.seed)
-    ckpt_path = ctx.out_dir / CHECKPOINT
-    start, history, elapsed = 0, [], 0.0
+    run = RunLoop(ctx.out_dir, total=mk.iterations, settings=tuple(rates.values()), stop_after=cfg.stop_after_steps,
+                  log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every, at=lambda done: f"iteration {done}",
+                  desc="mkdt", show_progress=ctx.show_progress, log=ctx.log, prefix="distill/")
     if ctx.resume:
-        state = load_checkpoint(ckpt_path)
+        state = run.load()
         if state.get("experts_fingerprint") != experts_fingerprint(experts):
             raise ValueError(f"--resume: the expert trajectories changed since this run started ({mk.experts}); "
                              f"resume with the original ones, or start a fresh run in another out_dir")
@@ -129,15 +126,11 @@ def distill_mkdt(ctx: DistillContext) -> DistillResult:
                 tensor.copy_(state["tensors"][key])
         for key, optimizer in optimizers.items():
             optimizer.load_state_dict(state["optimizers"][key])
+            for group in optimizer.param_groups:  # the current rate (a resume after a numerical stop may lower it)
+                group["lr"] = lrs[key]
         generator.set_state(state["generator"])
-        start, history, elapsed = state["step"], state["history"], state["elapsed_s"]
-        (ctx.out_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
 
-    stop = mk.iterations if cfg.stop_after_steps <= 0 else min(mk.iterations, start + cfg.stop_after_steps)
-    bar = tqdm(range(start, stop), initial=start, total=mk.iterations, desc="mkdt", disable=not ctx.show_progress,
-               dynamic_ncols=True, **bar_settings())
-    window, window_count, window_start, run_start = 0.0, 0, time.perf_counter(), time.perf_counter()
-    for step in bar:
+    def step(step: int) -> float:
         expert = int(torch.randint(0, experts.count, (1,), generator=generator))
         epoch = int(torch.randint(0, mk.max_start_epoch, (1,), generator=generator))
         batches = [b.to(device) for b in minibatches(m, mk.batch_syn, mk.syn_steps, generator)]
@@ -149,31 +142,21 @@ def distill_mkdt(ctx: DistillContext) -> DistillResult:
             optimizer.zero_grad(set_to_none=True)
         loss.backward(inputs=[x_s, y_s, lr])
         if not torch.isfinite(loss) or not torch.isfinite(lr):
-            raise FloatingPointError(f"MKDT's matching loss became {loss.item()} (student lr {lr.item()}) at "
-                                     f"iteration {step}; lower mkdt.lr_images (the last checkpoint is intact)")
+            raise Diverged(f"MKDT's matching loss became {loss.item()} (student lr {lr.item()}) at iteration {step}",
+                           rates["images"] if torch.isfinite(lr) else rates["lr"])
         for optimizer in optimizers.values():
             optimizer.step()
-        window += float(loss.detach())
-        window_count += 1  # the steps this run accumulated (a resumed run may start inside a window)
-        done = step + 1
-        if done % cfg.log_every == 0 or done == stop:
-            rate = window_count / max(time.perf_counter() - window_start, 1e-9)
-            record = {"step": done, "loss": window / window_count, "steps_per_s": rate,
-                      "student_lr": float(lr.detach())}
-            history.append(record)
-            with open(ctx.out_dir / "metrics.jsonl", "a") as log:
-                log.write(json.dumps(record) + "\n")
-            ctx.log.scalars({k: v for k, v in record.items() if k != "step"}, done, prefix="distill/")
-            bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['student_lr']:.4f}")
-            window, window_count, window_start = 0.0, 0, time.perf_counter()
-        if done % cfg.checkpoint_every == 0 or done == stop:
-            save_checkpoint(ckpt_path, {
-                "config": config_to_dict(cfg), "tensors": {k: t.detach().cpu() for k, t in tensors.items()},
+        return float(loss.detach())
+
+    def state() -> dict[str, Any]:
+        return {"config": config_to_dict(cfg), "tensors": {k: t.detach().cpu() for k, t in tensors.items()},
                 "optimizers": {k: o.state_dict() for k, o in optimizers.items()}, "generator": generator.get_state(),
-                "step": done, "history": history, "elapsed_s": elapsed + time.perf_counter() - run_start,
-                "experts_fingerprint": experts_fingerprint(experts)})
-    bar.close()
-    elapsed += time.perf_counter() - run_start
+                "experts_fingerprint": experts_fingerprint(experts)}
+
+    run.run(step, state, record=lambda done: {"student_lr": float(lr.detach())},
+            watch=lambda: [Watched(f"the distilled {key}" if key != "lr" else "the student's learning rate",
+                                   tensors[key], rate) for key, rate in rates.items()])
+    history, stop, elapsed = run.history, run.stop, run.elapsed
     with torch.no_grad():
         pixels = x_s.detach() * teacher.std.view(1, -1, 1, 1) + teacher.mean.view(1, -1, 1, 1)
     info: dict[str, Any] = {

@@ -2,8 +2,8 @@
 
 A method hands over its learned tensors and a `support()` function that turns them into the distilled
 views (images in [0,1] and their targets, differentiable); the loop owns the model pool, the real
-batches, the KRR loss, AdamW with linear decay, the metrics log and the checkpoint, so that resuming
-any method reproduces an uninterrupted run.
+batches, the KRR loss and AdamW with linear decay; `ssdd.runloop` runs its steps (the metrics log, the
+checkpoint, resume), so that resuming any method reproduces an uninterrupted run.
 
 Under torchrun every process runs the loop with the same generators: each draws and augments the same
 real batch and keeps its contiguous slice for the teacher and the pool member; the support is embedded
@@ -16,8 +16,6 @@ per-process state, so it resumes under any number of processes).
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,10 +31,8 @@ from ssdd.distill.pool import ModelPool
 from ssdd.distill.registry import DistillContext
 from ssdd.models import build_model
 from ssdd.progress import bar_settings, phase
-from ssdd.runfolder import load_checkpoint, save_checkpoint
+from ssdd.runloop import RunLoop, Watched
 from ssdd.runtime import channels_last
-
-CHECKPOINT = "checkpoint.pt"
 
 
 @dataclass
@@ -89,23 +85,20 @@ def outer_loop(ctx: DistillContext, name: str, tensors: dict[str, torch.Tensor],
     def norm(x: torch.Tensor) -> torch.Tensor:  # the network input, in the networks' memory format
         return normalize(x, teacher.mean, teacher.std).contiguous(memory_format=layout)
 
-    ckpt_path = ctx.out_dir / CHECKPOINT
-    start, history, elapsed = 0, [], 0.0
+    run = RunLoop(ctx.out_dir, total=krr.steps, settings=("krr.lr",), stop_after=cfg.stop_after_steps,
+                  log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every, desc=name,
+                  show_progress=ctx.show_progress, is_main=ctx.dist.is_main, log=ctx.log, prefix="distill/")
     if ctx.resume:
-        state = load_checkpoint(ckpt_path)
+        state = run.load()
         missing = sorted(set(tensors) - set(state["tensors"]))
         if missing:
-            raise ValueError(f"{ckpt_path} has no {', '.join(missing)}: it was written by another method or version")
+            raise ValueError(f"{run.path} has no {', '.join(missing)}: it was written by another method or version")
         with torch.no_grad():
             for key, tensor in tensors.items():
                 tensor.copy_(state["tensors"][key])
         optimizer.load_state_dict(state["optimizer"])
         pool.load_state_dict(state["pool"])  # also restores cpu_gen
         aug_gen.set_state(state["aug_generator"])
-        start, history, elapsed = state["step"], state["history"], state["elapsed_s"]
-        # lines logged after the checkpoint will be logged again: keep the log equal to the history
-        if ctx.dist.is_main:
-            (ctx.out_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
     else:
         with torch.no_grad():
             first = support()
@@ -118,14 +111,10 @@ def outer_loop(ctx: DistillContext, name: str, tensors: dict[str, torch.Tensor],
         # whatever each process computed, rank 0's start is everyone's
         D.broadcast_(learned + [t for j in range(cfg.pool.size) for t in pool.member_tensors(j)])
 
-    stop = krr.steps if cfg.stop_after_steps <= 0 else min(krr.steps, start + cfg.stop_after_steps)
-    bar = tqdm(range(start, stop), initial=start, total=krr.steps, desc=name, disable=not ctx.show_progress,
-               dynamic_ncols=True, **bar_settings())
-    window_loss, window_start = 0.0, time.perf_counter()
-    run_start = time.perf_counter()
     query = D.rank_rows(krr.batch_size)  # this process's rows of every real batch
     share = (query.stop - query.start) / krr.batch_size
-    for step in bar:
+
+    def step(step: int) -> float:
         decay = linear_decay(step, krr.steps, krr.final_lr_ratio)
         for group in optimizer.param_groups:
             group["lr"] = krr.lr * group["lr_scale"] * decay
@@ -144,37 +133,30 @@ def outer_loop(ctx: DistillContext, name: str, tensors: dict[str, torch.Tensor],
         loss.backward(inputs=learned)  # no gradients for the pool member's weights: they are not used
         loss = sum_over_processes(loss.detach(), learned)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"KRR loss became {loss.item()} at step {step}; lower krr.lr "
-                                     f"(the last checkpoint is intact)")
+            raise FloatingPointError(f"KRR loss became {loss.item()} at step {step}")
         optimizer.step()
         with torch.no_grad():
             after = support()
         pool.train_step(j, norm(after.images), after.targets)
         D.broadcast_(pool.member_tensors(j))  # rank 0's step for all (GPU kernels need not agree to the bit)
-        window_loss += float(loss)
-        done = step + 1
-        if done % cfg.log_every == 0 or done == stop:
-            count = (done - 1) % cfg.log_every + 1
-            rate = count / max(time.perf_counter() - window_start, 1e-9)
-            record = {"step": done, "loss": window_loss / count, "steps_per_s": rate,
-                      "lr": krr.lr * decay, "pool_resets": pool.resets}
-            history.append(record)
-            if ctx.dist.is_main:
-                with open(ctx.out_dir / "metrics.jsonl", "a") as log:
-                    log.write(json.dumps(record) + "\n")
-            ctx.log.scalars({k: v for k, v in record.items() if k != "step"}, done, prefix="distill/")
-            bar.set_postfix(loss=f"{record['loss']:.4f}", steps_s=f"{rate:.2f}")
-            window_loss, window_start = 0.0, time.perf_counter()
-        if ctx.dist.is_main and (done % cfg.checkpoint_every == 0 or done == stop):
-            state = {"config": config_to_dict(cfg), "tensors": {k: t.detach().cpu() for k, t in tensors.items()},
-                     "optimizer": optimizer.state_dict(), "pool": pool.state_dict(),
-                     "aug_generator": aug_gen.get_state(), "step": done, "history": history,
-                     "elapsed_s": elapsed + time.perf_counter() - run_start}
-            save_checkpoint(ckpt_path, state)
-    bar.close()
+        return float(loss)
+
+    def record(done: int) -> dict[str, Any]:
+        return {"lr": krr.lr * linear_decay(done - 1, krr.steps, krr.final_lr_ratio), "pool_resets": pool.resets}
+
+    def state() -> dict[str, Any]:
+        return {"config": config_to_dict(cfg), "tensors": {k: t.detach().cpu() for k, t in tensors.items()},
+                "optimizer": optimizer.state_dict(), "pool": pool.state_dict(), "aug_generator": aug_gen.get_state()}
+
+    def watch() -> list[Watched]:  # what the kernel sees: images in [0, 1] and targets in the teacher's space
+        with torch.no_grad():
+            views = support()
+        return [Watched("the distilled images", views.images, "krr.lr"),
+                Watched("the distilled targets", views.targets, "krr.lr")]
+
+    run.run(step, state, record, watch)
     D.check_replicas_agree(learned, "the distilled tensors")
-    elapsed += time.perf_counter() - run_start
-    return LoopResult(stop, stop >= krr.steps, elapsed, pool.resets, history)
+    return LoopResult(run.stop, run.finished, run.elapsed, pool.resets, run.history)
 
 
 def split_support(enabled: bool, rows: int) -> bool:

@@ -50,8 +50,8 @@ def _run_distill(cfg: DistillConfig, resume: bool, show_progress: bool, dist_inf
         purge_step = int(state.get("step", 0)) + 1
         saved_cfg = state.get("config")
         if saved_cfg is not None:
-            check_resume(out_dir, saved_cfg, config_to_dict(cfg), resumable_keys(cfg), at=f"step {state.get('step')}",
-                         after_numerical_stop=("krr.lr",))
+            check_resume(out_dir, saved_cfg, config_to_dict(cfg), resumable_keys(cfg),
+                         at=f"step {state.get('step')}")  # after a numerical stop: also the rates it named
     D.barrier()  # every process has checked out_dir before rank 0 writes into it
     seed_everything(cfg.seed)
     teacher = load_teacher(cfg.teacher, device)
@@ -75,10 +75,10 @@ def _run_distill(cfg: DistillConfig, resume: bool, show_progress: bool, dist_inf
     with ctx.log:
         try:
             result = method.distill(ctx)
-        except FloatingPointError as exc:  # a non-finite loss: say truly what was kept; its resume may lower krr.lr
+        except FloatingPointError as exc:  # the run loop's numerical stop names the method's own rate
             if isinstance(exc, (ApproximationError, ArtifactError)):
                 raise
-            raise numerical_stop(out_dir, exc, "krr.lr") from None
+            raise numerical_stop(out_dir, exc, "krr.lr") from None  # a stop outside the loop: the outer loop's rate
     if not dist_info.is_main:
         return None
     if not result.finished:

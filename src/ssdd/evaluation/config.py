@@ -81,6 +81,17 @@ class FinetuneConfig:
 
 
 @dataclass
+class ValidationConfig:
+    """Choose on validation, report on test (docs/protocol.md, "Validation split"). `fraction` > 0 holds out
+    that share of each target's train split, class by class, drawn with `seed` (ssdd.evaluation.validation):
+    fine-tuning and the probe train on the rest, and every row scores the held-out part; the test split is not
+    read. 0 (the default) trains on the whole train split and scores the test split."""
+
+    fraction: float = 0.0  # in [0, 1): 0 = score the test split
+    seed: int = 0  # the draw of the held-out images; the same for every evaluation seed
+
+
+@dataclass
 class EvaluateConfig:
     seed: int = 0
     seeds: int = 3  # seeds seed, seed+1, ... for every cell
@@ -101,6 +112,7 @@ class EvaluateConfig:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     cka_images: int = 1000  # source test images used for linear CKA to the teacher (0 = skip)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)  # score a held-out part of train instead
     # auto (= on) | on | off: every network trained or scored here (pre-training, fine-tuning, probe features)
     # and the teacher in the channels-last memory format. Faster on the CPU (BENCHMARKS.md); the results differ
     # from off only by floating-point summation order, so, like `device`, it is not part of what a cell measures.
@@ -108,7 +120,7 @@ class EvaluateConfig:
     tensorboard: bool = False  # also write every row to out_dir/tensorboard (pip install "ssdd[tensorboard]")
     # Other evaluations' out_dirs whose finished cells this one takes instead of measuring them again. A cell
     # is seeded by itself alone, so one measured with the same settings (everything but the keys that only
-    # choose which cells exist: protocol.CELL_CHOICE_KEYS), the same teacher and data is the same measurement.
+    # choose which cells exist: schedule.CELL_CHOICE_KEYS), the same teacher and data is the same measurement.
     # A folder measured otherwise gives nothing; a missing one is skipped with a line. `ssdd reproduce` lists
     # the other evaluations of its out_dir here.
     reuse: list[str] = field(default_factory=list)
@@ -130,4 +142,6 @@ LEGACY_VALUES: dict[str, object] = {
     "finetune.source_scale": list(SOURCE_SCALE),  # acts only under small_by=role: its default
     "reuse": [],  # every cell measured here
     "channels_last": "off",  # PyTorch's contiguous layout, used before the setting existed
+    "validation.fraction": 0.0,  # every row scored on the target's test split
+    "validation.seed": 0,  # acts only with a fraction: its default
 }

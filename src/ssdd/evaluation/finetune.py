@@ -44,13 +44,16 @@ def accuracy(model: nn.Module, images_u8: torch.Tensor, labels: torch.Tensor, me
 
 
 def finetune(backbone: nn.Module, train: ImageDataset, test: ImageDataset, mean: torch.Tensor, std: torch.Tensor,
-             cfg: FinetuneConfig, generator: torch.Generator, target: str = "") -> dict[str, float]:
+             cfg: FinetuneConfig, generator: torch.Generator, target: str = "",
+             train_size: int | None = None) -> dict[str, float]:
     """Fine-tune a copy of `backbone` (the original is untouched); returns test top-1 and the iterations run.
     train/test must already be on the training device; mean/std are the target's statistics; `target` is
-    its name (default: the train split's), which sets the iterations under finetune.small_by=role."""
+    its name (default: the train split's), which sets the iterations under finetune.small_by=role;
+    `train_size` (default: len(train)) the target's training images under small_by=size, so that training on
+    part of the split (the validation split's rest) keeps the length the whole split gets."""
     device = train.images.device
     model = nn.Sequential(copy.deepcopy(backbone), nn.Linear(backbone.feature_dim, train.num_classes)).to(device)
-    iterations = finetune_iterations(cfg, len(train), target or train.name)
+    iterations = finetune_iterations(cfg, len(train) if train_size is None else train_size, target or train.name)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, iterations))
     aug_gen = torch.Generator(device=device).manual_seed(int(torch.randint(0, 2**31, (1,), generator=generator)))

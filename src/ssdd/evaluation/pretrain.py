@@ -47,6 +47,19 @@ def pretrain_steps(count: int, cfg: PretrainConfig) -> int:
     return min(planned, cfg.max_iterations) if cfg.max_iterations > 0 else planned
 
 
+def pretrain_samples(count: int, cfg: PretrainConfig) -> int:
+    """Pairs that `pretrain_on_pairs` (and `pretrain_supervised`) pass through the network in all: the sizes of
+    the batches of its `pretrain_steps` steps added up. A set smaller than the batch fills each batch with all of
+    its pairs (steps x count); a larger one fills whole batches and a last, smaller one per epoch."""
+    per_epoch = steps_per_epoch(count, cfg.batch_size)
+    if per_epoch == 0:
+        return 0
+    epochs, rest = divmod(pretrain_steps(count, cfg), per_epoch)
+    leftover = count % cfg.batch_size
+    per_pass = count - (leftover if leftover < 2 else 0)  # without a last batch of a single pair
+    return epochs * per_pass + rest * cfg.batch_size  # a capped last epoch stops before its smaller last batch
+
+
 def full_data_batches(count: int, cfg: FullDataConfig) -> int:
     """Batches per epoch of `pretrain_full_data` over `count` source images: whole batches only (at least one)."""
     return max(1, count // cfg.batch_size)
@@ -55,6 +68,12 @@ def full_data_batches(count: int, cfg: FullDataConfig) -> int:
 def full_data_steps(count: int, cfg: FullDataConfig) -> int:
     """SGD steps of `pretrain_full_data` over `count` source images."""
     return cfg.epochs * full_data_batches(count, cfg)
+
+
+def full_data_samples(count: int, cfg: FullDataConfig) -> int:
+    """Images that `pretrain_full_data` passes through the network over `count` source images: every step one
+    batch of `cfg.batch_size` (all `count` images when there are fewer)."""
+    return full_data_steps(count, cfg) * min(cfg.batch_size, count)
 
 
 def _network_inputs(images: torch.Tensor, mean: torch.Tensor,

@@ -9,6 +9,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from ssdd.evaluation.config import FullDataConfig, PretrainConfig
+from ssdd.evaluation.gap import gap_closed
+from ssdd.evaluation.pretrain import full_data_samples, full_data_steps, pretrain_samples, pretrain_steps
 from ssdd.evaluation.references import (
     FULL_DATA,
     FULL_DATA_METHODS,
@@ -17,12 +20,13 @@ from ssdd.evaluation.references import (
     REFERENCE_METHODS,
     retention_reference,
 )
+from ssdd.evaluation.validation import EVAL_SPLIT_TEST
 from ssdd.runtime import atomic_write
 
 ROW_FIELDS = ["method", "label", "budget", "arch", "arch_width", "target", "seed", "mode", "top1", "cka_to_teacher",
               "image_equivalents", "bytes", "compression", "m", "views", "pretrain_s", "pretrain_steps",
-              "finetune_iterations", "eval_s", "distill_s", "distill_steps", "distill_device", "device",
-              "channels_last"]
+              "pretrain_samples", "finetune_iterations", "eval_s", "distill_s", "distill_steps", "distill_device",
+              "device", "channels_last", "eval_split", "validation_fraction", "validation_seed"]
 
 
 def write_results(rows: list[dict[str, Any]], out_dir: Path) -> None:
@@ -40,11 +44,13 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def summarize(rows: list[dict[str, Any]], config: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Mean +- std over seeds per (label, arch, target, mode), with retention against full data (the row with
     the distilled rows' recipe when the evaluation has one, else the tuned row: `retention_of` names it; one
-    row for the whole evaluation, so a panel that lacks it has no retention) and gains over no pre-training
-    and over the random subset at the same budget."""
+    row for the whole evaluation, so a panel that lacks it has no retention), the gap closed between no
+    pre-training and that full-data row, and gains over no pre-training and over the random subset at the same
+    budget. `config` (the evaluation's config.yaml, as a dict) gives rows recorded before `pretrain_samples`
+    existed theirs where it determines them exactly (`recorded_samples`); without it they stay unknown (None)."""
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         groups[(row["label"], row["arch"], row["target"], row["mode"])].append(row)
@@ -65,22 +71,67 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "label": label, "method": first["method"], "budget": first.get("budget"), "arch": arch, "target": target,
             "mode": mode, "seeds": len(members), "top1_mean": mean, "top1_std": std,
             "retention": mean / full if full else None, "retention_of": reference,
+            "gap_closed": gap_closed(mean, scratch, full) if full is not None and scratch is not None else None,
             "gain_vs_no_pretrain": mean - scratch if scratch is not None and label != NO_PRETRAIN else None,
             "gain_vs_random": mean - random if random is not None and label != random_label else None,
             "image_equivalents": first.get("image_equivalents"), "bytes": first.get("bytes"),
             "compression": first.get("compression"), "m": first.get("m"), "views": first.get("views"),
             "cka_to_teacher": statistics.fmean(ckas) if ckas else None,
             "pretrain_s": statistics.fmean(r["pretrain_s"] for r in members),
-            "pretrain_steps": first.get("pretrain_steps"), "finetune_iterations": first.get("finetune_iterations"),
+            "pretrain_steps": first.get("pretrain_steps"), "pretrain_samples": recorded_samples(first, config),
+            "finetune_iterations": first.get("finetune_iterations"),
             "pretrain_speedup": _speedup(members, full_pretrain_s, reference)
             if label not in REFERENCE_METHODS else None,
             "eval_s": statistics.fmean(r["eval_s"] for r in members), "distill_s": first.get("distill_s"),
             "distill_steps": next((r["distill_steps"] for r in members if r.get("distill_steps") is not None), None),
-            "device": first.get("device"),
+            "device": first.get("device"), "eval_split": _split(members),
         })
     order = {method: i for i, method in enumerate(REFERENCE_METHODS, 1)}  # the references after the sets
     summary.sort(key=lambda s: (s["arch"], s["target"], s["mode"], order.get(s["method"], 0), s["label"]))
     return summary
+
+
+def recorded_samples(row: dict[str, Any], config: dict[str, Any] | None = None) -> int | None:
+    """The samples a row's pre-training saw (`pretrain_samples`). A row recorded before the field existed gets
+    them from the evaluation's `config` only where that is exact: no pre-training saw none, and any other row
+    when the config's pre-training settings give the very steps the row recorded; otherwise None (unknown)."""
+    if row.get("pretrain_samples") is not None:
+        return int(row["pretrain_samples"])
+    if row.get("method") == NO_PRETRAIN:
+        return 0
+    steps, count = row.get("pretrain_steps"), row.get("views")
+    if not config or steps is None or not count:
+        return None
+    tuned = row.get("method") == FULL_DATA
+    schema = FullDataConfig if tuned else PretrainConfig
+    saved = config.get("full_data" if tuned else "pretrain")
+    if not isinstance(saved, dict):
+        return None
+    try:
+        settings = schema(**{k: saved[k] for k in ("epochs", "batch_size", "max_iterations") if k in saved})
+        planned = full_data_steps(count, settings) if tuned else pretrain_steps(count, settings)
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+    if planned != steps:
+        return None  # the config does not describe how this row was trained
+    return full_data_samples(count, settings) if tuned else pretrain_samples(count, settings)
+
+
+def _split(members: list[dict[str, Any]]) -> str:
+    """The split a summary row's members scored: test (rows that predate the record), validation, or mixed."""
+    splits = {r.get("eval_split") or EVAL_SPLIT_TEST for r in members}
+    return splits.pop() if len(splits) == 1 else "mixed"
+
+
+def split_note(summary: list[dict[str, Any]], config: dict[str, Any] | None = None) -> str | None:
+    """One sentence when rows scored a validation split rather than the test split (None otherwise)."""
+    if all(s.get("eval_split", EVAL_SPLIT_TEST) == EVAL_SPLIT_TEST for s in summary):
+        return None
+    validation = (config or {}).get("validation") or {}
+    carved = f" (fraction {validation['fraction']:g}, seed {validation.get('seed', 0)})" \
+        if isinstance(validation.get("fraction"), (int, float)) else ""
+    return (f"Scored on a validation split held out from each target's train split{carved}, not on the test "
+            "split: numbers for choosing settings, not for reporting (docs/protocol.md, \"Validation split\").")
 
 
 def _speedup(members: list[dict[str, Any]], full_pretrain_s: dict[tuple[Any, Any, Any], float],
@@ -102,18 +153,21 @@ def _fmt(value: Any, spec: str, suffix: str = "") -> str:
 def format_table(summary: list[dict[str, Any]]) -> str:
     from ssdd.report.formats import mean_std, ratio
 
-    header = ("| pre-training | arch | target | mode | top-1 (%) | retention | vs no pre-train | vs random | "
-              "storage (img-eq) | KiB | compression | m / views | CKA | pre-train s | steps | speed-up vs full |")
+    header = ("| pre-training | arch | target | mode | top-1 (%) | retention | gap closed | vs no pre-train | "
+              "vs random | storage (img-eq) | KiB | compression | m / views | CKA | pre-train s | steps | "
+              "samples seen | speed-up vs full |")
     lines = [header, "|" + " --- |" * (header.count("|") - 1)]
     for s in summary:
         lines.append(
             f"| {s['label']} | {s['arch']} | {s['target']} | {s['mode']} | "
             f"{mean_std(s['top1_mean'], s['top1_std'], s['seeds'])} | {_fmt(s['retention'], '.2f')} | "
+            f"{_fmt(s.get('gap_closed'), '.2f')} | "
             f"{_fmt(s['gain_vs_no_pretrain'], '+.2f')} | {_fmt(s['gain_vs_random'], '+.2f')} | "
             f"{_fmt(s['image_equivalents'], '.1f')} | {_fmt(s['bytes'] and s['bytes'] / 1024, '.1f')} | "
             f"{ratio(s.get('compression'))} | "
             f"{_fmt(s['m'], 'd')} / {_fmt(s['views'], 'd')} | {_fmt(s['cka_to_teacher'], '.3f')} | "
-            f"{s['pretrain_s']:.1f} | {_fmt(s.get('pretrain_steps'), ',d')} | {ratio(s.get('pretrain_speedup'))} |")
+            f"{s['pretrain_s']:.1f} | {_fmt(s.get('pretrain_steps'), ',d')} | "
+            f"{_fmt(s.get('pretrain_samples'), ',d')} | {ratio(s.get('pretrain_speedup'))} |")
     return "\n".join(lines)
 
 
@@ -121,12 +175,15 @@ def write_report(rows: list[dict[str, Any]], out_dir: Path, extra: dict[str, Any
     """summary.json, summary.md and results.png from the rows; returns the Markdown table."""
     from ssdd.runtime import write_json
 
-    summary = summarize(rows)
+    config = (extra or {}).get("config")
+    summary = summarize(rows, config)
     write_json(out_dir / "summary.json", {"rows": summary, **(extra or {})})
     table = format_table(summary)
-    atomic_write(out_dir / "summary.md", lambda tmp: tmp.write_text(table + "\n"))
+    note = split_note(summary, config)
+    text = table if note is None else f"{note}\n\n{table}"
+    atomic_write(out_dir / "summary.md", lambda tmp: tmp.write_text(text + "\n"))
     plot_summary(summary, out_dir / "results.png")
-    return table
+    return text
 
 
 def report_from_results(out_dir: Path) -> str:

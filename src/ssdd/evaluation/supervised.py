@@ -3,7 +3,7 @@
 KRR-ST pre-trains its supervised baselines (random, k-means and label-distilled subsets) with cross-entropy,
 SGD (lr 0.01, momentum 0.9, weight decay 5e-4, batch 256), 1,000 epochs with the lr divided by 10 after half
 of them, and one DSA operation per batch (ssdd.augment.dsa). `pretrain.supervised` holds these settings;
-`pretrain.supervised.recipe=same` sends label sets to `pretrain_on_pairs` instead (ssdd.evaluation.protocol).
+`pretrain.supervised.recipe=same` sends label sets to `pretrain_on_pairs` instead (ssdd.evaluation.cell).
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ from ssdd.checks import (
 from ssdd.config import ConfigError, DataConfig
 from ssdd.data.dataset import DataError
 from ssdd.data.validate import check_split
+from ssdd.evaluation.validation import check_validation
 from ssdd.teacher.validate import teacher_manifest
 
 
@@ -69,6 +70,7 @@ def check_evaluate_settings(cfg: Any) -> None:
         non_negative("finetune.weight_decay", t.weight_decay)
     if "linear_probe" in cfg.modes:
         check_probe(cfg.probe)
+    check_validation(cfg.validation.fraction, cfg.validation.seed)
 
 
 def check_supervised_pretrain(s: Any) -> None:

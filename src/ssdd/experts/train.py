@@ -8,7 +8,6 @@ expert becomes its own safetensors file at once, so an interruption loses at mos
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -30,8 +29,9 @@ from ssdd.experts.config import RESUMABLE_KEYS, ExpertsConfig
 from ssdd.experts.validate import validate_experts
 from ssdd.models.registry import describe
 from ssdd.progress import bar, phase, show_phases
-from ssdd.runfolder import CHECKPOINT, claim, load_checkpoint, save_checkpoint
+from ssdd.runfolder import claim
 from ssdd.runguard import check_inputs, check_resume, numerical_stop
+from ssdd.runloop import RunLoop
 from ssdd.runtime import atomic_write, file_sha256, resolve_device, versions
 from ssdd.tblog import ScalarLog, require_tensorboard
 from ssdd.teacher import Teacher, load_teacher
@@ -63,7 +63,10 @@ def train_experts(cfg: ExpertsConfig, resume: bool = False, show_progress: bool 
 
 def _train(cfg: ExpertsConfig, resume: bool, show_progress: bool) -> Path | None:
     out_dir = Path(cfg.out_dir)
-    ckpt_path = out_dir / CHECKPOINT
+    # one step of the run = one epoch of one expert; step g trains expert g // epochs, epoch g % epochs
+    run = RunLoop(out_dir, total=cfg.num_experts * cfg.epochs, settings=("lr",), prefix="experts/",
+                  at=lambda done: f"expert {(done - 1) // cfg.epochs + 1}, epoch {(done - 1) % cfg.epochs + 1}",
+                  tb_skip=("expert", "epoch"))
     require_teacher_folder(cfg.teacher)
     device = resolve_device(cfg.device)
     teacher = load_teacher(cfg.teacher, device)
@@ -75,9 +78,9 @@ def _train(cfg: ExpertsConfig, resume: bool, show_progress: bool) -> Path | None
     check_inputs(out_dir, resume, {"teacher_function": teacher.function_fingerprint, "source": source.fingerprint()},
                  {"teacher_function": f"teacher ({cfg.teacher})",
                   "source": f"source ({cfg.data.path} [{cfg.data.train_split}])"})
-    state: dict[str, Any] = {"finished": [], "current": None, "elapsed_s": 0.0}
+    state: dict[str, Any] = {"finished": [], "current": None}
     if resume:
-        state = load_checkpoint(ckpt_path)
+        state = run.load()
         saved = state.get("config")
         if saved is not None:
             check_resume(out_dir, saved, config_to_dict(cfg), RESUMABLE_KEYS, at=f"{len(state['finished'])} experts")
@@ -86,28 +89,49 @@ def _train(cfg: ExpertsConfig, resume: bool, show_progress: bool) -> Path | None
                              f"num_experts={cfg.num_experts}")
     out_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out_dir / "config.yaml")
-    if resume:  # the log holds exactly the epochs the checkpoint holds (a kill may fall between the two writes)
-        done = [(i + 1, e + 1, loss) for i, entry in enumerate(state["finished"])
-                for e, loss in enumerate(entry["epoch_losses"])]
-        if state.get("current") is not None:
-            done += [(state["current"]["index"] + 1, e + 1, loss) for e, loss in enumerate(state["current"]["losses"])]
-        (out_dir / "metrics.jsonl").write_text("".join(json.dumps({"expert": i, "epoch": e, "loss": loss}) + "\n"
-                                                       for i, e, loss in done))
+    # the log holds exactly the epochs the checkpoint holds (a kill may fall between the two writes)
+    run.history = [{"expert": i + 1, "epoch": e + 1, "loss": loss} for i, entry in enumerate(state["finished"])
+                   for e, loss in enumerate(entry["epoch_losses"])]
+    current = state.get("current")
+    if current is not None:
+        run.history += [{"expert": current["index"] + 1, "epoch": e + 1, "loss": loss}
+                        for e, loss in enumerate(current["losses"])]
+    run.start = len(state["finished"]) * cfg.epochs + len(current["losses"] if current is not None else [])
+    if cfg.stop_after_experts > 0:
+        run.stop_at = (len(state["finished"]) + cfg.stop_after_experts) * cfg.epochs
     images = source.images.to(device)
     with phase(f"teacher targets of the {len(source):,} source images"):
         targets = teacher.encode(images).to(device)
-    log = ScalarLog(cfg.tensorboard, True).open(out_dir, 0)
-    stop = cfg.num_experts if cfg.stop_after_experts <= 0 else min(cfg.num_experts,
-                                                                    len(state["finished"]) + cfg.stop_after_experts)
-    with log:
-        while len(state["finished"]) < stop:
-            index = len(state["finished"])
-            entry = _train_one(cfg, index, images, targets, teacher, state, out_dir, device, show_progress, log)
-            state["finished"].append(entry)
-            state["current"] = None
-            _save_state(ckpt_path, cfg, state)
-            print(f"expert {index + 1}/{cfg.num_experts}: final loss {entry['final_loss']:.5f} "
-                  f"({entry['seconds']:.0f} s)")
+    run.log = ScalarLog(cfg.tensorboard, True).open(out_dir, 0)
+    expert: _Expert | None = None
+
+    def checkpoint_state() -> dict[str, Any]:
+        return {**state, "config": config_to_dict(cfg)}
+
+    def finish(done: _Expert) -> None:  # its file, then it counts as finished (the next checkpoint says so)
+        entry = done.finish(images, targets, teacher, out_dir)
+        state["finished"].append(entry)
+        state["current"] = None
+        print(f"expert {done.index + 1}/{cfg.num_experts}: final loss {entry['final_loss']:.5f} "
+              f"({entry['seconds']:.0f} s)")
+
+    def step(g: int) -> dict[str, Any]:
+        nonlocal expert
+        index, epoch = divmod(g, cfg.epochs)
+        if expert is None or expert.index != index:
+            expert = _Expert(cfg, index, images.shape[-1], teacher.feature_dim, device, state.get("current"))
+        loss = expert.train_epoch(epoch, images, targets, teacher, show_progress)
+        state["current"] = expert.state()
+        if epoch + 1 == cfg.epochs:  # the last epoch is checkpointed before the expert's file is written
+            run.checkpoint(g + 1, checkpoint_state)
+            finish(expert)
+        return {"expert": index + 1, "epoch": epoch + 1, "loss": loss}
+
+    with run.log:
+        if current is not None and len(current["losses"]) >= cfg.epochs:  # killed before its file was written
+            finish(_Expert(cfg, current["index"], images.shape[-1], teacher.feature_dim, device, current))
+            run.checkpoint(run.start, checkpoint_state)
+        run.run(step, checkpoint_state)
     if len(state["finished"]) < cfg.num_experts:
         print(f"paused after {len(state['finished'])} of {cfg.num_experts} experts; continue with --resume")
         return None
@@ -116,67 +140,74 @@ def _train(cfg: ExpertsConfig, resume: bool, show_progress: bool) -> Path | None
     return out_dir
 
 
-def _save_state(path: Path, cfg: ExpertsConfig, state: dict[str, Any]) -> None:
-    save_checkpoint(path, {**state, "config": config_to_dict(cfg)})
+class _Expert:
+    """Expert `index` under training: a fresh student from its seed, or the one in the checkpoint (`current`)."""
 
+    def __init__(self, cfg: ExpertsConfig, index: int, resolution: int, feature_dim: int, device: torch.device,
+                 current: dict[str, Any] | None) -> None:
+        self.cfg, self.index = cfg, index
+        self.seed = expert_seed(cfg.seed, index)
+        self.student = build_student(cfg, resolution, feature_dim, self.seed).to(device)
+        self.flat = FlatModel(self.student)
+        self.optimizer = torch.optim.SGD(self.student.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                         weight_decay=cfg.weight_decay)
+        self.generator = torch.Generator().manual_seed(self.seed)  # batch order (CPU)
+        self.aug_generator = torch.Generator(device=device).manual_seed(self.seed + 1)
+        self.trajectory, self.losses, self.elapsed = [self.flat.flatten().cpu()], [], 0.0
+        if current is not None and current.get("index") == index:
+            self.student.load_state_dict(current["model"])
+            self.optimizer.load_state_dict(current["optimizer"])
+            for group in self.optimizer.param_groups:  # the current lr (a resume after a numerical stop may lower it)
+                group["lr"] = cfg.lr
+            self.generator.set_state(current["generator"])
+            self.aug_generator.set_state(current["aug_generator"])
+            self.trajectory, self.losses = list(current["trajectory"]), list(current["losses"])
+            self.elapsed = current["elapsed_s"]
 
-def _train_one(cfg: ExpertsConfig, index: int, images: torch.Tensor, targets: torch.Tensor, teacher: Teacher,
-               state: dict[str, Any], out_dir: Path, device: torch.device, show_progress: bool,
-               log: ScalarLog) -> dict[str, Any]:
-    """Train expert `index` (continuing the one in the checkpoint), write its file, return its entry."""
-    seed = expert_seed(cfg.seed, index)
-    student = build_student(cfg, images.shape[-1], teacher.feature_dim, seed).to(device)
-    flat = FlatModel(student)
-    optimizer = torch.optim.SGD(student.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                weight_decay=cfg.weight_decay)
-    generator = torch.Generator().manual_seed(seed)  # batch order (CPU)
-    aug_generator = torch.Generator(device=device).manual_seed(seed + 1)
-    trajectory, losses, elapsed = [flat.flatten().cpu()], [], 0.0
-    current = state.get("current")
-    if current is not None and current.get("index") == index:
-        student.load_state_dict(current["model"])
-        optimizer.load_state_dict(current["optimizer"])
-        generator.set_state(current["generator"])
-        aug_generator.set_state(current["aug_generator"])
-        trajectory, losses, elapsed = list(current["trajectory"]), list(current["losses"]), current["elapsed_s"]
-    n = images.shape[0]
-    steps = -(-n // cfg.batch_size)  # the last batch may be smaller (no image is dropped)
-    for epoch in range(len(trajectory) - 1, cfg.epochs):
+    def train_epoch(self, epoch: int, images: torch.Tensor, targets: torch.Tensor, teacher: Teacher,
+                    show_progress: bool) -> float:
+        """One epoch of SGD on MSE to the teacher's representations; returns its mean loss."""
+        cfg = self.cfg
         start = time.perf_counter()
-        order = torch.randperm(n, generator=generator).to(images.device)
-        student.train()
+        n = images.shape[0]
+        steps = -(-n // cfg.batch_size)  # the last batch may be smaller (no image is dropped)
+        order = torch.randperm(n, generator=self.generator).to(images.device)
+        self.student.train()
         total = 0.0
-        batches = bar(range(steps), desc=f"expert {index + 1}/{cfg.num_experts} epoch {epoch + 1}/{cfg.epochs}",
+        batches = bar(range(steps), desc=f"expert {self.index + 1}/{cfg.num_experts} epoch {epoch + 1}/{cfg.epochs}",
                       show=show_progress, leave=False)
         for step in batches:
             pick = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
             x = to_float(images[pick])
             if cfg.augment == "crop_flip":
-                x = crop_flip(x, 4, aug_generator)
-            loss = F.mse_loss(student(normalize(x, teacher.mean, teacher.std)), targets[pick])
-            optimizer.zero_grad(set_to_none=True)
+                x = crop_flip(x, 4, self.aug_generator)
+            loss = F.mse_loss(self.student(normalize(x, teacher.mean, teacher.std)), targets[pick])
+            self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
+            self.optimizer.step()
             total += float(loss.detach())
         mean_loss = total / steps
         if mean_loss != mean_loss or mean_loss in (float("inf"), float("-inf")):
-            raise FloatingPointError(f"expert {index + 1}'s loss became {mean_loss} in epoch {epoch + 1}; lower lr")
-        trajectory.append(flat.flatten().cpu())
-        losses.append(mean_loss)
-        elapsed += time.perf_counter() - start
-        state["current"] = {"index": index, "model": student.state_dict(), "optimizer": optimizer.state_dict(),
-                            "generator": generator.get_state(), "aug_generator": aug_generator.get_state(),
-                            "trajectory": trajectory, "losses": losses, "elapsed_s": elapsed}
-        _save_state(out_dir / CHECKPOINT, cfg, state)
-        log.scalars({"loss": mean_loss}, index * cfg.epochs + epoch + 1, prefix="experts/")
-        with open(out_dir / "metrics.jsonl", "a") as handle:
-            handle.write(json.dumps({"expert": index + 1, "epoch": epoch + 1, "loss": mean_loss}) + "\n")
-    sample_loss = _sample_loss(flat, trajectory[-1].to(device), images, targets, teacher)
-    file = out_dir / expert_file(index)
-    tensors = {"trajectory": torch.stack(trajectory).contiguous(), "sample_loss": sample_loss.cpu().contiguous()}
-    atomic_write(file, lambda tmp: save_file(tensors, str(tmp)))
-    return {"file": file.name, "sha256": file_sha256(file), "seed": seed, "epoch_losses": losses,
-            "final_loss": float(sample_loss.mean()), "seconds": elapsed}
+            raise FloatingPointError(f"expert {self.index + 1}'s loss became {mean_loss} in epoch {epoch + 1}")
+        self.trajectory.append(self.flat.flatten().cpu())
+        self.losses.append(mean_loss)
+        self.elapsed += time.perf_counter() - start
+        return mean_loss
+
+    def state(self) -> dict[str, Any]:
+        return {"index": self.index, "model": self.student.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "generator": self.generator.get_state(), "aug_generator": self.aug_generator.get_state(),
+                "trajectory": self.trajectory, "losses": self.losses, "elapsed_s": self.elapsed}
+
+    def finish(self, images: torch.Tensor, targets: torch.Tensor, teacher: Teacher, out_dir: Path) -> dict[str, Any]:
+        """Write the expert's file (its trajectory and each image's loss at its end); returns its manifest entry."""
+        sample_loss = _sample_loss(self.flat, self.trajectory[-1].to(images.device), images, targets, teacher)
+        file = out_dir / expert_file(self.index)
+        tensors = {"trajectory": torch.stack(self.trajectory).contiguous(),
+                   "sample_loss": sample_loss.cpu().contiguous()}
+        atomic_write(file, lambda tmp: save_file(tensors, str(tmp)))
+        return {"file": file.name, "sha256": file_sha256(file), "seed": self.seed, "epoch_losses": self.losses,
+                "final_loss": float(sample_loss.mean()), "seconds": self.elapsed}
 
 
 @torch.no_grad()

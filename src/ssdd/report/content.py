@@ -7,14 +7,15 @@ from __future__ import annotations
 from typing import Any
 
 from ssdd.distill.registry import find_method
+from ssdd.evaluation.report import split_note
 from ssdd.report import formats as F
 from ssdd.report.document import Block, Card, Cards, Facts, Figure, Heading, Notes, Paragraph, Table
 from ssdd.report.figures import MODE_NAMES, panel_title
 from ssdd.report.gather import REFERENCE_METHODS, REFERENCE_NAMES, DistilledInfo, ReportData, TeacherInfo
 
-FULL_TABLE_HEADER = ["pre-training", "top-1 (%)", "retention", "vs no pre-training", "vs random",
+FULL_TABLE_HEADER = ["pre-training", "top-1 (%)", "retention", "gap closed", "vs no pre-training", "vs random",
                      "storage (img-eq)", "KiB", "compression", "m / pairs", "CKA to teacher", "pre-training time",
-                     "pre-training steps", "speed-up", "distillation time", "distillation steps"]
+                     "pre-training steps", "samples seen", "speed-up", "distillation time", "distillation steps"]
 DEFAULTS = {"seeds": 3, "finetune_iterations": 10_000, "finetune_small_iterations": 5_000, "pretrain_epochs": 1000,
             "full_data_epochs": 100, "probe_iterations": 5_000}
 
@@ -193,6 +194,9 @@ def overview(data: ReportData) -> list[Block]:
     sentence = retention_sentence(data)
     if sentence:
         blocks.append(Paragraph(sentence))
+    split = split_note(data.summary, config)  # rows that scored a validation split, not the test split
+    if split:
+        blocks.append(Paragraph(split))
     departures = _departures(config) + _retention_departure(data)
     if departures:
         blocks.append(Notes(departures, "Reduced protocol: this run departs from the `full` scale of "
@@ -211,10 +215,11 @@ def glance(data: ReportData) -> Table:
         rows.append([
             _title(data, panel), *[_top1(data.reference(label, *panel)) for label in full_labels],
             _top1(data.reference("no_pretrain", *panel)), best["label"] if best else F.DASH, _top1(best),
-            F.fixed(best and best["retention"]), F.fixed(best and best["gain_vs_no_pretrain"], sign=True),
+            F.fixed(best and best["retention"]), F.fixed(best and best.get("gap_closed")),
+            F.fixed(best and best["gain_vs_no_pretrain"], sign=True),
         ])
     return Table(["target · mode", *[REFERENCE_NAMES[label] for label in full_labels], "no pre-training",
-                  "best distilled set", "its top-1 (%)", "retention", "vs no pre-training"], rows)
+                  "best distilled set", "its top-1 (%)", "retention", "gap closed", "vs no pre-training"], rows)
 
 
 # ---------------------------------------------------------------- teacher
@@ -344,9 +349,10 @@ def comparison(info: DistilledInfo, data: ReportData) -> list[Table]:
             continue
         accuracy.append([_title(data, panel), _top1(s), _top1(data.reference("no_pretrain", *panel)),
                          *[_top1(data.reference(label, *panel)) for label in full_labels],
-                         F.fixed(s["retention"]), F.fixed(s["gain_vs_no_pretrain"], sign=True)])
+                         F.fixed(s["retention"]), F.fixed(s.get("gap_closed")),
+                         F.fixed(s["gain_vs_no_pretrain"], sign=True)])
     tables = [Table(["top-1 (%)", info.label, "no pre-training", *[REFERENCE_NAMES[label] for label in full_labels],
-                     "retention", "vs no pre-training"], accuracy)]
+                     "retention", "gap closed", "vs no pre-training"], accuracy)]
     denominator = data.retention_label
     for arch in dict.fromkeys(p[0] for p in data.panels):
         panel = next((p for p in data.panels if p[0] == arch and p in mine), None)
@@ -359,6 +365,8 @@ def comparison(info: DistilledInfo, data: ReportData) -> list[Table]:
             ["pre-training time", F.seconds(s["pretrain_s"]), F.DASH, _cell(full, "pretrain_s", F.seconds)],
             ["pre-training SGD steps", _count(s.get("pretrain_steps")), F.DASH,
              _cell(full, "pretrain_steps", _count)],
+            ["pre-training samples seen", _count(s.get("pretrain_samples")), "0",
+             _cell(full, "pretrain_samples", _count)],
             ["time ratio (÷ full data)", F.ratio(time_ratio, ""), F.DASH, "1" if full else F.DASH],
             ["speed-up over full data", F.ratio(s["pretrain_speedup"]), F.DASH, "1x" if full else F.DASH],
             ["CKA to the teacher", F.fixed(s["cka_to_teacher"], 3),
@@ -407,12 +415,13 @@ def full_table_row(s: dict[str, Any], manifest: dict[str, Any] | None = None) ->
         steps = manifest.get("steps_done")
     return [
         REFERENCE_NAMES.get(s["label"], s["label"]), F.mean_std(s["top1_mean"], s["top1_std"], s["seeds"]),
-        F.fixed(s["retention"]),
+        F.fixed(s["retention"]), F.fixed(s.get("gap_closed")),
         F.fixed(s["gain_vs_no_pretrain"], sign=True), F.fixed(s["gain_vs_random"], sign=True),
         F.image_equivalents(s["image_equivalents"]), F.kib(s["bytes"]), F.ratio(s["compression"]),
         f"{_count(s['m'])} / {_count(s['views'])}", F.fixed(s["cka_to_teacher"], 3),
         F.DASH if s["method"] == "no_pretrain" else F.seconds(s["pretrain_s"]),
-        F.DASH if s["method"] == "no_pretrain" else _count(s.get("pretrain_steps")), F.ratio(s["pretrain_speedup"]),
+        F.DASH if s["method"] == "no_pretrain" else _count(s.get("pretrain_steps")),
+        F.DASH if s["method"] == "no_pretrain" else _count(s.get("pretrain_samples")), F.ratio(s["pretrain_speedup"]),
         F.DASH if reference else F.seconds(s["distill_s"]),
         F.DASH if reference else _count(steps),
     ]
@@ -435,10 +444,15 @@ def full_tables(data: ReportData) -> list[Table]:
 DEFINITIONS = (
     "top-1: mean ± sample std over seeds (n = number of seeds; no std for one seed). Retention: top-1 over the "
     "full-data row's (same architecture, target and mode): \"full data, distilled rows' recipe\" when the run has "
-    "it, else \"full data, tuned recipe\". vs no pre-training / vs random: difference in points to "
+    "it, else \"full data, tuned recipe\". Gap closed: (top-1 - no pre-training's) / (that full-data row's - no "
+    "pre-training's), the share of the distance from no pre-training to full data this row covers (1 = as good "
+    "as full data, 0 = no better than no pre-training). vs no pre-training / vs random: difference in points to "
     "the no-pre-training row and to `random@N` at the same budget. Storage: every stored value in image-equivalents "
     "(floats / C·H·W) and KiB. Compression: source images over stored image-equivalents. m / pairs: distilled "
-    "images and training pairs (every stored view). Pre-training steps: the SGD steps of one pre-training. "
+    "images and training pairs (every stored view). Pre-training steps: the SGD steps of one pre-training; "
+    "samples seen: the pairs (or source images) those steps passed through the network, their batches added up "
+    "(a set smaller than the batch counts the set at every step; `-` where the rows predate the record and "
+    "config.yaml does not give it exactly). "
     "Speed-up: the pre-training time of the full-data row retention divides by over this row's, paired by "
     "architecture and seed; time ratio: this row's mean pre-training time over that full-data row's. Distillation "
     "time and steps: the wall-clock and outer steps of the run that made the set. CKA: linear "

@@ -250,5 +250,5 @@ def gather(eval_dir: str | Path, teacher: str | Path | None = None,
     distilled_infos = read_distilled(list(distilled) if distilled is not None else list(config.get("distilled") or []),
                                      eval_dir, rows, notes)
     notes.extend(_teacher_mismatch(teacher_info, distilled_infos))
-    return ReportData(eval_dir, rows, summarize(rows), config, saved.get("versions"), teacher_info, distilled_infos,
-                      notes)
+    return ReportData(eval_dir, rows, summarize(rows, config), config, saved.get("versions"), teacher_info,
+                      distilled_infos, notes)

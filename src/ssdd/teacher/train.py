@@ -29,8 +29,9 @@ from ssdd.evaluation.linear_probe import probe_encoder
 from ssdd.integrity import DivergedError
 from ssdd.models import build_model, describe
 from ssdd.progress import bar_settings, phase, show_phases
-from ssdd.runfolder import claim, load_checkpoint, save_checkpoint
+from ssdd.runfolder import claim
 from ssdd.runguard import TEACHER_FINISH_KEYS, check_inputs, check_resume, numerical_stop, resume_changes
+from ssdd.runloop import RunLoop
 from ssdd.runtime import channels_last as use_channels_last
 from ssdd.runtime import resolve_device, seed_everything, versions, write_json
 from ssdd.tblog import ScalarLog, require_tensorboard
@@ -40,8 +41,6 @@ from ssdd.teacher.config import RESUMABLE_KEYS, TeacherConfig
 from ssdd.teacher.lars import LARS
 from ssdd.teacher.schedule import warmup_cosine
 from ssdd.teacher.validate import validate_teacher
-
-CHECKPOINT = "checkpoint.pt"
 
 
 class BarlowTwinsModel(nn.Module):
@@ -90,7 +89,6 @@ def _train(cfg: TeacherConfig, resume: bool, show_progress: bool, dist_info: D.D
     tb = tb or ScalarLog()
     device = resolve_device(cfg.device, dist_info.local_rank)
     out_dir = Path(cfg.out_dir)
-    ckpt_path = out_dir / CHECKPOINT
     if cfg.optim.batch_size % dist_info.world_size:
         raise ValueError(f"optim.batch_size {cfg.optim.batch_size} is not divisible by "
                          f"{dist_info.world_size} processes")
@@ -129,9 +127,11 @@ def _train(cfg: TeacherConfig, resume: bool, show_progress: bool, dist_info: D.D
     aug_generator = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + dist_info.rank + 1)
 
     resolved = config_to_dict(cfg)
-    start_epoch, history, elapsed = 0, [], 0.0
+    run = RunLoop(out_dir, total=cfg.optim.epochs, settings=("optim.lr",), stop_after=cfg.stop_after_epochs,
+                  counter="epoch", is_main=dist_info.is_main, log=tb, prefix="teacher/",
+                  tb_step=lambda done: done * steps_per_epoch, barrier=True)
     if resume:
-        state = load_checkpoint(ckpt_path)
+        state = run.load()
         check_resume(out_dir, state["config"], resolved, (*RESUMABLE_KEYS, *TEACHER_FINISH_KEYS),
                      at=f"epoch {state['epoch']}", after_numerical_stop=("optim.lr",))
         if state["world_size"] != dist_info.world_size:
@@ -141,20 +141,19 @@ def _train(cfg: TeacherConfig, resume: bool, show_progress: bool, dist_info: D.D
         optimizer.param_groups[0]["base_lr"] = base_lr  # the current optim.lr (it may change after a NaN stop)
         aug_generator.set_state(state["aug_generator"][dist_info.rank])
         torch.set_rng_state(state["cpu_rng"])
-        start_epoch, history, elapsed = state["epoch"], state["history"], state["elapsed_s"]
     if dist_info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out_dir / "config.yaml")
     # x-axis: optimiser steps; a resumed run drops what the interrupted one logged after its checkpoint
-    tb.open(out_dir, purge_step=start_epoch * steps_per_epoch + 1 if resume else 0)
+    tb.open(out_dir, purge_step=run.start * steps_per_epoch + 1 if resume else 0)
 
-    stop_epoch = cfg.optim.epochs
-    if cfg.stop_after_epochs > 0:
-        stop_epoch = min(stop_epoch, start_epoch + cfg.stop_after_epochs)
     warmup_steps = cfg.optim.warmup_epochs * steps_per_epoch
     wrapped.train()
-    probe_data = None  # loaded at the first probe
-    for epoch in range(start_epoch, stop_epoch):
+    probe_data: tuple[Any, Any] | None = None  # loaded at the first probe
+    generator_states: list[Any] = []  # every rank's augmentation generator after the last epoch
+
+    def train_epoch(epoch: int) -> dict[str, Any]:
+        nonlocal probe_data, generator_states
         order = torch.randperm(n_images, generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch)).to(device)
         loss_sum, correct, seen = 0.0, 0, 0
         epoch_start = time.perf_counter()
@@ -184,7 +183,7 @@ def _train(cfg: TeacherConfig, resume: bool, show_progress: bool, dist_info: D.D
             optimizer.step()
             if not torch.isfinite(ssl_loss):
                 raise FloatingPointError(f"Barlow Twins loss became {ssl_loss.item()} at epoch {epoch + 1}, "
-                                         f"step {step}; lower optim.lr")
+                                         f"step {step}")
             loss_value = ssl_loss.item()
             loss_sum += loss_value
             correct += int((logits.argmax(1) == labels[idx]).sum())
@@ -197,7 +196,6 @@ def _train(cfg: TeacherConfig, resume: bool, show_progress: bool, dist_info: D.D
                 bar.set_postfix(loss=f"{loss_sum / (step + 1):.3f}", monitor=f"{100 * correct / seen:.1f}%",
                                 img_s=f"{rate:.0f}")
         epoch_time = time.perf_counter() - epoch_start
-        elapsed += epoch_time
         record = {
             "epoch": epoch + 1,
             "loss": D.all_reduce_mean(loss_sum / steps_per_epoch, device),
@@ -215,32 +213,27 @@ def _train(cfg: TeacherConfig, resume: bool, show_progress: bool, dist_info: D.D
                 print(f"ssdd teacher: warning: the probe after epoch {epoch + 1} failed ({exc}); training continues",
                       file=sys.stderr)
             wrapped.train()
-        history.append(record)
         generator_states = D.all_gather_objects(aug_generator.get_state())
         if dist_info.is_main:
-            save_checkpoint(ckpt_path, {
-                "epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "aug_generator": generator_states, "cpu_rng": torch.get_rng_state(), "history": history,
-                "elapsed_s": elapsed, "config": resolved, "world_size": dist_info.world_size,
-            })
-            with open(out_dir / "metrics.jsonl", "a") as log:
-                log.write(json.dumps(record) + "\n")
-            tb.scalars({k: v for k, v in record.items() if k != "epoch"}, (epoch + 1) * steps_per_epoch,
-                       prefix="teacher/")
             probed = f"  probe {record['probe_top1']:.2f}%" if "probe_top1" in record else ""
             tqdm.write(f"epoch {epoch + 1}/{cfg.optim.epochs}  loss {record['loss']:.4f}  "
                        f"monitor {record['monitor_top1']:.1f}%{probed}  {record['images_per_s']:.0f} img/s")
-        D.barrier()
+        return record
 
-    if stop_epoch < cfg.optim.epochs:
+    def state() -> dict[str, Any]:
+        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "aug_generator": generator_states,
+                "cpu_rng": torch.get_rng_state(), "config": resolved, "world_size": dist_info.world_size}
+
+    run.run(train_epoch, state)
+    if not run.finished:
         if dist_info.is_main:
-            print(f"stopped after epoch {stop_epoch}/{cfg.optim.epochs}; continue with --resume")
+            print(f"stopped after epoch {run.stop}/{cfg.optim.epochs}; continue with --resume")
         return None
     D.check_replicas_agree(model.backbone.parameters(), "DDP replicas (backbone parameters)")
     if not dist_info.is_main:
         return None
-    path = _finish(cfg, model.backbone, probe_data or _probe_data(cfg, train_set), train_set, mean, std, history,
-                   elapsed, dist_info, device)
+    path = _finish(cfg, model.backbone, probe_data or _probe_data(cfg, train_set), train_set, mean, std,
+                   run.history, run.elapsed, dist_info, device)
     probe = json.loads((path / "manifest.json").read_text())["linear_probe"]
     tb.scalars({"linear_probe_top1": probe["top1"]}, cfg.optim.epochs * steps_per_epoch, prefix="teacher/")
     return path

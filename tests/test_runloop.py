@@ -1,0 +1,123 @@
+"""The one run loop: windowed log rows, stop_after, resume, and checkpoints kept only when sane."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from ssdd.runfolder import CHECKPOINT, load_checkpoint
+from ssdd.runguard import NUMERICAL_STOP, Diverged, NumericalStop, stop_settings
+from ssdd.runloop import SANE_FACTOR, RunLoop, Watched, insanity, non_finite, scale_of
+
+
+def test_insanity_names_the_first_tensor_out_of_range_and_its_setting():
+    images, targets = torch.rand(4, 3, 2, 2), torch.randn(4, 8) * 5
+    watched = [Watched("the distilled images", images, "rate.images"),
+               Watched("the distilled targets", targets, "rate.targets")]
+    scales = {w.what: scale_of(w.tensor) for w in watched}
+    assert scales["the distilled images"] == 1.0  # at least 1
+    assert insanity(watched, scales) is None
+    targets.mul_(2 * SANE_FACTOR)
+    why, setting = insanity(watched, scales)
+    assert setting == "rate.targets" and "the distilled targets reached" in why
+    images[0, 0, 0, 0] = float("nan")
+    why, setting = insanity(watched, scales)
+    assert setting == "rate.images" and "non-finite" in why
+
+
+def test_non_finite_finds_a_nested_tensor():
+    state = {"tensors": {"a": torch.zeros(3)}, "optimizer": {"state": {0: {"exp_avg_sq": torch.tensor([1.0, 2.0])}}},
+             "steps": torch.tensor([1, 2]), "history": [{"loss": 0.5}]}
+    assert non_finite(state) is None
+    state["optimizer"]["state"][0]["exp_avg_sq"][1] = float("inf")
+    assert non_finite(state) == "optimizer.state.0.exp_avg_sq"
+
+
+def _loop(tmp_path, **kwargs) -> RunLoop:
+    return RunLoop(tmp_path, total=kwargs.pop("total", 6), settings=("my.lr", "my.other_lr"), **kwargs)
+
+
+def test_window_rows_and_a_resume_inside_a_window_log_what_one_run_logs(tmp_path):
+    losses = [0.5, 0.25, 2.0, 1.0, 4.0, 3.0, 8.0]
+
+    def run_to_end(folder, kill_at=None):
+        folder.mkdir(exist_ok=True)
+        loop = _loop(folder, total=7, log_every=3, checkpoint_every=2)
+        if (folder / CHECKPOINT).exists():
+            loop.load()
+
+        def step(i):
+            if i == kill_at:
+                raise KeyboardInterrupt
+            return losses[i]
+
+        loop.run(step, state=lambda: {})
+        return loop
+
+    whole = run_to_end(tmp_path / "whole")
+    assert [r["step"] for r in whole.history] == [3, 6, 7]
+    assert whole.history[0]["loss"] == sum(losses[:3]) / 3 and whole.history[-1]["loss"] == losses[6]
+    with pytest.raises(KeyboardInterrupt):  # killed after the checkpoint of step 2, inside the first window
+        run_to_end(tmp_path / "cut", kill_at=2)
+    resumed = run_to_end(tmp_path / "cut")
+    keep = ("step", "loss")
+    assert [{k: r[k] for k in keep} for r in resumed.history] == [{k: r[k] for k in keep} for r in whole.history]
+    rows = [json.loads(line) for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert [{k: r[k] for k in keep} for r in rows] == [{k: r[k] for k in keep} for r in whole.history]
+    paused = _loop(tmp_path / "paused", total=7, stop_after=4)
+    (tmp_path / "paused").mkdir()
+    paused.run(lambda i: 1.0, state=lambda: {})
+    assert paused.stop == 4 and not paused.finished and load_checkpoint(tmp_path / "paused" / CHECKPOINT)["step"] == 4
+
+
+def test_an_insane_state_is_never_checkpointed_and_the_stop_names_the_sane_one(tmp_path):
+    images = torch.rand(2, 3)
+
+    def step(i: int) -> float:
+        if i >= 3:
+            images.mul_(10)  # diverges from step 4 on: 1e1, 1e2, 1e3 times the start
+        return 1.0
+
+    loop = _loop(tmp_path, checkpoint_every=2)
+    with pytest.raises(NumericalStop) as stop:
+        loop.run(step, state=lambda: {"images": images.clone()},
+                 watch=lambda: [Watched("the images", images, "my.other_lr")])
+    message = str(stop.value)
+    assert "the images reached" in message and "step 6" in message  # 1e3 times: over SANE_FACTOR
+    assert "--resume my.other_lr=<lower value>" in message and "step 4" in message
+    kept = load_checkpoint(tmp_path / CHECKPOINT)
+    assert kept["step"] == 4 and float(kept["images"].abs().max()) <= SANE_FACTOR
+    assert set(stop_settings(tmp_path)) == {"my.lr", "my.other_lr"}
+
+
+def test_a_non_finite_step_stops_with_the_rate_the_step_names(tmp_path):
+    def step(i: int) -> float:
+        if i == 3:
+            raise Diverged("the loss became nan at step 3", "my.other_lr")
+        return 1.0
+
+    with pytest.raises(NumericalStop, match=r"step 3; the last checkpoint, .*, is intact: continue with --resume "
+                                            r"my\.other_lr=<lower value> \(from its state at step 2"):
+        _loop(tmp_path, checkpoint_every=2).run(step, state=lambda: {})
+    assert json.loads((tmp_path / NUMERICAL_STOP).read_text())["lr_key"] == "my.other_lr"
+
+    def nan_at_once(i: int) -> float:
+        raise FloatingPointError("the loss became nan")
+
+    with pytest.raises(NumericalStop, match=r"no checkpoint had been written: run again with a lower my\.lr"):
+        _loop(tmp_path / "fresh").run(nan_at_once, state=lambda: {})
+
+
+def test_a_state_with_nan_is_not_written(tmp_path):
+    moment = torch.ones(2)
+
+    def step(i: int) -> float:
+        if i == 2:
+            moment[0] = float("inf")
+        return 1.0
+
+    with pytest.raises(NumericalStop, match=r"NaN or inf \(optimizer.exp_avg_sq\) at step 3"):
+        _loop(tmp_path).run(step, state=lambda: {"optimizer": {"exp_avg_sq": moment.clone()}})
+    assert load_checkpoint(tmp_path / CHECKPOINT)["step"] == 2
