@@ -47,22 +47,25 @@ def platform() -> dict[str, str]:
     return {"torch": torch.__version__.split("+")[0], "cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
 
-def _ssdd(*args: str) -> None:
+def _ssdd(cwd: Path, *args: str) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     env.pop("SSDD_TRACEBACK", None)
-    done = subprocess.run([sys.executable, "-m", "ssdd", *args], env=env, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "ssdd", *args], env=env, capture_output=True, text=True, cwd=cwd)
     if done.returncode != 0:
         raise RuntimeError(f"ssdd {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
 
 
 def run_all(out: Path) -> None:
+    """Every run, from inside `out` (so nothing in the working folder, such as a data/ folder, takes part)."""
+    out = out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
     study = out / "demo"
-    _ssdd("reproduce", "--no-progress", "-c", "study_demo", f"out_dir={study}")
+    _ssdd(out, "reproduce", "--no-progress", "-c", "study_demo", f"out_dir={study}")
     teacher = next(study.glob("teacher/teacher-*/teacher"))
     experts = next(study.glob("experts/experts-*"))
     for name, (preset, overrides) in SHORT_RUNS.items():
         extra = [f"mkdt.experts={experts}"] if preset == "demo_distill_mkdt" else []
-        _ssdd("distill", "--no-progress", "-c", preset, f"teacher={teacher}", f"out_dir={out / 'short' / name}",
+        _ssdd(out, "distill", "--no-progress", "-c", preset, f"teacher={teacher}", f"out_dir={out / 'short' / name}",
               *overrides, *extra)
 
 

@@ -38,6 +38,50 @@ def test_overrides_may_follow_flags(capsys):
         main(["check", "budget=3"])  # a command without overrides
 
 
+def test_overrides_may_follow_a_flag_taking_several_values(capsys, tmp_path):
+    assert main(["evaluate", "-c", "demo_evaluate", "teacher=T", "--distilled", "A", "B", "out_dir=X", "seed=3",
+                 "--print-config"]) == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert (cfg["out_dir"], cfg["teacher"], cfg["seed"]) == ("X", "T", 3)
+    assert cfg["distilled"][-2:] == ["A", "B"] and "out_dir=X" not in cfg["distilled"]
+    odd = tmp_path / "set=1"  # a folder whose name holds '=' is still a distilled set
+    odd.mkdir()
+    assert main(["evaluate", "--print-config", "--distilled", str(odd), "seed=2"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["distilled"] == [str(odd)]
+
+
+def test_under_torchrun_only_rank_0_prints_the_error(capsys, monkeypatch, tmp_path):
+    argv = ["evaluate", "--no-progress", f"out_dir={tmp_path / 'e'}", "--distilled", str(tmp_path / "nowhere")]
+    monkeypatch.setenv("RANK", "1")
+    assert main(argv) == 2
+    assert capsys.readouterr().err == ""
+    with pytest.raises(SystemExit) as info:
+        main(["evaluate", "--bogus"])
+    assert info.value.code == 2 and capsys.readouterr().err == ""
+    monkeypatch.setenv("RANK", "0")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("ssdd evaluate: error:")
+
+
+def test_distill_help_lists_every_registered_method(capsys):
+    from ssdd.distill import available_methods
+
+    with pytest.raises(SystemExit):
+        main(["distill", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for method in available_methods():
+        assert (method in text) == (method != "imported"), method  # imported sets come from import-distilled
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["presets"], ["evaluate", "--help"]])
+def test_help_and_the_preset_list_do_not_import_torch(argv):
+    code = ("import sys\nfrom ssdd.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules, 'torch imported'\n")
+    result = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-500:]
+
+
 def test_bad_override_is_one_clear_line(capsys):
     assert main(["teacher", "--print-config", "optim.epochs=abc"]) == 2
     err = capsys.readouterr().err.strip()

@@ -17,6 +17,7 @@ from ssdd.preset_index import (
     SCHEMAS,
     command_schema,
     find_preset,
+    listed_commands,
     preset_commands,
     preset_description,
     preset_names,
@@ -54,6 +55,11 @@ def test_preset_resolves_by_name_and_path_and_fits_one_schema(name):
     for key, value in raw.items():
         if not isinstance(value, dict | list):
             assert config_to_dict(by_name)[key] == value, key
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_listing_names_the_command_the_full_validation_finds(name):
+    assert listed_commands(name) == preset_commands(name)  # by top-level keys, without importing the schemas
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -322,6 +322,14 @@ def test_evaluate_refuses_sets_from_another_source_or_teacher_unless_told(random
     assert "--allow-mismatch" in one_error_line(capsys)
 
 
+def test_the_other_source_refusal_names_the_source_read(random_set, tiny_npz, tiny_teacher, tmp_path, capsys):
+    args = [f"teacher={tiny_teacher}", "source.source=digits", f"out_dir={tmp_path / 'e'}", "device=cpu",
+            "cka_images=0", "full_data.enabled=false", f"targets=[{{source: npz, path: {tiny_npz}}}]"]
+    assert main(["evaluate", "--no-progress", *args, "-d", str(random_set)]) == 2
+    err = one_error_line(capsys)
+    assert "not from the evaluation source digits [train]" in err and "cifar100.npz" not in err
+
+
 def test_evaluate_refuses_a_set_holding_nan(random_set, tiny_npz, tiny_teacher, tmp_path):
     manifest = json.loads((random_set / "manifest.json").read_text())
     shard = random_set / manifest["shards"][0]["file"]
@@ -572,7 +580,7 @@ def test_every_exception_type_is_one_line_and_debug_shows_the_traceback(monkeypa
 
     monkeypatch.setattr(cli, "_cmd_presets", full_disk)
     assert main(["presets"]) == 1
-    assert "/runs/x/checkpoint.pt: No space left on device" in one_error_line(capsys)
+    assert "no space left on device while writing /runs/x/checkpoint.pt" in one_error_line(capsys)
 
 
 def test_the_readme_documents_the_exit_codes_and_docs_the_reliability_table():
@@ -617,6 +625,76 @@ def test_a_real_sigkill_during_distillation_loses_nothing(tiny_npz, tiny_teacher
     a, b = load_distilled(killed).training_pairs(), load_distilled(tmp_path / "whole").training_pairs()
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     assert not list(killed.glob("*.tmp")) and not list(killed.glob(".*.tmp"))
+
+
+@pytest.fixture
+def finished_evaluation(random_set, tiny_npz, tiny_teacher, tmp_path) -> tuple[Path, list[str]]:
+    out = tmp_path / "eval"
+    args = [f"teacher={tiny_teacher}", f"source.path={tiny_npz}", f"out_dir={out}", "device=cpu", "cka_images=0",
+            "full_data.enabled=false", "full_data.same_recipe=false", f"targets=[{{source: npz, path: {tiny_npz}}}]",
+            "seeds=1", "models=[{name: convnet, width: 4, depth: 2}]", "pretrain.epochs=1",
+            "finetune.small_iterations=2", "probe.iterations=2", "-d", str(random_set)]
+    assert main(["evaluate", "--no-progress", *args]) == 0
+    return out, args
+
+
+@pytest.mark.parametrize("content, said", [
+    ('[{"label": "random@10", ', "not valid JSON ("),
+    ("NaN", "holds NaN, not a list of result rows"),
+    ('"some text"', 'holds "some text", not a list of result rows'),
+    ('{"rows": []}', "holds an object, not a list of result rows"),
+    ("ROW_TOP1_NAN", "row 1 has 'top1' NaN, not a finite number"),
+    ("ROW_TEXT", 'row 1 is "a row", not a result row'),
+    ("ROW_NO_LABEL", "row 1 lacks 'label'"),
+])
+def test_a_damaged_results_json_is_one_line_naming_it(content, said, finished_evaluation, capsys):
+    out, args = finished_evaluation
+    results = out / "results.json"
+    rows = json.loads(results.read_text())
+    if content == "ROW_TOP1_NAN":
+        content = json.dumps([{**rows[0], "top1": float("nan")}, *rows[1:]])
+    elif content == "ROW_TEXT":
+        content = json.dumps(["a row", *rows[1:]])
+    elif content == "ROW_NO_LABEL":
+        content = json.dumps([{k: v for k, v in rows[0].items() if k != "label"}, *rows[1:]])
+    results.write_text(content)
+    capsys.readouterr()
+    for argv in (["evaluate", "--report-only", f"out_dir={out}"], ["report", str(out)],
+                 ["evaluate", "--no-progress", "--resume", *args]):
+        assert main(argv) == 2, argv
+        line = one_error_line(capsys)
+        assert f"{results}: {said}" in line and "please report" not in line, line
+    assert results.read_text() == content  # nothing rewritten
+
+
+@pytest.mark.parametrize("writer", ["checkpoint", "weights"])
+def test_a_full_disk_is_one_line_saying_so(writer, tiny_npz, tiny_teacher, tmp_path, monkeypatch, capsys):
+    import safetensors.torch
+
+    import ssdd.artifacts
+
+    out = tmp_path / "d"
+    args = [f"data.path={tiny_npz}", f"teacher={tiny_teacher}", f"out_dir={out}", *DISTILL, "method=krr_st"]
+    if writer == "checkpoint":  # what torch's zip writer raises when the device fills during torch.save
+        def full(*_: object, **__: object) -> None:
+            raise RuntimeError("[enforce fail at inline_container.cc:778] . unexpected pos 4544 vs 4440")
+
+        monkeypatch.setattr(torch, "save", full)
+        written = out / "checkpoint.pt"
+    else:  # and what safetensors raises for the artifact's weights
+        def full(*_: object, **__: object) -> None:
+            raise safetensors.SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
+                                              'message: "No space left on device" })')
+
+        monkeypatch.setattr(ssdd.artifacts, "save_file", full)
+        written = out / "distilled-00001-of-00001.safetensors"
+    assert main(["distill", "--no-progress", *args]) == 1
+    line = one_error_line(capsys)
+    assert line.startswith(f"ssdd distill: error: no space left on device while writing {out}")
+    assert "please report" not in line and "unexpected pos" not in line
+    if writer == "checkpoint":
+        assert str(written) in line
+    assert not list(out.glob(".*.tmp"))  # no temporary file left behind
 
 
 # ----------------------------------------------------------------------------- never another command's folder

@@ -68,6 +68,15 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     return 0
 
 
+def _distill_description() -> str:
+    """`ssdd distill --help`'s description: the methods registered (imports them: only when the help is printed)."""
+    from ssdd.distill import available_methods
+    from ssdd.distill.interop import METHOD as IMPORTED
+
+    methods = [m for m in available_methods() if m != IMPORTED]  # `imported` sets come from import-distilled
+    return f"Distil the source into a small set. Methods (method=NAME): {', '.join(methods)}."
+
+
 def _cmd_experts(args: argparse.Namespace) -> int:
     from ssdd.experts.config import ExpertsConfig
     from ssdd.experts.train import train_experts
@@ -163,8 +172,9 @@ def _cmd_presets(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ssdd",
-                                     description="Self-supervised dataset distillation (KRR-ST, Boost, MKDT).")
+    from ssdd.cli_parser import Parser
+
+    parser = Parser(prog="ssdd", description="Self-supervised dataset distillation (KRR-ST, Boost, MKDT).")
     parser.add_argument("--version", action="version", version=f"ssdd {__version__}")
     parser.add_argument("--debug", action="store_true",
                         help="show the traceback of an error instead of its one-line message (also SSDD_TRACEBACK=1; "
@@ -178,8 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="no progress bar or phase lines (epoch lines and logs stay)")
     teacher.set_defaults(func=_cmd_teacher)
 
-    distill = sub.add_parser("distill", help="distil the source into a small set (boost, krr_st, mkdt, random, "
-                                             "kmeans)")
+    distill = sub.add_parser("distill", help="distil the source into a small set (method=NAME; `ssdd distill "
+                                             "--help` lists the methods)")
+    distill.describe = _distill_description
     _add_config_args(distill)
     distill.add_argument("--resume", action="store_true", help="continue the run in out_dir from its checkpoint")
     distill.add_argument("--no-progress", action="store_true", help="no progress bar or phase lines")
@@ -218,7 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     show = sub.add_parser("show", help="PNG grid of a distilled set's images and views, and its loss curve")
     show.add_argument("directory", help="a distilled artifact folder (from ssdd distill)")
-    show.add_argument("--out", "-o", default=None, help="output path without suffix (default DIR/show)")
+    show.add_argument("--out", "-o", default=None, metavar="FOLDER",
+                      help="folder for images.png and loss.png, created (default ./show-<DIR's name>)")
     show.add_argument("--images", "-n", type=int, default=8, help="how many distilled images to draw")
     show.set_defaults(func=_cmd_show)
 
@@ -260,22 +272,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from ssdd.cli_parser import is_override, move_overrides
     from ssdd.errors import EXIT_INTERRUPTED, classify
-    from ssdd.runguard import interrupt_message
 
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv  # accepted anywhere on the line, before or after the command
     args, extra = parser.parse_known_args([a for a in argv if a != "--debug"])
     debug = debug or bool(os.environ.get("SSDD_TRACEBACK"))
-    # key=value overrides may also follow flags (`ssdd distill -c x.yaml --no-progress lr=0.1`)
-    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
-        args.overrides = [*args.overrides, *extra]
+    # key=value overrides may also follow flags (`ssdd distill -c x.yaml --no-progress lr=0.1`), also a flag
+    # taking several values (`ssdd evaluate --distilled A B out_dir=X`)
+    if hasattr(args, "overrides") and all(is_override(e) for e in extra):
+        args.overrides = move_overrides(args, extra)
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
+        from ssdd.runguard import interrupt_message  # imports torch: only when needed, so listing stays fast
+
         print(f"ssdd {args.command}: interrupted ({interrupt_message(args.command)})", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:
@@ -283,6 +298,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # SSDD_TRACEBACK=1 shows where it came from
         if debug:
             raise
+        from ssdd.distributed import is_main_process
+
         code, message = classify(exc)
-        print(f"ssdd {args.command}: error: {message}", file=sys.stderr)
+        if is_main_process():  # under torchrun every rank fails alike: one line, from rank 0
+            print(f"ssdd {args.command}: error: {message}", file=sys.stderr)
         return code

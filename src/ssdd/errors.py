@@ -12,6 +12,8 @@ Exit codes (README, "Reliability"):
 
 from __future__ import annotations
 
+import errno
+
 EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2
 EXIT_PAUSED = 3
@@ -39,6 +41,10 @@ def classify(exc: BaseException) -> tuple[int, str]:
     if isinstance(exc, torch.cuda.OutOfMemoryError) or isinstance(exc, MemoryError):
         return EXIT_FAILURE, (f"out of memory ({type(exc).__name__}): lower the batch size (optim.batch_size, "
                               f"krr.batch_size, pool.batch_size, pretrain.batch_size) or use a larger device")
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        where = f" while writing {exc.filename}" if getattr(exc, "filename", None) else ""
+        return EXIT_FAILURE, (f"no space left on device{where} (the file there, if any, was not replaced): free "
+                              f"some space and run the command again (with --resume where it has one)")
     if isinstance(exc, OSError):
         where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
         reason = exc.strerror or one_line(exc)

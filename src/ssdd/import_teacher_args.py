@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ssdd.channel_args import add_channel_argument
+
 FORMATS = ("krr_st", "solo_learn", "state_dict")
 
 
@@ -15,14 +17,14 @@ def add_import_teacher_arguments(parser: argparse.ArgumentParser) -> None:
                              ".ckpt; state_dict: a flat state dict of a registered architecture")
     parser.add_argument("--out", "-o", required=True, help="the teacher artifact folder to write")
     parser.add_argument("--model", default="resnet18", help="registered architecture (default resnet18)")
-    parser.add_argument("--width", type=int, default=0, help="model width (0 = the architecture's default)")
-    parser.add_argument("--depth", type=int, default=0, help="model depth (ConvNet)")
+    parser.add_argument("--width", type=int, default=None, help="model width (default: the architecture's)")
+    parser.add_argument("--depth", type=int, default=None, help="model depth (ConvNet; default: the architecture's)")
     parser.add_argument("--feature", default="default", help="ConvNet feature: flatten | pool")
     parser.add_argument("--dataset", default="", help="the teacher's training set: sets the default mean/std "
                         "and resolution of the format (krr_st: cifar100, tinyimagenet, imagenet, ...)")
-    parser.add_argument("--mean", type=float, nargs=3, default=None, metavar=("R", "G", "B"))
-    parser.add_argument("--std", type=float, nargs=3, default=None, metavar=("R", "G", "B"))
-    parser.add_argument("--resolution", type=int, default=0, help="input size in px (default from --dataset, "
+    add_channel_argument(parser, "--mean", "normalisation mean the teacher was trained with (R,G,B or R G B)")
+    add_channel_argument(parser, "--std", "normalisation std the teacher was trained with (R,G,B or R G B)")
+    parser.add_argument("--resolution", type=int, default=None, help="input size in px (default from --dataset, "
                         "else 32)")
     parser.add_argument("--prefix", default="", help="state_dict: strip this key prefix (e.g. module.)")
     parser.add_argument("--trust-pickle", action="store_true",

@@ -5,15 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-
-def _three_floats(text: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.replace(",", " ").split()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 3 numbers like 0.5,0.5,0.5, got '{text}'") from None
-    if len(values) != 3:
-        raise argparse.ArgumentTypeError(f"expected 3 numbers (one per channel), got '{text}'")
-    return values
+from ssdd.channel_args import add_channel_argument
 
 
 def add_import_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,10 +23,8 @@ def add_import_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", default=None,
                         help="source dataset (cifar100, tinyimagenet, ...): KRR-ST's mean/std for un-normalising "
                              "x_syn (default: guessed from the path)")
-    parser.add_argument("--mean", type=_three_floats, default=None, metavar="R,G,B",
-                        help="normalisation mean (overrides the dataset's)")
-    parser.add_argument("--std", type=_three_floats, default=None, metavar="R,G,B",
-                        help="normalisation std (overrides the dataset's)")
+    add_channel_argument(parser, "--mean", "normalisation mean, R,G,B or R G B (overrides the dataset's)")
+    add_channel_argument(parser, "--std", "normalisation std, R,G,B or R G B (overrides the dataset's)")
     parser.add_argument("--budget", type=float, default=None,
                         help="budget in image-equivalents to label the set with (default: what it occupies)")
     parser.add_argument("--budget-counts", default="all", choices=["all", "images"],

@@ -6,7 +6,12 @@ installed wheel (`ssdd.config.find_preset`, which `--config NAME` uses). `ssdd p
 
 from __future__ import annotations
 
+import ast
+import functools
 import importlib
+from importlib import resources
+
+import yaml
 
 from ssdd.config import ConfigError, config_from_yaml, find_preset, preset_names
 
@@ -54,9 +59,30 @@ def preset_commands(name: str) -> list[str]:
     return commands
 
 
+@functools.cache
+def schema_keys(command: str) -> frozenset[str]:
+    """The top-level keys of a command's config schema, read from the source of its dataclass (ast) rather than
+    by importing it: the schemas' modules import torch, and `ssdd presets` should list presets as fast as
+    `ssdd --help`."""
+    module, _, cls = SCHEMAS[command].partition(":")
+    source = resources.files("ssdd").joinpath(*module.split(".")[1:-1], module.split(".")[-1] + ".py")
+    tree = ast.parse(source.read_text(encoding="utf-8"))
+    node = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls)
+    return frozenset(item.target.id for item in node.body
+                     if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name))
+
+
+def listed_commands(name: str) -> list[str]:
+    """The commands a preset is for, as `ssdd presets` lists them: those whose schema has every top-level key of
+    the preset (the same as preset_commands, which validates every value, for every packaged preset)."""
+    loaded = yaml.load(preset_text(name), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # C: 10x faster
+    keys = set(loaded) if isinstance(loaded, dict) else set()
+    return [command for command in SCHEMAS if keys and keys <= schema_keys(command)]
+
+
 def preset_table() -> str:
     """One line per preset: name, the command it is for, its description."""
-    rows = [(name, "/".join(preset_commands(name)) or "?", preset_description(preset_text(name)))
+    rows = [(name, "/".join(listed_commands(name)) or "?", preset_description(preset_text(name)))
             for name in preset_names()]
     width = max(len(name) for name, _, _ in rows)
     command_width = max(len(command) for _, command, _ in rows)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -82,14 +83,34 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+# what torch's zip writer (caffe2 inline_container.cc, its iostream) and safetensors say when a write fails for
+# want of space: they raise RuntimeError / SafetensorError, not OSError(ENOSPC)
+_DISK_FULL_PATTERNS = ("unexpected pos", "file write failed", "iostream error", "No space left on device",
+                       "os error 28", "StorageFull")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True for an error of a write that failed because the device is full (ENOSPC, or the pattern torch's and
+    safetensors' writers raise instead)."""
+    if isinstance(exc, OSError):
+        return exc.errno == errno.ENOSPC
+    return isinstance(exc, Exception) and any(pattern in str(exc) for pattern in _DISK_FULL_PATTERNS)
+
+
 def atomic_write(path: str | os.PathLike, writer: Callable[[Path], Any]) -> Path:
-    """Call writer(tmp_path) then rename onto path, so a crash never leaves a half-written file."""
+    """Call writer(tmp_path) then rename onto path, so a crash never leaves a half-written file. A write that fails
+    for want of space raises OSError(ENOSPC) naming `path` (the file there, if any, is left as it was)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        writer(Path(tmp))
+        try:
+            writer(Path(tmp))
+        except Exception as exc:
+            if is_disk_full(exc):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from exc
+            raise
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file ordinary permissions

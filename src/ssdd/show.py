@@ -26,13 +26,28 @@ def image_grid(images: torch.Tensor, rows: int, columns: int) -> torch.Tensor:
     return grid.permute(1, 2, 0)
 
 
+IMAGES_FILE = "images.png"
+LOSS_FILE = "loss.png"
+
+
+def default_show_folder(directory: str | Path) -> Path:
+    """Where `ssdd show DIR` writes without --out: ./show-<DIR's name> in the current folder (never inside the
+    artifact, which stays as the run wrote it)."""
+    return Path(f"show-{Path(directory).resolve().name}")
+
+
 def show_distilled(directory: str | Path, out: str | Path | None = None, count: int = 8) -> list[Path]:
-    """Write `<out>.png` (images and their views) and `<out>_loss.png` when the run logged a loss."""
+    """Write `<out>/images.png` (images and their views) and `<out>/loss.png` when the run logged a loss; `out` is
+    a folder (created), default_show_folder(directory) when None."""
+    if count < 1:
+        raise ValueError(f"--images/-n must be at least 1, got {count}")
     directory = Path(directory)
+    out = Path(out) if out else default_show_folder(directory)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out}: exists and is not a folder (--out names the folder for the pictures)")
     distilled = load_distilled(directory)
     fig = distilled_figure(distilled, count)
-    out = Path(out) if out else directory / "show"
-    written = [save_figure(fig, out.with_suffix(".png"))]
+    written = [save_figure(fig, out / IMAGES_FILE)]
     plt = pyplot()
     metrics = directory / "metrics.jsonl"
     if metrics.is_file():
@@ -43,7 +58,7 @@ def show_distilled(directory: str | Path, out: str | Path | None = None, count: 
             ax.set(xlabel="outer step", ylabel=loss_name(distilled.method),
                    title=f"{distilled.method} distillation", yscale="log")
             fig.tight_layout()
-            written.append(save_figure(fig, out.with_name(out.stem + "_loss.png")))
+            written.append(save_figure(fig, out / LOSS_FILE))
     return written
 
 

@@ -185,10 +185,10 @@ def test_boost_distill_then_evaluate_end_to_end(default_run, tmp_path):
 def test_show_draws_every_view_and_the_loss(default_run, tmp_path, capsys):
     assert main(["show", str(default_run[2]), "--out", str(tmp_path / "pic"), "-n", "3"]) == 0
     written = capsys.readouterr().out.split()
-    assert written == [str(tmp_path / "pic.png"), str(tmp_path / "pic_loss.png")]
+    assert written == [str(tmp_path / "pic" / "images.png"), str(tmp_path / "pic" / "loss.png")]
     from PIL import Image
 
-    with Image.open(tmp_path / "pic.png") as picture:
+    with Image.open(tmp_path / "pic" / "images.png") as picture:
         assert picture.size[0] > picture.size[1] * 0.8  # four view columns for three rows
     assert main(["show", str(tmp_path / "missing")]) == 2
 

@@ -8,6 +8,7 @@ import argparse
 import csv
 import json
 import math
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -114,7 +115,7 @@ def test_overridden_statistics_and_labels(tmp_path, monkeypatch):
 
 def test_imported_krr_st_sets_are_scored_by_evaluate(tmp_path, monkeypatch, tiny_npz, tiny_teacher, capsys):
     folder, _, _ = krr_st_files(tmp_path, monkeypatch, n=10, size=16)
-    stats = ["--mean", "0.5,0.5,0.5", "--std", "0.25,0.25,0.25"]  # KRR-ST has no 16 px table
+    stats = ["--mean", "0.5,0.5,0.5", "--std", "0.25,0.25,0.25", "--dataset", "tiny"]  # KRR-ST has no 16 px table
     assert main(["import-distilled", str(folder), "--out", str(tmp_path / "unknown"), "--budget", "11", *stats]) == 0
     assert main(["import-distilled", str(folder), "--out", str(tmp_path / "known"), "--teacher", str(tiny_teacher),
                  "--name", "krr_st_official", "--budget", "11", *stats]) == 0
@@ -146,6 +147,43 @@ def test_imported_krr_st_sets_are_scored_by_evaluate(tmp_path, monkeypatch, tiny
     assert code == 2 and "not the evaluation teacher" in error_line(capsys, "evaluate")
 
 
+def test_a_declared_source_other_than_the_evaluation_source_is_refused(tmp_path, monkeypatch, tiny_npz,
+                                                                        tiny_teacher, capsys):
+    folder, _, _ = krr_st_files(tmp_path, monkeypatch, n=6, size=16)  # synthetic_data/cifar100/...: cifar100
+    assert main(["import-distilled", str(folder), "--out", str(tmp_path / "set"), "--mean", "0.5,0.5,0.5",
+                 "--std", "0.25,0.25,0.25"]) == 0
+    assert load_distilled(tmp_path / "set").manifest["source"]["name"] == "cifar100"
+    capsys.readouterr()
+    out = tmp_path / "eval"
+    argv = ["evaluate", "--no-progress", "-d", str(tmp_path / "set"), "--", f"teacher={tiny_teacher}",
+            f"out_dir={out}", f"source.path={tiny_npz}", "full_data.enabled=false", "full_data.same_recipe=false",
+            "cka_images=0", "device=cpu", f"targets=[{{source: npz, path: {tiny_npz}, name: tiny}}]"]
+    assert main(argv) == 2
+    err = error_line(capsys, "evaluate")
+    assert "imported as distilled from cifar100" in err and f"evaluation source tiny ({tiny_npz})" in err
+    assert "--allow-mismatch" in err and not out.exists()
+    assert main(["evaluate", "--allow-mismatch", *argv[1:], "seeds=1", "no_pretrain=false", "pretrain.epochs=1",
+                 "models=[{name: convnet, width: 4, depth: 2}]", "finetune.small_iterations=2",
+                 "probe.iterations=2"]) == 0
+    assert "imported as distilled from cifar100" in capsys.readouterr().err
+    rows = json.loads((out / "results.json").read_text())
+    assert rows and all(r["compression"] is None for r in rows)  # not KRR-ST's 50,000 cifar100 images: unknown
+
+
+def test_compression_divides_the_evaluation_source_images(tmp_path, monkeypatch):
+    from ssdd.config import DataConfig
+    from ssdd.distill.interop import compression_source_images
+
+    folder, _, _ = krr_st_files(tmp_path, monkeypatch, n=4, size=32)  # cifar100: 50,000 images declared
+    assert main(["import-distilled", str(folder), "--out", str(tmp_path / "set")]) == 0
+    manifest = load_distilled(tmp_path / "set").manifest
+    declared = manifest["source"]["images"]
+    cifar100, other = DataConfig(path="data/cifar100.npz"), DataConfig(source="digits")
+    assert compression_source_images(manifest, 777, cifar100) == 777  # the evaluation read its source: that size
+    assert compression_source_images(manifest, 0, cifar100) == declared  # unread, but the declared source matches
+    assert compression_source_images(manifest, 0, other) is None  # another source (--allow-mismatch): unknown
+
+
 def test_teacher_named_at_import_is_checked(tmp_path, monkeypatch, tiny_teacher, capsys):
     folder, _, _ = krr_st_files(tmp_path, monkeypatch, n=4, size=16, d=D + 1)
     stats = ["--mean", "0.5,0.5,0.5", "--std", "0.25,0.25,0.25"]
@@ -156,6 +194,51 @@ def test_teacher_named_at_import_is_checked(tmp_path, monkeypatch, tiny_teacher,
     assert main(["import-distilled", str(folder32), "--out", str(tmp_path / "b_out"), "--teacher",
                  str(tiny_teacher)]) == 2
     assert "32 px" in error_line(capsys, "import-distilled")
+
+
+def test_resolution_mismatch_with_the_teacher_is_named_first(tmp_path, monkeypatch, capsys):
+    from conftest import make_teacher
+
+    teacher32 = make_teacher(tmp_path / "teacher32", resolution=32)
+    folder, _, _ = krr_st_files(tmp_path, monkeypatch, n=4, size=16)  # cifar100 in the path: no 16 px statistics
+    assert main(["import-distilled", str(folder), "--out", str(tmp_path / "out"), "--teacher", str(teacher32)]) == 2
+    err = error_line(capsys, "import-distilled")
+    assert "the images are 16 px but teacher" in err and "32 px" in err and "mean/std" not in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("flag, value", [("--budget", "nan"), ("--budget", "inf"), ("--budget", "-2"),
+                                         ("--budget", "0"), ("--source-images", "0"), ("--num-classes", "-1")])
+def test_numbers_that_make_no_set_are_refused_up_front(flag, value, tmp_path, monkeypatch, capsys):
+    folder, _, _ = krr_st_files(tmp_path, monkeypatch, n=4, size=32)
+    assert main(["import-distilled", str(folder), "--out", str(tmp_path / "out"), flag, value]) == 2
+    err = error_line(capsys, "import-distilled")
+    assert f"{flag} must be a positive number" in err and f"got {float(value) if flag == '--budget' else value}" \
+        in err and "edited" not in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("labels, said", [
+    (np.array([0, 3, 2**64 - 1, 1], dtype=np.uint64), "labels go up to 18446744073709551615"),
+    (np.array([0, 2**63 + 5, 1, 2], dtype=np.uint64), "labels go up to 9223372036854775813"),
+    (np.array([0, 1e20, 1, 2], dtype=np.float64), "labels go up to 1e+20"),
+    (np.array([0, -7, 1, 2], dtype=np.int64), "labels must be >= 0, found -7"),
+])
+def test_out_of_range_labels_are_reported_with_their_values(labels, said, tmp_path, capsys):
+    write_pngs(tmp_path / "set", np.zeros((4, 16, 16, 3), dtype=np.uint8), ["a.png", "b.png", "c.png", "d.png"])
+    np.save(tmp_path / "labels.npy", labels)
+    assert main(["import-distilled", str(tmp_path / "set"), "--targets", str(tmp_path / "labels.npy"),
+                 "--out", str(tmp_path / "out")]) == 2
+    assert said in error_line(capsys, "import-distilled")
+    assert not (tmp_path / "out").exists()
+
+
+def test_mean_and_std_take_spaces_or_commas(tmp_path, monkeypatch):
+    folder, x, _ = krr_st_files(tmp_path, monkeypatch, n=4, size=16)
+    assert main(["import-distilled", "--mean", "0.5", "0.5", "0.5", "--std", "0.25,0.25,0.25", str(folder),
+                 "--out", str(tmp_path / "out")]) == 0
+    images, _ = load_distilled(tmp_path / "out").training_pairs()
+    torch.testing.assert_close(images, x * 0.25 + 0.5)
 
 
 def write_pngs(folder: Path, images: np.ndarray, names: list[str]) -> None:
@@ -184,8 +267,10 @@ def test_image_folder_with_targets(tmp_path):
     assert torch.equal(images[:5], expected) and images.shape == (6, 3, 16, 16)
     assert torch.equal(pairs, torch.from_numpy(targets))
     files = loaded.manifest["origin"]["files"]
-    assert [Path(f["path"]).name for f in files] == [*sorted(names), "z_last.jpg", "targets.npy"]
-    assert all(f["sha256"] == file_sha256(f["path"]) for f in files)
+    assert [f["file"] for f in files] == [*sorted(names), "z_last.jpg", "targets.npy"]
+    assert all(f["sha256"] == file_sha256(tmp_path / ("set" if f["role"] == "image" else "") / f["file"])
+               for f in files)
+    assert str(tmp_path) not in (out / "manifest.json").read_text()  # names and contents, not this machine's paths
     assert loaded.manifest["origin"]["normalization_from"].startswith("the imported images' own")
     assert loaded.storage().floats == 6 * 768 + 6 * D
 
@@ -239,6 +324,11 @@ def test_export_of_a_krr_st_shaped_set_round_trips(tmp_path, monkeypatch, capsys
     assert main(["import-distilled", str(tmp_path / "export"), "--targets", str(tmp_path / "export" / "targets.npy"),
                  "--out", str(tmp_path / "again")]) == 0
     original, again = load_distilled(tmp_path / "set"), load_distilled(tmp_path / "again")
+    from ssdd.evaluation.protocol import source_label
+
+    # the default name of a re-imported export is the original's, marked: never the original's label
+    assert again.manifest["name"] == f"{original.manifest['name']}-imported"
+    assert source_label(again.manifest) != source_label(original.manifest)
     assert torch.equal(again.training_pairs()[1], original.training_pairs()[1])
     diff = again.training_pairs()[0] - original.training_pairs()[0].clamp(0, 1)
     assert diff.abs().max() <= 0.5 / 255 + 1e-6
@@ -272,8 +362,12 @@ def test_export_of_a_supervised_set_writes_labels(tmp_path, tiny_npz, tiny_teach
     ("mismatched_n", "holds 5 rows but"),
     ("wrong_ndim", "expected images of shape (N, 3, H, W)"),
     ("targets_ndim", "expected targets (N, d) or integer labels (N,)"),
-    ("pickle", "needs more than weights_only=True"),
-    ("not_torch", "not a readable torch.save file"),
+    ("pickle", "holds pickled Python objects beyond tensors (argparse.Namespace)"),
+    ("not_torch", "y_syn.pt: not a torch.save file (neither a torch zip archive nor a torch.save pickle)"),
+    ("text", "y_syn.pt: not a torch.save file (neither a torch zip archive nor a torch.save pickle)"),
+    ("raw_pickle", "y_syn.pt: not a torch.save file (a pickle that is not a torch zip archive"),
+    ("zeros", "y_syn.pt: not a torch.save file (neither"),
+    ("truncated", "y_syn.pt: not a torch.save file (truncated or corrupt)"),
 ])
 def test_bad_krr_st_files_are_one_line_errors(case, message, tmp_path, monkeypatch, capsys):
     folder, x, y = krr_st_files(tmp_path, monkeypatch, n=6, size=16)
@@ -289,10 +383,20 @@ def test_bad_krr_st_files_are_one_line_errors(case, message, tmp_path, monkeypat
         torch.save({"y_syn": y, "args": argparse.Namespace(lr=0.1)}, folder / "y_syn.pt")
     elif case == "not_torch":
         (folder / "y_syn.pt").write_bytes(b"not a checkpoint")
+    elif case == "text":
+        (folder / "y_syn.pt").write_text("hello, not a checkpoint\n")
+    elif case == "raw_pickle":
+        (folder / "y_syn.pt").write_bytes(pickle.dumps(y.tolist(), protocol=4))
+    elif case == "zeros":
+        (folder / "y_syn.pt").write_bytes(bytes(4096))
+    elif case == "truncated":
+        data = (folder / "y_syn.pt").read_bytes()
+        (folder / "y_syn.pt").write_bytes(data[:-10])
     code = main(["import-distilled", str(folder), "--out", str(tmp_path / "out"), "--mean", "0.5,0.5,0.5",
                  "--std", "0.25,0.25,0.25"])
     assert code == 2
-    assert message in error_line(capsys, "import-distilled")
+    err = error_line(capsys, "import-distilled")
+    assert message in err and "weights_only=False" not in err
     assert not (tmp_path / "out" / "manifest.json").exists()
 
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from ssdd.evaluation.report import summarize
 from ssdd.plots import pyplot
-from ssdd.report.figures import architecture_figure, budget_figure, shared_legend
+from ssdd.report import figures
+from ssdd.report.figures import architecture_figure, budget_figure, reference_line_styles, shared_legend
 from ssdd.report.gather import ReportData, TeacherInfo
 
 
@@ -57,3 +58,34 @@ def test_panels_follow_the_configs_order_of_models_targets_and_modes():
         row["target"] = "flowers102"
     data.summary = summarize(data.rows)
     assert [p[1] for p in data.panels][:4] == ["flowers102", "flowers102", "cifar10", "cifar10"]
+
+
+def _visible_dashes(style: object, length: float = 40.0) -> set[int]:
+    """The unit steps along a line where a (offset, (on, off)) dash pattern draws ink."""
+    offset, (on, off) = style  # type: ignore[misc]
+    return {t for t in range(int(length)) if (t + offset) % (on + off) < on}
+
+
+def test_equal_reference_lines_take_turns_so_none_is_hidden():
+    styles = reference_line_styles({"full_data_same_recipe": 60.0, "full_data": 60.0, "no_pretrain": 40.0}, 20.0)
+    first, second = _visible_dashes(styles["full_data_same_recipe"]), _visible_dashes(styles["full_data"])
+    assert first and second and not first & second  # each draws where the other does not
+    assert styles["no_pretrain"] == ":"  # a line apart keeps its own style
+    apart = reference_line_styles({"full_data_same_recipe": 60.0, "full_data": 50.0}, 20.0)
+    assert apart == {"full_data_same_recipe": "-", "full_data": "--"}
+
+
+def test_the_accuracy_figure_labels_every_reference_line(monkeypatch):
+    drawn = []
+    monkeypatch.setattr(figures, "png_bytes", lambda fig, dpi=100: drawn.append(fig) or b"")
+    data = data_for(["convnet"])  # no_pretrain and full_data rows of equal accuracy
+    figures.accuracy_figure(data)
+    ax = drawn[0].axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines() if line.get_label().startswith(("full", "no pre"))}
+    assert len(lines) == 2 and len({line.get_ydata()[0] for line in lines.values()}) == 1
+    assert all(line.get_visible() for line in lines.values())
+    patterns = [line._dash_pattern for line in lines.values()]  # (offset, dashes) as matplotlib draws them
+    assert all(seq is not None and len(seq) == 2 for _, seq in patterns), patterns
+    inks = [_visible_dashes((offset, tuple(seq))) for offset, seq in patterns]
+    assert not inks[0] & inks[1]  # interleaved dashes, not one line over the other
+    pyplot().close(drawn[0])

@@ -224,3 +224,22 @@ def test_cells_measured_beside_the_study_with_its_evaluation_settings_are_all_re
     rows = json.loads((result.evaluation / "results.json").read_text())
     assert len(rows) == len(measured) and all("reused_from" in r for r in rows)
     assert other_evaluations(root, result.evaluation) == [str(root / "evaluate" / "part")]
+
+
+def test_a_digits_stage_key_ignores_a_file_at_the_unused_default_data_path(tmp_path, monkeypatch):
+    from ssdd.config import load_config
+    from ssdd.study.runner import stage_key
+    from ssdd.teacher.config import TeacherConfig
+
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(TeacherConfig, "demo_teacher")
+    assert cfg.data.source == "digits" and cfg.data.path == "data/cifar100.npz"
+    before = stage_key("teacher", cfg, [])
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "cifar100.npz").write_bytes(b"not read by a digits source")
+    assert stage_key("teacher", cfg, []) == before
+    npz = load_config(TeacherConfig, "demo_teacher", ["data.source=npz"])
+    assert stage_key("teacher", npz, []) != stage_key("teacher", npz, ["x"])  # npz paths still count (below)
+    other = stage_key("teacher", npz, [])
+    (tmp_path / "data" / "cifar100.npz").write_bytes(b"other contents")
+    assert stage_key("teacher", npz, []) != other

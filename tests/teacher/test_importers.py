@@ -231,13 +231,97 @@ def test_bad_keys_and_shapes_are_one_line_errors(krr_st_checkpoint, tmp_path, ca
                              "cifar100", "-o", str(tmp_path / "d")], "--format solo_learn")
     (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint at all" * 4)
     _one_line_error(capsys, ["import-teacher", str(tmp_path / "garbage.pt"), "-f", "krr_st", "--dataset",
-                             "cifar100", "-o", str(tmp_path / "e")], "not a readable PyTorch checkpoint")
+                             "cifar100", "-o", str(tmp_path / "e")], "not a PyTorch checkpoint")
     _one_line_error(capsys, ["import-teacher", str(tmp_path / "nope.pt"), "-f", "krr_st", "-o", str(tmp_path / "f")],
                     "not found")
     _one_line_error(capsys, ["import-teacher", str(path), "-f", "state_dict", "-o", str(tmp_path / "g")],
                     "--mean R G B --std R G B")
     for name in "abcdefg":
         assert not (tmp_path / name).exists()
+
+
+def not_a_checkpoint(path: Path, case: str) -> Path:
+    """Files that are not torch.save files, each the way a user meets it (shared with tests/distill/test_interop.py)."""
+    import io
+    import pickle
+
+    if case == "text":
+        path.write_text("hello, not a checkpoint\n")
+    elif case == "raw_pickle":
+        path.write_bytes(pickle.dumps({"weights": [1.0, 2.0]}, protocol=4))
+    elif case == "zeros":
+        path.write_bytes(bytes(4096))
+    elif case == "empty":
+        path.write_bytes(b"")
+    elif case in ("truncated_zip", "truncated_zip_end", "truncated_legacy"):
+        buffer = io.BytesIO()
+        torch.save({"w": torch.randn(64, 64)}, buffer, _use_new_zipfile_serialization=case != "truncated_legacy")
+        data = buffer.getvalue()
+        path.write_bytes(data[:-10] if case == "truncated_zip_end" else data[: len(data) // 2])
+    elif case == "legacy_protocol4":  # readable by torch, but not by its safe unpickler
+        torch.save({"w": torch.randn(4)}, path, _use_new_zipfile_serialization=False, pickle_protocol=4)
+    elif case == "folder":
+        path.mkdir()
+    return path
+
+
+NOT_A_CHECKPOINT = {"text": "not a PyTorch checkpoint (neither a torch zip archive nor a torch.save pickle)",
+                    "raw_pickle": "not a PyTorch checkpoint (a pickle that is not a torch zip",
+                    "zeros": "not a PyTorch checkpoint (neither", "empty": "not a PyTorch checkpoint (an empty file)",
+                    "truncated_zip": "not a PyTorch checkpoint (truncated or corrupt)",
+                    "truncated_zip_end": "not a PyTorch checkpoint (truncated or corrupt)",
+                    "truncated_legacy": "not a PyTorch checkpoint (truncated or corrupt)",
+                    "folder": "is a folder, not a checkpoint file",
+                    "legacy_protocol4": "a legacy torch.save file (the format before PyTorch 1.6) with a pickle "
+                                        "protocol that is not read without unpickling arbitrary objects; pass "
+                                        "--trust-pickle only if you trust this file"}
+
+
+@pytest.mark.parametrize("case", sorted(NOT_A_CHECKPOINT))
+def test_files_that_are_not_checkpoints_get_one_clear_line(case, tmp_path, capsys, recwarn):
+    path = not_a_checkpoint(tmp_path / "t.pt", case)
+    err = _one_line_error(capsys, ["import-teacher", str(path), "-f", "krr_st", "--dataset", "cifar100",
+                                   "-o", str(tmp_path / "out")], NOT_A_CHECKPOINT[case])
+    assert "weights_only" not in err and "please report" not in err and len(err) < len(str(path)) + 230, err
+    assert not [w for w in recwarn if "pickle" in str(w.message)]  # torch's protocol notice is not passed on
+    assert not (tmp_path / "out").exists()
+
+
+def test_non_finite_weights_are_named(krr_st_checkpoint, tmp_path, capsys):
+    _, original = krr_st_checkpoint
+    state = original.state_dict()
+    state["layer2.0.bn1.running_var"] = state["layer2.0.bn1.running_var"].clone()
+    state["layer2.0.bn1.running_var"][3] = float("inf")
+    torch.save(state, tmp_path / "inf.pt")
+    err = _one_line_error(capsys, ["import-teacher", str(tmp_path / "inf.pt"), "-f", "krr_st", "--dataset",
+                                   "cifar100", "-o", str(tmp_path / "out")], "non-finite weights",
+                          "layer2.0.bn1.running_var")
+    assert "learning rate" not in err and "diverged" not in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("flag, value", [("--width", "-1"), ("--width", "0"), ("--resolution", "0"),
+                                         ("--resolution", "-32"), ("--depth", "0")])
+def test_sizes_must_be_positive(flag, value, krr_st_checkpoint, tmp_path, capsys):
+    path, _ = krr_st_checkpoint
+    _one_line_error(capsys, ["import-teacher", str(path), "-f", "krr_st", "--dataset", "cifar100", flag, value,
+                             "-o", str(tmp_path / "out")], f"{flag} must be a positive number, got {value}")
+    assert not (tmp_path / "out").exists()
+
+
+def test_mean_and_std_take_commas_or_spaces(krr_st_checkpoint, tmp_path, capsys):
+    path, original = krr_st_checkpoint
+    mean, std = [0.4, 0.45, 0.5], [0.2, 0.25, 0.3]
+    assert main(["import-teacher", "-f", "krr_st", "--mean", "0.4,0.45,0.5", "--std", "0.2", "0.25", "0.3",
+                 str(path), "-o", str(tmp_path / "t"), "--device", "cpu"]) == 0
+    assert load_teacher(tmp_path / "t").manifest["normalization"]["mean"] == mean
+    _assert_same_features(tmp_path / "t", original, mean, std, 32)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:  # argparse's usage error
+        main(["import-teacher", str(path), "-f", "krr_st", "--mean", "0.4,0.45", "--std", "0.2,0.25,0.3",
+              "-o", str(tmp_path / "u")])
+    assert info.value.code == 2 and "expected 3 numbers" in capsys.readouterr().err
+    assert not (tmp_path / "u").exists()
 
 
 def test_format_defaults_for_normalisation():

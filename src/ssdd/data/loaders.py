@@ -175,13 +175,19 @@ def dataset_name(cfg: DataConfig) -> str:
     return {"npz": Path(cfg.path).stem, "folder": Path(cfg.path).name}.get(cfg.source, cfg.source)
 
 
+def source_description(cfg: DataConfig) -> str:
+    """Where `cfg` reads from, for messages: the npz file or image folder, `torchvision <name>`, or `digits`
+    (whose `path` is unused)."""
+    return {"digits": "digits", "torchvision": f"torchvision {cfg.name}"}.get(cfg.source, cfg.path)
+
+
 def load_split(cfg: DataConfig, split: str, seed: int = 0) -> ImageDataset:
     """Load one split as configured; the train split also checks that no class is empty."""
     from ssdd.data.torchvision_sets import load_torchvision
 
     if cfg.resolution <= 0:
         raise DataError(f"data.resolution must be positive, got {cfg.resolution}")
-    where = {"digits": "digits", "torchvision": f"torchvision {cfg.name}"}.get(cfg.source, cfg.path)
+    where = source_description(cfg)
     with phase(f"loading {where} [{split}]") as loading:
         if cfg.source == "npz":
             dataset = load_npz(cfg.path, split, cfg.resolution, dataset_name(cfg))

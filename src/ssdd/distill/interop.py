@@ -30,9 +30,9 @@ Export writes every stored view of any artifact (Boost's rebuilt views included)
 
 from __future__ import annotations
 
+import json
 import math
-import pickle
-import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ from ssdd.distill.artifact import DistilledSet, load_distilled, save_distilled
 from ssdd.distill.registry import DistillContext, DistillMethod, DistillResult, register_method
 from ssdd.runtime import file_sha256, versions, write_json
 from ssdd.storage import storage_of
+from ssdd.torchfile import load_torch_file
 
 METHOD = "imported"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -93,6 +94,50 @@ def evaluation_note(manifest: dict[str, Any]) -> str | None:
             f"(import it with --teacher DIR to have that checked)")
 
 
+def _same_dataset(a: str, b: str) -> bool:
+    def key(name: str) -> str:
+        return name.strip().lower().replace("-", "_")
+
+    return key(a) == key(b)
+
+
+def declared_source_mismatch(path: str | Path, manifest: dict[str, Any], source_cfg: Any) -> str | None:
+    """For an imported set that declares the dataset it was distilled from (--dataset, or guessed from its path):
+    a sentence naming both when that is not the evaluation's source (`source_cfg`, a DataConfig); None otherwise.
+    `ssdd evaluate` refuses the set on it unless --allow-mismatch."""
+    from ssdd.data.loaders import dataset_name, source_description
+
+    if manifest.get("origin") is None:
+        return None
+    declared = (manifest.get("source") or {}).get("name")
+    evaluation = dataset_name(source_cfg)
+    if not declared or _same_dataset(str(declared), evaluation):
+        return None
+    where = source_description(source_cfg)
+    evaluated = evaluation if where == evaluation else f"{evaluation} ({where})"
+    return (f"{path} was imported as distilled from {declared}, not from the evaluation source {evaluated}: rows "
+            f"would not be comparable; pass source.path=<its source> (source.name={declared} if the source is "
+            f"that dataset under another file name)")
+
+
+def compression_source_images(manifest: dict[str, Any], evaluation_images: int, source_cfg: Any) -> int | None:
+    """The source images a set's compression ratio divides (None when unknown). A distilled set: what its
+    distillation read, as its manifest records. An imported set: the evaluation source's size (`evaluation_images`,
+    0 when the evaluation did not read its train split), else its declared count only when its declared source is
+    the evaluation's (`source_cfg`, a DataConfig): KRR-ST's 50,000 describe another source under --allow-mismatch."""
+    from ssdd.data.loaders import dataset_name
+
+    source = manifest.get("source") or {}
+    if manifest.get("origin") is None:
+        return source.get("images") or evaluation_images or None
+    if evaluation_images:
+        return evaluation_images
+    declared = source.get("name")
+    if declared and source.get("images") and _same_dataset(str(declared), dataset_name(source_cfg)):
+        return int(source["images"])
+    return None
+
+
 # --- reading inputs -----------------------------------------------------------------------------------------
 
 def _first_line(exc: BaseException) -> str:
@@ -102,23 +147,8 @@ def _first_line(exc: BaseException) -> str:
 
 def load_tensor_file(path: str | Path) -> torch.Tensor:
     """One tensor saved with torch.save, loaded with weights_only=True (never arbitrary unpickling)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found")
-    try:
-        value = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        text = str(exc)
-        found = re.search(r"GLOBAL ([\w.]+)", text)
-        if found is None:  # the safe unpickler met something that is no pickle at all
-            reason = text.split("WeightsUnpickler error:")[-1].strip().split("\n")[0]
-            raise InteropError(f"{path}: not a readable torch.save file ({reason[:80]})") from None
-        raise InteropError(f"{path}: refused, it needs more than weights_only=True to load (it holds "
-                           f"{found.group(1)}); ssdd reads only plain tensors saved with torch.save(tensor, path)"
-                           ) from None
-    except Exception as exc:  # zip/pickle/storage errors of a file that is not a torch.save file
-        raise InteropError(f"{path}: not a readable torch.save file ({type(exc).__name__}: "
-                           f"{_first_line(exc)[:80]})") from None
+    value = load_torch_file(path, "torch.save file", refusal_hint="; ssdd reads only plain tensors saved with "
+                                                                   "torch.save(tensor, path)", error=InteropError)
     if not isinstance(value, torch.Tensor):
         raise InteropError(f"{path}: expected one tensor (torch.save(tensor, path)), found {type(value).__name__}")
     return value.detach().cpu()
@@ -189,13 +219,28 @@ def _targets(y: torch.Tensor, n: int, where: str, images_where: str) -> tuple[st
     else:
         raise InteropError(f"{where}: expected targets (N, d) or integer labels (N,), found shape {tuple(y.shape)} "
                            f"dtype {str(y.dtype).replace('torch.', '')}")
+    if kind == "labels":
+        _check_label_range(y, where)
     if value.shape[0] != n:
         raise InteropError(f"{where} holds {value.shape[0]} rows but {images_where} holds {n} images")
     if kind == "targets" and (value.shape[1] == 0 or not torch.isfinite(value).all()):
         raise InteropError(f"{where}: targets must have d > 0 finite values per row")
-    if kind == "labels" and int(value.min()) < 0:
-        raise InteropError(f"{where}: labels must be >= 0")
     return kind, value
+
+
+def _check_label_range(labels: torch.Tensor, where: str) -> None:
+    """Labels from 0 up to int64's range, judged on the values as stored (before any conversion could wrap a
+    uint64 or a huge float), and reported with those values."""
+    if labels.numel() == 0:
+        return
+    values = labels.numpy()
+    low, high = values.min().item(), values.max().item()  # Python ints (any size) or floats: the true values
+    if low < 0:
+        raise InteropError(f"{where}: labels must be >= 0, found {low:g}" if isinstance(low, float)
+                           else f"{where}: labels must be >= 0, found {low}")
+    if high > torch.iinfo(torch.int64).max:
+        shown = f"{high:g}" if isinstance(high, float) else str(high)
+        raise InteropError(f"{where}: labels go up to {shown}, beyond any number of classes (int64)")
 
 
 def _stats(values: tuple[float, ...] | list[float] | None, name: str) -> list[float] | None:
@@ -251,17 +296,25 @@ def _teacher_info(teacher: str | Path | None, target_dim: int | None, resolution
 
 
 def _file_entry(path: Path, role: str) -> dict[str, Any]:
-    return {"role": role, "path": str(path.resolve()), "bytes": path.stat().st_size, "sha256": file_sha256(path)}
+    """A source file by name and content (never its absolute path: the manifest says nothing of the machine)."""
+    return {"role": role, "file": path.name, "bytes": path.stat().st_size, "sha256": file_sha256(path)}
 
 
 # --- import -------------------------------------------------------------------------------------------------
 
-def _check_out(out: Path) -> None:
+def _check_out(out: Path, budget: float | None, source_images: int | None, num_classes: int | None) -> None:
+    """Refuse, before anything is read or written, an --out that holds something (another run's folder, a set
+    already there) and numbers that make no set."""
     from ssdd.runfolder import claim
 
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out}: exists and is not a folder")
     claim(out, "distill", flag=None, key="--out")  # never another run's folder, never a set already there
+    if budget is not None and not (math.isfinite(budget) and budget > 0):
+        raise InteropError(f"--budget must be a positive number of image-equivalents, got {budget}")
+    for flag, count in (("--source-images", source_images), ("--num-classes", num_classes)):
+        if count is not None and count <= 0:
+            raise InteropError(f"{flag} must be a positive number, got {count}")
 
 
 def _save_import(out: Path, stored: dict[str, torch.Tensor], *, name: str, fmt: str, files: list[dict[str, Any]],
@@ -293,8 +346,14 @@ def _save_import(out: Path, stored: dict[str, torch.Tensor], *, name: str, fmt: 
     }
     if num_classes is not None:
         manifest["num_classes"] = num_classes
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    return save_distilled(out, METHOD, stored, image_shape, budget, count_targets, manifest)  # type: ignore[arg-type]
+    try:
+        return save_distilled(out, METHOD, stored, image_shape, budget, count_targets, manifest)  # type: ignore[arg-type]
+    except BaseException:
+        if created:  # a refused set leaves no empty folder behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
 
 
 def _num_classes(labels: torch.Tensor, given: int | None, dataset: str | None, where: str) -> int:
@@ -312,12 +371,16 @@ def import_krr_st(x_path: str | Path, out: str | Path, y_path: str | Path | None
     """KRR-ST's x_syn.pt (normalised images) + y_syn.pt (targets or labels) -> an `imported` artifact."""
     x_path, out = Path(x_path), Path(out)
     y_path = Path(y_path) if y_path is not None else x_path.with_name("y_syn.pt")
-    _check_out(out)
+    _check_out(out, budget, source_images, num_classes)
     x = load_tensor_file(x_path)
     y = load_tensor_file(y_path)
     _check_images(x, str(x_path))
     kind, y = _targets(y, x.shape[0], str(y_path), str(x_path))
     size = int(x.shape[-1])
+    if kind == "labels" and teacher is not None:
+        raise InteropError(f"{y_path} holds class labels: they come from no teacher, drop --teacher")
+    # the teacher first: a resolution that does not match it says more than a missing statistics table
+    teacher_info = _teacher_info(teacher, int(y.shape[1]) if kind == "targets" else None, size)
     dataset = dataset.lower() if dataset else guess_dataset(x_path)
     explicit = _explicit_stats(mean, std)
     if explicit is not None:
@@ -329,9 +392,6 @@ def import_krr_st(x_path: str | Path, out: str | Path, y_path: str | Path | None
                            f"(one of {', '.join(sorted(KRR_ST_MEAN[32]))}, ...) or --mean and --std")
     mean_t, std_t = torch.tensor(stats[0]).view(1, 3, 1, 1), torch.tensor(stats[1]).view(1, 3, 1, 1)
     images = (x.float() * std_t + mean_t).contiguous()  # [0, 1] units; not clamped (learned images may leave it)
-    if kind == "labels" and teacher is not None:
-        raise InteropError(f"{y_path} holds class labels: they come from no teacher, drop --teacher")
-    teacher_info = _teacher_info(teacher, int(y.shape[1]) if kind == "targets" else None, size)
     stored = {"images": images, kind: y}
     classes = _num_classes(y, num_classes, dataset, str(y_path)) if kind == "labels" else None
     files = [_file_entry(x_path, "x_syn"), _file_entry(y_path, "y_syn")]
@@ -339,6 +399,22 @@ def import_krr_st(x_path: str | Path, out: str | Path, y_path: str | Path | None
                         files=files, targets_from="labels" if kind == "labels" else "y_syn",
                         normalization=stats, normalization_from=stats_from, teacher=teacher_info, dataset=dataset,
                         source_images=source_images, budget=budget, count_targets=count_targets, num_classes=classes)
+
+
+def default_import_name(folder: Path) -> str:
+    """The label name of an imported image folder without --name: `imported_<folder>`, or for a folder written by
+    `ssdd export` `<the exported set's name>-imported`, so that it never takes the original's label."""
+    index_path = folder / "index.json"
+    if index_path.is_file():
+        try:
+            index = json.loads(index_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+            index = None
+        if isinstance(index, dict) and index.get("kind") == EXPORT_KIND:
+            original = index.get("name") or index.get("method")
+            if isinstance(original, str) and original:
+                return f"{original}-imported"
+    return f"imported_{folder.resolve().name}"
 
 
 def import_image_folder(folder: str | Path, out: str | Path, targets: str | Path | None = None, *,
@@ -350,7 +426,7 @@ def import_image_folder(folder: str | Path, out: str | Path, targets: str | Path
     from ssdd.data import channel_stats
 
     folder, out = Path(folder), Path(out)
-    _check_out(out)
+    _check_out(out, budget, source_images, num_classes)
     images, image_files = read_image_folder(folder)
     size = int(images.shape[-1])
     dataset = dataset.lower() if dataset else None
@@ -390,7 +466,7 @@ def import_image_folder(folder: str | Path, out: str | Path, targets: str | Path
         stats, stats_from = channel_stats(images), "the imported images' own channel statistics"
     stored = {"images": images, kind: values}
     classes = _num_classes(values, num_classes, dataset, str(targets)) if kind == "labels" else None
-    return _save_import(out, stored, name=name or f"imported_{folder.resolve().name}", fmt="image_folder",
+    return _save_import(out, stored, name=name or default_import_name(folder), fmt="image_folder",
                         files=files, targets_from=targets_from, normalization=stats, normalization_from=stats_from,
                         teacher=teacher_info, dataset=dataset, source_images=source_images, budget=budget,
                         count_targets=count_targets, num_classes=classes)

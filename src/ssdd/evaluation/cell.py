@@ -19,7 +19,7 @@ from ssdd.config import DataConfig, ModelConfig, config_to_dict
 from ssdd.data import ImageDataset, channel_stats, load_split
 from ssdd.distill import load_distilled
 from ssdd.distill.artifact import set_fingerprint
-from ssdd.distill.interop import evaluation_note
+from ssdd.distill.interop import compression_source_images, evaluation_note
 from ssdd.evaluation.cka import linear_cka
 from ssdd.evaluation.config import EvaluateConfig, ValidationConfig
 from ssdd.evaluation.finetune import finetune
@@ -103,11 +103,12 @@ def pretrain_sources(cfg: EvaluateConfig, teacher: Teacher, n_source: int) -> li
                              f"{teacher.resolution} px")
         storage = distilled.storage()
         images, _ = distilled.training_pairs()
-        source_images = manifest.get("source", {}).get("images", n_source)
+        source_images = compression_source_images(manifest, n_source, cfg.source)
         sources.append(PretrainSource(
             source_label(manifest), distilled.method, manifest["budget"],
             {"path": str(path), "image_equivalents": storage.image_equivalents, "bytes": storage.bytes,
-             "compression": source_images / storage.image_equivalents, "m": manifest.get("m"),
+             "compression": source_images / storage.image_equivalents if source_images else None,
+             "m": manifest.get("m"),
              "views": int(images.shape[0]), "distill_s": distilled.manifest.get("wall_clock_s"),
              "distill_steps": distilled.manifest.get("steps_done"),  # outer steps; None for the random subsets
              "distill_device": distilled.manifest.get("device"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -27,6 +28,60 @@ ROW_FIELDS = ["method", "label", "budget", "arch", "arch_width", "target", "seed
               "image_equivalents", "bytes", "compression", "m", "views", "pretrain_s", "pretrain_steps",
               "pretrain_samples", "finetune_iterations", "eval_s", "distill_s", "distill_steps", "distill_device",
               "device", "channels_last", "eval_split", "validation_fraction", "validation_seed"]
+
+
+# what every row must hold for the summary (summarize) and a resume (the cell it measured)
+_ROW_TEXT = ("label", "method", "arch", "target", "mode")
+_ROW_NUMBERS = ("top1", "pretrain_s", "eval_s")
+
+
+def _row_problem(row: Any) -> str | None:
+    if not isinstance(row, dict):
+        return f"is {_json_kind(row)}, not a result row (a JSON object)"
+    for key in (*_ROW_TEXT, "seed", *_ROW_NUMBERS):
+        if key not in row:
+            return f"lacks '{key}'"
+    for key in _ROW_TEXT:
+        if not isinstance(row[key], str):
+            return f"has '{key}' {_json_kind(row[key])}, not text"
+    if not isinstance(row["seed"], int) or isinstance(row["seed"], bool):
+        return f"has 'seed' {_json_kind(row['seed'])}, not a whole number"
+    for key in _ROW_NUMBERS:
+        value = row[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return f"has '{key}' {_json_kind(value)}, not a finite number"
+    return None
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value).replace("nan", "NaN").replace("inf", "Infinity")
+    if isinstance(value, (dict, list)):
+        return "an object" if isinstance(value, dict) else "a list"
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def read_results(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a results.json (or the rows set aside beside it), checked: ValueError in one line naming the
+    file and what is wrong with it (not JSON, not a list of rows, a row without a field or with a value that is
+    not one). Every reader (--report-only, --resume, `ssdd report`) reads them here."""
+    path = Path(path)
+    advice = "restore it, or move it away to start the evaluation afresh"
+    try:
+        rows = json.loads(path.read_text())
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not valid JSON (not text); {advice}") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno} column {exc.colno}); "
+                         f"{advice}") from None
+    if not isinstance(rows, list):
+        raise ValueError(f"{path}: holds {_json_kind(rows)}, not a list of result rows; {advice}")
+    for index, row in enumerate(rows):
+        problem = _row_problem(row)
+        if problem is not None:
+            raise ValueError(f"{path}: row {index + 1} {problem}; {advice}")
+    return rows
 
 
 def write_results(rows: list[dict[str, Any]], out_dir: Path) -> None:
@@ -191,7 +246,7 @@ def report_from_results(out_dir: Path) -> str:
     path = Path(out_dir) / "results.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no results to summarise")
-    return write_report(json.loads(path.read_text()), Path(out_dir), _saved_extra(Path(out_dir)))
+    return write_report(read_results(path), Path(out_dir), _saved_extra(Path(out_dir)))
 
 
 def _saved_extra(out_dir: Path) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from ssdd.config import config_to_dict
 from ssdd.data import ImageDataset
 from ssdd.evaluation.cell import Target
 from ssdd.evaluation.config import LEGACY_VALUES, EvaluateConfig
-from ssdd.evaluation.report import write_results
+from ssdd.evaluation.report import read_results, write_results
 from ssdd.evaluation.validate import SET_ASIDE
 from ssdd.runfolder import check_resume_compatible, flatten
 from ssdd.runguard import INPUTS, check_inputs, fingerprinted_paths
@@ -74,19 +74,10 @@ def previous_rows(out_dir: Path, cfg: EvaluateConfig, resume: bool) -> list[dict
     if saved is not None:
         check_resume_compatible(saved, config_to_dict(cfg), (*RESUMABLE_KEYS, *fingerprinted_paths(out_dir)),
                                 LEGACY_VALUES)  # a moved teacher: validate_evaluate compared its fingerprints
-    rows = _read_rows(results)
+    rows = read_results(results)
     measured = {row_cell(row) for row in rows}
-    aside = _read_rows(out_dir / SET_ASIDE) if (out_dir / SET_ASIDE).is_file() else []
+    aside = read_results(out_dir / SET_ASIDE) if (out_dir / SET_ASIDE).is_file() else []
     return rows + [row for row in aside if row_cell(row) not in measured]
-
-
-def _read_rows(path: Path) -> list[dict[str, Any]]:
-    try:
-        return list(json.loads(path.read_text()))
-    except ValueError:
-        what = "and results.json away to start the evaluation afresh" if path.name == SET_ASIDE else \
-            "away to start the evaluation afresh"
-        raise ValueError(f"{path}: not valid JSON; move it {what}") from None
 
 
 def set_aside(rows: list[dict[str, Any]], kept: list[dict[str, Any]], out_dir: Path) -> None:

@@ -106,7 +106,7 @@ def _check_sets(cfg: Any, teacher: dict[str, Any], source_cfg: DataConfig, allow
     """Every distilled set: its manifest, its teacher (fingerprints) and its source (fingerprint)."""
     from ssdd.artifacts import ArtifactError
     from ssdd.distill.artifact import load_distilled
-    from ssdd.distill.interop import evaluation_note
+    from ssdd.distill.interop import declared_source_mismatch, evaluation_note
 
     override = "or pass --allow-mismatch to score it anyway"
     by_source: list[tuple[str, dict[str, Any]]] = []
@@ -131,6 +131,11 @@ def _check_sets(cfg: Any, teacher: dict[str, Any], source_cfg: DataConfig, allow
         shape = manifest.get("image_shape")
         if isinstance(shape, list) and shape and shape[-1] != teacher["resolution"]:
             raise ValueError(f"{path} holds {shape[-1]} px images; the teacher is {teacher['resolution']} px")
+        declared = declared_source_mismatch(path, manifest, source_cfg)  # imported sets: their declared source
+        if declared is not None:
+            if not allow_mismatch:
+                raise ValueError(f"{declared}, {override}")
+            _note(f"{declared} (scored anyway: --allow-mismatch)")
         source = manifest.get("source") if isinstance(manifest.get("source"), dict) else {}
         if source.get("fingerprint"):
             by_source.append((str(path), manifest))
@@ -142,6 +147,7 @@ def _check_sets(cfg: Any, teacher: dict[str, Any], source_cfg: DataConfig, allow
         _note("--allow-mismatch: the sources of the distilled sets are not checked")
         return
     from ssdd.data import load_split
+    from ssdd.data.loaders import source_description
 
     try:
         full = load_split(replace(source_cfg, subset=0), source_cfg.train_split, cfg.seed)
@@ -160,7 +166,7 @@ def _check_sets(cfg: Any, teacher: dict[str, Any], source_cfg: DataConfig, allow
         recorded = manifest["source"]["fingerprint"]
         if recorded != cache[key]:
             raise ValueError(f"{path} was distilled from source {manifest['source'].get('name')} (fingerprint "
-                             f"{recorded}), not from the evaluation source {source_cfg.path} "
+                             f"{recorded}), not from the evaluation source {source_description(source_cfg)} "
                              f"[{source_cfg.train_split}] (fingerprint {cache[key]}): rows would not be comparable; "
                              f"pass source.path=<its source>, {override}")
 

@@ -301,7 +301,9 @@ def distilled_facts(info: DistilledInfo, n_source: int | None) -> list[tuple[str
     if manifest.get("budget_counts"):
         budget_text += f" ({manifest['budget_counts']})"
     compression = row.get("compression")
-    source = manifest.get("source", {}).get("images") or n_source
+    # the images the row's ratio divided (an imported set's declared count may be another source's)
+    source = (round(compression * row["image_equivalents"]) if compression and row.get("image_equivalents")
+              else manifest.get("source", {}).get("images") or n_source)
     storage = f"{F.image_equivalents(row.get('image_equivalents'))} image-equivalents · {F.kib(row.get('bytes'))} KiB"
     pairs = [("method", method), ("budget", budget_text), ("storage", storage),
              ("compression", F.ratio(compression) + (f" ({source:,} source images)" if source else ""))]

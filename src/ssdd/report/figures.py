@@ -80,16 +80,10 @@ def accuracy_figure(data: ReportData) -> bytes | None:
             ax.annotate(f"{s['top1_mean']:.2f}", (x, s["top1_mean"]), xytext=(9, 0), textcoords="offset points",
                         va="center", fontsize=8)
             values += [s["top1_mean"] - (err or 0), s["top1_mean"] + (err or 0)]
-        lines = 0
-        for method in REFERENCE_METHODS:
-            ref = data.reference(method, arch, target, mode)
-            if ref is None:
-                continue
-            name, colour, style = REFERENCE_STYLE[method]
-            ax.axhline(ref["top1_mean"], color=colour, linestyle=style, linewidth=1.2,
-                       label=f"{name} {ref['top1_mean']:.2f}")
-            values.append(ref["top1_mean"])
-            lines += 1
+        refs = reference_values(data, arch, target, mode)
+        values += refs.values()
+        draw_references(ax, refs, values, with_values=True)
+        lines = len(refs)
         if values:
             ax.set_ylim(*_padded_limits(values))
         ax.set_xlim(-0.6, max(len(shown), 1) - 0.4)
@@ -101,6 +95,45 @@ def accuracy_figure(data: ReportData) -> bytes | None:
                   ncol=2 if lines <= 2 else 1, frameon=False)  # both full-data rows' long names: one column
     fig.tight_layout()
     return png_bytes(fig)
+
+
+def reference_values(data: ReportData, arch: str, target: str, mode: str) -> dict[str, float]:
+    """Mean top-1 of each reference row of a panel, by method (REFERENCE_METHODS' order)."""
+    refs = {method: data.reference(method, arch, target, mode) for method in REFERENCE_METHODS}
+    return {method: ref["top1_mean"] for method, ref in refs.items() if ref is not None}
+
+
+def reference_line_styles(values: dict[str, float], span: float) -> dict[str, Any]:
+    """The line style of each reference line (by method): its own (REFERENCE_STYLE), except for lines that would
+    lie on one another (within 1% of the panel's span `span`, e.g. two equal rows): those take the place in turns,
+    dash after dash each in its own colour, so that every one stays visible."""
+    styles: dict[str, Any] = {method: REFERENCE_STYLE[method][2] for method in values}
+    groups: list[list[str]] = []
+    for method, value in values.items():
+        group = next((g for g in groups if abs(values[g[0]] - value) <= 0.01 * span), None)
+        if group is None:
+            groups.append([method])
+        else:
+            group.append(method)
+    for group in groups:
+        if len(group) > 1:
+            for turn, method in enumerate(group):
+                styles[method] = (turn * _DASH, (_DASH, (len(group) - 1) * _DASH))
+    return styles
+
+
+_DASH = 4.0  # length of one dash of coinciding reference lines (in line widths)
+
+
+def draw_references(ax: Any, refs: dict[str, float], values: list[float], with_values: bool) -> None:
+    """The horizontal line of each reference row, each labelled (with its value when `with_values`), none hidden
+    by another at the same height."""
+    span = (max(values) - min(values)) if values else 0.0
+    styles = reference_line_styles(refs, span or 1.0)
+    for method, value in refs.items():
+        name, colour, _ = REFERENCE_STYLE[method]
+        ax.axhline(value, color=colour, linestyle=styles[method], linewidth=1.2,
+                   label=f"{name} {value:.2f}" if with_values else name)
 
 
 def series_name(label: str) -> str:
@@ -140,12 +173,9 @@ def budget_figure(data: ReportData) -> bytes | None:
                 ax.errorbar(x, y, yerr=err if any(err) else None, marker="o", capsize=3, color=palette[name],
                             label=name)
                 values += [v - e for v, e in zip(y, err, strict=True)] + [v + e for v, e in zip(y, err, strict=True)]
-        for method in REFERENCE_METHODS:
-            ref = data.reference(method, arch, target, mode)
-            if ref is not None:
-                label, colour, style = REFERENCE_STYLE[method]
-                ax.axhline(ref["top1_mean"], color=colour, linestyle=style, linewidth=1.2, label=label)
-                values.append(ref["top1_mean"])
+        refs = reference_values(data, arch, target, mode)
+        values += refs.values()
+        draw_references(ax, refs, values, with_values=False)
         if values:
             ax.set_ylim(*_padded_limits(values))
         ax.set_xscale("log")

@@ -24,7 +24,7 @@ from ssdd.evaluation.references import (
     REFERENCE_METHODS,
     retention_reference,
 )
-from ssdd.evaluation.report import summarize
+from ssdd.evaluation.report import read_results, summarize
 
 # how the report names the reference rows (tables, figures, text)
 REFERENCE_NAMES = {NO_PRETRAIN: "no pre-training", FULL_DATA_SAME_RECIPE: "full data, distilled rows' recipe",
@@ -233,7 +233,7 @@ def gather(eval_dir: str | Path, teacher: str | Path | None = None,
     results = eval_dir / "results.json"
     if not results.is_file():
         raise FileNotFoundError(f"{results}: no results to report (run `ssdd evaluate` first)")
-    rows = json.loads(results.read_text())
+    rows = read_results(results)
     if not rows:
         raise ValueError(f"{results}: holds no rows")
     summary_path = eval_dir / "summary.json"

@@ -66,6 +66,7 @@ class StudyResult:
 
 
 _FILE_SHA: dict[tuple[str, int, int], str] = {}
+UNREAD_PATH_SOURCES = ("digits",)  # data sources that never read `data.path` (ssdd.data.loaders)
 
 
 def _file_fingerprint(path: Path) -> str:
@@ -78,13 +79,17 @@ def _file_fingerprint(path: Path) -> str:
 
 
 def _data_fingerprints(config: dict[str, Any]) -> dict[str, str]:
-    """Content fingerprints of the data files a stage reads (keys ending in `path`; lists such as targets)."""
+    """Content fingerprints of the data files a stage reads (keys ending in `path`; lists such as targets). A data
+    config whose `source` reads no file at `path` (digits) has none: its key must not depend on whether an
+    unrelated file happens to lie at the default path."""
     found: dict[str, str] = {}
 
     def visit(value: Any, where: str) -> None:
         if isinstance(value, dict):
+            unread = value.get("source") in UNREAD_PATH_SOURCES
             for k, v in value.items():
-                visit(v, f"{where}.{k}" if where else k)
+                if not (unread and k == "path"):
+                    visit(v, f"{where}.{k}" if where else k)
         elif isinstance(value, list):
             for i, v in enumerate(value):
                 visit(v, f"{where}[{i}]")

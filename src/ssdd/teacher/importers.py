@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import pickle
-import re
 import time
 from collections import Counter
 from collections.abc import Mapping
@@ -44,6 +42,7 @@ from ssdd.data.published_stats import KRR_ST_STD as _KRR_ST_STD
 from ssdd.import_teacher_args import FORMATS
 from ssdd.models import build_model, describe
 from ssdd.runfolder import claim
+from ssdd.torchfile import check_file, load_torch_file
 
 SAVE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
@@ -116,9 +115,7 @@ class ImportOptions:
 def read_checkpoint(path: str | Path, trust_pickle: bool = False) -> tuple[Any, str]:
     """Load a checkpoint without running pickled code; returns (object, how it was read)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
-    if path.suffix == ".safetensors":
+    if path.suffix == ".safetensors" and path.is_file():
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
@@ -126,40 +123,9 @@ def read_checkpoint(path: str | Path, trust_pickle: bool = False) -> tuple[Any, 
             return load_file(str(path)), "safetensors"
         except (SafetensorError, OSError) as exc:
             raise TeacherImportError(f"{path}: not a readable safetensors file ({exc})") from None
-    if trust_pickle:
-        try:
-            return torch.load(path, map_location="cpu", weights_only=False), "torch.load(weights_only=False)"
-        except (ModuleNotFoundError, AttributeError) as exc:
-            raise TeacherImportError(f"{path}: unpickling needs code that is not installed ({exc}); install "
-                                     f"it, or re-save only the tensors (torch.save(ckpt['state_dict']))") from None
-        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
-            raise TeacherImportError(f"{path}: not a readable PyTorch checkpoint ({_first_line(exc)})") from None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True), "torch.load(weights_only=True)"
-    except pickle.UnpicklingError as exc:
-        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
-        if found:
-            raise TeacherImportError(
-                f"{path}: holds pickled Python objects beyond tensors ({found.group(1)}), which are not "
-                f"unpickled by default because unpickling can run arbitrary code; pass --trust-pickle only "
-                f"if you trust this file") from None
-        raise TeacherImportError(f"{path}: not a readable PyTorch checkpoint ({_weights_only_reason(exc)})") from None
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise TeacherImportError(f"{path}: not a readable PyTorch checkpoint ({_first_line(exc)})") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _weights_only_reason(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    for index, line in enumerate(lines):
-        if "WeightsUnpickler error" in line:
-            rest = line.split("WeightsUnpickler error:", 1)[1].strip()
-            return rest or (lines[index + 1] if index + 1 < len(lines) else line)
-    return lines[0] if lines else type(exc).__name__
+    obj = load_torch_file(path, "PyTorch checkpoint", trust_pickle,
+                          "; pass --trust-pickle only if you trust this file", TeacherImportError)
+    return obj, f"torch.load(weights_only={not trust_pickle})"
 
 
 def _tensor_mapping(obj: Any, where: str) -> dict[str, torch.Tensor]:
@@ -203,6 +169,15 @@ def extract_state(obj: Any, fmt: str, where: str, prefix: str = "") -> tuple[dic
         raise TeacherImportError(f"{where}: no key starts with '{prefix}' (found {_few(sorted(state))})")
     ignored = Counter(k.split(".", 1)[0] for k in state if not k.startswith(prefix))
     return kept, dict(sorted(ignored.items()))
+
+
+def check_finite_weights(state: dict[str, torch.Tensor], where: str) -> None:
+    """Refuse a file whose weights hold NaN or inf (naming the first such tensor): no network comes from it."""
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise TeacherImportError(f"{where}: the file holds non-finite weights: tensor '{name}' has {bad} NaN or "
+                                     f"inf value(s) of {tensor.numel()}; it cannot be imported")
 
 
 def fit_state(model: nn.Module, state: dict[str, torch.Tensor], where: str, hint: str = "") -> int:
@@ -346,9 +321,7 @@ def import_teacher(opts: ImportOptions, log: Any = print) -> Path:
         raise TeacherImportError(f"--save-dtype must be float32 or float16, got '{opts.save_dtype}'")
     if opts.prefix and opts.format != "state_dict":
         raise TeacherImportError("--prefix applies to --format state_dict only")
-    path = Path(opts.path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
+    path = check_file(opts.path, "checkpoint")
     out = Path(opts.out)
     claim(out, "teacher artifact", opts.overwrite, flag="--overwrite", key="--out")  # only a teacher is replaced
     model_cfg = opts.model
@@ -365,6 +338,7 @@ def import_teacher(opts: ImportOptions, log: Any = print) -> Path:
     top_level = sorted(str(k) for k in obj) if isinstance(obj, Mapping) else []
     epoch = obj.get("epoch") if opts.format == "solo_learn" and isinstance(obj, Mapping) else None
     state, ignored = extract_state(obj, opts.format, str(path), opts.prefix)
+    check_finite_weights(state, str(path))
     backbone = build_model(model_cfg, resolution)
     loaded = fit_state(backbone, state, str(path), _stem_hint(opts.format, state, model_cfg))
     backbone.eval()
@@ -483,8 +457,12 @@ def options_from_args(args: argparse.Namespace) -> ImportOptions:
                           iterations=args.probe_iterations)
     elif args.probe_source or args.probe_name:
         raise TeacherImportError("--probe-source/--probe-name need --probe-data")
+    for flag, value in (("--width", args.width), ("--depth", args.depth), ("--resolution", args.resolution)):
+        if value is not None and value <= 0:
+            raise TeacherImportError(f"{flag} must be a positive number, got {value} (leave it out for the default)")
     return ImportOptions(path=args.path, format=args.format, out=args.out,
-                         model=ModelConfig(name=args.model, width=args.width, depth=args.depth, feature=args.feature),
-                         dataset=args.dataset, mean=args.mean, std=args.std, resolution=args.resolution,
+                         model=ModelConfig(name=args.model, width=args.width or 0, depth=args.depth or 0,
+                                           feature=args.feature),
+                         dataset=args.dataset, mean=args.mean, std=args.std, resolution=args.resolution or 0,
                          prefix=args.prefix, trust_pickle=args.trust_pickle, probe=probe, device=args.device,
                          save_dtype=args.save_dtype, overwrite=args.overwrite)
