@@ -25,11 +25,11 @@ from ssdd.distill import load_distilled
 from ssdd.distill.config import DistillConfig
 from ssdd.distill.run import run_distill
 from ssdd.evaluation.config import EvaluateConfig
+from ssdd.evaluation.validate import validate_evaluate
 from ssdd.runtime import file_sha256
 from ssdd.teacher import load_teacher
 from ssdd.teacher.config import TeacherConfig
 from ssdd.teacher.train import train_teacher
-from ssdd.validate import validate_evaluate
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -10,8 +10,9 @@ from pathlib import Path
 import torch
 
 from ssdd.data.loaders import verify_image_folder
+from ssdd.data.validate import describe_data
 from ssdd.runtime import versions
-from ssdd.validate import describe_data, teacher_manifest
+from ssdd.teacher.validate import teacher_manifest
 
 DATA_FILES = ("cifar100.npz", "cifar10.npz", "flowers102_32.npz")  # the data.path of the presets, under data/
 SEARCH_DEPTH = 5  # runs/demo/teacher/teacher-<key>/teacher/manifest.json, a study's teacher below its out_dir

@@ -12,6 +12,8 @@ import dataclasses
 import os
 import sys
 from dataclasses import dataclass
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -89,14 +91,32 @@ def _explain(exc: OmegaConfBaseException, schema: type, origin: str) -> ConfigEr
     return ConfigError(f"invalid config ({origin}): {str(exc).splitlines()[0]}")
 
 
+# ----------------------------------------------------------------------------- packaged presets
+PRESET_SUFFIX = ".yaml"
+
+
+def _folder() -> Traversable:
+    return resources.files("ssdd").joinpath("presets")
+
+
+def preset_names() -> list[str]:
+    """Every packaged preset, by name (the file name without .yaml), sorted."""
+    return sorted(entry.name.removesuffix(PRESET_SUFFIX) for entry in _folder().iterdir()
+                  if entry.is_file() and entry.name.endswith(PRESET_SUFFIX))
+
+
+def find_preset(name: str) -> Traversable | None:
+    """The packaged preset called `name` (with or without .yaml), or None."""
+    stem = name.removesuffix(PRESET_SUFFIX)
+    return _folder().joinpath(stem + PRESET_SUFFIX) if stem in preset_names() else None
+
+
 def read_config_text(config: str | Path) -> tuple[str, str]:
     """The YAML text of `--config X` and where it came from: the file X if it exists, else the packaged
     preset X (with or without .yaml); else a one-line ConfigError."""
     path = Path(config)
     if path.is_file():
         return path.read_text(), str(path)
-    from ssdd.preset_index import find_preset
-
     preset = find_preset(str(config))
     if preset is None:
         raise ConfigError(f"config '{config}' is neither a file nor a preset (ssdd presets lists them)")

@@ -4,9 +4,8 @@
   the architecture (`model`, including `feature`), `feature_dim`, `resolution` and `normalization`. A
   manifest whose fields were edited after saving no longer matches and is refused. Teachers saved before
   the field existed load as before (their `function_fingerprint` is computed from the manifest as it is).
-- A distilled set's manifest is recomputed from its tensors: shapes, m, views, image shape, storage and the
-  budget (m must follow from the budget for the methods whose m does), so an edited `budget`,
-  `image_shape` or Boost `views` cannot silently change a label, a storage figure or the training pairs.
+- A distilled set's manifest is recomputed from its tensors in `ssdd.distill.verify` (with the method's own
+  checks: each method knows what its folder must hold).
 - Boost's approximation networks must fit: a post-hoc fit far worse than using the identity view's target
   (or not finite) is refused (`ApproximationError`).
 Tensors are checked for NaN/inf in `ssdd.artifacts` (save_tensors and load_tensors).
@@ -87,154 +86,6 @@ def verify_teacher_manifest(directory: Any, manifest: Mapping[str, Any]) -> str:
     return computed
 
 
-# ----------------------------------------------------------------------------- distilled sets
-def _fail(where: str, text: str) -> ArtifactError:
-    return ArtifactError(f"{where}: {text}; the manifest does not describe its tensors (edited or damaged): "
-                         f"restore it or distil the set again")
-
-
-def _close(a: float, b: float) -> bool:
-    return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-9)
-
-
-def verify_distilled(directory: Any, manifest: Mapping[str, Any], stored: Mapping[str, torch.Tensor]) -> None:
-    """Recompute from the tensors what the manifest says about them; ArtifactError on any disagreement."""
-    from ssdd.storage import storage_of
-
-    where = f"{directory}/{MANIFEST}"
-    method = manifest.get("method")
-    shape = manifest.get("image_shape")
-    if (not isinstance(shape, list) or len(shape) != 3 or shape[0] != 3
-            or not all(isinstance(s, int) and s >= 1 for s in shape) or shape[1] != shape[2]):
-        raise _fail(where, f"'image_shape' must be [3, H, H], found {shape!r}")
-    image_shape = (shape[0], shape[1], shape[2])
-    budget = manifest.get("budget")
-    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not math.isfinite(budget) or budget <= 0:
-        raise _fail(where, f"'budget' must be a positive number, found {budget!r}")
-    if not stored:
-        raise _fail(where, "no tensors")
-    config = manifest.get("config") if isinstance(manifest.get("config"), dict) else {}
-    if "budget" in config and not _close(config["budget"], budget):
-        raise _fail(where, f"'budget' is {budget:g} but the run was configured with budget={config['budget']:g}")
-
-    # storage recomputed from the tensors
-    report = storage_of(stored, image_shape)
-    recorded = manifest.get("storage")
-    if isinstance(recorded, dict):
-        if "floats" in recorded and int(recorded["floats"]) != report.floats:
-            raise _fail(where, f"storage says {recorded['floats']} stored values, the tensors hold {report.floats}")
-        if "image_equivalents" in recorded and not _close(recorded["image_equivalents"], report.image_equivalents):
-            raise _fail(where, f"storage says {recorded['image_equivalents']:.4g} image-equivalents, the tensors "
-                               f"occupy {report.image_equivalents:.4g} at image shape {list(image_shape)}")
-        for name, entry in (recorded.get("tensors") or {}).items():
-            actual = stored.get(name)
-            if actual is None or list(entry.get("shape", [])) != list(actual.shape):
-                raise _fail(where, f"tensor '{name}' is listed with shape {entry.get('shape')}, found "
-                                   f"{None if actual is None else list(actual.shape)}")
-    counts_images_only = manifest.get("budget_counts") == "images only"
-    counted = {k: v for k, v in stored.items() if not (counts_images_only and k == "targets")}
-    used = storage_of(counted, image_shape).image_equivalents
-    if used > budget + 1e-9:
-        raise _fail(where, f"the tensors occupy {used:.4g} image-equivalents, over the budget of {budget:g}")
-
-    m = manifest.get("m")
-    rows = _rows(stored)
-    if m is not None and rows is not None and m != rows:
-        raise _fail(where, f"'m' is {m} but the tensors hold {rows} samples")
-    if "images" in stored and list(stored["images"].shape[1:]) != list(image_shape):
-        raise _fail(where, f"'image_shape' is {list(image_shape)} but the images are "
-                           f"{list(stored['images'].shape[1:])}")
-    teacher = manifest.get("teacher") if isinstance(manifest.get("teacher"), dict) else {}
-    d = teacher.get("feature_dim")
-    if "targets" in stored and method != "boost" and d is not None and stored["targets"].shape[-1] != d:
-        raise _fail(where, f"the targets have d = {stored['targets'].shape[-1]}, the teacher's feature_dim is {d}")
-    if method == "boost":
-        _verify_boost(where, manifest, stored, image_shape, config, d)
-    elif (method in ("krr_st", "mkdt", "random", "kmeans", "high_loss", "random_supervised") and rows is not None
-          and config):
-        _verify_m_from_budget(where, method, manifest, rows, image_shape, budget, d, counts_images_only)
-
-
-def _rows(stored: Mapping[str, torch.Tensor]) -> int | None:
-    for key in ("images", "image_coefficients", "labels", "targets", "target_coefficients"):
-        if key in stored and stored[key].ndim >= 1:
-            return int(stored[key].shape[0])
-    return None
-
-
-def _verify_m_from_budget(where: str, method: str, manifest: Mapping[str, Any], rows: int,
-                          image_shape: tuple[int, int, int], budget: float, d: int | None,
-                          images_only: bool) -> None:
-    from ssdd.distill.budget import samples_for_budget
-    from ssdd.storage import BudgetError
-
-    dim = 1 if method == "random_supervised" else d
-    if dim is None:
-        return
-    try:
-        expected = samples_for_budget(budget, image_shape, dim, not images_only)
-    except BudgetError:
-        expected = 0
-    if expected != rows:
-        raise _fail(where, f"a budget of {budget:g} means m = {expected} for {method}, the tensors hold {rows}")
-
-
-def _verify_boost(where: str, manifest: Mapping[str, Any], stored: Mapping[str, torch.Tensor],
-                  image_shape: tuple[int, int, int], config: Mapping[str, Any], d: int | None) -> None:
-    from ssdd.distill.approx import PARTS
-
-    spec = manifest.get("boost")
-    if not isinstance(spec, dict) or not isinstance(spec.get("views"), list) or not spec["views"]:
-        raise _fail(where, "'boost' must name the views")
-    views = [str(v) for v in spec["views"]]
-    if views[0] != "identity":
-        raise _fail(where, f"the first Boost view must be 'identity', found {views}")
-    if spec.get("size") != image_shape[-1]:
-        raise _fail(where, f"boost.size is {spec.get('size')} but 'image_shape' is {list(image_shape)}")
-    if "image_bases" in stored:
-        r = spec.get("resolution")
-        if not isinstance(r, int) or stored["image_bases"].shape[-1] != image_shape[0] * r * r:
-            raise _fail(where, f"boost.resolution {r!r} does not fit image bases of width "
-                               f"{stored['image_bases'].shape[-1]}")
-    extra = views[1:]
-    if "view_target_coefficients" in stored:
-        if stored["view_target_coefficients"].shape[0] != len(extra):
-            raise _fail(where, f"{len(views)} views listed, the tensors hold targets of "
-                               f"{stored['view_target_coefficients'].shape[0] + 1}")
-    else:
-        networks = sorted({k[len("approx."):].rsplit(".", 1)[0] for k in stored if k.startswith("approx.")})
-        if sorted(extra) != networks:
-            raise _fail(where, f"views {views} listed, the tensors hold approximation networks for {networks}")
-        missing = [f"approx.{v}.{p}" for v in extra for p in PARTS if f"approx.{v}.{p}" not in stored]
-        if missing:
-            raise _fail(where, f"approximation network tensors missing: {', '.join(missing[:4])}")
-        check_approximation_scale(where, spec, stored)
-    m = _rows(stored)
-    if manifest.get("views") is not None and manifest["views"] != len(views):
-        raise _fail(where, f"'views' is {manifest['views']} but boost.views lists {len(views)}")
-    if m is not None and manifest.get("training_pairs") is not None and manifest["training_pairs"] != m * len(views):
-        raise _fail(where, f"'training_pairs' is {manifest['training_pairs']}, the tensors give {m} x {len(views)}")
-    boost_cfg = config.get("boost") if isinstance(config.get("boost"), dict) else None
-    if boost_cfg is None:
-        return
-    if list(boost_cfg.get("augmentations", views)) != views:
-        raise _fail(where, f"boost.views {views} differ from the configured augmentations "
-                           f"{boost_cfg.get('augmentations')}")
-    if d is None or m is None:
-        return
-    from ssdd.distill.boost import boost_samples
-    from ssdd.distill.config import BoostConfig
-    from ssdd.storage import BudgetError
-
-    try:
-        expected = boost_samples(BoostConfig(**boost_cfg), image_shape, d, float(manifest["budget"]))[0]
-    except (TypeError, ValueError, BudgetError):
-        return  # a config of another version: the shape and storage checks above still hold
-    if expected != m:
-        raise _fail(where, f"a budget of {manifest['budget']:g} means m = {expected} Boost samples, the tensors "
-                           f"hold {m}")
-
-
 # ----------------------------------------------------------------------------- Boost approximation networks
 def check_approximation(errors: Mapping[str, Mapping[str, float]], lr: float, steps: int,
                         posthoc: bool = True) -> None:
@@ -248,37 +99,6 @@ def check_approximation(errors: Mapping[str, Mapping[str, float]], lr: float, st
                 f"{baseline:.3g} without a network) at boost.approx_lr={lr:g}, boost.approx_steps={steps}: nothing was "
                 f"saved; " + ("refit with a lower rate without repeating the distillation: --resume "
                               "boost.approx_lr=<lower>" if posthoc else "run again with a lower boost.approx_lr"))
-
-
-# A Boost approximation network predicts, for each sample, the shift from the identity view's target code to
-# another view's: the difference of two codes of one image, so of the order of the codes themselves; and
-# check_approximation refuses a fit whose error exceeds about twice the error of 'no shift'. A network whose
-# shifts are orders of magnitude above the codes it shifts cannot come from an accepted fit: the set was damaged
-# or edited, or written by a fit that diverged. The limit is far above what any accepted fit gives.
-APPROX_SHIFT_LIMIT = 1e3
-
-
-def check_approximation_scale(where: str, spec: Mapping[str, Any], stored: Mapping[str, torch.Tensor]) -> None:
-    """Each stored approximation network, applied to the stored identity codes, gives finite shifts whose RMS is
-    at most APPROX_SHIFT_LIMIT times the codes' RMS; ArtifactError otherwise (before a run trains on them)."""
-    from ssdd.distill.approx import PARTS, apply_approx
-    from ssdd.distill.boost import _to_rep
-
-    t = {k: v.float() for k, v in stored.items()}
-    codes = t["target_coefficients"] if "target_coefficients" in t else t.get("targets")
-    if codes is None:
-        return
-    inputs = codes if spec.get("approx_space", "coefficients") == "coefficients" else _to_rep(t, codes)
-    scale = float(inputs.double().pow(2).mean().sqrt())
-    for view in [str(v) for v in spec["views"][1:]]:
-        with torch.no_grad():
-            shifts = apply_approx({p: t[f"approx.{view}.{p}"] for p in PARTS}, inputs).double()
-        size = float(shifts.pow(2).mean().sqrt())
-        if not math.isfinite(size) or size > APPROX_SHIFT_LIMIT * max(scale, 1e-12):
-            raise ArtifactError(f"{where}: the approximation network of view '{view}' shifts the targets by "
-                                f"{size:.3g} (RMS), {APPROX_SHIFT_LIMIT:g}+ times the targets' own scale {scale:.3g}: "
-                                f"the set is damaged or its fit diverged; distil it again (or refit its networks "
-                                f"with --resume boost.approx_lr=<lower> while the run's checkpoint exists)")
 
 
 # ----------------------------------------------------------------------------- trained networks

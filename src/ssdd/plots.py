@@ -25,9 +25,3 @@ def save_figure(fig: Any, path: str | Path, dpi: int = 110) -> Path:
     pyplot().close(fig)
     return path
 
-
-def distillation_loss_name(method: str) -> str:
-    """What a method logs as `loss` in its metrics.jsonl (the y-axis label of its loss curve)."""
-    if method == "mkdt":
-        return "matching loss (normalised parameter distance)"
-    return "KRR loss (MSE to the teacher)"

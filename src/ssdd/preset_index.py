@@ -1,7 +1,7 @@
 """The YAML presets shipped inside the package (`ssdd/presets/*.yaml`): names, text, descriptions, commands.
 
 Read through importlib.resources, so they are found the same way in a checkout, an editable install and an
-installed wheel. `--config NAME` and `ssdd presets` use this module.
+installed wheel (`ssdd.config.find_preset`, which `--config NAME` uses). `ssdd presets` uses this module.
 """
 
 from __future__ import annotations
@@ -10,13 +10,11 @@ import ast
 import functools
 import importlib
 from importlib import resources
-from importlib.resources.abc import Traversable
 
 import yaml
 
-from ssdd.config import ConfigError, config_from_yaml
+from ssdd.config import ConfigError, config_from_yaml, find_preset, preset_names
 
-SUFFIX = ".yaml"
 SCHEMAS = {  # command -> its config schema (module:class), imported only when a preset is classified
     "teacher": "ssdd.teacher.config:TeacherConfig",
     "distill": "ssdd.distill.config:DistillConfig",
@@ -24,22 +22,6 @@ SCHEMAS = {  # command -> its config schema (module:class), imported only when a
     "evaluate": "ssdd.evaluation.config:EvaluateConfig",
     "reproduce": "ssdd.study.config:StudyConfig",
 }
-
-
-def _folder() -> Traversable:
-    return resources.files("ssdd").joinpath("presets")
-
-
-def preset_names() -> list[str]:
-    """Every packaged preset, by name (the file name without .yaml), sorted."""
-    return sorted(entry.name.removesuffix(SUFFIX) for entry in _folder().iterdir()
-                  if entry.is_file() and entry.name.endswith(SUFFIX))
-
-
-def find_preset(name: str) -> Traversable | None:
-    """The packaged preset called `name` (with or without .yaml), or None."""
-    stem = name.removesuffix(SUFFIX)
-    return _folder().joinpath(stem + SUFFIX) if stem in preset_names() else None
 
 
 def preset_text(name: str) -> str:

@@ -41,30 +41,6 @@ def _probe_keys() -> tuple[str, ...]:
 # Settings a teacher's --resume may change: they act only after training (the saved format, the linear probe
 # and the split it is measured on), so the training already done stays valid.
 TEACHER_FINISH_KEYS: tuple[str, ...] = ("save_dtype", "data.test_split", *_probe_keys())
-# The same for distillation: the label, the log and checkpoint cadence; Boost's post-hoc fit of the
-# approximation networks (after the loop) is added by `distill_resumable_keys`.
-DISTILL_FREE_KEYS: tuple[str, ...] = ("name", "log_every", "checkpoint_every")
-
-
-def method_free_keys(config: Mapping[str, Any]) -> tuple[str, ...]:
-    """Dotted keys of a distill config that only another method reads: MKDT's options for any other method
-    (they change nothing there, and runs and study stages made before MKDT existed lack them), except
-    mkdt.experts for the high-loss subset."""
-    if config.get("method") == "mkdt":
-        return ()
-    keys = tuple(f"mkdt.{k}" for k in (config.get("mkdt") or {}))
-    if config.get("method") == "high_loss":  # reads mkdt.experts only
-        return tuple(k for k in keys if k != "mkdt.experts")
-    return keys
-
-
-def distill_resumable_keys(cfg: Any) -> tuple[str, ...]:
-    from ssdd.config import config_to_dict
-
-    keys = DISTILL_FREE_KEYS + method_free_keys(config_to_dict(cfg))
-    if cfg.method == "boost" and cfg.boost.approximation == "posthoc":
-        keys += ("boost.approx_lr", "boost.approx_steps")
-    return keys
 
 
 # ----------------------------------------------------------------------------- the run under way

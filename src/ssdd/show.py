@@ -11,7 +11,8 @@ import torch
 
 from ssdd.distill import load_distilled
 from ssdd.distill.artifact import DistilledSet
-from ssdd.plots import distillation_loss_name, pyplot, save_figure
+from ssdd.distill.registry import loss_name
+from ssdd.plots import pyplot, save_figure
 
 
 def image_grid(images: torch.Tensor, rows: int, columns: int) -> torch.Tensor:
@@ -54,7 +55,7 @@ def show_distilled(directory: str | Path, out: str | Path | None = None, count: 
         if history:
             fig, ax = plt.subplots(figsize=(5, 3.2))
             ax.plot([h["step"] for h in history], [h["loss"] for h in history])
-            ax.set(xlabel="outer step", ylabel=distillation_loss_name(distilled.method),
+            ax.set(xlabel="outer step", ylabel=loss_name(distilled.method),
                    title=f"{distilled.method} distillation", yscale="log")
             fig.tight_layout()
             written.append(save_figure(fig, out / LOSS_FILE))

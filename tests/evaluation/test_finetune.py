@@ -31,9 +31,9 @@ def test_by_size_as_before_the_setting_existed():
 
 
 def test_an_unknown_rule_is_one_clear_error():
-    from ssdd.config import load_config
+    from ssdd.config import ConfigError, load_config
     from ssdd.evaluation.config import EvaluateConfig
-    from ssdd.validate import ConfigError, check_evaluate_settings
+    from ssdd.evaluation.validate import check_evaluate_settings
 
     with pytest.raises(ConfigError, match=r"finetune\.small_by='name': must be one of role, size"):
         check_evaluate_settings(load_config(EvaluateConfig, None, ["finetune.small_by=name"]))

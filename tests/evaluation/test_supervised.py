@@ -167,7 +167,7 @@ def test_protocol_dispatch(monkeypatch: pytest.MonkeyPatch, integer: bool, recip
 ])
 def test_bad_supervised_settings_are_one_line_errors(override: str, message: str):
     from ssdd.config import ConfigError, load_config
-    from ssdd.validate import check_evaluate_settings
+    from ssdd.evaluation.validate import check_evaluate_settings
 
     cfg = load_config(EvaluateConfig, None, [override])
     with pytest.raises(ConfigError) as caught:

@@ -315,11 +315,11 @@ def test_a_value_that_rounds_to_zero_has_no_minus_sign():
 
 
 def test_each_method_s_loss_curve_is_labelled_with_its_own_loss():
-    from ssdd.plots import distillation_loss_name
+    from ssdd.distill.registry import loss_name
 
-    assert "matching" in distillation_loss_name("mkdt") and "KRR" not in distillation_loss_name("mkdt")
-    assert "KRR" in distillation_loss_name("krr_st")
-    assert distillation_loss_name("boost") == distillation_loss_name("krr_st")
+    assert "matching" in loss_name("mkdt") and "KRR" not in loss_name("mkdt")
+    assert "KRR" in loss_name("krr_st")
+    assert loss_name("boost") == loss_name("krr_st")
 
 
 def test_the_report_names_both_full_data_rows_and_the_retention_denominator(evaluation, report):

@@ -10,7 +10,7 @@ import torch
 
 from ssdd.artifacts import ArtifactError, load_tensors, read_manifest, save_tensors, write_manifest
 from ssdd.distill.registry import get_method
-from ssdd.integrity import verify_distilled
+from ssdd.distill.verify import verify_distilled
 from ssdd.storage import StorageReport, check_budget, storage_of
 
 KIND = "ssdd.distilled"

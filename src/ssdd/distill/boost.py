@@ -23,12 +23,21 @@ from typing import Any
 import torch
 
 from ssdd import distributed as D
+from ssdd.artifacts import ArtifactError
 from ssdd.augment import crop_flip, to_float
+from ssdd.checks import non_negative, positive, whole
 from ssdd.distill.approx import PARTS, apply_approx, fit_approx, relative_error
-from ssdd.distill.config import BoostConfig
+from ssdd.distill.config import BoostConfig, DistillConfig
 from ssdd.distill.lowrank import PCABasis, downsample, fit_pca, images_from_coefficients, project
 from ssdd.distill.outer import Support, outer_loop
-from ssdd.distill.registry import DistillContext, DistillMethod, DistillResult, register_method
+from ssdd.distill.registry import (
+    DistillContext,
+    DistillMethod,
+    DistillResult,
+    ManifestMismatch,
+    StoredSet,
+    register_method,
+)
 from ssdd.distill.subsets import kmeans_indices
 from ssdd.distill.views import apply_views, check_views, describe_view, encode_view, random_views
 from ssdd.integrity import check_approximation
@@ -129,9 +138,15 @@ def boost_samples(b: BoostConfig, image_shape: tuple[int, int, int], target_dim:
     return m, fixed, per_sample
 
 
-def check_boost_config(b: BoostConfig, image_shape: tuple[int, int, int], target_dim: int, n_source: int) -> list[str]:
-    if str(b.approximation).lower() in ("false", "off", "none"):  # YAML reads a bare `off` as a boolean
+def normalise_boost(b: BoostConfig) -> None:
+    """Accepted spellings fixed in place: YAML reads a bare `off` as a boolean."""
+    if str(b.approximation).lower() in ("false", "off", "none"):
         b.approximation = "off"
+
+
+def check_boost_config(b: BoostConfig, image_shape: tuple[int, int, int], target_dim: int, n_source: int) -> list[str]:
+    """The Boost settings that need the image shape, the teacher's d and the source size (changes nothing;
+    `normalise_boost` first); returns the views."""
     for key, allowed in CHOICES.items():
         if getattr(b, key) not in allowed:
             raise ValueError(f"boost.{key} must be one of {', '.join(allowed)}, got '{getattr(b, key)}'")
@@ -275,6 +290,7 @@ def distill_boost(ctx: DistillContext) -> DistillResult:
     images_u8 = ctx.source.images
     n_source, image_shape = images_u8.shape[0], tuple(images_u8.shape[1:])
     d = teacher.feature_dim
+    normalise_boost(b)
     views = check_boost_config(b, image_shape, d, n_source)
     m, fixed, per_sample = boost_samples(b, image_shape, d, cfg.budget, available=n_source)
     spec = BoostSpec(tuple(views), b.image_resolution, image_shape[-1], b.approx_space)
@@ -359,4 +375,111 @@ def reconstruct_boost(stored: dict[str, torch.Tensor], manifest: dict[str, Any])
     return images, targets
 
 
-register_method(DistillMethod("boost", distill_boost, reconstruct_boost, parallel=True))
+# ----------------------------------------------------------------------------- what ssdd asks Boost
+def check_boost_settings(cfg: DistillConfig) -> None:
+    """Boost's settings that need no file (the outer loop's are checked for every method that runs it)."""
+    b = cfg.boost
+    positive("boost.approx_lr", b.approx_lr)
+    whole("boost.approx_steps", b.approx_steps, 0)
+    whole("boost.approx_hidden", b.approx_hidden, 1)
+    non_negative("boost.basis_lr_scale", b.basis_lr_scale)
+
+
+def _normalise(cfg: DistillConfig) -> None:
+    normalise_boost(cfg.boost)
+
+
+def _samples(cfg: DistillConfig, image_shape: tuple[int, int, int], target_dim: int, available: int | None) -> int:
+    check_boost_config(cfg.boost, image_shape, target_dim, available if available is not None else 2**62)
+    return boost_samples(cfg.boost, image_shape, target_dim, cfg.budget, available=available)[0]
+
+
+def _resumable_keys(cfg: DistillConfig) -> tuple[str, ...]:
+    """The post-hoc fit of the approximation networks runs after the loop: a resume may refit them."""
+    return ("boost.approx_lr", "boost.approx_steps") if cfg.boost.approximation == "posthoc" else ()
+
+
+# A Boost approximation network predicts, for each sample, the shift from the identity view's target code to
+# another view's: the difference of two codes of one image, so of the order of the codes themselves; and
+# check_approximation refuses a fit whose error exceeds about twice the error of 'no shift'. A network whose
+# shifts are orders of magnitude above the codes it shifts cannot come from an accepted fit: the set was damaged
+# or edited, or written by a fit that diverged. The limit is far above what any accepted fit gives.
+APPROX_SHIFT_LIMIT = 1e3
+
+
+def check_approximation_scale(where: str, spec: Mapping[str, Any], stored: Mapping[str, torch.Tensor]) -> None:
+    """Each stored approximation network, applied to the stored identity codes, gives finite shifts whose RMS is
+    at most APPROX_SHIFT_LIMIT times the codes' RMS; ArtifactError otherwise (before a run trains on them)."""
+    t = {k: v.float() for k, v in stored.items()}
+    codes = t["target_coefficients"] if "target_coefficients" in t else t.get("targets")
+    if codes is None:
+        return
+    inputs = codes if spec.get("approx_space", "coefficients") == "coefficients" else _to_rep(t, codes)
+    scale = float(inputs.double().pow(2).mean().sqrt())
+    for view in [str(v) for v in spec["views"][1:]]:
+        with torch.no_grad():
+            shifts = apply_approx({p: t[f"approx.{view}.{p}"] for p in PARTS}, inputs).double()
+        size = float(shifts.pow(2).mean().sqrt())
+        if not math.isfinite(size) or size > APPROX_SHIFT_LIMIT * max(scale, 1e-12):
+            raise ArtifactError(f"{where}: the approximation network of view '{view}' shifts the targets by "
+                                f"{size:.3g} (RMS), {APPROX_SHIFT_LIMIT:g}+ times the targets' own scale {scale:.3g}: "
+                                f"the set is damaged or its fit diverged; distil it again (or refit its networks "
+                                f"with --resume boost.approx_lr=<lower> while the run's checkpoint exists)")
+
+
+def verify_boost(s: StoredSet) -> None:
+    """A saved Boost set: views, bases and approximation networks as listed, m from the budget."""
+    stored, manifest, image_shape, d = s.stored, s.manifest, s.image_shape, s.feature_dim
+    spec = manifest.get("boost")
+    if not isinstance(spec, dict) or not isinstance(spec.get("views"), list) or not spec["views"]:
+        raise ManifestMismatch("'boost' must name the views")
+    views = [str(v) for v in spec["views"]]
+    if views[0] != "identity":
+        raise ManifestMismatch(f"the first Boost view must be 'identity', found {views}")
+    if spec.get("size") != image_shape[-1]:
+        raise ManifestMismatch(f"boost.size is {spec.get('size')} but 'image_shape' is {list(image_shape)}")
+    if "image_bases" in stored:
+        r = spec.get("resolution")
+        if not isinstance(r, int) or stored["image_bases"].shape[-1] != image_shape[0] * r * r:
+            raise ManifestMismatch(f"boost.resolution {r!r} does not fit image bases of width "
+                                   f"{stored['image_bases'].shape[-1]}")
+    extra = views[1:]
+    if "view_target_coefficients" in stored:
+        if stored["view_target_coefficients"].shape[0] != len(extra):
+            raise ManifestMismatch(f"{len(views)} views listed, the tensors hold targets of "
+                                   f"{stored['view_target_coefficients'].shape[0] + 1}")
+    else:
+        networks = sorted({k[len("approx."):].rsplit(".", 1)[0] for k in stored if k.startswith("approx.")})
+        if sorted(extra) != networks:
+            raise ManifestMismatch(f"views {views} listed, the tensors hold approximation networks for {networks}")
+        missing = [f"approx.{v}.{p}" for v in extra for p in PARTS if f"approx.{v}.{p}" not in stored]
+        if missing:
+            raise ManifestMismatch(f"approximation network tensors missing: {', '.join(missing[:4])}")
+        check_approximation_scale(s.where, spec, stored)
+    m = s.rows
+    if manifest.get("views") is not None and manifest["views"] != len(views):
+        raise ManifestMismatch(f"'views' is {manifest['views']} but boost.views lists {len(views)}")
+    if m is not None and manifest.get("training_pairs") is not None and manifest["training_pairs"] != m * len(views):
+        raise ManifestMismatch(f"'training_pairs' is {manifest['training_pairs']}, the tensors give {m} x "
+                               f"{len(views)}")
+    boost_cfg = s.config.get("boost") if isinstance(s.config.get("boost"), dict) else None
+    if boost_cfg is None:
+        return
+    if list(boost_cfg.get("augmentations", views)) != views:
+        raise ManifestMismatch(f"boost.views {views} differ from the configured augmentations "
+                               f"{boost_cfg.get('augmentations')}")
+    if d is None or m is None:
+        return
+    try:
+        expected = boost_samples(BoostConfig(**boost_cfg), image_shape, d, float(manifest["budget"]))[0]
+    except (TypeError, ValueError, BudgetError):
+        return  # a config of another version: the shape and storage checks above still hold
+    if expected != m:
+        raise ManifestMismatch(f"a budget of {manifest['budget']:g} means m = {expected} Boost samples, the tensors "
+                               f"hold {m}")
+
+
+register_method(DistillMethod(
+    "boost", distill_boost, reconstruct_boost, parallel=True, check=check_boost_settings, normalise=_normalise,
+    samples=_samples, verify=verify_boost, resumable_keys=_resumable_keys, outer_loop=True,
+    note="Boost: low-rank bases, predefined views, approximation networks", colour="tab:blue"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from ssdd.storage import BudgetError, image_floats
 
@@ -21,3 +22,14 @@ def samples_for_budget(budget: float, image_shape: tuple[int, int, int], target_
         raise BudgetError(f"a budget of {budget:g} image-equivalents means {m} samples, but the source has only "
                           f"{available} images")
     return m
+
+
+def teacher_target_samples(cfg: Any, image_shape: tuple[int, int, int], target_dim: int,
+                           available: int | None = None) -> int:
+    """The budget rule of a method that stores m images with one teacher target (d floats) each."""
+    return samples_for_budget(cfg.budget, image_shape, target_dim, cfg.count_targets, available=available)
+
+
+def label_samples(cfg: Any, image_shape: tuple[int, int, int], target_dim: int, available: int | None = None) -> int:
+    """The budget rule of a method that stores m images with one class label (one value) each."""
+    return samples_for_budget(cfg.budget, image_shape, 1, True, available=available)

@@ -99,3 +99,8 @@ class DistillConfig:
 # results to float rounding.
 RESUMABLE_KEYS = ("stop_after_steps", "out_dir", "tensorboard", "krr.split_support", "krr.channels_last",
                   "mkdt.experts", "mkdt.recompute")
+# Also free on resume: the label, the log and checkpoint cadence.
+FREE_KEYS = ("name", "log_every", "checkpoint_every")
+# Sections added after the first methods: a method that does not read one (DistillMethod.reads) ignores it, on
+# resume and in a study's cache key (runs and study stages made before the section existed lack it).
+OPTIONAL_SECTIONS = ("mkdt",)

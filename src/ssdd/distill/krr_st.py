@@ -13,9 +13,10 @@ from typing import Any
 import torch
 
 from ssdd.augment import crop_flip, to_float
-from ssdd.distill.budget import samples_for_budget
+from ssdd.distill.budget import samples_for_budget, teacher_target_samples
 from ssdd.distill.outer import Support, outer_loop
 from ssdd.distill.registry import DistillContext, DistillMethod, DistillResult, register_method
+from ssdd.distill.verify import verify_teacher_targets
 
 
 def distill_krr_st(ctx: DistillContext) -> DistillResult:
@@ -45,4 +46,7 @@ def reconstruct_krr_st(stored: dict[str, torch.Tensor], manifest: dict[str, Any]
     return stored["images"].float(), stored["targets"].float()
 
 
-register_method(DistillMethod("krr_st", distill_krr_st, reconstruct_krr_st, parallel=True))
+register_method(DistillMethod(
+    "krr_st", distill_krr_st, reconstruct_krr_st, parallel=True, samples=teacher_target_samples,
+    verify=verify_teacher_targets, outer_loop=True, targets_optional=True,
+    note="KRR-ST: learned images and targets", colour="tab:orange"))

@@ -14,16 +14,19 @@ goes to the manifest. One process runs it (under torchrun the other ranks wait).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
 from ssdd.augment import normalize, to_float
-from ssdd.config import ModelConfig, config_to_dict
-from ssdd.distill.budget import samples_for_budget
+from ssdd.checks import choice, first_line, non_negative, positive, whole
+from ssdd.config import ConfigError, ModelConfig, config_to_dict
+from ssdd.distill.budget import samples_for_budget, teacher_target_samples
 from ssdd.distill.pool import seeded_member
 from ssdd.distill.registry import DistillContext, DistillMethod, DistillResult, register_method
 from ssdd.distill.unroll import FlatModel, matching_loss, minibatches, unrolled_sgd
+from ssdd.distill.verify import verify_teacher_targets
 from ssdd.experts.artifact import ExpertTrajectories, load_experts
 from ssdd.progress import phase
 from ssdd.runguard import Diverged
@@ -47,6 +50,32 @@ def check_experts_match(experts: ExpertTrajectories, teacher_function: str, sour
                          f"({experts.manifest.get('source', {}).get('name', '?')}); make experts on this one")
 
 
+def check_expert_epochs(mk: Any, epochs: int) -> None:
+    """The experts hold the epochs the matching reads: a start below max_start_epoch, expert_epochs after it."""
+    need = mk.max_start_epoch - 1 + mk.expert_epochs
+    if need > epochs:
+        raise ConfigError(f"mkdt.max_start_epoch={mk.max_start_epoch} with mkdt.expert_epochs={mk.expert_epochs} "
+                          f"needs {need} expert epochs; {mk.experts} has {epochs}")
+
+
+def check_experts_folder(cfg: Any, teacher: Mapping[str, Any], available: int | None = None) -> ExpertTrajectories:
+    """mkdt.experts is an intact expert-trajectories folder made with this teacher on a source of this size."""
+    from ssdd.artifacts import ArtifactError
+
+    try:
+        experts = load_experts(cfg.mkdt.experts)
+    except (FileNotFoundError, ArtifactError) as exc:
+        raise ConfigError(f"mkdt.experts: {first_line(exc)}") from None
+    if experts.manifest.get("teacher", {}).get("function_fingerprint") != teacher.get("function_fingerprint"):
+        raise ConfigError(f"mkdt.experts={cfg.mkdt.experts}: made with another teacher "
+                          f"({experts.manifest.get('teacher', {}).get('path', '?')}), not {cfg.teacher}")
+    trained_on = experts.manifest.get("source", {}).get("images")
+    if available is not None and trained_on is not None and int(trained_on) != available:
+        raise ConfigError(f"mkdt.experts={cfg.mkdt.experts}: trained on {trained_on} source images "
+                          f"({experts.manifest.get('source', {}).get('name', '?')}), this source has {available}")
+    return experts
+
+
 def init_indices(experts: ExpertTrajectories, m: int, how: str, n_source: int, seed: int) -> torch.Tensor:
     """The source images the distilled set starts from (sorted)."""
     if how == "random":
@@ -63,10 +92,7 @@ def distill_mkdt(ctx: DistillContext) -> DistillResult:
     n_source, image_shape = images_u8.shape[0], tuple(images_u8.shape[1:])
     experts = load_experts(mk.experts)
     check_experts_match(experts, teacher.function_fingerprint, ctx.source.fingerprint())
-    need = mk.max_start_epoch - 1 + mk.expert_epochs
-    if need > experts.epochs:
-        raise ValueError(f"mkdt.max_start_epoch={mk.max_start_epoch} and mkdt.expert_epochs={mk.expert_epochs} need "
-                         f"{need} expert epochs, {mk.experts} has {experts.epochs}")
+    check_expert_epochs(mk, experts.epochs)
     described = {k: v for k, v in (experts.manifest.get("model") or {}).items()
                  if k in ("name", "width", "depth", "feature")}
     student = seeded_member(ModelConfig(**described), image_shape[-1], teacher.feature_dim,
@@ -148,4 +174,29 @@ def reconstruct_mkdt(stored: dict[str, torch.Tensor], manifest: dict[str, Any]) 
     return stored["images"].float(), stored["targets"].float()
 
 
-register_method(DistillMethod("mkdt", distill_mkdt, reconstruct_mkdt))
+# ----------------------------------------------------------------------------- what ssdd asks MKDT
+def check_mkdt_settings(cfg: Any) -> None:
+    mk = cfg.mkdt
+    if not mk.experts:
+        raise ConfigError("method=mkdt needs mkdt.experts=FOLDER: expert trajectories from `ssdd experts` "
+                          "made with the same teacher and source")
+    whole("mkdt.iterations", mk.iterations, 1)
+    whole("mkdt.syn_steps", mk.syn_steps, 1)
+    whole("mkdt.expert_epochs", mk.expert_epochs, 1)
+    whole("mkdt.max_start_epoch", mk.max_start_epoch, 1)
+    whole("mkdt.batch_syn", mk.batch_syn, 0)
+    for key in ("lr_images", "lr_targets", "lr_lr", "init_lr"):
+        positive(f"mkdt.{key}", getattr(mk, key))
+    non_negative("mkdt.momentum", mk.momentum)
+    choice("mkdt.init", mk.init, ("high_loss", "random"))
+
+
+def check_mkdt_files(cfg: Any, teacher: Mapping[str, Any], available: int | None) -> None:
+    check_expert_epochs(cfg.mkdt, check_experts_folder(cfg, teacher, available).epochs)
+
+
+register_method(DistillMethod(
+    "mkdt", distill_mkdt, reconstruct_mkdt, check=check_mkdt_settings, check_files=check_mkdt_files,
+    samples=teacher_target_samples, verify=verify_teacher_targets, reads=("mkdt",), needs_experts=True,
+    note="MKDT: learned images and targets, matched to knowledge-distillation trajectories", colour="tab:red",
+    loss_name="matching loss (normalised parameter distance)"))

@@ -11,19 +11,18 @@ from ssdd import distributed as D
 from ssdd.artifacts import ArtifactError
 from ssdd.config import config_to_dict, save_config
 from ssdd.data import load_split
-from ssdd.distill import boost, krr_st, mkdt, subsets  # noqa: F401  (register the methods)
 from ssdd.distill.artifact import DistilledSet, save_distilled
-from ssdd.distill.config import RESUMABLE_KEYS, DistillConfig
+from ssdd.distill.config import DistillConfig
+from ssdd.distill.keys import resumable_keys
 from ssdd.distill.registry import DistillContext, get_method
+from ssdd.distill.validate import check_processes, check_source_fits, validate_distill
 from ssdd.integrity import ApproximationError
 from ssdd.progress import show_phases
 from ssdd.runfolder import CHECKPOINT, claim, load_checkpoint
-from ssdd.runguard import check_inputs, check_resume, distill_resumable_keys, numerical_stop, resume_changes
+from ssdd.runguard import check_inputs, check_resume, numerical_stop, resume_changes
 from ssdd.runtime import resolve_device, seed_everything, versions
 from ssdd.tblog import ScalarLog, require_tensorboard
 from ssdd.teacher import load_teacher
-from ssdd.teacher.locate import require_teacher_folder
-from ssdd.validate import LOOP_METHODS, batch_fits, validate_distill
 
 
 def run_distill(cfg: DistillConfig, resume: bool = False, show_progress: bool = True) -> DistilledSet | None:
@@ -41,14 +40,7 @@ def run_distill(cfg: DistillConfig, resume: bool = False, show_progress: bool = 
 def _run_distill(cfg: DistillConfig, resume: bool, show_progress: bool, dist_info: D.DistInfo
                  ) -> DistilledSet | None:
     method = get_method(cfg.method)
-    if cfg.log_every < 1 or cfg.checkpoint_every < 1:
-        raise ValueError("log_every and checkpoint_every must be at least 1")
-    if not cfg.count_targets and cfg.method != "krr_st":
-        raise ValueError(f"count_targets=false (KRR-ST's paper convention) applies to krr_st only, not {cfg.method}")
-    if method.parallel and cfg.krr.batch_size < dist_info.world_size:
-        raise ValueError(f"krr.batch_size {cfg.krr.batch_size} is smaller than the {dist_info.world_size} processes "
-                         f"that share each real batch")
-    require_teacher_folder(cfg.teacher)
+    check_processes(cfg, dist_info.world_size)  # the settings, teacher and out_dir were checked by validate_distill
     device = resolve_device(cfg.device, dist_info.local_rank)
     out_dir = Path(cfg.out_dir)
     ckpt = out_dir / CHECKPOINT
@@ -58,14 +50,13 @@ def _run_distill(cfg: DistillConfig, resume: bool, show_progress: bool, dist_inf
         purge_step = int(state.get("step", 0)) + 1
         saved_cfg = state.get("config")
         if saved_cfg is not None:
-            check_resume(out_dir, saved_cfg, config_to_dict(cfg), (*RESUMABLE_KEYS, *distill_resumable_keys(cfg)),
+            check_resume(out_dir, saved_cfg, config_to_dict(cfg), resumable_keys(cfg),
                          at=f"step {state.get('step')}")  # after a numerical stop: also the rates it named
     D.barrier()  # every process has checked out_dir before rank 0 writes into it
     seed_everything(cfg.seed)
     teacher = load_teacher(cfg.teacher, device)
     source = load_split(cfg.data, cfg.data.train_split, seed=cfg.seed)
-    if cfg.method in LOOP_METHODS:
-        batch_fits("krr.batch_size", cfg.krr.batch_size, len(source))  # torchvision, digits: known once loaded
+    check_source_fits(cfg, len(source))  # torchvision, digits: known once loaded
     check_inputs(out_dir, resume, {"teacher": teacher.fingerprint, "teacher_function": teacher.function_fingerprint,
                                    "source": source.fingerprint()},
                  {"teacher": f"teacher ({cfg.teacher})", "teacher_function": f"teacher's function ({cfg.teacher})",

@@ -8,13 +8,17 @@ pre-trained with cross-entropy.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
 
-from ssdd.distill.budget import samples_for_budget
+from ssdd.config import ConfigError
+from ssdd.distill.budget import label_samples, samples_for_budget, teacher_target_samples
+from ssdd.distill.mkdt import check_experts_folder
 from ssdd.distill.registry import DistillContext, DistillMethod, DistillResult, register_method
+from ssdd.distill.verify import verify_labels, verify_teacher_targets
 from ssdd.progress import phase
 
 
@@ -93,9 +97,27 @@ def distill_high_loss(ctx: DistillContext) -> DistillResult:
                                             "count": experts.count, "epochs": experts.epochs}})
 
 
-register_method(DistillMethod("random", distill_random, reconstruct_subset))
-register_method(DistillMethod("high_loss", distill_high_loss, reconstruct_subset))
-register_method(DistillMethod("kmeans", distill_kmeans, reconstruct_subset))
+def check_high_loss_settings(cfg: Any) -> None:
+    if not cfg.mkdt.experts:
+        raise ConfigError("method=high_loss needs mkdt.experts=FOLDER: expert trajectories from `ssdd experts` "
+                          "made with the same teacher and source (their final errors rank the images)")
+
+
+def check_high_loss_files(cfg: Any, teacher: Mapping[str, Any], available: int | None) -> None:
+    check_experts_folder(cfg, teacher, available)  # any number of epochs: only their final errors are read
+
+
+SUBSET = {"samples": teacher_target_samples, "verify": verify_teacher_targets}
+register_method(DistillMethod("random", distill_random, reconstruct_subset, **SUBSET,
+                              note="random real images, teacher targets", colour="tab:gray"))
+register_method(DistillMethod(
+    "high_loss", distill_high_loss, reconstruct_subset, **SUBSET, check=check_high_loss_settings,
+    check_files=check_high_loss_files, reads=("mkdt.experts",), needs_experts=True,
+    note="the real images MKDT's experts fit worst, teacher targets (MKDT's start)", colour="tab:pink"))
+register_method(DistillMethod("kmeans", distill_kmeans, reconstruct_subset, **SUBSET,
+                              note="k-means-chosen real images, teacher targets", colour="tab:green"))
 register_method(DistillMethod(
     "random_supervised", distill_random_supervised,
-    lambda stored, manifest: (stored["images"].float() / 255.0, stored["labels"].long())))
+    lambda stored, manifest: (stored["images"].float() / 255.0, stored["labels"].long()),
+    samples=label_samples, verify=verify_labels, note="random real images, class labels",
+    colour="tab:purple"))

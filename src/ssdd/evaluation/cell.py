@@ -97,7 +97,7 @@ def pretrain_sources(cfg: EvaluateConfig, teacher: Teacher, n_source: int) -> li
         note = evaluation_note(manifest)  # imported sets whose targets no known teacher vouches for
         if note is not None:
             print(f"ssdd evaluate: note: {path}: {note}", file=sys.stderr)
-        # the teacher and source of every set were checked before any work (ssdd.validate, --allow-mismatch)
+        # the teacher and source of every set were checked before any work (evaluation/validate.py, --allow-mismatch)
         if distilled.image_shape[-1] != teacher.resolution:
             raise ValueError(f"{path} holds {distilled.image_shape[-1]} px images; the teacher is "
                              f"{teacher.resolution} px")

@@ -34,12 +34,12 @@ from ssdd.evaluation.schedule import (
     set_aside,
     source_cell,
 )
+from ssdd.evaluation.validate import SET_ASIDE, validate_evaluate
 from ssdd.progress import bar_settings, phase, show_phases
 from ssdd.runtime import channels_last, resolve_device, versions
 from ssdd.tblog import ScalarLog, require_tensorboard
 from ssdd.teacher import load_teacher
 from ssdd.teacher.locate import require_teacher_folder
-from ssdd.validate import SET_ASIDE, validate_evaluate
 
 __all__ = ["CELL_CHOICE_KEYS", "RESUMABLE_KEYS", "PretrainSource", "dealing_order", "run_evaluate", "source_label"]
 

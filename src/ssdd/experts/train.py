@@ -19,12 +19,14 @@ from safetensors.torch import save_file
 
 from ssdd.artifacts import write_manifest
 from ssdd.augment import crop_flip, normalize, to_float
+from ssdd.checks import batch_fits
 from ssdd.config import config_to_dict, save_config
 from ssdd.data import load_split
 from ssdd.distill.pool import PoolMember, seeded_member
 from ssdd.distill.unroll import FlatModel
 from ssdd.experts.artifact import FORMAT_VERSION, KIND, expert_file
 from ssdd.experts.config import RESUMABLE_KEYS, ExpertsConfig
+from ssdd.experts.validate import validate_experts
 from ssdd.models.registry import describe
 from ssdd.progress import bar, phase, show_phases
 from ssdd.runfolder import claim
@@ -34,7 +36,6 @@ from ssdd.runtime import atomic_write, file_sha256, resolve_device, versions
 from ssdd.tblog import ScalarLog, require_tensorboard
 from ssdd.teacher import Teacher, load_teacher
 from ssdd.teacher.locate import require_teacher_folder
-from ssdd.validate import batch_fits, validate_experts
 
 
 def build_student(cfg: ExpertsConfig | Any, resolution: int, feature_dim: int, seed: int) -> PoolMember:

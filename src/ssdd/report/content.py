@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ssdd.distill.registry import find_method
 from ssdd.evaluation.report import split_note
 from ssdd.report import formats as F
 from ssdd.report.document import Block, Card, Cards, Facts, Figure, Heading, Notes, Paragraph, Table
@@ -15,13 +16,6 @@ from ssdd.report.gather import REFERENCE_METHODS, REFERENCE_NAMES, DistilledInfo
 FULL_TABLE_HEADER = ["pre-training", "top-1 (%)", "retention", "gap closed", "vs no pre-training", "vs random",
                      "storage (img-eq)", "KiB", "compression", "m / pairs", "CKA to teacher", "pre-training time",
                      "pre-training steps", "samples seen", "speed-up", "distillation time", "distillation steps"]
-METHOD_NOTES = {"boost": "Boost: low-rank bases, predefined views, approximation networks",
-                "krr_st": "KRR-ST: learned images and targets",
-                "mkdt": "MKDT: learned images and targets, matched to knowledge-distillation trajectories",
-                "high_loss": "the real images MKDT's experts fit worst, teacher targets (MKDT's start)",
-                "random": "random real images, teacher targets",
-                "kmeans": "k-means-chosen real images, teacher targets",
-                "random_supervised": "random real images, class labels"}
 DEFAULTS = {"seeds": 3, "finetune_iterations": 10_000, "finetune_small_iterations": 5_000, "pretrain_epochs": 1000,
             "full_data_epochs": 100, "probe_iterations": 5_000}
 
@@ -403,7 +397,8 @@ def distilled_card(info: DistilledInfo, data: ReportData, figure_keys: set[str])
     if errors:
         aside.append(_approximation_table(errors))
     method = info.rows[0]["method"]
-    return Card(info.label, blocks, METHOD_NOTES.get(method, method), aside)
+    found = find_method(method)
+    return Card(info.label, blocks, found.note if found and found.note else method, aside)
 
 
 def image_key(info: DistilledInfo) -> str:

@@ -8,12 +8,10 @@ import io
 from pathlib import Path
 from typing import Any
 
-from ssdd.plots import distillation_loss_name, pyplot
+from ssdd.distill.registry import find_method, loss_name
+from ssdd.plots import pyplot
 from ssdd.report.gather import REFERENCE_METHODS, REFERENCE_NAMES, ReportData
 
-METHOD_COLOURS = {"boost": "tab:blue", "krr_st": "tab:orange", "random": "tab:gray", "kmeans": "tab:green",
-                  "random_supervised": "tab:purple", "mkdt": "tab:red",
-                  "high_loss": "tab:pink"}
 EXTRA_COLOURS = ["tab:brown", "tab:olive", "tab:cyan"]
 MODE_NAMES = {"finetune": "fine-tune", "linear_probe": "linear probe"}
 # (name, colour, line style) of each reference row's horizontal line
@@ -36,7 +34,8 @@ def colours(labels: list[str], methods: dict[str, str]) -> dict[str, str]:
     for label in labels:
         series = series_name(label)
         if series not in taken:
-            colour = METHOD_COLOURS.get(methods[label])
+            method = find_method(methods[label])
+            colour = method.colour if method else None
             taken[series] = colour if colour is not None and colour not in taken.values() else next(extra)
         result[label] = taken[series]
     return result
@@ -260,7 +259,7 @@ def loss_figure(data: ReportData) -> bytes | None:
     line_style = {label: next(styles) for label in dict.fromkeys(d.label for d in logged)}
     kinds: dict[str, list[Any]] = {}
     for d in logged:
-        kinds.setdefault(distillation_loss_name(d.rows[0]["method"] if d.rows else ""), []).append(d)
+        kinds.setdefault(loss_name(d.rows[0]["method"] if d.rows else ""), []).append(d)
     fig, axes = plt.subplots(1, len(kinds), figsize=(6.0 * len(kinds), 3.4), squeeze=False)
     for ax, (name, sets) in zip(axes[0], kinds.items(), strict=True):
         for d in sets:

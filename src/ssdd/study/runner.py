@@ -21,10 +21,10 @@ from typing import Any
 
 from ssdd import __version__
 from ssdd.config import config_to_dict, load_config, save_config
+from ssdd.distill.keys import method_free_keys
 from ssdd.evaluation.config import LEGACY_VALUES as EVALUATE_LEGACY_VALUES
 from ssdd.evaluation.config import EvaluateConfig
 from ssdd.runfolder import CHECKPOINT, claim, config_hash
-from ssdd.runguard import method_free_keys
 from ssdd.runtime import file_sha256, versions, write_json
 from ssdd.study.config import DistillSpec, StudyConfig
 
@@ -238,7 +238,7 @@ def run_study(study: StudyConfig, show_progress: bool = True, dry_run: bool = Fa
     if not dry_run and int(os.environ.get("WORLD_SIZE", "1")) > 1:  # a dry run only reads
         raise ValueError("ssdd reproduce runs in one process: start it with plain `ssdd`, or run the stages "
                          "themselves under torchrun (ssdd teacher / distill / evaluate)")
-    from ssdd.validate import validate_study
+    from ssdd.study.validate import validate_study
 
     validate_study(study)  # every stage's settings and data, before the first stage runs
     root = Path(study.out_dir)
@@ -277,6 +277,7 @@ def _exclusive(root: Path) -> Iterator[None]:
 
 def _run_study(study: StudyConfig, root: Path, show_progress: bool, dry_run: bool) -> StudyResult:
     from ssdd.distill.config import DistillConfig
+    from ssdd.distill.registry import get_method
     from ssdd.distill.run import run_distill
     from ssdd.evaluation.protocol import run_evaluate
     from ssdd.teacher.config import TeacherConfig
@@ -350,7 +351,7 @@ def _run_study(study: StudyConfig, root: Path, show_progress: bool, dry_run: boo
         cfg = load_config(DistillConfig, spec.config or None, [*common, *spec.overrides, *extra])
         cfg.teacher = str(result.teacher)
         upstream = list(teacher_upstream)
-        if cfg.method in ("mkdt", "high_loss"):  # both read the experts
+        if get_method(cfg.method).needs_experts:
             if result.experts is not None:
                 cfg.mkdt.experts = str(result.experts)
                 upstream += experts_upstream

@@ -40,7 +40,7 @@ from ssdd.teacher.barlow_twins import barlow_twins_loss, projector
 from ssdd.teacher.config import RESUMABLE_KEYS, TeacherConfig
 from ssdd.teacher.lars import LARS
 from ssdd.teacher.schedule import warmup_cosine
-from ssdd.validate import validate_teacher
+from ssdd.teacher.validate import validate_teacher
 
 
 class BarlowTwinsModel(nn.Module):

@@ -1,0 +1,153 @@
+"""Small checks every command's validation shares (each command's own checks live with it: teacher/validate.py,
+distill/validate.py, experts/validate.py, evaluation/validate.py, study/validate.py; data/validate.py for the
+data files). Validation runs before work: every command checks, in seconds, everything it can before its
+first expensive step.
+
+Errors are ConfigError / DataError / ArtifactError / BudgetError (ValueErrors): one line naming the key,
+value or file and what to do.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from ssdd.config import ConfigError, ModelConfig
+
+
+# ----------------------------------------------------------------------------- numbers and choices
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def whole(key: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{key}={value!r}: must be a whole number, at least {minimum}")
+
+
+def batch_fits(key: str, batch: int, available: int | None, what: str = "source images") -> None:
+    """A batch drawn from `available` images holds no more than them (None: the count is not known yet).
+    KRR-ST's outer loop draws its real batch with replacement, so a larger one would run, but only by repeating
+    images, at a memory cost that grows with the batch (krr.batch_size=1e8 would ask for ~77 GB)."""
+    if available is not None and batch > available:
+        raise ConfigError(f"{key}={batch} exceeds the {available} {what}; lower {key}")
+
+
+def positive(key: str, value: Any) -> None:
+    if not _number(value) or not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{key}={value!r}: must be a finite number above 0")
+
+
+def non_negative(key: str, value: Any) -> None:
+    if not _number(value) or not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{key}={value!r}: must be a finite number, 0 or more")
+
+
+def probability(key: str, value: Any) -> None:
+    if not _number(value) or not 0 <= value <= 1:
+        raise ConfigError(f"{key}={value!r}: must be a probability in [0, 1]")
+
+
+def choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r}: must be one of {', '.join(allowed)}")
+
+
+def finite_everywhere(cfg: Any, prefix: str = "") -> None:
+    """No NaN or inf anywhere in a config (dataclasses, lists of dataclasses or numbers)."""
+    for f in fields(cfg):
+        _finite_value(f"{prefix}{f.name}", getattr(cfg, f.name))
+
+
+def _finite_value(key: str, value: Any) -> None:
+    if is_dataclass(value) and not isinstance(value, type):
+        finite_everywhere(value, f"{key}.")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _finite_value(f"{key}[{i}]", item)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}={value}: must be a finite number")
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def check_model(key: str, cfg: ModelConfig, resolution: int) -> int:
+    """The network builds at this resolution; returns its feature dimension."""
+    from ssdd.models import build_model
+
+    whole(f"{key}.width", cfg.width, 0)
+    whole(f"{key}.depth", cfg.depth, 0)
+    try:
+        return int(build_model(cfg, resolution).feature_dim)
+    except Exception as exc:  # any builder failure is a setting to fix
+        raise ConfigError(f"{key}: {cfg.name} (width {cfg.width}, depth {cfg.depth}, feature {cfg.feature}) "
+                          f"cannot be built at {resolution} px: {first_line(exc)}") from None
+
+
+# ----------------------------------------------------------------------------- device and output folder
+def check_device(name: str, key: str = "device") -> None:
+    import torch
+
+    from ssdd.runtime import resolve_device
+
+    text = str(name)
+    try:
+        device = resolve_device(text)
+    except (RuntimeError, ValueError):
+        if text.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(f"{key}={text}: CUDA is not available here (no GPU visible, or a CPU-only torch); "
+                              f"use {key}=cpu or {key}=auto") from None
+        raise ConfigError(f"{key}={text!r}: not a device (use auto, cpu, cuda or cuda:N)") from None
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"{key}={text}: this machine has {torch.cuda.device_count()} GPU(s) "
+                          f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+
+
+def check_writable(out_dir: str | Path, key: str = "out_dir") -> None:
+    """out_dir is a folder, or can be created, and can be written."""
+    if not str(out_dir):
+        raise ConfigError(f"{key} is empty: set {key}=FOLDER")
+    path = Path(out_dir)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{key}={out_dir}: exists and is not a folder; choose another {key}")
+    probe = path
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"{key}={out_dir}: cannot be created, {probe} is a file; choose another {key}")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"{key}={out_dir}: {probe} is not writable; choose another {key} or fix its permissions")
+
+
+# ----------------------------------------------------------------------------- shared settings
+def check_probe(cfg: Any, key: str = "probe") -> None:
+    whole(f"{key}.iterations", cfg.iterations, 1)
+    whole(f"{key}.batch_size", cfg.batch_size, 1)
+    positive(f"{key}.lr", cfg.lr)
+    non_negative(f"{key}.momentum", cfg.momentum)
+    non_negative(f"{key}.weight_decay", cfg.weight_decay)
+
+
+def channels_last_setting(key: str, value: Any) -> None:
+    from ssdd.runtime import channels_last
+
+    try:
+        channels_last(value, key)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def start_run(stage: str, out_dir: str) -> None:
+    """The checks passed: remember the run (for interrupt messages) and clean its stale temporary files."""
+    from ssdd.runguard import clean_stale_tmp, register_run
+
+    register_run(stage, out_dir)
+    clean_stale_tmp(out_dir)
+
+

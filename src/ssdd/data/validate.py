@@ -1,0 +1,162 @@
+"""Checks of the data a command will read, before work: the splits exist and hold uint8 images of at least one
+pixel (read from the .npz headers, no pixel is loaded), labels fit the images; `ssdd check` on a data file."""
+
+from __future__ import annotations
+
+import math
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from ssdd.checks import choice, first_line, whole
+from ssdd.config import DataConfig
+from ssdd.data.dataset import DataError
+
+SOURCES = ("npz", "torchvision", "folder", "digits")
+
+
+def npz_arrays(path: str | Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Shape and dtype of every array of a .npz, read from the .npy headers (no pixel is loaded)."""
+    from numpy.lib import format as npy
+
+    path = Path(path)
+    if not zipfile.is_zipfile(path):
+        size = path.stat().st_size
+        what = "an empty file" if size == 0 else f"{size} bytes that are not a zip of .npy arrays"
+        raise DataError(f"{path}: not a readable .npz archive ({what}); write one with ssdd.data.save_npz or "
+                        f"numpy.savez")
+    arrays: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for name in archive.namelist():
+                if not name.endswith(".npy"):
+                    continue
+                with archive.open(name) as handle:
+                    version = npy.read_magic(handle)
+                    reader = getattr(npy, "_read_array_header", None)
+                    if reader is not None:
+                        shape, _, dtype = reader(handle, version)
+                    elif version == (1, 0):
+                        shape, _, dtype = npy.read_array_header_1_0(handle)
+                    else:
+                        shape, _, dtype = npy.read_array_header_2_0(handle)
+                arrays[name[:-4]] = (tuple(int(s) for s in shape), np.dtype(dtype))
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as exc:
+        raise DataError(f"{path}: the archive is corrupt ({first_line(exc)}); write it again") from None
+    return arrays
+
+
+def image_layout(shape: tuple[int, ...]) -> tuple[int, int, int] | None:
+    """(N, H, W) of an image array in one of the layouts the loader accepts; None for any other."""
+    if len(shape) == 3:
+        return shape[0], shape[1], shape[2]
+    if len(shape) == 4 and shape[-1] in (1, 3) and shape[1] not in (1, 3):
+        return shape[0], shape[1], shape[2]
+    if len(shape) == 4 and shape[1] in (1, 3):
+        return shape[0], shape[2], shape[3]
+    return None
+
+
+def _npz_split(path: Path, split: str, key: str, which: str) -> int:
+    arrays = npz_arrays(path)
+    splits = sorted(k[2:] for k in arrays if k.startswith("x_"))
+    if f"x_{split}" not in arrays:
+        raise DataError(f"{path}: split '{split}' does not exist (available: {', '.join(splits) or 'none'}); "
+                        f"set {key}.{which}=<one of them>")
+    if f"y_{split}" not in arrays:
+        raise DataError(f"{path}: array 'y_{split}' (labels of split '{split}') is missing")
+    where = f"{path}[{split}]"
+    shape, dtype = arrays[f"x_{split}"]
+    if dtype != np.uint8:
+        raise DataError(f"{where}: images must be uint8 pixels in [0, 255], got dtype {dtype}")
+    layout = image_layout(shape)
+    if layout is None:
+        raise DataError(f"{where}: images must have shape (N, H, W, 3) (or (N, H, W), (N, H, W, 1), (N, 3, H, W)), "
+                        f"got {shape}")
+    n, height, width = layout
+    if n == 0:
+        raise DataError(f"{where}: the split is empty")
+    if height < 1 or width < 1:
+        raise DataError(f"{where}: the images are {height}x{width} pixels; every image needs at least one pixel")
+    labels_shape, labels_dtype = arrays[f"y_{split}"]
+    if not np.issubdtype(labels_dtype, np.integer):
+        raise DataError(f"{where}: labels must be integers, got dtype {labels_dtype}")
+    if math.prod(labels_shape) != n:
+        raise DataError(f"{where}: {n} images but {math.prod(labels_shape)} labels")
+    return n
+
+
+def check_split(cfg: DataConfig, which: str = "train_split", key: str = "data") -> int | None:
+    """The split `cfg.<which>` exists and looks usable; its number of images (after data.subset for the train
+    split) when that is cheap to know, else None."""
+    from ssdd.data.loaders import IMAGE_SUFFIXES
+
+    choice(f"{key}.source", cfg.source, SOURCES)
+    whole(f"{key}.resolution", cfg.resolution, 1)
+    whole(f"{key}.subset", cfg.subset, 0)
+    split = getattr(cfg, which)
+    count: int | None = None
+    if cfg.source == "npz":
+        path = Path(cfg.path)
+        if not path.is_file():
+            raise DataError(f"{path}: file not found; pass {key}.path=FILE.npz, a .npz in ssdd's NumPy format "
+                            f"(README, 'Data formats'), or {key}.source=torchvision {key}.name=cifar100 "
+                            f"{key}.path=DIR {key}.download=true (other sources: folder, digits)")
+        count = _npz_split(path, split, key, which)
+    elif cfg.source == "folder":
+        from ssdd.data.loaders import folder_class_dirs
+
+        classes = folder_class_dirs(cfg.path, split, key, which)
+        count = 0
+        for folder in classes:
+            files = sum(1 for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
+                raise DataError(f"{folder}: empty class, no image files")
+            count += files
+    elif cfg.source == "digits":
+        if split not in ("train", "test"):
+            raise DataError(f"digits: split '{split}' does not exist (available: train, test); set {key}.{which}")
+    else:
+        from ssdd.data.torchvision_sets import TORCHVISION_DATASETS
+
+        spec = TORCHVISION_DATASETS.get(cfg.name)
+        if spec is None:
+            raise DataError(f"{key}.name={cfg.name!r}: not a torchvision dataset ssdd knows (available: "
+                            f"{', '.join(sorted(TORCHVISION_DATASETS))})")
+        if split not in spec.split_kwargs:
+            raise DataError(f"torchvision {cfg.name}: split '{split}' does not exist (available: "
+                            f"{', '.join(spec.split_kwargs)}); set {key}.{which}")
+    if count is not None and which == "train_split" and cfg.subset > 0:
+        count = min(count, cfg.subset)
+    return count
+
+
+def describe_data(path: str | Path) -> str:
+    """`ssdd check`: a .npz (every split checked from its headers, every member against its CRC) or an
+    ImageFolder root (every split); one line on what it holds, or DataError."""
+    path = Path(path)
+    if path.is_dir():
+        splits = sorted(p.name for p in path.iterdir() if p.is_dir())
+        if not splits:
+            raise DataError(f"{path}: no split folders (expected {path}/<split>/<class>/<image>)")
+        counts = [f"{s} {check_split(DataConfig(source='folder', path=str(path), train_split=s), 'train_split'):,}"
+                  for s in splits]
+        return f"{path}: {', '.join(counts)} images"
+    if not path.is_file():
+        raise DataError(f"{path}: not found")
+    arrays = npz_arrays(path)
+    splits = sorted(k[2:] for k in arrays if k.startswith("x_"))
+    if not splits:
+        raise DataError(f"{path}: no x_<split> arrays; not in ssdd's NumPy format (README, 'Data formats')")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            broken = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise DataError(f"{path}: the archive is corrupt ({first_line(exc)}); write it again") from None
+    if broken is not None:
+        raise DataError(f"{path}: member {broken} is corrupt (CRC mismatch); write the file again")
+    counts = [f"{s} {_npz_split(path, s, 'data', 'train_split'):,}" for s in splits]
+    layout = image_layout(arrays[f"x_{splits[0]}"][0])
+    size = f" at {layout[1]}x{layout[2]} px" if layout else ""
+    return f"{path}: {', '.join(counts)} images{size}"

@@ -1,0 +1,121 @@
+"""`ssdd distill`'s checks before work: the settings (the common ones here, the method's own by its `check`
+hook), device, output folder (`runfolder.claim`, called first, refuses another run's), the teacher (intact,
+same resolution as the data), the training split, the budget against the teacher's d and the source size (the
+method's budget rule), and the files the method reads besides (its `check_files` hook)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ssdd.checks import (
+    batch_fits,
+    channels_last_setting,
+    check_device,
+    check_model,
+    check_writable,
+    choice,
+    finite_everywhere,
+    non_negative,
+    positive,
+    start_run,
+    whole,
+)
+from ssdd.config import ConfigError
+from ssdd.data.validate import check_split
+from ssdd.distill.registry import DistillMethod, get_method, methods_where
+from ssdd.teacher.validate import teacher_manifest
+
+
+def method_of(cfg: Any) -> DistillMethod:
+    """The configured method (ConfigError naming the available ones)."""
+    try:
+        return get_method(cfg.method)
+    except ValueError as exc:
+        raise ConfigError(f"method={cfg.method!r}: {exc}") from None
+
+
+def check_distill_settings(cfg: Any) -> None:
+    """Everything of a distillation config that needs no file."""
+    finite_everywhere(cfg)
+    method = method_of(cfg)
+    positive("budget", cfg.budget)
+    if not cfg.count_targets and not method.targets_optional:
+        allowed = ", ".join(methods_where(lambda m: m.targets_optional)) or "no method"
+        raise ConfigError(f"count_targets=false (KRR-ST's paper convention) applies to {allowed} only, "
+                          f"not {cfg.method}")
+    whole("log_every", cfg.log_every, 1)
+    whole("checkpoint_every", cfg.checkpoint_every, 1)
+    whole("stop_after_steps", cfg.stop_after_steps, 0)
+    whole("kmeans_iterations", cfg.kmeans_iterations, 1)
+    whole("data.resolution", cfg.data.resolution, 1)
+    if method.outer_loop:
+        check_outer_loop_settings(cfg)
+    method.check(cfg)
+
+
+def check_outer_loop_settings(cfg: Any) -> None:
+    """The shared outer loop's settings (krr.*, pool.*), for the methods that run it."""
+    krr, pool = cfg.krr, cfg.pool
+    whole("krr.steps", krr.steps, 1)
+    whole("krr.batch_size", krr.batch_size, 1)
+    positive("krr.lr", krr.lr)
+    non_negative("krr.final_lr_ratio", krr.final_lr_ratio)
+    non_negative("krr.ridge", krr.ridge)
+    choice("krr.form", krr.form, ("auto", "primal", "dual"))
+    choice("krr.solve_dtype", krr.solve_dtype, ("auto", "float32", "float64"))
+    channels_last_setting("krr.channels_last", krr.channels_last)
+    whole("krr.real_crop_padding", krr.real_crop_padding, 0)
+    whole("pool.size", pool.size, 1)
+    whole("pool.max_steps", pool.max_steps, 2)
+    whole("pool.batch_size", pool.batch_size, 0)
+    positive("pool.lr", pool.lr)
+    non_negative("pool.momentum", pool.momentum)
+    non_negative("pool.weight_decay", pool.weight_decay)
+    check_model("krr.model", krr.model, cfg.data.resolution)
+
+
+def normalise_distill(cfg: Any) -> None:
+    """Accepted spellings of the method's settings, fixed in place (after check_distill_settings)."""
+    method_of(cfg).normalise(cfg)
+
+
+def check_budget_fits(cfg: Any, resolution: int, feature_dim: int, available: int | None) -> None:
+    """The budget holds at least one sample and no more samples than the source has (BudgetError), by the
+    method's budget rule; settings that need the image shape or d are checked there too."""
+    method = method_of(cfg)
+    if method.samples is not None:
+        method.samples(cfg, (3, resolution, resolution), feature_dim, available)
+
+
+def check_source_fits(cfg: Any, available: int | None) -> None:
+    """The real batch of a method that runs the outer loop holds no more than the source's images (None: the
+    count is known only once the source is loaded, e.g. torchvision and digits)."""
+    if method_of(cfg).outer_loop:
+        batch_fits("krr.batch_size", cfg.krr.batch_size, available)
+
+
+def check_processes(cfg: Any, world_size: int) -> None:
+    """Under torchrun, a method that splits each real batch over the processes needs a row for each."""
+    if method_of(cfg).parallel and cfg.krr.batch_size < world_size:
+        raise ConfigError(f"krr.batch_size {cfg.krr.batch_size} is smaller than the {world_size} processes "
+                          f"that share each real batch")
+
+
+def validate_distill(cfg: Any, resume: bool = False) -> None:
+    """`ssdd distill`: settings, device, output folder, the teacher (intact, same resolution as the data), the
+    training split, the budget against the teacher's d and the source size, and the method's other inputs."""
+    check_distill_settings(cfg)
+    normalise_distill(cfg)
+    check_device(cfg.device)
+    check_writable(cfg.out_dir)
+    manifest = teacher_manifest(cfg.teacher)
+    resolution = manifest["resolution"]
+    if cfg.data.resolution != resolution:
+        raise ConfigError(f"data.resolution={cfg.data.resolution}, but teacher {cfg.teacher} expects {resolution} px "
+                          f"images: set data.resolution={resolution}")
+    available = check_split(cfg.data, "train_split")
+    check_source_fits(cfg, available)
+    if manifest.get("feature_dim"):
+        check_budget_fits(cfg, resolution, int(manifest["feature_dim"]), available)
+    method_of(cfg).check_files(cfg, manifest, available)
+    start_run("distill", cfg.out_dir)

@@ -1,0 +1,83 @@
+"""`ssdd reproduce`'s checks before work: every stage's settings and inputs before the first stage runs."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from ssdd.checks import batch_fits, check_device, check_writable
+from ssdd.config import ConfigError
+from ssdd.data.validate import check_split
+from ssdd.distill.validate import check_budget_fits, check_distill_settings, check_source_fits, normalise_distill
+from ssdd.evaluation.validate import check_evaluate_settings
+from ssdd.experts.validate import check_experts_settings
+from ssdd.teacher.validate import check_teacher_settings, teacher_manifest
+
+
+def validate_study(study: Any) -> None:
+    """`ssdd reproduce`: every stage's settings and inputs before the first stage runs (the teacher a study
+    trains itself is checked by its settings; the stages after it by theirs and their data)."""
+    from ssdd.config import load_config
+    from ssdd.distill.config import DistillConfig
+    from ssdd.evaluation.config import EvaluateConfig
+    from ssdd.teacher.config import TeacherConfig
+
+    check_device(str(study.device))
+    check_writable(study.out_dir)
+    name = str(study.name)
+    if name and (not name.replace("-", "").replace("_", "").replace(".", "").isalnum() or not name.isascii()
+                 or name.startswith(".") or name.lower() in ("teacher", "experts", "distill", "evaluate")):
+        raise ConfigError(f"name='{name}': a study's name is a folder inside out_dir: letters, digits, '-', '_' "
+                          f"and '.', not a stage folder (teacher, experts, distill, evaluate)")
+    common = [f"seed={study.seed}", f"device={study.device}"]
+    resolution: int | None = None
+    feature_dim: int | None = None
+    if study.teacher.path:
+        manifest = teacher_manifest(study.teacher.path, "teacher.path")
+        resolution, feature_dim = manifest["resolution"], manifest.get("feature_dim")
+    elif study.teacher.config:
+        cfg = load_config(TeacherConfig, study.teacher.config, [*common, *study.teacher.overrides])
+        try:
+            feature_dim = check_teacher_settings(cfg)
+            check_split(cfg.data, "train_split")
+            check_split(cfg.data, "test_split")
+        except ValueError as exc:
+            raise type(exc)(f"teacher stage: {exc}") from None
+        resolution = cfg.data.resolution
+    if study.experts.config:
+        from ssdd.experts.config import ExpertsConfig
+
+        cfg = load_config(ExpertsConfig, study.experts.config, [*common, *study.experts.overrides])
+        try:
+            check_experts_settings(cfg)
+            batch_fits("batch_size", cfg.batch_size, check_split(cfg.data, "train_split"))
+        except ValueError as exc:
+            raise type(exc)(f"experts stage: {exc}") from None
+    for spec in study.distill:
+        for budget in [*spec.budgets] or [None]:
+            extra = [f"budget={budget!r}"] if budget is not None else []
+            extra += [f"name={spec.name}"] if spec.name else []
+            cfg = load_config(DistillConfig, spec.config or None, [*common, *spec.overrides, *extra])
+            label = f"distill stage {spec.name or cfg.method}@{cfg.budget:g}"
+            try:
+                check_distill_settings(cfg)
+                normalise_distill(cfg)
+                if resolution is not None and cfg.data.resolution != resolution:
+                    raise ConfigError(f"data.resolution={cfg.data.resolution}, but the teacher is {resolution} px: "
+                                      f"set data.resolution={resolution}")
+                available = check_split(cfg.data, "train_split")
+                check_source_fits(cfg, available)
+                if feature_dim:
+                    check_budget_fits(cfg, cfg.data.resolution, feature_dim, available)
+            except ValueError as exc:
+                raise type(exc)(f"{label}: {exc}") from None
+    if study.evaluate.config:
+        cfg = load_config(EvaluateConfig, study.evaluate.config, [*common, *study.evaluate.overrides])
+        try:
+            check_evaluate_settings(cfg)
+            for i, target in enumerate(cfg.targets):
+                target_cfg = replace(target, resolution=resolution or target.resolution)
+                check_split(target_cfg, "train_split", f"targets[{i}]")
+                check_split(target_cfg, "test_split", f"targets[{i}]")
+        except ValueError as exc:
+            raise type(exc)(f"evaluate stage: {exc}") from None

@@ -1,0 +1,93 @@
+"""`ssdd teacher`'s checks before work (settings, device, output folder, both splits), and the check of a
+teacher folder that the later stages read (`teacher_manifest`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ssdd.checks import (
+    channels_last_setting,
+    check_device,
+    check_model,
+    check_probe,
+    check_writable,
+    choice,
+    finite_everywhere,
+    non_negative,
+    positive,
+    probability,
+    start_run,
+    whole,
+)
+from ssdd.config import ConfigError
+from ssdd.data.validate import check_split
+
+
+def teacher_manifest(path: str, key: str = "teacher") -> dict[str, Any]:
+    """The manifest of the teacher folder a config names, checked (no weights are read)."""
+    from ssdd.artifacts import read_manifest
+    from ssdd.integrity import verify_teacher_manifest
+    from ssdd.teacher.artifact import KIND
+    from ssdd.teacher.locate import require_teacher_folder
+
+    require_teacher_folder(path)
+    manifest = read_manifest(path, KIND)
+    manifest["function_fingerprint"] = verify_teacher_manifest(path, manifest)
+    return manifest
+
+
+def check_teacher_settings(cfg: Any) -> int:
+    """Everything of a teacher config that needs no file; returns the backbone's feature dimension."""
+    finite_everywhere(cfg)
+    choice("precision", cfg.precision, ("auto", "bf16", "fp32"))
+    channels_last_setting("channels_last", cfg.channels_last)
+    choice("save_dtype", cfg.save_dtype, ("float32", "float16"))
+    whole("stop_after_epochs", cfg.stop_after_epochs, 0)
+    optim = cfg.optim
+    whole("optim.epochs", optim.epochs, 1)
+    whole("optim.batch_size", optim.batch_size, 1)
+    whole("optim.warmup_epochs", optim.warmup_epochs, 0)
+    positive("optim.lr", optim.lr)
+    positive("optim.monitor_lr", optim.monitor_lr)
+    for name in ("weight_decay", "momentum", "lars_eta", "min_lr", "warmup_start_lr"):
+        if hasattr(optim, name):
+            non_negative(f"optim.{name}", getattr(optim, name))
+    non_negative("loss.lambda_offdiag", cfg.loss.lambda_offdiag)
+    positive("loss.scale", cfg.loss.scale)
+    if not cfg.projector:
+        raise ConfigError("projector=[]: needs at least one layer size, e.g. projector=[2048,2048,2048]")
+    for i, size in enumerate(cfg.projector):
+        whole(f"projector[{i}]", size, 1)
+    for name in ("view1", "view2"):
+        view = getattr(cfg.augment, name)
+        key = f"augment.{name}"
+        if not 0 < view.crop_scale_min <= view.crop_scale_max <= 1:
+            raise ConfigError(f"{key}.crop_scale_min/max={view.crop_scale_min}/{view.crop_scale_max}: need "
+                              f"0 < min <= max <= 1")
+        if len(view.jitter) != 4:
+            raise ConfigError(f"{key}.jitter={view.jitter}: must list 4 strengths (brightness, contrast, "
+                              f"saturation, hue)")
+        for i, strength in enumerate(view.jitter):
+            non_negative(f"{key}.jitter[{i}]", strength)
+        for p in ("jitter_p", "grayscale_p", "solarize_p", "flip_p"):
+            probability(f"{key}.{p}", getattr(view, p))
+        choice(f"{key}.interpolation", view.interpolation, ("bicubic", "bilinear"))
+    check_probe(cfg.probe)
+    whole("probe_every", cfg.probe_every, 0)
+    whole("data.resolution", cfg.data.resolution, 1)
+    return check_model("model", cfg.model, cfg.data.resolution)
+
+
+def validate_teacher(cfg: Any, resume: bool = False) -> None:
+    """`ssdd teacher`: settings, device, output folder, both splits, the batch against the training images."""
+    check_teacher_settings(cfg)
+    check_device(cfg.device)
+    check_writable(cfg.out_dir)
+    n_train = check_split(cfg.data, "train_split")
+    check_split(cfg.data, "test_split")  # the linear probe at the end reads it: fail now, not after training
+    if n_train is not None and cfg.optim.batch_size > n_train:
+        raise ConfigError(f"optim.batch_size={cfg.optim.batch_size} exceeds the {n_train} training images of "
+                          f"{cfg.data.path}; lower optim.batch_size")
+    start_run("teacher", cfg.out_dir)
+
+

@@ -1,0 +1,74 @@
+"""distill/validate.py and the hooks it asks: checks change nothing, the method's rules are the only rules."""
+
+from __future__ import annotations
+
+import pytest
+
+from ssdd.config import ConfigError, load_config
+from ssdd.distill.boost import check_boost_config, normalise_boost
+from ssdd.distill.config import DistillConfig
+from ssdd.distill.keys import method_free_keys, resumable_keys
+from ssdd.distill.validate import check_budget_fits, check_distill_settings, check_processes
+from ssdd.storage import BudgetError
+
+
+def cfg(*overrides: str) -> DistillConfig:
+    return load_config(DistillConfig, None, ["teacher=t", *overrides])
+
+
+def test_boost_s_check_changes_nothing_and_its_normalisation_is_separate():
+    b = cfg("method=boost", "boost.approximation=False", "boost.image_bases=8", "boost.image_resolution=8",
+            "boost.target_bases=4").boost
+    with pytest.raises(ValueError, match=r"boost\.approximation must be one of"):
+        check_boost_config(b, (3, 16, 16), 64, 100)
+    assert b.approximation == "False"  # the check left the config as it found it
+    normalise_boost(b)
+    assert b.approximation == "off"
+    assert check_boost_config(b, (3, 16, 16), 64, 100) == ["identity", "rot90", "rot180", "rot270"]
+
+
+def test_the_method_s_budget_rule_is_asked():
+    check_budget_fits(cfg("method=random", "budget=10"), 16, 64, 100)
+    with pytest.raises(BudgetError, match="only 5 images"):
+        check_budget_fits(cfg("method=random", "budget=10"), 16, 64, 5)
+    # labels cost one value each: 10 / (1 + 1/768) -> 9 samples fit in 9 images, teacher targets would not
+    check_budget_fits(cfg("method=random_supervised", "budget=10"), 16, 10_000, 9)
+    with pytest.raises(BudgetError, match="holds no sample"):
+        check_budget_fits(cfg("method=boost", "budget=1", "boost.image_bases=8", "boost.image_resolution=8",
+                              "boost.target_bases=4"), 16, 64, 100)
+
+
+def test_settings_checks_come_from_the_method():
+    with pytest.raises(ConfigError, match="applies to krr_st only, not random"):
+        check_distill_settings(cfg("method=random", "count_targets=false"))
+    check_distill_settings(cfg("method=krr_st", "count_targets=false"))
+    with pytest.raises(ConfigError, match=r"krr\.steps"):  # the outer loop's settings, for a method that runs it
+        check_distill_settings(cfg("method=boost", "krr.steps=0"))
+    check_distill_settings(cfg("method=random", "krr.steps=0"))  # ... and not for one that does not
+    with pytest.raises(ConfigError, match=r"method=high_loss needs mkdt\.experts"):
+        check_distill_settings(cfg("method=high_loss"))
+    with pytest.raises(ConfigError, match=r"mkdt\.syn_steps"):
+        check_distill_settings(cfg("method=mkdt", "mkdt.experts=e", "mkdt.syn_steps=0"))
+    with pytest.raises(ConfigError, match="method='nope'"):
+        check_distill_settings(cfg("method=nope"))
+
+
+def test_a_parallel_method_needs_a_real_row_for_each_process():
+    check_processes(cfg("method=krr_st", "krr.batch_size=4"), 4)
+    with pytest.raises(ConfigError, match="smaller than the 8 processes"):
+        check_processes(cfg("method=krr_st", "krr.batch_size=4"), 8)
+    check_processes(cfg("method=random", "krr.batch_size=4"), 8)  # rank 0 alone runs it
+
+
+def test_keys_other_methods_read_are_free_for_this_one():
+    from ssdd.config import config_to_dict
+
+    mkdt_keys = {f"mkdt.{k}" for k in config_to_dict(cfg())["mkdt"]}
+    assert method_free_keys(config_to_dict(cfg("method=mkdt"))) == ()
+    assert set(method_free_keys(config_to_dict(cfg("method=krr_st")))) == mkdt_keys
+    assert set(method_free_keys(config_to_dict(cfg("method=high_loss")))) == mkdt_keys - {"mkdt.experts"}
+    posthoc = resumable_keys(cfg("method=boost"))
+    assert "boost.approx_lr" in posthoc and "name" in posthoc and "out_dir" in posthoc
+    assert "boost.approx_lr" not in resumable_keys(cfg("method=boost", "boost.approximation=joint"))
+    assert "boost.approx_lr" not in resumable_keys(cfg("method=krr_st"))
+
