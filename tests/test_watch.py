@@ -215,7 +215,7 @@ def test_real_event_files_of_distill_resume_and_teacher(tiny_npz, tiny_teacher, 
         assert step == 12 and error >= 0
         assert f"approximation/{view}/relative_error_without_network" in scalars
 
-    teacher_out = tmp_path / "teacher"
+    teacher_out = tmp_path / "teacher_run"  # tmp_path / "teacher" holds the tiny_teacher fixture
     train_teacher(load_config(TeacherConfig, None, [f"data.path={tiny_npz}", f"out_dir={teacher_out}", *TEACHER,
                                                     "tensorboard=true", "tensorboard_every=2"]), show_progress=False)
     scalars = read_events(teacher_out / "tensorboard")
