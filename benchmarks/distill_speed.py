@@ -28,7 +28,7 @@ def measure(overrides: list[str], steps: int, config: str | None = None) -> dict
     (read from metrics.jsonl) and the wall-clock of the whole run (set-up and pool warm start included)."""
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config(DistillConfig, config, [
-            f"out_dir={tmp}", f"krr.steps={steps + 2}", f"log_every={steps + 2}", f"checkpoint_every={10 * steps}",
+            f"out_dir={tmp}", f"outer.steps={steps + 2}", f"log_every={steps + 2}", f"checkpoint_every={10 * steps}",
             *overrides])
         start = time.perf_counter()
         distilled = run_distill(cfg, show_progress=False)
@@ -53,8 +53,8 @@ def main() -> None:
     rows = []
     for m in args.m:
         record = measure([f"teacher={args.teacher}", f"data.path={args.data}", "method=krr_st", f"budget={m}",
-                          "count_targets=false", f"krr.batch_size={args.batch_size}",
-                          f"krr.model.width={args.pool_width}", "pool.max_steps=2", "pool.size=2",
+                          "count_targets=false", f"outer.batch_size={args.batch_size}",
+                          f"outer.model.width={args.pool_width}", "pool.max_steps=2", "pool.size=2",
                           f"device={args.device}"], args.steps)
         rows.append({"m": m, "steps_per_s": record["steps_per_s"]})
         print(f"m = {m:5d}: {record['steps_per_s']:.3f} outer steps/s (batch {args.batch_size}, "

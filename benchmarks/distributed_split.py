@@ -9,7 +9,7 @@
 
 Times the gradient part of one outer step as `ssdd.distill.outer` runs it (teacher and pool features of this
 process's slice of the real batch, the support embedding, the KRR loss, backward, the all_reduce of the
-gradients), with `krr.split_support` false (never) and true (always), alternating the two modes every
+gradients), with `outer.split_support` false (never) and true (always), alternating the two modes every
 repetition so that a change in the machine's load hits both alike; and, apart, the pool member's SGD step
 (on `pool.batch_size` = 256 views), which every process repeats whatever the split. Synthetic tensors at
 the `cpu` presets' shapes: 32 px, a ConvNet-32 teacher (d = 128, pooled features) and a ConvNet-32 pool
@@ -86,7 +86,7 @@ def measure(rows: int, batch: int, repeats: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, nargs="+", default=[96, 540, 2160], help="support rows M")
-    parser.add_argument("--batch", type=int, default=256, help="real batch (krr.batch_size), split over processes")
+    parser.add_argument("--batch", type=int, default=256, help="real batch (outer.batch_size), split over processes")
     parser.add_argument("--repeats", type=int, default=6)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()

@@ -36,9 +36,9 @@ VOLATILE_ROW_KEYS = ("pretrain_s", "eval_s", "distill_s", "device", "distill_dev
 VOLATILE_METRIC_SUFFIXES = ("_per_s", "_s", "seconds")  # rates and timings in metrics.jsonl
 
 SHORT_RUNS = {  # name -> (preset, overrides); the teacher and experts come from the demo study
-    "boost_joint": ("demo_distill_boost", ["krr.steps=20", "boost.approximation=joint",
+    "boost_joint": ("demo_distill_boost", ["outer.steps=20", "boost.approximation=joint",
                                            "boost.kernel_views=identity", "boost.approx_steps=50"]),
-    "krr_st_dual": ("demo_distill", ["krr.steps=20", "krr.form=dual", "budget=10"]),
+    "krr_st_dual": ("demo_distill", ["outer.steps=20", "outer.form=dual", "budget=10"]),
     "mkdt_random": ("demo_distill_mkdt", ["mkdt.iterations=6", "mkdt.init=random"]),
 }
 

@@ -17,7 +17,7 @@ $SSDD import-teacher $OUT/barlow_twins_resnet18_cifar100.pt --format krr_st --da
 $PY benchmarks/export_krr_st_teacher.py compare $ORIGINAL $OUT/teacher --data data/cifar100.npz --images 1000 \
   --json benchmarks/results/import_krr_st/compare.json
 rm -rf $OUT/krr_st_n10 $OUT/evaluate
-$SSDD distill -c distill_cpu teacher=$OUT/teacher method=krr_st budget=10 krr.steps=5 krr.batch_size=64 \
+$SSDD distill -c distill_cpu teacher=$OUT/teacher method=krr_st budget=10 outer.steps=5 outer.batch_size=64 \
   data.subset=2000 pool.size=2 pool.max_steps=10 log_every=1 checkpoint_every=5 out_dir=$OUT/krr_st_n10 --no-progress
 $SSDD evaluate -c evaluate_cpu teacher=$OUT/teacher seeds=1 out_dir=$OUT/evaluate \
   'targets=[{source: npz, path: data/cifar10.npz, name: cifar10, subset: 1000}]' pretrain.max_iterations=50 \

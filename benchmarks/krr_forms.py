@@ -6,8 +6,8 @@
 `noise`: the `cpu` Boost preset's kernel (pool ConvNet width 32, depth 3, flattened 2,048-d features, a
 real batch of 256) on M support rows of real CIFAR-100 images in the four rotations, targets from the
 teacher. For each M it compares the loss and its gradients with respect to the support features and
-targets, in float32 through each form, with `krr.solve_dtype=float64`, and with the defaults
-(`krr.form=auto`, `krr.solve_dtype=auto`), against the same computation in float64 (where both forms agree).
+targets, in float32 through each form, with `outer.solve_dtype=float64`, and with the defaults
+(`outer.form=auto`, `outer.solve_dtype=auto`), against the same computation in float64 (where both forms agree).
 
 `timing`: for budgets N in {10, 50, 100, 200, 500, 1000} at the `cpu` presets (KRR-ST: m images;
 Boost: U = 200 at r = 16, V = 64, four views), in each form: the KRR part of an outer step alone (loss
@@ -93,7 +93,7 @@ def noise(args: argparse.Namespace) -> dict:
         row = {"support_rows": support.shape[0], "features_plus_bias": phi_s.shape[1] + 1}
         keys = {("dual", torch.float32): "dual", ("primal", torch.float32): "primal",
                 ("auto", torch.float64): "auto_float64_solve", ("auto", None): "default"}
-        for (form, solve), key in keys.items():  # "default": krr.form=auto, krr.solve_dtype=auto
+        for (form, solve), key in keys.items():  # "default": outer.form=auto, outer.solve_dtype=auto
             ours = grads(torch.float32, form, solve)
             row[key] = {"loss": _rel(ours[0], ref[0]), "grad_features": _rel(ours[1], ref[1]),
                          "grad_targets": _rel(ours[2], ref[2])}

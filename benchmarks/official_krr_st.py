@@ -103,9 +103,9 @@ def distill_config(args: argparse.Namespace, reset_counter: bool, total_steps: i
     preset = load_config(DistillConfig, PRESET)
     return load_config(DistillConfig, PRESET, [
         f"out_dir={out_dir}", f"teacher={args.teacher}", f"data.path={args.data}", "device=cpu",
-        f"krr.steps={max(preset.krr.steps, total_steps)}", f"stop_after_steps={total_steps}",
+        f"outer.steps={max(preset.krr.steps, total_steps)}", f"stop_after_steps={total_steps}",
         f"log_every={args.steps_per_block}", f"checkpoint_every={10 * total_steps}",
-        f"pool.reset_counter={str(reset_counter).lower()}", f"krr.channels_last={args.channels_last}"])
+        f"pool.reset_counter={str(reset_counter).lower()}", f"outer.channels_last={args.channels_last}"])
 
 
 class Official:
@@ -125,7 +125,7 @@ class Official:
         np.random.seed(seed)
         torch.manual_seed(seed)
         loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images01, labels),
-                                             batch_size=cfg.krr.batch_size, num_workers=0, shuffle=True,
+                                             batch_size=cfg.outer.batch_size, num_workers=0, shuffle=True,
                                              pin_memory=False)  # pin_memory=True upstream: a no-op without CUDA
         self.iter_tr = mods["utils"].InfIterator(loader)
         if mods["augmentation"] is not None:
@@ -139,9 +139,9 @@ class Official:
             y_init = teacher(x_init).float()
         self.x_syn = x_init.clone().to(device).requires_grad_(True)
         self.y_syn = y_init.clone().to(device).requires_grad_(True)
-        self.outer_opt = torch.optim.AdamW([self.x_syn, self.y_syn], lr=cfg.krr.lr, weight_decay=0.0)
+        self.outer_opt = torch.optim.AdamW([self.x_syn, self.y_syn], lr=cfg.outer.lr, weight_decay=0.0)
         self.outer_sch = torch.optim.lr_scheduler.LinearLR(self.outer_opt, start_factor=1.0, end_factor=1e-3,
-                                                           total_iters=cfg.krr.steps)
+                                                           total_iters=cfg.outer.steps)
         self.pool = mods["model_pool"].ModelPool(self.args, device)
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             self.pool.init(self.x_syn.detach(), self.y_syn.detach())  # the warm start (prints a bar per model)
@@ -149,7 +149,7 @@ class Official:
 
     @staticmethod
     def widths(cfg: DistillConfig) -> list[int]:
-        model = cfg.krr.model
+        model = cfg.outer.model
         if model.name != "convnet" or model.feature not in ("flatten", "default"):
             raise SystemExit(f"the official pool has KRR-ST's flattened ConvNet, not {model.name}/{model.feature}")
         return [(model.width or 128) * 2**block for block in range(model.depth or 3)]
@@ -254,7 +254,7 @@ def main() -> None:
                         help="ssdd pool.reset_counter=true (reset) and/or false (no-reset)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"],
-                        help="ssdd's krr.channels_last (the official side always runs its default layout)")
+                        help="ssdd's outer.channels_last (the official side always runs its default layout)")
     parser.add_argument("--quiet", dest="progress", action="store_false", help="no line per block")
     parser.add_argument("--out", default="benchmarks/results/official_krr_st.json")
     args = parser.parse_args()

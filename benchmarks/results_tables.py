@@ -389,7 +389,7 @@ def derived() -> dict[str, float]:
     out["GPU teacher epochs"] = gpu_teacher["epochs"]
     out["GPU teacher probe"] = gpu_teacher["linear_probe"]["top1"]
     for method, preset in (("krr_st", "distill_krr_st_cifar100"), ("boost", "cifar100")):
-        published = load_config(DistillConfig, str(find_preset(preset))).krr.steps
+        published = load_config(DistillConfig, str(find_preset(preset))).outer.steps
         ran = next(v for k, v in _gpu_steps().items() if k.startswith(method + "@"))
         out[f"{method} published outer steps"] = published
         out[f"{method} GPU outer steps, % of published"] = 100 * ran / published

@@ -173,3 +173,40 @@ def test_every_shipped_config_loads_with_its_schema(path):
     for key, value in raw.items():
         if not isinstance(value, dict | list):
             assert getattr(cfg, key) == value, key
+
+
+def test_the_old_krr_section_name_still_works_with_one_notice(tmp_path, capsys):
+    import ssdd.config as config_module
+    from ssdd.distill.config import DistillConfig
+
+    config_module._NOTICED.clear()
+    cfg = load_config(DistillConfig, None, ["krr.steps=7", "krr.lr=0.5"])
+    assert cfg.outer.steps == 7 and cfg.outer.lr == 0.5
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "ssdd: note: 'krr' is now 'outer' (the old name still works)"]
+    old = tmp_path / "old.yaml"
+    old.write_text("method: boost\nkrr: {steps: 9, model: {name: convnet, width: 8}}\n")
+    cfg = load_config(DistillConfig, old)
+    assert cfg.outer.steps == 9 and cfg.outer.model.width == 8
+    both = tmp_path / "both.yaml"
+    both.write_text("krr: {steps: 9}\nouter: {steps: 3}\n")
+    with pytest.raises(ConfigError, match="'krr' is the old name of 'outer'"):
+        load_config(DistillConfig, both)
+
+
+def test_a_renamed_section_keeps_cache_keys_and_old_checkpoints_resumable():
+    from ssdd.config import config_to_dict, current_form, current_name, saved_form, saved_name
+    from ssdd.distill.config import DistillConfig
+    from ssdd.runfolder import check_resume_compatible, config_hash
+
+    cfg = load_config(DistillConfig, None, ["outer.steps=7"])
+    now = config_to_dict(cfg)
+    saved = saved_form(now)  # what a checkpoint or config.yaml written before the rename holds
+    assert "krr" in saved and "outer" not in saved and saved["krr"]["steps"] == 7
+    assert current_form(saved) == now and current_name("krr.lr") == "outer.lr" and saved_name("outer.lr") == "krr.lr"
+    check_resume_compatible(saved, now)  # an old checkpoint's config resumes under today's names
+    with pytest.raises(ValueError, match=r"outer\.steps"):
+        check_resume_compatible(saved, config_to_dict(load_config(DistillConfig, None, ["outer.steps=8"])))
+    # the stages' cache keys hash the saved form; that they did not move is tests/test_golden.py's check (its
+    # fingerprints name the demo's stage folders, made before the rename)
+    assert config_hash(saved) != config_hash(now)

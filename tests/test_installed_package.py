@@ -92,8 +92,8 @@ def test_tiny_pipeline_end_to_end(installed, tmp_path):
                    "optim.batch_size=16", "optim.warmup_epochs=0", "probe.iterations=5")
     assert teacher.returncode == 0, teacher.stderr
     distill = ssdd(installed, tmp_path, "distill", "--no-progress", *common, "teacher=t/teacher", "out_dir=d",
-                   "method=krr_st", "budget=10", "krr.steps=4", "krr.batch_size=16", "pool.size=2",
-                   "pool.max_steps=5", "krr.model.width=4", "krr.model.depth=2")
+                   "method=krr_st", "budget=10", "outer.steps=4", "outer.batch_size=16", "pool.size=2",
+                   "pool.max_steps=5", "outer.model.width=4", "outer.model.depth=2")
     assert distill.returncode == 0, distill.stderr
     evaluate = ssdd(installed, tmp_path, "evaluate", "--no-progress", "-d", "d", "--", "teacher=t/teacher",
                     "out_dir=e", f"source.path={data}", "source.resolution=16", "seeds=1",

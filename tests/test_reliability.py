@@ -36,10 +36,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 TEACHER = ["model.name=convnet", "model.width=4", "model.depth=2", "model.feature=pool", "projector=[16,16]",
            "optim.batch_size=16", "optim.epochs=2", "optim.warmup_epochs=1", "probe.iterations=10",
            "data.resolution=16", "device=cpu"]
-DISTILL = ["data.resolution=16", "budget=10", "krr.steps=4", "krr.batch_size=8", "pool.size=1", "pool.max_steps=3",
-           "krr.model.width=4", "krr.model.depth=2", "device=cpu", "log_every=2", "checkpoint_every=2"]
-BOOST = ["data.resolution=16", "budget=3", "method=boost", "krr.steps=2", "krr.batch_size=8", "krr.lr=0.01",
-         "pool.size=1", "pool.max_steps=3", "krr.model.width=4", "krr.model.depth=2", "device=cpu", "log_every=1",
+DISTILL = ["data.resolution=16", "budget=10", "outer.steps=4", "outer.batch_size=8", "pool.size=1", "pool.max_steps=3",
+           "outer.model.width=4", "outer.model.depth=2", "device=cpu", "log_every=2", "checkpoint_every=2"]
+BOOST = ["data.resolution=16", "budget=3", "method=boost", "outer.steps=2", "outer.batch_size=8", "outer.lr=0.01",
+         "pool.size=1", "pool.max_steps=3", "outer.model.width=4", "outer.model.depth=2", "device=cpu", "log_every=1",
          "checkpoint_every=2", "boost.image_bases=8", "boost.image_resolution=8", "boost.target_bases=4",
          "boost.approx_steps=10", "boost.approx_lr=1e-3"]
 
@@ -104,15 +104,15 @@ def test_an_out_dir_that_cannot_be_created_is_one_line(tiny_npz, tmp_path, capsy
 
 @pytest.mark.parametrize("override, named", [
     ("budget=inf", "budget=inf"),
-    ("krr.batch_size=0", "krr.batch_size=0"),
-    ("krr.steps=0", "krr.steps=0"),
-    ("krr.lr=-1", "krr.lr=-1"),
+    ("outer.batch_size=0", "outer.batch_size=0"),
+    ("outer.steps=0", "outer.steps=0"),
+    ("outer.lr=-1", "outer.lr=-1"),
     ("pool.size=0", "pool.size=0"),
     ("data.resolution=32", "set data.resolution=16"),
-    ("krr.form=cholesky", "krr.form"),
+    ("outer.form=cholesky", "outer.form"),
     ("budget=100", "only 64 images"),
-    ("krr.batch_size=100000000", "exceeds the 64 source images"),
-    ("data.source=digits krr.batch_size=100000", "exceeds the 1347 source images"),  # known once loaded
+    ("outer.batch_size=100000000", "exceeds the 64 source images"),
+    ("data.source=digits outer.batch_size=100000", "exceeds the 1347 source images"),  # known once loaded
 ])
 def test_distill_settings_fail_before_any_work(override, named, tiny_npz, tiny_teacher, tmp_path, capsys):
     out = tmp_path / "d"
@@ -422,7 +422,7 @@ def test_after_a_numerical_stop_distillation_resumes_with_a_lower_rate(tiny_npz,
     out = tmp_path / "k"
     args = [f"data.path={tiny_npz}", f"teacher={tiny_teacher}", f"out_dir={out}", *DISTILL, "method=krr_st"]
     assert main(["distill", "--no-progress", *args]) == 4
-    assert "is intact: continue with --resume krr.lr=" in one_error_line(capsys)
+    assert "is intact: continue with --resume outer.lr=" in one_error_line(capsys)
     monkeypatch.setattr(outer, "krr_loss", real_loss)
     assert main(["distill", "--no-progress", "--resume", *args]) == 0  # the same rate is fine too
     shutil.rmtree(out)
@@ -430,9 +430,9 @@ def test_after_a_numerical_stop_distillation_resumes_with_a_lower_rate(tiny_npz,
     calls["n"] = 0
     assert main(["distill", "--no-progress", *args]) == 4
     monkeypatch.setattr(outer, "krr_loss", real_loss)
-    assert main(["distill", "--no-progress", "--resume", *args, "krr.lr=5e-5"]) == 0
+    assert main(["distill", "--no-progress", "--resume", *args, "outer.lr=5e-5"]) == 0
     changes = load_distilled(out).manifest["resumed_with_changes"]
-    assert changes == [{"key": "krr.lr", "from": 1e-4, "to": 5e-5, "at": "step 2"}]
+    assert changes == [{"key": "outer.lr", "from": 1e-4, "to": 5e-5, "at": "step 2"}]
     capsys.readouterr()
 
 
@@ -444,16 +444,17 @@ def test_a_run_whose_images_blow_up_stops_at_a_sane_checkpoint_that_resumes(tiny
 
     out = tmp_path / "k"
     args = [f"data.path={tiny_npz}", f"teacher={tiny_teacher}", f"out_dir={out}", *DISTILL, "method=krr_st",
-            "krr.steps=40", "log_every=5", "checkpoint_every=5"]
-    assert main(["distill", "--no-progress", *args, "krr.lr=10"]) == 4
+            "outer.steps=40", "log_every=5", "checkpoint_every=5"]
+    assert main(["distill", "--no-progress", *args, "outer.lr=10"]) == 4
     line = one_error_line(capsys)
-    assert "the distilled images reached" in line and "checkpoint.pt, is intact: continue with --resume krr.lr=" in line
+    assert "the distilled images reached" in line
+    assert "checkpoint.pt, is intact: continue with --resume outer.lr=" in line
     kept = int(re.search(r"from its state at step (\d+)", line).group(1))
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     assert state["step"] == kept and float(state["tensors"]["images"].abs().max()) <= 100
-    assert main(["distill", "--no-progress", "--resume", *args, "krr.lr=0.01"]) == 0
+    assert main(["distill", "--no-progress", "--resume", *args, "outer.lr=0.01"]) == 0
     assert load_distilled(out).manifest["resumed_with_changes"] == [
-        {"key": "krr.lr", "from": 10.0, "to": 0.01, "at": f"step {kept}"}]
+        {"key": "outer.lr", "from": 10.0, "to": 0.01, "at": f"step {kept}"}]
 
 
 def test_a_diverging_evaluation_is_refused_not_scored(random_set, tiny_npz, tiny_teacher, tmp_path, capsys):
@@ -476,7 +477,7 @@ def test_a_diverging_evaluation_is_refused_not_scored(random_set, tiny_npz, tiny
 
 def test_a_nan_before_the_first_checkpoint_does_not_claim_one(tiny_npz, tiny_teacher, tmp_path, capsys):
     args = [f"data.path={tiny_npz}", f"teacher={tiny_teacher}", f"out_dir={tmp_path / 'k'}", *DISTILL,
-            "method=krr_st", "krr.lr=1e30"]
+            "method=krr_st", "outer.lr=1e30"]
     assert main(["distill", "--no-progress", *args]) == 4
     line = one_error_line(capsys)
     assert "no checkpoint had been written" in line and "intact" not in line
@@ -507,9 +508,9 @@ def test_an_evaluation_resume_refuses_a_replaced_teacher(random_set, tiny_npz, t
 def test_a_study_checks_every_stage_before_the_first_runs(tmp_path, capsys):
     out = tmp_path / "study"
     assert main(["reproduce", "--no-progress", "-c", "study_demo", f"out_dir={out}",
-                 "distill=[{config: demo_distill, overrides: [krr.steps=0]}]"]) == 2
+                 "distill=[{config: demo_distill, overrides: [outer.steps=0]}]"]) == 2
     line = one_error_line(capsys)
-    assert "distill stage" in line and "krr.steps=0" in line
+    assert "distill stage" in line and "outer.steps=0" in line
     assert not (out / "teacher").exists()  # the teacher was not trained for nothing
 
 
@@ -603,8 +604,8 @@ def test_a_real_sigkill_during_distillation_loses_nothing(tiny_npz, tiny_teacher
     from ssdd.distill import load_distilled
 
     common = ["distill", "--no-progress", f"data.path={tiny_npz}", f"teacher={tiny_teacher}", "data.resolution=16",
-              "budget=10", "krr.steps=150", "krr.batch_size=16", "pool.size=2", "pool.max_steps=5",
-              "krr.model.width=4", "krr.model.depth=2", "device=cpu", "log_every=5", "checkpoint_every=5"]
+              "budget=10", "outer.steps=150", "outer.batch_size=16", "pool.size=2", "pool.max_steps=5",
+              "outer.model.width=4", "outer.model.depth=2", "device=cpu", "log_every=5", "checkpoint_every=5"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     killed = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "ssdd", *common, f"out_dir={killed}"], env=env,

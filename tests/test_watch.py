@@ -19,8 +19,9 @@ from ssdd.evaluation.config import EvaluateConfig
 from ssdd.teacher.config import TeacherConfig
 from ssdd.teacher.train import train_teacher
 
-DISTILL = ["data.resolution=16", "budget=10", "krr.steps=12", "krr.batch_size=16", "pool.size=2", "pool.max_steps=5",
-           "krr.model.width=4", "krr.model.depth=2", "device=cpu", "log_every=3", "checkpoint_every=4"]
+DISTILL = ["data.resolution=16", "budget=10", "outer.steps=12", "outer.batch_size=16", "pool.size=2",
+           "pool.max_steps=5", "outer.model.width=4", "outer.model.depth=2", "device=cpu", "log_every=3",
+           "checkpoint_every=4"]
 TEACHER = ["model.name=convnet", "model.width=4", "model.depth=2", "model.feature=pool", "projector=[16,16]",
            "optim.batch_size=16", "optim.epochs=2", "optim.warmup_epochs=1", "probe.iterations=20",
            "data.resolution=16", "device=cpu"]
@@ -180,7 +181,7 @@ def test_distill_sends_every_log_line_and_closes(tiny_npz, tiny_teacher, tmp_pat
 
 
 def test_nothing_under_tensorboard_when_disabled(tiny_npz, tiny_teacher, tmp_path, stub_writer):
-    run_distill(distill_config(tiny_npz, tiny_teacher, tmp_path / "k", "method=krr_st", "krr.steps=3"),
+    run_distill(distill_config(tiny_npz, tiny_teacher, tmp_path / "k", "method=krr_st", "outer.steps=3"),
                 show_progress=False)
     assert not (tmp_path / "k" / "tensorboard").exists() and not stub_writer.instances
 

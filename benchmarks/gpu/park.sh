@@ -10,4 +10,4 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 D=runs/smoke
 timeout 90 python3 -m ssdd teacher -c demo_teacher out_dir=$D/teacher optim.epochs=1 probe.iterations=50 \
   && timeout 60 python3 -m ssdd distill -c demo_distill_boost teacher=$D/teacher/teacher out_dir=$D/boost \
-    krr.steps=20 && echo "smoke passed"
+    outer.steps=20 && echo "smoke passed"

@@ -27,11 +27,11 @@ python3 -m ssdd distill -c distill_krr_st_cifar100 teacher=$T/teacher method=ran
 say "random done"
 if [ "$(left)" -gt 160 ]; then
   timeout $(( $(left) - 100 )) python3 -m ssdd distill -c cifar100 teacher=$T/teacher \
-    krr.steps=$BOOST_STEPS checkpoint_every=100000 || say "boost stopped (deadline or error)"
+    outer.steps=$BOOST_STEPS checkpoint_every=100000 || say "boost stopped (deadline or error)"
   keep boost; say "boost done"
 else say "boost skipped: $(left) s left"; fi
 if [ "$(left)" -gt 70 ]; then
   timeout $(( $(left) - 10 )) python3 -m ssdd distill -c distill_krr_st_cifar100 teacher=$T/teacher \
-    krr.steps=$KRR_STEPS checkpoint_every=100000 || say "krr_st stopped (deadline or error)"
+    outer.steps=$KRR_STEPS checkpoint_every=100000 || say "krr_st stopped (deadline or error)"
   keep krr_st; say "krr_st done"
 else say "krr_st skipped: $(left) s left"; fi

@@ -20,7 +20,7 @@ python3 benchmarks/teacher_throughput.py --data /tmp/synthetic.npz --images 1280
   --out $OUT/teacher_throughput_gpu.json
 D=runs/smoke
 python3 -m ssdd teacher -c demo_teacher out_dir=$D/teacher optim.epochs=3 probe.iterations=200
-python3 -m ssdd distill -c demo_distill teacher=$D/teacher/teacher out_dir=$D/krr krr.steps=60
+python3 -m ssdd distill -c demo_distill teacher=$D/teacher/teacher out_dir=$D/krr outer.steps=60
 python3 -m ssdd distill -c demo_distill teacher=$D/teacher/teacher out_dir=$D/random method=random
-python3 -m ssdd distill -c demo_distill_boost teacher=$D/teacher/teacher out_dir=$D/boost krr.steps=60
+python3 -m ssdd distill -c demo_distill_boost teacher=$D/teacher/teacher out_dir=$D/boost outer.steps=60
 echo "smoke passed"

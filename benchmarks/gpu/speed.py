@@ -71,7 +71,7 @@ def main() -> None:
     presets = {"krr_st": "distill_krr_st_cifar100", "boost": "cifar100"}
     result["distill"] = {}
     for method, preset in presets.items():
-        common = ["-c", preset, f"teacher={args.teacher}", f"data.path={args.data}", f"krr.steps={args.steps}",
+        common = ["-c", preset, f"teacher={args.teacher}", f"data.path={args.data}", f"outer.steps={args.steps}",
                   "log_every=50", "checkpoint_every=100000", "--no-progress"]
         one = work / f"{method}_1"
         seconds = run([*ssdd, "distill", *common, f"out_dir={one}"], log)

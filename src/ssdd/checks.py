@@ -31,7 +31,7 @@ def whole(key: str, value: Any, minimum: int) -> None:
 def batch_fits(key: str, batch: int, available: int | None, what: str = "source images") -> None:
     """A batch drawn from `available` images holds no more than them (None: the count is not known yet).
     KRR-ST's outer loop draws its real batch with replacement, so a larger one would run, but only by repeating
-    images, at a memory cost that grows with the batch (krr.batch_size=1e8 would ask for ~77 GB)."""
+    images, at a memory cost that grows with the batch (outer.batch_size=1e8 would ask for ~77 GB)."""
     if available is not None and batch > available:
         raise ConfigError(f"{key}={batch} exceeds the {available} {what}; lower {key}")
 

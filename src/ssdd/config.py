@@ -164,6 +164,19 @@ def _rename_override(item: str, schema: type) -> str:
     return new + item[len(old):]
 
 
+def current_name(key: str) -> str:
+    """A dotted key (`krr.lr`) in today's section names (`outer.lr`)."""
+    head, _, rest = key.partition(".")
+    return f"{RENAMED_SECTIONS[head]}{'.' if rest else ''}{rest}" if head in RENAMED_SECTIONS else key
+
+
+def saved_name(key: str) -> str:
+    """A dotted key (`outer.lr`) in the section names it was first saved with (`krr.lr`)."""
+    old_of = {new: old for old, new in RENAMED_SECTIONS.items()}
+    head, _, rest = key.partition(".")
+    return f"{old_of[head]}{'.' if rest else ''}{rest}" if head in old_of else key
+
+
 def current_form(config: dict[str, Any]) -> dict[str, Any]:
     """A saved config dict (a checkpoint's, a manifest's) in today's section names."""
     old_of = {old: new for old, new in RENAMED_SECTIONS.items() if old in config and new not in config}

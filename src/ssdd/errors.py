@@ -40,7 +40,7 @@ def classify(exc: BaseException) -> tuple[int, str]:
         return EXIT_BAD_INPUT, one_line(exc)
     if isinstance(exc, torch.cuda.OutOfMemoryError) or isinstance(exc, MemoryError):
         return EXIT_FAILURE, (f"out of memory ({type(exc).__name__}): lower the batch size (optim.batch_size, "
-                              f"krr.batch_size, pool.batch_size, pretrain.batch_size) or use a larger device")
+                              f"outer.batch_size, pool.batch_size, pretrain.batch_size) or use a larger device")
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
         where = f" while writing {exc.filename}" if getattr(exc, "filename", None) else ""
         return EXIT_FAILURE, (f"no space left on device{where} (the file there, if any, was not replaced): free "

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from ssdd.config import current_form
 from ssdd.runtime import atomic_write
 
 CHECKPOINT = "checkpoint.pt"
@@ -48,7 +49,7 @@ def check_resume_compatible(saved: Mapping[str, Any], current: Mapping[str, Any]
     """Refuse to resume with a config that differs in anything but the `allowed` keys; a `legacy` key that
     the saved config lacks (it predates the setting) matches when the current value is its legacy value."""
     free, legacy = set(allowed), legacy or {}
-    a, b = flatten(saved), flatten(current)
+    a, b = flatten(current_form(dict(saved))), flatten(current)  # a config saved before a section was renamed
     a.update({k: v for k, v in legacy.items() if k not in a})
     differing = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and k not in free]
     if differing:

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ssdd.config import current_form, current_name
 from ssdd.distributed import is_main_process
 from ssdd.runfolder import CHECKPOINT, check_resume_compatible, flatten
 from ssdd.runtime import write_json
@@ -173,7 +174,7 @@ def stop_settings(out_dir: str | Path) -> list[str]:
     if not isinstance(marker, dict):
         return []
     keys = [marker.get("lr_key"), *(marker.get("settings") or [])]
-    return [k for k in keys if isinstance(k, str)]
+    return [current_name(k) for k in keys if isinstance(k, str)]  # a marker of an older version: `krr.lr`
 
 
 def stopped_numerically(out_dir: str | Path) -> bool:
@@ -192,7 +193,7 @@ def check_resume(out_dir: str | Path, saved: Mapping[str, Any], current: Mapping
     if numerical:
         free += [*after_numerical_stop, *stop_settings(out_dir)]
     check_resume_compatible(saved, current, free)
-    a, b = flatten(saved), flatten(current)
+    a, b = flatten(current_form(dict(saved))), flatten(current)
     quiet = {"out_dir", "stop_after_epochs", "stop_after_steps"}
     changes = [{"key": k, "from": a.get(k), "to": b.get(k), "at": at}
                for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and k not in quiet]

@@ -4,7 +4,7 @@ one epoch of one expert), the distillation's outer loop (KRR-ST, Boost) and MKDT
 The stage hands over a step function and the state to checkpoint; the loop owns the rest, the same way for all:
 
     run = RunLoop(out_dir, total=T, stop_after=cfg.stop_after_steps, log_every=..., checkpoint_every=...,
-                  settings=("krr.lr",), ...)
+                  settings=("outer.lr",), ...)
     if resume:
         state = run.load()     # the stage restores its tensors, optimisers and generators from `state`
     run.run(step, state=lambda: {...}, record=lambda done: {...}, watch=lambda: [Watched(...), ...])

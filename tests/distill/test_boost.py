@@ -22,8 +22,8 @@ from ssdd.storage import BudgetError
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 # 16 px images, teacher d = 8; U = 8 bases at r = 8, V = 4, h = 4, K = 3 extra views
-BOOST = ["data.resolution=16", "budget=3", "method=boost", "krr.steps=6", "krr.batch_size=16", "krr.lr=0.01",
-         "pool.size=2", "pool.max_steps=5", "krr.model.width=4", "krr.model.depth=2", "device=cpu", "log_every=2",
+BOOST = ["data.resolution=16", "budget=3", "method=boost", "outer.steps=6", "outer.batch_size=16", "outer.lr=0.01",
+         "pool.size=2", "pool.max_steps=5", "outer.model.width=4", "outer.model.depth=2", "device=cpu", "log_every=2",
          "checkpoint_every=3", "boost.image_bases=8", "boost.image_resolution=8", "boost.target_bases=4",
          "boost.approx_steps=50"]
 U, R, V, D, H, K = 8, 8, 4, 8, 4, 3

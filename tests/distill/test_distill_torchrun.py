@@ -1,6 +1,6 @@
 """`ssdd distill` under torchrun (2 CPU processes, gloo): the same artifact as one process, one writer, resume.
 
-The KRR solve runs in float64 here (krr.solve_dtype): in float32 its rounding (amplified by the kernel's
+The KRR solve runs in float64 here (outer.solve_dtype): in float32 its rounding (amplified by the kernel's
 conditioning, see docs/performance.md) is larger than the differences that splitting the batch makes, and those
 differences are all this file is about.
 """
@@ -21,10 +21,10 @@ from ssdd.distill.run import run_distill
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
-SMOKE = ["data.resolution=16", "budget=10", "krr.steps=12", "krr.batch_size=16", "pool.size=2", "pool.max_steps=5",
-         "krr.model.width=4", "krr.model.depth=2", "device=cpu", "log_every=3", "checkpoint_every=4",
-         "krr.solve_dtype=float64", "krr.lr=0.01"]
-BOOST = ["method=boost", "budget=3", "krr.steps=6", "boost.image_bases=8", "boost.image_resolution=8",
+SMOKE = ["data.resolution=16", "budget=10", "outer.steps=12", "outer.batch_size=16", "pool.size=2", "pool.max_steps=5",
+         "outer.model.width=4", "outer.model.depth=2", "device=cpu", "log_every=3", "checkpoint_every=4",
+         "outer.solve_dtype=float64", "outer.lr=0.01"]
+BOOST = ["method=boost", "budget=3", "outer.steps=6", "boost.image_bases=8", "boost.image_resolution=8",
          "boost.target_bases=4", "boost.approx_steps=50"]
 
 
@@ -65,7 +65,7 @@ def assert_same_set(one: Path, two: Path, atol: float) -> None:
 @pytest.fixture(scope="module")
 def krr_st_runs(inputs) -> tuple[Path, Path]:
     """KRR-ST with the support embedded whole on every process (Boost below splits it)."""
-    krr_st = ("method=krr_st", "krr.split_support=false")
+    krr_st = ("method=krr_st", "outer.split_support=false")
     return one_process(inputs, "krr_one", *krr_st), two_processes(inputs, "krr_two", *krr_st)[0]
 
 
@@ -76,7 +76,7 @@ def test_krr_st_two_processes_give_the_single_process_artifact(krr_st_runs):
 
 
 def test_resume_under_two_processes_equals_the_uninterrupted_run(inputs, krr_st_runs):
-    krr_st = ("method=krr_st", "krr.split_support=false")
+    krr_st = ("method=krr_st", "outer.split_support=false")
     split, out = two_processes(inputs, "krr_split", *krr_st, "stop_after_steps=5")
     assert "paused at step 5" in out and not (split / "manifest.json").exists()
     two_processes(inputs, "krr_split", *krr_st, "--resume")
@@ -88,7 +88,7 @@ def test_resume_under_two_processes_equals_the_uninterrupted_run(inputs, krr_st_
 
 def test_boost_with_a_split_support_gives_the_single_process_artifact(inputs):
     one = one_process(inputs, "boost_one", *BOOST)
-    two, _ = two_processes(inputs, "boost_two", *BOOST)  # krr.split_support=true by default
+    two, _ = two_processes(inputs, "boost_two", *BOOST)  # outer.split_support=true by default
     assert_same_set(one, two, atol=1e-4)
     assert losses(two) == pytest.approx(losses(one), rel=1e-4)
 

@@ -338,8 +338,8 @@ def test_export_of_a_krr_st_shaped_set_round_trips(tmp_path, monkeypatch, capsys
 
 
 def test_export_of_a_boost_set_writes_every_view(tmp_path, tiny_npz, tiny_teacher):
-    overrides = ["data.resolution=16", "budget=3", "method=boost", "krr.steps=2", "krr.batch_size=16",
-                 "pool.size=2", "pool.max_steps=5", "krr.model.width=4", "krr.model.depth=2", "device=cpu",
+    overrides = ["data.resolution=16", "budget=3", "method=boost", "outer.steps=2", "outer.batch_size=16",
+                 "pool.size=2", "pool.max_steps=5", "outer.model.width=4", "outer.model.depth=2", "device=cpu",
                  "boost.image_bases=8", "boost.image_resolution=8", "boost.target_bases=4", "boost.approx_steps=5"]
     run_distill(load_config(DistillConfig, None, [f"data.path={tiny_npz}", f"teacher={tiny_teacher}",
                                                   f"out_dir={tmp_path / 'boost'}", *overrides]), show_progress=False)

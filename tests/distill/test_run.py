@@ -15,8 +15,8 @@ from ssdd.distill.config import DistillConfig
 from ssdd.distill.run import run_distill
 from ssdd.storage import BudgetError
 
-SMOKE = ["data.resolution=16", "budget=10", "krr.steps=12", "krr.batch_size=16", "pool.size=2", "pool.max_steps=5",
-         "krr.model.width=4", "krr.model.depth=2", "device=cpu", "log_every=3", "checkpoint_every=4"]
+SMOKE = ["data.resolution=16", "budget=10", "outer.steps=12", "outer.batch_size=16", "pool.size=2", "pool.max_steps=5",
+         "outer.model.width=4", "outer.model.depth=2", "device=cpu", "log_every=3", "checkpoint_every=4"]
 
 
 def smoke(npz: Path, teacher: Path, out: Path, *extra: str) -> DistillConfig:
@@ -53,7 +53,7 @@ def test_kmeans_picks_distinct_images(tiny_npz, tiny_teacher, tmp_path):
 
 def test_krr_st_moves_images_and_targets(tiny_npz, tiny_teacher, tmp_path):
     run_distill(smoke(tiny_npz, tiny_teacher, tmp_path / "r", "method=random"), show_progress=False)
-    run_distill(smoke(tiny_npz, tiny_teacher, tmp_path / "k", "method=krr_st", "krr.lr=0.01"), show_progress=False)
+    run_distill(smoke(tiny_npz, tiny_teacher, tmp_path / "k", "method=krr_st", "outer.lr=0.01"), show_progress=False)
     random_set, krr_set = load_distilled(tmp_path / "r"), load_distilled(tmp_path / "k")
     # same seed -> same initial real images; KRR-ST then changes both images and targets
     assert random_set.manifest["source_indices"] == krr_set.manifest["init_indices"]
@@ -66,7 +66,7 @@ def test_krr_st_moves_images_and_targets(tiny_npz, tiny_teacher, tmp_path):
 
 
 def test_resume_reproduces_an_uninterrupted_run(tiny_npz, tiny_teacher, tmp_path):
-    extra = ("method=krr_st", "krr.lr=0.01")
+    extra = ("method=krr_st", "outer.lr=0.01")
     full = run_distill(smoke(tiny_npz, tiny_teacher, tmp_path / "full", *extra), show_progress=False)
     assert run_distill(smoke(tiny_npz, tiny_teacher, tmp_path / "split", *extra, "stop_after_steps=5"),
                        show_progress=False) is None
@@ -130,7 +130,7 @@ def test_resume_keeps_metrics_log_equal_to_history(tiny_npz, tiny_teacher, tmp_p
 def test_a_kill_inside_a_log_window_resumes_to_the_same_metrics(tiny_npz, tiny_teacher, tmp_path, monkeypatch):
     import ssdd.distill.outer as outer
 
-    extra = ("method=krr_st", "log_every=3", "checkpoint_every=2", "krr.steps=6")
+    extra = ("method=krr_st", "log_every=3", "checkpoint_every=2", "outer.steps=6")
     run_distill(smoke(tiny_npz, tiny_teacher, tmp_path / "whole", *extra), show_progress=False)
     real_loss, calls = outer.krr_loss, {"n": 0}
 
@@ -183,13 +183,14 @@ def test_supervised_random_subset_stores_labels_and_pretrains_with_cross_entropy
 
 
 def test_channels_last_gives_the_same_set_to_float_rounding(tiny_npz, tiny_teacher, tmp_path):
-    """krr.channels_last only changes the memory layout (and so the summation order), not what is learned."""
+    """outer.channels_last only changes the memory layout (and so the summation order), not what is learned."""
     sets = {}
     for layout in ("on", "off"):
-        cfg = smoke(tiny_npz, tiny_teacher, tmp_path / layout, "method=krr_st", "krr.lr=0.01",
-                    f"krr.channels_last={layout}", "krr.solve_dtype=float64")
+        cfg = smoke(tiny_npz, tiny_teacher, tmp_path / layout, "method=krr_st", "outer.lr=0.01",
+                    f"outer.channels_last={layout}", "outer.solve_dtype=float64")
         sets[layout] = run_distill(cfg, show_progress=False).stored
     for key in ("images", "targets"):
         assert torch.allclose(sets["on"][key], sets["off"][key], atol=1e-4), key
-    with pytest.raises(ValueError, match=r"krr\.channels_last"):
-        run_distill(smoke(tiny_npz, tiny_teacher, tmp_path / "bad", "krr.channels_last=sideways"), show_progress=False)
+    with pytest.raises(ValueError, match=r"outer\.channels_last"):
+        run_distill(smoke(tiny_npz, tiny_teacher, tmp_path / "bad", "outer.channels_last=sideways"),
+                    show_progress=False)

@@ -42,9 +42,9 @@ def test_settings_checks_come_from_the_method():
     with pytest.raises(ConfigError, match="applies to krr_st only, not random"):
         check_distill_settings(cfg("method=random", "count_targets=false"))
     check_distill_settings(cfg("method=krr_st", "count_targets=false"))
-    with pytest.raises(ConfigError, match=r"krr\.steps"):  # the outer loop's settings, for a method that runs it
-        check_distill_settings(cfg("method=boost", "krr.steps=0"))
-    check_distill_settings(cfg("method=random", "krr.steps=0"))  # ... and not for one that does not
+    with pytest.raises(ConfigError, match=r"outer\.steps"):  # the outer loop's settings, for a method that runs it
+        check_distill_settings(cfg("method=boost", "outer.steps=0"))
+    check_distill_settings(cfg("method=random", "outer.steps=0"))  # ... and not for one that does not
     with pytest.raises(ConfigError, match=r"method=high_loss needs mkdt\.experts"):
         check_distill_settings(cfg("method=high_loss"))
     with pytest.raises(ConfigError, match=r"mkdt\.syn_steps"):
@@ -54,10 +54,10 @@ def test_settings_checks_come_from_the_method():
 
 
 def test_a_parallel_method_needs_a_real_row_for_each_process():
-    check_processes(cfg("method=krr_st", "krr.batch_size=4"), 4)
+    check_processes(cfg("method=krr_st", "outer.batch_size=4"), 4)
     with pytest.raises(ConfigError, match="smaller than the 8 processes"):
-        check_processes(cfg("method=krr_st", "krr.batch_size=4"), 8)
-    check_processes(cfg("method=random", "krr.batch_size=4"), 8)  # rank 0 alone runs it
+        check_processes(cfg("method=krr_st", "outer.batch_size=4"), 8)
+    check_processes(cfg("method=random", "outer.batch_size=4"), 8)  # rank 0 alone runs it
 
 
 def test_keys_other_methods_read_are_free_for_this_one():

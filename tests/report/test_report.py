@@ -26,8 +26,8 @@ from ssdd.evaluation.protocol import run_evaluate, source_label
 from ssdd.report import build_report
 from ssdd.report.content import FULL_TABLE_HEADER, REFERENCE_NAMES
 
-DISTILL = ["data.resolution=16", "krr.steps=6", "krr.batch_size=16", "krr.lr=0.01", "pool.size=2",
-           "pool.max_steps=5", "krr.model.width=4", "krr.model.depth=2", "device=cpu", "log_every=2",
+DISTILL = ["data.resolution=16", "outer.steps=6", "outer.batch_size=16", "outer.lr=0.01", "pool.size=2",
+           "pool.max_steps=5", "outer.model.width=4", "outer.model.depth=2", "device=cpu", "log_every=2",
            "checkpoint_every=100", "boost.image_bases=8", "boost.image_resolution=8", "boost.target_bases=4",
            "boost.approx_steps=20"]
 FULL_ROWS = ("full_data_same_recipe", "full_data")  # the retention denominator first

@@ -61,7 +61,7 @@ def test_cache_reruns_exactly_the_stages_downstream_of_a_change(study_files, cap
                                  "distill/random_n10": "cached", "evaluate/evaluate": "ran"}
     # one distilled set's setting: that set and the evaluation
     distill = study_files / "distill.yaml"
-    changed = run_study(study(study_files, f"distill=[{{config: {distill}, overrides: [krr.steps=3]}}, "
+    changed = run_study(study(study_files, f"distill=[{{config: {distill}, overrides: [outer.steps=3]}}, "
                                            f"{{config: {distill}, overrides: [method=random]}}]"), show_progress=False)
     assert statuses(changed) == {"teacher/teacher": "cached", "distill/krr_st_n10": "ran",
                                  "distill/random_n10": "cached", "evaluate/evaluate": "ran"}

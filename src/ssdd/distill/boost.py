@@ -286,7 +286,7 @@ def _initialise_on_main(ctx: DistillContext, views: list[str], m: int, spec: Boo
 
 
 def distill_boost(ctx: DistillContext) -> DistillResult:
-    cfg, krr, b, device, teacher = ctx.cfg, ctx.cfg.krr, ctx.cfg.boost, ctx.device, ctx.teacher
+    cfg, outer, b, device, teacher = ctx.cfg, ctx.cfg.outer, ctx.cfg.boost, ctx.device, ctx.teacher
     images_u8 = ctx.source.images
     n_source, image_shape = images_u8.shape[0], tuple(images_u8.shape[1:])
     d = teacher.feature_dim
@@ -304,7 +304,7 @@ def distill_boost(ctx: DistillContext) -> DistillResult:
     scales = {k: b.basis_lr_scale for k in basis_keys}
 
     def real_views(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        x = crop_flip(x, krr.real_crop_padding, generator)
+        x = crop_flip(x, outer.real_crop_padding, generator)
         return random_views(x, views, generator) if b.real_views == "predefined" else x
 
     kernel_rows = m if b.kernel_views == "identity" else None
@@ -331,7 +331,7 @@ def distill_boost(ctx: DistillContext) -> DistillResult:
         "storage_split": {"fixed_image_equivalents": fixed / per_image,
                           "per_sample_image_equivalents": per_sample / per_image,
                           **_storage_split(layout, per_image)},
-        "steps": krr.steps, "steps_done": loop.steps_done, "pool_resets": loop.pool_resets,
+        "steps": outer.steps, "steps_done": loop.steps_done, "pool_resets": loop.pool_resets,
         "final_loss": loop.final_loss, "distill_seconds": loop.elapsed_s, "init_indices": index.tolist(),
     })
     return DistillResult(stored, info, finished=loop.finished)

@@ -10,7 +10,9 @@ from ssdd.distill.pool import PoolConfig
 
 
 @dataclass
-class KRRConfig:
+class OuterConfig:
+    """The outer loop that KRR-ST and Boost share (`outer.*`; called `krr.*` before, which still works)."""
+
     steps: int = 160_000  # outer steps T
     batch_size: int = 1024  # real images per outer step
     lr: float = 1e-4  # AdamW on images and targets (1e-5 for 64 px sources)
@@ -33,7 +35,7 @@ class KRRConfig:
 @dataclass
 class BoostConfig:
     """Boost's parameterisation, views and approximation networks. The outer loop (steps, lr, real batch,
-    pool) is `krr`/`pool`; the Boost presets set docs/method.md's T = 30,000 at lr 1e-3 there."""
+    pool) is `outer`/`pool`; the Boost presets set docs/method.md's T = 30,000 at lr 1e-3 there."""
 
     image_bases: int = 200  # U (0 = store pixel images: parameterisation off on the image side)
     image_resolution: int = 16  # r: the image bases live at r x r and are bilinearly upsampled
@@ -42,7 +44,7 @@ class BoostConfig:
     coefficient_init: str = "real"  # real (project chosen real images) | random (Gaussian, the data's spread)
     selection: str = "random"  # which real images initialise the coefficients: random | kmeans
     learn_means: bool = False  # also learn the mean image and mean representation (open point 5)
-    basis_lr_scale: float = 1.0  # lr of bases and means relative to krr.lr
+    basis_lr_scale: float = 1.0  # lr of bases and means relative to outer.lr
     augmentations: list[str] = field(default_factory=lambda: ["identity", "rot90", "rot180", "rot270"])
     kernel_views: str = "all"  # all | identity: other views only train the pool models (open point 1)
     real_views: str = "predefined"  # predefined: crop+flip then one random view per real image | crop_flip
@@ -87,7 +89,7 @@ class DistillConfig:
     log_every: int = 50  # outer steps between lines of metrics.jsonl
     tensorboard: bool = False  # also write each log line to out_dir/tensorboard (pip install "ssdd[tensorboard]")
     data: DataConfig = field(default_factory=DataConfig)
-    krr: KRRConfig = field(default_factory=KRRConfig)
+    outer: OuterConfig = field(default_factory=OuterConfig)
     pool: PoolConfig = field(default_factory=PoolConfig)
     boost: BoostConfig = field(default_factory=BoostConfig)
     mkdt: MKDTConfig = field(default_factory=MKDTConfig)
@@ -95,9 +97,9 @@ class DistillConfig:
 
 
 # not device (RNG states are device-specific); not the number of processes either: a checkpoint resumes under
-# any. A moved experts folder is checked by its content; krr.channels_last and mkdt.recompute give the same
+# any. A moved experts folder is checked by its content; outer.channels_last and mkdt.recompute give the same
 # results to float rounding.
-RESUMABLE_KEYS = ("stop_after_steps", "out_dir", "tensorboard", "krr.split_support", "krr.channels_last",
+RESUMABLE_KEYS = ("stop_after_steps", "out_dir", "tensorboard", "outer.split_support", "outer.channels_last",
                   "mkdt.experts", "mkdt.recompute")
 # Also free on resume: the label, the log and checkpoint cadence.
 FREE_KEYS = ("name", "log_every", "checkpoint_every")

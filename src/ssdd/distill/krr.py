@@ -10,7 +10,7 @@ They are equal by the push-through identity P^T (P P^T + lambda I)^-1 = (P^T P +
 the same lambda in both: lambda = ridge * trace(P_s P_s^T) = ridge * trace(P_s^T P_s) = ridge * ||P_s||_F^2
 (detached). `form="auto"` takes the smaller system: the primal when M > D + 1, where the M x M kernel
 is rank-deficient (rank <= D + 1) and its float32 solve is poorly conditioned. The kernel and its solve
-ignore autocast and run in `dtype`: by default (None, `krr.solve_dtype=auto`) float64 in the primal form,
+ignore autocast and run in `dtype`: by default (None, `outer.solve_dtype=auto`) float64 in the primal form,
 where the (D+1) x (D+1) system is small and float32 rounding measurably perturbs the gradient, and float32
 in the dual form; by Cholesky (falling back to a general solve), never an inverse. The prediction is
 returned in float32.
@@ -41,7 +41,7 @@ def ridge_solve(gram: torch.Tensor, rhs: torch.Tensor, ridge: float) -> torch.Te
 def resolve_form(form: str, support_rows: int, features: int) -> str:
     """The form to use for `support_rows` rows of `features` columns (bias column included)."""
     if form not in FORMS:
-        raise ValueError(f"krr.form must be one of {', '.join(FORMS)}, got '{form}'")
+        raise ValueError(f"outer.form must be one of {', '.join(FORMS)}, got '{form}'")
     if form == "auto":
         return "primal" if support_rows > features else "dual"
     return form
@@ -51,10 +51,10 @@ SOLVE_DTYPES = ("auto", "float32", "float64")
 
 
 def krr_solve_dtype(name: str) -> torch.dtype | None:
-    """torch dtype of the `krr.solve_dtype` setting; None for auto (float64 in the primal form, else float32)."""
+    """torch dtype of the `outer.solve_dtype` setting; None for auto (float64 in the primal form, else float32)."""
     dtypes = {"auto": None, "float32": torch.float32, "float64": torch.float64}
     if name not in dtypes:
-        raise ValueError(f"krr.solve_dtype must be one of {', '.join(SOLVE_DTYPES)}, got '{name}'")
+        raise ValueError(f"outer.solve_dtype must be one of {', '.join(SOLVE_DTYPES)}, got '{name}'")
     return dtypes[name]
 
 

@@ -20,7 +20,7 @@ from ssdd.distill.verify import verify_teacher_targets
 
 
 def distill_krr_st(ctx: DistillContext) -> DistillResult:
-    cfg, krr, device, teacher = ctx.cfg, ctx.cfg.krr, ctx.device, ctx.teacher
+    cfg, outer, device, teacher = ctx.cfg, ctx.cfg.outer, ctx.device, ctx.teacher
     images_u8 = ctx.source.images
     n_source, image_shape = images_u8.shape[0], tuple(images_u8.shape[1:])
     m = samples_for_budget(cfg.budget, image_shape, teacher.feature_dim, cfg.count_targets, available=n_source)
@@ -33,8 +33,8 @@ def distill_krr_st(ctx: DistillContext) -> DistillResult:
         y_s = teacher(x_s).float().clone().requires_grad_(True)
 
     loop = outer_loop(ctx, "krr_st", {"images": x_s, "targets": y_s}, lambda: Support(x_s, y_s),
-                      lambda x, gen: crop_flip(x, krr.real_crop_padding, gen), cpu_gen, aug_gen)
-    info: dict[str, Any] = {"m": m, "steps": krr.steps, "steps_done": loop.steps_done,
+                      lambda x, gen: crop_flip(x, outer.real_crop_padding, gen), cpu_gen, aug_gen)
+    info: dict[str, Any] = {"m": m, "steps": outer.steps, "steps_done": loop.steps_done,
                             "pool_resets": loop.pool_resets, "final_loss": loop.final_loss,
                             "distill_seconds": loop.elapsed_s, "init_indices": init_index.tolist()}
     stored = {"images": x_s.detach().cpu(), "targets": y_s.detach().cpu()}

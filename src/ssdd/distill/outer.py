@@ -7,7 +7,7 @@ checkpoint, resume), so that resuming any method reproduces an uninterrupted run
 
 Under torchrun every process runs the loop with the same generators: each draws and augments the same
 real batch and keeps its contiguous slice for the teacher and the pool member; the support is embedded
-whole on each process or, with krr.split_support, split and all-gathered with its gradients; each
+whole on each process or, with outer.split_support, split and all-gathered with its gradients; each
 process's loss is its share of the mean over the batch, and the gradients and the loss are summed over
 the processes, so every process takes one process's AdamW step. The pool step is taken everywhere and
 rank 0's result broadcast. Rank 0 alone writes the log and the checkpoints (a checkpoint holds no
@@ -69,23 +69,24 @@ def outer_loop(ctx: DistillContext, name: str, tensors: dict[str, torch.Tensor],
 
     real_views(x, generator) augments a real batch (float in [0,1]) before the teacher sees it; cpu_gen
     draws pool members and real batches (it is checkpointed with the pool), aug_gen drives real_views."""
-    cfg, krr, device, teacher = ctx.cfg, ctx.cfg.krr, ctx.device, ctx.teacher
+    cfg, outer, device, teacher = ctx.cfg, ctx.cfg.outer, ctx.device, ctx.teacher
     images_u8 = ctx.source.images
     n_source = images_u8.shape[0]
     scales = lr_scales or {}
     groups = [{"params": [t], "lr_scale": scales.get(key, 1.0), "name": key} for key, t in tensors.items()]
-    optimizer = torch.optim.AdamW(groups, lr=krr.lr, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(groups, lr=outer.lr, weight_decay=0.0)
     learned = list(tensors.values())
-    solve_dtype = krr_solve_dtype(krr.solve_dtype)
-    layout = torch.channels_last if channels_last(krr.channels_last, "krr.channels_last") else torch.contiguous_format
-    pool = ModelPool(cfg.pool, lambda: build_model(krr.model, images_u8.shape[-1]), teacher.feature_dim, device,
+    solve_dtype = krr_solve_dtype(outer.solve_dtype)
+    layout = (torch.channels_last if channels_last(outer.channels_last, "outer.channels_last")
+              else torch.contiguous_format)
+    pool = ModelPool(cfg.pool, lambda: build_model(outer.model, images_u8.shape[-1]), teacher.feature_dim, device,
                      cpu_gen, layout)
     teacher.to(memory_format=layout)
 
     def norm(x: torch.Tensor) -> torch.Tensor:  # the network input, in the networks' memory format
         return normalize(x, teacher.mean, teacher.std).contiguous(memory_format=layout)
 
-    run = RunLoop(ctx.out_dir, total=krr.steps, settings=("krr.lr",), stop_after=cfg.stop_after_steps,
+    run = RunLoop(ctx.out_dir, total=outer.steps, settings=("outer.lr",), stop_after=cfg.stop_after_steps,
                   log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every, desc=name,
                   show_progress=ctx.show_progress, is_main=ctx.dist.is_main, log=ctx.log, prefix="distill/")
     if ctx.resume:
@@ -111,24 +112,24 @@ def outer_loop(ctx: DistillContext, name: str, tensors: dict[str, torch.Tensor],
         # whatever each process computed, rank 0's start is everyone's
         D.broadcast_(learned + [t for j in range(cfg.pool.size) for t in pool.member_tensors(j)])
 
-    query = D.rank_rows(krr.batch_size)  # this process's rows of every real batch
-    share = (query.stop - query.start) / krr.batch_size
+    query = D.rank_rows(outer.batch_size)  # this process's rows of every real batch
+    share = (query.stop - query.start) / outer.batch_size
 
     def step(step: int) -> float:
-        decay = linear_decay(step, krr.steps, krr.final_lr_ratio)
+        decay = linear_decay(step, outer.steps, outer.final_lr_ratio)
         for group in optimizer.param_groups:
-            group["lr"] = krr.lr * group["lr_scale"] * decay
+            group["lr"] = outer.lr * group["lr_scale"] * decay
         j = pool.sample()
-        batch_index = torch.randint(0, n_source, (krr.batch_size,), generator=cpu_gen).to(images_u8.device)
+        batch_index = torch.randint(0, n_source, (outer.batch_size,), generator=cpu_gen).to(images_u8.device)
         with torch.no_grad():  # every process augments the whole batch (one process's draws), embeds its slice
             x_t = real_views(to_float(images_u8[batch_index]), aug_gen)[query].contiguous(memory_format=layout)
             y_t = teacher(x_t).float()
             phi_t = pool.features(j, norm(x_t))
         current = support()
         rows = current.kernel_rows or current.images.shape[0]
-        phi_s = support_features(pool, j, norm(current.images[:rows]), split_support(krr.split_support, rows))
+        phi_s = support_features(pool, j, norm(current.images[:rows]), split_support(outer.split_support, rows))
         # this slice's share of the mean over the whole batch: the shares add up to one process's loss
-        loss = krr_loss(phi_s, phi_t, current.targets[:rows], y_t, krr.ridge, krr.form, solve_dtype) * share
+        loss = krr_loss(phi_s, phi_t, current.targets[:rows], y_t, outer.ridge, outer.form, solve_dtype) * share
         optimizer.zero_grad(set_to_none=True)
         loss.backward(inputs=learned)  # no gradients for the pool member's weights: they are not used
         loss = sum_over_processes(loss.detach(), learned)
@@ -142,7 +143,7 @@ def outer_loop(ctx: DistillContext, name: str, tensors: dict[str, torch.Tensor],
         return float(loss)
 
     def record(done: int) -> dict[str, Any]:
-        return {"lr": krr.lr * linear_decay(done - 1, krr.steps, krr.final_lr_ratio), "pool_resets": pool.resets}
+        return {"lr": outer.lr * linear_decay(done - 1, outer.steps, outer.final_lr_ratio), "pool_resets": pool.resets}
 
     def state() -> dict[str, Any]:
         return {"config": config_to_dict(cfg), "tensors": {k: t.detach().cpu() for k, t in tensors.items()},
@@ -151,8 +152,8 @@ def outer_loop(ctx: DistillContext, name: str, tensors: dict[str, torch.Tensor],
     def watch() -> list[Watched]:  # what the kernel sees: images in [0, 1] and targets in the teacher's space
         with torch.no_grad():
             views = support()
-        return [Watched("the distilled images", views.images, "krr.lr"),
-                Watched("the distilled targets", views.targets, "krr.lr")]
+        return [Watched("the distilled images", views.images, "outer.lr"),
+                Watched("the distilled targets", views.targets, "outer.lr")]
 
     run.run(step, state, record, watch)
     D.check_replicas_agree(learned, "the distilled tensors")
@@ -161,7 +162,7 @@ def outer_loop(ctx: DistillContext, name: str, tensors: dict[str, torch.Tensor],
 
 def split_support(enabled: bool, rows: int) -> bool:
     """Whether the torchrun processes split the `rows` support (distilled) rows of a step between them:
-    when `krr.split_support` asks for it and every process gets at least one row (see BENCHMARKS.md,
+    when `outer.split_support` asks for it and every process gets at least one row (see BENCHMARKS.md,
     "Distillation on several processes")."""
     sizes = D.split_sizes(rows)
     return bool(enabled) and len(sizes) > 1 and min(sizes) > 0

@@ -112,7 +112,7 @@ class DistillMethod:
     # the optional config sections (distill.config.OPTIONAL_SECTIONS), or single dotted keys of them, it reads;
     # the others change nothing for it (they are neither compared on resume nor part of a study's cache key)
     reads: tuple[str, ...] = ()
-    outer_loop: bool = False  # runs the shared KRR outer loop: the krr.* and pool.* settings apply
+    outer_loop: bool = False  # runs the shared KRR outer loop: the outer.* and pool.* settings apply
     targets_optional: bool = False  # count_targets=false (the budget counts the images only) applies to it
     needs_experts: bool = False  # reads expert trajectories (mkdt.experts; a study's experts stage)
     note: str = ""  # one line for reports: what its sets hold

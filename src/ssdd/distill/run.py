@@ -78,7 +78,7 @@ def _run_distill(cfg: DistillConfig, resume: bool, show_progress: bool, dist_inf
         except FloatingPointError as exc:  # the run loop's numerical stop names the method's own rate
             if isinstance(exc, (ApproximationError, ArtifactError)):
                 raise
-            raise numerical_stop(out_dir, exc, "krr.lr") from None  # a stop outside the loop: the outer loop's rate
+            raise numerical_stop(out_dir, exc, "outer.lr") from None  # a stop outside the loop: the outer loop's rate
     if not dist_info.is_main:
         return None
     if not result.finished:

@@ -54,24 +54,24 @@ def check_distill_settings(cfg: Any) -> None:
 
 
 def check_outer_loop_settings(cfg: Any) -> None:
-    """The shared outer loop's settings (krr.*, pool.*), for the methods that run it."""
-    krr, pool = cfg.krr, cfg.pool
-    whole("krr.steps", krr.steps, 1)
-    whole("krr.batch_size", krr.batch_size, 1)
-    positive("krr.lr", krr.lr)
-    non_negative("krr.final_lr_ratio", krr.final_lr_ratio)
-    non_negative("krr.ridge", krr.ridge)
-    choice("krr.form", krr.form, ("auto", "primal", "dual"))
-    choice("krr.solve_dtype", krr.solve_dtype, ("auto", "float32", "float64"))
-    channels_last_setting("krr.channels_last", krr.channels_last)
-    whole("krr.real_crop_padding", krr.real_crop_padding, 0)
+    """The shared outer loop's settings (outer.*, pool.*), for the methods that run it."""
+    outer, pool = cfg.outer, cfg.pool
+    whole("outer.steps", outer.steps, 1)
+    whole("outer.batch_size", outer.batch_size, 1)
+    positive("outer.lr", outer.lr)
+    non_negative("outer.final_lr_ratio", outer.final_lr_ratio)
+    non_negative("outer.ridge", outer.ridge)
+    choice("outer.form", outer.form, ("auto", "primal", "dual"))
+    choice("outer.solve_dtype", outer.solve_dtype, ("auto", "float32", "float64"))
+    channels_last_setting("outer.channels_last", outer.channels_last)
+    whole("outer.real_crop_padding", outer.real_crop_padding, 0)
     whole("pool.size", pool.size, 1)
     whole("pool.max_steps", pool.max_steps, 2)
     whole("pool.batch_size", pool.batch_size, 0)
     positive("pool.lr", pool.lr)
     non_negative("pool.momentum", pool.momentum)
     non_negative("pool.weight_decay", pool.weight_decay)
-    check_model("krr.model", krr.model, cfg.data.resolution)
+    check_model("outer.model", outer.model, cfg.data.resolution)
 
 
 def normalise_distill(cfg: Any) -> None:
@@ -91,13 +91,13 @@ def check_source_fits(cfg: Any, available: int | None) -> None:
     """The real batch of a method that runs the outer loop holds no more than the source's images (None: the
     count is known only once the source is loaded, e.g. torchvision and digits)."""
     if method_of(cfg).outer_loop:
-        batch_fits("krr.batch_size", cfg.krr.batch_size, available)
+        batch_fits("outer.batch_size", cfg.outer.batch_size, available)
 
 
 def check_processes(cfg: Any, world_size: int) -> None:
     """Under torchrun, a method that splits each real batch over the processes needs a row for each."""
-    if method_of(cfg).parallel and cfg.krr.batch_size < world_size:
-        raise ConfigError(f"krr.batch_size {cfg.krr.batch_size} is smaller than the {world_size} processes "
+    if method_of(cfg).parallel and cfg.outer.batch_size < world_size:
+        raise ConfigError(f"outer.batch_size {cfg.outer.batch_size} is smaller than the {world_size} processes "
                           f"that share each real batch")
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ssdd import __version__
-from ssdd.config import config_to_dict, load_config, save_config
+from ssdd.config import config_to_dict, load_config, save_config, saved_form, saved_name
 from ssdd.distill.keys import method_free_keys
 from ssdd.evaluation.config import LEGACY_VALUES as EVALUATE_LEGACY_VALUES
 from ssdd.evaluation.config import EvaluateConfig
@@ -34,8 +34,8 @@ LOCK = ".study.lock"  # held while a study runs in its out_dir
 NOT_HASHED = {
     "teacher": ("out_dir", "stop_after_epochs", "tensorboard", "tensorboard_every", "probe_every"),
     "experts": ("out_dir", "stop_after_experts", "tensorboard", "teacher"),
-    "distill": ("out_dir", "stop_after_steps", "checkpoint_every", "log_every", "teacher", "krr.split_support",
-                "krr.channels_last", "tensorboard", "mkdt.experts", "mkdt.recompute"),
+    "distill": ("out_dir", "stop_after_steps", "checkpoint_every", "log_every", "teacher", "outer.split_support",
+                "outer.channels_last", "tensorboard", "mkdt.experts", "mkdt.recompute"),
     "evaluate": ("out_dir", "teacher", "distilled", "tensorboard", "reuse", "channels_last"),
 }  # `teacher`, `distilled` and `mkdt.experts` are paths: the keys or fingerprints of what they hold stand in;
 # `reuse` names other evaluations whose cells, measured the same way, are taken instead of measured again
@@ -111,13 +111,15 @@ def stage_schema(kind: str) -> type:
 
 
 def stage_key(kind: str, cfg: Any, upstream: list[str]) -> str:
-    """The stage's cache key: its results-relevant settings, the content of its data files, what it reads."""
-    ignored = [f"config.{k}" for k in NOT_HASHED[kind]]
+    """The stage's cache key: its results-relevant settings, the content of its data files, what it reads. The
+    config is hashed in the section names it was first saved with (`krr` for today's `outer`: config.saved_form),
+    so that a renamed section keeps every stage's key."""
     config = config_to_dict(cfg)
-    if kind == "distill":  # another method's options change nothing (and keys stay as before MKDT existed)
-        ignored += [f"config.{k}" for k in method_free_keys(config)]
-    legacy = {f"config.{k}": v for k, v in LEGACY_VALUES.get(kind, {}).items()}
-    return config_hash({"config": config, "data": _data_fingerprints(config), "upstream": upstream,
+    free = [*NOT_HASHED[kind], *(method_free_keys(config) if kind == "distill" else ())]
+    # (distill: another method's options change nothing, and keys stay as before MKDT existed)
+    ignored = [f"config.{saved_name(k)}" for k in free]
+    legacy = {f"config.{saved_name(k)}": v for k, v in LEGACY_VALUES.get(kind, {}).items()}
+    return config_hash({"config": saved_form(config), "data": _data_fingerprints(config), "upstream": upstream,
                         "ssdd": __version__}, ignored, legacy)
 
 
