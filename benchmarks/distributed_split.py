@@ -26,12 +26,12 @@ from pathlib import Path
 
 import torch
 
-from ssdd import distributed as D
 from ssdd.config import ModelConfig
 from ssdd.distill.krr import krr_loss
 from ssdd.distill.outer import sum_over_processes, support_features
 from ssdd.distill.pool import ModelPool, PoolConfig
 from ssdd.models import build_model
+from ssdd.run import distributed as D
 
 
 def _pool(teacher_dim: int) -> ModelPool:

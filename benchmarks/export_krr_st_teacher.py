@@ -33,7 +33,7 @@ from torchvision.models import resnet18
 from ssdd.augment.ops import normalize, to_float
 from ssdd.config import DataConfig
 from ssdd.data import load_split
-from ssdd.runtime import file_sha256
+from ssdd.run.runtime import file_sha256
 from ssdd.teacher import load_teacher
 
 

@@ -133,7 +133,7 @@ def _table(out: Path, runs: list[dict]) -> None:
     (out / "table.md").write_text("\n".join(lines) + "\n")
     if not summary:
         return
-    from ssdd.plots import pyplot, save_figure
+    from ssdd.report.plots import pyplot, save_figure
 
     plt = pyplot()
     fig, axes = plt.subplots(1, len(targets), figsize=(4.2 * len(targets), 3.2), squeeze=False)

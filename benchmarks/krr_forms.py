@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from ssdd.artifacts.storage import BudgetError
 from ssdd.augment import normalize, to_float
 from ssdd.config import DataConfig, ModelConfig
 from ssdd.data import load_split
@@ -39,7 +40,6 @@ from ssdd.distill.budget import samples_for_budget
 from ssdd.distill.config import BoostConfig
 from ssdd.distill.krr import krr_loss, with_bias
 from ssdd.models import build_model
-from ssdd.storage import BudgetError
 from ssdd.teacher import load_teacher
 
 POOL_MODEL = ModelConfig(name="convnet", width=32, depth=3, feature="flatten")

@@ -74,8 +74,8 @@ from ssdd.data import load_split
 from ssdd.distill.budget import samples_for_budget
 from ssdd.distill.config import DistillConfig
 from ssdd.distill.registry import DistillContext, get_method
-from ssdd.runtime import seed_everything
-from ssdd.tblog import ScalarLog
+from ssdd.run.runtime import seed_everything
+from ssdd.run.tblog import ScalarLog
 from ssdd.teacher import load_teacher
 
 PRESET = "distill_cpu"

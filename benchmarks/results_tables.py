@@ -31,7 +31,7 @@ from ssdd.config import load_config
 from ssdd.distill.config import DistillConfig
 from ssdd.evaluation.gap import gap_closed
 from ssdd.evaluation.report import summarize
-from ssdd.preset_index import find_preset
+from ssdd.presets import find_preset
 from ssdd.report import formats as F
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -28,9 +28,9 @@ import sys
 from pathlib import Path
 
 from ssdd.config import config_to_dict, load_config
-from ssdd.distributed import is_main_process
 from ssdd.evaluation.config import EvaluateConfig
 from ssdd.evaluation.protocol import run_evaluate
+from ssdd.run.distributed import is_main_process
 from ssdd.study.config import StudyConfig
 from ssdd.study.runner import other_evaluations, run_study, study_evaluation_config
 

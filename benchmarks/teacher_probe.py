@@ -21,7 +21,7 @@ from ssdd.config import DataConfig, ModelConfig
 from ssdd.data import load_split
 from ssdd.evaluation import ProbeConfig, probe_encoder
 from ssdd.models import build_model
-from ssdd.runtime import seed_everything
+from ssdd.run.runtime import seed_everything
 from ssdd.teacher import load_teacher
 
 

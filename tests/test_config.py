@@ -158,7 +158,7 @@ def test_shipped_teacher_configs_load(path):
 
 def _schema_for(path: Path) -> type:
     """The schema of the one command whose config the preset fits (tests/test_presets.py checks it is one)."""
-    from ssdd.preset_index import command_schema, preset_commands
+    from ssdd.presets import command_schema, preset_commands
 
     commands = preset_commands(path.stem)
     assert len(commands) == 1, f"{path.name} fits the configs of {commands or 'no command'}"
@@ -197,7 +197,7 @@ def test_the_old_krr_section_name_still_works_with_one_notice(tmp_path, capsys):
 def test_a_renamed_section_keeps_cache_keys_and_old_checkpoints_resumable():
     from ssdd.config import config_to_dict, current_form, current_name, saved_form, saved_name
     from ssdd.distill.config import DistillConfig
-    from ssdd.runfolder import check_resume_compatible, config_hash
+    from ssdd.run.folder import check_resume_compatible, config_hash
 
     cfg = load_config(DistillConfig, None, ["outer.steps=7"])
     now = config_to_dict(cfg)

@@ -13,7 +13,7 @@ from ssdd.cli import main
 from ssdd.config import ConfigError, config_to_dict, load_config
 from ssdd.distill.config import DistillConfig
 from ssdd.evaluation.config import EvaluateConfig
-from ssdd.preset_index import (
+from ssdd.presets import (
     SCHEMAS,
     command_schema,
     find_preset,

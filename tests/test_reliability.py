@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import save_file
 
 from conftest import make_npz, make_teacher
-from ssdd.artifacts import ArtifactError, NonFiniteError, load_tensors, save_tensors
+from ssdd.artifacts.files import ArtifactError, NonFiniteError, load_tensors, save_tensors
 from ssdd.cli import main
 from ssdd.config import load_config
 from ssdd.data import DataError, load_npz
@@ -26,7 +26,7 @@ from ssdd.distill.config import DistillConfig
 from ssdd.distill.run import run_distill
 from ssdd.evaluation.config import EvaluateConfig
 from ssdd.evaluation.validate import validate_evaluate
-from ssdd.runtime import file_sha256
+from ssdd.run.runtime import file_sha256
 from ssdd.teacher import load_teacher
 from ssdd.teacher.config import TeacherConfig
 from ssdd.teacher.train import train_teacher
@@ -365,7 +365,7 @@ def test_a_diverging_approximation_fit_is_refused_and_refit_on_resume(tiny_npz, 
     with pytest.raises(ArtifactError, match="views"):
         load_distilled(out)
     # a large rate whose fit stays finite but useless (relative error far above the identity baseline)
-    from ssdd.integrity import ApproximationError, check_approximation
+    from ssdd.artifacts.integrity import ApproximationError, check_approximation
 
     with pytest.raises(ApproximationError, match="diverged"):
         check_approximation({"rot90": {"relative_error": 1.5e14, "relative_error_without_network": 0.8}}, 1e6, 2000)
@@ -464,8 +464,8 @@ def test_a_diverging_evaluation_is_refused_not_scored(random_set, tiny_npz, tiny
             "pretrain.epochs=1", "pretrain.max_iterations=2", "pretrain.lr=1e30"]
     assert main(["evaluate", "--no-progress", *args, "-d", str(random_set)]) == 4
     assert "pre-training on random@10 diverged" in one_error_line(capsys)
+    from ssdd.artifacts.integrity import DivergedError
     from ssdd.evaluation.linear_probe import linear_probe
-    from ssdd.integrity import DivergedError
 
     features, labels = torch.randn(8, 4), torch.arange(8) % 2
     with pytest.raises(DivergedError, match="NaN or inf feature"):
@@ -553,7 +553,7 @@ def test_interrupt_messages_are_true(tiny_npz, tiny_teacher, tmp_path, monkeypat
 
 # ----------------------------------------------------------------------------- one line for every error
 def test_every_exception_type_is_one_line_and_debug_shows_the_traceback(monkeypatch, capsys):
-    import ssdd.cli as cli
+    import ssdd.cli.commands as cli
 
     def boom(args):
         raise RuntimeError("device-side assert\nwith a second line")
@@ -672,7 +672,7 @@ def test_a_damaged_results_json_is_one_line_naming_it(content, said, finished_ev
 def test_a_full_disk_is_one_line_saying_so(writer, tiny_npz, tiny_teacher, tmp_path, monkeypatch, capsys):
     import safetensors.torch
 
-    import ssdd.artifacts
+    import ssdd.artifacts.files
 
     out = tmp_path / "d"
     args = [f"data.path={tiny_npz}", f"teacher={tiny_teacher}", f"out_dir={out}", *DISTILL, "method=krr_st"]
@@ -687,7 +687,7 @@ def test_a_full_disk_is_one_line_saying_so(writer, tiny_npz, tiny_teacher, tmp_p
             raise safetensors.SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
                                               'message: "No space left on device" })')
 
-        monkeypatch.setattr(ssdd.artifacts, "save_file", full)
+        monkeypatch.setattr(ssdd.artifacts.files, "save_file", full)
         written = out / "distilled-00001-of-00001.safetensors"
     assert main(["distill", "--no-progress", *args]) == 1
     line = one_error_line(capsys)
@@ -777,7 +777,7 @@ def test_an_evaluation_resumes_with_its_teacher_moved_but_not_replaced(evaluatio
 
 def test_a_boost_set_with_huge_finite_approximation_weights_is_refused_on_load(tiny_npz, tiny_teacher, tmp_path,
                                                                                capsys):
-    from ssdd.artifacts import write_manifest
+    from ssdd.artifacts.files import write_manifest
 
     out = tmp_path / "boost"
     assert main(["distill", "--no-progress", f"data.path={tiny_npz}", f"teacher={tiny_teacher}", f"out_dir={out}",

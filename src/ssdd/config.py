@@ -248,7 +248,7 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def save_config(cfg: Any, path: str | Path) -> Path:
-    from ssdd.runtime import atomic_write
+    from ssdd.run.runtime import atomic_write
 
     text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
     return atomic_write(path, lambda tmp: tmp.write_text(text))

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ssdd.artifacts.storage import BudgetError
 from ssdd.cli import main
 from ssdd.config import load_config
 from ssdd.distill import load_distilled
@@ -17,7 +18,6 @@ from ssdd.distill.budget import samples_for_budget
 from ssdd.distill.config import BoostConfig, DistillConfig
 from ssdd.distill.run import run_distill
 from ssdd.distill.views import VIEWS
-from ssdd.storage import BudgetError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

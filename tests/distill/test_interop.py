@@ -17,14 +17,14 @@ import torch
 import torch.serialization
 from PIL import Image
 
+from ssdd.artifacts.storage import storage_of
 from ssdd.cli import main
 from ssdd.config import load_config
 from ssdd.distill import load_distilled
 from ssdd.distill.config import DistillConfig
 from ssdd.distill.interop import KRR_ST_MEAN, KRR_ST_STD, evaluation_note
 from ssdd.distill.run import run_distill
-from ssdd.runtime import file_sha256
-from ssdd.storage import storage_of
+from ssdd.run.runtime import file_sha256
 from ssdd.teacher import load_teacher
 
 pytestmark = pytest.mark.usefixtures("one_thread")

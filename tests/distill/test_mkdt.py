@@ -123,7 +123,7 @@ def test_resume_and_recompute_give_the_same_set(world, tmp_path):
 
 def test_a_numerical_stop_names_mkdt_s_own_rates_and_their_resume_works(world, tmp_path, monkeypatch, capsys):
     import ssdd.distill.mkdt as mkdt
-    from ssdd.cli import main
+    from ssdd.cli.commands import main
 
     def args(out: Path) -> list[str]:
         return [f"data.path={world['npz']}", f"teacher={world['teacher']}", f"mkdt.experts={world['experts']}",
@@ -210,7 +210,7 @@ def test_high_loss_subset_is_mkdt_s_start_as_real_uint8_images(world, tmp_path):
 
 
 def test_an_expert_manifest_whose_epochs_disagree_with_its_files_is_refused_before_work(world, tmp_path, capsys):
-    from ssdd.cli import main
+    from ssdd.cli.commands import main
 
     edited = tmp_path / "edited"
     shutil.copytree(world["experts"], edited)

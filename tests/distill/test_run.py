@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from ssdd.artifacts.storage import BudgetError
 from ssdd.cli import main
 from ssdd.config import load_config
 from ssdd.distill import available_methods, load_distilled
 from ssdd.distill.config import DistillConfig
 from ssdd.distill.run import run_distill
-from ssdd.storage import BudgetError
 
 SMOKE = ["data.resolution=16", "budget=10", "outer.steps=12", "outer.batch_size=16", "pool.size=2", "pool.max_steps=5",
          "outer.model.width=4", "outer.model.depth=2", "device=cpu", "log_every=3", "checkpoint_every=4"]

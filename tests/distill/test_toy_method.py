@@ -106,7 +106,7 @@ def test_a_toy_method_runs_through_distill_evaluate_and_report(toy, tmp_path, on
             (edited / f.name).write_bytes(f.read_bytes())
     (edited / "manifest.json").write_text(json.dumps({**manifest, "m": 2}))
     CALLS.clear()
-    from ssdd.artifacts import ArtifactError
+    from ssdd.artifacts.files import ArtifactError
     from ssdd.distill import load_distilled
 
     with pytest.raises(ArtifactError, match="'m' is 2"):

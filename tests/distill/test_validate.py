@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from ssdd.artifacts.storage import BudgetError
 from ssdd.config import ConfigError, load_config
 from ssdd.distill.boost import check_boost_config, normalise_boost
 from ssdd.distill.config import DistillConfig
 from ssdd.distill.keys import method_free_keys, resumable_keys
 from ssdd.distill.validate import check_budget_fits, check_distill_settings, check_processes
-from ssdd.storage import BudgetError
 
 
 def cfg(*overrides: str) -> DistillConfig:

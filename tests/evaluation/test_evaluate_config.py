@@ -7,7 +7,7 @@ import copy
 
 from ssdd.config import config_to_dict, load_config
 from ssdd.evaluation.config import LEGACY_VALUES, EvaluateConfig
-from ssdd.runfolder import check_resume_compatible, config_hash
+from ssdd.run.folder import check_resume_compatible, config_hash
 
 NEW = {"full_data": ["same_recipe"], "finetune": ["small_by", "source_scale"], "validation": ["fraction", "seed"]}
 

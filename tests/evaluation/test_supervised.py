@@ -178,7 +178,7 @@ def test_bad_supervised_settings_are_one_line_errors(override: str, message: str
 def test_the_new_settings_default_to_krr_st_and_their_legacy_values_cover_them():
     from ssdd.config import config_to_dict
     from ssdd.evaluation.config import LEGACY_VALUES
-    from ssdd.runfolder import config_hash, flatten
+    from ssdd.run.folder import config_hash, flatten
 
     cfg = config_to_dict(EvaluateConfig())
     added = {k: v for k, v in flatten(cfg).items() if k.startswith("pretrain.supervised.")}

@@ -9,13 +9,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ssdd.artifacts import ArtifactError
+from ssdd.artifacts.files import ArtifactError
 from ssdd.cli import main
 from ssdd.config import ConfigError, load_config
 from ssdd.distill.unroll import FlatModel
 from ssdd.experts import ExpertsConfig, load_experts
 from ssdd.experts.train import build_student, expert_seed, train_experts
-from ssdd.runtime import file_sha256
+from ssdd.run.runtime import file_sha256
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -81,7 +81,7 @@ def test_experts_artifact(tiny_npz, tiny_teacher, tmp_path):
 
 
 def test_interrupted_runs_resume_to_identical_experts(tiny_npz, tiny_teacher, tmp_path, monkeypatch, capsys):
-    import ssdd.runloop
+    import ssdd.run.loop
 
     train_experts(smoke(tiny_npz, tiny_teacher, tmp_path / "full"), show_progress=False)
 
@@ -94,7 +94,7 @@ def test_interrupted_runs_resume_to_identical_experts(tiny_npz, tiny_teacher, tm
     assert_same_experts(tmp_path / "full", tmp_path / "paused")
 
     # interrupted inside expert 1, right after its first epoch's checkpoint
-    original, calls = ssdd.runloop.save_checkpoint, []
+    original, calls = ssdd.run.loop.save_checkpoint, []
 
     def save_then_interrupt(*a, **k):
         original(*a, **k)
@@ -102,7 +102,7 @@ def test_interrupted_runs_resume_to_identical_experts(tiny_npz, tiny_teacher, tm
         if len(calls) == 1:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(ssdd.runloop, "save_checkpoint", save_then_interrupt)
+    monkeypatch.setattr(ssdd.run.loop, "save_checkpoint", save_then_interrupt)
     code = main(["experts", "--no-progress", *args(tiny_npz, tiny_teacher, tmp_path / "cut")])
     assert code != 0 and "interrupted" in capsys.readouterr().err
     assert not list((tmp_path / "cut").glob("expert-*")) and (tmp_path / "cut" / "checkpoint.pt").is_file()
@@ -170,10 +170,10 @@ def test_a_numerical_stop_advises_a_lower_lr_that_the_resume_accepts(tiny_npz, t
 
 def test_a_kill_between_an_expert_s_last_epoch_and_its_file_resumes_to_the_same_experts(tiny_npz, tiny_teacher,
                                                                                          tmp_path, monkeypatch):
-    import ssdd.runloop
+    import ssdd.run.loop
 
     train_experts(smoke(tiny_npz, tiny_teacher, tmp_path / "full"), show_progress=False)
-    original = ssdd.runloop.save_checkpoint
+    original = ssdd.run.loop.save_checkpoint
 
     def save_then_interrupt_before_the_file(path, state):
         original(path, state)
@@ -181,11 +181,11 @@ def test_a_kill_between_an_expert_s_last_epoch_and_its_file_resumes_to_the_same_
         if current is not None and len(current["losses"]) == 3:  # epochs=3: the expert's last epoch is saved
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(ssdd.runloop, "save_checkpoint", save_then_interrupt_before_the_file)
+    monkeypatch.setattr(ssdd.run.loop, "save_checkpoint", save_then_interrupt_before_the_file)
     with pytest.raises(KeyboardInterrupt):
         train_experts(smoke(tiny_npz, tiny_teacher, tmp_path / "cut"), show_progress=False)
     assert not list((tmp_path / "cut").glob("expert-*"))
-    monkeypatch.setattr(ssdd.runloop, "save_checkpoint", original)
+    monkeypatch.setattr(ssdd.run.loop, "save_checkpoint", original)
     train_experts(smoke(tiny_npz, tiny_teacher, tmp_path / "cut"), resume=True, show_progress=False)
     assert_same_experts(tmp_path / "full", tmp_path / "cut")
     rows = [json.loads(line) for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from ssdd.evaluation.report import summarize
-from ssdd.plots import pyplot
 from ssdd.report import figures
 from ssdd.report.figures import architecture_figure, budget_figure, reference_line_styles, shared_legend
 from ssdd.report.gather import ReportData, TeacherInfo
+from ssdd.report.plots import pyplot
 
 
 def data_for(archs: list[str], budgets: tuple[int, ...] = (100,)) -> ReportData:

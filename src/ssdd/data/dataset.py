@@ -8,8 +8,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ssdd.progress import bar
-from ssdd.runtime import tensor_fingerprint
+from ssdd.run.progress import bar
+from ssdd.run.runtime import tensor_fingerprint
 
 
 class DataError(ValueError):

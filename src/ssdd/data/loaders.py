@@ -23,7 +23,7 @@ from ssdd.data.dataset import (
     resize_uint8,
     to_nchw_uint8,
 )
-from ssdd.progress import bar, phase
+from ssdd.run.progress import bar, phase
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
 

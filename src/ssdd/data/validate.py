@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ssdd.checks import choice, first_line, whole
 from ssdd.config import DataConfig
 from ssdd.data.dataset import DataError
+from ssdd.run.checks import choice, first_line, whole
 
 SOURCES = ("npz", "torchvision", "folder", "digits")
 

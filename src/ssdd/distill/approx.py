@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ssdd.progress import bar
+from ssdd.run.progress import bar
 
 PARTS = ("w1", "b1", "w2", "b2")
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import torch
 
-from ssdd.artifacts import ArtifactError, load_tensors, read_manifest, save_tensors, write_manifest
+from ssdd.artifacts.files import ArtifactError, load_tensors, read_manifest, save_tensors, write_manifest
+from ssdd.artifacts.storage import StorageReport, check_budget, storage_of
 from ssdd.distill.registry import get_method
 from ssdd.distill.verify import verify_distilled
-from ssdd.storage import StorageReport, check_budget, storage_of
 
 KIND = "ssdd.distilled"
 FORMAT_VERSION = 1

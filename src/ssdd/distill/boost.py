@@ -22,10 +22,10 @@ from typing import Any
 
 import torch
 
-from ssdd import distributed as D
-from ssdd.artifacts import ArtifactError
+from ssdd.artifacts.files import ArtifactError
+from ssdd.artifacts.integrity import check_approximation
+from ssdd.artifacts.storage import BudgetError, image_floats
 from ssdd.augment import crop_flip, to_float
-from ssdd.checks import non_negative, positive, whole
 from ssdd.distill.approx import PARTS, apply_approx, fit_approx, relative_error
 from ssdd.distill.config import BoostConfig, DistillConfig
 from ssdd.distill.lowrank import PCABasis, downsample, fit_pca, images_from_coefficients, project
@@ -40,9 +40,9 @@ from ssdd.distill.registry import (
 )
 from ssdd.distill.subsets import kmeans_indices
 from ssdd.distill.views import apply_views, check_views, describe_view, encode_view, random_views
-from ssdd.integrity import check_approximation
-from ssdd.progress import phase
-from ssdd.storage import BudgetError, image_floats
+from ssdd.run import distributed as D
+from ssdd.run.checks import non_negative, positive, whole
+from ssdd.run.progress import phase
 
 CHOICES = {"basis_init": ("pca", "random"), "coefficient_init": ("real", "random"), "selection": ("random", "kmeans"),
            "kernel_views": ("all", "identity"), "real_views": ("predefined", "crop_flip"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ssdd.storage import BudgetError, image_floats
+from ssdd.artifacts.storage import BudgetError, image_floats
 
 
 def samples_for_budget(budget: float, image_shape: tuple[int, int, int], target_dim: int,

@@ -39,13 +39,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from ssdd.artifacts import read_manifest
+from ssdd.artifacts.files import read_manifest
+from ssdd.artifacts.storage import storage_of
+from ssdd.artifacts.torchfile import load_torch_file
 from ssdd.data.published_stats import KRR_ST_MEAN, KRR_ST_STD
 from ssdd.distill.artifact import DistilledSet, load_distilled, save_distilled
 from ssdd.distill.registry import DistillContext, DistillMethod, DistillResult, register_method
-from ssdd.runtime import file_sha256, versions, write_json
-from ssdd.storage import storage_of
-from ssdd.torchfile import load_torch_file
+from ssdd.run.runtime import file_sha256, versions, write_json
 
 METHOD = "imported"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -305,7 +305,7 @@ def _file_entry(path: Path, role: str) -> dict[str, Any]:
 def _check_out(out: Path, budget: float | None, source_images: int | None, num_classes: int | None) -> None:
     """Refuse, before anything is read or written, an --out that holds something (another run's folder, a set
     already there) and numbers that make no set."""
-    from ssdd.runfolder import claim
+    from ssdd.run.folder import claim
 
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out}: exists and is not a folder")
@@ -445,7 +445,7 @@ def import_image_folder(folder: str | Path, out: str | Path, targets: str | Path
         raise InteropError(f"{folder}: images without targets need --targets FILE.npy or --teacher DIR (ssdd "
                            f"pre-trains by regressing targets: the teacher's representations of the images)")
     else:
-        from ssdd.runtime import resolve_device
+        from ssdd.run.runtime import resolve_device
         from ssdd.teacher import load_teacher
 
         teacher_info = _teacher_info(teacher, None, size)
@@ -565,7 +565,8 @@ def export_distilled(directory: str | Path, out: str | Path) -> dict[str, Any]:
                 "max_abs_error_in_range": error_in_range, "clipped_values": clipped,
                 "values": int(images.numel())},
         "note": "one PNG per stored view (Boost's views rebuilt from what it stores), targets row i = entry i; "
-                "storage is the artifact's, as counted by ssdd.storage.storage_of, not the size of this folder",
+                "storage is the artifact's, as counted by ssdd.artifacts.storage.storage_of, not the size of this "
+                "folder",
     }
     write_json(out / "index.json", index)
     return index

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ssdd.progress import phase
+from ssdd.run.progress import phase
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,6 @@ from typing import Any
 import torch
 
 from ssdd.augment import normalize, to_float
-from ssdd.checks import choice, first_line, non_negative, positive, whole
 from ssdd.config import ConfigError, ModelConfig, config_to_dict
 from ssdd.distill.budget import samples_for_budget, teacher_target_samples
 from ssdd.distill.pool import seeded_member
@@ -28,9 +27,10 @@ from ssdd.distill.registry import DistillContext, DistillMethod, DistillResult, 
 from ssdd.distill.unroll import FlatModel, matching_loss, minibatches, unrolled_sgd
 from ssdd.distill.verify import verify_teacher_targets
 from ssdd.experts.artifact import ExpertTrajectories, load_experts
-from ssdd.progress import phase
-from ssdd.runguard import Diverged
-from ssdd.runloop import RunLoop, Watched
+from ssdd.run.checks import choice, first_line, non_negative, positive, whole
+from ssdd.run.guard import Diverged
+from ssdd.run.loop import RunLoop, Watched
+from ssdd.run.progress import phase
 
 
 def experts_fingerprint(experts: ExpertTrajectories) -> str:
@@ -60,7 +60,7 @@ def check_expert_epochs(mk: Any, epochs: int) -> None:
 
 def check_experts_folder(cfg: Any, teacher: Mapping[str, Any], available: int | None = None) -> ExpertTrajectories:
     """mkdt.experts is an intact expert-trajectories folder made with this teacher on a source of this size."""
-    from ssdd.artifacts import ArtifactError
+    from ssdd.artifacts.files import ArtifactError
 
     try:
         experts = load_experts(cfg.mkdt.experts)

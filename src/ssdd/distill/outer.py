@@ -2,7 +2,7 @@
 
 A method hands over its learned tensors and a `support()` function that turns them into the distilled
 views (images in [0,1] and their targets, differentiable); the loop owns the model pool, the real
-batches, the KRR loss and AdamW with linear decay; `ssdd.runloop` runs its steps (the metrics log, the
+batches, the KRR loss and AdamW with linear decay; `ssdd.run.loop` runs its steps (the metrics log, the
 checkpoint, resume), so that resuming any method reproduces an uninterrupted run.
 
 Under torchrun every process runs the loop with the same generators: each draws and augments the same
@@ -23,16 +23,16 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ssdd import distributed as D
 from ssdd.augment import normalize, to_float
 from ssdd.config import config_to_dict
 from ssdd.distill.krr import krr_loss, krr_solve_dtype
 from ssdd.distill.pool import ModelPool
 from ssdd.distill.registry import DistillContext
 from ssdd.models import build_model
-from ssdd.progress import bar_settings, phase
-from ssdd.runloop import RunLoop, Watched
-from ssdd.runtime import channels_last
+from ssdd.run import distributed as D
+from ssdd.run.loop import RunLoop, Watched
+from ssdd.run.progress import bar_settings, phase
+from ssdd.run.runtime import channels_last
 
 
 @dataclass

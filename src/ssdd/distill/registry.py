@@ -20,8 +20,8 @@ import torch
 
 from ssdd.data import ImageDataset
 from ssdd.distill.config import DistillConfig
-from ssdd.distributed import DistInfo
-from ssdd.tblog import ScalarLog
+from ssdd.run.distributed import DistInfo
+from ssdd.run.tblog import ScalarLog
 from ssdd.teacher import Teacher
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from ssdd import distributed as D
-from ssdd.artifacts import ArtifactError
+from ssdd.artifacts.files import ArtifactError
+from ssdd.artifacts.integrity import ApproximationError
 from ssdd.config import config_to_dict, save_config
 from ssdd.data import load_split
 from ssdd.distill.artifact import DistilledSet, save_distilled
@@ -16,12 +16,12 @@ from ssdd.distill.config import DistillConfig
 from ssdd.distill.keys import resumable_keys
 from ssdd.distill.registry import DistillContext, get_method
 from ssdd.distill.validate import check_processes, check_source_fits, validate_distill
-from ssdd.integrity import ApproximationError
-from ssdd.progress import show_phases
-from ssdd.runfolder import CHECKPOINT, claim, load_checkpoint
-from ssdd.runguard import check_inputs, check_resume, numerical_stop, resume_changes
-from ssdd.runtime import resolve_device, seed_everything, versions
-from ssdd.tblog import ScalarLog, require_tensorboard
+from ssdd.run import distributed as D
+from ssdd.run.folder import CHECKPOINT, claim, load_checkpoint
+from ssdd.run.guard import check_inputs, check_resume, numerical_stop, resume_changes
+from ssdd.run.progress import show_phases
+from ssdd.run.runtime import resolve_device, seed_everything, versions
+from ssdd.run.tblog import ScalarLog, require_tensorboard
 from ssdd.teacher import load_teacher
 
 

@@ -19,7 +19,7 @@ from ssdd.distill.budget import label_samples, samples_for_budget, teacher_targe
 from ssdd.distill.mkdt import check_experts_folder
 from ssdd.distill.registry import DistillContext, DistillMethod, DistillResult, register_method
 from ssdd.distill.verify import verify_labels, verify_teacher_targets
-from ssdd.progress import phase
+from ssdd.run.progress import phase
 
 
 def _m(ctx: DistillContext) -> int:

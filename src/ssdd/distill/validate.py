@@ -7,7 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ssdd.checks import (
+from ssdd.config import ConfigError
+from ssdd.data.validate import check_split
+from ssdd.distill.registry import DistillMethod, get_method, methods_where
+from ssdd.run.checks import (
     batch_fits,
     channels_last_setting,
     check_device,
@@ -20,9 +23,6 @@ from ssdd.checks import (
     start_run,
     whole,
 )
-from ssdd.config import ConfigError
-from ssdd.data.validate import check_split
-from ssdd.distill.registry import DistillMethod, get_method, methods_where
 from ssdd.teacher.validate import teacher_manifest
 
 

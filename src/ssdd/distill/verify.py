@@ -2,7 +2,7 @@
 image shape, storage and the budget, then what the method checks itself (its `verify` hook: m from the budget
 for the methods whose m follows from it, Boost's views and approximation networks), so an edited `budget`,
 `image_shape` or Boost `views` cannot silently change a label, a storage figure or the training pairs.
-Tensors are checked for NaN/inf in `ssdd.artifacts` (save_tensors and load_tensors)."""
+Tensors are checked for NaN/inf in `ssdd.artifacts.files` (save_tensors and load_tensors)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from typing import Any
 
 import torch
 
-from ssdd.artifacts import MANIFEST, ArtifactError
+from ssdd.artifacts.files import MANIFEST, ArtifactError
+from ssdd.artifacts.storage import BudgetError, storage_of
 from ssdd.distill.budget import samples_for_budget
 from ssdd.distill.registry import ManifestMismatch, StoredSet, find_method
-from ssdd.storage import BudgetError, storage_of
 
 
 def _fail(where: str, text: str) -> ArtifactError:

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ssdd.artifacts.integrity import check_trained
 from ssdd.config import DataConfig, ModelConfig, config_to_dict
 from ssdd.data import ImageDataset, channel_stats, load_split
 from ssdd.distill import load_distilled
@@ -35,9 +36,8 @@ from ssdd.evaluation.pretrain import (
 from ssdd.evaluation.references import FULL_DATA, FULL_DATA_SAME_RECIPE, NO_PRETRAIN
 from ssdd.evaluation.supervised import pretrain_supervised, uses_supervised_recipe
 from ssdd.evaluation.validation import EVAL_SPLIT_TEST, EVAL_SPLIT_VALIDATION, split_train
-from ssdd.integrity import check_trained
 from ssdd.models import build_model
-from ssdd.progress import phase
+from ssdd.run.progress import phase
 from ssdd.teacher import Teacher
 
 

@@ -8,11 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ssdd.artifacts.integrity import check_trained
 from ssdd.augment import crop_flip, normalize, to_float
 from ssdd.data import ImageDataset
 from ssdd.evaluation.config import FinetuneConfig
-from ssdd.integrity import check_trained
-from ssdd.progress import bar
+from ssdd.run.progress import bar
 
 
 def _canonical(name: str) -> str:

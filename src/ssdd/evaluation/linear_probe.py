@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ssdd.artifacts.integrity import check_features, check_trained
 from ssdd.augment.ops import normalize, to_float
-from ssdd.integrity import check_features, check_trained
-from ssdd.progress import bar
+from ssdd.run.progress import bar
 
 
 @dataclass

@@ -10,7 +10,7 @@ from torch import nn
 
 from ssdd.augment import crop_flip, normalize, to_float
 from ssdd.evaluation.config import FullDataConfig, PretrainConfig
-from ssdd.progress import bar
+from ssdd.run.progress import bar
 
 
 def steps_per_epoch(count: int, batch_size: int) -> int:

@@ -17,7 +17,6 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ssdd import distributed as D
 from ssdd.config import DataConfig, ModelConfig, config_to_dict, save_config
 from ssdd.data import load_split
 from ssdd.evaluation.cell import Bench, PretrainSource, evaluate_cell, load_target, pretrain_sources, source_label
@@ -35,9 +34,10 @@ from ssdd.evaluation.schedule import (
     source_cell,
 )
 from ssdd.evaluation.validate import SET_ASIDE, validate_evaluate
-from ssdd.progress import bar_settings, phase, show_phases
-from ssdd.runtime import channels_last, resolve_device, versions
-from ssdd.tblog import ScalarLog, require_tensorboard
+from ssdd.run import distributed as D
+from ssdd.run.progress import bar_settings, phase, show_phases
+from ssdd.run.runtime import channels_last, resolve_device, versions
+from ssdd.run.tblog import ScalarLog, require_tensorboard
 from ssdd.teacher import load_teacher
 from ssdd.teacher.locate import require_teacher_folder
 

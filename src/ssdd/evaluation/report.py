@@ -22,7 +22,7 @@ from ssdd.evaluation.references import (
     retention_reference,
 )
 from ssdd.evaluation.validation import EVAL_SPLIT_TEST
-from ssdd.runtime import atomic_write
+from ssdd.run.runtime import atomic_write
 
 ROW_FIELDS = ["method", "label", "budget", "arch", "arch_width", "target", "seed", "mode", "top1", "cka_to_teacher",
               "image_equivalents", "bytes", "compression", "m", "views", "pretrain_s", "pretrain_steps",
@@ -228,7 +228,7 @@ def format_table(summary: list[dict[str, Any]]) -> str:
 
 def write_report(rows: list[dict[str, Any]], out_dir: Path, extra: dict[str, Any] | None = None) -> str:
     """summary.json, summary.md and results.png from the rows; returns the Markdown table."""
-    from ssdd.runtime import write_json
+    from ssdd.run.runtime import write_json
 
     config = (extra or {}).get("config")
     summary = summarize(rows, config)
@@ -268,7 +268,7 @@ def plot_summary(summary: list[dict[str, Any]], path: Path) -> None:
     """One panel per (target, mode): mean top-1 with std error bars for every pre-training source."""
     if not summary:
         return
-    from ssdd.plots import pyplot, save_figure
+    from ssdd.report.plots import pyplot, save_figure
 
     plt = pyplot()
     panels = sorted({(s["arch"], s["target"], s["mode"]) for s in summary})

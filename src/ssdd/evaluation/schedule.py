@@ -18,9 +18,9 @@ from ssdd.evaluation.cell import Target
 from ssdd.evaluation.config import LEGACY_VALUES, EvaluateConfig
 from ssdd.evaluation.report import read_results, write_results
 from ssdd.evaluation.validate import SET_ASIDE
-from ssdd.runfolder import check_resume_compatible, flatten
-from ssdd.runguard import INPUTS, check_inputs, fingerprinted_paths
-from ssdd.runtime import atomic_write
+from ssdd.run.folder import check_resume_compatible, flatten
+from ssdd.run.guard import INPUTS, check_inputs, fingerprinted_paths
+from ssdd.run.runtime import atomic_write
 
 # settings a resumed evaluation may change: more seeds or sets (or the same-recipe row) add cells, the others
 # keep theirs

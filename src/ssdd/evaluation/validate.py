@@ -8,7 +8,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ssdd.checks import (
+from ssdd.config import ConfigError, DataConfig
+from ssdd.data.dataset import DataError
+from ssdd.data.validate import check_split
+from ssdd.evaluation.validation import check_validation
+from ssdd.run.checks import (
     channels_last_setting,
     check_device,
     check_model,
@@ -23,10 +27,6 @@ from ssdd.checks import (
     start_run,
     whole,
 )
-from ssdd.config import ConfigError, DataConfig
-from ssdd.data.dataset import DataError
-from ssdd.data.validate import check_split
-from ssdd.evaluation.validation import check_validation
 from ssdd.teacher.validate import teacher_manifest
 
 
@@ -90,7 +90,7 @@ SET_ASIDE = "results.set_aside.json"
 
 
 def _check_out_dir_for_evaluation(out_dir: Path, resume: bool) -> None:
-    from ssdd.runfolder import claim
+    from ssdd.run.folder import claim
 
     claim(out_dir, "evaluate", resume)  # never another run's folder; results.json only with --resume
     if (out_dir / SET_ASIDE).exists() and not (out_dir / "results.json").exists():
@@ -104,7 +104,7 @@ def _note(text: str) -> None:
 
 def _check_sets(cfg: Any, teacher: dict[str, Any], source_cfg: DataConfig, allow_mismatch: bool) -> None:
     """Every distilled set: its manifest, its teacher (fingerprints) and its source (fingerprint)."""
-    from ssdd.artifacts import ArtifactError
+    from ssdd.artifacts.files import ArtifactError
     from ssdd.distill.artifact import load_distilled
     from ssdd.distill.interop import declared_source_mismatch, evaluation_note
 
@@ -174,7 +174,7 @@ def _check_sets(cfg: Any, teacher: dict[str, Any], source_cfg: DataConfig, allow
 def validate_evaluate(cfg: Any, resume: bool = False, allow_mismatch: bool = False) -> None:
     """`ssdd evaluate`: settings, device, the output folder (never another run's), the teacher, the networks,
     every split it will read, and every distilled set against the teacher and the source."""
-    from ssdd.runguard import check_inputs
+    from ssdd.run.guard import check_inputs
 
     check_evaluate_settings(cfg)
     check_device(cfg.device)

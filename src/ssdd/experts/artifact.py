@@ -19,8 +19,8 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 
-from ssdd.artifacts import ArtifactError, read_manifest, shard_path
-from ssdd.runtime import file_sha256
+from ssdd.artifacts.files import ArtifactError, read_manifest, shard_path
+from ssdd.run.runtime import file_sha256
 
 KIND = "ssdd.experts"
 FORMAT_VERSION = 1

@@ -17,9 +17,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from ssdd.artifacts import write_manifest
+from ssdd.artifacts.files import write_manifest
 from ssdd.augment import crop_flip, normalize, to_float
-from ssdd.checks import batch_fits
 from ssdd.config import config_to_dict, save_config
 from ssdd.data import load_split
 from ssdd.distill.pool import PoolMember, seeded_member
@@ -28,12 +27,13 @@ from ssdd.experts.artifact import FORMAT_VERSION, KIND, expert_file
 from ssdd.experts.config import RESUMABLE_KEYS, ExpertsConfig
 from ssdd.experts.validate import validate_experts
 from ssdd.models.registry import describe
-from ssdd.progress import bar, phase, show_phases
-from ssdd.runfolder import claim
-from ssdd.runguard import check_inputs, check_resume, numerical_stop
-from ssdd.runloop import RunLoop
-from ssdd.runtime import atomic_write, file_sha256, resolve_device, versions
-from ssdd.tblog import ScalarLog, require_tensorboard
+from ssdd.run.checks import batch_fits
+from ssdd.run.folder import claim
+from ssdd.run.guard import check_inputs, check_resume, numerical_stop
+from ssdd.run.loop import RunLoop
+from ssdd.run.progress import bar, phase, show_phases
+from ssdd.run.runtime import atomic_write, file_sha256, resolve_device, versions
+from ssdd.run.tblog import ScalarLog, require_tensorboard
 from ssdd.teacher import Teacher, load_teacher
 from ssdd.teacher.locate import require_teacher_folder
 

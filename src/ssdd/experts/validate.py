@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ssdd.checks import (
+from ssdd.config import ConfigError
+from ssdd.data.validate import check_split
+from ssdd.run.checks import (
     batch_fits,
     check_device,
     check_model,
@@ -16,8 +18,6 @@ from ssdd.checks import (
     start_run,
     whole,
 )
-from ssdd.config import ConfigError
-from ssdd.data.validate import check_split
 from ssdd.teacher.validate import teacher_manifest
 
 

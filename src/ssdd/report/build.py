@@ -6,12 +6,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from ssdd.artifacts import ArtifactError
+from ssdd.artifacts.files import ArtifactError
 from ssdd.report import figures as fig
 from ssdd.report import html, markdown
 from ssdd.report.content import compose, image_key
 from ssdd.report.gather import ReportData, gather
-from ssdd.runtime import atomic_write
+from ssdd.run.runtime import atomic_write
 
 FIGURE_DIR = "report_figures"
 IMAGES_PER_VIEW = 4  # images drawn for a set with several stored views (one row each)

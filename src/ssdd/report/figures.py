@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from ssdd.distill.registry import find_method, loss_name
-from ssdd.plots import pyplot
 from ssdd.report.gather import REFERENCE_METHODS, REFERENCE_NAMES, ReportData
+from ssdd.report.plots import pyplot
 
 EXTRA_COLOURS = ["tab:brown", "tab:olive", "tab:cyan"]
 MODE_NAMES = {"finetune": "fine-tune", "linear_probe": "linear probe"}
@@ -296,7 +296,7 @@ def teacher_figure(history: list[dict[str, Any]]) -> bytes | None:
 
 def images_figure(path: Path, count: int) -> bytes:
     """The first images of a distilled set (every stored view for Boost), drawn by `ssdd show`'s code."""
+    from ssdd.cli.show import distilled_figure
     from ssdd.distill import load_distilled
-    from ssdd.show import distilled_figure
 
     return png_bytes(distilled_figure(load_distilled(path), count, title=False), dpi=90)

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from ssdd.artifacts import ArtifactError, read_manifest
+from ssdd.artifacts.files import ArtifactError, read_manifest
 from ssdd.config import DataConfig
 from ssdd.data import dataset_name
 from ssdd.evaluation.protocol import source_label

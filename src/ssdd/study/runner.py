@@ -24,8 +24,8 @@ from ssdd.config import config_to_dict, load_config, save_config, saved_form, sa
 from ssdd.distill.keys import method_free_keys
 from ssdd.evaluation.config import LEGACY_VALUES as EVALUATE_LEGACY_VALUES
 from ssdd.evaluation.config import EvaluateConfig
-from ssdd.runfolder import CHECKPOINT, claim, config_hash
-from ssdd.runtime import file_sha256, versions, write_json
+from ssdd.run.folder import CHECKPOINT, claim, config_hash
+from ssdd.run.runtime import file_sha256, versions, write_json
 from ssdd.study.config import DistillSpec, StudyConfig
 
 DONE = "stage.json"
@@ -161,7 +161,7 @@ def _run_stage(kind: str, name: str, cfg: Any, upstream: list[str], root: Path,
 
 
 def _teacher_fingerprint(path: Path) -> str:
-    from ssdd.integrity import verify_teacher_manifest
+    from ssdd.artifacts.integrity import verify_teacher_manifest
     from ssdd.teacher.locate import require_teacher_folder
 
     folder = require_teacher_folder(str(path))
@@ -214,7 +214,7 @@ def _distill_jobs(study: StudyConfig) -> list[tuple[DistillSpec, float | None]]:
 def _require_packages(study: StudyConfig, common: list[str]) -> None:
     """Fail before the first stage when a stage asks for TensorBoard and the package is missing."""
     from ssdd.distill.config import DistillConfig
-    from ssdd.tblog import require_tensorboard
+    from ssdd.run.tblog import require_tensorboard
     from ssdd.teacher.config import TeacherConfig
 
     configs: list[Any] = []

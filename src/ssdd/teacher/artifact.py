@@ -8,10 +8,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ssdd.artifacts import ArtifactError, load_tensors, read_manifest, save_tensors, write_manifest
+from ssdd.artifacts.files import ArtifactError, load_tensors, read_manifest, save_tensors, write_manifest
+from ssdd.artifacts.integrity import function_fingerprint, shard_fingerprint, verify_teacher_manifest
 from ssdd.augment.ops import normalize
 from ssdd.config import ModelConfig
-from ssdd.integrity import function_fingerprint, shard_fingerprint, verify_teacher_manifest
 from ssdd.models import build_model
 
 KIND = "ssdd.teacher"

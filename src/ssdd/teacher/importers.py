@@ -36,13 +36,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from ssdd.artifacts.torchfile import check_file, load_torch_file
+from ssdd.cli.import_teacher_args import FORMATS
 from ssdd.config import DataConfig, ModelConfig
 from ssdd.data.published_stats import KRR_ST_MEAN as _KRR_ST_MEAN
 from ssdd.data.published_stats import KRR_ST_STD as _KRR_ST_STD
-from ssdd.import_teacher_args import FORMATS
 from ssdd.models import build_model, describe
-from ssdd.runfolder import claim
-from ssdd.torchfile import check_file, load_torch_file
+from ssdd.run.folder import claim
 
 SAVE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
@@ -311,7 +311,7 @@ def _load_probe_data(probe: ProbeData, resolution: int) -> tuple[Any, Any]:
 def import_teacher(opts: ImportOptions, log: Any = print) -> Path:
     """Import a checkpoint as an ssdd teacher artifact in opts.out; returns that folder."""
     from ssdd.evaluation.linear_probe import ProbeConfig, extract_features, linear_probe
-    from ssdd.runtime import file_sha256, resolve_device, versions
+    from ssdd.run.runtime import file_sha256, resolve_device, versions
     from ssdd.teacher.artifact import Teacher, load_teacher, save_teacher
 
     start = time.perf_counter()

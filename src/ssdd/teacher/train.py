@@ -20,21 +20,21 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ssdd import distributed as D
-from ssdd.artifacts import ArtifactError
+from ssdd.artifacts.files import ArtifactError
+from ssdd.artifacts.integrity import DivergedError
 from ssdd.augment import normalize, to_float, two_views
 from ssdd.config import config_to_dict, save_config
 from ssdd.data import channel_stats, load_split
 from ssdd.evaluation.linear_probe import probe_encoder
-from ssdd.integrity import DivergedError
 from ssdd.models import build_model, describe
-from ssdd.progress import bar_settings, phase, show_phases
-from ssdd.runfolder import claim
-from ssdd.runguard import TEACHER_FINISH_KEYS, check_inputs, check_resume, numerical_stop, resume_changes
-from ssdd.runloop import RunLoop
-from ssdd.runtime import channels_last as use_channels_last
-from ssdd.runtime import resolve_device, seed_everything, versions, write_json
-from ssdd.tblog import ScalarLog, require_tensorboard
+from ssdd.run import distributed as D
+from ssdd.run.folder import claim
+from ssdd.run.guard import TEACHER_FINISH_KEYS, check_inputs, check_resume, numerical_stop, resume_changes
+from ssdd.run.loop import RunLoop
+from ssdd.run.progress import bar_settings, phase, show_phases
+from ssdd.run.runtime import channels_last as use_channels_last
+from ssdd.run.runtime import resolve_device, seed_everything, versions, write_json
+from ssdd.run.tblog import ScalarLog, require_tensorboard
 from ssdd.teacher.artifact import save_teacher
 from ssdd.teacher.barlow_twins import barlow_twins_loss, projector
 from ssdd.teacher.config import RESUMABLE_KEYS, TeacherConfig
@@ -325,7 +325,7 @@ def _finish(cfg: TeacherConfig, backbone: nn.Module, probe_data: tuple[Any, Any]
 def _plot_history(history: list[dict[str, Any]], path: Path) -> None:
     if not history:
         return
-    from ssdd.plots import pyplot, save_figure
+    from ssdd.report.plots import pyplot, save_figure
 
     plt = pyplot()
     epochs = [h["epoch"] for h in history]

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ssdd.checks import (
+from ssdd.config import ConfigError
+from ssdd.data.validate import check_split
+from ssdd.run.checks import (
     channels_last_setting,
     check_device,
     check_model,
@@ -19,14 +21,12 @@ from ssdd.checks import (
     start_run,
     whole,
 )
-from ssdd.config import ConfigError
-from ssdd.data.validate import check_split
 
 
 def teacher_manifest(path: str, key: str = "teacher") -> dict[str, Any]:
     """The manifest of the teacher folder a config names, checked (no weights are read)."""
-    from ssdd.artifacts import read_manifest
-    from ssdd.integrity import verify_teacher_manifest
+    from ssdd.artifacts.files import read_manifest
+    from ssdd.artifacts.integrity import verify_teacher_manifest
     from ssdd.teacher.artifact import KIND
     from ssdd.teacher.locate import require_teacher_folder
 

@@ -38,7 +38,7 @@ _STACK: list[Phase] = []
 @contextmanager
 def show_phases(show: bool) -> Iterator[None]:
     """Show (or hide) phase lines and `bar`s for everything called inside; only rank 0 of a torchrun job shows."""
-    from ssdd.distributed import is_main_process
+    from ssdd.run.distributed import is_main_process
 
     token = _SHOW.set(bool(show) and is_main_process())
     try:

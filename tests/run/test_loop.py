@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from ssdd.runfolder import CHECKPOINT, load_checkpoint
-from ssdd.runguard import NUMERICAL_STOP, Diverged, NumericalStop, stop_settings
-from ssdd.runloop import SANE_FACTOR, RunLoop, Watched, insanity, non_finite, scale_of
+from ssdd.run.folder import CHECKPOINT, load_checkpoint
+from ssdd.run.guard import NUMERICAL_STOP, Diverged, NumericalStop, stop_settings
+from ssdd.run.loop import SANE_FACTOR, RunLoop, Watched, insanity, non_finite, scale_of
 
 
 def test_insanity_names_the_first_tensor_out_of_range_and_its_setting():

@@ -35,7 +35,7 @@ def move_overrides(args: argparse.Namespace, extra: list[str]) -> list[str]:
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse's parser, where a ChannelValues option (ssdd.channel_args) consumes one word or three (never
+    """argparse's parser, where a ChannelValues option (ssdd.cli.channel_args) consumes one word or three (never
     more), whose usage errors are printed by rank 0 only under torchrun, and whose description may be computed
     when the help is printed (`describe`)."""
 
@@ -53,7 +53,7 @@ class Parser(argparse.ArgumentParser):
         return super().format_help()
 
     def error(self, message: str) -> NoReturn:
-        from ssdd.distributed import is_main_process
+        from ssdd.run.distributed import is_main_process
 
         if is_main_process():
             self.print_usage(sys.stderr)

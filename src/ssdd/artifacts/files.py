@@ -10,7 +10,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ssdd.runtime import atomic_write, file_sha256, write_json
+from ssdd.run.runtime import atomic_write, file_sha256, write_json
 
 MANIFEST = "manifest.json"
 

@@ -1,6 +1,6 @@
 import pytest
 
-from ssdd.runfolder import check_resume_compatible, config_hash
+from ssdd.run.folder import check_resume_compatible, config_hash
 
 
 def test_a_setting_at_its_legacy_value_leaves_the_hash_of_an_older_config_unchanged():
@@ -29,7 +29,7 @@ def test_run_kind_reads_what_each_command_writes_and_claim_refuses_other_kinds(t
     from ssdd.distill.config import DistillConfig
     from ssdd.evaluation.config import EvaluateConfig
     from ssdd.experts.config import ExpertsConfig
-    from ssdd.runfolder import claim, run_kind
+    from ssdd.run.folder import claim, run_kind
     from ssdd.teacher.config import TeacherConfig
 
     assert run_kind(tmp_path / "absent") is None and run_kind(tmp_path) is None

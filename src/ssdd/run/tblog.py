@@ -38,8 +38,8 @@ def require_tensorboard(enabled: bool) -> None:
 
 
 def main_process() -> bool:
-    """Rank 0 of a torchrun job, or no job (ssdd.distributed.is_main_process)."""
-    from ssdd.distributed import is_main_process
+    """Rank 0 of a torchrun job, or no job (ssdd.run.distributed.is_main_process)."""
+    from ssdd.run.distributed import is_main_process
 
     return is_main_process()
 

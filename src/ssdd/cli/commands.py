@@ -117,7 +117,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    from ssdd.show import show_distilled
+    from ssdd.cli.show import show_distilled
 
     for path in show_distilled(args.directory, args.out, args.images):
         print(path)
@@ -133,14 +133,14 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from ssdd.check import run_check
+    from ssdd.cli.check import run_check
 
     return run_check(args.data)
 
 
 def _cmd_import_distilled(args: argparse.Namespace) -> int:
+    from ssdd.cli.interop_args import import_options
     from ssdd.distill.interop import import_distilled, import_summary
-    from ssdd.interop_args import import_options
 
     print(import_summary(import_distilled(args.source, args.out, args.format, **import_options(args)), args.out))
     return 0
@@ -165,14 +165,14 @@ def _cmd_import_teacher(args: argparse.Namespace) -> int:
 
 
 def _cmd_presets(args: argparse.Namespace) -> int:
-    from ssdd.preset_index import preset_table, preset_text
+    from ssdd.presets import preset_table, preset_text
 
     print(preset_text(args.name) if args.name else preset_table(), end="" if args.name else "\n")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ssdd.cli_parser import Parser
+    from ssdd.cli.parser import Parser
 
     parser = Parser(prog="ssdd", description="Self-supervised dataset distillation (KRR-ST, Boost, MKDT).")
     parser.add_argument("--version", action="version", version=f"ssdd {__version__}")
@@ -243,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the distilled folders (default: those DIR/config.yaml names)")
     report.set_defaults(func=_cmd_report)
 
-    from ssdd.import_teacher_args import add_import_teacher_arguments
+    from ssdd.cli.import_teacher_args import add_import_teacher_arguments
 
     import_teacher = sub.add_parser("import-teacher", help="turn a KRR-ST, solo-learn or state-dict checkpoint "
                                     "into an ssdd teacher artifact")
@@ -254,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     presets.add_argument("name", nargs="?", default=None, help="a preset to print (with or without .yaml)")
     presets.set_defaults(func=_cmd_presets)
 
-    from ssdd.interop_args import add_export_arguments, add_import_arguments
+    from ssdd.cli.interop_args import add_export_arguments, add_import_arguments
 
     import_distilled = sub.add_parser("import-distilled", help="bring a distilled set made elsewhere (KRR-ST's "
                                       "x_syn.pt/y_syn.pt, an image folder) into an ssdd artifact")
@@ -272,8 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from ssdd.cli_parser import is_override, move_overrides
-    from ssdd.errors import EXIT_INTERRUPTED, classify
+    from ssdd.cli.errors import EXIT_INTERRUPTED, classify
+    from ssdd.cli.parser import is_override, move_overrides
 
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -289,16 +289,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        from ssdd.runguard import interrupt_message  # imports torch: only when needed, so listing stays fast
+        from ssdd.run.guard import interrupt_message  # imports torch: only when needed, so listing stays fast
 
         print(f"ssdd {args.command}: interrupted ({interrupt_message(args.command)})", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:
-        # every error is one line and an exit code (ssdd.errors, README "Reliability"); --debug or
+        # every error is one line and an exit code (ssdd.cli.errors, README "Reliability"); --debug or
         # SSDD_TRACEBACK=1 shows where it came from
         if debug:
             raise
-        from ssdd.distributed import is_main_process
+        from ssdd.run.distributed import is_main_process
 
         code, message = classify(exc)
         if is_main_process():  # under torchrun every rank fails alike: one line, from rank 0

@@ -1,7 +1,7 @@
 """`--mean`/`--std` of the importers: three numbers, one per channel, written `R,G,B` (one word) or `R G B` (three).
 
 Both `ssdd import-teacher` and `ssdd import-distilled` take them through `add_channel_argument`. The command-line
-parser (ssdd.cli_parser.Parser) lets such an option take one word or three, so that a positional argument after it
+parser (ssdd.cli.parser.Parser) lets such an option take one word or three, so that a positional argument after it
 (`--mean 0.5,0.5,0.5 x_syn.pt`) is not swallowed. Kept free of torch so that building the parser stays fast.
 """
 
@@ -29,7 +29,7 @@ def three_floats(words: Sequence[str]) -> list[float]:
 
 
 class ChannelValues(argparse.Action):
-    """Stores three_floats(values); ssdd.cli_parser.Parser gives it one word or three."""
+    """Stores three_floats(values); ssdd.cli.parser.Parser gives it one word or three."""
 
     one_or_three = True
 

@@ -8,8 +8,8 @@ import re
 import pytest
 import torch
 
-from ssdd.artifacts import ArtifactError, load_tensors, read_manifest, save_tensors, write_manifest
-from ssdd.runtime import atomic_write
+from ssdd.artifacts.files import ArtifactError, load_tensors, read_manifest, save_tensors, write_manifest
+from ssdd.run.runtime import atomic_write
 
 
 def _tensors() -> dict[str, torch.Tensor]:

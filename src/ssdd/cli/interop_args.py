@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ssdd.channel_args import add_channel_argument
+from ssdd.cli.channel_args import add_channel_argument
 
 
 def add_import_arguments(parser: argparse.ArgumentParser) -> None:

@@ -4,7 +4,7 @@
   when the next run starts in the folder.
 - `inputs.json` records what a run read (teacher and source fingerprints); `--resume` refuses a run whose
   teacher or data changed since it started.
-- `numerical_stop.json` marks a run stopped by a non-finite loss or an insane state (see `ssdd.runloop`): its
+- `numerical_stop.json` marks a run stopped by a non-finite loss or an insane state (see `ssdd.run.loop`): its
   resume may lower the rates the stop named.
 - `resume_changes.json` lists every setting a resume changed (only those that do not alter what was already
   computed, e.g. the output format or later-stage settings); the artifact's manifest records it.
@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from ssdd.config import current_form, current_name
-from ssdd.distributed import is_main_process
-from ssdd.runfolder import CHECKPOINT, check_resume_compatible, flatten
-from ssdd.runtime import write_json
+from ssdd.run.distributed import is_main_process
+from ssdd.run.folder import CHECKPOINT, check_resume_compatible, flatten
+from ssdd.run.runtime import write_json
 
 INPUTS = "inputs.json"
 NUMERICAL_STOP = "numerical_stop.json"

@@ -40,11 +40,11 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ssdd import distributed as D
-from ssdd.progress import bar_settings
-from ssdd.runfolder import CHECKPOINT, load_checkpoint, save_checkpoint
-from ssdd.runguard import Diverged, NumericalStop, numerical_stop
-from ssdd.tblog import ScalarLog
+from ssdd.run import distributed as D
+from ssdd.run.folder import CHECKPOINT, load_checkpoint, save_checkpoint
+from ssdd.run.guard import Diverged, NumericalStop, numerical_stop
+from ssdd.run.progress import bar_settings
+from ssdd.run.tblog import ScalarLog
 
 SANE_FACTOR = 100.0  # a watched tensor beyond this many times its starting scale (at least 1) has diverged
 

@@ -94,7 +94,7 @@ def check_model(key: str, cfg: ModelConfig, resolution: int) -> int:
 def check_device(name: str, key: str = "device") -> None:
     import torch
 
-    from ssdd.runtime import resolve_device
+    from ssdd.run.runtime import resolve_device
 
     text = str(name)
     try:
@@ -135,7 +135,7 @@ def check_probe(cfg: Any, key: str = "probe") -> None:
 
 
 def channels_last_setting(key: str, value: Any) -> None:
-    from ssdd.runtime import channels_last
+    from ssdd.run.runtime import channels_last
 
     try:
         channels_last(value, key)
@@ -145,7 +145,7 @@ def channels_last_setting(key: str, value: Any) -> None:
 
 def start_run(stage: str, out_dir: str) -> None:
     """The checks passed: remember the run (for interrupt messages) and clean its stale temporary files."""
-    from ssdd.runguard import clean_stale_tmp, register_run
+    from ssdd.run.guard import clean_stale_tmp, register_run
 
     register_run(stage, out_dir)
     clean_stale_tmp(out_dir)

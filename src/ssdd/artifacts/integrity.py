@@ -8,7 +8,7 @@
   checks: each method knows what its folder must hold).
 - Boost's approximation networks must fit: a post-hoc fit far worse than using the identity view's target
   (or not finite) is refused (`ApproximationError`).
-Tensors are checked for NaN/inf in `ssdd.artifacts` (save_tensors and load_tensors).
+Tensors are checked for NaN/inf in `ssdd.artifacts.files` (save_tensors and load_tensors).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from ssdd.artifacts import MANIFEST, ArtifactError, shard_path
+from ssdd.artifacts.files import MANIFEST, ArtifactError, shard_path
 
 FUNCTION_FIELDS = ("model", "feature_dim", "resolution", "normalization")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ssdd.channel_args import add_channel_argument
+from ssdd.cli.channel_args import add_channel_argument
 
 FORMATS = ("krr_st", "solo_learn", "state_dict")
 

@@ -12,7 +12,7 @@ import torch
 from ssdd.distill import load_distilled
 from ssdd.distill.artifact import DistilledSet
 from ssdd.distill.registry import loss_name
-from ssdd.plots import pyplot, save_figure
+from ssdd.report.plots import pyplot, save_figure
 
 
 def image_grid(images: torch.Tensor, rows: int, columns: int) -> torch.Tensor:

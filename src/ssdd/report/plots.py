@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ssdd.runtime import atomic_write
+from ssdd.run.runtime import atomic_write
 
 
 def pyplot() -> Any:

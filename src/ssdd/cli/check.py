@@ -11,7 +11,7 @@ import torch
 
 from ssdd.data.loaders import verify_image_folder
 from ssdd.data.validate import describe_data
-from ssdd.runtime import versions
+from ssdd.run.runtime import versions
 from ssdd.teacher.validate import teacher_manifest
 
 DATA_FILES = ("cifar100.npz", "cifar10.npz", "flowers102_32.npz")  # the data.path of the presets, under data/
@@ -55,7 +55,7 @@ def find_teachers(root: Path, depth: int = SEARCH_DEPTH) -> tuple[list[str], lis
 def check_teacher(folder: str) -> None:
     """The manifest checked (edited fields, shard names) and every shard present with its recorded SHA-256;
     ValueError naming what is wrong."""
-    from ssdd.runtime import file_sha256
+    from ssdd.run.runtime import file_sha256
 
     teacher_manifest(folder)
     for shard in json.loads((Path(folder) / "manifest.json").read_text())["shards"]:

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
+from ssdd.artifacts.storage import BudgetError, check_budget, storage_of
 from ssdd.distill.budget import samples_for_budget
-from ssdd.storage import BudgetError, check_budget, storage_of
 
 
 def test_storage_sums_by_hand():

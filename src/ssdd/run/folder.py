@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from ssdd.config import current_form
-from ssdd.runtime import atomic_write
+from ssdd.run.runtime import atomic_write
 
 CHECKPOINT = "checkpoint.pt"
 

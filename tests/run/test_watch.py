@@ -1,4 +1,4 @@
-"""Logging a user can watch: timed phase lines (ssdd.progress) and optional TensorBoard scalars (ssdd.tblog)."""
+"""Logging a user can watch: timed phase lines (ssdd.run.progress) and optional TensorBoard scalars (ssdd.run.tblog)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from typing import ClassVar
 import pytest
 import torch
 
-from ssdd import progress, tblog
 from ssdd.cli import main
 from ssdd.config import load_config
 from ssdd.distill.config import DistillConfig
 from ssdd.distill.run import run_distill
 from ssdd.evaluation.config import EvaluateConfig
+from ssdd.run import progress, tblog
 from ssdd.teacher.config import TeacherConfig
 from ssdd.teacher.train import train_teacher
 

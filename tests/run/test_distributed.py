@@ -1,4 +1,4 @@
-"""ssdd.distributed in 2 CPU processes (gloo): uneven gathers with gradients, rank-0 computations, in-place
+"""ssdd.run.distributed in 2 CPU processes (gloo): uneven gathers with gradients, rank-0 computations, in-place
 collectives; and the single-process behaviour every plain run relies on."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from conftest import free_port
-from ssdd import distributed as D
+from ssdd.run import distributed as D
 
 
 def test_without_torchrun_every_helper_is_the_identity():

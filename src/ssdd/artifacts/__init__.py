@@ -1,0 +1,2 @@
+"""What is stored and how: sharded safetensors with JSON manifests, their integrity checks on save and load,
+and the storage accountant (image-equivalents)."""
