@@ -20,6 +20,7 @@ from ssdd.run.checks import (
     finite_everywhere,
     non_negative,
     positive,
+    sgd_settings,
     start_run,
     whole,
 )
@@ -68,9 +69,7 @@ def check_outer_loop_settings(cfg: Any) -> None:
     whole("pool.size", pool.size, 1)
     whole("pool.max_steps", pool.max_steps, 2)
     whole("pool.batch_size", pool.batch_size, 0)
-    positive("pool.lr", pool.lr)
-    non_negative("pool.momentum", pool.momentum)
-    non_negative("pool.weight_decay", pool.weight_decay)
+    sgd_settings("pool", pool)
     check_model("outer.model", outer.model, cfg.data.resolution)
 
 

@@ -21,9 +21,9 @@ from ssdd.run.checks import (
     choice,
     finite_everywhere,
     first_line,
-    non_negative,
     positive,
     probability,
+    sgd_settings,
     start_run,
     whole,
 )
@@ -45,18 +45,14 @@ def check_evaluate_settings(cfg: Any) -> None:
     whole("pretrain.epochs", p.epochs, 1)
     whole("pretrain.max_iterations", p.max_iterations, 0)
     whole("pretrain.batch_size", p.batch_size, 1)
-    positive("pretrain.lr", p.lr)
-    non_negative("pretrain.momentum", p.momentum)
-    non_negative("pretrain.weight_decay", p.weight_decay)
+    sgd_settings("pretrain", p)
     check_supervised_pretrain(p.supervised)
     if cfg.full_data.enabled:
         f = cfg.full_data
         whole("full_data.epochs", f.epochs, 1)
         whole("full_data.batch_size", f.batch_size, 1)
         whole("full_data.crop_padding", f.crop_padding, 0)
-        positive("full_data.lr", f.lr)
-        non_negative("full_data.momentum", f.momentum)
-        non_negative("full_data.weight_decay", f.weight_decay)
+        sgd_settings("full_data", f)
     if "finetune" in cfg.modes:
         t = cfg.finetune
         whole("finetune.iterations", t.iterations, 1)
@@ -65,9 +61,7 @@ def check_evaluate_settings(cfg: Any) -> None:
         choice("finetune.small_by", t.small_by, ("role", "size"))
         whole("finetune.batch_size", t.batch_size, 1)
         whole("finetune.crop_padding", t.crop_padding, 0)
-        positive("finetune.lr", t.lr)
-        non_negative("finetune.momentum", t.momentum)
-        non_negative("finetune.weight_decay", t.weight_decay)
+        sgd_settings("finetune", t)
     if "linear_probe" in cfg.modes:
         check_probe(cfg.probe)
     check_validation(cfg.validation.fraction, cfg.validation.seed)
@@ -77,9 +71,7 @@ def check_supervised_pretrain(s: Any) -> None:
     """pretrain.supervised: the recipe of sets with class labels (ssdd.evaluation.supervised)."""
     choice("pretrain.supervised.recipe", s.recipe, ("krr_st", "same"))
     choice("pretrain.supervised.augment", s.augment, ("dsa", "none"))
-    positive("pretrain.supervised.lr", s.lr)
-    non_negative("pretrain.supervised.momentum", s.momentum)
-    non_negative("pretrain.supervised.weight_decay", s.weight_decay)
+    sgd_settings("pretrain.supervised", s)
     probability("pretrain.supervised.lr_drop_at", s.lr_drop_at)
     positive("pretrain.supervised.lr_drop", s.lr_drop)
 

@@ -13,8 +13,7 @@ from ssdd.run.checks import (
     check_writable,
     choice,
     finite_everywhere,
-    non_negative,
-    positive,
+    sgd_settings,
     start_run,
     whole,
 )
@@ -27,9 +26,7 @@ def check_experts_settings(cfg: Any) -> None:
     whole("num_experts", cfg.num_experts, 1)
     whole("epochs", cfg.epochs, 1)
     whole("batch_size", cfg.batch_size, 1)
-    positive("lr", cfg.lr)
-    non_negative("momentum", cfg.momentum)
-    non_negative("weight_decay", cfg.weight_decay)
+    sgd_settings("", cfg)
     choice("augment", cfg.augment, ("none", "crop_flip"))
     whole("stop_after_experts", cfg.stop_after_experts, 0)
     whole("data.resolution", cfg.data.resolution, 1)

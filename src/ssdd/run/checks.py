@@ -46,6 +46,14 @@ def non_negative(key: str, value: Any) -> None:
         raise ConfigError(f"{key}={value!r}: must be a finite number, 0 or more")
 
 
+def sgd_settings(section: str, cfg: Any) -> None:
+    """An SGD recipe's `lr` (> 0), `momentum` and `weight_decay` (>= 0), under `section` ("" at the top level)."""
+    prefix = f"{section}." if section else ""
+    positive(f"{prefix}lr", cfg.lr)
+    non_negative(f"{prefix}momentum", cfg.momentum)
+    non_negative(f"{prefix}weight_decay", cfg.weight_decay)
+
+
 def probability(key: str, value: Any) -> None:
     if not _number(value) or not 0 <= value <= 1:
         raise ConfigError(f"{key}={value!r}: must be a probability in [0, 1]")
