@@ -35,9 +35,8 @@ from ssdd.artifacts.storage import BudgetError
 from ssdd.augment import normalize, to_float
 from ssdd.config import DataConfig, ModelConfig
 from ssdd.data import load_split
-from ssdd.distill.boost import boost_samples
+from ssdd.distill.boost import BoostConfig, boost_samples
 from ssdd.distill.budget import samples_for_budget
-from ssdd.distill.config import BoostConfig
 from ssdd.distill.krr import krr_loss, with_bias
 from ssdd.models import build_model
 from ssdd.teacher import load_teacher

@@ -13,9 +13,9 @@ from ssdd.artifacts.storage import BudgetError
 from ssdd.cli import main
 from ssdd.config import load_config
 from ssdd.distill import load_distilled
-from ssdd.distill.boost import boost_samples
+from ssdd.distill.boost import BoostConfig, boost_samples
 from ssdd.distill.budget import samples_for_budget
-from ssdd.distill.config import BoostConfig, DistillConfig
+from ssdd.distill.config import DistillConfig
 from ssdd.distill.run import run_distill
 from ssdd.distill.views import VIEWS
 

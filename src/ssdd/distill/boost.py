@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -27,7 +27,6 @@ from ssdd.artifacts.integrity import check_approximation
 from ssdd.artifacts.storage import BudgetError, image_floats
 from ssdd.augment import crop_flip, to_float
 from ssdd.distill.approx import PARTS, apply_approx, fit_approx, relative_error
-from ssdd.distill.config import BoostConfig, DistillConfig
 from ssdd.distill.lowrank import PCABasis, downsample, fit_pca, images_from_coefficients, project
 from ssdd.distill.outer import Support, outer_loop
 from ssdd.distill.registry import (
@@ -47,6 +46,29 @@ from ssdd.run.progress import phase
 CHOICES = {"basis_init": ("pca", "random"), "coefficient_init": ("real", "random"), "selection": ("random", "kmeans"),
            "kernel_views": ("all", "identity"), "real_views": ("predefined", "crop_flip"),
            "approximation": ("posthoc", "joint", "off"), "approx_space": ("coefficients", "representations")}
+
+
+@dataclass
+class BoostConfig:
+    """Boost's parameterisation, views and approximation networks. The outer loop (steps, lr, real batch,
+    pool) is `outer`/`pool`; the Boost presets set docs/method.md's T = 30,000 at lr 1e-3 there."""
+
+    image_bases: int = 200  # U (0 = store pixel images: parameterisation off on the image side)
+    image_resolution: int = 16  # r: the image bases live at r x r and are bilinearly upsampled
+    target_bases: int = 200  # V, at most the teacher's d (0 = store full representations)
+    basis_init: str = "pca"  # pca | random (random orthonormal bases around the data means)
+    coefficient_init: str = "real"  # real (project chosen real images) | random (Gaussian, the data's spread)
+    selection: str = "random"  # which real images initialise the coefficients: random | kmeans
+    learn_means: bool = False  # also learn the mean image and mean representation (open point 5)
+    basis_lr_scale: float = 1.0  # lr of bases and means relative to outer.lr
+    augmentations: list[str] = field(default_factory=lambda: ["identity", "rot90", "rot180", "rot270"])
+    kernel_views: str = "all"  # all | identity: other views only train the pool models (open point 1)
+    real_views: str = "predefined"  # predefined: crop+flip then one random view per real image | crop_flip
+    approximation: str = "posthoc"  # posthoc | joint | off (store every view's target)
+    approx_hidden: int = 4  # h of the MLP V -> h -> V (16 for 64 px sources)
+    approx_space: str = "coefficients"  # coefficients | representations (open point 3)
+    approx_steps: int = 2000  # full-batch Adam steps of each post-hoc fit
+    approx_lr: float = 1e-3
 
 
 @dataclass(frozen=True)
@@ -376,7 +398,7 @@ def reconstruct_boost(stored: dict[str, torch.Tensor], manifest: dict[str, Any])
 
 
 # ----------------------------------------------------------------------------- what ssdd asks Boost
-def check_boost_settings(cfg: DistillConfig) -> None:
+def check_boost_settings(cfg: Any) -> None:
     """Boost's settings that need no file (the outer loop's are checked for every method that runs it)."""
     b = cfg.boost
     positive("boost.approx_lr", b.approx_lr)
@@ -385,16 +407,16 @@ def check_boost_settings(cfg: DistillConfig) -> None:
     non_negative("boost.basis_lr_scale", b.basis_lr_scale)
 
 
-def _normalise(cfg: DistillConfig) -> None:
+def _normalise(cfg: Any) -> None:
     normalise_boost(cfg.boost)
 
 
-def _samples(cfg: DistillConfig, image_shape: tuple[int, int, int], target_dim: int, available: int | None) -> int:
+def _samples(cfg: Any, image_shape: tuple[int, int, int], target_dim: int, available: int | None) -> int:
     check_boost_config(cfg.boost, image_shape, target_dim, available if available is not None else 2**62)
     return boost_samples(cfg.boost, image_shape, target_dim, cfg.budget, available=available)[0]
 
 
-def _resumable_keys(cfg: DistillConfig) -> tuple[str, ...]:
+def _resumable_keys(cfg: Any) -> tuple[str, ...]:
     """The post-hoc fit of the approximation networks runs after the loop: a resume may refit them."""
     return ("boost.approx_lr", "boost.approx_steps") if cfg.boost.approximation == "posthoc" else ()
 

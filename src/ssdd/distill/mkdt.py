@@ -15,6 +15,7 @@ goes to the manifest. One process runs it (under torchrun the other ranks wait).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -31,6 +32,25 @@ from ssdd.run.checks import choice, first_line, non_negative, positive, whole
 from ssdd.run.guard import Diverged
 from ssdd.run.loop import RunLoop, Watched
 from ssdd.run.progress import phase
+
+
+@dataclass
+class MKDTConfig:
+    """MKDT's trajectory matching (defaults = the official MKDT code's CIFAR settings; docs/method.md)."""
+
+    experts: str = ""  # an expert-trajectories folder from `ssdd experts` with the same teacher (required)
+    iterations: int = 5000  # outer (distillation) iterations
+    syn_steps: int = 40  # student SGD steps on the distilled set per iteration
+    expert_epochs: int = 2  # M: the student is matched to the expert M epochs after its start
+    max_start_epoch: int = 2  # start epochs are drawn from 0 .. max_start_epoch - 1
+    batch_syn: int = 256  # distilled images per student step (0 = all)
+    lr_images: float = 1000.0  # SGD on the images, which are learned in the teacher-normalised space
+    lr_targets: float = 1.0  # SGD on the target representations
+    lr_lr: float = 1e-4  # SGD on the student's learnable learning rate
+    init_lr: float = 0.1  # the learnable learning rate starts at the experts' lr
+    momentum: float = 0.5  # of the three SGD optimisers
+    init: str = "high_loss"  # high_loss (the images the experts fit worst) | random
+    recompute: bool = True  # recompute each student step in the backward pass: memory bounded in syn_steps
 
 
 def experts_fingerprint(experts: ExpertTrajectories) -> str:

@@ -24,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ssdd.augment import normalize, to_float
-from ssdd.config import config_to_dict
+from ssdd.config import ModelConfig, config_to_dict
 from ssdd.distill.krr import krr_loss, krr_solve_dtype
 from ssdd.distill.pool import ModelPool
 from ssdd.distill.registry import DistillContext
@@ -33,6 +33,29 @@ from ssdd.run import distributed as D
 from ssdd.run.loop import RunLoop, Watched
 from ssdd.run.progress import bar_settings, phase
 from ssdd.run.runtime import channels_last
+
+
+@dataclass
+class OuterConfig:
+    """The outer loop that KRR-ST and Boost share (`outer.*`; called `krr.*` before, which still works)."""
+
+    steps: int = 160_000  # outer steps T
+    batch_size: int = 1024  # real images per outer step
+    lr: float = 1e-4  # AdamW on images and targets (1e-5 for 64 px sources)
+    final_lr_ratio: float = 1e-3  # linear decay to final_lr_ratio * lr over the steps
+    ridge: float = 1e-6  # lambda = ridge * trace(K_ss), the same lambda in both forms
+    form: str = "auto"  # auto (primal when support rows > features + 1, else dual) | primal | dual
+    # auto (float64 in the primal form, float32 in the dual) | float32 | float64: the kernel and its solve;
+    # features stay in their dtype
+    solve_dtype: str = "auto"
+    real_crop_padding: int = 4  # RandomCrop(padding) + flip on the real batch
+    # under torchrun every process embeds its slice of the real batch; true: also its slice of the support
+    # (distilled) rows, all-gathered with gradients (faster at every size measured; same result to rounding)
+    split_support: bool = True
+    # auto (= on) | on | off: pool members, teacher and batches in the channels-last memory format (same
+    # results to float rounding; measured faster on the CPU, BENCHMARKS.md "KRR-ST against the official code")
+    channels_last: str = "auto"
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(name="convnet", width=128, depth=3))
 
 
 @dataclass

@@ -6,7 +6,13 @@ comparing its name: its checks before work (`check`, `check_files`, the budget r
 saved folder is verified (`verify`), the settings a resume may change (`resumable_keys`), the optional config
 sections it reads (`reads`), whether it needs expert trajectories, its note, colour and loss name in reports
 (a method that stores class labels says so by its budget rule and its verification: `ssdd.distill.budget`,
-`ssdd.distill.verify`). A new method is one module that builds a `DistillMethod` and calls `register_method`.
+`ssdd.distill.verify`). A new method is one module that builds a `DistillMethod` and calls `register_method`;
+a method with settings of its own also defines their config section there (a dataclass, a field of
+`ssdd.distill.config.DistillConfig`).
+
+The hooks and `DistillContext.cfg` get the run's `DistillConfig`, typed `Any` here: that schema imports each
+method's config section from the method's module, and the methods import this one, so nothing a method imports
+may import the schema.
 """
 
 from __future__ import annotations
@@ -19,7 +25,6 @@ from typing import Any
 import torch
 
 from ssdd.data import ImageDataset
-from ssdd.distill.config import DistillConfig
 from ssdd.run.distributed import DistInfo
 from ssdd.run.tblog import ScalarLog
 from ssdd.teacher import Teacher
@@ -27,7 +32,7 @@ from ssdd.teacher import Teacher
 
 @dataclass
 class DistillContext:
-    cfg: DistillConfig
+    cfg: Any
     device: torch.device
     teacher: Teacher
     source: ImageDataset  # the source train split, on `device`
@@ -68,15 +73,15 @@ class ManifestMismatch(Exception):
     names the folder and what to do)."""
 
 
-def _no_check(cfg: DistillConfig) -> None:
+def _no_check(cfg: Any) -> None:
     return None
 
 
-def _no_files(cfg: DistillConfig, teacher: Mapping[str, Any], available: int | None) -> None:
+def _no_files(cfg: Any, teacher: Mapping[str, Any], available: int | None) -> None:
     return None
 
 
-def _no_keys(cfg: DistillConfig) -> tuple[str, ...]:
+def _no_keys(cfg: Any) -> tuple[str, ...]:
     return ()
 
 
@@ -94,21 +99,21 @@ class DistillMethod:
     # --- what the rest of ssdd asks the method -------------------------------------------------------------
     # the settings only this method reads, checked before work without reading a file (ConfigError); no side
     # effects: a spelling to fix is `normalise`'s job
-    check: Callable[[DistillConfig], None] = _no_check
+    check: Callable[[Any], None] = _no_check
     # fix accepted spellings of its settings in place (e.g. YAML's bare `off` read as false), before any check
-    normalise: Callable[[DistillConfig], None] = _no_check
+    normalise: Callable[[Any], None] = _no_check
     # checks that read files besides the teacher (e.g. MKDT's experts folder), given the teacher's checked
     # manifest and the number of source images (None when unknown)
-    check_files: Callable[[DistillConfig, Mapping[str, Any], int | None], None] = _no_files
+    check_files: Callable[[Any, Mapping[str, Any], int | None], None] = _no_files
     # the budget rule: m for this config at this image shape (C,H,W) and teacher d, BudgetError when the budget
     # holds no sample or more than `available`; also checks the settings that need the shape or d. None: the
     # method is not run by `ssdd distill` with a budget rule (an imported set)
-    samples: Callable[[DistillConfig, tuple[int, int, int], int, int | None], int] | None = None
+    samples: Callable[[Any, tuple[int, int, int], int, int | None], int] | None = None
     # recompute what the manifest of a saved set says from its tensors; raise ManifestMismatch. None: only the
     # target dimension is checked (ssdd.distill.verify)
     verify: Callable[[StoredSet], None] | None = None
     # settings (dotted keys) a --resume may change besides the common ones (ssdd.distill.keys)
-    resumable_keys: Callable[[DistillConfig], tuple[str, ...]] = _no_keys
+    resumable_keys: Callable[[Any], tuple[str, ...]] = _no_keys
     # the optional config sections (distill.config.OPTIONAL_SECTIONS), or single dotted keys of them, it reads;
     # the others change nothing for it (they are neither compared on resume nor part of a study's cache key)
     reads: tuple[str, ...] = ()

@@ -105,17 +105,15 @@ def _config_kind(config: Any) -> str | None:
     """The command whose config schema holds the most of this config's top-level keys (None if none fits)."""
     from dataclasses import fields
 
-    from ssdd.distill.config import DistillConfig
-    from ssdd.evaluation.config import EvaluateConfig
-    from ssdd.experts.config import ExpertsConfig
-    from ssdd.teacher.config import TeacherConfig
+    # the schemas by name, imported when asked: the distill schema imports the methods, and they import run/
+    from ssdd.presets import command_schema
 
     if not isinstance(config, Mapping):
         return None
     keys = set(config)
-    scores = {kind: len(keys & {f.name for f in fields(schema)}) - len(keys - {f.name for f in fields(schema)})
-              for kind, schema in (("teacher", TeacherConfig), ("distill", DistillConfig),
-                                   ("experts", ExpertsConfig), ("evaluate", EvaluateConfig))}
+    kinds = ("teacher", "distill", "experts", "evaluate")
+    names = {kind: {f.name for f in fields(command_schema(kind))} for kind in kinds}
+    scores = {kind: len(keys & known) - len(keys - known) for kind, known in names.items()}
     best = max(scores.values())
     winners = [kind for kind, score in scores.items() if score == best]
     return winners[0] if best > 0 and len(winners) == 1 else None
