@@ -1,7 +1,7 @@
 """Does a network pre-trained on a distilled set probe badly because of its batch-norm statistics?
 
 A ResNet-18 pre-trained on the N = 100 sets probed below a random initialisation on Flowers-102 in the
-fourth GPU session (BENCHMARKS.md). One suspect: in eval mode its batch-norm layers use running statistics
+fourth GPU session (docs/results.md). One suspect: in eval mode its batch-norm layers use running statistics
 gathered on the ~100 pre-training images, not on the target. This pre-trains each source exactly as
 `ssdd evaluate` does (the evaluation's own helpers and settings), then runs the linear probe twice on the
 same weights: as the protocol does (running statistics from pre-training), and after re-estimating every

@@ -1,4 +1,4 @@
-"""Markdown tables for BENCHMARKS.md from one evaluation folder (results.json, config.yaml) and its sets' manifests.
+"""Markdown tables for docs/results.md from one evaluation folder (results.json, config.yaml) and its sets' manifests.
 
 Three layouts:
 - `rows` (default): one line per pre-training, top-1 (mean ± std over seeds) for every target x mode of one

@@ -53,7 +53,7 @@ class OuterConfig:
     # (distilled) rows, all-gathered with gradients (faster at every size measured; same result to rounding)
     split_support: bool = True
     # auto (= on) | on | off: pool members, teacher and batches in the channels-last memory format (same
-    # results to float rounding; measured faster on the CPU, BENCHMARKS.md "KRR-ST against the official code")
+    # results to float rounding; measured faster on the CPU, docs/performance.md "KRR-ST against the official code")
     channels_last: str = "auto"
     model: ModelConfig = field(default_factory=lambda: ModelConfig(name="convnet", width=128, depth=3))
 
@@ -185,7 +185,7 @@ def outer_loop(ctx: DistillContext, name: str, tensors: dict[str, torch.Tensor],
 
 def split_support(enabled: bool, rows: int) -> bool:
     """Whether the torchrun processes split the `rows` support (distilled) rows of a step between them:
-    when `outer.split_support` asks for it and every process gets at least one row (see BENCHMARKS.md,
+    when `outer.split_support` asks for it and every process gets at least one row (see docs/performance.md,
     "Distillation on several processes")."""
     sizes = D.split_sizes(rows)
     return bool(enabled) and len(sizes) > 1 and min(sizes) > 0

@@ -114,7 +114,7 @@ class EvaluateConfig:
     cka_images: int = 1000  # source test images used for linear CKA to the teacher (0 = skip)
     validation: ValidationConfig = field(default_factory=ValidationConfig)  # score a held-out part of train instead
     # auto (= on) | on | off: every network trained or scored here (pre-training, fine-tuning, probe features)
-    # and the teacher in the channels-last memory format. Faster on the CPU (BENCHMARKS.md); the results differ
+    # and the teacher in the channels-last memory format. Faster on the CPU (docs/performance.md); the results differ
     # from off only by floating-point summation order, so, like `device`, it is not part of what a cell measures.
     channels_last: str = "auto"
     tensorboard: bool = False  # also write every row to out_dir/tensorboard (pip install "ssdd[tensorboard]")

@@ -38,7 +38,7 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
 
 def channels_last(setting: object, key: str = "channels_last") -> bool:
     """Whether a `channels_last` setting (auto | on | off; YAML's bare on/off arrive as True/False) asks for
-    the channels-last memory format. auto = on: measured faster on CUDA and on the CPU (BENCHMARKS.md)."""
+    the channels-last memory format. auto = on: measured faster on CUDA and on the CPU (docs/performance.md)."""
     text = {"true": "on", "false": "off"}.get(str(setting).lower(), str(setting).lower())
     if text not in ("auto", "on", "off"):
         raise ValueError(f"{key}={setting!r}: must be one of auto, on, off")

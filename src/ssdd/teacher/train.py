@@ -108,7 +108,7 @@ def _train(cfg: TeacherConfig, resume: bool, show_progress: bool, dist_info: D.D
     total_steps = steps_per_epoch * cfg.optim.epochs
 
     model = BarlowTwinsModel(build_model(cfg.model, cfg.data.resolution), cfg.projector, train_set.num_classes)
-    channels_last = use_channels_last(cfg.channels_last)  # measured faster on CUDA and on CPU (BENCHMARKS.md)
+    channels_last = use_channels_last(cfg.channels_last)  # measured faster on CUDA and on CPU (docs/performance.md)
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     wrapped: nn.Module = model
     if dist_info.enabled:
