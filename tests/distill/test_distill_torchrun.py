@@ -83,7 +83,8 @@ def test_resume_under_two_processes_equals_the_uninterrupted_run(inputs, krr_st_
     full, resumed = load_distilled(krr_st_runs[1]), load_distilled(split)
     for key in full.stored:
         assert torch.equal(full.stored[key], resumed.stored[key]), key
-    assert [json.loads(x)["step"] for x in (split / "metrics.jsonl").read_text().splitlines()] == [3, 5, 6, 9, 12]
+    logged = [json.loads(x)["step"] for x in (split / "metrics.jsonl").read_text().splitlines()]
+    assert logged == [3, 6, 9, 12]  # a pause (step 5) logs no row: the resumed log equals an uninterrupted one
 
 
 def test_boost_with_a_split_support_gives_the_single_process_artifact(inputs):

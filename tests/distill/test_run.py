@@ -155,6 +155,35 @@ def test_a_kill_inside_a_log_window_resumes_to_the_same_metrics(tiny_npz, tiny_t
     assert all(torch.equal(whole.stored[k], cut.stored[k]) for k in whole.stored)
 
 
+def test_a_pause_inside_a_log_window_resumes_to_the_same_metrics_and_final_loss(tiny_npz, tiny_teacher, tmp_path):
+    extra = ("method=krr_st", "log_every=3", "checkpoint_every=2", "outer.steps=6")
+    run_distill(smoke(tiny_npz, tiny_teacher, tmp_path / "whole", *extra), show_progress=False)
+    assert run_distill(smoke(tiny_npz, tiny_teacher, tmp_path / "cut", *extra, "stop_after_steps=4"),
+                       show_progress=False) is None  # paused at step 4, inside the window of steps 4-6
+    run_distill(smoke(tiny_npz, tiny_teacher, tmp_path / "cut", *extra), resume=True, show_progress=False)
+
+    def logged(folder: Path) -> list[tuple[int, float]]:
+        rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+        return [(row["step"], row["loss"]) for row in rows]
+
+    assert logged(tmp_path / "cut") == logged(tmp_path / "whole")  # no extra row at the pause
+    whole, cut = load_distilled(tmp_path / "whole"), load_distilled(tmp_path / "cut")
+    assert cut.manifest["final_loss"] == whole.manifest["final_loss"]
+
+
+def test_a_fresh_run_after_a_stop_before_any_checkpoint_keeps_nothing_of_it(tiny_npz, tiny_teacher, tmp_path):
+    from ssdd.cli import main
+
+    out = tmp_path / "nan"
+    args = ["distill", "--no-progress", f"data.path={tiny_npz}", f"teacher={tiny_teacher}", f"out_dir={out}", *SMOKE,
+            "method=krr_st", "log_every=1", "checkpoint_every=50"]
+    assert main([*args, "outer.lr=1e30"]) == 4  # diverges before its first checkpoint
+    assert (out / "numerical_stop.json").exists()
+    assert main([*args, "outer.steps=3"]) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == [1, 2, 3] and not (out / "numerical_stop.json").exists()
+
+
 def test_supervised_random_subset_stores_labels_and_pretrains_with_cross_entropy(tiny_npz, tiny_teacher, tmp_path):
     from ssdd.config import ModelConfig
     from ssdd.data import load_npz

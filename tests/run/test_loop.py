@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -121,3 +122,46 @@ def test_a_state_with_nan_is_not_written(tmp_path):
     with pytest.raises(NumericalStop, match=r"NaN or inf \(optimizer.exp_avg_sq\) at step 3"):
         _loop(tmp_path).run(step, state=lambda: {"optimizer": {"exp_avg_sq": moment.clone()}})
     assert load_checkpoint(tmp_path / CHECKPOINT)["step"] == 2
+
+
+def _two_rank_worker(rank: int, port: int, out: str, results) -> None:
+    import datetime
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2")
+    dist.init_process_group("gloo", rank=rank, world_size=2, timeout=datetime.timedelta(seconds=30))
+    moment = torch.ones(2)
+
+    def step(i: int) -> float:
+        t = torch.ones(1)
+        dist.all_reduce(t)  # every rank runs every step together
+        if i == 2:
+            moment[0] = float("inf")  # the same on every rank: a replicated optimiser state
+        return float(t)
+
+    loop = RunLoop(Path(out), total=6, settings=("x.lr",), is_main=rank == 0, shared=True)
+    try:
+        loop.run(step, state=lambda: {"optimizer": {"m": moment.clone()}})
+        results.put((rank, "finished"))
+    except NumericalStop as exc:
+        results.put((rank, f"stop: {exc}"))
+    except Exception as exc:  # a rank left alone in a collective
+        results.put((rank, f"{type(exc).__name__}: {exc}"))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_every_rank_of_a_shared_loop_stops_on_rank_0_s_verdict(tmp_path):
+    import torch.multiprocessing as mp
+
+    from conftest import free_port
+
+    context = mp.get_context("spawn")
+    results = context.Queue()
+    mp.start_processes(_two_rank_worker, args=(free_port(), str(tmp_path), results), nprocs=2, start_method="spawn")
+    outcome = dict(results.get(timeout=5) for _ in range(2))
+    assert outcome[0].startswith("stop:") and outcome[1].startswith("stop:"), outcome
+    assert "NaN or inf (optimizer.m) at step 3" in outcome[1]

@@ -210,7 +210,8 @@ def test_real_event_files_of_distill_resume_and_teacher(tiny_npz, tiny_teacher, 
                        show_progress=False) is None
     run_distill(distill_config(tiny_npz, tiny_teacher, out, *boost), resume=True, show_progress=False)
     scalars = read_events(out / "tensorboard")
-    assert [step for step, _ in scalars["distill/loss"]] == [3, 5, 6, 9, 12]
+    # a pause (step 5) logs no row: the resumed log equals an uninterrupted one
+    assert [step for step, _ in scalars["distill/loss"]] == [3, 6, 9, 12]
     for view in ("rot90", "rot180", "rot270"):
         ((step, error),) = scalars[f"approximation/{view}/relative_error"]
         assert step == 12 and error >= 0

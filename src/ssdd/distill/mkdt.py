@@ -162,7 +162,8 @@ def distill_mkdt(ctx: DistillContext) -> DistillResult:
             optimizer.zero_grad(set_to_none=True)
         loss.backward(inputs=[x_s, y_s, lr])
         if not torch.isfinite(loss) or not torch.isfinite(lr):
-            raise Diverged(f"MKDT's matching loss became {loss.item()} (student lr {lr.item()}) at iteration {step}",
+            raise Diverged(f"MKDT's matching loss became {loss.item()} (student lr {lr.item()}) at iteration "
+                           f"{step + 1}",
                            rates["images"] if torch.isfinite(lr) else rates["lr"])
         for optimizer in optimizers.values():
             optimizer.step()

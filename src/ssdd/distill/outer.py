@@ -111,7 +111,8 @@ def outer_loop(ctx: DistillContext, name: str, tensors: dict[str, torch.Tensor],
 
     run = RunLoop(ctx.out_dir, total=outer.steps, settings=("outer.lr",), stop_after=cfg.stop_after_steps,
                   log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every, desc=name,
-                  show_progress=ctx.show_progress, is_main=ctx.dist.is_main, log=ctx.log, prefix="distill/")
+                  show_progress=ctx.show_progress, is_main=ctx.dist.is_main, log=ctx.log, prefix="distill/",
+                  shared=ctx.dist.world_size > 1)
     if ctx.resume:
         state = run.load()
         missing = sorted(set(tensors) - set(state["tensors"]))
@@ -157,7 +158,7 @@ def outer_loop(ctx: DistillContext, name: str, tensors: dict[str, torch.Tensor],
         loss.backward(inputs=learned)  # no gradients for the pool member's weights: they are not used
         loss = sum_over_processes(loss.detach(), learned)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"KRR loss became {loss.item()} at step {step}")
+            raise FloatingPointError(f"KRR loss became {loss.item()} at step {step + 1}")
         optimizer.step()
         with torch.no_grad():
             after = support()

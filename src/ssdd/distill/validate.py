@@ -1,5 +1,5 @@
 """`ssdd distill`'s checks before work: the settings (the common ones here, the method's own by its `check`
-hook), device, output folder (`runfolder.claim`, called first, refuses another run's), the teacher (intact,
+hook), device, output folder (`run.folder.claim`, called first, refuses another run's), the teacher (intact,
 same resolution as the data), the training split, the budget against the teacher's d and the source size (the
 method's budget rule), and the files the method reads besides (its `check_files` hook)."""
 

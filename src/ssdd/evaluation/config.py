@@ -128,7 +128,7 @@ class EvaluateConfig:
 
 # Settings added after evaluations were recorded, each with the value that behaves exactly as before it
 # existed. A config holding that value keeps its study cache key and can resume a run saved without it
-# (runfolder.config_hash / check_resume_compatible); every new setting of EvaluateConfig belongs here.
+# (run.folder.config_hash / check_resume_compatible); every new setting of EvaluateConfig belongs here.
 LEGACY_VALUES: dict[str, object] = {
     "pretrain.supervised.recipe": "same",  # label sets trained like the regression sets, with cross-entropy
     "pretrain.supervised.lr": 0.01,  # the rest act only under recipe=krr_st: their defaults

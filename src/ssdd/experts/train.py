@@ -97,6 +97,8 @@ def _train(cfg: ExpertsConfig, resume: bool, show_progress: bool) -> Path | None
         run.history += [{"expert": current["index"] + 1, "epoch": e + 1, "loss": loss}
                         for e, loss in enumerate(current["losses"])]
     run.start = len(state["finished"]) * cfg.epochs + len(current["losses"] if current is not None else [])
+    if run.resumed:
+        run.saved = run.start  # a checkpoint written before the run loop had no step of its own
     if cfg.stop_after_experts > 0:
         run.stop_at = (len(state["finished"]) + cfg.stop_after_experts) * cfg.epochs
     images = source.images.to(device)

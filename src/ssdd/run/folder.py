@@ -96,7 +96,7 @@ KINDS: dict[str, RunKind] = {
 }
 # manifest.json's `kind` -> the run kind (an imported distilled set is a distilled artifact like any other)
 _MANIFEST_KINDS = {"ssdd.teacher": "teacher artifact", "ssdd.distilled": "distill", "ssdd.experts": "experts"}
-# inputs.json's keys (runguard.check_inputs) -> the run kind, for a run stopped before it wrote anything else
+# inputs.json's keys (run.guard.check_inputs) -> the run kind, for a run stopped before it wrote anything else
 _INPUT_KINDS = {frozenset({"data"}): "teacher", frozenset({"teacher", "teacher_function", "source"}): "distill",
                 frozenset({"teacher_function", "source"}): "experts"}
 

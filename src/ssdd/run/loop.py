@@ -16,15 +16,16 @@ The stage hands over a step function and the state to checkpoint; the loop owns 
   scales of the watched tensors); `run()` then rewrites metrics.jsonl to the history, dropping rows logged after
   the checkpoint, so the log equals an uninterrupted run's.
 - the progress bar (`desc`), TensorBoard scalars (`log`), stop_after (`stop`).
-- periodic atomic checkpoints (`runfolder.save_checkpoint`), every `checkpoint_every` steps and at `stop`, kept
+- periodic atomic checkpoints (`run.folder.save_checkpoint`), every `checkpoint_every` steps and at `stop`, kept
   only when sane: every tensor of the state is finite and every watched tensor (the distilled images and targets,
   a student's learning rate) stays within SANE_FACTOR times its scale at the start of the run. A state that is not
   sane is never written: the run stops there with a numerical-stop message naming the last sane checkpoint and
   the setting to lower (`settings`, from the stage: the loop never guesses from a method's name).
-- a step that raises FloatingPointError (or `runguard.Diverged`) becomes the same numerical stop.
+- a step that raises FloatingPointError (or `run.guard.Diverged`) becomes the same numerical stop.
 
 Under torchrun every rank runs the loop and rank 0 alone writes (the log, the checkpoint); the watched tensors are
-replicas, so every rank reaches the same verdict. With `barrier=True` every rank waits after each step for rank 0's
+replicas, so every rank reaches the same verdict, and a loop that every rank runs (`shared`) hands rank 0's
+verdict on the state it writes to all of them. With `barrier=True` every rank waits after each step for rank 0's
 writes (the teacher, whose step is an epoch).
 """
 
@@ -42,7 +43,7 @@ from tqdm.auto import tqdm
 
 from ssdd.run import distributed as D
 from ssdd.run.folder import CHECKPOINT, load_checkpoint, save_checkpoint
-from ssdd.run.guard import Diverged, NumericalStop, numerical_stop
+from ssdd.run.guard import NUMERICAL_STOP, RESUME_CHANGES, Diverged, NumericalStop, numerical_stop
 from ssdd.run.progress import bar_settings
 from ssdd.run.tblog import ScalarLog
 
@@ -105,7 +106,7 @@ class RunLoop:
                  at: Callable[[int], str] | None = None, desc: str | None = None, show_progress: bool = True,
                  is_main: bool = True, log: ScalarLog | None = None, prefix: str = "",
                  tb_step: Callable[[int], int] | None = None, tb_skip: tuple[str, ...] = (),
-                 barrier: bool = False) -> None:
+                 barrier: bool = False, shared: bool = False) -> None:
         self.out_dir = Path(out_dir)
         self.path = self.out_dir / CHECKPOINT
         self.total, self.stop_after = total, stop_after
@@ -118,6 +119,7 @@ class RunLoop:
         self.tb_step = tb_step or (lambda done: done)
         self.tb_skip = (counter, *tb_skip)
         self.barrier = barrier
+        self.shared = shared  # every torchrun rank runs this loop: rank 0's checkpoint verdict is handed to all
         self.start, self.elapsed = 0, 0.0
         self.stop_at: int | None = None  # a stage's own pause point (the experts pause between experts)
         self._run_start: float | None = None
@@ -156,8 +158,14 @@ class RunLoop:
             record: Callable[[int], dict[str, Any]] | None = None,
             watch: Callable[[], list[Watched]] | None = None) -> None:
         """Run steps start .. stop-1 (see the module doc)."""
-        if self.resumed and self.is_main:  # lines logged after the checkpoint will be logged again
-            (self.out_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in self.history))
+        if self.is_main:  # resumed: lines logged after the checkpoint will be logged again; fresh: a failed
+            # earlier attempt's lines (one stopped before its first checkpoint) and its stop marker go
+            metrics = self.out_dir / "metrics.jsonl"
+            if self.resumed or metrics.exists():
+                metrics.write_text("".join(json.dumps(r) + "\n" for r in self.history))
+            if not self.resumed:
+                for leftover in (NUMERICAL_STOP, RESUME_CHANGES):
+                    (self.out_dir / leftover).unlink(missing_ok=True)
         if watch is not None:
             for item in watch():  # a resumed run keeps the scales of its start
                 self.scales.setdefault(item.what, scale_of(item.tensor))
@@ -181,7 +189,7 @@ class RunLoop:
                 else:
                     total, count = self.window
                     self.window, ran = (total + float(out), count + 1), ran + 1
-                    if done % self.log_every == 0 or done == self.stop:
+                    if done % self.log_every == 0 or done == self.total:  # a pause keeps its window open
                         total, count = self.window
                         rate = ran / max(time.perf_counter() - window_start, 1e-9)
                         row = {self.counter: done, "loss": total / count, "steps_per_s": rate,
@@ -222,14 +230,20 @@ class RunLoop:
         if verdict is not None:
             why, setting = verdict
             raise self._stop(FloatingPointError(f"{why} at {self.at(done)}"), setting, kept_back=True)
-        if self.is_main:
+
+        def write() -> str | None:
             full = {**state(), self.counter: done, "history": self.history, "elapsed_s": elapsed,
                     "window": list(self.window), "scales": self.scales}
             bad = non_finite(full)
-            if bad is not None:
-                raise self._stop(FloatingPointError(f"the state to checkpoint holds NaN or inf ({bad}) at "
-                                                    f"{self.at(done)}"), None, kept_back=True)
-            save_checkpoint(self.path, full)
+            if bad is None:
+                save_checkpoint(self.path, full)
+            return bad
+
+        # rank 0 writes; when every rank runs the loop, each learns its verdict (none waits in a collective alone)
+        bad = D.on_main(write) if self.shared else (write() if self.is_main else None)
+        if bad is not None:
+            raise self._stop(FloatingPointError(f"the state to checkpoint holds NaN or inf ({bad}) at "
+                                                f"{self.at(done)}"), None, kept_back=True)
         self.saved = done
 
     def _stop(self, exc: BaseException, setting: str | None, kept_back: bool = False) -> NumericalStop:

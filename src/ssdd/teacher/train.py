@@ -129,7 +129,7 @@ def _train(cfg: TeacherConfig, resume: bool, show_progress: bool, dist_info: D.D
     resolved = config_to_dict(cfg)
     run = RunLoop(out_dir, total=cfg.optim.epochs, settings=("optim.lr",), stop_after=cfg.stop_after_epochs,
                   counter="epoch", is_main=dist_info.is_main, log=tb, prefix="teacher/",
-                  tb_step=lambda done: done * steps_per_epoch, barrier=True)
+                  tb_step=lambda done: done * steps_per_epoch, barrier=True, shared=dist_info.world_size > 1)
     if resume:
         state = run.load()
         check_resume(out_dir, state["config"], resolved, (*RESUMABLE_KEYS, *TEACHER_FINISH_KEYS),
