@@ -8,10 +8,12 @@ editable install is not visible), and runs the `ssdd` command of that venv from 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
 import venv
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -23,15 +25,29 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
+def _package_files() -> list[str]:
+    """The checkout's files that a wheel is built from (tracked or new, not ignored): the package and its metadata."""
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "src", "pyproject.toml",
+                             "README.md", "LICENSE"], capture_output=True, text=True, cwd=REPO, check=True)
+    return [name for name in listed.stdout.splitlines() if (REPO / name).is_file()]
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The `bin/` folder of a fresh venv holding only the built wheel of ssdd."""
     root = tmp_path_factory.mktemp("installed")
-    wheels = root / "wheels"
+    wheels, source = root / "wheels", root / "source"
+    for name in _package_files():  # only what the checkout holds: no build/ left by an earlier build
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, source / name)
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                            "-w", str(wheels), str(REPO)], capture_output=True, text=True, cwd=root)
+                            "-w", str(wheels), str(source)], capture_output=True, text=True, cwd=root)
     assert build.returncode == 0, build.stderr
     wheel = next(wheels.glob("ssdd-*.whl"))
+    with zipfile.ZipFile(wheel) as archive:  # the wheel holds exactly the package's modules, none left over
+        modules = sorted(n for n in archive.namelist() if n.startswith("ssdd/") and n.endswith(".py"))
+    assert modules == sorted(n.removeprefix("src/") for n in _package_files() if n.startswith("src/ssdd/")
+                             and n.endswith(".py"))
     env_dir = root / "venv"
     venv.EnvBuilder(with_pip=True).create(env_dir)
     bin_dir = env_dir / "bin"
