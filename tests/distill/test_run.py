@@ -171,7 +171,8 @@ def test_a_pause_inside_a_log_window_resumes_to_the_same_metrics_and_final_loss(
     assert cut.manifest["final_loss"] == whole.manifest["final_loss"]
 
 
-def test_a_fresh_run_after_a_stop_before_any_checkpoint_keeps_nothing_of_it(tiny_npz, tiny_teacher, tmp_path):
+def test_a_fresh_run_after_a_stop_before_any_checkpoint_keeps_nothing_of_it(tiny_npz, tiny_teacher, tmp_path,
+                                                                             capsys):
     from ssdd.cli import main
 
     out = tmp_path / "nan"
@@ -179,6 +180,8 @@ def test_a_fresh_run_after_a_stop_before_any_checkpoint_keeps_nothing_of_it(tiny
             "method=krr_st", "log_every=1", "checkpoint_every=50"]
     assert main([*args, "outer.lr=1e30"]) == 4  # diverges before its first checkpoint
     assert (out / "numerical_stop.json").exists()
+    assert main([*args, "--resume", "outer.lr=1e-3"]) == 2  # nothing to continue: says to run again without it
+    assert "run again without --resume" in capsys.readouterr().err
     assert main([*args, "outer.steps=3"]) == 0
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in rows] == [1, 2, 3] and not (out / "numerical_stop.json").exists()

@@ -165,3 +165,26 @@ def test_every_rank_of_a_shared_loop_stops_on_rank_0_s_verdict(tmp_path):
     outcome = dict(results.get(timeout=5) for _ in range(2))
     assert outcome[0].startswith("stop:") and outcome[1].startswith("stop:"), outcome
     assert "NaN or inf (optimizer.m) at step 3" in outcome[1]
+
+
+def test_a_kept_state_that_diverges_again_after_its_resume_is_called_unrecoverable(tmp_path):
+    images = torch.ones(3)
+
+    def diverge_at_3(i: int) -> float:
+        if i == 3:
+            images.mul_(1e3)
+        return 1.0
+
+    def watch() -> list[Watched]:
+        return [Watched("the images", images, "my.lr", factor=10.0)]
+
+    with pytest.raises(NumericalStop, match=r"continue with --resume my\.lr="):  # the first stop: resume advised
+        _loop(tmp_path, checkpoint_every=2).run(diverge_at_3, state=lambda: {"images": images.clone()}, watch=watch)
+    again = _loop(tmp_path, checkpoint_every=2)
+    images.copy_(again.load()["images"])
+
+    def nan_at_once(i: int) -> float:
+        raise FloatingPointError("the loss became nan")
+
+    with pytest.raises(NumericalStop, match=r"again after resuming from the step 2 checkpoint .* start a new run"):
+        again.run(nan_at_once, state=lambda: {"images": images.clone()}, watch=watch)

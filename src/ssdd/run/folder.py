@@ -202,5 +202,6 @@ def claim(out_dir: str | Path, kind: str, resume: bool = False, flag: str | None
         raise FileExistsError(f"{out_dir} already holds {describe_kind(kind)} ({present[0]}); {hint}choose another "
                               f"{key}")
     if resume and spec.resume_from and not (out_dir / spec.resume_from).is_file():
-        raise FileNotFoundError(f"--resume: no checkpoint at {out_dir / spec.resume_from}")
+        raise FileNotFoundError(f"--resume: no checkpoint at {out_dir / spec.resume_from} (nothing to continue: "
+                                f"run again without --resume)")
     return out_dir

@@ -47,16 +47,18 @@ from ssdd.run.guard import NUMERICAL_STOP, RESUME_CHANGES, Diverged, NumericalSt
 from ssdd.run.progress import bar_settings
 from ssdd.run.tblog import ScalarLog
 
-SANE_FACTOR = 100.0  # a watched tensor beyond this many times its starting scale (at least 1) has diverged
+SANE_FACTOR = 100.0  # by default, a watched tensor beyond this many times its starting scale (at least 1) diverged
 
 
 @dataclass(frozen=True)
 class Watched:
-    """A learned tensor that must stay in range: `what` names it in messages, `setting` is the rate that moves it."""
+    """A learned tensor that must stay in range: `what` names it in messages, `setting` is the rate that moves it,
+    `factor` how many times its starting scale (at least 1) it may reach before its run counts as diverged."""
 
     what: str
     tensor: torch.Tensor
     setting: str
+    factor: float = SANE_FACTOR
 
 
 def scale_of(tensor: torch.Tensor) -> float:
@@ -83,10 +85,10 @@ def non_finite(state: Any, where: str = "") -> str | None:
     return None
 
 
-def insanity(watched: Iterable[Watched], scales: Mapping[str, float], factor: float = SANE_FACTOR
-             ) -> tuple[str, str] | None:
-    """(why, setting) for the first watched tensor that is non-finite or beyond `factor` times its scale."""
+def insanity(watched: Iterable[Watched], scales: Mapping[str, float]) -> tuple[str, str] | None:
+    """(why, setting) for the first watched tensor that is non-finite or beyond its `factor` times its scale."""
     for item in watched:
+        factor = item.factor
         tensor = item.tensor.detach()
         if not bool(torch.isfinite(tensor).all()):
             return f"{item.what} became non-finite", item.setting
@@ -128,6 +130,7 @@ class RunLoop:
         self.scales: dict[str, float] = {}
         self.saved: int | None = None  # the step of the last checkpoint on disk (sane), None before the first
         self.resumed = False
+        self.after_stop = False  # resumed from the checkpoint a numerical stop kept
 
     # ------------------------------------------------------------------------- resume
     def load(self) -> dict[str, Any]:
@@ -140,6 +143,7 @@ class RunLoop:
         self.window = (float(window[0]), int(window[1]))
         self.scales = dict(state.get("scales") or {})
         self.saved, self.resumed = self.start, True
+        self.after_stop = (self.out_dir / NUMERICAL_STOP).is_file()
         return state
 
     @property
@@ -252,6 +256,10 @@ class RunLoop:
         if kept_back:
             cause += " (not checkpointed)"
         key = setting or self.settings[0]
+        if self.after_stop and self.saved == self.start:  # the kept state diverged again, before a new checkpoint
+            return NumericalStop(f"{cause}, again after resuming from the {self.at(self.start)} checkpoint that an "
+                                 f"earlier numerical stop kept: that state does not recover with another {key}; "
+                                 f"start a new run (another out_dir, or remove this one) with a lower {key}")
         kept = self.at(self.saved) if self.saved is not None else ""
         stop = numerical_stop(self.out_dir, FloatingPointError(cause), key, step=kept, kept=kept,
                               settings=self.settings)
