@@ -83,10 +83,13 @@ def rewrite_manifest(folder: Path, **changes: object) -> dict:
     ("optim.batch_size=1024", "exceeds the 64 training images"),
     ("precision=fp8", "precision"),
     ("projector=[]", "projector"),
+    ("data.source=digits optim.batch_size=100000",  # known once loaded, still before anything is written
+     "optim.batch_size=100000 exceeds the 1347 training images of digits [train]; lower optim.batch_size"),
 ])
 def test_teacher_settings_fail_before_any_work(override, named, tiny_npz, tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["teacher", "--no-progress", f"data.path={tiny_npz}", f"out_dir={out}", *TEACHER, override]) == 2
+    assert main(["teacher", "--no-progress", f"data.path={tiny_npz}", f"out_dir={out}", *TEACHER,
+                 *override.split()]) == 2
     assert named in one_error_line(capsys)
     assert not out.exists()  # nothing was written, nothing was trained
 
