@@ -221,6 +221,15 @@ def test_check_decodes_every_image_of_an_image_folder(tmp_path, monkeypatch, cap
     assert "[FAIL] dataset" in (out := capsys.readouterr().out) and "1.png" in out
 
 
+def test_check_fails_on_a_data_path_that_does_not_exist(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # no data/ here: without --data that is only a note
+    missing = tmp_path / "nonexist"
+    assert main(["check", "--data", str(missing)]) == 1
+    out = capsys.readouterr().out
+    assert f"[FAIL] dataset                {missing}: not found" in out and "datasets: none" not in out
+    assert "Everything needed" not in out and f"{missing} (--data) does not exist" in out
+
+
 # ----------------------------------------------------------------------------- artifacts on save and on load
 def test_committed_artifacts_still_load_with_their_function_fingerprint():
     root = Path(__file__).resolve().parents[1] / "artifacts"
