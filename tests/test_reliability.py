@@ -680,6 +680,21 @@ def test_a_damaged_results_json_is_one_line_naming_it(content, said, finished_ev
     assert results.read_text() == content  # nothing rewritten
 
 
+def test_an_empty_results_json_is_the_same_one_line_for_both_reports(finished_evaluation, capsys):
+    out, _ = finished_evaluation
+    results = out / "results.json"
+    results.write_text("[]\n")
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    capsys.readouterr()
+    lines = []
+    for argv in (["evaluate", "--report-only", f"out_dir={out}"], ["report", str(out)]):
+        assert main(argv) == 2, argv
+        lines.append(one_error_line(capsys))
+        assert f"{results}: holds no rows" in lines[-1] and "please report" not in lines[-1], lines[-1]
+    assert lines[0].split(": error: ")[1] == lines[1].split(": error: ")[1]  # one reader, one sentence
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before  # nothing written
+
+
 @pytest.mark.parametrize("writer", ["checkpoint", "weights"])
 def test_a_full_disk_is_one_line_saying_so(writer, tiny_npz, tiny_teacher, tmp_path, monkeypatch, capsys):
     import safetensors.torch
