@@ -210,3 +210,26 @@ def test_a_renamed_section_keeps_cache_keys_and_old_checkpoints_resumable():
     # the stages' cache keys hash the saved form; that they did not move is tests/test_golden.py's check (its
     # fingerprints name the demo's stage folders, made before the rename)
     assert config_hash(saved) != config_hash(now)
+
+
+@pytest.mark.parametrize("key", ["targets[0].name", "targets.0.name"])
+def test_an_override_may_index_a_list_entry(key, capsys):
+    from ssdd.cli import main
+
+    assert main(["evaluate", "-c", "demo_evaluate", f"{key}=foo", "models[0].width=9", "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["targets"][0]["name"] == "foo" and printed["models"][0]["width"] == 9
+    assert printed["targets"][0]["source"] == "digits"  # the rest of the entry is the preset's
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("targets[3].name=foo", "targets holds 1 entries (indices 0 to 0); to add one, give the whole list"),
+    ("targets.x.name=foo", "targets is a list; index it with a number"),
+    ("targets[0].resolution=big", "bad value for 'targets[0].resolution'")])
+def test_a_bad_list_index_override_is_one_line(override, needle, tmp_path, capsys):
+    from ssdd.cli import main
+
+    assert main(["evaluate", "-c", "demo_evaluate", override, f"out_dir={tmp_path / 'out'}", "--print-config"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ssdd evaluate: error:") and "\n" not in err and needle in err, err
+    assert "please report" not in err and not (tmp_path / "out").exists()

@@ -83,10 +83,13 @@ def rewrite_manifest(folder: Path, **changes: object) -> dict:
     ("optim.batch_size=1024", "exceeds the 64 training images"),
     ("precision=fp8", "precision"),
     ("projector=[]", "projector"),
+    ("data.source=digits optim.batch_size=100000",  # known once loaded, still before anything is written
+     "optim.batch_size=100000 exceeds the 1347 training images of digits [train]; lower optim.batch_size"),
 ])
 def test_teacher_settings_fail_before_any_work(override, named, tiny_npz, tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["teacher", "--no-progress", f"data.path={tiny_npz}", f"out_dir={out}", *TEACHER, override]) == 2
+    assert main(["teacher", "--no-progress", f"data.path={tiny_npz}", f"out_dir={out}", *TEACHER,
+                 *override.split()]) == 2
     assert named in one_error_line(capsys)
     assert not out.exists()  # nothing was written, nothing was trained
 
@@ -216,6 +219,15 @@ def test_check_decodes_every_image_of_an_image_folder(tmp_path, monkeypatch, cap
     png.write_bytes(png.read_bytes()[:-30])  # the end of the image data cut off
     assert main(["check", "--data", str(folder)]) == 1
     assert "[FAIL] dataset" in (out := capsys.readouterr().out) and "1.png" in out
+
+
+def test_check_fails_on_a_data_path_that_does_not_exist(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # no data/ here: without --data that is only a note
+    missing = tmp_path / "nonexist"
+    assert main(["check", "--data", str(missing)]) == 1
+    out = capsys.readouterr().out
+    assert f"[FAIL] dataset                {missing}: not found" in out and "datasets: none" not in out
+    assert "Everything needed" not in out and f"{missing} (--data) does not exist" in out
 
 
 # ----------------------------------------------------------------------------- artifacts on save and on load
@@ -666,6 +678,21 @@ def test_a_damaged_results_json_is_one_line_naming_it(content, said, finished_ev
         line = one_error_line(capsys)
         assert f"{results}: {said}" in line and "please report" not in line, line
     assert results.read_text() == content  # nothing rewritten
+
+
+def test_an_empty_results_json_is_the_same_one_line_for_both_reports(finished_evaluation, capsys):
+    out, _ = finished_evaluation
+    results = out / "results.json"
+    results.write_text("[]\n")
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    capsys.readouterr()
+    lines = []
+    for argv in (["evaluate", "--report-only", f"out_dir={out}"], ["report", str(out)]):
+        assert main(argv) == 2, argv
+        lines.append(one_error_line(capsys))
+        assert f"{results}: holds no rows" in lines[-1] and "please report" not in lines[-1], lines[-1]
+    assert lines[0].split(": error: ")[1] == lines[1].split(": error: ")[1]  # one reader, one sentence
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before  # nothing written
 
 
 @pytest.mark.parametrize("writer", ["checkpoint", "weights"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import sys
 from dataclasses import dataclass
 from importlib import resources
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 T = TypeVar("T")
@@ -215,6 +216,41 @@ def config_from_yaml(schema: type[T], text: str, origin: str = "YAML") -> T:
     return _to_object(_merge_yaml(OmegaConf.structured(schema), schema, text, origin), schema)
 
 
+def _through_list(cfg: Any, item: str) -> bool:
+    """Whether an override's key (`targets[0].name`, `targets.0.name`) indexes into a list of `cfg`. An index
+    that is not a number, or past the list's end, is a ConfigError: a list's length changes only by giving the
+    whole list."""
+    key = item.split("=", 1)[0]
+    node, path, through = cfg, "", False
+    for part in re.findall(r"[^.\[\]]+", key):
+        if isinstance(node, ListConfig):
+            whole = f"give the whole list instead ({path}=[...])"
+            if not part.isdigit():
+                raise ConfigError(f"override '{item}': {path} is a list; index it with a number from 0 "
+                                  f"({path}[0]...) or {whole}")
+            if int(part) >= len(node):
+                raise ConfigError(f"override '{item}': {path} holds {len(node)} entries (indices 0 to "
+                                  f"{len(node) - 1}); to add one, {whole}")
+            node, path, through = node[int(part)], f"{path}[{part}]", True
+        elif isinstance(node, DictConfig) and part in node:
+            node, path = node[part], f"{path}.{part}" if path else part
+        else:
+            break
+    return through
+
+
+def _apply_override(cfg: Any, item: str) -> Any:
+    """`cfg` with one `key=value` override applied, the value read as YAML. A key into a list (`targets[0].name`,
+    `targets.0.name`) updates that entry in place; any other key merges, as omegaconf's dotlist does."""
+    if not _through_list(cfg, item):
+        return OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
+    key, value = item.split("=", 1)
+    parsed = OmegaConf.to_container(OmegaConf.from_dotlist([f"value={value}"]))["value"]  # the same YAML reading
+    cfg = cfg.copy()
+    OmegaConf.update(cfg, key, parsed, merge=True)
+    return cfg
+
+
 def load_config(schema: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
     """Build a validated config: schema defaults <- YAML file or packaged preset <- `a.b=value` overrides."""
     cfg = OmegaConf.structured(schema)
@@ -225,14 +261,17 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: list
             raise ConfigError(f"override '{item}' must look like key=value (for example optim.epochs=10)")
         item = _rename_override(item, schema)  # an old section name becomes today's
         try:
-            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
-        except ValidationError as exc:
-            if not item.endswith("="):
-                raise _explain(exc, schema, f"override '{item}'") from None
-            try:  # `key=` reads as null; a key that refuses null (a string) takes it as the empty string
-                cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([f"{item}''"]))
-            except OmegaConfBaseException:
-                raise _explain(exc, schema, f"override '{item}'") from None
+            try:
+                cfg = _apply_override(cfg, item)
+            except ValidationError as exc:
+                if not item.endswith("="):
+                    raise _explain(exc, schema, f"override '{item}'") from None
+                try:  # `key=` reads as null; a key that refuses null (a string) takes it as the empty string
+                    cfg = _apply_override(cfg, f"{item}''")
+                except OmegaConfBaseException:
+                    raise _explain(exc, schema, f"override '{item}'") from None
+        except ConfigError:
+            raise
         except OmegaConfBaseException as exc:
             raise _explain(exc, schema, f"override '{item}'") from None
         except yaml.YAMLError as exc:  # the value is read as YAML: an unclosed bracket or quote

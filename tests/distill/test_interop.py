@@ -164,10 +164,11 @@ def test_a_declared_source_other_than_the_evaluation_source_is_refused(tmp_path,
     assert "--allow-mismatch" in err and not out.exists()
     assert main(["evaluate", "--allow-mismatch", *argv[1:], "seeds=1", "no_pretrain=false", "pretrain.epochs=1",
                  "models=[{name: convnet, width: 4, depth: 2}]", "finetune.small_iterations=2",
-                 "probe.iterations=2"]) == 0
+                 "probe.iterations=2", "full_data.enabled=true", "full_data.epochs=1"]) == 0  # reads its source
     assert "imported as distilled from cifar100" in capsys.readouterr().err
-    rows = json.loads((out / "results.json").read_text())
-    assert rows and all(r["compression"] is None for r in rows)  # not KRR-ST's 50,000 cifar100 images: unknown
+    rows = [r for r in json.loads((out / "results.json").read_text()) if r["method"] == "imported"]
+    # neither KRR-ST's 50,000 cifar100 images nor the evaluation source's size: unknown
+    assert rows and all(r["compression"] is None for r in rows)
 
 
 def test_compression_divides_the_evaluation_source_images(tmp_path, monkeypatch):
@@ -182,6 +183,7 @@ def test_compression_divides_the_evaluation_source_images(tmp_path, monkeypatch)
     assert compression_source_images(manifest, 777, cifar100) == 777  # the evaluation read its source: that size
     assert compression_source_images(manifest, 0, cifar100) == declared  # unread, but the declared source matches
     assert compression_source_images(manifest, 0, other) is None  # another source (--allow-mismatch): unknown
+    assert compression_source_images(manifest, 777, other) is None  # even when the evaluation read its own source
 
 
 def test_teacher_named_at_import_is_checked(tmp_path, monkeypatch, tiny_teacher, capsys):

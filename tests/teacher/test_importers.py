@@ -309,6 +309,18 @@ def test_sizes_must_be_positive(flag, value, krr_st_checkpoint, tmp_path, capsys
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("flags, needle", [
+    (["--probe-iterations", "-5"], "--probe-iterations must be a positive number, got -5"),
+    (["--probe-iterations", "0"], "--probe-iterations must be a positive number, got 0"),
+    (["--probe-subset", "-1", "5"], "--probe-subset TRAIN must be a positive number or 0 (all), got -1"),
+    (["--probe-subset", "5", "-2"], "--probe-subset TEST must be a positive number or 0 (all), got -2")])
+def test_probe_sizes_must_be_positive(flags, needle, krr_st_checkpoint, tiny_npz, tmp_path, capsys):
+    path, _ = krr_st_checkpoint
+    _one_line_error(capsys, ["import-teacher", str(path), "-f", "krr_st", "--dataset", "cifar100",
+                             "--probe-data", str(tiny_npz), *flags, "-o", str(tmp_path / "out")], needle)
+    assert not (tmp_path / "out").exists()
+
+
 def test_mean_and_std_take_commas_or_spaces(krr_st_checkpoint, tmp_path, capsys):
     path, original = krr_st_checkpoint
     mean, std = [0.4, 0.45, 0.5], [0.2, 0.25, 0.3]

@@ -118,8 +118,12 @@ def run_check(extra_data: list[str] | None = None) -> int:
             _line(False, f"import {module}", "missing")
             failures.append(f"module {module} is missing: reinstall ssdd with its dependencies")
 
-    candidates = [Path("data") / f for f in DATA_FILES] + [Path(p) for p in extra_data or []]
-    found = [path for path in candidates if path.exists()]
+    given = [Path(p) for p in extra_data or []]
+    for path in given:  # named with --data: its absence is a failure, not a note
+        if not path.exists():
+            _line(False, "dataset", f"{path}: not found")
+            failures.append(f"{path} (--data) does not exist: check the path")
+    found = [path for path in [Path("data") / f for f in DATA_FILES] + given if path.exists()]
     for path in found:  # read, not only found: an empty or corrupt file is a failure to fix
         try:
             described = describe_data(path)
@@ -129,7 +133,7 @@ def run_check(extra_data: list[str] | None = None) -> int:
         except ValueError as exc:
             _line(False, "dataset", str(exc))
             failures.append(f"{path} cannot be used: write it again (or remove it)")
-    if not found:
+    if not found and not given:
         _line(None, "datasets", "none at the presets' data.path (data/*.npz here) or --data: pass "
               "data.path=FILE.npz (ssdd's NumPy format, README), or data.source=torchvision data.name=cifar100 "
               "data.path=DIR data.download=true (folder and digits sources work too)")

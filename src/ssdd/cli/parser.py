@@ -11,7 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
-# a config override: a dotted key (list indices allowed), then "=" (ssdd.config's key=value)
+# a config override: a dotted key, list entries indexed as `targets[0].name` or `targets.0.name`, then "="
+# (ssdd.config's key=value: an index updates that entry; a list's length changes only by giving the whole list)
 _OVERRIDE = re.compile(r"^[A-Za-z_][\w.\[\]-]*=")
 
 

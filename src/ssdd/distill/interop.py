@@ -122,18 +122,21 @@ def declared_source_mismatch(path: str | Path, manifest: dict[str, Any], source_
 
 def compression_source_images(manifest: dict[str, Any], evaluation_images: int, source_cfg: Any) -> int | None:
     """The source images a set's compression ratio divides (None when unknown). A distilled set: what its
-    distillation read, as its manifest records. An imported set: the evaluation source's size (`evaluation_images`,
-    0 when the evaluation did not read its train split), else its declared count only when its declared source is
-    the evaluation's (`source_cfg`, a DataConfig): KRR-ST's 50,000 describe another source under --allow-mismatch."""
+    distillation read, as its manifest records. An imported set: None when its declared source is not the
+    evaluation's (`source_cfg`, a DataConfig; scored under --allow-mismatch, neither size describes what it was
+    distilled from); else the evaluation source's size (`evaluation_images`, 0 when the evaluation did not read its
+    train split), else its declared count."""
     from ssdd.data.loaders import dataset_name
 
     source = manifest.get("source") or {}
     if manifest.get("origin") is None:
         return source.get("images") or evaluation_images or None
+    declared = source.get("name")
+    if declared and not _same_dataset(str(declared), dataset_name(source_cfg)):
+        return None
     if evaluation_images:
         return evaluation_images
-    declared = source.get("name")
-    if declared and source.get("images") and _same_dataset(str(declared), dataset_name(source_cfg)):
+    if declared and source.get("images"):
         return int(source["images"])
     return None
 

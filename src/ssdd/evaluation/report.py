@@ -62,10 +62,11 @@ def _json_kind(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def read_results(path: str | Path) -> list[dict[str, Any]]:
+def read_results(path: str | Path, report: bool = False) -> list[dict[str, Any]]:
     """The rows of a results.json (or the rows set aside beside it), checked: ValueError in one line naming the
     file and what is wrong with it (not JSON, not a list of rows, a row without a field or with a value that is
-    not one). Every reader (--report-only, --resume, `ssdd report`) reads them here."""
+    not one; with `report`, no rows at all: nothing to summarise, where --resume takes an empty list as a run
+    stopped before its first cell). Every reader (--report-only, --resume, `ssdd report`) reads them here."""
     path = Path(path)
     advice = "restore it, or move it away to start the evaluation afresh"
     try:
@@ -81,6 +82,9 @@ def read_results(path: str | Path) -> list[dict[str, Any]]:
         problem = _row_problem(row)
         if problem is not None:
             raise ValueError(f"{path}: row {index + 1} {problem}; {advice}")
+    if report and not rows:
+        raise ValueError(f"{path}: holds no rows (no cell of the evaluation finished); run the evaluation, or "
+                         f"continue it with --resume, before reporting")
     return rows
 
 
@@ -246,7 +250,7 @@ def report_from_results(out_dir: Path) -> str:
     path = Path(out_dir) / "results.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no results to summarise")
-    return write_report(read_results(path), Path(out_dir), _saved_extra(Path(out_dir)))
+    return write_report(read_results(path, report=True), Path(out_dir), _saved_extra(Path(out_dir)))
 
 
 def _saved_extra(out_dir: Path) -> dict[str, Any]:

@@ -233,9 +233,7 @@ def gather(eval_dir: str | Path, teacher: str | Path | None = None,
     results = eval_dir / "results.json"
     if not results.is_file():
         raise FileNotFoundError(f"{results}: no results to report (run `ssdd evaluate` first)")
-    rows = read_results(results)
-    if not rows:
-        raise ValueError(f"{results}: holds no rows")
+    rows = read_results(results, report=True)
     summary_path = eval_dir / "summary.json"
     saved = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     config_path = eval_dir / "config.yaml"

@@ -449,6 +449,11 @@ def import_teacher(opts: ImportOptions, log: Any = print) -> Path:
 
 
 def options_from_args(args: argparse.Namespace) -> ImportOptions:
+    if args.probe_iterations <= 0:
+        raise TeacherImportError(f"--probe-iterations must be a positive number, got {args.probe_iterations}")
+    for which, value in zip(("TRAIN", "TEST"), args.probe_subset, strict=True):
+        if value < 0:
+            raise TeacherImportError(f"--probe-subset {which} must be a positive number or 0 (all), got {value}")
     probe = None
     if args.probe_data is not None:
         probe = ProbeData(path=args.probe_data, source=args.probe_source, name=args.probe_name,

@@ -28,6 +28,7 @@ from ssdd.data import channel_stats, load_split
 from ssdd.evaluation.linear_probe import probe_encoder
 from ssdd.models import build_model, describe
 from ssdd.run import distributed as D
+from ssdd.run.checks import batch_fits
 from ssdd.run.folder import claim
 from ssdd.run.guard import TEACHER_FINISH_KEYS, check_inputs, check_resume, numerical_stop, resume_changes
 from ssdd.run.loop import RunLoop
@@ -40,7 +41,7 @@ from ssdd.teacher.barlow_twins import barlow_twins_loss, projector
 from ssdd.teacher.config import RESUMABLE_KEYS, TeacherConfig
 from ssdd.teacher.lars import LARS
 from ssdd.teacher.schedule import warmup_cosine
-from ssdd.teacher.validate import validate_teacher
+from ssdd.teacher.validate import training_images, validate_teacher
 
 
 class BarlowTwinsModel(nn.Module):
@@ -95,6 +96,7 @@ def _train(cfg: TeacherConfig, resume: bool, show_progress: bool, dist_info: D.D
     seed_everything(cfg.seed)
 
     train_set = load_split(cfg.data, cfg.data.train_split, seed=cfg.seed)
+    batch_fits("optim.batch_size", cfg.optim.batch_size, len(train_set), training_images(cfg))  # digits, torchvision
     check_inputs(out_dir, resume, {"data": train_set.fingerprint()},
                  {"data": f"training data ({cfg.data.path} [{cfg.data.train_split}])"})
     mean_list, std_list = channel_stats(train_set.images)
@@ -102,9 +104,7 @@ def _train(cfg: TeacherConfig, resume: bool, show_progress: bool, dist_info: D.D
     images, labels = train_set.images.to(device), train_set.labels.to(device)
     n_images = images.shape[0]
     global_batch, local_batch = cfg.optim.batch_size, cfg.optim.batch_size // dist_info.world_size
-    steps_per_epoch = n_images // global_batch
-    if steps_per_epoch == 0:
-        raise ValueError(f"optim.batch_size {global_batch} exceeds the {n_images} training images")
+    steps_per_epoch = n_images // global_batch  # at least 1: the batch fits the training images (batch_fits)
     total_steps = steps_per_epoch * cfg.optim.epochs
 
     model = BarlowTwinsModel(build_model(cfg.model, cfg.data.resolution), cfg.projector, train_set.num_classes)

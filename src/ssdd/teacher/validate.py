@@ -8,6 +8,7 @@ from typing import Any
 from ssdd.config import ConfigError
 from ssdd.data.validate import check_split
 from ssdd.run.checks import (
+    batch_fits,
     channels_last_setting,
     check_device,
     check_model,
@@ -34,6 +35,13 @@ def teacher_manifest(path: str, key: str = "teacher") -> dict[str, Any]:
     manifest = read_manifest(path, KIND)
     manifest["function_fingerprint"] = verify_teacher_manifest(path, manifest)
     return manifest
+
+
+def training_images(cfg: Any) -> str:
+    """What a teacher's batch is drawn from, as its batch-size error names it."""
+    from ssdd.data.loaders import source_description
+
+    return f"training images of {source_description(cfg.data)} [{cfg.data.train_split}]"
 
 
 def check_teacher_settings(cfg: Any) -> int:
@@ -85,9 +93,8 @@ def validate_teacher(cfg: Any, resume: bool = False) -> None:
     check_writable(cfg.out_dir)
     n_train = check_split(cfg.data, "train_split")
     check_split(cfg.data, "test_split")  # the linear probe at the end reads it: fail now, not after training
-    if n_train is not None and cfg.optim.batch_size > n_train:
-        raise ConfigError(f"optim.batch_size={cfg.optim.batch_size} exceeds the {n_train} training images of "
-                          f"{cfg.data.path}; lower optim.batch_size")
+    # npz and folder: known now; digits and torchvision: once loaded, before anything is written (teacher/train.py)
+    batch_fits("optim.batch_size", cfg.optim.batch_size, n_train, training_images(cfg))
     start_run("teacher", cfg.out_dir)
 
 
