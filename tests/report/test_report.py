@@ -459,10 +459,11 @@ def test_cli_report_out_that_holds_another_run_is_refused_but_its_own_folders_ar
         assert main(["report", str(eval_dir), *(["--out", str(out)] if out else [])]) == 0
         assert ((out or eval_dir) / "report.md").is_file() and ((out or eval_dir) / "report.html").is_file()
     capsys.readouterr()
-    # a teacher artifact, a distilled set, another evaluation, a study that does not hold this evaluation
+    # a teacher artifact, a folder inside it, a distilled set, another evaluation, a study without this evaluation
     watched = [evaluation["teacher"], root / "boost_3", other, study]
-    for eval_dir, out in ((evaluation["eval"], evaluation["teacher"]), (evaluation["eval"], root / "boost_3"),
-                          (evaluation["eval"], other), (evaluation["eval"], study), (other, study)):
+    teacher, mine = evaluation["teacher"], evaluation["eval"]
+    for eval_dir, out in ((mine, teacher), (mine, teacher / "r"), (mine, root / "boost_3"), (mine, other),
+                          (mine, study), (other, study)):
         before = {folder: _tree(folder) for folder in watched}
         assert main(["report", str(eval_dir), "--out", str(out)]) == 2
         assert "nothing there was changed" in _one_line_error(capsys)
