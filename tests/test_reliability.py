@@ -204,6 +204,19 @@ def test_check_finds_a_studys_teacher_and_reports_a_changed_shard_or_manifest(tm
     assert "[FAIL] artifact" in (out := capsys.readouterr().out) and "not valid JSON" in out
 
 
+def test_check_says_how_deep_it_searched_and_no_none_after_damaged_teachers(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    teacher = make_teacher(tmp_path / "a" / "runs" / "demo" / "teacher" / "teacher-0123abcd" / "teacher")  # 6 levels
+    assert main(["check"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if "teachers" in x)
+    assert "none within 5 levels below this folder" in line and "or below it" not in line
+    monkeypatch.chdir(tmp_path / "a")  # 5 levels: found; then damaged, and "none" is not said
+    (teacher / "manifest.json").write_text("{not json")
+    assert main(["check"]) == 1
+    out = capsys.readouterr().out
+    assert "[FAIL] artifact" in out and "none within" not in out and "] teachers" not in out
+
+
 def test_check_decodes_every_image_of_an_image_folder(tmp_path, monkeypatch, capsys):
     from PIL import Image
 

@@ -52,3 +52,17 @@ def test_out_that_is_a_file_is_refused(random_set, tmp_path, capsys):
     (tmp_path / "taken").write_text("x")
     assert main(["show", str(random_set), "--out", str(tmp_path / "taken")]) == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_out_that_holds_a_run_or_lies_inside_an_artifact_is_refused(random_set, tiny_teacher, tmp_path, capsys):
+    for out in (random_set, random_set / "pictures", tiny_teacher):  # the set itself, inside it, another run
+        before = {folder: _tree(folder) for folder in (random_set, tiny_teacher)}
+        assert main(["show", str(random_set), "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("ssdd show: error: --out ") and "nothing there was changed" in err and "\n" not in err
+        assert {folder: _tree(folder) for folder in (random_set, tiny_teacher)} == before
+        assert not (random_set / "pictures").exists()

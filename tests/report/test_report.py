@@ -427,3 +427,86 @@ def test_samples_seen_and_gap_closed_are_in_every_table_and_old_rows_get_samples
             at = FULL_TABLE_HEADER.index("samples seen")
             assert [r[at] for r in old[caption]] == [r[at] for r in table]
             assert any(r[at] not in ("-", "0") for r in table[1:])
+
+
+# ---------------------------------------------------------------- folders: where the report goes, which it reads
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("ssdd report: error: ")
+    return err
+
+
+def test_cli_report_out_that_holds_another_run_is_refused_but_its_own_folders_are_not(evaluation, tmp_path, capsys):
+    root = evaluation["root"]
+    study = tmp_path / "study"  # a study whose evaluation stage is a copy of this evaluation
+    shutil.copytree(evaluation["eval"], study / "evaluate" / "evaluate-0123abcd")
+    (study / "study.yaml").write_text(f"out_dir: {study}\n")
+    named = tmp_path / "shared" / "mine"  # a named study: its own files in out_dir/<name>
+    shutil.copytree(evaluation["eval"], tmp_path / "shared" / "evaluate" / "evaluate-0123abcd")
+    named.mkdir()
+    (named / "study.yaml").write_text(f"out_dir: {tmp_path / 'shared'}\nname: mine\n")
+    other = tmp_path / "other_eval"
+    shutil.copytree(evaluation["eval"], other)
+    # the evaluation folder itself (the default), the study folder holding the evaluation, a named study's folder
+    for eval_dir, out in ((other, None), (study / "evaluate" / "evaluate-0123abcd", study),
+                          (tmp_path / "shared" / "evaluate" / "evaluate-0123abcd", named)):
+        assert main(["report", str(eval_dir), *(["--out", str(out)] if out else [])]) == 0
+        assert ((out or eval_dir) / "report.md").is_file() and ((out or eval_dir) / "report.html").is_file()
+    capsys.readouterr()
+    # a teacher artifact, a folder inside it, a distilled set, another evaluation, a study without this evaluation
+    watched = [evaluation["teacher"], root / "boost_3", other, study]
+    teacher, mine = evaluation["teacher"], evaluation["eval"]
+    for eval_dir, out in ((mine, teacher), (mine, teacher / "r"), (mine, root / "boost_3"), (mine, other),
+                          (mine, study), (other, study)):
+        before = {folder: _tree(folder) for folder in watched}
+        assert main(["report", str(eval_dir), "--out", str(out)]) == 2
+        assert "nothing there was changed" in _one_line_error(capsys)
+        assert {folder: _tree(folder) for folder in watched} == before
+
+
+def test_cli_report_explicit_folders_must_exist_and_be_of_their_kind(evaluation, tmp_path, capsys):
+    root, out = evaluation["root"], tmp_path / "r"
+    for flags, expected in ((["--teacher", str(tmp_path / "nosuchdir")], "no such folder"),
+                            (["--teacher", str(root / "boost_3")], "not a teacher artifact"),
+                            (["--teacher", str(root / "teacher_run")], "its artifact is"),
+                            (["--distilled", str(evaluation["teacher"])], "not a distilled set"),
+                            (["--distilled", str(root / "boost_3"), str(tmp_path / "nosuch")], "no such folder")):
+        assert main(["report", str(evaluation["eval"]), "--out", str(out), *flags]) == 2
+        assert expected in _one_line_error(capsys)
+        assert not out.exists()
+
+
+def test_a_copied_study_reports_its_own_folders_not_the_originals(evaluation, tmp_path, monkeypatch, capsys):
+    runs = tmp_path / "runs"
+    shutil.copytree(evaluation["root"], runs / "orig", ignore=shutil.ignore_patterns("report*"))
+    config = (runs / "orig" / "eval" / "config.yaml").read_text()
+    (runs / "orig" / "eval" / "config.yaml").write_text(config.replace(str(evaluation["root"]), "runs/orig"))
+    shutil.copytree(runs / "orig", runs / "copy")  # `cp -r orig copy`: its config still names runs/orig/...
+    (tmp_path / "elsewhere").mkdir()
+    for cwd, eval_dir in ((tmp_path, "runs/copy/eval"), (tmp_path / "elsewhere", "../runs/copy/eval")):
+        monkeypatch.chdir(cwd)
+        assert main(["report", eval_dir, "--out", "r"]) == 0
+        folders = [line for line in (cwd / "r" / "report.md").read_text().splitlines() if "**folder**" in line]
+        assert len(folders) == 1 + len(SETS)
+        assert all("runs/copy/" in line and "orig" not in line and "/../" not in line for line in folders), folders
+
+
+def test_a_folder_whose_fingerprint_does_not_match_the_record_is_shown_with_a_note(evaluation, tmp_path):
+    eval_dir = tmp_path / "eval"
+    shutil.copytree(evaluation["eval"], eval_dir)
+    inputs = json.loads((eval_dir / "inputs.json").read_text())
+    (eval_dir / "inputs.json").write_text(json.dumps({**inputs, "teacher": "0000dead"}))
+    rows = json.loads((eval_dir / "results.json").read_text())
+    (eval_dir / "results.json").write_text(json.dumps([{**r, "set_fingerprint": "000000000000"}
+                                                       if r["label"] == "boost@3" else r for r in rows]))
+    md = build_report(eval_dir, tmp_path / "r")[0].read_text()
+    assert "Missing or inconsistent" in md
+    assert "its fingerprint is not the one the evaluation recorded (0000dead)" in md
+    assert md.count("**does not match**") == 2  # the teacher's card and boost@3's, no other set's
+    assert md.count("its set fingerprint is none the evaluation's rows record") == 2  # the note and the card

@@ -64,3 +64,22 @@ def test_run_kind_reads_what_each_command_writes_and_claim_refuses_other_kinds(t
     (tmp_path / "inputs" / "checkpoint.pt").write_bytes(b"")
     with pytest.raises(FileExistsError, match="pass --resume"):
         claim(tmp_path / "inputs", "distill")
+
+
+def test_claim_output_refuses_a_run_s_folder_unless_it_is_its_own_and_any_folder_inside_an_artifact(tmp_path):
+    import json
+
+    from ssdd.run.folder import claim_output
+
+    artifact = tmp_path / "set"
+    artifact.mkdir()
+    (artifact / "manifest.json").write_text(json.dumps({"kind": "ssdd.distilled"}))
+    evaluation = tmp_path / "eval"
+    evaluation.mkdir()
+    (evaluation / "results.json").write_text("[]")
+    assert claim_output(tmp_path / "new") == tmp_path / "new"  # absent or holding no run: fine
+    assert claim_output(evaluation, own=[tmp_path / "." / "eval"]) == evaluation  # its own run's folder
+    for out, said in ((artifact, "holds a distilled set"), (artifact / "pictures" / "x", "is inside a distilled set"),
+                      (evaluation, "holds an evaluation")):
+        with pytest.raises(FileExistsError, match=said):
+            claim_output(out, own=[artifact / "pictures"])

@@ -149,9 +149,11 @@ def run_check(extra_data: list[str] | None = None) -> int:
         except ValueError as exc:
             _line(False, "teacher", str(exc))
             failures.append(f"teacher {folder} is damaged: restore it or train/import it again")
-    _line(None if not intact else True, "teachers", ", ".join(intact) or
-          "none in this folder or below it: train one with 'ssdd teacher' or bring one with 'ssdd import-teacher', "
-          "then pass teacher=PATH")
+    if intact:
+        _line(True, "teachers", ", ".join(intact))
+    elif not damaged and not teachers:  # damaged ones were listed above: "none" would contradict them
+        _line(None, "teachers", f"none within {SEARCH_DEPTH} levels below this folder: train one with 'ssdd "
+              "teacher' or bring one with 'ssdd import-teacher', then pass teacher=PATH")
 
     if failures:
         print("\nTo fix:")

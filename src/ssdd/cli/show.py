@@ -13,6 +13,7 @@ from ssdd.distill import load_distilled
 from ssdd.distill.artifact import DistilledSet
 from ssdd.distill.registry import loss_name
 from ssdd.report.plots import pyplot, save_figure
+from ssdd.run.folder import claim_output
 
 
 def image_grid(images: torch.Tensor, rows: int, columns: int) -> torch.Tensor:
@@ -45,6 +46,7 @@ def show_distilled(directory: str | Path, out: str | Path | None = None, count: 
     out = Path(out) if out else default_show_folder(directory)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"{out}: exists and is not a folder (--out names the folder for the pictures)")
+    claim_output(out)  # never into a run's folder (the artifact shown included)
     distilled = load_distilled(directory)
     fig = distilled_figure(distilled, count)
     written = [save_figure(fig, out / IMAGES_FILE)]

@@ -11,6 +11,7 @@ from ssdd.report import figures as fig
 from ssdd.report import html, markdown
 from ssdd.report.content import compose, image_key
 from ssdd.report.gather import ReportData, gather
+from ssdd.run.folder import claim_output, run_kind
 from ssdd.run.runtime import atomic_write
 
 FIGURE_DIR = "report_figures"
@@ -36,6 +37,29 @@ def draw_figures(data: ReportData) -> dict[str, bytes]:
     return {key: png for key, png in drawn.items() if png is not None}
 
 
+def _study_root(study: Path) -> Path:
+    """The out_dir of the study whose own files (study.yaml, study.json, the report) are in `study`: the folder
+    itself, or its parent for a named study (`name: X` puts them in out_dir/X)."""
+    import yaml
+
+    try:
+        saved = yaml.safe_load((study / "study.yaml").read_text())
+    except (OSError, ValueError, yaml.YAMLError):
+        saved = None
+    named = saved.get("name") if isinstance(saved, dict) else None
+    return study.parent if named and named == study.resolve().name else study
+
+
+def report_owners(eval_dir: str | Path, out: str | Path) -> list[Path]:
+    """The run folders a report of `eval_dir` may be written into: the evaluation folder itself, and the study
+    folder `out` when the evaluation is one of its stages (below the study's out_dir), as `ssdd reproduce` does."""
+    eval_dir, out = Path(eval_dir), Path(out)
+    owners = [eval_dir]
+    if run_kind(out) == "study" and eval_dir.resolve().is_relative_to(_study_root(out).resolve()):
+        owners.append(out)
+    return owners
+
+
 def build_report(eval_dir: str | Path, out_dir: str | Path | None = None, teacher: str | Path | None = None,
                  distilled: Sequence[str | Path] | None = None) -> tuple[Path, Path]:
     """Write `report.md` (+ `report_figures/*.png`) and `report.html` for an `ssdd evaluate` folder.
@@ -44,10 +68,13 @@ def build_report(eval_dir: str | Path, out_dir: str | Path | None = None, teache
     out_dir: where to write (default: eval_dir).
     teacher: the teacher folder (default: the one config.yaml names).
     distilled: the distilled folders (default: those config.yaml names); matched to results.json rows by label.
-    Returns (report.md path, report.html path). A folder that cannot be found is named in the report.
+    Returns (report.md path, report.html path). A folder config.yaml names that cannot be found is named in the
+    report; a folder given explicitly must be of its kind (ValueError, FileNotFoundError). `out_dir` holding
+    another run is refused before anything is written (FileExistsError).
     """
-    data = gather(eval_dir, teacher, list(distilled) if distilled is not None else None)
     out = Path(out_dir) if out_dir is not None else Path(eval_dir)
+    claim_output(out, own=report_owners(eval_dir, out))  # never into another run's folder
+    data = gather(eval_dir, teacher, list(distilled) if distilled is not None else None)
     figures = draw_figures(data)
     blocks = compose(data, set(figures))
     figure_dir = out / FIGURE_DIR

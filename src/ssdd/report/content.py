@@ -264,6 +264,8 @@ def teacher_card(teacher: TeacherInfo, data: ReportData, figure_keys: set[str]) 
         pairs.append(("final loss", f"{manifest['final_loss']:.2f}" +
                       (f" (online monitor {monitor:.2f} % top-1)" if monitor is not None else "")))
     pairs += [("fingerprint", manifest.get("fingerprint") or F.DASH), ("folder", f"`{teacher.path}`")]
+    if teacher.mismatch:
+        pairs.append(("does not match", teacher.mismatch))
     blocks.append(Facts(pairs))
     aside: list[Block] = []
     if "teacher" in figure_keys:
@@ -332,6 +334,8 @@ def distilled_facts(info: DistilledInfo, n_source: int | None) -> list[tuple[str
         pairs.append(("teacher", f"{manifest['teacher'].get('fingerprint')} (`{manifest['teacher'].get('path')}`)"))
     missing = "not found" + (f" (`{info.named}`)" if info.named else "")
     pairs.append(("folder", f"`{info.path}`" if info.path else missing))
+    if info.mismatch:
+        pairs.append(("does not match", info.mismatch))
     return pairs
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Iterator
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ class TeacherInfo:
     path: Path | None  # the folder read; None when missing
     manifest: dict[str, Any] | None
     history: list[dict[str, Any]] | None  # history.json (per epoch) beside or above the artifact
+    mismatch: str | None = None  # why the folder read may not be the one the evaluation used (its fingerprint)
 
 
 @dataclass
@@ -47,6 +49,7 @@ class DistilledInfo:
     manifest: dict[str, Any] | None
     metrics: list[dict[str, Any]]  # metrics.jsonl of the distillation run
     rows: list[dict[str, Any]]  # its results.json rows
+    mismatch: str | None = None  # why the folder read may not be the one the evaluation used (its fingerprint)
 
 
 @dataclass
@@ -95,47 +98,83 @@ class ReportData:
         return sorted(seen, key=rank)
 
 
-def _candidates(named: str | Path, eval_dir: Path) -> Iterator[Path]:
+def _normal(path: Path) -> Path:
+    """The path made absolute with `..` and `.` removed (x/../y -> y), without following links."""
+    return Path(os.path.normpath(path.absolute()))
+
+
+def _candidates(named: str | Path, eval_dir: Path) -> list[Path]:
     """Where a folder named in an evaluation's config may be: as named (absolute, or relative to the working
-    directory the evaluation ran in, which may not be this one), relative to the evaluation folder, then the
+    directory the evaluation ran in, which may not be this one), relative to the evaluation folder, and the
     named path's tails (longest first) below the evaluation folder and each folder above it: a study's
     `runs/demo/teacher/teacher-<key>/teacher` is `<study>/teacher/teacher-<key>/teacher` wherever the study
-    now is and whichever folder the report is built from."""
+    now is and whichever folder the report is built from. Nearest first: those below a closer folder above the
+    evaluation come before those below farther ones (a copied study finds its own folders, not the original's),
+    in the order just given among equally near ones. Each once, normalised (no `x/../y`), relative to the working
+    directory when inside it."""
     path = Path(named)
-    yield path
-    if not path.is_absolute():
-        yield eval_dir / path
+    here = _normal(eval_dir)
+    found = [path, *([eval_dir / path] if not path.is_absolute() else [])]
     parts = path.parts[1:] if path.is_absolute() else path.parts  # every tail (an absolute path's below the root)
-    for i in range(len(parts)):
-        for above in (eval_dir, *eval_dir.absolute().parents):
-            yield above / Path(*parts[i:])
+    found += [above / Path(*parts[i:]) for i in range(len(parts)) for above in (here, *here.parents)]
+    levels = (here, *here.parents)
+
+    def distance(candidate: Path) -> int:  # how far above the evaluation the nearest folder holding it is
+        return next((n for n, above in enumerate(levels) if candidate.is_relative_to(above)), len(levels))
+
+    unique = sorted(dict.fromkeys(_normal(c) for c in found), key=distance)
+    work = Path.cwd()
+    return [c.relative_to(work) if c.is_relative_to(work) and c != work else c for c in unique]
 
 
 def resolve_folder(named: str | Path, eval_dir: Path,
-                   matches: Callable[[dict[str, Any]], bool] | None = None) -> Path | None:
-    """The folder an evaluation named (see _candidates): the first holding a manifest that `matches` (the
-    fingerprints the evaluation recorded), else the first holding a manifest at all; None when none does."""
+                   matches: Callable[[dict[str, Any]], bool] | None = None) -> tuple[Path | None, bool]:
+    """The folder an evaluation named (see _candidates) and whether it is the one the evaluation recorded: the
+    first holding a manifest that `matches` (the fingerprints the evaluation recorded), else the first holding a
+    manifest at all with False (the caller says that the fingerprint does not match); (None, False) when none
+    does. Without `matches` (nothing recorded), the first holding a manifest, with True."""
     first = None
     for candidate in _candidates(named, eval_dir):
         if not (candidate / "manifest.json").is_file():
             continue
         if matches is None:
-            return candidate
+            return candidate, True
         first = first or candidate
         try:
             if matches(json.loads((candidate / "manifest.json").read_text())):
-                return candidate
+                return candidate, True
         except (OSError, ValueError, AttributeError):
             continue
-    return first
+    return first, False
+
+
+def explicit_folder(path: str | Path, kind: str, flag: str) -> Path:
+    """A folder the user named on the command line (--teacher, --distilled): it must exist and hold `kind`
+    (ssdd.run.folder.run_kind), else ValueError / FileNotFoundError naming the flag."""
+    from ssdd.run.folder import describe_kind, run_kind
+
+    folder = Path(path)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{flag} {path}: no such folder")
+    held = run_kind(folder)
+    if held != kind:
+        what = describe_kind(held) if held else "no ssdd run"
+        hint = f" (its artifact is {folder / 'teacher'})" if held == "teacher" else ""
+        raise ValueError(f"{flag} {path} holds {what}{hint}, not {describe_kind(kind)}")
+    return Path(os.path.normpath(folder))
+
+
+def _recorded_value(eval_dir: Path) -> str | None:
+    """The teacher fingerprint the evaluation recorded (inputs.json)."""
+    try:
+        return json.loads((eval_dir / "inputs.json").read_text()).get("teacher") or None
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _recorded_teacher(eval_dir: Path) -> Callable[[dict[str, Any]], bool] | None:
     """The teacher fingerprint the evaluation recorded (inputs.json), as a test on a manifest."""
-    try:
-        expected = json.loads((eval_dir / "inputs.json").read_text()).get("teacher")
-    except (OSError, ValueError, AttributeError):
-        return None
+    expected = _recorded_value(eval_dir)
     return (lambda manifest: manifest.get("fingerprint") == expected) if expected else None
 
 
@@ -153,12 +192,23 @@ def _read_json_lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def read_teacher(named: str | Path | None, eval_dir: Path, notes: list[str]) -> TeacherInfo:
+def read_teacher(named: str | Path | None, eval_dir: Path, notes: list[str], explicit: bool = False) -> TeacherInfo:
+    """The teacher folder given (`explicit`: it must be a teacher artifact) or named in config.yaml (found as
+    _candidates says; what is missing or does not match the recorded fingerprint becomes a note)."""
     if named is None:
         notes.append("no teacher folder named (config.yaml missing or without `teacher`): the teacher card shows "
                      "only what the distilled sets' manifests record (pass the folder with --teacher)")
         return TeacherInfo(None, None, None, None)
-    path = resolve_folder(named, eval_dir, _recorded_teacher(eval_dir))
+    mismatch = None
+    if explicit:
+        path: Path | None = explicit_folder(named, "teacher artifact", "--teacher")
+    else:
+        path, matched = resolve_folder(named, eval_dir, _recorded_teacher(eval_dir))
+        if path is not None and not matched:
+            mismatch = (f"its fingerprint is not the one the evaluation recorded ({_recorded_value(eval_dir)}): "
+                        "it may be another teacher")
+            notes.append(f"teacher folder `{named}` read from `{path}`, but {mismatch} (pass the folder with "
+                         "--teacher)")
     if path is None:
         notes.append(f"teacher folder `{named}` not found: its card shows only what the distilled sets' "
                      "manifests record (pass the folder with --teacher)")
@@ -166,6 +216,8 @@ def read_teacher(named: str | Path | None, eval_dir: Path, notes: list[str]) -> 
     try:
         manifest = read_manifest(path, "ssdd.teacher")
     except ArtifactError as exc:
+        if explicit:
+            raise ValueError(f"--teacher {named}: {exc}") from None
         notes.append(f"teacher folder `{named}` unreadable: {exc}")
         return TeacherInfo(str(named), None, None, None)
     history = None
@@ -173,40 +225,53 @@ def read_teacher(named: str | Path | None, eval_dir: Path, notes: list[str]) -> 
         if candidate.is_file():
             history = json.loads(candidate.read_text())
             break
-    return TeacherInfo(str(named), path, manifest, history)
+    return TeacherInfo(str(named), path, manifest, history, mismatch)
 
 
 def read_distilled(named: list[str | Path], eval_dir: Path, rows: list[dict[str, Any]],
-                   notes: list[str]) -> list[DistilledInfo]:
+                   notes: list[str], explicit: bool = False) -> list[DistilledInfo]:
     """One entry per distilled label of results.json, with its folder when found: the folders' order as named
     (the study's or the user's), then labels without a folder in the order of their rows (in files written
     before rows were kept in cell order, cells reused from other evaluations come first, so the rows' order
-    alone may mix the sets)."""
+    alone may mix the sets). `explicit` folders (--distilled) must be distilled sets; those config.yaml names
+    are found as _candidates says, and one whose set fingerprint no row records gets a note."""
     labels = list(dict.fromkeys(r["label"] for r in rows if r["method"] not in REFERENCE_METHODS))
-    found: dict[str, tuple[str, Path, dict[str, Any]]] = {}
+    found: dict[str, tuple[str, Path, dict[str, Any], str | None]] = {}
     unmatched: list[str] = []
     recorded = _recorded_sets(rows)
     for name in named:
-        path = resolve_folder(name, eval_dir, recorded)
+        matched = True
+        if explicit:
+            path: Path | None = explicit_folder(name, "distill", "--distilled")
+        else:
+            path, matched = resolve_folder(name, eval_dir, recorded)
         if path is None:
             unmatched.append(str(name))
             continue
         try:
             manifest = read_manifest(path, "ssdd.distilled")
         except ArtifactError as exc:
+            if explicit:
+                raise ValueError(f"--distilled {name}: {exc}") from None
             notes.append(f"distilled folder `{name}` unreadable: {exc}")
             continue
         label = source_label(manifest)
         if label not in labels:
             notes.append(f"distilled folder `{name}` ({label}) has no rows in results.json: left out")
             continue
-        found[label] = (str(name), path, manifest)
+        mismatch = None
+        if not matched:
+            mismatch = "its set fingerprint is none the evaluation's rows record: it may be another set"
+            notes.append(f"distilled folder `{name}` read from `{path}`, but {mismatch} (pass the folder with "
+                         "--distilled)")
+        found[label] = (str(name), path, manifest, mismatch)
     infos = []
     for label in [*found, *(label for label in labels if label not in found)]:
         members = [r for r in rows if r["label"] == label]
         if label in found:
-            name, path, manifest = found[label]
-            infos.append(DistilledInfo(label, name, path, manifest, _read_json_lines(path / "metrics.jsonl"), members))
+            name, path, manifest, mismatch = found[label]
+            infos.append(DistilledInfo(label, name, path, manifest, _read_json_lines(path / "metrics.jsonl"), members,
+                                       mismatch))
         else:
             infos.append(DistilledInfo(label, None, None, None, [], members))
     missing = [i.label for i in infos if i.path is None]
@@ -228,7 +293,8 @@ def _teacher_mismatch(teacher: TeacherInfo, distilled: list[DistilledInfo]) -> l
 
 def gather(eval_dir: str | Path, teacher: str | Path | None = None,
            distilled: list[str | Path] | None = None) -> ReportData:
-    """Read an evaluation folder; `teacher` and `distilled` replace the folders its config.yaml names."""
+    """Read an evaluation folder; `teacher` and `distilled` (each must exist and be of its kind: ValueError,
+    FileNotFoundError) replace the folders its config.yaml names."""
     eval_dir = Path(eval_dir)
     results = eval_dir / "results.json"
     if not results.is_file():
@@ -244,9 +310,10 @@ def gather(eval_dir: str | Path, teacher: str | Path | None = None,
         config = saved.get("config") or {}
         if not config:
             notes.append(f"{config_path} not found: the protocol settings are unknown")
-    teacher_info = read_teacher(teacher if teacher is not None else (config.get("teacher") or None), eval_dir, notes)
+    teacher_info = read_teacher(teacher if teacher is not None else (config.get("teacher") or None), eval_dir, notes,
+                                explicit=teacher is not None)
     distilled_infos = read_distilled(list(distilled) if distilled is not None else list(config.get("distilled") or []),
-                                     eval_dir, rows, notes)
+                                     eval_dir, rows, notes, explicit=distilled is not None)
     notes.extend(_teacher_mismatch(teacher_info, distilled_infos))
     return ReportData(eval_dir, rows, summarize(rows, config), config, saved.get("versions"), teacher_info,
                       distilled_infos, notes)

@@ -2,7 +2,8 @@
 
 One place for the rules: the resolved config and its hash, the check that a resumed run has the same
 settings, atomic checkpoints, what kind of run a folder holds (`run_kind`), and the one check every command
-makes on its output folder before any work (`claim`): never another command's run, never a fresh run over one.
+makes on its output folder before any work (`claim`): never another command's run, never a fresh run over one;
+and the check of a command that writes pictures or a report beside runs (`claim_output`): never into a run's folder.
 """
 
 from __future__ import annotations
@@ -204,4 +205,27 @@ def claim(out_dir: str | Path, kind: str, resume: bool = False, flag: str | None
     if resume and spec.resume_from and not (out_dir / spec.resume_from).is_file():
         raise FileNotFoundError(f"--resume: no checkpoint at {out_dir / spec.resume_from} (nothing to continue: "
                                 f"run again without --resume)")
+    return out_dir
+
+
+# folders whose every file belongs to the artifact (its manifest or index lists them): nothing is written below them
+_ARTIFACT_KINDS = {"teacher artifact", "experts", "distill", "export", "artifact"}
+
+
+def claim_output(out_dir: str | Path, own: Iterable[str | Path] = (), key: str = "--out") -> Path:
+    """The check a command that writes files but no run (ssdd report, ssdd show) makes on its output folder
+    before any work: refuse a folder that holds a run of any kind, unless it is one of `own` (the run these files
+    belong to, e.g. an evaluation's own report), and a folder inside an artifact. Reads only; returns the folder."""
+    out_dir = Path(out_dir)
+    held = run_kind(out_dir)
+    target = out_dir.resolve()
+    if held is not None and not any(Path(o).resolve() == target for o in own):
+        raise FileExistsError(f"{key} {out_dir} holds {describe_kind(held)}, whose folder is not this command's to "
+                              f"write into; choose another {key} (nothing there was changed)")
+    for above in target.parents:
+        if (above / "manifest.json").is_file() or (above / "index.json").is_file():
+            kind = run_kind(above)
+            if kind in _ARTIFACT_KINDS:
+                raise FileExistsError(f"{key} {out_dir} is inside {describe_kind(kind)} ({above}); choose "
+                                      f"another {key} outside it (nothing there was changed)")
     return out_dir
