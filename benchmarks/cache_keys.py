@@ -24,14 +24,15 @@ import sys
 from pathlib import Path
 
 from ssdd.config import load_config
-from ssdd.study.runner import stage_key, stage_schema
+from ssdd.presets import command_schema
+from ssdd.study.runner import stage_key
 
 
 def check(root: Path) -> list[tuple[Path, bool, str]]:
     rows = []
     for marker in sorted(root.rglob("stage.json")):
         stage = json.loads(marker.read_text())
-        cfg = load_config(stage_schema(stage["kind"]), marker.parent / "config.yaml")
+        cfg = load_config(command_schema(stage["kind"]), marker.parent / "config.yaml")
         key = stage_key(stage["kind"], cfg, stage["upstream"])
         rows.append((marker.parent, key == stage["key"], key))
     return rows

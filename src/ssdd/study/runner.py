@@ -100,16 +100,6 @@ def _data_fingerprints(config: dict[str, Any]) -> dict[str, str]:
     return found
 
 
-def stage_schema(kind: str) -> type:
-    """The config schema of a stage kind (teacher, experts, distill, evaluate)."""
-    from ssdd.distill.config import DistillConfig
-    from ssdd.experts.config import ExpertsConfig
-    from ssdd.teacher.config import TeacherConfig
-
-    return {"teacher": TeacherConfig, "experts": ExpertsConfig, "distill": DistillConfig,
-            "evaluate": EvaluateConfig}[kind]
-
-
 def stage_key(kind: str, cfg: Any, upstream: list[str]) -> str:
     """The stage's cache key: its results-relevant settings, the content of its data files, what it reads. The
     config is hashed in the section names it was first saved with (`krr` for today's `outer`: config.saved_form),
