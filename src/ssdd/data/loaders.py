@@ -175,6 +175,9 @@ def dataset_name(cfg: DataConfig) -> str:
     return {"npz": Path(cfg.path).stem, "folder": Path(cfg.path).name}.get(cfg.source, cfg.source)
 
 
+PATHLESS_SOURCES = ("digits",)  # data sources that never read `data.path` (it keeps its default, unused)
+
+
 def source_description(cfg: DataConfig) -> str:
     """Where `cfg` reads from, for messages: the npz file or image folder, `torchvision <name>`, or `digits`
     (whose `path` is unused)."""

@@ -21,6 +21,7 @@ from typing import Any
 
 from ssdd import __version__
 from ssdd.config import config_to_dict, load_config, save_config, saved_form, saved_name
+from ssdd.data.loaders import PATHLESS_SOURCES
 from ssdd.distill.keys import method_free_keys
 from ssdd.evaluation.config import LEGACY_VALUES as EVALUATE_LEGACY_VALUES
 from ssdd.evaluation.config import EvaluateConfig
@@ -66,7 +67,6 @@ class StudyResult:
 
 
 _FILE_SHA: dict[tuple[str, int, int], str] = {}
-UNREAD_PATH_SOURCES = ("digits",)  # data sources that never read `data.path` (ssdd.data.loaders)
 
 
 def _file_fingerprint(path: Path) -> str:
@@ -86,7 +86,7 @@ def _data_fingerprints(config: dict[str, Any]) -> dict[str, str]:
 
     def visit(value: Any, where: str) -> None:
         if isinstance(value, dict):
-            unread = value.get("source") in UNREAD_PATH_SOURCES
+            unread = value.get("source") in PATHLESS_SOURCES
             for k, v in value.items():
                 if not (unread and k == "path"):
                     visit(v, f"{where}.{k}" if where else k)
