@@ -164,7 +164,9 @@ def headline() -> str:
         f"CIFAR-10 (a fixed {count(subset['cifar10'])}-image subset) and {count(iters['flowers102'])} on "
         f"Flowers-102, probes {count(config['probe']['iterations'])} iterations; "
         f"{boost['device'].upper()} (2 cores); top-1 %, mean ± std over n seeds. Gap closed: a row's gain over no "
-        f"pre-training as a share of the gain of full data with the distilled rows' recipe.")
+        f"pre-training as a share of the gain of full data with the distilled rows' recipe. Evaluation finished "
+        f"{_read_json(EQUAL / 'stage.json')['finished'][:10]} (its stage.json); table by "
+        f"`python benchmarks/results_tables.py`.")
     return table(head, body) + "\n\n" + textwrap.fill(footing, 115, break_long_words=False, break_on_hyphens=False)
 
 
