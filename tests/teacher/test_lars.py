@@ -83,3 +83,65 @@ def test_warmup_cosine_shape():
     assert warmup_cosine(100, 100, 10, 1.0, min_lr=0.1) == pytest.approx(0.1)
     with pytest.raises(ValueError):
         warmup_cosine(0, 0, 0, 1.0)
+
+
+def _teacher_like(seed: int) -> tuple[torch.nn.Module, list[dict]]:
+    """Backbone + projector + monitor, grouped as the teacher groups them; one weight starts at zero."""
+    torch.manual_seed(seed)
+    net = torch.nn.ModuleDict({
+        "conv": torch.nn.Conv2d(3, 4, 3), "bn": torch.nn.BatchNorm2d(4), "proj": torch.nn.Linear(4, 6),
+        "last": torch.nn.Linear(6, 5, bias=True), "monitor": torch.nn.Linear(4, 3)})
+    with torch.no_grad():
+        net["last"].weight.zero_()  # a zero norm: no trust ratio, no weight decay
+    ssl = [p for name, p in net.named_parameters() if not name.startswith("monitor")]
+    return net, [{"params": ssl, "base_lr": 0.3},
+                 {"params": list(net["monitor"].parameters()), "lars": False, "weight_decay": 0.0}]
+
+
+def _run_lars(foreach: bool, momentum: float, clip_lr: bool, steps: int = 4) -> tuple[torch.nn.Module, LARS]:
+    net, groups = _teacher_like(0)
+    opt = LARS(groups, lr=0.3, momentum=momentum, weight_decay=1e-4, eta=0.02, clip_lr=clip_lr, foreach=foreach)
+    grads = torch.Generator().manual_seed(1)
+    for step in range(steps):
+        lr = 0.0 if step == 1 else 0.3 / (step + 1)  # a step at lr 0 (clip_lr's special case), then a decay
+        for group in opt.param_groups:
+            group["lr"] = lr
+        for name, p in net.named_parameters():
+            p.grad = torch.randn(p.shape, generator=grads)
+            if name == "proj.weight" and step == 2:
+                p.grad.zero_()  # a zero gradient norm
+        if step == 3:
+            net["bn"].bias.grad = None  # a parameter without a gradient is left alone
+        opt.step()
+    return net, opt
+
+
+@pytest.mark.parametrize(("momentum", "clip_lr"), [(0.9, True), (0.9, False), (0.0, True)])
+def test_foreach_lars_computes_what_the_per_tensor_loop_computes(momentum, clip_lr):
+    plain_net, plain = _run_lars(False, momentum, clip_lr)
+    fast_net, fast = _run_lars(True, momentum, clip_lr)
+    moved = 0
+    for (name, a), b in zip(plain_net.named_parameters(), fast_net.parameters(), strict=True):
+        assert torch.allclose(a, b, rtol=1e-6, atol=1e-7), name
+        moved += not torch.equal(a, _teacher_like(0)[0].get_parameter(name))
+        if momentum > 0:
+            assert torch.allclose(plain.state[a]["momentum_buffer"], fast.state[b]["momentum_buffer"],
+                                  rtol=1e-6, atol=1e-7), name
+        else:
+            assert not plain.state[a] and not fast.state[b]
+    assert moved == len(list(plain_net.parameters()))  # every parameter took a step (the test can fail)
+
+
+def test_foreach_and_loop_state_dicts_load_into_each_other():
+    _, fast = _run_lars(True, 0.9, True, steps=2)
+    net, groups = _teacher_like(0)
+    plain = LARS(groups, lr=0.3, momentum=0.9, weight_decay=1e-4, foreach=False)
+    plain.load_state_dict(fast.state_dict())
+    assert not plain.foreach  # the state carries no choice of path
+    saved, loaded = fast.state_dict(), plain.state_dict()
+    assert saved["param_groups"] == loaded["param_groups"]
+    for key, state in saved["state"].items():
+        assert torch.equal(state["momentum_buffer"], loaded["state"][key]["momentum_buffer"])
+    again = LARS(_teacher_like(0)[1], lr=0.3, momentum=0.9, weight_decay=1e-4, foreach=True)
+    again.load_state_dict(plain.state_dict())
+    assert again.foreach and again.state_dict()["param_groups"] == saved["param_groups"]
