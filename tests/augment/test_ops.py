@@ -331,3 +331,26 @@ def test_color_jitter_factors_are_within_range():
     assert factors.min() >= 0.6 - 1e-6 and factors.max() <= 1.4 + 1e-6
     assert factors.max() - factors.min() > 0.4
     assert math.isclose(float(factors.mean()), 1.0, abs_tol=0.1)
+
+
+@pytest.mark.parametrize("strengths", [(0.4, 0.4, 0.2, 0.1), (0.4, 0.0, 0.2, 0.0), (0.0, 0.3, 0.0, 0.0)])
+def test_branch_free_color_jitter_gives_the_plain_images_bit_for_bit(strengths):
+    x = torch.rand(6, 3, 8, 8, generator=torch.Generator().manual_seed(3))
+    orders = set()
+    for seed in range(8):
+        plain_gen, fast_gen = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+        plain = ops.random_color_jitter(x, *strengths, p=0.7, generator=plain_gen)
+        fast = ops.random_color_jitter(x, *strengths, p=0.7, generator=fast_gen, branch_free=True)
+        assert torch.equal(plain, fast), seed
+        assert torch.equal(plain_gen.get_state(), fast_gen.get_state())  # the same numbers drawn
+        gen = torch.Generator().manual_seed(seed)
+        ops._rand((5, 6), gen, x.device)
+        orders.add(tuple(torch.argsort(ops._rand((4,), gen, x.device)).tolist()))
+    assert len(orders) > 1  # the seeds drew different orders, so the selection by drawn order was exercised
+
+
+def test_branch_free_two_views_equal_the_plain_ones():
+    x = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    plain = two_views(x, TwoViewConfig(), torch.Generator().manual_seed(5))
+    fast = two_views(x, TwoViewConfig(), torch.Generator().manual_seed(5), branch_free=True)
+    assert all(torch.equal(a, b) for a, b in zip(plain, fast, strict=True))

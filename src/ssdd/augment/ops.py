@@ -7,6 +7,7 @@ random numbers for the batch in one call, and contains no per-image Python loop.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -171,26 +172,58 @@ def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     return hsv_to_rgb(torch.stack([hue, hsv[:, 1], hsv[:, 2]], dim=1))
 
 
+# (index in the drawn order, adjustment, per-sample factors) of the adjustments with a non-zero strength
+_Active = list[tuple[int, Callable[[torch.Tensor, torch.Tensor], torch.Tensor], torch.Tensor]]
+_JITTER_OPS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
+
+
 def random_color_jitter(x: torch.Tensor, brightness: float, contrast: float, saturation: float, hue: float,
-                        p: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
+                        p: float = 1.0, generator: torch.Generator | None = None,
+                        branch_free: bool = False) -> torch.Tensor:
     """torchvision-style ColorJitter applied with probability p per sample; per-sample factors, and
-    the order of the four adjustments drawn once per batch (torchvision draws it per image)."""
+    the order of the four adjustments drawn once per batch (torchvision draws it per image).
+
+    `branch_free` gives the same images from the same draws without reading the drawn order on the host
+    (a CUDA synchronisation per call): every adjustment is computed at each of the four positions and the
+    drawn one selected on the device, four times the arithmetic of the plain path."""
     batch = x.shape[0]
     u = _rand((5, batch), generator, x.device)
-    order = torch.argsort(_rand((4,), generator, x.device)).tolist()
+    order = torch.argsort(_rand((4,), generator, x.device))
+    strengths = [brightness, contrast, saturation, hue]
     factors = [
         1 - brightness + 2 * brightness * u[0],
         1 - contrast + 2 * contrast * u[1],
         1 - saturation + 2 * saturation * u[2],
         -hue + 2 * hue * u[3],
     ]
-    ops = [adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue]
-    strengths = [brightness, contrast, saturation, hue]
+    # an adjustment of strength 0 is skipped (the identity), as torchvision does
+    active: _Active = [(k, op, factor) for k, (op, factor, strength)
+              in enumerate(zip(_JITTER_OPS, factors, strengths, strict=True)) if strength > 0]
+    jitter = _jitter_selected if branch_free else _jitter_in_order
+    return _where(u[4] < p, jitter(x, order, active), x)
+
+
+def _jitter_in_order(x: torch.Tensor, order: torch.Tensor, active: _Active) -> torch.Tensor:
+    """The active adjustments in the drawn order (read on the host)."""
+    ops = {k: (op, factor) for k, op, factor in active}
     out = x
-    for k in order:
-        if strengths[k] > 0:
-            out = ops[k](out, factors[k])
-    return _where(u[4] < p, out, x)
+    for k in order.tolist():
+        if k in ops:
+            out = ops[k][0](out, ops[k][1])
+    return out
+
+
+def _jitter_selected(x: torch.Tensor, order: torch.Tensor, active: _Active) -> torch.Tensor:
+    """The same as _jitter_in_order with the order kept on the device: at each position every active
+    adjustment is computed and the drawn one kept (an inactive one drawn there leaves the images as they are)."""
+    out = x
+    for position in range(len(_JITTER_OPS)):
+        drawn = order[position]
+        selected = out
+        for k, op, factor in active:
+            selected = torch.where(drawn == k, op(out, factor), selected)
+        out = selected
+    return out
 
 
 def rotate90(x: torch.Tensor, quarter_turns: int) -> torch.Tensor:

@@ -29,21 +29,24 @@ class TwoViewConfig:
     view2: ViewConfig = field(default_factory=lambda: ViewConfig(solarize_p=0.2))
 
 
-def ssl_view(x: torch.Tensor, cfg: ViewConfig, generator: torch.Generator | None = None) -> torch.Tensor:
-    """RandomResizedCrop -> ColorJitter(p) -> Grayscale(p) -> Solarize(p) -> HorizontalFlip(p), as solo-learn."""
+def ssl_view(x: torch.Tensor, cfg: ViewConfig, generator: torch.Generator | None = None,
+             branch_free: bool = False) -> torch.Tensor:
+    """RandomResizedCrop -> ColorJitter(p) -> Grayscale(p) -> Solarize(p) -> HorizontalFlip(p), as solo-learn.
+    `branch_free`: the same view without reading a drawn number on the host (ops.random_color_jitter)."""
     if len(cfg.jitter) != 4:
         raise ValueError(f"jitter must list 4 strengths (brightness, contrast, saturation, hue), got {cfg.jitter}")
     out = ops.random_resized_crop(x, x.shape[-1], (cfg.crop_scale_min, cfg.crop_scale_max), generator=generator,
                                   mode=cfg.interpolation)
-    out = ops.random_color_jitter(out, *cfg.jitter, p=cfg.jitter_p, generator=generator)
+    out = ops.random_color_jitter(out, *cfg.jitter, p=cfg.jitter_p, generator=generator,
+                                  branch_free=branch_free)
     out = ops.random_grayscale(out, cfg.grayscale_p, generator=generator)
     out = ops.random_solarize(out, cfg.solarize_p, generator=generator)
     return ops.random_horizontal_flip(out, cfg.flip_p, generator=generator)
 
 
-def two_views(x: torch.Tensor, cfg: TwoViewConfig, generator: torch.Generator | None = None
-              ) -> tuple[torch.Tensor, torch.Tensor]:
-    return ssl_view(x, cfg.view1, generator), ssl_view(x, cfg.view2, generator)
+def two_views(x: torch.Tensor, cfg: TwoViewConfig, generator: torch.Generator | None = None,
+              branch_free: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    return ssl_view(x, cfg.view1, generator, branch_free), ssl_view(x, cfg.view2, generator, branch_free)
 
 
 def crop_flip(x: torch.Tensor, padding: int = 4, generator: torch.Generator | None = None) -> torch.Tensor:
