@@ -134,7 +134,7 @@ def test_foreach_lars_computes_what_the_per_tensor_loop_computes(momentum, clip_
 
 def test_foreach_and_loop_state_dicts_load_into_each_other():
     _, fast = _run_lars(True, 0.9, True, steps=2)
-    net, groups = _teacher_like(0)
+    _, groups = _teacher_like(0)
     plain = LARS(groups, lr=0.3, momentum=0.9, weight_decay=1e-4, foreach=False)
     plain.load_state_dict(fast.state_dict())
     assert not plain.foreach  # the state carries no choice of path

@@ -33,7 +33,7 @@ DONE = "stage.json"
 LOCK = ".study.lock"  # held while a study runs in its out_dir
 # settings that never change what a stage computes (left out of its key)
 NOT_HASHED = {
-    "teacher": ("out_dir", "stop_after_epochs", "tensorboard", "tensorboard_every", "probe_every"),
+    "teacher": ("out_dir", "stop_after_epochs", "tensorboard", "tensorboard_every", "probe_every", "fast", "compile"),
     "experts": ("out_dir", "stop_after_experts", "tensorboard", "teacher"),
     "distill": ("out_dir", "stop_after_steps", "checkpoint_every", "log_every", "teacher", "outer.split_support",
                 "outer.channels_last", "tensorboard", "mkdt.experts", "mkdt.recompute"),

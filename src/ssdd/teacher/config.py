@@ -37,6 +37,10 @@ class TeacherConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32
     channels_last: str = "auto"  # auto (= on) | on | off
+    # auto (= on on CUDA, off on the CPU) | on | off: no host synchronisation per step (branch-free colour jitter,
+    # LARS over all tensors at once, the loss read every 100 steps); the same results to float rounding
+    fast: str = "auto"
+    compile: str = "auto"  # auto (= on on CUDA where torch.compile works) | on | off: the model through torch.compile
     stop_after_epochs: int = 0  # train at most this many epochs in this invocation (0 = to the end)
     save_dtype: str = "float32"  # float32 | float16 (dtype of the saved backbone)
     tensorboard: bool = False  # also write TensorBoard scalars to out_dir/tensorboard (pip install "ssdd[tensorboard]")
@@ -55,4 +59,5 @@ class TeacherConfig:
 
 # Keys that may differ between a run and its --resume (they do not change what is computed).
 # not device: RNG states are device-specific
-RESUMABLE_KEYS = ("stop_after_epochs", "out_dir", "tensorboard", "tensorboard_every", "probe_every")
+# fast and compile change results only by float rounding
+RESUMABLE_KEYS = ("stop_after_epochs", "out_dir", "tensorboard", "tensorboard_every", "probe_every", "fast", "compile")

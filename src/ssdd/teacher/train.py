@@ -11,6 +11,7 @@ import copy
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,6 @@ from tqdm.auto import tqdm
 
 from ssdd.artifacts.files import ArtifactError
 from ssdd.artifacts.integrity import DivergedError
-from ssdd.augment import normalize, to_float, two_views
 from ssdd.config import config_to_dict, save_config
 from ssdd.data import channel_stats, load_split
 from ssdd.evaluation.linear_probe import probe_encoder
@@ -41,6 +41,15 @@ from ssdd.teacher.barlow_twins import barlow_twins_loss, projector
 from ssdd.teacher.config import RESUMABLE_KEYS, TeacherConfig
 from ssdd.teacher.lars import LARS
 from ssdd.teacher.schedule import warmup_cosine
+from ssdd.teacher.step import (
+    FAST_SYNC_EVERY,
+    PLAIN_BAR_EVERY,
+    StepLog,
+    make_views,
+    model_forward,
+    optimizer_step,
+    switch,
+)
 from ssdd.teacher.validate import training_images, validate_teacher
 
 
@@ -56,6 +65,16 @@ class BarlowTwinsModel(nn.Module):
     def forward(self, view1: torch.Tensor, view2: torch.Tensor) -> tuple[torch.Tensor, ...]:
         f1, f2 = self.backbone(view1), self.backbone(view2)
         return self.projector(f1), self.projector(f2), self.monitor(f1.detach())
+
+
+def forward_loss(forward: Callable[..., Any], view1: torch.Tensor, view2: torch.Tensor, labels: torch.Tensor,
+                 cfg: TeacherConfig, amp_dtype: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(Barlow Twins loss over every process's embeddings, the monitor's cross-entropy, the monitor's logits)."""
+    with torch.autocast(view1.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        z1, z2, logits = forward(view1, view2)
+    ssl_loss = barlow_twins_loss(D.gather_with_grad(z1), D.gather_with_grad(z2), cfg.loss.lambda_offdiag,
+                                 cfg.loss.scale)
+    return ssl_loss, F.cross_entropy(logits.float(), labels), logits
 
 
 def _amp_dtype(cfg: TeacherConfig, device: torch.device) -> torch.dtype | None:
@@ -107,6 +126,7 @@ def _train(cfg: TeacherConfig, resume: bool, show_progress: bool, dist_info: D.D
     steps_per_epoch = n_images // global_batch  # at least 1: the batch fits the training images (batch_fits)
     total_steps = steps_per_epoch * cfg.optim.epochs
 
+    fast = switch(cfg.fast, "fast", device)  # no host synchronisation per step (docs/performance.md)
     model = BarlowTwinsModel(build_model(cfg.model, cfg.data.resolution), cfg.projector, train_set.num_classes)
     channels_last = use_channels_last(cfg.channels_last)  # measured faster on CUDA and on CPU (docs/performance.md)
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
@@ -122,8 +142,9 @@ def _train(cfg: TeacherConfig, resume: bool, show_progress: bool, dist_info: D.D
         {"params": ssl_params, "base_lr": base_lr},
         {"params": model.monitor.parameters(), "base_lr": cfg.optim.monitor_lr, "lars": False, "weight_decay": 0.0},
     ], lr=base_lr, momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay, eta=cfg.optim.lars_eta,
-       clip_lr=cfg.optim.lars_clip_lr)
+       clip_lr=cfg.optim.lars_clip_lr, foreach=fast)
     amp_dtype = _amp_dtype(cfg, device)
+    forward = model_forward(wrapped, cfg.compile, device)
     aug_generator = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + dist_info.rank + 1)
 
     resolved = config_to_dict(cfg)
@@ -155,7 +176,7 @@ def _train(cfg: TeacherConfig, resume: bool, show_progress: bool, dist_info: D.D
     def train_epoch(epoch: int) -> dict[str, Any]:
         nonlocal probe_data, generator_states
         order = torch.randperm(n_images, generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch)).to(device)
-        loss_sum, correct, seen = 0.0, 0, 0
+        log, seen = StepLog(steps_per_epoch, device), 0
         epoch_start = time.perf_counter()
         bar = tqdm(range(steps_per_epoch), desc=f"teacher epoch {epoch + 1}/{cfg.optim.epochs}",
                    disable=not (show_progress and dist_info.is_main), leave=False, dynamic_ncols=True,
@@ -168,33 +189,24 @@ def _train(cfg: TeacherConfig, resume: bool, show_progress: bool, dist_info: D.D
                 group["lr"] = group["base_lr"] * scale
             start = step * global_batch + dist_info.rank * local_batch
             idx = order[start : start + local_batch]
-            view1, view2 = two_views(to_float(images[idx]), cfg.augment, aug_generator)
-            view1, view2 = normalize(view1, mean, std), normalize(view2, mean, std)
-            if channels_last:
-                view1 = view1.contiguous(memory_format=torch.channels_last)
-                view2 = view2.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                z1, z2, logits = wrapped(view1, view2)
-            ssl_loss = barlow_twins_loss(D.gather_with_grad(z1), D.gather_with_grad(z2),
-                                         cfg.loss.lambda_offdiag, cfg.loss.scale)
-            monitor_loss = F.cross_entropy(logits.float(), labels[idx])
-            optimizer.zero_grad(set_to_none=True)
-            (ssl_loss + monitor_loss).backward()
-            optimizer.step()
-            if not torch.isfinite(ssl_loss):
-                raise FloatingPointError(f"Barlow Twins loss became {ssl_loss.item()} at epoch {epoch + 1}, "
-                                         f"step {step}")
-            loss_value = ssl_loss.item()
-            loss_sum += loss_value
-            correct += int((logits.argmax(1) == labels[idx]).sum())
+            view1, view2 = make_views(images[idx], cfg.augment, aug_generator, mean, std, channels_last, fast)
+            batch_labels = labels[idx]
+            ssl_loss, monitor_loss, logits = forward_loss(forward, view1, view2, batch_labels, cfg, amp_dtype)
+            optimizer_step(optimizer, ssl_loss + monitor_loss)
+            log.record(step, ssl_loss, logits, batch_labels)
             seen += idx.numel()
+            if not fast or step % FAST_SYNC_EVERY == 0:  # the plain path stops at the step whose loss is NaN
+                log.check(step + 1, epoch)  # the fast one a few steps later: the checkpoint is per epoch anyway
             if cfg.tensorboard_every > 0 and (global_step + 1) % cfg.tensorboard_every == 0:
-                tb.scalars({"loss": loss_value, "lr": optimizer.param_groups[0]["lr"]}, global_step + 1,
+                tb.scalars({"loss": log.loss(step), "lr": optimizer.param_groups[0]["lr"]}, global_step + 1,
                            prefix="teacher/step/")
-            if step % 10 == 0:
+            if step % (FAST_SYNC_EVERY if fast else PLAIN_BAR_EVERY) == 0:
+                loss_sum, correct = log.totals(step + 1)
                 rate = seen * dist_info.world_size / max(time.perf_counter() - epoch_start, 1e-9)
                 bar.set_postfix(loss=f"{loss_sum / (step + 1):.3f}", monitor=f"{100 * correct / seen:.1f}%",
                                 img_s=f"{rate:.0f}")
+        log.check(steps_per_epoch, epoch)
+        loss_sum, correct = log.totals(steps_per_epoch)
         epoch_time = time.perf_counter() - epoch_start
         record = {
             "epoch": epoch + 1,

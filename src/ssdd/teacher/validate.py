@@ -48,7 +48,8 @@ def check_teacher_settings(cfg: Any) -> int:
     """Everything of a teacher config that needs no file; returns the backbone's feature dimension."""
     finite_everywhere(cfg)
     choice("precision", cfg.precision, ("auto", "bf16", "fp32"))
-    channels_last_setting("channels_last", cfg.channels_last)
+    for key in ("channels_last", "fast", "compile"):  # each auto | on | off
+        channels_last_setting(key, getattr(cfg, key))
     choice("save_dtype", cfg.save_dtype, ("float32", "float16"))
     whole("stop_after_epochs", cfg.stop_after_epochs, 0)
     optim = cfg.optim

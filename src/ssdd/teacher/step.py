@@ -1,0 +1,153 @@
+"""The parts of one teacher training step, each a function a benchmark can time, and the fast path's switches.
+
+The fast path (`fast`, default auto = on on CUDA) computes what the plain path computes with no host
+synchronisation per step: branch-free colour jitter (the same images bit for bit), LARS over all
+parameters at once (the same rule; float rounding aside) and the step's loss and monitor hits kept on
+the device (`StepLog`), read every `FAST_SYNC_EVERY` steps. `compile` (auto = on on CUDA) runs the
+model's forward, and so its backward, through torch.compile.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from ssdd.augment import normalize, to_float, two_views
+from ssdd.augment.pipelines import TwoViewConfig
+from ssdd.run.runtime import channels_last as _not_off
+
+FAST_SYNC_EVERY = 100  # fast path: steps between reads of the device's loss log (finiteness, progress bar)
+PLAIN_BAR_EVERY = 10  # plain path: steps between progress-bar updates (it reads the loss every step anyway)
+
+
+def switch(setting: object, key: str, device: torch.device) -> bool:
+    """An auto | on | off setting (YAML's bare on/off arrive as True/False): auto = on on CUDA only, so the
+    CPU keeps the plain path and its results bit for bit."""
+    if not _not_off(setting, key):  # also refuses anything but auto, on and off
+        return False
+    return str(setting).lower() != "auto" or device.type == "cuda"
+
+
+def compile_unavailable(device: torch.device) -> str | None:
+    """Why torch.compile cannot build the model's kernels for `device` here, or None when it can."""
+    try:
+        import torch._dynamo
+
+        if not torch._dynamo.is_dynamo_supported():
+            return f"TorchDynamo does not support Python {sys.version_info.major}.{sys.version_info.minor} here"
+    except ImportError as exc:  # a torch built without it
+        return f"torch._dynamo cannot be imported ({exc})"
+    if device.type == "cuda":
+        from torch.utils._triton import has_triton
+
+        return None if has_triton() else "Triton, which torch.compile needs on CUDA, is not installed"
+    if device.type == "cpu" and not any(shutil.which(c) for c in (os.environ.get("CXX", ""), "g++", "clang++", "c++")
+                                        if c):
+        return "no C++ compiler (g++, clang++ or $CXX), which torch.compile needs on the CPU, was found"
+    return None
+
+
+class ModelForward:
+    """Calls the model, through torch.compile when asked. A failure to compile (seen at the first call) is a
+    one-line error when compiling was required (compile=on), else a one-line warning and the eager model."""
+
+    def __init__(self, model: nn.Module, compile_model: bool, required: bool = False,
+                 backend: str = "inductor") -> None:
+        self.model = model
+        self.compiled: Callable[..., Any] | None = torch.compile(model, backend=backend) if compile_model else None
+        self.required, self.checked = required, False
+
+    def __call__(self, *inputs: torch.Tensor) -> Any:
+        if self.compiled is None:
+            return self.model(*inputs)
+        if self.checked:
+            return self.compiled(*inputs)
+        try:
+            out = self.compiled(*inputs)
+        except (MemoryError, torch.cuda.OutOfMemoryError):
+            raise
+        except Exception as exc:
+            first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+            if self.required:
+                raise RuntimeError(f"compile=on: torch.compile failed on the model ({first}); "
+                                   f"use compile=off") from None
+            print(f"ssdd teacher: warning: torch.compile failed ({first}); the model runs eagerly "
+                  f"(compile=off skips the attempt)", file=sys.stderr)
+            self.compiled = None
+            out = self.model(*inputs)
+        self.checked = True
+        return out
+
+
+def model_forward(model: nn.Module, setting: object, device: torch.device) -> ModelForward:
+    """The model's forward as the `compile` setting asks: `on` where torch.compile is unavailable is a
+    one-line error, `auto` then quietly stays eager."""
+    if not switch(setting, "compile", device):
+        return ModelForward(model, compile_model=False)
+    required = str(setting).lower() != "auto"
+    reason = compile_unavailable(device)
+    if reason and required:
+        raise ValueError(f"compile=on: torch.compile is unavailable ({reason}); use compile=off")
+    return ModelForward(model, compile_model=reason is None, required=required)
+
+
+def make_views(images: torch.Tensor, augment: TwoViewConfig, generator: torch.Generator, mean: torch.Tensor,
+               std: torch.Tensor, channels_last: bool, branch_free: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two augmented, normalised float views of a uint8 batch, in the model's memory format."""
+    view1, view2 = two_views(to_float(images), augment, generator, branch_free)
+    view1, view2 = normalize(view1, mean, std), normalize(view2, mean, std)
+    if channels_last:
+        view1 = view1.contiguous(memory_format=torch.channels_last)
+        view2 = view2.contiguous(memory_format=torch.channels_last)
+    return view1, view2
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    """Backward of the step's total loss and one optimiser step."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+class StepLog:
+    """One epoch's Barlow Twins losses and monitor hits, step by step, kept on the device: recording reads
+    nothing on the host; `check` and `totals` do (the plain path every step, the fast path every
+    FAST_SYNC_EVERY steps and at the epoch's end). Totals add the losses in step order as Python floats,
+    as the plain loop always did, so the logged loss is the same number whichever path ran."""
+
+    def __init__(self, steps: int, device: torch.device) -> None:
+        self.losses = torch.zeros(steps, dtype=torch.float32, device=device)
+        self.hits = torch.zeros(steps, dtype=torch.int64, device=device)
+        self.checked = 0  # steps whose losses were seen to be finite
+
+    def record(self, step: int, ssl_loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        self.losses[step] = ssl_loss.detach()
+        self.hits[step] = (logits.detach().argmax(1) == labels).sum()
+
+    def check(self, upto: int, epoch: int) -> None:
+        """FloatingPointError naming the first step before `upto` whose loss is NaN or inf."""
+        if upto <= self.checked:
+            return
+        values = self.losses[self.checked:upto].tolist()
+        for offset, value in enumerate(values):
+            if not math.isfinite(value):
+                raise FloatingPointError(f"Barlow Twins loss became {value} at epoch {epoch + 1}, "
+                                         f"step {self.checked + offset}")
+        self.checked = upto
+
+    def loss(self, step: int) -> float:
+        return float(self.losses[step])
+
+    def totals(self, upto: int) -> tuple[float, int]:
+        """(sum of the first `upto` losses, added in step order; their monitor hits)."""
+        loss_sum = 0.0
+        for value in self.losses[:upto].tolist():
+            loss_sum += value
+        return loss_sum, int(self.hits[:upto].sum())
