@@ -17,6 +17,7 @@ from ssdd.cli import main
 from ssdd.config import load_config
 from ssdd.teacher import load_teacher
 from ssdd.teacher.config import TeacherConfig
+from ssdd.teacher.step import switch
 from ssdd.teacher.train import train_teacher
 
 SMOKE = ["model.name=convnet", "model.width=8", "model.depth=2", "model.feature=pool", "projector=[32,32]",
@@ -147,3 +148,49 @@ def test_as_saved_rounds_weights_and_buffers_through_the_saved_dtype():
             assert torch.equal(b, a.half().float()), name
     assert as_saved(net, torch.float32) is net
     assert not torch.equal(net[0].weight, rounded[0].weight)  # the original keeps its float32 weights
+
+
+def test_the_fast_path_gives_the_plain_history_and_weights(tiny_npz, tmp_path):
+    """fast=on on the CPU (branch-free jitter, foreach LARS, the step log read at the epoch's end) against the
+    plain path (auto on the CPU): the same losses, monitor accuracies and weights, to float tolerance."""
+    plain, fast = tmp_path / "plain", tmp_path / "fast"
+    train_teacher(smoke_config(tiny_npz, plain, "stop_after_epochs=2"), show_progress=False)
+    train_teacher(smoke_config(tiny_npz, fast, "stop_after_epochs=2", "fast=on"), show_progress=False)
+    read = [[json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()] for out in (plain, fast)]
+    assert len(read[0]) == len(read[1]) == 2
+    for a, b in zip(*read, strict=True):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
+        assert b["monitor_top1"] == pytest.approx(a["monitor_top1"])
+    a, b = backbone_state(plain), backbone_state(fast)
+    for key in a:
+        assert torch.allclose(a[key].float(), b[key].float(), rtol=1e-4, atol=1e-6), key
+
+
+def test_a_nan_loss_on_the_fast_path_stops_naming_its_first_step(tiny_npz, tmp_path, monkeypatch):
+    """The fast path reads the losses at the epoch's end (4 steps here): the stop names the step that went
+    NaN, and the checkpoint of the epoch before stays."""
+    import ssdd.teacher.train as train_module
+    from ssdd.run.guard import NumericalStop
+
+    real_loss, calls = train_module.barlow_twins_loss, {"n": 0}
+
+    def nan_from_the_sixth_step(*args, **kwargs):
+        calls["n"] += 1
+        loss = real_loss(*args, **kwargs)
+        return loss * float("nan") if calls["n"] >= 6 else loss  # epoch 2, step 1 (4 steps per epoch)
+
+    monkeypatch.setattr(train_module, "barlow_twins_loss", nan_from_the_sixth_step)
+    out = tmp_path / "nan"
+    with pytest.raises(NumericalStop, match=r"loss became nan at epoch 2, step 1"):
+        train_teacher(smoke_config(tiny_npz, out, "fast=on"), show_progress=False)
+    assert calls["n"] == 8  # it went on to the epoch's end, where the losses were read
+    assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1]
+    saved = torch.load(out / "checkpoint.pt", weights_only=True)["config"]["fast"]
+    assert switch(saved, "fast", torch.device("cpu"))  # the fast path ran (YAML's on is saved as 'True')
+
+
+@pytest.mark.parametrize(("override", "named"), [("fast=quick", "fast='quick'"), ("compile=maybe", "compile='maybe'")])
+def test_bad_fast_and_compile_settings_are_refused_before_any_work(tiny_npz, tmp_path, override, named):
+    with pytest.raises(ValueError, match=f"^{named}: must be one of auto, on, off$"):
+        train_teacher(smoke_config(tiny_npz, tmp_path / "r", override), show_progress=False)
+    assert not (tmp_path / "r" / "checkpoint.pt").exists()

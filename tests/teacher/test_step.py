@@ -1,0 +1,110 @@
+"""The teacher step's parts: the auto | on | off switches, compiling the model, the device-side step log."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from ssdd.config import ModelConfig
+from ssdd.models import build_model
+from ssdd.teacher import step as step_module
+from ssdd.teacher.config import TeacherConfig
+from ssdd.teacher.step import ModelForward, StepLog, model_forward, switch
+from ssdd.teacher.train import BarlowTwinsModel, forward_loss
+
+CPU, CUDA = torch.device("cpu"), torch.device("cuda")
+
+
+@pytest.mark.parametrize(("setting", "cpu", "cuda"), [("auto", False, True), ("on", True, True), (True, True, True),
+                                                      ("off", False, False), (False, False, False)])
+def test_switch_is_on_on_cuda_only_for_auto(setting, cpu, cuda):
+    assert (switch(setting, "fast", CPU), switch(setting, "fast", CUDA)) == (cpu, cuda)
+
+
+def test_switch_refuses_other_values_in_one_line():
+    with pytest.raises(ValueError, match=r"^fast='fastest': must be one of auto, on, off$"):
+        switch("fastest", "fast", CPU)
+
+
+def test_compile_on_where_it_is_unavailable_is_one_line_and_auto_stays_eager(monkeypatch):
+    monkeypatch.setattr(step_module, "compile_unavailable", lambda device: "no compiler here")
+    net = torch.nn.Linear(2, 2)
+    with pytest.raises(ValueError, match=r"^compile=on: torch.compile is unavailable \(no compiler here\); use "
+                                         r"compile=off$"):
+        model_forward(net, "on", CPU)
+    assert model_forward(net, "auto", CUDA).compiled is None
+    assert model_forward(net, "auto", CPU).compiled is None and model_forward(net, "off", CPU).compiled is None
+
+
+def test_a_failed_compile_is_one_line_when_required_and_a_warning_otherwise(capsys):
+    def broken(*args, **kwargs):
+        raise RuntimeError("the backend broke\nand said more on other lines")
+
+    net = torch.nn.Linear(2, 2)
+    x = torch.ones(1, 2)
+    required = ModelForward(net, compile_model=False, required=True)
+    required.compiled = broken
+    with pytest.raises(RuntimeError, match=r"^compile=on: torch.compile failed on the model \(the backend broke\); "
+                                           r"use compile=off$"):
+        required(x)
+    tolerant = ModelForward(net, compile_model=False)
+    tolerant.compiled = broken
+    assert torch.equal(tolerant(x), net(x)) and tolerant.compiled is None  # eager from now on
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "torch.compile failed (the backend broke)" in err[0]
+
+
+def _tiny_model() -> BarlowTwinsModel:
+    torch.manual_seed(0)
+    backbone = build_model(ModelConfig(name="convnet", width=4, depth=2, feature="pool"), 8)
+    return BarlowTwinsModel(backbone, [8, 8], 3)
+
+
+def _loss_and_grads(forward, model: BarlowTwinsModel) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    views = torch.randn(2, 6, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    ssl, monitor, _ = forward_loss(forward, views[0], views[1], labels, TeacherConfig(), None)
+    (ssl + monitor).backward()
+    return ssl.detach(), [p.grad for p in model.parameters()]
+
+
+def _compiled_matches_eager(backend: str) -> None:
+    eager_model, compiled_model = _tiny_model(), _tiny_model()
+    loss, grads = _loss_and_grads(ModelForward(eager_model, compile_model=False), eager_model)
+    compiled = ModelForward(compiled_model, compile_model=True, required=True, backend=backend)
+    compiled_loss, compiled_grads = _loss_and_grads(compiled, compiled_model)
+    assert compiled.compiled is not None  # it did run compiled
+    assert torch.allclose(loss, compiled_loss, rtol=1e-5, atol=1e-6)
+    for a, b in zip(grads, compiled_grads, strict=True):  # atol: the conv biases before BatchNorm get ~1e-6 noise
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+    for a, b in zip(eager_model.buffers(), compiled_model.buffers(), strict=True):  # BatchNorm's running stats
+        assert torch.allclose(a.float(), b.float(), rtol=1e-5, atol=1e-6)
+
+
+def test_the_compiled_graph_gives_the_eager_loss_and_gradients():
+    """Dynamo's graph and autograd's compiled backward (aot_eager: no kernels to build, seconds)."""
+    _compiled_matches_eager("aot_eager")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "clang++", "c++")), reason="inductor needs a C++ compiler")
+def test_inductor_gives_the_eager_loss_and_gradients_on_the_cpu():
+    """The kernels the `compile` setting builds (inductor: about 40 s of compiling on 2 CPU cores)."""
+    _compiled_matches_eager("inductor")
+
+
+def test_step_log_totals_add_python_floats_in_step_order_and_check_names_the_first_bad_step():
+    values = [0.1, 1e8, 0.3, 1e-8]
+    log = StepLog(5, CPU)
+    for step, value in enumerate(values):
+        log.record(step, torch.tensor(value), torch.eye(3)[[0, 1, 1]], torch.tensor([0, 1, 2]))
+    expected = 0.0
+    for value in torch.tensor(values).tolist():
+        expected += value
+    assert log.totals(4) == (expected, 8) and log.loss(1) == 1e8
+    log.check(4, epoch=0)
+    log.record(4, torch.tensor(float("nan")), torch.eye(3), torch.tensor([0, 1, 2]))
+    with pytest.raises(FloatingPointError, match=r"^Barlow Twins loss became nan at epoch 3, step 4$"):
+        log.check(5, epoch=2)
