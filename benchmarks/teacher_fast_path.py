@@ -1,0 +1,107 @@
+"""The teacher's fast path against its plain path, part by part, side by side in one process.
+
+Times the step's parts (`ssdd.teacher.step`: the two views, forward + loss, backward + LARS step) with
+`fast` off and on, alternately, and prints the median of each and the ratio plain / fast. On CUDA the
+timings synchronise around each part; on the CPU there is nothing to synchronise, so the fast path can only
+cost its extra arithmetic (the branch-free colour jitter computes every adjustment at each position).
+
+    python benchmarks/teacher_fast_path.py --model convnet:32:3:pool --repeats 20
+    python benchmarks/teacher_fast_path.py --device cuda --model resnet18:64 --compile on
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ssdd.config import ModelConfig
+from ssdd.models import build_model
+from ssdd.teacher.config import TeacherConfig
+from ssdd.teacher.lars import LARS
+from ssdd.teacher.step import make_views, model_forward, optimizer_step
+from ssdd.teacher.train import BarlowTwinsModel, forward_loss
+
+
+def build(spec: str, projector: list[int], device: torch.device, fast: bool) -> tuple[BarlowTwinsModel, LARS]:
+    name, *rest = spec.split(":")
+    model_cfg = ModelConfig(name=name, **dict(zip(("width", "depth", "feature"),
+                                                  [int(rest[0]), int(rest[1]), rest[2]][:len(rest)], strict=False)))
+    torch.manual_seed(0)
+    model = BarlowTwinsModel(build_model(model_cfg, 32), projector, 100).to(device, memory_format=torch.channels_last)
+    optimizer = LARS([{"params": [*model.backbone.parameters(), *model.projector.parameters()]},
+                      {"params": model.monitor.parameters(), "lars": False, "weight_decay": 0.0}],
+                     lr=0.3, momentum=0.9, weight_decay=1e-4, clip_lr=True, foreach=fast)
+    return model, optimizer
+
+
+def timed(fn: Callable[[], object], device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def time_step(forward: Callable[..., Any], optimizer: LARS, generator: torch.Generator, fast: bool,
+              inputs: tuple[torch.Tensor, ...], cfg: TeacherConfig, device: torch.device) -> dict[str, float]:
+    """Seconds of each part of one training step."""
+    images, labels, mean, std = inputs
+    out: dict[str, Any] = {}
+    parts = {
+        "views": lambda: out.update(views=make_views(images, cfg.augment, generator, mean, std, True, fast)),
+        "forward_loss": lambda: out.update(losses=forward_loss(forward, *out["views"], labels, cfg, None)),
+        "backward_step": lambda: optimizer_step(optimizer, out["losses"][0] + out["losses"][1]),
+    }
+    return {part: timed(fn, device) for part, fn in parts.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="convnet:32:3:pool", help="name:width:depth:feature")
+    parser.add_argument("--projector", default="[1024,1024,1024]")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--compile", default="off", help="the fast path's compile setting (auto | on | off)")
+    parser.add_argument("--out", default="", help="also write the medians here (JSON)")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    cfg = TeacherConfig()
+    images = torch.randint(0, 256, (args.batch_size, 3, 32, 32), dtype=torch.uint8, device=device)
+    labels = torch.randint(0, 100, (args.batch_size,), device=device)
+    mean, std = torch.full((3,), 0.5, device=device), torch.full((3,), 0.25, device=device)
+    paths = {}
+    for fast in (False, True):
+        model, optimizer = build(args.model, json.loads(args.projector), device, fast)
+        forward = model_forward(model, args.compile if fast else "off", device)
+        paths[fast] = (forward, optimizer, torch.Generator(device=device).manual_seed(0))
+    times: dict[str, list[float]] = {}
+    for repeat in range(args.repeats + 1):  # the first round warms up (and compiles)
+        for fast, (forward, optimizer, generator) in paths.items():
+            seconds = time_step(forward, optimizer, generator, fast, (images, labels, mean, std), cfg, device)
+            for part, value in seconds.items():
+                if repeat:
+                    times.setdefault(f"{part} {'fast' if fast else 'plain'}", []).append(value)
+    medians = {key: statistics.median(values) for key, values in times.items()}
+    for part in ("views", "forward_loss", "backward_step"):
+        plain, fast = medians[f"{part} plain"], medians[f"{part} fast"]
+        print(f"{part:14s} plain {1000 * plain:8.2f} ms  fast {1000 * fast:8.2f} ms  plain/fast {plain / fast:5.2f}")
+    plain, fast = (sum(v for k, v in medians.items() if k.endswith(tag)) for tag in ("plain", "fast"))
+    print(f"{'step':14s} plain {1000 * plain:8.2f} ms  fast {1000 * fast:8.2f} ms  plain/fast {plain / fast:5.2f}  "
+          f"({args.batch_size / fast:.0f} images/s fast)")
+    if args.out:
+        Path(args.out).write_text(json.dumps({"args": vars(args), "threads": torch.get_num_threads(),
+                                              "median_s": medians}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
