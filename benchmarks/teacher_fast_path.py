@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -99,8 +100,11 @@ def main() -> None:
     print(f"{'step':14s} plain {1000 * plain:8.2f} ms  fast {1000 * fast:8.2f} ms  plain/fast {plain / fast:5.2f}  "
           f"({args.batch_size / fast:.0f} images/s fast)")
     if args.out:
-        Path(args.out).write_text(json.dumps({"args": vars(args), "threads": torch.get_num_threads(),
-                                              "median_s": medians}, indent=2) + "\n")
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        result = {"date": time.strftime("%Y-%m-%d"), "commit": commit, "args": vars(args),
+                  "threads": torch.get_num_threads(), "median_s": medians}
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":
