@@ -11,7 +11,7 @@ from ssdd.config import ModelConfig
 from ssdd.models import build_model
 from ssdd.teacher import step as step_module
 from ssdd.teacher.config import TeacherConfig
-from ssdd.teacher.step import ModelForward, StepLog, model_forward, switch
+from ssdd.teacher.step import Compiled, StepLog, make_views, model_forward, switch, views_maker
 from ssdd.teacher.train import BarlowTwinsModel, forward_loss
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
@@ -44,16 +44,16 @@ def test_a_failed_compile_is_one_line_when_required_and_a_warning_otherwise(caps
 
     net = torch.nn.Linear(2, 2)
     x = torch.ones(1, 2)
-    required = ModelForward(net, compile_model=False, required=True)
+    required = Compiled(net, compile_it=False, required=True)
     required.compiled = broken
     with pytest.raises(RuntimeError, match=r"^compile=on: torch.compile failed on the model \(the backend broke\); "
                                            r"use compile=off$"):
         required(x)
-    tolerant = ModelForward(net, compile_model=False)
+    tolerant = Compiled(net, compile_it=False)
     tolerant.compiled = broken
     assert torch.equal(tolerant(x), net(x)) and tolerant.compiled is None  # eager from now on
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "torch.compile failed (the backend broke)" in err[0]
+    assert len(err) == 1 and "torch.compile failed on the model (the backend broke)" in err[0]
 
 
 def _tiny_model() -> BarlowTwinsModel:
@@ -72,8 +72,8 @@ def _loss_and_grads(forward, model: BarlowTwinsModel) -> tuple[torch.Tensor, lis
 
 def _compiled_matches_eager(backend: str) -> None:
     eager_model, compiled_model = _tiny_model(), _tiny_model()
-    loss, grads = _loss_and_grads(ModelForward(eager_model, compile_model=False), eager_model)
-    compiled = ModelForward(compiled_model, compile_model=True, required=True, backend=backend)
+    loss, grads = _loss_and_grads(Compiled(eager_model, compile_it=False), eager_model)
+    compiled = Compiled(compiled_model, compile_it=True, required=True, backend=backend)
     compiled_loss, compiled_grads = _loss_and_grads(compiled, compiled_model)
     assert compiled.compiled is not None  # it did run compiled
     assert torch.allclose(loss, compiled_loss, rtol=1e-5, atol=1e-6)
@@ -93,6 +93,22 @@ def test_the_compiled_graph_gives_the_eager_loss_and_gradients():
 def test_inductor_gives_the_eager_loss_and_gradients_on_the_cpu():
     """The kernels the `compile` setting builds (inductor: about 40 s of compiling on 2 CPU cores)."""
     _compiled_matches_eager("inductor")
+
+
+def test_compiled_fast_views_draw_the_same_numbers_and_give_the_eager_views():
+    """The branch-free views through Dynamo (aot_eager: the graphs between the eager random draws)."""
+    images = torch.randint(0, 256, (6, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    mean, std = torch.full((3,), 0.5), torch.full((3,), 0.25)
+    compiled = Compiled(make_views, compile_it=True, required=True, backend="aot_eager", what="the augmentations")
+    for seed in range(2):
+        eager_gen, compiled_gen = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+        eager = make_views(images, TeacherConfig().augment, eager_gen, mean, std, True, False)
+        views = compiled(images, TeacherConfig().augment, compiled_gen, mean, std, True, True)
+        assert torch.equal(eager_gen.get_state(), compiled_gen.get_state())
+        for a, b in zip(eager, views, strict=True):
+            assert torch.allclose(a, b, atol=1e-5) and b.is_contiguous(memory_format=torch.channels_last)
+    assert compiled.compiled is not None
+    assert views_maker("on", CPU, fast=False).compiled is None  # the plain views stay eager
 
 
 def test_step_log_totals_add_python_floats_in_step_order_and_check_names_the_first_bad_step():

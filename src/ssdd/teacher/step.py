@@ -54,53 +54,67 @@ def compile_unavailable(device: torch.device) -> str | None:
     return None
 
 
-class ModelForward:
-    """Calls the model, through torch.compile when asked. A failure to compile (seen at the first call) is a
-    one-line error when compiling was required (compile=on), else a one-line warning and the eager model."""
+class Compiled:
+    """Calls `fn` (the model, or `make_views`), through torch.compile when asked. A failure to compile (seen at
+    the first call) is a one-line error when compiling was required (compile=on), else a one-line warning and
+    the eager `fn` from then on."""
 
-    def __init__(self, model: nn.Module, compile_model: bool, required: bool = False,
-                 backend: str = "inductor") -> None:
-        self.model = model
-        self.compiled: Callable[..., Any] | None = torch.compile(model, backend=backend) if compile_model else None
+    def __init__(self, fn: Callable[..., Any], compile_it: bool, required: bool = False, backend: str = "inductor",
+                 what: str = "the model") -> None:
+        self.fn, self.what = fn, what
+        self.compiled: Callable[..., Any] | None = torch.compile(fn, backend=backend) if compile_it else None
         self.required, self.checked = required, False
 
-    def __call__(self, *inputs: torch.Tensor) -> Any:
+    def __call__(self, *args: Any) -> Any:
         if self.compiled is None:
-            return self.model(*inputs)
+            return self.fn(*args)
         if self.checked:
-            return self.compiled(*inputs)
+            return self.compiled(*args)
         try:
-            out = self.compiled(*inputs)
+            out = self.compiled(*args)
         except (MemoryError, torch.cuda.OutOfMemoryError):
             raise
         except Exception as exc:
             first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
             if self.required:
-                raise RuntimeError(f"compile=on: torch.compile failed on the model ({first}); "
+                raise RuntimeError(f"compile=on: torch.compile failed on {self.what} ({first}); "
                                    f"use compile=off") from None
-            print(f"ssdd teacher: warning: torch.compile failed ({first}); the model runs eagerly "
+            print(f"ssdd teacher: warning: torch.compile failed on {self.what} ({first}); it runs eagerly "
                   f"(compile=off skips the attempt)", file=sys.stderr)
             self.compiled = None
-            out = self.model(*inputs)
+            out = self.fn(*args)
         self.checked = True
         return out
 
 
-def model_forward(model: nn.Module, setting: object, device: torch.device) -> ModelForward:
-    """The model's forward as the `compile` setting asks: `on` where torch.compile is unavailable is a
-    one-line error, `auto` then quietly stays eager."""
+def compiled(fn: Callable[..., Any], setting: object, device: torch.device, what: str) -> Compiled:
+    """`fn` as the `compile` setting asks: `on` where torch.compile is unavailable is a one-line error, `auto`
+    then quietly stays eager."""
     if not switch(setting, "compile", device):
-        return ModelForward(model, compile_model=False)
+        return Compiled(fn, compile_it=False, what=what)
     required = str(setting).lower() != "auto"
     reason = compile_unavailable(device)
     if reason and required:
         raise ValueError(f"compile=on: torch.compile is unavailable ({reason}); use compile=off")
-    return ModelForward(model, compile_model=reason is None, required=required)
+    return Compiled(fn, compile_it=reason is None, required=required, what=what)
+
+
+def model_forward(model: nn.Module, setting: object, device: torch.device) -> Compiled:
+    """The model's forward (and so its backward) as the `compile` setting asks."""
+    return compiled(model, setting, device, "the model")
+
+
+def views_maker(setting: object, device: torch.device, fast: bool) -> Compiled:
+    """`make_views`, compiled as the `compile` setting asks on the fast path: its branch-free colour jitter has
+    no host read that would split the graph (each random draw still does: the draws stay eager, so the views
+    are those of the same numbers, to float rounding); the plain path's views stay eager."""
+    return compiled(make_views, setting if fast else "off", device, "the augmentations")
 
 
 def make_views(images: torch.Tensor, augment: TwoViewConfig, generator: torch.Generator, mean: torch.Tensor,
                std: torch.Tensor, channels_last: bool, branch_free: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two augmented, normalised float views of a uint8 batch, in the model's memory format."""
+    """Two augmented, normalised float views of a uint8 batch, in the model's memory format; `branch_free`:
+    without reading a drawn number on the host (the same views bit for bit)."""
     view1, view2 = two_views(to_float(images), augment, generator, branch_free)
     view1, view2 = normalize(view1, mean, std), normalize(view2, mean, std)
     if channels_last:

@@ -45,10 +45,10 @@ from ssdd.teacher.step import (
     FAST_SYNC_EVERY,
     PLAIN_BAR_EVERY,
     StepLog,
-    make_views,
     model_forward,
     optimizer_step,
     switch,
+    views_maker,
 )
 from ssdd.teacher.validate import training_images, validate_teacher
 
@@ -144,7 +144,7 @@ def _train(cfg: TeacherConfig, resume: bool, show_progress: bool, dist_info: D.D
     ], lr=base_lr, momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay, eta=cfg.optim.lars_eta,
        clip_lr=cfg.optim.lars_clip_lr, foreach=fast)
     amp_dtype = _amp_dtype(cfg, device)
-    forward = model_forward(wrapped, cfg.compile, device)
+    forward, views = model_forward(wrapped, cfg.compile, device), views_maker(cfg.compile, device, fast)
     aug_generator = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + dist_info.rank + 1)
 
     resolved = config_to_dict(cfg)
@@ -189,7 +189,7 @@ def _train(cfg: TeacherConfig, resume: bool, show_progress: bool, dist_info: D.D
                 group["lr"] = group["base_lr"] * scale
             start = step * global_batch + dist_info.rank * local_batch
             idx = order[start : start + local_batch]
-            view1, view2 = make_views(images[idx], cfg.augment, aug_generator, mean, std, channels_last, fast)
+            view1, view2 = views(images[idx], cfg.augment, aug_generator, mean, std, channels_last, fast)
             batch_labels = labels[idx]
             ssl_loss, monitor_loss, logits = forward_loss(forward, view1, view2, batch_labels, cfg, amp_dtype)
             optimizer_step(optimizer, ssl_loss + monitor_loss)
