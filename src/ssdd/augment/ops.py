@@ -156,14 +156,17 @@ def adjust_brightness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     return (x * factor.view(-1, 1, 1, 1)).clamp(0, 1)
 
 
+def _blend(x: torch.Tensor, anchor: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """anchor + factor * (x - anchor), clamped to [0, 1]: contrast and saturation, and brightness (anchor 0)."""
+    return (anchor + factor.view(-1, 1, 1, 1) * (x - anchor)).clamp(0, 1)
+
+
 def adjust_contrast(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    mean = grayscale(x).mean(dim=(1, 2, 3), keepdim=True)
-    return (mean + factor.view(-1, 1, 1, 1) * (x - mean)).clamp(0, 1)
+    return _blend(x, grayscale(x).mean(dim=(1, 2, 3), keepdim=True), factor)
 
 
 def adjust_saturation(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    gray = grayscale(x)
-    return (gray + factor.view(-1, 1, 1, 1) * (x - gray)).clamp(0, 1)
+    return _blend(x, grayscale(x), factor)
 
 
 def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
@@ -174,6 +177,7 @@ def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
 
 # (index in the drawn order, adjustment, per-sample factors) of the adjustments with a non-zero strength
 _Active = list[tuple[int, Callable[[torch.Tensor, torch.Tensor], torch.Tensor], torch.Tensor]]
+_BRIGHTNESS, _CONTRAST, _SATURATION, _HUE = range(4)  # positions in _JITTER_OPS
 _JITTER_OPS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
 
 
@@ -214,16 +218,40 @@ def _jitter_in_order(x: torch.Tensor, order: torch.Tensor, active: _Active) -> t
 
 
 def _jitter_selected(x: torch.Tensor, order: torch.Tensor, active: _Active) -> torch.Tensor:
-    """The same as _jitter_in_order with the order kept on the device: at each position every active
-    adjustment is computed and the drawn one kept (an inactive one drawn there leaves the images as they are)."""
+    """The same as _jitter_in_order with the order kept on the device. Brightness, contrast and saturation are
+    each a blend towards an anchor (0, the image's mean grey, the pixel's grey; brightness' x * f is the blend
+    towards 0 bit for bit), so one blend per position serves whichever of them was drawn there. Hue, the costly
+    one, is computed once: the blends drawn before it (positions 0-2), hue, then those drawn after it (1-3)."""
+    blends = {k: factor for k, _, factor in active if k != _HUE}
+    hue = [(op, factor) for k, op, factor in active if k == _HUE]
+    hue_position = torch.argmax((order == _HUE).long())
     out = x
-    for position in range(len(_JITTER_OPS)):
-        drawn = order[position]
-        selected = out
-        for k, op, factor in active:
-            selected = torch.where(drawn == k, op(out, factor), selected)
-        out = selected
+    for position in range(len(_JITTER_OPS) - 1):
+        out = _blend_drawn(out, order[position], blends, position < hue_position)
+    for op, factor in hue:
+        out = op(out, factor)
+    for position in range(1, len(_JITTER_OPS)):
+        out = _blend_drawn(out, order[position], blends, position > hue_position)
     return out
+
+
+def _blend_drawn(x: torch.Tensor, drawn: torch.Tensor, blends: dict[int, torch.Tensor], here: torch.Tensor
+                 ) -> torch.Tensor:
+    """The blend `drawn` names (brightness, contrast or saturation; its factors in `blends` when active) where
+    `here` holds, else x unchanged; `drawn` and `here` are device tensors, never read on the host."""
+    if not blends:
+        return x
+    gray = grayscale(x) if blends.keys() & {_CONTRAST, _SATURATION} else x
+    anchor = torch.zeros((), dtype=x.dtype, device=x.device)  # brightness'
+    factor = torch.ones_like(next(iter(blends.values())))
+    applies = torch.zeros((), dtype=torch.bool, device=x.device)
+    for k, k_factor in blends.items():
+        chosen = drawn == k
+        if k != _BRIGHTNESS:
+            anchor = torch.where(chosen, gray.mean(dim=(1, 2, 3), keepdim=True) if k == _CONTRAST else gray, anchor)
+        factor = torch.where(chosen, k_factor, factor)
+        applies = applies | chosen
+    return torch.where(applies & here, _blend(x, anchor, factor), x)
 
 
 def rotate90(x: torch.Tensor, quarter_turns: int) -> torch.Tensor:
