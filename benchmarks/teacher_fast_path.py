@@ -1,9 +1,10 @@
 """The teacher's fast path against its plain path, part by part, side by side in one process.
 
 Times the step's parts (`ssdd.teacher.step`: the two views, forward + loss, backward + LARS step) with
-`fast` off and on, alternately, and prints the median of each and the ratio plain / fast. On CUDA the
+`fast` off and on, alternately, and prints the median of each, the ratio plain / fast and (without
+`--compile`) the ATen operators each part dispatches, about one kernel launch each on a GPU. On CUDA the
 timings synchronise around each part; on the CPU there is nothing to synchronise, so the fast path can only
-cost its extra arithmetic (the branch-free colour jitter computes every adjustment at each position).
+cost its extra operators (the branch-free colour jitter selects its adjustments on the device).
 
     python benchmarks/teacher_fast_path.py --model convnet:32:3:pool --repeats 20
     python benchmarks/teacher_fast_path.py --device cuda --model resnet18:64 --compile on
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from ssdd.config import ModelConfig
 from ssdd.models import build_model
@@ -52,9 +54,28 @@ def timed(fn: Callable[[], object], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
+class OpCount(TorchDispatchMode):
+    """Counts the ATen operators dispatched (each a kernel launch on a GPU, views aside)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        self.ops += 1
+        return func(*args, **(kwargs or {}))
+
+
+def counted(fn: Callable[[], object], device: torch.device) -> float:
+    with OpCount() as count:
+        fn()
+    return count.ops
+
+
 def time_step(forward: Callable[..., Any], optimizer: LARS, generator: torch.Generator, fast: bool,
-              inputs: tuple[torch.Tensor, ...], cfg: TeacherConfig, device: torch.device) -> dict[str, float]:
-    """Seconds of each part of one training step."""
+              inputs: tuple[torch.Tensor, ...], cfg: TeacherConfig, device: torch.device,
+              measure: Callable[[Callable[[], object], torch.device], float] = timed) -> dict[str, float]:
+    """Seconds (or, with measure=counted, ATen operators) of each part of one training step."""
     images, labels, mean, std = inputs
     out: dict[str, Any] = {}
     parts = {
@@ -62,7 +83,7 @@ def time_step(forward: Callable[..., Any], optimizer: LARS, generator: torch.Gen
         "forward_loss": lambda: out.update(losses=forward_loss(forward, *out["views"], labels, cfg, None)),
         "backward_step": lambda: optimizer_step(optimizer, out["losses"][0] + out["losses"][1]),
     }
-    return {part: timed(fn, device) for part, fn in parts.items()}
+    return {part: measure(fn, device) for part, fn in parts.items()}
 
 
 def main() -> None:
@@ -93,9 +114,15 @@ def main() -> None:
                 if repeat:
                     times.setdefault(f"{part} {'fast' if fast else 'plain'}", []).append(value)
     medians = {key: statistics.median(values) for key, values in times.items()}
+    ops = {} if args.compile != "off" else {  # dispatch counting and compiled graphs do not mix
+        f"{part} {'fast' if fast else 'plain'}": value for fast, (forward, optimizer, generator) in paths.items()
+        for part, value in time_step(forward, optimizer, generator, fast, (images, labels, mean, std), cfg, device,
+                                     counted).items()}
     for part in ("views", "forward_loss", "backward_step"):
         plain, fast = medians[f"{part} plain"], medians[f"{part} fast"]
-        print(f"{part:14s} plain {1000 * plain:8.2f} ms  fast {1000 * fast:8.2f} ms  plain/fast {plain / fast:5.2f}")
+        counts = f"  ATen ops plain {ops[f'{part} plain']:.0f}, fast {ops[f'{part} fast']:.0f}" if ops else ""
+        print(f"{part:14s} plain {1000 * plain:8.2f} ms  fast {1000 * fast:8.2f} ms  plain/fast {plain / fast:5.2f}"
+              f"{counts}")
     plain, fast = (sum(v for k, v in medians.items() if k.endswith(tag)) for tag in ("plain", "fast"))
     print(f"{'step':14s} plain {1000 * plain:8.2f} ms  fast {1000 * fast:8.2f} ms  plain/fast {plain / fast:5.2f}  "
           f"({args.batch_size / fast:.0f} images/s fast)")
@@ -103,7 +130,7 @@ def main() -> None:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         result = {"date": time.strftime("%Y-%m-%d"), "commit": commit, "args": vars(args),
-                  "threads": torch.get_num_threads(), "median_s": medians}
+                  "threads": torch.get_num_threads(), "median_s": medians, "aten_ops": ops}
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
 
 
