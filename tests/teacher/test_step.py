@@ -38,6 +38,16 @@ def test_compile_on_where_it_is_unavailable_is_one_line_and_auto_stays_eager(mon
     assert model_forward(net, "auto", CPU).compiled is None and model_forward(net, "off", CPU).compiled is None
 
 
+def test_compile_unavailable_names_what_is_missing(monkeypatch):
+    monkeypatch.setattr(step_module.shutil, "which", lambda name: None)
+    monkeypatch.delenv("CXX", raising=False)
+    assert "no C++ compiler" in step_module.compile_unavailable(CPU)
+    import torch.utils._triton
+
+    monkeypatch.setattr(torch.utils._triton, "has_triton", lambda: False)
+    assert "Triton" in step_module.compile_unavailable(CUDA)
+
+
 def test_a_failed_compile_is_one_line_when_required_and_a_warning_otherwise(capsys):
     def broken(*args, **kwargs):
         raise RuntimeError("the backend broke\nand said more on other lines")

@@ -4,7 +4,7 @@ The fast path (`fast`, default auto = on on CUDA) computes what the plain path c
 synchronisation per step: branch-free colour jitter (the same images bit for bit), LARS over all
 parameters at once (the same rule; float rounding aside) and the step's loss and monitor hits kept on
 the device (`StepLog`), read every `FAST_SYNC_EVERY` steps. `compile` (auto = on on CUDA) runs the
-model's forward, and so its backward, through torch.compile.
+model's forward, and so its backward, through torch.compile, and on the fast path the views too.
 """
 
 from __future__ import annotations
