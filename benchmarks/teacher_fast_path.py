@@ -19,7 +19,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -28,7 +28,7 @@ from ssdd.config import ModelConfig
 from ssdd.models import build_model
 from ssdd.teacher.config import TeacherConfig
 from ssdd.teacher.lars import LARS
-from ssdd.teacher.step import make_views, model_forward, optimizer_step
+from ssdd.teacher.step import model_forward, optimizer_step, views_maker
 from ssdd.teacher.train import BarlowTwinsModel, forward_loss
 
 
@@ -72,16 +72,37 @@ def counted(fn: Callable[[], object], device: torch.device) -> float:
     return count.ops
 
 
-def time_step(forward: Callable[..., Any], optimizer: LARS, generator: torch.Generator, fast: bool,
-              inputs: tuple[torch.Tensor, ...], cfg: TeacherConfig, device: torch.device,
-              measure: Callable[[Callable[[], object], torch.device], float] = timed) -> dict[str, float]:
+def sync_free(fn: Callable[[], object], device: torch.device) -> float:
+    """Runs fn with CUDA's synchronisation check set to raise: a part of the fast step that reads the device fails."""
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        fn()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    return 0.0
+
+
+class Step(NamedTuple):
+    """One path's step parts and state."""
+
+    fast: bool
+    views: Callable[..., tuple[torch.Tensor, torch.Tensor]]
+    forward: Callable[..., Any]
+    optimizer: LARS
+    generator: torch.Generator
+
+
+def time_step(step: Step, inputs: tuple[torch.Tensor, ...], cfg: TeacherConfig, amp: torch.dtype | None,
+              device: torch.device, measure: Callable[[Callable[[], object], torch.device], float] = timed
+              ) -> dict[str, float]:
     """Seconds (or, with measure=counted, ATen operators) of each part of one training step."""
     images, labels, mean, std = inputs
     out: dict[str, Any] = {}
     parts = {
-        "views": lambda: out.update(views=make_views(images, cfg.augment, generator, mean, std, True, fast)),
-        "forward_loss": lambda: out.update(losses=forward_loss(forward, *out["views"], labels, cfg, None)),
-        "backward_step": lambda: optimizer_step(optimizer, out["losses"][0] + out["losses"][1]),
+        "views": lambda: out.update(views=step.views(images, cfg.augment, step.generator, mean, std, True,
+                                                     step.fast)),
+        "forward_loss": lambda: out.update(losses=forward_loss(step.forward, *out["views"], labels, cfg, amp)),
+        "backward_step": lambda: optimizer_step(step.optimizer, out["losses"][0] + out["losses"][1]),
     }
     return {part: measure(fn, device) for part, fn in parts.items()}
 
@@ -98,26 +119,29 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     cfg = TeacherConfig()
-    images = torch.randint(0, 256, (args.batch_size, 3, 32, 32), dtype=torch.uint8, device=device)
-    labels = torch.randint(0, 100, (args.batch_size,), device=device)
-    mean, std = torch.full((3,), 0.5, device=device), torch.full((3,), 0.25, device=device)
-    paths = {}
+    amp = torch.bfloat16 if device.type == "cuda" else None  # the teacher's precision=auto
+    inputs = (torch.randint(0, 256, (args.batch_size, 3, 32, 32), dtype=torch.uint8, device=device),
+              torch.randint(0, 100, (args.batch_size,), device=device),
+              torch.full((3,), 0.5, device=device), torch.full((3,), 0.25, device=device))
+    steps = []
     for fast in (False, True):
         model, optimizer = build(args.model, json.loads(args.projector), device, fast)
-        forward = model_forward(model, args.compile if fast else "off", device)
-        paths[fast] = (forward, optimizer, torch.Generator(device=device).manual_seed(0))
+        setting = args.compile if fast else "off"
+        steps.append(Step(fast, views_maker(setting, device, fast), model_forward(model, setting, device), optimizer,
+                          torch.Generator(device=device).manual_seed(0)))
     times: dict[str, list[float]] = {}
     for repeat in range(args.repeats + 1):  # the first round warms up (and compiles)
-        for fast, (forward, optimizer, generator) in paths.items():
-            seconds = time_step(forward, optimizer, generator, fast, (images, labels, mean, std), cfg, device)
-            for part, value in seconds.items():
+        for step in steps:
+            for part, value in time_step(step, inputs, cfg, amp, device).items():
                 if repeat:
-                    times.setdefault(f"{part} {'fast' if fast else 'plain'}", []).append(value)
+                    times.setdefault(f"{part} {'fast' if step.fast else 'plain'}", []).append(value)
     medians = {key: statistics.median(values) for key, values in times.items()}
+    if device.type == "cuda":  # the fast step must not wait for the GPU
+        time_step(steps[1], inputs, cfg, amp, device, sync_free)
+        print("fast step: no host synchronisation (torch.cuda.set_sync_debug_mode('error') raised nothing)")
     ops = {} if args.compile != "off" else {  # dispatch counting and compiled graphs do not mix
-        f"{part} {'fast' if fast else 'plain'}": value for fast, (forward, optimizer, generator) in paths.items()
-        for part, value in time_step(forward, optimizer, generator, fast, (images, labels, mean, std), cfg, device,
-                                     counted).items()}
+        f"{part} {'fast' if step.fast else 'plain'}": value for step in steps
+        for part, value in time_step(step, inputs, cfg, amp, device, counted).items()}
     for part in ("views", "forward_loss", "backward_step"):
         plain, fast = medians[f"{part} plain"], medians[f"{part} fast"]
         counts = f"  ATen ops plain {ops[f'{part} plain']:.0f}, fast {ops[f'{part} fast']:.0f}" if ops else ""
