@@ -175,7 +175,7 @@ def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     return hsv_to_rgb(torch.stack([hue, hsv[:, 1], hsv[:, 2]], dim=1))
 
 
-# (index in the drawn order, adjustment, per-sample factors) of the adjustments with a non-zero strength
+# (index that the drawn order lists, adjustment, per-sample factors) of the adjustments with a non-zero strength
 _Active = list[tuple[int, Callable[[torch.Tensor, torch.Tensor], torch.Tensor], torch.Tensor]]
 _BRIGHTNESS, _CONTRAST, _SATURATION, _HUE = range(4)  # positions in _JITTER_OPS
 _JITTER_OPS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
@@ -188,8 +188,8 @@ def random_color_jitter(x: torch.Tensor, brightness: float, contrast: float, sat
     the order of the four adjustments drawn once per batch (torchvision draws it per image).
 
     `branch_free` gives the same images from the same draws without reading the drawn order on the host
-    (a CUDA synchronisation per call): every adjustment is computed at each of the four positions and the
-    drawn one selected on the device, four times the arithmetic of the plain path."""
+    (a CUDA synchronisation per call): the drawn adjustments are selected on the device (_jitter_selected),
+    at the cost of twice the brightness, contrast and saturation arithmetic (hue, the costly one, runs once)."""
     batch = x.shape[0]
     u = _rand((5, batch), generator, x.device)
     order = torch.argsort(_rand((4,), generator, x.device))
@@ -241,7 +241,7 @@ def _blend_drawn(x: torch.Tensor, drawn: torch.Tensor, blends: dict[int, torch.T
     `here` holds, else x unchanged; `drawn` and `here` are device tensors, never read on the host."""
     if not blends:
         return x
-    gray = grayscale(x) if blends.keys() & {_CONTRAST, _SATURATION} else x
+    gray = grayscale(x) if blends.keys() & {_CONTRAST, _SATURATION} else x  # x: not read (brightness alone)
     anchor = torch.zeros((), dtype=x.dtype, device=x.device)  # brightness'
     factor = torch.ones_like(next(iter(blends.values())))
     applies = torch.zeros((), dtype=torch.bool, device=x.device)
