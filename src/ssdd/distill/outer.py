@@ -262,7 +262,8 @@ def outer_loop(ctx: DistillContext, name: str, tensors: dict[str, torch.Tensor],
                    f"{first.images.shape[0]:,} views"):
             warm_bar = tqdm(total=cfg.pool.size, desc="pool warm start", disable=not ctx.show_progress, leave=False,
                             **bar_settings())
-            pool.warm_start(norm(first.images), first.targets, progress=lambda _: warm_bar.update())
+            pool.warm_start(norm(first.images), first.targets, progress=lambda _: warm_bar.update(),
+                            autocast=member_dtype)
             warm_bar.close()
         # whatever each process computed, rank 0's start is everyone's
         D.broadcast_(learned + [t for j in range(cfg.pool.size) for t in pool.member_tensors(j)])

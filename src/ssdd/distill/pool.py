@@ -105,12 +105,13 @@ class ModelPool:
         self.resets += 1
 
     def warm_start(self, images: torch.Tensor, targets: torch.Tensor,
-                   progress: Callable[[int], None] | None = None) -> None:
-        """Train every member for its own random number of steps t_j ~ U{1..max_steps-1} (staggered)."""
+                   progress: Callable[[int], None] | None = None, autocast: torch.dtype | None = None) -> None:
+        """Train every member for its own random number of steps t_j ~ U{1..max_steps-1} (staggered); autocast:
+        the members' forwards in that dtype."""
         steps = torch.randint(1, self.cfg.max_steps, (self.cfg.size,), generator=self.generator).tolist()
         for j, count in enumerate(steps):
             for _ in range(count):
-                self.train_step(j, images, targets, count_only=False)
+                self.train(j, images, targets, count_only=False, autocast=autocast)
             self.counters[j] = count
             if progress:
                 progress(j)
