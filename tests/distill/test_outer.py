@@ -15,6 +15,7 @@ from ssdd.distill.config import DistillConfig, with_legacy_values
 from ssdd.distill.outer import RealViews, build_teacher_cache, cache_wanted
 from ssdd.distill.run import run_distill
 from ssdd.distill.views import random_views
+from ssdd.run.loop import RunLoop
 from ssdd.teacher import load_teacher
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -122,3 +123,28 @@ def test_bf16_forwards_run_and_stay_close(tiny_npz, tiny_teacher, tmp_path):
         assert (bf16.stored[key] - tensor).abs().max() < 0.1 * tensor.abs().max(), key
     saved = with_legacy_values({"krr": {"lr": 0.1}, "pool": {}})  # a run saved before the settings existed
     assert saved["outer"] == {"lr": 0.1, "precision": "fp32", "teacher_precision": "fp32"} and "krr" not in saved
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_cuda_the_fast_step_never_waits_for_the_gpu(tiny_npz, tiny_teacher, tmp_path, monkeypatch):
+    """Every outer step of the fast path runs under torch.cuda's sync debug mode "error" (any host
+    synchronisation raises); the loop's own reads (log window, checkpoint) lie outside the steps. The pool never
+    re-initialises a member here (that copies a fresh CPU model, which waits). The set is the plain path's."""
+    original = RunLoop.run
+
+    def guarded_run(self, step, *args, **kwargs):
+        def guarded(i):
+            torch.cuda.set_sync_debug_mode("error")
+            try:
+                return step(i)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+
+        return original(self, guarded, *args, **kwargs)
+
+    cuda = ["device=cuda", "pool.max_steps=1000", "outer.solve_dtype=float64"]
+    plain = _run(tiny_npz, tiny_teacher, tmp_path / "plain", *BOOST, *cuda, "outer.fast=off", "outer.teacher_cache=off")
+    monkeypatch.setattr(RunLoop, "run", guarded_run)
+    fast = _run(tiny_npz, tiny_teacher, tmp_path / "fast", *BOOST, *cuda, *FAST)
+    for key, tensor in plain.stored.items():
+        assert torch.allclose(fast.stored[key], tensor, rtol=1e-3, atol=1e-4), key

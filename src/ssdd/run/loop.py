@@ -109,8 +109,8 @@ def add_loss(total: float | torch.Tensor, loss: float | torch.Tensor) -> float |
     addition is the same IEEE operation as Python's, so the sum has the bits of the all-float sum."""
     if not isinstance(loss, torch.Tensor):
         return total + float(loss)
-    if not isinstance(total, torch.Tensor):
-        total = torch.tensor(total, dtype=torch.float64, device=loss.device)
+    if not isinstance(total, torch.Tensor):  # a fill, not a copy from the host (which would wait)
+        total = torch.full((), total, dtype=torch.float64, device=loss.device)
     return total + loss.detach().to(torch.float64)
 
 
