@@ -148,3 +148,22 @@ def test_on_cuda_the_fast_step_never_waits_for_the_gpu(tiny_npz, tiny_teacher, t
     fast = _run(tiny_npz, tiny_teacher, tmp_path / "fast", *BOOST, *cuda, *FAST)
     for key, tensor in plain.stored.items():
         assert torch.allclose(fast.stored[key], tensor, rtol=1e-3, atol=1e-4), key
+
+
+def test_a_resumed_run_rebuilds_the_cache_and_ends_where_an_uninterrupted_one_does(tiny_npz, tiny_teacher, tmp_path,
+                                                                                    monkeypatch):
+    import ssdd.distill.outer as outer
+
+    builds = []
+    monkeypatch.setattr(outer, "build_teacher_cache", lambda *a, **k: builds.append(1) or build_teacher_cache(*a, **k))
+    krr_st = ["method=krr_st", "budget=10", *FAST]
+    whole = _run(tiny_npz, tiny_teacher, tmp_path / "whole", *krr_st)
+    assert _run(tiny_npz, tiny_teacher, tmp_path / "cut", *krr_st, "stop_after_steps=5") is None
+    state = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)
+    assert not any("cache" in key for key in state)  # nothing cached is checkpointed
+    cfg = load_config(DistillConfig, None, [f"data.path={tiny_npz}", f"teacher={tiny_teacher}",
+                                            f"out_dir={tmp_path / 'cut'}", *SMOKE, *krr_st])
+    resumed = run_distill(cfg, resume=True, show_progress=False)
+    assert len(builds) == 3  # the whole run, the paused one and the resumed one each built it
+    for key, tensor in whole.stored.items():
+        assert torch.allclose(resumed.stored[key], tensor, rtol=1e-5, atol=1e-6), key
