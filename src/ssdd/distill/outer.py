@@ -11,7 +11,13 @@ whole on each process or, with outer.split_support, split and all-gathered with 
 process's loss is its share of the mean over the batch, and the gradients and the loss are summed over
 the processes, so every process takes one process's AdamW step. The pool step is taken everywhere and
 rank 0's result broadcast. Rank 0 alone writes the log and the checkpoints (a checkpoint holds no
-per-process state, so it resumes under any number of processes).
+per-process state, so it resumes under any number of processes). With the teacher cache
+(outer.teacher_cache) every process builds and holds the whole cache and looks up its slice's targets.
+
+The fast paths (outer.fast, outer.teacher_cache; docs/performance.md "Fast paths on a GPU") keep the plain
+path's random draws and maths: the real-batch augmentation is drawn (RealViews.draw, the plain generator calls)
+apart from its application, so a step can look its teacher targets up by (image, view) instead of running the
+teacher. The step has fixed shapes and no Python branch on a tensor's value.
 """
 
 from __future__ import annotations
