@@ -22,7 +22,8 @@ teacher. The step has fixed shapes and no Python branch on a tensor's value.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,7 +68,8 @@ class OuterConfig:
     channels_last: str = "auto"
     # auto (= on on CUDA, off on the CPU) | on | off: the step without host synchronisation (the loss summed on
     # the device and checked for NaN once per log window, a sync-free KRR solve, every predefined view computed
-    # and selected); the same results to float rounding (docs/performance.md "Fast paths on a GPU")
+    # and selected) and with cuDNN's autotuned convolutions; the same results to float rounding
+    # (docs/performance.md "Fast paths on a GPU")
     fast: str = "auto"
     # auto | on | off: the teacher's targets of every real image under every real-batch view computed once,
     # before the loop, and looked up at each step (the same targets to float rounding). auto = on on CUDA when
@@ -219,6 +221,19 @@ def cache_wanted(setting: object, device: torch.device, n_source: int, augment: 
     return True
 
 
+@contextlib.contextmanager
+def conv_autotune(enabled: bool) -> Iterator[None]:
+    """With `enabled`, cuDNN times its convolution algorithms on the first calls of each shape and keeps the
+    fastest (the step's shapes are fixed); restored afterwards. Another algorithm rounds differently, so only
+    the fast path asks for it; the CPU's convolutions ignore it."""
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = before or enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
 def outer_loop(ctx: DistillContext, name: str, tensors: dict[str, torch.Tensor], support: Callable[[], Support],
                augment: RealViews, cpu_gen: torch.Generator, aug_gen: torch.Generator,
                lr_scales: dict[str, float] | None = None) -> LoopResult:
@@ -280,7 +295,7 @@ def outer_loop(ctx: DistillContext, name: str, tensors: dict[str, torch.Tensor],
     # of which holds it whole
     if cache_wanted(outer.teacher_cache, device, n_source, augment, teacher.feature_dim,
                     (run.stop - run.start) * (query.stop - query.start)):
-        with phase(f"teacher cache: {n_source:,} images x {augment.count} real-batch views"):
+        with phase(f"teacher cache: {n_source:,} images x {augment.count} real-batch views"), conv_autotune(fast):
             cache = build_teacher_cache(teacher, images_u8, augment, outer.batch_size, layout, teacher_dtype)
 
     def step(step: int) -> float | torch.Tensor:
@@ -333,7 +348,8 @@ def outer_loop(ctx: DistillContext, name: str, tensors: dict[str, torch.Tensor],
         return [Watched("the distilled images", views.images, "outer.lr", OUTER_SANE_FACTOR),
                 Watched("the distilled targets", views.targets, "outer.lr", OUTER_SANE_FACTOR)]
 
-    run.run(step, state, record, watch)
+    with conv_autotune(fast):
+        run.run(step, state, record, watch)
     D.check_replicas_agree(learned, "the distilled tensors")
     return LoopResult(run.stop, run.finished, run.elapsed, pool.resets, run.history)
 
