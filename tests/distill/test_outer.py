@@ -127,13 +127,16 @@ def test_bf16_forwards_run_and_stay_close(tiny_npz, tiny_teacher, tmp_path):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_on_cuda_the_fast_step_never_waits_for_the_gpu(tiny_npz, tiny_teacher, tmp_path, monkeypatch):
-    """Every outer step of the fast path runs under torch.cuda's sync debug mode "error" (any host
-    synchronisation raises); the loop's own reads (log window, checkpoint) lie outside the steps. The pool never
-    re-initialises a member here (that copies a fresh CPU model, which waits). The set is the plain path's."""
+    """Every outer step of the fast path after two warm-up steps runs under torch.cuda's sync debug mode
+    "error" (any host synchronisation raises); the loop's own reads (log window, checkpoint) lie outside the
+    steps. The pool never re-initialises a member here (that copies a fresh CPU model, which waits). The set is
+    the plain path's."""
     original = RunLoop.run
 
     def guarded_run(self, step, *args, **kwargs):
         def guarded(i):
+            if i < 2:  # warm-up: cuDNN's autotuning and the libraries' lazy set-up
+                return step(i)
             torch.cuda.set_sync_debug_mode("error")
             try:
                 return step(i)
