@@ -49,18 +49,20 @@ def main() -> None:
     parser.add_argument("--pool-width", type=int, default=128, help="ConvNet width of the pool models")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", default="benchmarks/results/distill_speed.json")
+    parser.add_argument("--overrides", nargs="*", default=[],
+                        help="more distill settings, e.g. outer.teacher_cache=on data.subset=512")
     args = parser.parse_args()
     rows = []
     for m in args.m:
         record = measure([f"teacher={args.teacher}", f"data.path={args.data}", "method=krr_st", f"budget={m}",
                           "count_targets=false", f"outer.batch_size={args.batch_size}",
                           f"outer.model.width={args.pool_width}", "pool.max_steps=2", "pool.size=2",
-                          f"device={args.device}"], args.steps)
-        rows.append({"m": m, "steps_per_s": record["steps_per_s"]})
+                          f"device={args.device}", *args.overrides], args.steps)
+        rows.append({"m": m, "steps_per_s": record["steps_per_s"], "wall_s": record["wall_s"]})
         print(f"m = {m:5d}: {record['steps_per_s']:.3f} outer steps/s (batch {args.batch_size}, "
-              f"pool ConvNet width {args.pool_width})")
+              f"pool ConvNet width {args.pool_width}; {record['wall_s']:.1f} s in all)")
     save_result(args.out, args.device, {"batch_size": args.batch_size, "pool_width": args.pool_width,
-                                        "teacher": args.teacher, "rows": rows})
+                                        "teacher": args.teacher, "overrides": args.overrides, "rows": rows})
 
 
 def save_result(out: str, device: str, payload: dict) -> None:

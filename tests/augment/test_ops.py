@@ -355,3 +355,20 @@ def test_branch_free_two_views_equal_the_plain_ones():
     plain = two_views(x, TwoViewConfig(), torch.Generator().manual_seed(5))
     fast = two_views(x, TwoViewConfig(), torch.Generator().manual_seed(5), branch_free=True)
     assert all(torch.equal(a, b) for a, b in zip(plain, fast, strict=True))
+
+@pytest.mark.parametrize("padding", [0, 2])
+def test_crop_flip_split_into_draws_and_their_application_is_crop_flip(padding):
+    """The fast distillation path draws the parameters and applies them apart: the same generator calls in the
+    same order (the stream after them matches too) and the same pixels as crop_flip in one go."""
+    from ssdd.augment.pipelines import crop_flip_at, crop_flip_draws
+
+    x = _batch(16)
+    plain_gen, split_gen = _gen(3), _gen(3)
+    plain = crop_flip(x, padding, plain_gen)
+    offsets, flips = crop_flip_draws(x.shape[0], padding, split_gen, x.device)
+    assert torch.equal(crop_flip_at(x, padding, offsets, flips), plain)
+    assert torch.equal(plain_gen.get_state(), split_gen.get_state())
+    assert offsets.shape == (2, 16) and int(offsets.min()) >= 0 and int(offsets.max()) <= 2 * padding
+    assert torch.equal(ops.crop_at(x, padding, offsets), ops.random_crop(x, padding, _gen(3)))
+    assert torch.equal(ops.flip_where(x, ops.flip_draws(16, 0.5, _gen(4), x.device)),
+                       ops.random_horizontal_flip(x, 0.5, _gen(4)))

@@ -99,3 +99,13 @@ def test_random_subset_is_chosen_and_written_once(inputs):
     two, out = two_processes(inputs, "random_two", "method=random")
     assert out.count("saved to") == 1
     assert_same_set(one, two, atol=0)
+
+
+def test_fast_paths_under_two_processes_give_the_plain_single_process_artifact(inputs):
+    """outer.fast and the teacher cache (every process holds the whole cache and looks up its rows) under
+    torchrun: the plain single-process set and log, to float rounding."""
+    fast = ("outer.fast=on", "outer.teacher_cache=on", "boost.augmentations=[identity,rot90,brightness_1.2]")
+    one = one_process(inputs, "boost_plain_one", *BOOST, *fast[2:])
+    two, _ = two_processes(inputs, "boost_fast_two", *BOOST, *fast)
+    assert_same_set(one, two, atol=1e-4)
+    assert losses(two) == pytest.approx(losses(one), rel=1e-4)

@@ -113,3 +113,21 @@ def test_auto_solve_dtype_is_float64_in_the_primal_form_and_float32_in_the_dual(
         auto = krr_predict(phi_s, phi_t, y_s, 1e-6)  # form auto resolves to `form` for these shapes
         assert torch.equal(auto, krr_predict(phi_s, phi_t, y_s, 1e-6, form, expected))
         assert auto.dtype == torch.float32
+
+
+@pytest.mark.parametrize("gram", [torch.tensor([[2.0, 0.5], [0.5, 1.0]]), torch.tensor([[1.0, 2.0], [2.0, 1.0]])],
+                         ids=["cholesky", "fallback"])
+def test_sync_free_ridge_solve_equals_the_plain_solve_with_finite_gradients(gram):
+    """The sync-free solve picks the same branch on the device: the same solution and the same gradients as the
+    plain solve, for a system Cholesky factors and one it cannot (where a naive torch.where of a failed
+    Cholesky branch would give NaN gradients)."""
+    rhs = torch.tensor([[1.0, -1.0], [0.5, 2.0]])
+    results = {}
+    for sync_free in (False, True):
+        g, r = gram.clone().requires_grad_(True), rhs.clone().requires_grad_(True)
+        out = ridge_solve(g, r, ridge=0.0, sync_free=sync_free)
+        (out * torch.arange(1.0, 5.0).view(2, 2)).sum().backward()
+        results[sync_free] = (out.detach(), g.grad, r.grad)
+    for plain, fast in zip(results[False], results[True], strict=True):
+        assert torch.isfinite(fast).all()
+        assert torch.allclose(plain, fast, atol=1e-6)

@@ -72,3 +72,25 @@ def test_keys_other_methods_read_are_free_for_this_one():
     assert "boost.approx_lr" not in resumable_keys(cfg("method=boost", "boost.approximation=joint"))
     assert "boost.approx_lr" not in resumable_keys(cfg("method=krr_st"))
 
+
+
+@pytest.mark.parametrize("override, key", [("outer.fast=sometimes", "outer.fast"),
+                                           ("outer.teacher_cache=maybe", "outer.teacher_cache"),
+                                           ("outer.precision=fp16", "outer.precision"),
+                                           ("outer.teacher_precision=bfloat16", "outer.teacher_precision")])
+def test_bad_fast_path_settings_are_one_line_errors(override, key):
+    with pytest.raises(ConfigError) as caught:
+        check_distill_settings(cfg("method=krr_st", override))
+    assert str(caught.value).startswith(key) and "\n" not in str(caught.value)
+    for good in ("outer.fast=on", "outer.fast=false", "outer.teacher_cache=auto", "outer.precision=bf16"):
+        check_distill_settings(cfg("method=krr_st", good))
+
+
+def test_fast_path_settings_resume_and_keep_study_keys_and_bf16_does_neither():
+    from ssdd.study.runner import LEGACY_VALUES, NOT_HASHED
+
+    keys = resumable_keys(cfg("method=krr_st"))
+    assert {"outer.fast", "outer.teacher_cache"} <= set(keys)
+    assert {"outer.fast", "outer.teacher_cache"} <= set(NOT_HASHED["distill"])
+    assert "outer.precision" not in keys and "outer.precision" not in NOT_HASHED["distill"]
+    assert LEGACY_VALUES["distill"] == {"outer.precision": "fp32", "outer.teacher_precision": "fp32"}

@@ -115,3 +115,19 @@ def test_describe_view_records_parameters():
     assert describe_view("blur_5_1.0") == {"op": "gaussian_blur", "kernel": 5, "sigma": 1.0, "exact_permutation": False}
     assert describe_view("hue_-0.1") == {"op": "hue", "shift": -0.1, "exact_permutation": False}
     assert describe_view("rot90")["exact_permutation"]
+
+
+@pytest.mark.parametrize("names", [["identity", "rot90", "hflip"], ["identity", "brightness_1.2", "rot180"],
+                                   ["identity"]])
+def test_random_views_split_and_sync_free_give_the_same_images(names):
+    """view_draws + views_at is random_views (the same draws), and the sync-free form (every view computed on
+    the whole batch and selected by torch.where) gives the same images: each view acts on each image alone."""
+    from ssdd.distill.views import view_draws, views_at
+
+    x = images(n=32)
+    plain = random_views(x, names, torch.Generator().manual_seed(1))
+    choice = view_draws(32, names, torch.Generator().manual_seed(1), x.device)
+    assert torch.equal(views_at(x, names, choice), plain)
+    assert torch.allclose(views_at(x, names, choice, sync_free=True), plain, atol=1e-6)
+    if len(names) > 1:
+        assert len(set(choice.tolist())) == len(names)  # every view drawn: the comparison covers each

@@ -188,3 +188,34 @@ def test_a_kept_state_that_diverges_again_after_its_resume_is_called_unrecoverab
 
     with pytest.raises(NumericalStop, match=r"again after resuming from the step 2 checkpoint .* start a new run"):
         again.run(nan_at_once, state=lambda: {"images": images.clone()}, watch=watch)
+
+
+def test_tensor_losses_log_the_bits_of_float_losses_and_a_non_finite_one_stops_at_the_window(tmp_path):
+    """A fast path's 0-d tensor losses are summed on the device in float64: the rows equal the float rows bit
+    for bit (also across a resume inside a window); a NaN among them is a numerical stop when its window closes
+    (or at the checkpoint before), and nothing non-finite is checkpointed."""
+    losses = torch.rand(7, generator=torch.Generator().manual_seed(0)) * 3  # float32, as a loss is
+
+    def run(folder, as_tensor, stop_after=0, bad=None):
+        folder.mkdir(exist_ok=True)
+        loop = _loop(folder, total=7, log_every=3, checkpoint_every=2, stop_after=stop_after)
+        if (folder / CHECKPOINT).exists():
+            loop.load()
+
+        def step(i):
+            loss = torch.tensor(float("nan")) if i == bad else losses[i]
+            return loss if as_tensor else float(loss)
+
+        loop.run(step, state=lambda: {})
+        return loop
+
+    floats = run(tmp_path / "floats", False).history
+    tensors = run(tmp_path / "tensors", True).history
+    assert [r["loss"] for r in tensors] == [r["loss"] for r in floats]
+    run(tmp_path / "cut", True, stop_after=4)  # paused inside the second window, at its checkpoint
+    resumed = run(tmp_path / "cut", True).history
+    assert [r["loss"] for r in resumed] == [r["loss"] for r in floats]
+    with pytest.raises(NumericalStop, match="non-finite at a step from step 4 to step 6"):
+        run(tmp_path / "nan", True, bad=4)
+    assert load_checkpoint(tmp_path / "nan" / CHECKPOINT)["step"] == 4
+    assert (tmp_path / "nan" / NUMERICAL_STOP).is_file()

@@ -37,7 +37,16 @@ def random_grayscale(x: torch.Tensor, p: float, generator: torch.Generator | Non
 
 
 def random_horizontal_flip(x: torch.Tensor, p: float = 0.5, generator: torch.Generator | None = None) -> torch.Tensor:
-    mask = _rand((x.shape[0],), generator, x.device) < p
+    return flip_where(x, flip_draws(x.shape[0], p, generator, x.device))
+
+
+def flip_draws(batch: int, p: float, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    """random_horizontal_flip's random part: which of `batch` images it flips (bool, (B,))."""
+    return _rand((batch,), generator, device) < p
+
+
+def flip_where(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """random_horizontal_flip's deterministic part: flip the images where `mask` holds."""
     return _where(mask, x.flip(-1), x)
 
 
@@ -49,11 +58,23 @@ def random_solarize(x: torch.Tensor, p: float, threshold: float = 0.5,
 
 def random_crop(x: torch.Tensor, padding: int = 4, generator: torch.Generator | None = None) -> torch.Tensor:
     """Zero-pad by `padding` and take an H x W crop at a per-sample random offset (exact pixel copy)."""
+    return crop_at(x, padding, crop_draws(x.shape[0], padding, generator, x.device))
+
+
+def crop_draws(batch: int, padding: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    """random_crop's random part: the (row, column) offsets into the padded images, (2, B) long in
+    [0, 2 * padding]; no draw at all (zeros) when padding <= 0, as random_crop then draws nothing."""
+    if padding <= 0:
+        return torch.zeros((2, batch), dtype=torch.long, device=device)
+    return (_rand((2, batch), generator, device) * (2 * padding + 1)).long().clamp_max(2 * padding)
+
+
+def crop_at(x: torch.Tensor, padding: int, offsets: torch.Tensor) -> torch.Tensor:
+    """random_crop's deterministic part: the H x W crops of the zero-padded images at `offsets` (crop_draws)."""
     if padding <= 0:
         return x
     batch, _, height, width = x.shape
     padded = F.pad(x, (padding, padding, padding, padding))
-    offsets = (_rand((2, batch), generator, x.device) * (2 * padding + 1)).long().clamp_max(2 * padding)
     rows = offsets[0, :, None] + torch.arange(height, device=x.device)  # (B, H)
     cols = offsets[1, :, None] + torch.arange(width, device=x.device)  # (B, W)
     index = torch.arange(batch, device=x.device)[:, None, None]

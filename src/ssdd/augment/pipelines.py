@@ -51,4 +51,17 @@ def two_views(x: torch.Tensor, cfg: TwoViewConfig, generator: torch.Generator | 
 
 def crop_flip(x: torch.Tensor, padding: int = 4, generator: torch.Generator | None = None) -> torch.Tensor:
     """RandomCrop(padding) + horizontal flip: the real-batch augmentation of KRR-ST and fine-tuning."""
-    return ops.random_horizontal_flip(ops.random_crop(x, padding, generator), 0.5, generator)
+    offsets, flips = crop_flip_draws(x.shape[0], padding, generator, x.device)
+    return crop_flip_at(x, padding, offsets, flips)
+
+
+def crop_flip_draws(batch: int, padding: int, generator: torch.Generator | None, device: torch.device
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """crop_flip's random part, the same generator calls in the same order: crop offsets (2, B), flips (B,)."""
+    offsets = ops.crop_draws(batch, padding, generator, device)
+    return offsets, ops.flip_draws(batch, 0.5, generator, device)
+
+
+def crop_flip_at(x: torch.Tensor, padding: int, offsets: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+    """crop_flip's deterministic part: crop at `offsets`, then flip where `flips` holds (crop_flip_draws)."""
+    return ops.flip_where(ops.crop_at(x, padding, offsets), flips)

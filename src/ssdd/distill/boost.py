@@ -25,10 +25,10 @@ import torch
 from ssdd.artifacts.files import ArtifactError
 from ssdd.artifacts.integrity import check_approximation
 from ssdd.artifacts.storage import BudgetError, image_floats
-from ssdd.augment import crop_flip, to_float
+from ssdd.augment import to_float
 from ssdd.distill.approx import PARTS, apply_approx, fit_approx, relative_error
 from ssdd.distill.lowrank import PCABasis, downsample, fit_pca, images_from_coefficients, project
-from ssdd.distill.outer import Support, outer_loop
+from ssdd.distill.outer import RealViews, Support, outer_loop
 from ssdd.distill.registry import (
     DistillContext,
     DistillMethod,
@@ -38,7 +38,7 @@ from ssdd.distill.registry import (
     register_method,
 )
 from ssdd.distill.subsets import kmeans_indices
-from ssdd.distill.views import apply_views, check_views, describe_view, encode_view, random_views
+from ssdd.distill.views import apply_views, check_views, describe_view, encode_view
 from ssdd.run import distributed as D
 from ssdd.run.checks import non_negative, positive, whole
 from ssdd.run.progress import phase
@@ -325,10 +325,8 @@ def distill_boost(ctx: DistillContext) -> DistillResult:
     basis_keys = ("image_bases", "target_bases", "image_mean", "target_mean")
     scales = {k: b.basis_lr_scale for k in basis_keys}
 
-    def real_views(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        x = crop_flip(x, outer.real_crop_padding, generator)
-        return random_views(x, views, generator) if b.real_views == "predefined" else x
-
+    # crop + flip, then (predefined) one of the views per real image
+    real_views = RealViews(outer.real_crop_padding, tuple(views) if b.real_views == "predefined" else ())
     kernel_rows = m if b.kernel_views == "identity" else None
     loop = outer_loop(ctx, "boost", learned, lambda: Support(*boost_views(values, spec), kernel_rows), real_views,
                       cpu_gen, aug_gen, scales)

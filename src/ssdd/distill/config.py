@@ -6,9 +6,11 @@ here, whatever the order in which the methods are imported."""
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
+from typing import Any
 
-from ssdd.config import DataConfig
+from ssdd.config import DataConfig, current_form
 from ssdd.distill.boost import BoostConfig
 from ssdd.distill.mkdt import MKDTConfig
 from ssdd.distill.outer import OuterConfig
@@ -38,12 +40,29 @@ class DistillConfig:
 
 
 # not device (RNG states are device-specific); not the number of processes either: a checkpoint resumes under
-# any. A moved experts folder is checked by its content; outer.channels_last and mkdt.recompute give the same
-# results to float rounding.
+# any. A moved experts folder is checked by its content; outer.channels_last, outer.fast, outer.teacher_cache
+# (rebuilt by every invocation, never checkpointed) and mkdt.recompute give the same results to float rounding.
 RESUMABLE_KEYS = ("stop_after_steps", "out_dir", "tensorboard", "outer.split_support", "outer.channels_last",
-                  "mkdt.experts", "mkdt.recompute")
+                  "outer.fast", "outer.teacher_cache", "mkdt.experts", "mkdt.recompute")
+# Settings added after runs were made, at the value that behaves as before them: a config holding that value
+# keeps its study cache key and resumes a run saved without it (run.folder.config_hash, check_resume_compatible).
+LEGACY_VALUES: dict[str, object] = {"outer.precision": "fp32", "outer.teacher_precision": "fp32"}
 # Also free on resume: the label, the log and checkpoint cadence.
 FREE_KEYS = ("name", "log_every", "checkpoint_every")
 # Sections added after the first methods: a method that does not read one (DistillMethod.reads) ignores it, on
 # resume and in a study's cache key (runs and study stages made before the section existed lack it).
 OPTIONAL_SECTIONS = ("mkdt",)
+
+
+def with_legacy_values(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved config (nested dict) with each LEGACY_VALUES setting it lacks set to its legacy value: a run saved
+    before the setting existed computed what that value computes, so --resume compares against it."""
+    filled = copy.deepcopy(current_form(dict(saved)))  # a section saved under its old name: today's name
+    for dotted, value in LEGACY_VALUES.items():
+        *sections, key = dotted.split(".")
+        node = filled
+        for section in sections:
+            node = node.setdefault(section, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.setdefault(key, value)
+    return filled

@@ -12,9 +12,9 @@ from typing import Any
 
 import torch
 
-from ssdd.augment import crop_flip, to_float
+from ssdd.augment import to_float
 from ssdd.distill.budget import samples_for_budget, teacher_target_samples
-from ssdd.distill.outer import Support, outer_loop
+from ssdd.distill.outer import RealViews, Support, outer_loop
 from ssdd.distill.registry import DistillContext, DistillMethod, DistillResult, register_method
 from ssdd.distill.verify import verify_teacher_targets
 
@@ -33,7 +33,7 @@ def distill_krr_st(ctx: DistillContext) -> DistillResult:
         y_s = teacher(x_s).float().clone().requires_grad_(True)
 
     loop = outer_loop(ctx, "krr_st", {"images": x_s, "targets": y_s}, lambda: Support(x_s, y_s),
-                      lambda x, gen: crop_flip(x, outer.real_crop_padding, gen), cpu_gen, aug_gen)
+                      RealViews(outer.real_crop_padding), cpu_gen, aug_gen)
     info: dict[str, Any] = {"m": m, "steps": outer.steps, "steps_done": loop.steps_done,
                             "pool_resets": loop.pool_resets, "final_loss": loop.final_loss,
                             "distill_seconds": loop.elapsed_s, "init_indices": init_index.tolist()}

@@ -11,12 +11,19 @@ whole on each process or, with outer.split_support, split and all-gathered with 
 process's loss is its share of the mean over the batch, and the gradients and the loss are summed over
 the processes, so every process takes one process's AdamW step. The pool step is taken everywhere and
 rank 0's result broadcast. Rank 0 alone writes the log and the checkpoints (a checkpoint holds no
-per-process state, so it resumes under any number of processes).
+per-process state, so it resumes under any number of processes). With the teacher cache
+(outer.teacher_cache) every process builds and holds the whole cache and looks up its slice's targets.
+
+The fast paths (outer.fast, outer.teacher_cache; docs/performance.md "Fast paths on a GPU") keep the plain
+path's random draws and maths: the real-batch augmentation is drawn (RealViews.draw, the plain generator calls)
+apart from its application, so a step can look its teacher targets up by (image, view) instead of running the
+teacher. The step has fixed shapes and no Python branch on a tensor's value.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,14 +31,16 @@ import torch
 from tqdm.auto import tqdm
 
 from ssdd.augment import normalize, to_float
+from ssdd.augment.pipelines import crop_flip_at, crop_flip_draws
 from ssdd.config import ModelConfig, config_to_dict
 from ssdd.distill.krr import krr_loss, krr_solve_dtype
-from ssdd.distill.pool import ModelPool
+from ssdd.distill.pool import ModelPool, forward_precision, to_device
 from ssdd.distill.registry import DistillContext
+from ssdd.distill.views import view_draws, views_at
 from ssdd.models import build_model
 from ssdd.run import distributed as D
 from ssdd.run.loop import RunLoop, Watched
-from ssdd.run.progress import bar_settings, phase
+from ssdd.run.progress import bar_settings, note, phase
 from ssdd.run.runtime import channels_last
 
 OUTER_SANE_FACTOR = 10.0  # how far the distilled images and targets may grow before a run counts as diverged
@@ -57,6 +66,17 @@ class OuterConfig:
     # auto (= on) | on | off: pool members, teacher and batches in the channels-last memory format (same
     # results to float rounding; measured faster on the CPU, docs/performance.md "KRR-ST against the official code")
     channels_last: str = "auto"
+    # auto (= on on CUDA, off on the CPU) | on | off: the step without host synchronisation (the loss summed on
+    # the device and checked for NaN once per log window, a sync-free KRR solve, every predefined view computed
+    # and selected) and with cuDNN's autotuned convolutions; the same results to float rounding
+    # (docs/performance.md "Fast paths on a GPU")
+    fast: str = "auto"
+    # auto | on | off: the teacher's targets of every real image under every real-batch view computed once,
+    # before the loop, and looked up at each step (the same targets to float rounding). auto = on on CUDA when
+    # it saves teacher forwards and takes at most half of the free device memory
+    teacher_cache: str = "auto"
+    precision: str = "fp32"  # fp32 | bf16: the pool member's forwards (bf16 autocast; the KRR solve stays as set)
+    teacher_precision: str = "fp32"  # fp32 | bf16: the teacher's forwards in the loop (and the cache's)
     model: ModelConfig = field(default_factory=lambda: ModelConfig(name="convnet", width=128, depth=3))
 
 
@@ -87,13 +107,140 @@ def linear_decay(step: int, total: int, final_ratio: float) -> float:
     return 1.0 - (1.0 - final_ratio) * min(1.0, step / max(1, total - 1))
 
 
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}  # outer.precision, outer.teacher_precision -> autocast dtype
+
+
+def autocast_dtype(name: str, key: str) -> torch.dtype | None:
+    """The autocast dtype of a precision setting (None: float32, no autocast)."""
+    if name not in PRECISIONS:
+        raise ValueError(f"{key}={name!r}: must be one of {', '.join(PRECISIONS)}")
+    return PRECISIONS[name]
+
+
+def switch(setting: object, key: str, device: torch.device) -> str:
+    """An auto | on | off setting (YAML's bare on/off arrive as True/False) as on | off | auto; auto stays
+    auto on CUDA (the caller decides) and is off elsewhere (CPU results stay bit-identical)."""
+    text = {"true": "on", "false": "off"}.get(str(setting).lower(), str(setting).lower())
+    if text not in ("auto", "on", "off"):
+        raise ValueError(f"{key}={setting!r}: must be one of auto, on, off")
+    return "off" if text == "auto" and device.type != "cuda" else text
+
+
+@dataclass(frozen=True)
+class RealDraw:
+    """The random parameters of one real batch's augmentation (RealViews.draw)."""
+
+    offsets: torch.Tensor  # (2, B) crop offsets into the padded images
+    flips: torch.Tensor  # (B,) bool
+    choice: torch.Tensor  # (B,) index into RealViews.views (zeros without views)
+
+
+@dataclass(frozen=True)
+class RealViews:
+    """The real batch's augmentation: RandomCrop(padding, zero pad) + horizontal flip, then (Boost's
+    real_views=predefined) one of the predefined `views` per image. It has finitely many deterministic views,
+    (2 padding + 1)^2 * 2 * max(1, len(views)), numbered by `index`; the teacher cache holds each image's
+    targets under each of them. `draw` makes the generator calls crop_flip and random_views make, in their order,
+    so the random stream is that of the plain augmentation."""
+
+    padding: int
+    views: tuple[str, ...] = ()
+
+    @property
+    def count(self) -> int:
+        return (2 * max(self.padding, 0) + 1) ** 2 * 2 * max(1, len(self.views))
+
+    def draw(self, batch: int, generator: torch.Generator, device: torch.device) -> RealDraw:
+        offsets, flips = crop_flip_draws(batch, self.padding, generator, device)
+        choice = view_draws(batch, self.views, generator, device) if self.views else \
+            torch.zeros(batch, dtype=torch.long, device=device)
+        return RealDraw(offsets, flips, choice)
+
+    def apply(self, x: torch.Tensor, draw: RealDraw, sync_free: bool = False) -> torch.Tensor:
+        """The views `draw` picked of the float images x (crop_flip, then random_views)."""
+        x = crop_flip_at(x, self.padding, draw.offsets, draw.flips)
+        return views_at(x, self.views, draw.choice, sync_free) if self.views else x
+
+    def index(self, draw: RealDraw) -> torch.Tensor:
+        """Each image's view number in [0, count): ((row * (2p + 1) + column) * 2 + flip) * K + choice."""
+        side = 2 * max(self.padding, 0) + 1
+        crop = (draw.offsets[0] * side + draw.offsets[1]) * 2 + draw.flips.long()
+        return crop * max(1, len(self.views)) + draw.choice
+
+    def fixed(self, view: int, batch: int, device: torch.device) -> RealDraw:
+        """The draw that gives every one of `batch` images view number `view` (the inverse of `index`)."""
+        side, k = 2 * max(self.padding, 0) + 1, max(1, len(self.views))
+        crop, choice = divmod(view, k)
+        position, flip = divmod(crop, 2)
+        row, column = divmod(position, side)
+        offsets = torch.tensor([row, column], dtype=torch.long, device=device)[:, None].expand(2, batch)
+        return RealDraw(offsets.contiguous(), torch.full((batch,), bool(flip), device=device),
+                        torch.full((batch,), choice, dtype=torch.long, device=device))
+
+
+def teacher_targets(teacher: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    """The teacher's float32 targets of float images x (autocast to `dtype` when set)."""
+    with forward_precision(x.device, dtype):
+        return teacher(x).float()
+
+
+def build_teacher_cache(teacher: torch.nn.Module, images_u8: torch.Tensor, augment: RealViews, chunk: int,
+                        layout: torch.memory_format, dtype: torch.dtype | None) -> torch.Tensor:
+    """(n_source, views, d) float32 on the images' device: every source image's teacher target under every view
+    of the real-batch augmentation, by a chunked forward. The teacher stays in eval mode (BatchNorm's running
+    statistics), so an image's target does not depend on the batch it is computed in."""
+    n_source = images_u8.shape[0]
+    cache = torch.empty((n_source, augment.count, teacher.feature_dim), dtype=torch.float32, device=images_u8.device)
+    teacher.eval()
+    with torch.no_grad():
+        for view in range(augment.count):
+            for start in range(0, n_source, chunk):
+                x = to_float(images_u8[start : start + chunk])
+                x = augment.apply(x, augment.fixed(view, x.shape[0], x.device), sync_free=True)
+                cache[start : start + chunk, view] = teacher_targets(teacher, x.contiguous(memory_format=layout),
+                                                                     dtype)
+    return cache
+
+
+def cache_wanted(setting: object, device: torch.device, n_source: int, augment: RealViews, feature_dim: int,
+                 forwards: int) -> bool:
+    """Whether the loop builds the teacher cache (outer.teacher_cache): on, off, or auto = on CUDA when the
+    cache's forwards (n_source * views) are fewer than the `forwards` the loop would run this invocation and
+    its float32 targets take at most half of the free device memory (says so in one line when they do not)."""
+    mode = switch(setting, "outer.teacher_cache", device)
+    if mode != "auto":
+        return mode == "on"
+    if n_source * augment.count >= forwards:
+        return False
+    need = n_source * augment.count * feature_dim * 4
+    free = torch.cuda.mem_get_info(device)[0]
+    if need > free / 2:
+        note(f"outer.teacher_cache=auto: off, the teacher cache ({n_source:,} images x {augment.count} views) would "
+             f"take {need / 2**30:.1f} GiB, over half of the {free / 2**30:.1f} GiB free on {device}")
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def conv_autotune(enabled: bool) -> Iterator[None]:
+    """With `enabled`, cuDNN times its convolution algorithms on the first calls of each shape and keeps the
+    fastest (the step's shapes are fixed); restored afterwards. Another algorithm rounds differently, so only
+    the fast path asks for it; the CPU's convolutions ignore it."""
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = before or enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
 def outer_loop(ctx: DistillContext, name: str, tensors: dict[str, torch.Tensor], support: Callable[[], Support],
-               real_views: Callable[[torch.Tensor, torch.Generator], torch.Tensor], cpu_gen: torch.Generator,
-               aug_gen: torch.Generator, lr_scales: dict[str, float] | None = None) -> LoopResult:
+               augment: RealViews, cpu_gen: torch.Generator, aug_gen: torch.Generator,
+               lr_scales: dict[str, float] | None = None) -> LoopResult:
     """Run (or resume) the outer steps on `tensors` (leaves with requires_grad, updated in place).
 
-    real_views(x, generator) augments a real batch (float in [0,1]) before the teacher sees it; cpu_gen
-    draws pool members and real batches (it is checkpointed with the pool), aug_gen drives real_views."""
+    `augment` augments each real batch (float in [0,1]) before the teacher sees it; cpu_gen draws pool members
+    and real batches (it is checkpointed with the pool), aug_gen drives the augmentation."""
     cfg, outer, device, teacher = ctx.cfg, ctx.cfg.outer, ctx.device, ctx.teacher
     images_u8 = ctx.source.images
     n_source = images_u8.shape[0]
@@ -107,6 +254,9 @@ def outer_loop(ctx: DistillContext, name: str, tensors: dict[str, torch.Tensor],
     pool = ModelPool(cfg.pool, lambda: build_model(outer.model, images_u8.shape[-1]), teacher.feature_dim, device,
                      cpu_gen, layout)
     teacher.to(memory_format=layout)
+    fast = switch(outer.fast, "outer.fast", device) != "off"
+    member_dtype = autocast_dtype(outer.precision, "outer.precision")
+    teacher_dtype = autocast_dtype(outer.teacher_precision, "outer.teacher_precision")
 
     def norm(x: torch.Tensor) -> torch.Tensor:  # the network input, in the networks' memory format
         return normalize(x, teacher.mean, teacher.std).contiguous(memory_format=layout)
@@ -133,40 +283,54 @@ def outer_loop(ctx: DistillContext, name: str, tensors: dict[str, torch.Tensor],
                    f"{first.images.shape[0]:,} views"):
             warm_bar = tqdm(total=cfg.pool.size, desc="pool warm start", disable=not ctx.show_progress, leave=False,
                             **bar_settings())
-            pool.warm_start(norm(first.images), first.targets, progress=lambda _: warm_bar.update())
+            pool.warm_start(norm(first.images), first.targets, progress=lambda _: warm_bar.update(),
+                            autocast=member_dtype)
             warm_bar.close()
         # whatever each process computed, rank 0's start is everyone's
         D.broadcast_(learned + [t for j in range(cfg.pool.size) for t in pool.member_tensors(j)])
 
     query = D.rank_rows(outer.batch_size)  # this process's rows of every real batch
     share = (query.stop - query.start) / outer.batch_size
+    cache = None  # rebuilt by every invocation (never checkpointed); the same on every torchrun process, each
+    # of which holds it whole
+    if cache_wanted(outer.teacher_cache, device, n_source, augment, teacher.feature_dim,
+                    (run.stop - run.start) * (query.stop - query.start)):
+        with phase(f"teacher cache: {n_source:,} images x {augment.count} real-batch views"), conv_autotune(fast):
+            cache = build_teacher_cache(teacher, images_u8, augment, outer.batch_size, layout, teacher_dtype)
 
-    def step(step: int) -> float:
+    def step(step: int) -> float | torch.Tensor:
         decay = linear_decay(step, outer.steps, outer.final_lr_ratio)
         for group in optimizer.param_groups:
             group["lr"] = outer.lr * group["lr_scale"] * decay
         j = pool.sample()
-        batch_index = torch.randint(0, n_source, (outer.batch_size,), generator=cpu_gen).to(images_u8.device)
+        batch_index = to_device(torch.randint(0, n_source, (outer.batch_size,), generator=cpu_gen), images_u8.device)
         with torch.no_grad():  # every process augments the whole batch (one process's draws), embeds its slice
-            x_t = real_views(to_float(images_u8[batch_index]), aug_gen)[query].contiguous(memory_format=layout)
-            y_t = teacher(x_t).float()
-            phi_t = pool.features(j, norm(x_t))
+            draw = augment.draw(outer.batch_size, aug_gen, images_u8.device)
+            x_t = augment.apply(to_float(images_u8[batch_index]), draw, fast)[query].contiguous(memory_format=layout)
+            if cache is None:
+                y_t = teacher_targets(teacher, x_t, teacher_dtype)
+            else:
+                y_t = cache[batch_index[query], augment.index(draw)[query]]
+            with forward_precision(device, member_dtype):
+                phi_t = pool.features(j, norm(x_t))
         current = support()
         rows = current.kernel_rows or current.images.shape[0]
-        phi_s = support_features(pool, j, norm(current.images[:rows]), split_support(outer.split_support, rows))
+        with forward_precision(device, member_dtype):
+            phi_s = support_features(pool, j, norm(current.images[:rows]), split_support(outer.split_support, rows))
         # this slice's share of the mean over the whole batch: the shares add up to one process's loss
-        loss = krr_loss(phi_s, phi_t, current.targets[:rows], y_t, outer.ridge, outer.form, solve_dtype) * share
+        loss = krr_loss(phi_s, phi_t, current.targets[:rows], y_t, outer.ridge, outer.form, solve_dtype,
+                        sync_free=fast) * share
         optimizer.zero_grad(set_to_none=True)
         loss.backward(inputs=learned)  # no gradients for the pool member's weights: they are not used
         loss = sum_over_processes(loss.detach(), learned)
-        if not torch.isfinite(loss):
+        if not fast and not torch.isfinite(loss):  # the fast path's loss is checked by `run` once per log window
             raise FloatingPointError(f"KRR loss became {loss.item()} at step {step + 1}")
         optimizer.step()
         with torch.no_grad():
             after = support()
-        pool.train_step(j, norm(after.images), after.targets)
+        pool.train(j, norm(after.images), after.targets, autocast=member_dtype)
         D.broadcast_(pool.member_tensors(j))  # rank 0's step for all (GPU kernels need not agree to the bit)
-        return float(loss)
+        return loss if fast else float(loss)
 
     def record(done: int) -> dict[str, Any]:
         return {"lr": outer.lr * linear_decay(done - 1, outer.steps, outer.final_lr_ratio), "pool_resets": pool.resets}
@@ -184,7 +348,8 @@ def outer_loop(ctx: DistillContext, name: str, tensors: dict[str, torch.Tensor],
         return [Watched("the distilled images", views.images, "outer.lr", OUTER_SANE_FACTOR),
                 Watched("the distilled targets", views.targets, "outer.lr", OUTER_SANE_FACTOR)]
 
-    run.run(step, state, record, watch)
+    with conv_autotune(fast):
+        run.run(step, state, record, watch)
     D.check_replicas_agree(learned, "the distilled tensors")
     return LoopResult(run.stop, run.finished, run.elapsed, pool.resets, run.history)
 

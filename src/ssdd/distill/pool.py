@@ -12,6 +12,7 @@ thousands of views on small machines).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,21 @@ class PoolConfig:
     weight_decay: float = 1e-3
     reset_counter: bool = True
     batch_size: int = 0  # distilled views per pool-training step (0 = all of them, KRR-ST's full batch)
+
+
+def to_device(index: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A CPU tensor on `device`. To CUDA through pinned memory without waiting: a plain copy from pageable
+    memory makes the host wait for the GPU's queue at every step."""
+    if device.type != "cuda":
+        return index.to(device)
+    return index.pin_memory().to(device, non_blocking=True)
+
+
+def forward_precision(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[Any]:
+    """Autocast to `dtype` on `device` (None: nothing, the float32 forward)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 class PoolMember(nn.Module):
@@ -89,12 +105,13 @@ class ModelPool:
         self.resets += 1
 
     def warm_start(self, images: torch.Tensor, targets: torch.Tensor,
-                   progress: Callable[[int], None] | None = None) -> None:
-        """Train every member for its own random number of steps t_j ~ U{1..max_steps-1} (staggered)."""
+                   progress: Callable[[int], None] | None = None, autocast: torch.dtype | None = None) -> None:
+        """Train every member for its own random number of steps t_j ~ U{1..max_steps-1} (staggered); autocast:
+        the members' forwards in that dtype."""
         steps = torch.randint(1, self.cfg.max_steps, (self.cfg.size,), generator=self.generator).tolist()
         for j, count in enumerate(steps):
             for _ in range(count):
-                self.train_step(j, images, targets, count_only=False)
+                self.train(j, images, targets, count_only=False, autocast=autocast)
             self.counters[j] = count
             if progress:
                 progress(j)
@@ -114,22 +131,31 @@ class ModelPool:
         Returns the loss before the step. When the advanced counter reaches max_steps the member is
         re-initialised instead, without the step (nor its forward: returns nan), which would be thrown away;
         the minibatch is still drawn, so the pool's generator advances exactly as if the step had been taken."""
+        return float(self.train(j, images, targets, count_only))
+
+    def train(self, j: int, images: torch.Tensor, targets: torch.Tensor, count_only: bool = True,
+              autocast: torch.dtype | None = None) -> torch.Tensor:
+        """train_step without reading the loss on the host: the detached loss as a 0-d tensor on the images'
+        device (nan when the member is re-initialised). autocast: the member's forward in that dtype."""
         if 0 < self.cfg.batch_size < images.shape[0]:  # a random minibatch of the views (large Boost sets)
-            pick = torch.randperm(images.shape[0], generator=self.generator)[: self.cfg.batch_size].to(images.device)
+            pick = to_device(torch.randperm(images.shape[0], generator=self.generator)[: self.cfg.batch_size],
+                             images.device)
             images, targets = images[pick], targets[pick]
         if count_only and self.counters[j] + 1 >= self.cfg.max_steps:
             self.counters[j] = 0 if self.cfg.reset_counter else self.counters[j] + 1
             self._reinit(j)
-            return float("nan")
+            return torch.full((), float("nan"), device=images.device)
         member = self.members[j]
         member.train()
-        loss = F.mse_loss(member(images.detach()), targets.detach())
+        with forward_precision(images.device, autocast):
+            prediction = member(images.detach())
+        loss = F.mse_loss(prediction.float(), targets.detach())
         self.optimizers[j].zero_grad(set_to_none=True)
         loss.backward()
         self.optimizers[j].step()
         if count_only:
             self.counters[j] += 1
-        return float(loss.detach())
+        return loss.detach()
 
     def member_tensors(self, j: int) -> list[torch.Tensor]:
         """Member j's floating-point state: weights, buffers and SGD momentum (what torchrun ranks must share)."""

@@ -12,7 +12,7 @@ from ssdd.artifacts.integrity import ApproximationError
 from ssdd.config import config_to_dict, save_config
 from ssdd.data import load_split
 from ssdd.distill.artifact import DistilledSet, save_distilled
-from ssdd.distill.config import DistillConfig
+from ssdd.distill.config import DistillConfig, with_legacy_values
 from ssdd.distill.keys import resumable_keys
 from ssdd.distill.registry import DistillContext, get_method
 from ssdd.distill.validate import check_processes, check_source_fits, validate_distill
@@ -50,7 +50,7 @@ def _run_distill(cfg: DistillConfig, resume: bool, show_progress: bool, dist_inf
         purge_step = int(state.get("step", 0)) + 1
         saved_cfg = state.get("config")
         if saved_cfg is not None:
-            check_resume(out_dir, saved_cfg, config_to_dict(cfg), resumable_keys(cfg),
+            check_resume(out_dir, with_legacy_values(saved_cfg), config_to_dict(cfg), resumable_keys(cfg),
                          at=f"step {state.get('step')}")  # after a numerical stop: also the rates it named
     D.barrier()  # every process has checked out_dir before rank 0 writes into it
     seed_everything(cfg.seed)

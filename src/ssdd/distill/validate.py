@@ -7,8 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from ssdd.config import ConfigError
 from ssdd.data.validate import check_split
+from ssdd.distill.outer import PRECISIONS, switch
 from ssdd.distill.registry import DistillMethod, get_method, methods_where
 from ssdd.run.checks import (
     batch_fits,
@@ -65,12 +68,24 @@ def check_outer_loop_settings(cfg: Any) -> None:
     choice("outer.form", outer.form, ("auto", "primal", "dual"))
     choice("outer.solve_dtype", outer.solve_dtype, ("auto", "float32", "float64"))
     channels_last_setting("outer.channels_last", outer.channels_last)
+    for key in ("fast", "teacher_cache"):
+        auto_on_off(f"outer.{key}", getattr(outer, key))
+    choice("outer.precision", outer.precision, tuple(PRECISIONS))
+    choice("outer.teacher_precision", outer.teacher_precision, tuple(PRECISIONS))
     whole("outer.real_crop_padding", outer.real_crop_padding, 0)
     whole("pool.size", pool.size, 1)
     whole("pool.max_steps", pool.max_steps, 2)
     whole("pool.batch_size", pool.batch_size, 0)
     sgd_settings("pool", pool)
     check_model("outer.model", outer.model, cfg.data.resolution)
+
+
+def auto_on_off(key: str, value: Any) -> None:
+    """An auto | on | off setting of the outer loop (ConfigError in one line otherwise)."""
+    try:
+        switch(value, key, torch.device("cpu"))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def normalise_distill(cfg: Any) -> None:

@@ -118,13 +118,34 @@ def apply_views(x: torch.Tensor, names: Sequence[str]) -> torch.Tensor:
     return torch.cat([view_fn(name)(x) for name in names])
 
 
-def random_views(x: torch.Tensor, names: Sequence[str], generator: torch.Generator | None = None) -> torch.Tensor:
-    """One view per image, drawn uniformly from `names` (generator on x's device)."""
+def random_views(x: torch.Tensor, names: Sequence[str], generator: torch.Generator | None = None,
+                 sync_free: bool = False) -> torch.Tensor:
+    """One view per image, drawn uniformly from `names` (generator on x's device); see views_at for sync_free."""
+    return views_at(x, names, view_draws(x.shape[0], names, generator, x.device), sync_free)
+
+
+def view_draws(batch: int, names: Sequence[str], generator: torch.Generator | None, device: torch.device
+               ) -> torch.Tensor:
+    """random_views' random part: the index into `names` of each image's view, (B,) long; no draw (zeros) for a
+    single view, as random_views then draws nothing."""
+    if len(names) == 1:
+        return torch.zeros(batch, dtype=torch.long, device=device)
+    return torch.randint(0, len(names), (batch,), generator=generator, device=device)
+
+
+def views_at(x: torch.Tensor, names: Sequence[str], choice: torch.Tensor, sync_free: bool = False) -> torch.Tensor:
+    """random_views' deterministic part: image i under view names[choice[i]]. sync_free: every view is computed
+    on the whole batch and selected with torch.where (no host synchronisation to ask whether a view was drawn,
+    the same values: every view acts on each image alone); otherwise only the images that drew a view."""
     if len(names) == 1:
         return view_fn(names[0])(x)
-    choice = torch.randint(0, len(names), (x.shape[0],), generator=generator, device=x.device)
     if x.dtype == torch.uint8 and not all(name in VIEWS for name in names):
         x = to_float(x)  # photometric views give float images
+    if sync_free:
+        out = x
+        for k, name in enumerate(names[1:], start=1):
+            out = torch.where((choice == k).view(-1, 1, 1, 1), view_fn(name)(x), out)
+        return out
     out = x.clone()
     for k, name in enumerate(names):
         mask = choice == k

@@ -11,7 +11,10 @@ The stage hands over a step function and the state to checkpoint; the loop owns 
 
 - `step(i)` trains step i (0-based, from `run.start` to `run.stop`) and returns its loss (a float: the loop logs
   the mean over each window of `log_every` steps with the window's steps/s, plus `record(done)`) or a finished
-  log row (a dict, logged as it is).
+  log row (a dict, logged as it is). A loss may also be a 0-d tensor (a GPU fast path): the window's sum then
+  stays on its device in float64, added in the same order as the floats (so the logged mean has the same bits),
+  and the host reads it only when the window closes and before each checkpoint; a non-finite sum there (a step's
+  loss was NaN or inf: the step did not check, to spare a host synchronisation) is a numerical stop.
 - resume: `load()` reads the checkpoint (the step, the history, the elapsed time, the open log window and the
   scales of the watched tensors); `run()` then rewrites metrics.jsonl to the history, dropping rows logged after
   the checkpoint, so the log equals an uninterrupted run's.
@@ -32,6 +35,7 @@ writes (the teacher, whose step is an epoch).
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -100,6 +104,16 @@ def insanity(watched: Iterable[Watched], scales: Mapping[str, float]) -> tuple[s
     return None
 
 
+def add_loss(total: float | torch.Tensor, loss: float | torch.Tensor) -> float | torch.Tensor:
+    """total + loss. A tensor loss is added on its device in float64, with no host synchronisation; float64
+    addition is the same IEEE operation as Python's, so the sum has the bits of the all-float sum."""
+    if not isinstance(loss, torch.Tensor):
+        return total + float(loss)
+    if not isinstance(total, torch.Tensor):  # a fill, not a copy from the host (which would wait)
+        total = torch.full((), total, dtype=torch.float64, device=loss.device)
+    return total + loss.detach().to(torch.float64)
+
+
 class RunLoop:
     """The plumbing of one run (see the module doc)."""
 
@@ -126,7 +140,8 @@ class RunLoop:
         self.stop_at: int | None = None  # a stage's own pause point (the experts pause between experts)
         self._run_start: float | None = None
         self.history: list[dict[str, Any]] = []
-        self.window = (0.0, 0)  # the loss sum and step count of the open log window
+        # the loss sum (a float, or a float64 0-d tensor on the losses' device) and step count of the open log window
+        self.window: tuple[float | torch.Tensor, int] = (0.0, 0)
         self.scales: dict[str, float] = {}
         self.saved: int | None = None  # the step of the last checkpoint on disk (sane), None before the first
         self.resumed = False
@@ -158,7 +173,7 @@ class RunLoop:
         return self.stop >= self.total
 
     # ------------------------------------------------------------------------- the loop
-    def run(self, step: Callable[[int], float | dict[str, Any]], state: Callable[[], dict[str, Any]],
+    def run(self, step: Callable[[int], float | torch.Tensor | dict[str, Any]], state: Callable[[], dict[str, Any]],
             record: Callable[[int], dict[str, Any]] | None = None,
             watch: Callable[[], list[Watched]] | None = None) -> None:
         """Run steps start .. stop-1 (see the module doc)."""
@@ -192,9 +207,9 @@ class RunLoop:
                     row = out
                 else:
                     total, count = self.window
-                    self.window, ran = (total + float(out), count + 1), ran + 1
+                    self.window, ran = (add_loss(total, out), count + 1), ran + 1
                     if done % self.log_every == 0 or done == self.total:  # a pause keeps its window open
-                        total, count = self.window
+                        total, count = self._read_window(done)  # (waits for the device's queue: the rate's end)
                         rate = ran / max(time.perf_counter() - window_start, 1e-9)
                         row = {self.counter: done, "loss": total / count, "steps_per_s": rate,
                                **(record(done) if record else {})}
@@ -202,6 +217,7 @@ class RunLoop:
                 if row is not None:
                     self._log(row, done, bar)
                 if done % self.checkpoint_every == 0 or done == self.stop:
+                    self.window = self._read_window(done)
                     self.checkpoint(done, state, watch)
                 if self.barrier:
                     D.barrier()
@@ -210,6 +226,19 @@ class RunLoop:
                 bar.close()
         self.elapsed += time.perf_counter() - self._run_start
         self._run_start = None
+
+    def _read_window(self, done: int) -> tuple[float, int]:
+        """The open window as floats; a sum kept on a device is read (one host synchronisation) and must be
+        finite: its steps skipped their own check."""
+        total, count = self.window
+        if not isinstance(total, torch.Tensor):
+            return total, count
+        value = float(total)
+        if not math.isfinite(value):
+            first = done - count + 1
+            raise self._stop(FloatingPointError(f"the loss became non-finite at a step from {self.at(first)} to "
+                                                f"{self.at(done)} (read once per log window)"), None)
+        return value, count
 
     def _log(self, row: dict[str, Any], done: int, bar: Any) -> None:
         self.history.append(row)

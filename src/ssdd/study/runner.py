@@ -22,6 +22,7 @@ from typing import Any
 from ssdd import __version__
 from ssdd.config import config_to_dict, load_config, save_config, saved_form, saved_name
 from ssdd.data.loaders import PATHLESS_SOURCES
+from ssdd.distill.config import LEGACY_VALUES as DISTILL_LEGACY_VALUES
 from ssdd.distill.keys import method_free_keys
 from ssdd.evaluation.config import LEGACY_VALUES as EVALUATE_LEGACY_VALUES
 from ssdd.evaluation.config import EvaluateConfig
@@ -36,12 +37,13 @@ NOT_HASHED = {
     "teacher": ("out_dir", "stop_after_epochs", "tensorboard", "tensorboard_every", "probe_every", "fast", "compile"),
     "experts": ("out_dir", "stop_after_experts", "tensorboard", "teacher"),
     "distill": ("out_dir", "stop_after_steps", "checkpoint_every", "log_every", "teacher", "outer.split_support",
-                "outer.channels_last", "tensorboard", "mkdt.experts", "mkdt.recompute"),
+                "outer.channels_last", "outer.fast", "outer.teacher_cache", "tensorboard", "mkdt.experts",
+                "mkdt.recompute"),
     "evaluate": ("out_dir", "teacher", "distilled", "tensorboard", "reuse", "channels_last"),
 }  # `teacher`, `distilled` and `mkdt.experts` are paths: the keys or fingerprints of what they hold stand in;
 # `reuse` names other evaluations whose cells, measured the same way, are taken instead of measured again
 # settings added later, at the value that behaves as before them: left out of the key (old stages stay cached)
-LEGACY_VALUES = {"evaluate": EVALUATE_LEGACY_VALUES}
+LEGACY_VALUES = {"evaluate": EVALUATE_LEGACY_VALUES, "distill": DISTILL_LEGACY_VALUES}
 
 
 @dataclass

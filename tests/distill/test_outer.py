@@ -1,0 +1,172 @@
+"""The outer loop's fast paths against its plain path: the real-batch views split into draws and their
+application, the teacher cache, the sync-free step, and the opt-in bf16 forwards."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from ssdd.augment import crop_flip, to_float
+from ssdd.config import load_config
+from ssdd.distill.config import DistillConfig, with_legacy_values
+from ssdd.distill.outer import RealViews, build_teacher_cache, cache_wanted
+from ssdd.distill.run import run_distill
+from ssdd.distill.views import random_views
+from ssdd.run.loop import RunLoop
+from ssdd.teacher import load_teacher
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+PREDEFINED = ("identity", "rot90", "brightness_1.2")  # a pixel permutation and a photometric view (float images)
+SMOKE = ["data.resolution=16", "outer.steps=8", "outer.batch_size=16", "pool.size=2", "pool.max_steps=4",
+         "outer.model.width=4", "outer.model.depth=2", "device=cpu", "log_every=3", "checkpoint_every=4",
+         "outer.lr=0.01", "outer.real_crop_padding=2"]
+BOOST = ["method=boost", "budget=3", "boost.image_bases=8", "boost.image_resolution=8", "boost.target_bases=4",
+         "boost.approx_steps=20", f"boost.augmentations=[{','.join(PREDEFINED)}]"]
+FAST = ["outer.fast=on", "outer.teacher_cache=on"]
+
+
+def _images(n: int = 24, size: int = 16) -> torch.Tensor:
+    return torch.randint(0, 256, (n, 3, size, size), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+
+
+def _plain(augment: RealViews, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """What the loop did before the split: crop_flip, then (Boost's predefined real views) random_views."""
+    x = crop_flip(x, augment.padding, generator)
+    return random_views(x, augment.views, generator) if augment.views else x
+
+
+@pytest.mark.parametrize("augment", [RealViews(2), RealViews(0), RealViews(1, PREDEFINED)],
+                         ids=["krr_st", "no_padding", "boost_predefined"])
+def test_real_views_draw_the_plain_stream_and_number_every_view(augment):
+    """draw + apply is the plain augmentation (same images, generator left in the same state); each image's
+    view number, turned back into a draw by `fixed`, gives that image's view alone."""
+    x = to_float(_images())
+    plain_gen, split_gen = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    plain = _plain(augment, x, plain_gen)
+    draw = augment.draw(x.shape[0], split_gen, x.device)
+    assert torch.equal(augment.apply(x, draw), plain)
+    assert torch.allclose(augment.apply(x, draw, sync_free=True), plain, atol=1e-6)
+    assert torch.equal(plain_gen.get_state(), split_gen.get_state())
+    index = augment.index(draw)
+    assert int(index.min()) >= 0 and int(index.max()) < augment.count
+    for i, view in enumerate(index.tolist()):
+        alone = augment.apply(x[i : i + 1], augment.fixed(view, 1, x.device))
+        assert torch.allclose(alone[0], plain[i], atol=1e-6), (i, view)
+
+
+@pytest.mark.parametrize("augment", [RealViews(1), RealViews(1, PREDEFINED)], ids=["krr_st", "boost_predefined"])
+def test_cached_teacher_targets_equal_the_per_step_teacher_forward(augment, tiny_teacher):
+    teacher = load_teacher(tiny_teacher, torch.device("cpu"))
+    images_u8 = _images()
+    cache = build_teacher_cache(teacher, images_u8, augment, chunk=7, layout=torch.contiguous_format, dtype=None)
+    assert cache.shape == (24, augment.count, teacher.feature_dim) and cache.dtype == torch.float32
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(3):  # three real batches of 16, with repeats
+        batch_index = torch.randint(0, 24, (16,), generator=generator)
+        draw = augment.draw(16, generator, images_u8.device)
+        with torch.no_grad():
+            per_step = teacher(augment.apply(to_float(images_u8[batch_index]), draw)).float()
+        assert torch.allclose(cache[batch_index, augment.index(draw)], per_step, atol=1e-5, rtol=1e-5)
+
+
+def test_the_cache_is_built_when_asked_and_on_cuda_only_when_it_saves_work_and_fits(monkeypatch):
+    augment = RealViews(4)  # 162 views
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert cache_wanted("on", cpu, 100, augment, 8, 1) and cache_wanted(True, cpu, 100, augment, 8, 1)
+    assert not cache_wanted("off", cuda, 100, augment, 8, 10**9) and not cache_wanted(False, cuda, 100, augment, 8, 1)
+    assert not cache_wanted("auto", cpu, 100, augment, 8, 10**9)  # CPU results stay bit-identical
+    notes: list[str] = []
+    monkeypatch.setattr("ssdd.distill.outer.note", notes.append)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (2**30, 2**31))
+    assert cache_wanted("auto", cuda, 100, augment, 8, 100 * 162 + 1)
+    assert not cache_wanted("auto", cuda, 100, augment, 8, 100 * 162)  # no teacher forward saved
+    assert not notes
+    assert not cache_wanted("auto", cuda, 10**6, augment, 512, 10**12)  # 309 GiB: over half of the 1 GiB free
+    assert len(notes) == 1 and "outer.teacher_cache=auto: off" in notes[0] and "GiB" in notes[0]
+    with pytest.raises(ValueError, match=r"outer\.teacher_cache"):
+        cache_wanted("sometimes", cpu, 100, augment, 8, 1)
+
+
+def _run(npz: Path, teacher: Path, out: Path, *extra: str):
+    cfg = load_config(DistillConfig, None, [f"data.path={npz}", f"teacher={teacher}", f"out_dir={out}", *SMOKE,
+                                            *extra])
+    return run_distill(cfg, show_progress=False)
+
+
+@pytest.mark.parametrize("method", [["method=krr_st", "budget=10"], BOOST], ids=["krr_st", "boost"])
+def test_the_fast_path_distils_what_the_plain_path_does(method, tiny_npz, tiny_teacher, tmp_path):
+    """outer.fast=on with the teacher cache on, forced on the CPU: the same log and the same set as the plain
+    path, to float rounding (Boost with predefined real views, a photometric one among them)."""
+    plain = _run(tiny_npz, tiny_teacher, tmp_path / "plain", *method, "outer.fast=off", "outer.teacher_cache=off")
+    fast = _run(tiny_npz, tiny_teacher, tmp_path / "fast", *method, *FAST)
+    rows = {name: [json.loads(line)["loss"] for line in (tmp_path / name / "metrics.jsonl").open()]
+            for name in ("plain", "fast")}
+    assert len(rows["plain"]) == 3
+    assert torch.allclose(torch.tensor(rows["fast"]), torch.tensor(rows["plain"]), rtol=1e-4, atol=1e-6)
+    assert set(fast.stored) == set(plain.stored)
+    for key, tensor in plain.stored.items():
+        assert torch.allclose(fast.stored[key], tensor, rtol=1e-4, atol=1e-5), key
+
+
+def test_bf16_forwards_run_and_stay_close(tiny_npz, tiny_teacher, tmp_path):
+    """outer.precision and outer.teacher_precision=bf16 (opt-in: results change beyond rounding) distil a
+    finite set near the float32 one; older configs without them keep meaning fp32."""
+    fp32 = _run(tiny_npz, tiny_teacher, tmp_path / "fp32", "method=krr_st", "budget=10")
+    bf16 = _run(tiny_npz, tiny_teacher, tmp_path / "bf16", "method=krr_st", "budget=10", "outer.precision=bf16",
+                "outer.teacher_precision=bf16")
+    for key, tensor in fp32.stored.items():
+        assert torch.isfinite(bf16.stored[key]).all()
+        assert (bf16.stored[key] - tensor).abs().max() < 0.1 * tensor.abs().max(), key
+    saved = with_legacy_values({"krr": {"lr": 0.1}, "pool": {}})  # a run saved before the settings existed
+    assert saved["outer"] == {"lr": 0.1, "precision": "fp32", "teacher_precision": "fp32"} and "krr" not in saved
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_cuda_the_fast_step_never_waits_for_the_gpu(tiny_npz, tiny_teacher, tmp_path, monkeypatch):
+    """Every outer step of the fast path after two warm-up steps runs under torch.cuda's sync debug mode
+    "error" (any host synchronisation raises); the loop's own reads (log window, checkpoint) lie outside the
+    steps. The pool never re-initialises a member here (that copies a fresh CPU model, which waits). The set is
+    the plain path's."""
+    original = RunLoop.run
+
+    def guarded_run(self, step, *args, **kwargs):
+        def guarded(i):
+            if i < 2:  # warm-up: cuDNN's autotuning and the libraries' lazy set-up
+                return step(i)
+            torch.cuda.set_sync_debug_mode("error")
+            try:
+                return step(i)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+
+        return original(self, guarded, *args, **kwargs)
+
+    cuda = ["device=cuda", "pool.max_steps=1000", "outer.solve_dtype=float64"]
+    plain = _run(tiny_npz, tiny_teacher, tmp_path / "plain", *BOOST, *cuda, "outer.fast=off", "outer.teacher_cache=off")
+    monkeypatch.setattr(RunLoop, "run", guarded_run)
+    fast = _run(tiny_npz, tiny_teacher, tmp_path / "fast", *BOOST, *cuda, *FAST)
+    for key, tensor in plain.stored.items():
+        assert torch.allclose(fast.stored[key], tensor, rtol=1e-3, atol=1e-4), key
+
+
+def test_a_resumed_run_rebuilds_the_cache_and_ends_where_an_uninterrupted_one_does(tiny_npz, tiny_teacher, tmp_path,
+                                                                                    monkeypatch):
+    import ssdd.distill.outer as outer
+
+    builds = []
+    monkeypatch.setattr(outer, "build_teacher_cache", lambda *a, **k: builds.append(1) or build_teacher_cache(*a, **k))
+    krr_st = ["method=krr_st", "budget=10", *FAST]
+    whole = _run(tiny_npz, tiny_teacher, tmp_path / "whole", *krr_st)
+    assert _run(tiny_npz, tiny_teacher, tmp_path / "cut", *krr_st, "stop_after_steps=5") is None
+    state = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)
+    assert not any("cache" in key for key in state)  # nothing cached is checkpointed
+    cfg = load_config(DistillConfig, None, [f"data.path={tiny_npz}", f"teacher={tiny_teacher}",
+                                            f"out_dir={tmp_path / 'cut'}", *SMOKE, *krr_st])
+    resumed = run_distill(cfg, resume=True, show_progress=False)
+    assert len(builds) == 3  # the whole run, the paused one and the resumed one each built it
+    for key, tensor in whole.stored.items():
+        assert torch.allclose(resumed.stored[key], tensor, rtol=1e-5, atol=1e-6), key
