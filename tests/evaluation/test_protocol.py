@@ -243,10 +243,10 @@ def test_same_recipe_row_trains_every_source_image_with_the_pretrain_settings(ti
     calls = []
     real = cell.pretrain_on_pairs
 
-    def spy(backbone, images, targets, mean, std, cfg, generator, num_classes=None):
+    def spy(backbone, images, targets, mean, std, cfg, generator, num_classes=None, precision="fp32"):
         steps = []
         hook = backbone.register_forward_hook(lambda module, args, out: steps.append(module.training))
-        losses = real(backbone, images, targets, mean, std, cfg, generator, num_classes)
+        losses = real(backbone, images, targets, mean, std, cfg, generator, num_classes, precision)
         hook.remove()
         calls.append({"images": images, "targets": targets, "cfg": cfg, "steps": sum(steps)})
         return losses
