@@ -440,6 +440,31 @@ def test_channels_last_is_recorded_changes_only_rounding_and_counts_as_the_same_
     assert "channels_last='sideways': must be one of auto, on, off" in capsys.readouterr().err
 
 
+def test_bf16_is_recorded_and_never_mixed_with_float32_cells(tiny_npz, tiny_teacher, tmp_path, monkeypatch, capsys):
+    """precision=bf16 changes results beyond rounding: every row records it, `reuse` takes no float32 cell for
+    a bf16 evaluation (nor the other way), and --resume refuses to change it."""
+    from ssdd.evaluation.config import EvaluateConfig
+    from ssdd.evaluation.protocol import run_evaluate
+
+    sets, _, base = _reuse_setup(tmp_path, tiny_npz, tiny_teacher)
+    base = [*base, f"distilled=[{sets[0]}]", "cka_images=16"]
+    fp32 = run_evaluate(load_config(EvaluateConfig, None, [*base, f"out_dir={tmp_path / 'a'}"]), show_progress=False)
+    capsys.readouterr()
+    measured = _counting_cells(monkeypatch)
+    bf16 = run_evaluate(load_config(EvaluateConfig, None, [*base, f"out_dir={tmp_path / 'b'}", "precision=bf16",
+                                                           f"reuse=[{tmp_path / 'a'}]"]), show_progress=False)
+    assert sorted(measured) == ["no_pretrain", "random@10"]  # both measured again
+    assert f"reuse: {tmp_path / 'a'} measured with other settings (precision: 'fp32' -> 'bf16')" in \
+        capsys.readouterr().out
+    assert {r["precision"] for r in fp32} == {"fp32"} and {r["precision"] for r in bf16} == {"bf16"}
+    for a, b in zip(fp32, bf16, strict=True):  # pre-training in bf16 moves the encoder a little, not away
+        assert (a["label"], a["mode"]) == (b["label"], b["mode"])
+        assert b["cka_to_teacher"] == pytest.approx(a["cka_to_teacher"], abs=0.05)
+    with pytest.raises(ValueError, match="precision"):
+        run_evaluate(load_config(EvaluateConfig, None, [*base, f"out_dir={tmp_path / 'a'}", "precision=bf16"]),
+                     show_progress=False, resume=True)
+
+
 def test_rows_record_the_samples_their_pretraining_saw(tiny_npz, tiny_teacher, tmp_path, monkeypatch):
     """pretrain_samples counts the pairs that went through the network: a set smaller than the batch sees the
     whole set at each step (steps x set size, not steps x batch); a larger one sees its real batches."""
