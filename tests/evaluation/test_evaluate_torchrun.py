@@ -32,7 +32,7 @@ def test_two_processes_give_the_rows_of_one_and_resume_keeps_finished_cells(tmp_
     one = run_evaluate(load_config(EvaluateConfig, None, [*base, f"out_dir={tmp_path / 'one'}", "seeds=3"]),
                        show_progress=False)
     # 3 sources (random, no pre-training, full data with the distilled rows' recipe): 3 cells in 2 rounds, rank 1
-    # idle in the second; `--processes 2` starts the two processes itself (torchrun --standalone)
+    # idle in the second; `--processes 2` starts the two processes itself, with torchrun's environment
     assert main(["evaluate", "--no-progress", "--processes", "2", *base, f"out_dir={tmp_path / 'two'}",
                  "seeds=1"]) == 0
     first = json.loads((tmp_path / "two" / "results.json").read_text())
