@@ -118,10 +118,10 @@ class EvaluateConfig:
     # from off only by floating-point summation order, so, like `device`, it is not part of what a cell measures.
     channels_last: str = "auto"
     # fp32 | bf16: the arithmetic of the forward passes of every network trained here (pre-training, fine-tuning;
-    # losses in float32). bf16 (bfloat16 autocast, ssdd.evaluation.fastpath) is faster on a GPU but changes the
-    # results beyond rounding, so it is part of what a cell measures: `reuse` and --resume never mix the two,
-    # and each row records it. The scoring passes (test accuracy, probe features, CKA) and the teacher's targets
-    # stay float32.
+    # losses in float32) and of the teacher's per-batch targets of the tuned full-data row. bf16 (bfloat16
+    # autocast, ssdd.evaluation.fastpath) is faster on a GPU but changes the results beyond rounding, so it is
+    # part of what a cell measures: `reuse` and --resume never mix the two, and each row records it. The scoring
+    # passes (test accuracy, probe features, CKA) and the same-recipe row's targets (computed once) stay float32.
     precision: str = "fp32"
     tensorboard: bool = False  # also write every row to out_dir/tensorboard (pip install "ssdd[tensorboard]")
     # Other evaluations' out_dirs whose finished cells this one takes instead of measuring them again. A cell

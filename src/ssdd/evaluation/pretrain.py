@@ -124,7 +124,8 @@ def pretrain_full_data(backbone: nn.Module, images_u8: torch.Tensor, teacher: Ca
                        mean: torch.Tensor, std: torch.Tensor, cfg: FullDataConfig,
                        generator: torch.Generator, precision: str = "fp32") -> list[float]:
     """Regress teacher(x) from crop+flipped source images, SGD with cosine decay over cfg.epochs. `precision`
-    is the trained network's forward pass; the teacher's targets stay float32."""
+    (fp32 | bf16) is that of the forward passes, the teacher's included (its targets are then widened to float32);
+    the loss is float32 either way."""
     device = images_u8.device
     with torch.no_grad():
         target_dim = teacher(to_float(images_u8[:2])).shape[1]
@@ -143,10 +144,11 @@ def pretrain_full_data(backbone: nn.Module, images_u8: torch.Tensor, teacher: Ca
         for step in range(batches):
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             x = crop_flip(to_float(images_u8[idx]), cfg.crop_padding, aug_gen)
-            with torch.no_grad():
-                y = teacher(x).float()
-            with autocast(device, precision):
+            with autocast(device, precision):  # the teacher's forward too: more multiply-adds than the step
+                with torch.no_grad():
+                    y = teacher(x)
                 outputs = head(backbone(normalize(x, mean, std)))
+            y = y.float()
             loss = F.mse_loss(outputs.float(), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
