@@ -457,6 +457,7 @@ def test_bf16_is_recorded_and_never_mixed_with_float32_cells(tiny_npz, tiny_teac
     assert f"reuse: {tmp_path / 'a'} measured with other settings (precision: 'fp32' -> 'bf16')" in \
         capsys.readouterr().out
     assert {r["precision"] for r in fp32} == {"fp32"} and {r["precision"] for r in bf16} == {"bf16"}
+    assert {r["precision"] for r in csv.DictReader(open(tmp_path / "b" / "results.csv"))} == {"bf16"}
     for a, b in zip(fp32, bf16, strict=True):  # pre-training in bf16 moves the encoder a little, not away
         assert (a["label"], a["mode"]) == (b["label"], b["mode"])
         assert b["cka_to_teacher"] == pytest.approx(a["cka_to_teacher"], abs=0.05)
