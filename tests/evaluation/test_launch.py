@@ -61,8 +61,23 @@ def test_the_processes_get_the_flags_and_exactly_the_resolved_config(monkeypatch
     assert "seeds: 5\n" in config and "precision: bf16\n" in config
 
 
+def test_auto_is_one_process_per_cell_and_at_most_one_per_core(monkeypatch):
+    from ssdd.config import load_config
+    from ssdd.evaluation.config import EvaluateConfig
+
+    cfg = load_config(EvaluateConfig, "evaluate_full", ["distilled=[a, b]"])  # 5 sources x 3 seeds
+    assert launch.cell_count(cfg) == 15
+    monkeypatch.setattr(launch.os, "cpu_count", lambda: 16)
+    assert launch.process_count(cfg, "auto") == 15 and launch.process_count(cfg, "4") == 4
+    monkeypatch.setattr(launch.os, "cpu_count", lambda: 8)
+    assert launch.process_count(cfg, "auto") == 8
+    cfg.full_data.same_recipe, cfg.seeds = False, 1
+    assert launch.cell_count(cfg) == 4
+
+
 @pytest.mark.parametrize(("argv", "env", "message"), [
     (["--processes", "0"], {}, "--processes 0: must be at least 1"),
+    (["--processes", "many"], {}, "--processes many: must be a whole number or auto"),
     (["--processes", "2"], {"WORLD_SIZE": "2"}, "--processes starts its own processes: leave it out under torchrun"),
     (["--processes", "2", "precision=fp16"], {}, "precision='fp16': must be one of fp32, bf16"),
 ])

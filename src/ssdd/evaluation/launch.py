@@ -90,12 +90,30 @@ def wait_for(workers: list[subprocess.Popen], poll_s: float = 0.2, grace_s: floa
         raise
 
 
+def cell_count(cfg: EvaluateConfig) -> int:
+    """The cells of an evaluation (architectures x seeds x pre-training sources), finished ones included."""
+    sources = len(cfg.distilled) + sum(map(bool, (cfg.no_pretrain, cfg.full_data.enabled, cfg.full_data.same_recipe)))
+    return len(cfg.models) * cfg.seeds * sources
+
+
+def process_count(cfg: EvaluateConfig, processes: str) -> int:
+    """--processes: a whole number, or auto: one process per cell, at most one per CPU core (each process
+    keeps a core busy driving its GPU work, or computing on the CPU)."""
+    if str(processes) == "auto":
+        return max(1, min(cell_count(cfg), os.cpu_count() or 1))
+    try:
+        count = int(processes)
+    except ValueError:
+        raise ConfigError(f"--processes {processes}: must be a whole number or auto") from None
+    if count < 1:
+        raise ConfigError(f"--processes {processes}: must be at least 1")
+    return count
+
+
 def run_processes(cfg: EvaluateConfig, processes: int, flags: list[str]) -> int:
     """Run the evaluation `cfg` (resolved: every process reads exactly it) on `processes` processes; `flags`
     are the command's own (--resume, --no-progress, --allow-mismatch). Returns 0, or the exit code of the
     first process that failed (rank 0 has said why in one line)."""
-    if processes < 1:
-        raise ConfigError(f"--processes {processes}: must be at least 1")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError("--processes starts its own processes: leave it out under torchrun")
     from ssdd.evaluation.validate import check_evaluate_settings
@@ -103,6 +121,7 @@ def run_processes(cfg: EvaluateConfig, processes: int, flags: list[str]) -> int:
 
     check_evaluate_settings(cfg)  # a mistyped setting is one line here, before any process starts
     check_device(cfg.device)
+    print(f"ssdd evaluate: {processes} processes on this machine, {cell_count(cfg)} cells", flush=True)
     with tempfile.TemporaryDirectory(prefix="ssdd-evaluate-") as folder:
         command, port = worker_command(save_config(cfg, Path(folder) / "config.yaml"), flags), _free_port()
         return wait_for([subprocess.Popen(command, env=worker_environment(rank, processes, port))
