@@ -148,8 +148,7 @@ def pretrain_full_data(backbone: nn.Module, images_u8: torch.Tensor, teacher: Ca
                 with torch.no_grad():
                     y = teacher(x)
                 outputs = head(backbone(normalize(x, mean, std)))
-            y = y.float()
-            loss = F.mse_loss(outputs.float(), y)
+            loss = F.mse_loss(outputs.float(), y.float())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
