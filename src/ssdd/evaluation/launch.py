@@ -80,7 +80,7 @@ def wait_for(workers: list[subprocess.Popen], poll_s: float = 0.2, grace_s: floa
                 _stop(workers)
                 if failed[0] != 0:  # its error line was not printed (rank 0 prints them)
                     print(f"ssdd evaluate: process {failed[0]} of {len(workers)} stopped with exit code {failed[1]}; "
-                          "the others were stopped too (rerun with --debug for its traceback)", file=sys.stderr)
+                          "the others were stopped too (SSDD_TRACEBACK=1 shows its traceback)", file=sys.stderr)
                 return failed[1]
             if all(worker.poll() == 0 for worker in workers):
                 return 0
