@@ -55,3 +55,20 @@ def test_reuse_changes_neither_the_hash_nor_what_a_resume_accepts():
     check_resume_compatible(old, config_to_dict(reusing), RESUMABLE_KEYS, LEGACY_VALUES)
     # a study's evaluate stage keeps its cache key whatever it reuses
     assert _key("evaluate", reusing, ["teacher:x"]) == _key("evaluate", cfg, ["teacher:x"])
+
+
+def test_precision_fp32_keeps_old_keys_and_bf16_is_another_measurement():
+    from ssdd.evaluation.protocol import CELL_CHOICE_KEYS, RESUMABLE_KEYS
+    from ssdd.study.runner import NOT_HASHED
+
+    no_files = ["source.path=no-such.npz", "targets=[{source: npz, path: no-such.npz, name: t}]"]
+    cfg = load_config(EvaluateConfig, None, no_files)
+    old = config_to_dict(cfg)
+    del old["precision"]  # a config written before the setting existed
+    assert cfg.precision == LEGACY_VALUES["precision"] == "fp32"
+    assert config_hash(config_to_dict(cfg), legacy=LEGACY_VALUES) == config_hash(old, legacy=LEGACY_VALUES)
+    check_resume_compatible(old, config_to_dict(cfg), RESUMABLE_KEYS, LEGACY_VALUES)
+    bf16 = config_to_dict(load_config(EvaluateConfig, None, [*no_files, "precision=bf16"]))
+    assert config_hash(bf16, legacy=LEGACY_VALUES) != config_hash(old, legacy=LEGACY_VALUES)
+    # it changes results beyond rounding: hashed, compared by reuse, fixed on resume
+    assert "precision" not in (*NOT_HASHED["evaluate"], *CELL_CHOICE_KEYS, *RESUMABLE_KEYS)

@@ -1,4 +1,5 @@
-"""`ssdd evaluate` under torchrun (2 CPU processes, gloo): cells dealt to the ranks, the rows of one process."""
+"""`ssdd evaluate` under torchrun (2 CPU processes, gloo), started by hand or by `--processes 2`: cells dealt to
+the ranks, the rows of one process."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import pytest
 
 from conftest import make_npz, make_teacher, run_torchrun
+from ssdd.cli import main
 from ssdd.config import load_config
 from ssdd.distill.config import DistillConfig
 from ssdd.distill.run import run_distill
@@ -30,10 +32,12 @@ def test_two_processes_give_the_rows_of_one_and_resume_keeps_finished_cells(tmp_
     one = run_evaluate(load_config(EvaluateConfig, None, [*base, f"out_dir={tmp_path / 'one'}", "seeds=3"]),
                        show_progress=False)
     # 3 sources (random, no pre-training, full data with the distilled rows' recipe): 3 cells in 2 rounds, rank 1
-    # idle in the second
-    run_torchrun(["evaluate", "--no-progress", *base, f"out_dir={tmp_path / 'two'}", "seeds=1"])
+    # idle in the second; `--processes 2` starts the two processes itself, with torchrun's environment
+    assert main(["evaluate", "--no-progress", "--processes", "2", *base, f"out_dir={tmp_path / 'two'}",
+                 "seeds=1"]) == 0
     first = json.loads((tmp_path / "two" / "results.json").read_text())
     assert len(first) == 6 and {r["seed"] for r in first} == {0}
+    assert [{k: r[k] for k in MEASURED} for r in first] == [{k: r[k] for k in MEASURED} for r in one[:6]]
     # seeds 1 and 2 of each source side by side (dealing_order): rounds differ from the one-process order, rows do not
     resumed = run_torchrun(["evaluate", "--no-progress", "--resume", *base, f"out_dir={tmp_path / 'two'}", "seeds=3"])
     assert resumed.stdout.count("3 finished cells kept") == 1

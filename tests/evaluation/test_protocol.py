@@ -243,10 +243,10 @@ def test_same_recipe_row_trains_every_source_image_with_the_pretrain_settings(ti
     calls = []
     real = cell.pretrain_on_pairs
 
-    def spy(backbone, images, targets, mean, std, cfg, generator, num_classes=None):
+    def spy(backbone, images, targets, mean, std, cfg, generator, num_classes=None, precision="fp32"):
         steps = []
         hook = backbone.register_forward_hook(lambda module, args, out: steps.append(module.training))
-        losses = real(backbone, images, targets, mean, std, cfg, generator, num_classes)
+        losses = real(backbone, images, targets, mean, std, cfg, generator, num_classes, precision)
         hook.remove()
         calls.append({"images": images, "targets": targets, "cfg": cfg, "steps": sum(steps)})
         return losses
@@ -438,6 +438,32 @@ def test_channels_last_is_recorded_changes_only_rounding_and_counts_as_the_same_
     assert main(["evaluate", "--no-progress", f"teacher={tiny_teacher}", "channels_last=sideways",
                  f"out_dir={tmp_path / 'bad'}"]) == 2
     assert "channels_last='sideways': must be one of auto, on, off" in capsys.readouterr().err
+
+
+def test_bf16_is_recorded_and_never_mixed_with_float32_cells(tiny_npz, tiny_teacher, tmp_path, monkeypatch, capsys):
+    """precision=bf16 changes results beyond rounding: every row records it, `reuse` takes no float32 cell for
+    a bf16 evaluation (nor the other way), and --resume refuses to change it."""
+    from ssdd.evaluation.config import EvaluateConfig
+    from ssdd.evaluation.protocol import run_evaluate
+
+    sets, _, base = _reuse_setup(tmp_path, tiny_npz, tiny_teacher)
+    base = [*base, f"distilled=[{sets[0]}]", "cka_images=16"]
+    fp32 = run_evaluate(load_config(EvaluateConfig, None, [*base, f"out_dir={tmp_path / 'a'}"]), show_progress=False)
+    capsys.readouterr()
+    measured = _counting_cells(monkeypatch)
+    bf16 = run_evaluate(load_config(EvaluateConfig, None, [*base, f"out_dir={tmp_path / 'b'}", "precision=bf16",
+                                                           f"reuse=[{tmp_path / 'a'}]"]), show_progress=False)
+    assert sorted(measured) == ["no_pretrain", "random@10"]  # both measured again
+    assert f"reuse: {tmp_path / 'a'} measured with other settings (precision: 'fp32' -> 'bf16')" in \
+        capsys.readouterr().out
+    assert {r["precision"] for r in fp32} == {"fp32"} and {r["precision"] for r in bf16} == {"bf16"}
+    assert {r["precision"] for r in csv.DictReader(open(tmp_path / "b" / "results.csv"))} == {"bf16"}
+    for a, b in zip(fp32, bf16, strict=True):  # pre-training in bf16 moves the encoder a little, not away
+        assert (a["label"], a["mode"]) == (b["label"], b["mode"])
+        assert b["cka_to_teacher"] == pytest.approx(a["cka_to_teacher"], abs=0.05)
+    with pytest.raises(ValueError, match="precision"):
+        run_evaluate(load_config(EvaluateConfig, None, [*base, f"out_dir={tmp_path / 'a'}", "precision=bf16"]),
+                     show_progress=False, resume=True)
 
 
 def test_rows_record_the_samples_their_pretraining_saw(tiny_npz, tiny_teacher, tmp_path, monkeypatch):

@@ -103,6 +103,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
         print(report_from_results(Path(cfg.out_dir)))
         return 0
+    if args.processes != "1":  # N processes of this machine run the cells N at a time (ssdd.evaluation.launch)
+        from ssdd.evaluation.launch import process_count, run_processes
+
+        flags = [flag for flag, on in (("--resume", args.resume), ("--no-progress", args.no_progress),
+                                       ("--allow-mismatch", args.allow_mismatch)) if on]
+        if (count := process_count(cfg, args.processes)) > 1:
+            return run_processes(cfg, count, flags)
     run_evaluate(cfg, show_progress=not args.no_progress, resume=args.resume, allow_mismatch=args.allow_mismatch)
     return 0
 
@@ -216,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--allow-mismatch", action="store_true",
                           help="score sets distilled with another teacher or from another source anyway "
                                "(refused by default: their rows are not comparable)")
+    evaluate.add_argument("--processes", default="1", metavar="N|auto",
+                          help="run N cells at a time, on N processes of this machine sharing its GPUs (the rows "
+                               "are those of one process); auto: one per cell, at most one per CPU core")
     evaluate.set_defaults(func=_cmd_evaluate)
 
     reproduce = sub.add_parser("reproduce", help="a whole study from one preset: teacher -> distill -> evaluate -> "

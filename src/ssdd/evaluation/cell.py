@@ -159,18 +159,21 @@ def pretrain_network(source: PretrainSource, model_cfg: ModelConfig, cfg: Evalua
     if source.method == NO_PRETRAIN:
         return backbone
     if source.method == FULL_DATA:
-        pretrain_full_data(backbone, source_images, teacher, teacher.mean, teacher.std, cfg.full_data, generator)
+        pretrain_full_data(backbone, source_images, teacher, teacher.mean, teacher.std, cfg.full_data, generator,
+                           cfg.precision)
         return backbone
     if source.method == FULL_DATA_SAME_RECIPE:  # every source image, trained exactly like the distilled sets
-        pretrain_on_pairs(backbone, source_images, source_targets, teacher.mean, teacher.std, cfg.pretrain, generator)
+        pretrain_on_pairs(backbone, source_images, source_targets, teacher.mean, teacher.std, cfg.pretrain, generator,
+                          precision=cfg.precision)
         return backbone
     distilled = load_distilled(source.info["path"])
     images, targets = distilled.training_pairs()
     stats = distilled.manifest["normalization"]
     mean, std = torch.tensor(stats["mean"], device=device), torch.tensor(stats["std"], device=device)
+    # labels: KRR-ST's recipe unless recipe=same
     train = pretrain_supervised if uses_supervised_recipe(targets, cfg.pretrain) else pretrain_on_pairs
     train(backbone, images.to(device), targets.to(device), mean, std, cfg.pretrain, generator,
-          num_classes=distilled.manifest.get("num_classes"))  # labels: KRR-ST's recipe unless recipe=same
+          num_classes=distilled.manifest.get("num_classes"), precision=cfg.precision)
     return backbone
 
 
@@ -234,7 +237,8 @@ def evaluate_cell(bench: Bench, model_cfg: ModelConfig, seed: int, source: Pretr
                 "pretrain_steps": pretrain_steps_of(source, cfg),
                 "pretrain_samples": pretrain_samples_of(source, cfg), "finetune_iterations": iterations,
                 "eval_s": time.perf_counter() - start, "device": bench.device_name,
-                "channels_last": bench.layout == torch.channels_last, "eval_split": target.split,
+                "channels_last": bench.layout == torch.channels_last, "precision": cfg.precision,
+                "eval_split": target.split,
                 **({"validation_fraction": cfg.validation.fraction, "validation_seed": cfg.validation.seed}
                    if target.split == EVAL_SPLIT_VALIDATION else {}),
                 **{k: v for k, v in source.info.items() if k != "path"},
@@ -247,7 +251,7 @@ def _score(cfg: EvaluateConfig, backbone: nn.Module, target: Target, mode: str, 
     """Top-1 of one mode on one target, and the fine-tuning iterations it ran (None for the linear probe)."""
     if mode == "finetune":
         result = finetune(backbone, target.train, target.test, target.mean, target.std, cfg.finetune, generator,
-                          target.name, target.train_size)
+                          target.name, target.train_size, cfg.precision)
         return result["top1"], int(result["iterations"])
     top1 = probe_encoder(backbone, target.mean, target.std, target.train.images, target.train.labels,
                          target.test.images, target.test.labels, target.train.num_classes, cfg.probe,

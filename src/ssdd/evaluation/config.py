@@ -117,6 +117,12 @@ class EvaluateConfig:
     # and the teacher in the channels-last memory format. Faster on the CPU (docs/performance.md); the results differ
     # from off only by floating-point summation order, so, like `device`, it is not part of what a cell measures.
     channels_last: str = "auto"
+    # fp32 | bf16: the arithmetic of the forward passes of every network trained here (pre-training, fine-tuning;
+    # losses in float32) and of the teacher's per-batch targets of the tuned full-data row. bf16 (bfloat16
+    # autocast, ssdd.evaluation.fastpath) is faster on a GPU but changes the results beyond rounding, so it is
+    # part of what a cell measures: `reuse` and --resume never mix the two, and each row records it. The scoring
+    # passes (test accuracy, probe features, CKA) and the same-recipe row's targets (computed once) stay float32.
+    precision: str = "fp32"
     tensorboard: bool = False  # also write every row to out_dir/tensorboard (pip install "ssdd[tensorboard]")
     # Other evaluations' out_dirs whose finished cells this one takes instead of measuring them again. A cell
     # is seeded by itself alone, so one measured with the same settings (everything but the keys that only
@@ -142,6 +148,7 @@ LEGACY_VALUES: dict[str, object] = {
     "finetune.source_scale": list(SOURCE_SCALE),  # acts only under small_by=role: its default
     "reuse": [],  # every cell measured here
     "channels_last": "off",  # PyTorch's contiguous layout, used before the setting existed
+    "precision": "fp32",  # every forward pass in float32
     "validation.fraction": 0.0,  # every row scored on the target's test split
     "validation.seed": 0,  # acts only with a fraction: its default
 }

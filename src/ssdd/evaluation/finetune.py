@@ -12,6 +12,7 @@ from ssdd.artifacts.integrity import check_trained
 from ssdd.augment import crop_flip, normalize, to_float
 from ssdd.data import ImageDataset
 from ssdd.evaluation.config import FinetuneConfig
+from ssdd.evaluation.fastpath import autocast, to_device
 from ssdd.run.progress import bar
 
 
@@ -36,21 +37,22 @@ def finetune_iterations(cfg: FinetuneConfig, train_size: int, target: str = "") 
 def accuracy(model: nn.Module, images_u8: torch.Tensor, labels: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
              batch_size: int = 1024) -> float:
     model.eval()
-    correct = 0
+    correct = torch.zeros((), dtype=torch.int64, device=labels.device)  # counted on the device, read once
     for start in range(0, images_u8.shape[0], batch_size):
         x = normalize(to_float(images_u8[start : start + batch_size]), mean, std)
-        correct += int((model(x).argmax(1) == labels[start : start + batch_size]).sum())
-    return 100.0 * correct / images_u8.shape[0]
+        correct += (model(x).argmax(1) == labels[start : start + batch_size]).sum()
+    return 100.0 * int(correct) / images_u8.shape[0]
 
 
 def finetune(backbone: nn.Module, train: ImageDataset, test: ImageDataset, mean: torch.Tensor, std: torch.Tensor,
              cfg: FinetuneConfig, generator: torch.Generator, target: str = "",
-             train_size: int | None = None) -> dict[str, float]:
+             train_size: int | None = None, precision: str = "fp32") -> dict[str, float]:
     """Fine-tune a copy of `backbone` (the original is untouched); returns test top-1 and the iterations run.
     train/test must already be on the training device; mean/std are the target's statistics; `target` is
     its name (default: the train split's), which sets the iterations under finetune.small_by=role;
     `train_size` (default: len(train)) the target's training images under small_by=size, so that training on
-    part of the split (the validation split's rest) keeps the length the whole split gets."""
+    part of the split (the validation split's rest) keeps the length the whole split gets. `precision` (fp32 |
+    bf16) is the training steps' forward pass (the loss is float32 either way); the test pass is float32."""
     device = train.images.device
     model = nn.Sequential(copy.deepcopy(backbone), nn.Linear(backbone.feature_dim, train.num_classes)).to(device)
     iterations = finetune_iterations(cfg, len(train) if train_size is None else train_size, target or train.name)
@@ -59,14 +61,16 @@ def finetune(backbone: nn.Module, train: ImageDataset, test: ImageDataset, mean:
     aug_gen = torch.Generator(device=device).manual_seed(int(torch.randint(0, 2**31, (1,), generator=generator)))
     batch = min(cfg.batch_size, len(train))
     model.train()
-    order, cursor = torch.randperm(len(train), generator=generator).to(device), 0
+    order, cursor = to_device(torch.randperm(len(train), generator=generator), device), 0
     for _ in bar(range(iterations), desc="fine-tune", unit="it"):
         if cursor + batch > len(train):
-            order, cursor = torch.randperm(len(train), generator=generator).to(device), 0
+            order, cursor = to_device(torch.randperm(len(train), generator=generator), device), 0
         idx = order[cursor : cursor + batch]
         cursor += batch
         x = normalize(crop_flip(to_float(train.images[idx]), cfg.crop_padding, aug_gen), mean, std)
-        loss = F.cross_entropy(model(x), train.labels[idx])
+        with autocast(device, precision):
+            logits = model(x)
+        loss = F.cross_entropy(logits.float(), train.labels[idx])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -17,6 +17,7 @@ from torch import nn
 
 from ssdd.artifacts.integrity import check_features, check_trained
 from ssdd.augment.ops import normalize, to_float
+from ssdd.evaluation.fastpath import to_device
 from ssdd.run.progress import bar
 
 
@@ -70,12 +71,13 @@ def linear_probe(train_features: torch.Tensor, train_labels: torch.Tensor, test_
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg.iterations))
     n = x_train.shape[0]
     batch = min(cfg.batch_size, n)
-    order = torch.randperm(n, generator=generator)
+    # each pass's order goes to the device once (asynchronously), not a batch of it at every step
+    order = to_device(torch.randperm(n, generator=generator), device)
     cursor = 0
     for _ in bar(range(cfg.iterations), desc="linear probe", unit="it"):
         if cursor + batch > n:
-            order, cursor = torch.randperm(n, generator=generator), 0
-        idx = order[cursor : cursor + batch].to(device)
+            order, cursor = to_device(torch.randperm(n, generator=generator), device), 0
+        idx = order[cursor : cursor + batch]
         cursor += batch
         loss = F.cross_entropy(head(x_train[idx]), y_train[idx])
         optimizer.zero_grad(set_to_none=True)

@@ -10,6 +10,7 @@ from torch import nn
 
 from ssdd.augment import crop_flip, normalize, to_float
 from ssdd.evaluation.config import FullDataConfig, PretrainConfig
+from ssdd.evaluation.fastpath import EpochLosses, autocast, to_device
 from ssdd.run.progress import bar
 
 
@@ -28,7 +29,7 @@ def epoch_batches(count: int, cfg: PretrainConfig, generator: torch.Generator, d
     for _ in bar(range(cfg.epochs), desc=desc, unit="epoch"):
         if 0 < cfg.max_iterations <= steps:
             return
-        order = torch.randperm(count, generator=generator).to(device)
+        order = to_device(torch.randperm(count, generator=generator), device)
         batches: list[torch.Tensor] = []
         for start in range(0, count, cfg.batch_size):
             if 0 < cfg.max_iterations <= steps + len(batches):
@@ -88,10 +89,11 @@ def _network_inputs(images: torch.Tensor, mean: torch.Tensor,
 
 def pretrain_on_pairs(backbone: nn.Module, images: torch.Tensor, targets: torch.Tensor, mean: torch.Tensor,
                       std: torch.Tensor, cfg: PretrainConfig, generator: torch.Generator,
-                      num_classes: int | None = None) -> list[float]:
+                      num_classes: int | None = None, precision: str = "fp32") -> list[float]:
     """MSE regression of head(backbone(norm(x))) onto targets, SGD, `cfg.epochs` passes over every pair
     (or until `cfg.max_iterations` steps when that is set), no augmentation; integer targets are class
-    labels and use cross-entropy over `num_classes` instead.
+    labels and use cross-entropy over `num_classes` instead. `precision` (fp32 | bf16) is the forward pass's
+    (ssdd.evaluation.fastpath.autocast); the loss is float32 either way.
     images: (M,3,H,W) float in [0,1], or uint8; returns the mean loss of each epoch."""
     device = images.device
     classify = not targets.is_floating_point()
@@ -103,24 +105,27 @@ def pretrain_on_pairs(backbone: nn.Module, images: torch.Tensor, targets: torch.
     optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     inputs = _network_inputs(images, mean, std)
     backbone.train()
-    losses = []
+    losses = EpochLosses(device)
     count = images.shape[0]
     for batches in epoch_batches(count, cfg, generator, device):
-        total = 0.0
+        losses.new_epoch()
         for idx in batches:
-            loss = criterion(head(backbone(inputs(idx))), targets[idx])
+            with autocast(device, precision):
+                outputs = head(backbone(inputs(idx)))
+            loss = criterion(outputs.float(), targets[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += float(loss.detach()) * idx.numel()
-        losses.append(total / count)
-    return losses
+            losses.add(loss, idx.numel())
+    return losses.means(count)
 
 
 def pretrain_full_data(backbone: nn.Module, images_u8: torch.Tensor, teacher: Callable[[torch.Tensor], torch.Tensor],
                        mean: torch.Tensor, std: torch.Tensor, cfg: FullDataConfig,
-                       generator: torch.Generator) -> list[float]:
-    """Regress teacher(x) from crop+flipped source images, SGD with cosine decay over cfg.epochs."""
+                       generator: torch.Generator, precision: str = "fp32") -> list[float]:
+    """Regress teacher(x) from crop+flipped source images, SGD with cosine decay over cfg.epochs. `precision`
+    (fp32 | bf16) is that of the forward passes, the teacher's included (its targets are then widened to float32);
+    the loss is float32 either way."""
     device = images_u8.device
     with torch.no_grad():
         target_dim = teacher(to_float(images_u8[:2])).shape[1]
@@ -132,20 +137,21 @@ def pretrain_full_data(backbone: nn.Module, images_u8: torch.Tensor, teacher: Ca
                                                           T_max=max(1, full_data_steps(images_u8.shape[0], cfg)))
     aug_gen = torch.Generator(device=device).manual_seed(int(torch.randint(0, 2**31, (1,), generator=generator)))
     backbone.train()
-    losses = []
+    losses = EpochLosses(device)
     for _ in bar(range(cfg.epochs), desc="full-data pre-training", unit="epoch"):
-        order = torch.randperm(images_u8.shape[0], generator=generator).to(device)
-        total = 0.0
+        order = to_device(torch.randperm(images_u8.shape[0], generator=generator), device)
+        losses.new_epoch()
         for step in range(batches):
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             x = crop_flip(to_float(images_u8[idx]), cfg.crop_padding, aug_gen)
-            with torch.no_grad():
-                y = teacher(x).float()
-            loss = F.mse_loss(head(backbone(normalize(x, mean, std))), y)
+            with autocast(device, precision):  # the teacher's forward too: more multiply-adds than the step
+                with torch.no_grad():
+                    y = teacher(x)
+                outputs = head(backbone(normalize(x, mean, std)))
+            loss = F.mse_loss(outputs.float(), y.float())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
-            total += float(loss.detach())
-        losses.append(total / batches)
-    return losses
+            losses.add(loss)
+    return losses.means(batches)

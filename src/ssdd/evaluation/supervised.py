@@ -15,6 +15,7 @@ from torch import nn
 from ssdd.augment import normalize
 from ssdd.augment.dsa import dsa
 from ssdd.evaluation.config import PretrainConfig, SupervisedPretrainConfig
+from ssdd.evaluation.fastpath import EpochLosses, autocast
 from ssdd.evaluation.pretrain import epoch_batches, steps_per_epoch
 
 
@@ -40,9 +41,10 @@ def lr_at(step: int, drop_step: int, cfg: SupervisedPretrainConfig) -> float:
 
 def pretrain_supervised(backbone: nn.Module, images: torch.Tensor, labels: torch.Tensor, mean: torch.Tensor,
                         std: torch.Tensor, cfg: PretrainConfig, generator: torch.Generator,
-                        num_classes: int) -> list[float]:
+                        num_classes: int, precision: str = "fp32") -> list[float]:
     """Cross-entropy of a new linear head on backbone(aug(norm(x))) against the labels, `cfg.epochs` passes
-    (or until `cfg.max_iterations` steps), with the optimiser, lr drop and augmentation of `cfg.supervised`.
+    (or until `cfg.max_iterations` steps), with the optimiser, lr drop and augmentation of `cfg.supervised`;
+    `precision` (fp32 | bf16) is the forward pass's, the loss is float32 either way.
     images: (M,3,H,W) float in [0,1]; labels: (M,) integers; returns the mean loss of each epoch."""
     if labels.is_floating_point():
         raise ValueError("pretrain_supervised needs integer class labels")
@@ -55,25 +57,26 @@ def pretrain_supervised(backbone: nn.Module, images: torch.Tensor, labels: torch
     inputs = normalize(images, mean, std)
     count, drop_step, step = images.shape[0], lr_drop_step(images.shape[0], cfg), 0
     network.train()
-    losses = []
+    losses = EpochLosses(device)
     for batches in epoch_batches(count, cfg, generator, device, desc="pre-training (labels)"):
-        total = 0.0
+        losses.new_epoch()
         for idx in batches:
             x = dsa(inputs[idx], aug_gen) if sup.augment == "dsa" else inputs[idx]
-            total += _sgd_step(network, optimizer, x, labels[idx],
-                               lr_at(step, drop_step, sup)) * idx.numel()
+            loss = _sgd_step(network, optimizer, x, labels[idx], lr_at(step, drop_step, sup), precision)
+            losses.add(loss, idx.numel())
             step += 1
-        losses.append(total / count)
-    return losses
+    return losses.means(count)
 
 
 def _sgd_step(network: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-              lr: float) -> float:
-    """One cross-entropy step at learning rate `lr`; returns the batch's loss."""
+              lr: float, precision: str) -> torch.Tensor:
+    """One cross-entropy step at learning rate `lr`; returns the batch's loss (on the device, not read)."""
     for group in optimizer.param_groups:
         group["lr"] = lr
-    loss = F.cross_entropy(network(x), y)
+    with autocast(x.device, precision):
+        logits = network(x)
+    loss = F.cross_entropy(logits.float(), y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-    return float(loss.detach())
+    return loss

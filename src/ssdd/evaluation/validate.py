@@ -11,6 +11,7 @@ from typing import Any
 from ssdd.config import ConfigError, DataConfig
 from ssdd.data.dataset import DataError
 from ssdd.data.validate import check_split
+from ssdd.evaluation.fastpath import PRECISIONS
 from ssdd.evaluation.validation import check_validation
 from ssdd.run.checks import (
     channels_last_setting,
@@ -34,6 +35,7 @@ def check_evaluate_settings(cfg: Any) -> None:
     """Everything of an evaluation config that needs no file."""
     finite_everywhere(cfg)
     channels_last_setting("channels_last", cfg.channels_last)
+    choice("precision", cfg.precision, PRECISIONS)
     unknown = set(cfg.modes) - {"finetune", "linear_probe"}
     if unknown or not cfg.modes:
         raise ConfigError(f"modes must be a non-empty subset of [finetune, linear_probe], got {cfg.modes}")
