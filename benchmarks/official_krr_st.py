@@ -1,4 +1,5 @@
-"""ssdd's KRR-ST outer step against the official KRR-ST code (github db-Lee/selfsup_dd), same settings, one CPU thread.
+"""ssdd's KRR-ST outer step against the official KRR-ST code (github db-Lee/selfsup_dd), same settings, on the CPU
+(one thread) or on a GPU (--device cuda).
 
     git --git-dir=<mirror of db-Lee/selfsup_dd> archive HEAD | tar -x -C /tmp/selfsup_dd   # (mkdir first)
     pip install --target /tmp/kornia_site --no-deps kornia kornia_rs   # optional: the official augmentation
@@ -40,6 +41,12 @@ makes its steps cheaper (with 10 slots and max_steps 100, after roughly 1,000 st
 ssdd pool.reset_counter=true (its default) and false (the official pool's counting); each has its own ssdd run
 and its own fresh official set-up.
 
+On a GPU (`--device cuda --preset distill_krr_st_cifar100 --teacher <the GPU teacher>`, as
+benchmarks/gpu/speed.py runs it): both sides run on the GPU; the official loader keeps its float images on the
+host with pinned memory and moves each batch, as upstream; each official block synchronises the GPU before and
+after it, so its time is its own; ssdd's rate is its logged one. --overrides K=V ... applies to the preset (for
+example ssdd's fast-path settings, which the official side does not read, or smaller settings for a check).
+
 Output: a table on stdout and JSON at --out with the commit and the files under src/ with uncommitted changes
 (both taken at the start, when ssdd is imported), date, torch version, threads, settings and every block's
 steps/s.
@@ -78,7 +85,7 @@ from ssdd.run.runtime import seed_everything
 from ssdd.run.tblog import ScalarLog
 from ssdd.teacher import load_teacher
 
-PRESET = "distill_cpu"
+PRESET = "distill_cpu"  # the default --preset
 
 
 def official_modules(root: Path) -> dict[str, Any]:
@@ -100,10 +107,11 @@ def official_modules(root: Path) -> dict[str, Any]:
 
 
 def distill_config(args: argparse.Namespace, reset_counter: bool, total_steps: int, out_dir: str) -> DistillConfig:
-    preset = load_config(DistillConfig, PRESET)
-    return load_config(DistillConfig, PRESET, [
-        f"out_dir={out_dir}", f"teacher={args.teacher}", f"data.path={args.data}", "device=cpu",
-        f"outer.steps={max(preset.krr.steps, total_steps)}", f"stop_after_steps={total_steps}",
+    preset = load_config(DistillConfig, args.preset, args.overrides)
+    return load_config(DistillConfig, args.preset, [
+        *args.overrides, f"out_dir={out_dir}", f"teacher={args.teacher}", f"data.path={args.data}",
+        f"device={args.device}",
+        f"outer.steps={max(preset.outer.steps, total_steps)}", f"stop_after_steps={total_steps}",
         f"log_every={args.steps_per_block}", f"checkpoint_every={10 * total_steps}",
         f"pool.reset_counter={str(reset_counter).lower()}", f"outer.channels_last={args.channels_last}"])
 
@@ -126,13 +134,13 @@ class Official:
         torch.manual_seed(seed)
         loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images01, labels),
                                              batch_size=cfg.outer.batch_size, num_workers=0, shuffle=True,
-                                             pin_memory=False)  # pin_memory=True upstream: a no-op without CUDA
+                                             pin_memory=device.type == "cuda")  # as upstream
         self.iter_tr = mods["utils"].InfIterator(loader)
         if mods["augmentation"] is not None:
             self.aug, _ = mods["augmentation"].get_aug("cifar100", images01.shape[-1], True)
             self.aug_name = "official get_aug (kornia RandomCrop pad 4, RandomHorizontalFlip, Normalize)"
         else:
-            mean, std, gen = teacher.mean, teacher.std, torch.Generator().manual_seed(seed + 1)
+            mean, std, gen = teacher.mean, teacher.std, torch.Generator(device=device).manual_seed(seed + 1)
             self.aug = lambda x: normalize(crop_flip(x, 4, gen), mean, std)
             self.aug_name = "ssdd crop_flip(padding 4) + normalize (kornia not importable)"
         with torch.no_grad():
@@ -155,17 +163,25 @@ class Official:
         return [(model.width or 128) * 2**block for block in range(model.depth or 3)]
 
     def steps(self, count: int) -> float:
-        """Run `count` iterations of the official loop body; return steps/s."""
+        """Run `count` iterations of the official loop body; return steps/s (the GPU's queue drained at both
+        ends, so that the block's time is its own)."""
+        synchronize(self.device)
         start = time.perf_counter()
         for _ in range(count):
             loss = self.mods["distill"].run(self.args, self.device, self.teacher, self.pool, self.outer_opt,
                                             self.iter_tr, self.aug, self.x_syn, self.y_syn)
             self.meter.update_state(loss)
             self.outer_sch.step()
+        synchronize(self.device)
         return count / (time.perf_counter() - start)
 
     def saturated_slots(self) -> int:
         return sum(count >= self.args.online_iteration for count in self.pool.iterations)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 class Alternate(ScalarLog):
@@ -200,7 +216,7 @@ def run_configuration(args: argparse.Namespace, mods: dict[str, Any], reset_coun
     block = args.steps_per_block
     warm_blocks = math.ceil(args.warm_steps / block)
     total = (warm_blocks + args.repeats) * block
-    device = torch.device("cpu")
+    device = torch.device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
         cfg = distill_config(args, reset_counter, total, tmp)
         seed_everything(cfg.seed)
@@ -215,7 +231,7 @@ def run_configuration(args: argparse.Namespace, mods: dict[str, Any], reset_coun
         init = torch.randperm(images_u8.shape[0], generator=torch.Generator().manual_seed(cfg.seed))[:m].sort().values
         # the official side gets its own teacher: ssdd's loop may convert its own to channels-last
         official = Official(mods, cfg, load_teacher(cfg.teacher, device), to_float(images_u8), source.labels,
-                            to_float(images_u8[init]), device)
+                            to_float(images_u8[init]).to(device), device)
         hook = Alternate(official, block, warm_blocks, args.progress)
         ctx = DistillContext(cfg, device, teacher, source.to(device), Path(tmp), resume=False, show_progress=False,
                              log=hook)
@@ -253,6 +269,10 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", choices=["reset", "no-reset"], default=["reset", "no-reset"],
                         help="ssdd pool.reset_counter=true (reset) and/or false (no-reset)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (both sides)")
+    parser.add_argument("--preset", default=PRESET, help="the ssdd distill preset both sides run (KRR-ST)")
+    parser.add_argument("--overrides", nargs="*", default=[],
+                        help="K=V overrides of the preset (ssdd's fast paths, or smaller settings for a check)")
     parser.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"],
                         help="ssdd's outer.channels_last (the official side always runs its default layout)")
     parser.add_argument("--quiet", dest="progress", action="store_false", help="no line per block")
@@ -274,7 +294,7 @@ def main() -> None:
               f"after {math.ceil(args.warm_steps / args.steps_per_block) * args.steps_per_block} warm steps",
               flush=True)
         results.append(run_configuration(args, mods, name == "reset"))
-    print(f"\nssdd {PRESET} settings, m = {results[0]['m']}, one thread each ({torch.get_num_threads()} torch "
+    print(f"\nssdd {args.preset} settings, m = {results[0]['m']}, one thread each ({torch.get_num_threads()} torch "
           f"threads); official augmentation: {results[0]['official_aug']}")
     print("| ssdd pool.reset_counter | ratio min | median | max | ssdd steps/s (median) | "
           "official steps/s (median) |")
@@ -289,7 +309,8 @@ def main() -> None:
         "threads": torch.get_num_threads(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "cpu_count": os.cpu_count(), "load_average_at_end": list(os.getloadavg()),
         "official": {"path": str(args.official), "commit": args.official_commit},
-        "settings": {"preset": PRESET, "teacher": args.teacher, "data": args.data,
+        "settings": {"preset": args.preset, "overrides": args.overrides, "device": args.device,
+                     "teacher": args.teacher, "data": args.data,
                      "steps_per_block": args.steps_per_block, "repeats": args.repeats,
                      "warm_steps": args.warm_steps, "ssdd_krr_channels_last": args.channels_last},
         "wall_s": time.perf_counter() - started, "configurations": results}
