@@ -52,7 +52,7 @@ OLD_COMMIT = "c04162e"
 PARTS = ("rate", "flops", "teacher", "distill", "official", "mkdt", "evaluate", "protocol")
 DEFAULT_PARTS = ("rate", "flops", "teacher", "distill", "official", "evaluate", "protocol")
 # share of --seconds each part may take (of what is left when it starts, scaled by the parts still to run)
-WEIGHTS = {"rate": 0.3, "flops": 0.3, "teacher": 2.0, "distill": 4.0, "official": 1.5, "mkdt": 1.5,
+WEIGHTS = {"rate": 0.3, "flops": 0.3, "teacher": 2.5, "distill": 4.0, "official": 2.0, "mkdt": 1.5,
            "evaluate": 2.5, "protocol": 4.0}
 DISTILL_PRESETS = {"krr_st": "distill_krr_st_cifar100", "boost": "cifar100"}
 SETS = ("boost_n100", "krr_st_n100", "random_n100")
@@ -64,7 +64,8 @@ def scale_settings(tiny: bool) -> dict[str, Any]:
     if not tiny:
         return {"train": 50_000, "test": 10_000, "flowers": (1020, 1020, 6149), "device_args": [],
                 "teacher": ["optim.epochs=3", "stop_after_epochs=2"], "distill_steps": 400, "log_every": 50,
-                "distill": {"krr_st": [], "boost": []}, "mkdt_iterations": 60,
+                "distill": {"krr_st": [], "boost": []}, "mkdt_iterations": 60, "mkdt_log_every": 10,
+                "experts": [], "mkdt": [],
                 "evaluate_cell": ["pretrain.max_iterations=1000", "finetune.iterations=2000", "probe.iterations=2000"],
                 "protocol": [], "official": ["--steps-per-block", "40", "--repeats", "3"],
                 "parts_steps": ["--steps", "60", "--warmup", "20"], "matmul_n": 8192, "flops": {}}
@@ -79,7 +80,8 @@ def scale_settings(tiny: bool) -> dict[str, Any]:
             "teacher": [*model, "optim.epochs=3", "stop_after_epochs=2", "optim.warmup_epochs=0"],
             "distill_steps": 6, "log_every": 2,
             "distill": {"krr_st": ["budget=6", *small_pool], "boost": [*boost, *small_pool]},
-            "mkdt_iterations": 4, "evaluate_cell": cell,
+            "mkdt_iterations": 4, "mkdt_log_every": 1, "experts": ["model.width=8", "batch_size=32"],
+            "mkdt": ["budget=6", "mkdt.syn_steps=2", "mkdt.batch_syn=8"], "evaluate_cell": cell,
             "protocol": [*cell, "seeds=1", "full_data.epochs=1", "full_data.batch_size=32"],
             "official": ["--steps-per-block", "2", "--repeats", "1", "--overrides", *small_pool],
             "parts_steps": ["--steps", "2", "--warmup", "1", *model], "matmul_n": 256,
@@ -253,6 +255,7 @@ class Bench:
         self.scale = scale_settings(args.tiny)
         self.start = time.monotonic()
         self.deadline = self.start + args.seconds
+        self.part_deadline = self.deadline
         self.work = Path(args.work or tempfile.mkdtemp(prefix="ssdd_speed_"))
         self.work.mkdir(parents=True, exist_ok=True)
         self.log = Path(args.out).with_suffix(".log")
@@ -277,6 +280,14 @@ class Bench:
         total = sum(WEIGHTS[p] for p in todo)
         share = self.left() * WEIGHTS[part] / total
         return max(0.0, min(self.left(), 90.0) if part in ("rate", "flops") else share)  # cheap, but imports
+
+    def part_left(self) -> float:
+        """Seconds left to the running part (its share ends at part_deadline), never past the call's deadline."""
+        return max(0.0, min(self.part_deadline, self.deadline) - time.monotonic())
+
+    def at_least(self, seconds: float) -> float:
+        """The running part's time left, but at least `seconds` when the call has them (a last short step)."""
+        return min(self.left(), max(seconds, self.part_left()))
 
     def env(self, side: str) -> dict[str, str]:
         paths = [str(self.src[side]), *[str(Path(p).resolve()) for p in self.args.site]]
@@ -347,15 +358,16 @@ class Bench:
     def part_teacher(self, budget: float) -> None:
         stage: dict[str, Any] = {"unit": "images/s", "preset": "teacher_cifar100",
                                  "recipe": "warm-up epoch, then one timed epoch (images/s of the second epoch)"}
-        for side in ("old", "new"):
+        for side, share in (("old", 0.3), ("new", 0.65)):  # of what is left; the new code may compile first
             out = self.work / f"teacher_{side}"
             command = ["teacher", "-c", "teacher_cifar100", f"out_dir={out}", f"data.path={self.data['cifar100']}",
                        *self.scale["teacher"], *self.scale["device_args"], *self.new_args("teacher", side),
                        "--no-progress"]
-            record = self.ssdd("teacher", side, command, budget * 0.35)
+            record = self.ssdd("teacher", side, command, self.part_left() * share)
             epochs = read_jsonl(out / "metrics.jsonl")
             record["value"] = epochs[-1]["images_per_s"] if len(epochs) >= 2 else None
             record["epochs_logged"] = len(epochs)
+            record["first_epoch_s"] = epochs[0].get("epoch_s") if epochs else None  # warm-up, compilation included
             stage[side] = record
             self.result["stages"]["teacher"] = stage
             self.save()
@@ -363,10 +375,8 @@ class Bench:
         teacher_flops = (self.result.get("flops") or {}).get("teacher") or {}
         add_tflops(stage, teacher_flops.get("flops_per_step"), teacher_flops.get("batch") or 1, self.bf16())
         parts = [str(HERE / "teacher_parts.py"), "--data", str(self.data["cifar100"]), *self.scale["parts_steps"],
-                 *([] if not self.args.tiny else ["--device", "cpu"])]
-        if "compile=on" in " ".join(self.args.new_teacher_args):
-            parts.append("--compile")
-        self.result["teacher_parts"] = self.script("teacher_parts", parts, max(30.0, budget * 0.25))
+                 *self.args.teacher_parts_args, *(["--device", "cpu"] if self.args.tiny else [])]
+        self.result["teacher_parts"] = self.script("teacher_parts", parts, self.at_least(30))
 
     def distill_command(self, method: str, side: str, out: Path, stage: str = "distill") -> list[str]:
         steps = self.scale["distill_steps"]
@@ -377,13 +387,16 @@ class Bench:
                 *self.scale["device_args"], *self.new_args(stage, side), "--no-progress"]
 
     def part_distill(self, budget: float) -> None:
+        runs_left = 2 * len(DISTILL_PRESETS)
         for method in DISTILL_PRESETS:
             stage: dict[str, Any] = {"unit": "steps/s", "preset": DISTILL_PRESETS[method],
                                      "recipe": f"{self.scale['distill_steps']} outer steps, rate of the logged "
                                                f"windows of {self.scale['log_every']} steps without the first"}
             for side in ("old", "new"):
                 out = self.work / f"{method}_{side}"
-                record = self.ssdd(f"distill_{method}", side, self.distill_command(method, side, out), budget / 4.2)
+                command = self.distill_command(method, side, out)
+                record = self.ssdd(f"distill_{method}", side, command, self.part_left() / runs_left)
+                runs_left -= 1
                 rows = read_jsonl(out / "metrics.jsonl")
                 record["value"], record["windows"] = window_rate(rows), len(rows)
                 stage[side] = record
@@ -417,16 +430,18 @@ class Bench:
         experts = self.work / "experts"
         record = self.ssdd("experts", "new", [
             "experts", "-c", "experts_cifar100", f"teacher={self.args.teacher}", f"data.path={self.data['cifar100']}",
-            "num_experts=1", "epochs=2", f"out_dir={experts}", *self.scale["device_args"], "--no-progress"],
-            budget * 0.3)
+            "num_experts=1", "epochs=4", f"out_dir={experts}", *self.scale["experts"], *self.scale["device_args"],
+            "--no-progress"],
+            self.part_left() * 0.3)
         stage: dict[str, Any] = {"unit": "iterations/s", "preset": "mkdt_cifar100", "experts": record}
         for side in ("old", "new"):
             out = self.work / f"mkdt_{side}"
             command = ["distill", "-c", "mkdt_cifar100", f"teacher={self.args.teacher}",
                        f"data.path={self.data['cifar100']}", f"mkdt.experts={experts}",
-                       f"stop_after_steps={self.scale['mkdt_iterations']}", "log_every=10", "checkpoint_every=1000000",
-                       f"out_dir={out}", *self.scale["device_args"], *self.new_args("distill", side), "--no-progress"]
-            run = self.ssdd("mkdt", side, command, budget * 0.35)
+                       f"stop_after_steps={self.scale['mkdt_iterations']}", f"log_every={self.scale['mkdt_log_every']}",
+                       "checkpoint_every=1000000", f"out_dir={out}", *self.scale["mkdt"], *self.scale["device_args"],
+                       *self.new_args("distill", side), "--no-progress"]
+            run = self.ssdd("mkdt", side, command, self.part_left() / (2 if side == "old" else 1))
             run["value"] = window_rate(read_jsonl(out / "metrics.jsonl"))
             stage[side] = run
         add_ratios(stage, True)
@@ -448,7 +463,7 @@ class Bench:
             out = self.work / f"cell_{side}"
             extra_side = [*extra, *self.new_args("evaluate", side)]
             command = self.evaluate_command(out, ["cifar100"], ["boost_n100"], extra_side)
-            record = self.ssdd("evaluate_cell", side, command, budget / 2)
+            record = self.ssdd("evaluate_cell", side, command, self.part_left() / (2 if side == "old" else 1))
             rows = read_results(out)
             record["value"] = record["wall_s"] if record["exit_code"] == 0 else None
             record["rows"] = [{k: r.get(k) for k in ("label", "target", "mode", "pretrain_s", "eval_s",
@@ -499,6 +514,7 @@ class Bench:
                 self.result["parts_skipped"][part] = f"no time left ({self.left():.0f} s)"
             else:
                 print(f"[{time.monotonic() - self.start:.0f} s] {part}: up to {budget:.0f} s", flush=True)
+                self.part_deadline = time.monotonic() + budget
                 try:
                     getattr(self, f"part_{part}")(budget)
                     self.result["parts_done"].append(part)
@@ -558,7 +574,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tiny", action="store_true", help="tiny data and models on the CPU: checks the machinery")
     for stage in ("teacher", "distill", "eval"):
         parser.add_argument(f"--new-{stage}-args", default="", help=f"extra {stage} overrides for the new code only")
+    parser.add_argument("--teacher-parts-args", default="",
+                        help="extra options of teacher_parts.py (e.g. --compile, or K=V overrides of the step)")
     args = parser.parse_args(argv)
+    args.teacher_parts_args = shlex.split(args.teacher_parts_args)
     for stage in ("teacher", "distill", "eval"):
         key = f"new_{stage}_args"
         setattr(args, key, shlex.split(getattr(args, key)))
