@@ -40,4 +40,4 @@ cp -r $TEACHER $S/teacher
 for set in boost_n100 krr_st_n100 random_n100; do cp -r $SETS/$set $S/distilled/; done
 find $S -name __pycache__ -prune -exec rm -rf {} +
 echo ".gpu/speed: $(du -sb $S | cut -f1) bytes ($(du -sh $S | cut -f1)); tracked tree: $(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1) bytes"
-echo "(a call carries the tracked tree plus .gpu/speed: with 'benchmarks/gpu/slim_tree.sh on' the tree is about 16 MB)"
+echo "(a call carries the tracked tree plus .gpu/speed, 64 MiB at most: run 'benchmarks/gpu/slim_tree.sh on' first)"
