@@ -67,7 +67,7 @@ def scale_settings(tiny: bool) -> dict[str, Any]:
                 "distill": {"krr_st": [], "boost": []}, "mkdt_iterations": 60, "mkdt_log_every": 10,
                 "experts": [], "mkdt": [],
                 "evaluate_cell": ["pretrain.max_iterations=1000", "finetune.iterations=2000", "probe.iterations=2000"],
-                "protocol": [], "official": ["--steps-per-block", "40", "--repeats", "3"],
+                "protocol": [], "official": ["--steps-per-block", "40", "--repeats", "3", "--warm-steps", "40"],
                 "parts_steps": ["--steps", "60", "--warmup", "20"], "matmul_n": 8192, "flops": {}}
     model = ["model.name=convnet", "model.width=8", "model.depth=2", "projector=[32,32]", "optim.batch_size=64"]
     small_pool = ["outer.batch_size=32", "outer.model.width=8", "outer.model.depth=2", "pool.size=2",
@@ -136,11 +136,12 @@ class GpuSampler:
     def stop(self) -> dict[str, Any] | None:
         if self.process is None:
             return None
-        self.process.terminate()
+        self.process.send_signal(signal.SIGINT)  # its loop's documented stop: the samples it holds are written
         try:
             self.process.wait(5)
         except subprocess.TimeoutExpired:
             self.process.kill()
+            self.process.wait()
         self.handle.close()
         return parse_utilisation(self.path.read_text())
 
@@ -256,6 +257,7 @@ class Bench:
         self.start = time.monotonic()
         self.deadline = self.start + args.seconds
         self.part_deadline = self.deadline
+        self.min_run = 1.0 if args.tiny else 15.0  # a run given less could not even start (imports, CUDA, data)
         self.work = Path(args.work or tempfile.mkdtemp(prefix="ssdd_speed_"))
         self.work.mkdir(parents=True, exist_ok=True)
         self.log = Path(args.out).with_suffix(".log")
@@ -301,6 +303,9 @@ class Bench:
 
     def ssdd(self, name: str, side: str, command: list[str], timeout: float) -> dict[str, Any]:
         """One `ssdd` command under peak.py with the GPU sampled; its record (exit code null = deadline)."""
+        if timeout < self.min_run:
+            return {"exit_code": None, "wall_s": 0.0, "gpu": None, "skipped": f"no time left ({timeout:.0f} s)",
+                    "command": command}
         peak = self.work / f"{name}_{side}.peak.json"
         sampler = GpuSampler(self.work / f"{name}_{side}.smi.csv")
         log = self.work / f"{name}_{side}.log"
@@ -458,14 +463,18 @@ class Bench:
                  "cka_images=0", *self.scale["evaluate_cell"]]
         stage: dict[str, Any] = {"unit": "s", "preset": "evaluate_full",
                                  "recipe": "one cell: the committed Boost set, seed 0, CIFAR-100 target, fine-tune "
-                                           "and linear probe; " + " ".join(self.scale["evaluate_cell"])}
+                                           "and linear probe; " + " ".join(self.scale["evaluate_cell"]),
+                                 "value": "the cell's own time: pre-training plus every target x mode (the rows' "
+                                          "pretrain_s + eval_s), without the process's start and data loading "
+                                          "(wall_s has them)"}
         for side in ("old", "new"):
             out = self.work / f"cell_{side}"
             extra_side = [*extra, *self.new_args("evaluate", side)]
             command = self.evaluate_command(out, ["cifar100"], ["boost_n100"], extra_side)
             record = self.ssdd("evaluate_cell", side, command, self.part_left() / (2 if side == "old" else 1))
             rows = read_results(out)
-            record["value"] = record["wall_s"] if record["exit_code"] == 0 else None
+            record["cell_s"] = cell_seconds(rows)
+            record["value"] = record["cell_s"] if record["exit_code"] == 0 else None
             record["rows"] = [{k: r.get(k) for k in ("label", "target", "mode", "pretrain_s", "eval_s",
                                                      "pretrain_steps", "pretrain_samples", "finetune_iterations")}
                              for r in rows]
@@ -494,7 +503,11 @@ class Bench:
         planned = (len(SETS) + 2) * seeds * len(targets)  # 3 sets + no-pretrain + tuned full data
         done = {(r.get("label"), r.get("seed"), r.get("target")) for r in rows
                 if r.get("mode") == "linear_probe"}  # a (row, seed, target) is done when its last mode is
+        by_cell: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            by_cell.setdefault(f"{row.get('label')} seed {row.get('seed')}", []).append(row)
         record.update({"cells_planned": planned, "cells_done": len(done), "deadline_s": budget,
+                       "seconds_per_row_and_seed": {key: cell_seconds(group) for key, group in by_cell.items()},
                        "stopped_at_deadline": record["exit_code"] is None,
                        "rows": [{k: r.get(k) for k in ("label", "seed", "target", "mode", "pretrain_s", "eval_s")}
                                 for r in rows],
@@ -510,7 +523,7 @@ class Bench:
         while todo:
             part = todo[0]
             budget = self.share(part, todo)
-            if budget < (1 if self.args.tiny else 20) and part not in ("rate", "flops"):
+            if budget < self.min_run and part not in ("rate", "flops"):
                 self.result["parts_skipped"][part] = f"no time left ({self.left():.0f} s)"
             else:
                 print(f"[{time.monotonic() - self.start:.0f} s] {part}: up to {budget:.0f} s", flush=True)
@@ -530,6 +543,13 @@ def read_results(folder: Path) -> list[dict[str, Any]]:
         return []
     data = json.loads(path.read_text())
     return data if isinstance(data, list) else data.get("rows", [])
+
+
+def cell_seconds(rows: list[dict[str, Any]]) -> float | None:
+    """A cell's own time: its pre-training (pretrain_s, the same in each of its rows) plus each row's eval_s."""
+    if not rows:
+        return None
+    return float(rows[0].get("pretrain_s") or 0.0) + sum(float(r.get("eval_s") or 0.0) for r in rows)
 
 
 def cell_flops(rows: list[dict[str, Any]], flops: dict[str, Any]) -> float | None:

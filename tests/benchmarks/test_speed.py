@@ -114,6 +114,12 @@ def test_cell_flops_counts_pretraining_images_and_finetuning_steps() -> None:
     assert speed.cell_flops(rows, flops) == 512 + 30
 
 
+def test_cell_seconds_counts_pretraining_once() -> None:
+    rows = [{"pretrain_s": 10.0, "eval_s": 2.0}, {"pretrain_s": 10.0, "eval_s": 3.0}]
+    assert speed.cell_seconds(rows) == 15.0
+    assert speed.cell_seconds([]) is None
+
+
 def test_synthetic_data_is_in_ssdd_format(tmp_path: Path) -> None:
     from ssdd.config import DataConfig
     from ssdd.data import load_split
