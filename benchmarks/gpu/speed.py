@@ -90,6 +90,23 @@ def scale_settings(tiny: bool) -> dict[str, Any]:
                       "eval": cell[:1]}}
 
 
+# The new code's extra settings, checked against its own schemas before any device time is spent: a misspelt or
+# renamed setting would otherwise fail every new-code run of the call. Runs under the new src (argv[1]: JSON).
+CHECK_ARGS = """
+import json, sys
+from ssdd.config import load_config
+from ssdd.distill.config import DistillConfig
+from ssdd.evaluation.config import EvaluateConfig
+from ssdd.teacher.config import TeacherConfig
+spec = json.loads(sys.argv[1])
+for schema, preset, overrides in ((TeacherConfig, "teacher_cifar100", spec["teacher"]),
+                                  (DistillConfig, "distill_krr_st_cifar100", spec["distill"]),
+                                  (DistillConfig, "cifar100", spec["distill"]),
+                                  (EvaluateConfig, "evaluate_full", spec["evaluate"])):
+    load_config(schema, preset, overrides)
+"""
+
+
 # ----------------------------------------------------------------------------- synthetic data
 def synthetic_split(rng: np.random.Generator, n: int, classes: int) -> tuple[np.ndarray, np.ndarray]:
     """n random uint8 32x32 RGB images with labels cycling over the classes (every class present)."""
@@ -517,6 +534,12 @@ class Bench:
                                     + (" (stopped at the deadline)" if record["exit_code"] is None else "")})
         self.result["protocol"] = record
 
+    def check_new_args(self) -> str | None:
+        """None when the new code's schemas accept the --new-*-args, else its error (the last lines)."""
+        done = subprocess.run([sys.executable, "-c", CHECK_ARGS, json.dumps(self.result["new_args"])],
+                              env=self.env("new"), capture_output=True, text=True, cwd=ROOT)
+        return None if done.returncode == 0 else "\n".join(done.stderr.strip().splitlines()[-3:])
+
     def run(self, parts: list[str]) -> None:
         self.data = make_data(self.work / "data", self.scale)
         self.save()
@@ -595,6 +618,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tiny", action="store_true", help="tiny data and models on the CPU: checks the machinery")
     for stage in ("teacher", "distill", "eval"):
         parser.add_argument(f"--new-{stage}-args", default="", help=f"extra {stage} overrides for the new code only")
+    parser.add_argument("--check", action="store_true",
+                        help="only check that the new code accepts the --new-*-args, and exit (no data, no runs)")
     parser.add_argument("--teacher-parts-args", default="",
                         help="extra options of teacher_parts.py (e.g. --compile, or K=V overrides of the step)")
     args = parser.parse_args(argv)
@@ -622,6 +647,10 @@ def default_path(carried: Path, committed: str, tiny: bool) -> str:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     bench = Bench(args)
+    error = bench.check_new_args()
+    if error or args.check:
+        print(f"the new code rejects the --new-*-args: {error}" if error else "the --new-*-args are valid settings")
+        sys.exit(2 if error else 0)
     requested = args.parts.split(",")
     bench.run([p for p in PARTS if p in requested])
     print(json.dumps({k: bench.result.get(k) for k in ("device", "parts_done", "parts_skipped")}, indent=2))

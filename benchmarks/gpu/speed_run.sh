@@ -4,6 +4,7 @@
 # Here, first (no GPU needed), in the checkout the session sends:
 #   bash benchmarks/gpu/speed_prepare.sh        # fills the ignored .gpu/speed (old src, official code, omegaconf,
 #                                               # the committed GPU teacher and sets), about 27 MB
+#   .venv/bin/python benchmarks/gpu/speed.py --check --out /tmp/check.json [NEW-ARGS...]   # the new code accepts them
 #   bash benchmarks/gpu/slim_tree.sh on         # the tracked tree (about 104 MB) travels at about 24 MB: with
 #                                               # .gpu/speed about 51 MB of the 64 MiB a call carries
 # Then, back to back (the machine stays warm for 30 s between calls):

@@ -156,6 +156,19 @@ def test_run_process_stops_at_the_deadline(tmp_path: Path) -> None:
     assert code is None and wall < 25
 
 
+def test_new_args_are_checked_against_the_new_code_schemas(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ssdd.config import ConfigError
+
+    def check(distill: list[str]) -> None:  # in this process: the same code the call runs under the new src
+        spec = json.dumps({"teacher": ["precision=bf16"], "distill": distill, "evaluate": []})
+        monkeypatch.setattr(sys, "argv", ["-c", spec])
+        exec(speed.CHECK_ARGS, {})
+
+    check(["outer.channels_last=on"])
+    with pytest.raises(ConfigError, match="no_such_setting"):
+        check(["outer.no_such_setting=on"])
+
+
 def test_peak_writes_its_json_for_any_exit(tmp_path: Path) -> None:
     out = tmp_path / "peak.json"
     env = {"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"}
