@@ -178,25 +178,65 @@ def parse_utilisation(text: str) -> dict[str, Any] | None:
             "util_max": max(util), "memory_used_mib_max": max(memory)}
 
 
-def run_process(cmd: list[str], env: dict[str, str], timeout: float, log: Path) -> tuple[int | None, float]:
-    """Run `cmd` until it ends or `timeout` s pass (then SIGTERM, 20 s later SIGKILL); (exit code, seconds)."""
+class Arrivals:
+    """When the lines of a run's metrics.jsonl appear, polled every 20 ms while the run goes on.
+
+    A line is written after its window's loss was read (a device sync), so the time between two lines is the
+    window's wall time, whatever the loop's own timer includes: the check on a loop that queues GPU work
+    ahead and takes its window's time before the queue drains."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path, self.size, self.seen = path, -1, []  # seen: (seconds since start, lines so far)
+        self.start = time.perf_counter()
+
+    def poll(self) -> None:
+        if self.path is None or not self.path.exists() or self.path.stat().st_size == self.size:
+            return
+        self.size = self.path.stat().st_size
+        lines = self.path.read_text().count("\n")
+        if not self.seen or lines > self.seen[-1][1]:
+            self.seen.append((time.perf_counter() - self.start, lines))
+
+
+def run_process(cmd: list[str], env: dict[str, str], timeout: float, log: Path,
+                arrivals: Arrivals | None = None) -> tuple[int | None, float]:
+    """Run `cmd` until it ends or `timeout` s pass (then SIGTERM, 20 s later SIGKILL); (exit code, seconds).
+    With `arrivals`, its file is polled meanwhile."""
     start = time.perf_counter()
+    arrivals = arrivals or Arrivals(None)
     with log.open("a") as handle:
         handle.write("$ " + shlex.join(cmd) + "\n")
         handle.flush()
         process = subprocess.Popen(cmd, env=env, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT,
                                    start_new_session=True)
-        try:
-            code: int | None = process.wait(max(1.0, timeout))
-        except subprocess.TimeoutExpired:
+        code: int | None = None
+        while code is None and time.perf_counter() - start < max(1.0, timeout):
+            try:
+                code = process.wait(0.02)
+            except subprocess.TimeoutExpired:
+                arrivals.poll()
+        if code is None:  # stopped at the deadline
             os.killpg(process.pid, signal.SIGTERM)
             try:
                 process.wait(20)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
-            code = None  # stopped at the deadline
+        arrivals.poll()
     return code, time.perf_counter() - start
+
+
+def arrival_rate(arrivals: Arrivals, rows: list[dict[str, Any]], per_unit: float = 1.0) -> float | None:
+    """Units per second between the first and the last line seen (the first window, warm-up, dropped): the
+    counter's advance (step, iteration or epoch, times per_unit) over the wall time between their arrivals."""
+    seen = [(t, lines) for t, lines in arrivals.seen if 0 < lines <= len(rows)]
+    if len(seen) < 2 or seen[-1][0] <= seen[0][0]:
+        return None
+    counter = next((k for k in ("step", "iteration", "epoch") if k in rows[0]), None)
+    if counter is None:
+        return None
+    advance = rows[seen[-1][1] - 1][counter] - rows[seen[0][1] - 1][counter]
+    return advance * per_unit / (seen[-1][0] - seen[0][0])
 
 
 def tail(path: Path, chars: int = 1500) -> str:
@@ -319,7 +359,8 @@ class Bench:
         out = Path(self.args.out)
         out.write_text(json.dumps(self.result, indent=2) + "\n")
 
-    def ssdd(self, name: str, side: str, command: list[str], timeout: float) -> dict[str, Any]:
+    def ssdd(self, name: str, side: str, command: list[str], timeout: float,
+             watch: Path | None = None) -> dict[str, Any]:
         """One `ssdd` command under peak.py with the GPU sampled; its record (exit code null = deadline)."""
         if timeout < self.min_run:
             return {"exit_code": None, "wall_s": 0.0, "gpu": None, "skipped": f"no time left ({timeout:.0f} s)",
@@ -328,7 +369,8 @@ class Bench:
         sampler = GpuSampler(self.work / f"{name}_{side}.smi.csv")
         log = self.work / f"{name}_{side}.log"
         cmd = [sys.executable, str(HERE / "peak.py"), str(peak), *command]
-        code, wall = run_process(cmd, self.env(side), timeout, log)
+        self.arrivals = Arrivals(watch)
+        code, wall = run_process(cmd, self.env(side), timeout, log, self.arrivals)
         util = sampler.stop()
         record: dict[str, Any] = {"exit_code": code, "wall_s": wall, "gpu": util, "src": str(self.src[side]),
                                   "command": command}
@@ -386,9 +428,12 @@ class Bench:
             command = ["teacher", "-c", "teacher_cifar100", f"out_dir={out}", f"data.path={self.data['cifar100']}",
                        *self.scale["teacher"], *self.scale["device_args"], *self.new_args("teacher", side),
                        "--no-progress"]
-            record = self.ssdd("teacher", side, command, self.part_left() * share)
+            record = self.ssdd("teacher", side, command, self.part_left() * share, out / "metrics.jsonl")
             epochs = read_jsonl(out / "metrics.jsonl")
             record["value"] = epochs[-1]["images_per_s"] if len(epochs) >= 2 else None
+            if len(epochs) >= 2:  # between the epochs' lines: the second epoch plus the first one's checkpoint
+                per_epoch = epochs[-1]["images_per_s"] * epochs[-1]["epoch_s"]
+                record["images_per_s_wall"] = arrival_rate(self.arrivals, epochs, per_epoch)
             record["epochs_logged"] = len(epochs)
             record["first_epoch_s"] = epochs[0].get("epoch_s") if epochs else None  # warm-up, compilation included
             stage[side] = record
@@ -409,19 +454,29 @@ class Bench:
                 "checkpoint_every=1000000", f"out_dir={out}", *self.scale["distill"][method],
                 *self.scale["device_args"], *self.new_args(stage, side), "--no-progress"]
 
+    def add_rates(self, record: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+        """A loop's steps/s two ways, the first window dropped: as it logged them, and from when its lines
+        appeared (Arrivals); the value is the second, which a deferred device sync cannot flatter."""
+        record["windows"] = len(rows)
+        record["steps_per_s_logged"] = window_rate(rows)
+        record["steps_per_s_wall"] = arrival_rate(self.arrivals, rows)
+        wall = record["steps_per_s_wall"]
+        record["value"] = wall if wall is not None else record["steps_per_s_logged"]
+
     def part_distill(self, budget: float) -> None:
         runs_left = 2 * len(DISTILL_PRESETS)
         for method in DISTILL_PRESETS:
             stage: dict[str, Any] = {"unit": "steps/s", "preset": DISTILL_PRESETS[method],
-                                     "recipe": f"{self.scale['distill_steps']} outer steps, rate of the logged "
-                                               f"windows of {self.scale['log_every']} steps without the first"}
+                                     "recipe": f"{self.scale['distill_steps']} outer steps in windows of "
+                                               f"{self.scale['log_every']}; steps/s from the wall time between "
+                                               f"the windows' log lines, the first window dropped"}
             for side in ("old", "new"):
                 out = self.work / f"{method}_{side}"
                 command = self.distill_command(method, side, out)
-                record = self.ssdd(f"distill_{method}", side, command, self.part_left() / runs_left)
+                record = self.ssdd(f"distill_{method}", side, command, self.part_left() / runs_left,
+                                   out / "metrics.jsonl")
                 runs_left -= 1
-                rows = read_jsonl(out / "metrics.jsonl")
-                record["value"], record["windows"] = window_rate(rows), len(rows)
+                self.add_rates(record, read_jsonl(out / "metrics.jsonl"))
                 stage[side] = record
                 self.result["stages"][f"distill_{method}"] = stage
                 self.save()
@@ -464,8 +519,9 @@ class Bench:
                        f"stop_after_steps={self.scale['mkdt_iterations']}", f"log_every={self.scale['mkdt_log_every']}",
                        "checkpoint_every=1000000", f"out_dir={out}", *self.scale["mkdt"], *self.scale["device_args"],
                        *self.new_args("distill", side), "--no-progress"]
-            run = self.ssdd("mkdt", side, command, self.part_left() / (2 if side == "old" else 1))
-            run["value"] = window_rate(read_jsonl(out / "metrics.jsonl"))
+            run = self.ssdd("mkdt", side, command, self.part_left() / (2 if side == "old" else 1),
+                            out / "metrics.jsonl")
+            self.add_rates(run, read_jsonl(out / "metrics.jsonl"))
             stage[side] = run
         add_ratios(stage, True)
         self.result["stages"]["mkdt"] = stage

@@ -86,6 +86,28 @@ def test_window_rate_drops_the_first_window() -> None:
     assert speed.window_rate([]) is None
 
 
+def test_arrival_rate_is_the_counter_over_the_wall_time_between_lines() -> None:
+    arrivals = speed.Arrivals(None)
+    arrivals.seen = [(1.0, 1), (2.0, 2), (5.0, 4)]  # the third and fourth lines arrived together
+    rows = [{"step": 50}, {"step": 100}, {"step": 150}, {"step": 200}]
+    assert speed.arrival_rate(arrivals, rows) == (200 - 50) / (5.0 - 1.0)
+    assert speed.arrival_rate(arrivals, [{"epoch": 1}, {"epoch": 2}], per_unit=256) == 256 / 1.0
+    arrivals.seen = [(1.0, 1)]
+    assert speed.arrival_rate(arrivals, rows) is None
+
+
+def test_arrivals_polls_a_growing_file(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.jsonl"
+    arrivals = speed.Arrivals(path)
+    arrivals.poll()  # no file yet
+    path.write_text('{"step": 1}\n')
+    arrivals.poll()
+    arrivals.poll()  # unchanged: nothing new
+    path.write_text('{"step": 1}\n{"step": 2}\n')
+    arrivals.poll()
+    assert [lines for _, lines in arrivals.seen] == [1, 2]
+
+
 def test_parse_utilisation() -> None:
     text = "10, 500\n30, 700\n[N/A], 1\n"
     assert speed.parse_utilisation(text) == {"samples": 2, "util_mean": 20.0, "util_median": 20.0, "util_max": 30,
