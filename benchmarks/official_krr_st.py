@@ -34,7 +34,9 @@ block is timed by perf_counter around S iterations of its training loop body: `d
 the DataLoader, augmentation, teacher forward, KRR loss, gradients, AdamW, pool update), the loss meter update
 and the LinearLR step; not its pool init (`ModelPool.init`, the warm start), done before the first block.
 Blocks alternate: ssdd S steps, official S steps, repeated R times; each pair gives the ratio
-ssdd_steps_per_s / official_steps_per_s. --warm-steps K runs ceil(K / S) * S untimed steps of each side first
+ssdd_steps_per_s / official_steps_per_s, where ssdd's rate is the wall time of its window (from the end of the
+previous official block to the window's logging call, the device drained) when there is a previous block,
+else its logged rate (class Alternate). --warm-steps K runs ceil(K / S) * S untimed steps of each side first
 (alternating the same way), e.g. to measure the official pool once all its slots have reached max_steps: its
 counter never restarts, so such a slot is re-initialised at every later use and never trained again, which
 makes its steps cheaper (with 10 slots and max_steps 100, after roughly 1,000 steps). Two configurations:
@@ -186,25 +188,38 @@ def synchronize(device: torch.device) -> None:
 
 class Alternate(ScalarLog):
     """outer_loop's scalar log: at the end of each window of S ssdd steps, records ssdd's rate and runs one
-    official block of S steps (untimed while warming up)."""
+    official block of S steps (untimed while warming up).
+
+    ssdd's rate of a window is taken two ways: the one its loop logged, and the wall time from the end of the
+    previous official block to this call, after draining the GPU's queue (`ssdd_steps_per_s_wall`; not for
+    the first window, which has no previous block). The wall rate is the one compared: a loop that queues
+    GPU work ahead and reads its timer before the queue drains would flatter its logged rate, and its queued
+    work would fall into the official block's time. Where the wall rate exists the two agree on the CPU."""
 
     def __init__(self, official: Official, block: int, warm_blocks: int, progress: bool) -> None:
         super().__init__(False)
         self.official, self.block, self.warm_blocks, self.progress = official, block, warm_blocks, progress
         self.windows = 0
         self.pairs: list[dict[str, float]] = []
+        self.block_end: float | None = None  # perf_counter at the end of the last official block
 
     def scalars(self, values: dict[str, float], step: int, prefix: str = "") -> None:
         self.windows += 1
-        ssdd_rate = float(values["steps_per_s"])
+        synchronize(self.official.device)
+        window_end = time.perf_counter()
+        logged = float(values["steps_per_s"])
+        wall = self.block / (window_end - self.block_end) if self.block_end is not None else None
+        ssdd_rate = wall if wall is not None else logged
         official_rate = self.official.steps(self.block)
+        self.block_end = time.perf_counter()
         if self.windows <= self.warm_blocks:
             if self.progress:
                 print(f"  warm block {self.windows}/{self.warm_blocks}: ssdd {ssdd_rate:.3f}, official "
                       f"{official_rate:.3f} steps/s", flush=True)
             return
-        pair = {"ssdd_steps_per_s": ssdd_rate, "official_steps_per_s": official_rate,
-                "ratio": ssdd_rate / official_rate, "ssdd_pool_resets": int(values["pool_resets"]),
+        pair = {"ssdd_steps_per_s": ssdd_rate, "ssdd_steps_per_s_logged": logged, "ssdd_steps_per_s_wall": wall,
+                "official_steps_per_s": official_rate, "ratio": ssdd_rate / official_rate,
+                "ssdd_pool_resets": int(values["pool_resets"]),
                 "official_saturated_slots": self.official.saturated_slots()}
         self.pairs.append(pair)
         if self.progress:

@@ -84,7 +84,7 @@ def scale_settings(tiny: bool) -> dict[str, Any]:
             "mkdt_iterations": 4, "mkdt_log_every": 1, "experts": ["model.width=8", "batch_size=32"],
             "mkdt": ["budget=6", "mkdt.syn_steps=2", "mkdt.batch_syn=8"], "evaluate_cell": cell,
             "protocol": [*cell, "seeds=1", "full_data.epochs=1", "full_data.batch_size=32"],
-            "official": ["--steps-per-block", "2", "--repeats", "1", "--overrides", *small_pool],
+            "official": ["--steps-per-block", "2", "--repeats", "1", "--warm-steps", "2", "--overrides", *small_pool],
             "parts_steps": ["--steps", "2", "--warmup", "1", *model], "matmul_n": 256,
             "flops": {"teacher": model, "krr": ["budget=6", *small_pool], "boost": [*boost, *small_pool],
                       "eval": cell[:1]}}
