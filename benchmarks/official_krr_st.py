@@ -71,6 +71,7 @@ import sys
 import tempfile
 import time
 from argparse import Namespace
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -196,9 +197,11 @@ class Alternate(ScalarLog):
     GPU work ahead and reads its timer before the queue drains would flatter its logged rate, and its queued
     work would fall into the official block's time. Where the wall rate exists the two agree on the CPU."""
 
-    def __init__(self, official: Official, block: int, warm_blocks: int, progress: bool) -> None:
+    def __init__(self, official: Official, block: int, warm_blocks: int, progress: bool,
+                 on_pair: Callable[[Alternate], None] | None = None) -> None:
         super().__init__(False)
         self.official, self.block, self.warm_blocks, self.progress = official, block, warm_blocks, progress
+        self.on_pair = on_pair  # called after every timed pair (the partial JSON of a run that may be stopped)
         self.windows = 0
         self.pairs: list[dict[str, float]] = []
         self.block_end: float | None = None  # perf_counter at the end of the last official block
@@ -222,12 +225,15 @@ class Alternate(ScalarLog):
                 "ssdd_pool_resets": int(values["pool_resets"]),
                 "official_saturated_slots": self.official.saturated_slots()}
         self.pairs.append(pair)
+        if self.on_pair is not None:
+            self.on_pair(self)
         if self.progress:
             print(f"  pair {len(self.pairs)}: ssdd {ssdd_rate:.3f}, official {official_rate:.3f} steps/s, ratio "
                   f"{pair['ratio']:.3f} (official slots saturated: {pair['official_saturated_slots']})", flush=True)
 
 
-def run_configuration(args: argparse.Namespace, mods: dict[str, Any], reset_counter: bool) -> dict[str, Any]:
+def run_configuration(args: argparse.Namespace, mods: dict[str, Any], reset_counter: bool,
+                      on_pair: Callable[[Alternate], None] | None = None) -> dict[str, Any]:
     block = args.steps_per_block
     warm_blocks = math.ceil(args.warm_steps / block)
     total = (warm_blocks + args.repeats) * block
@@ -247,19 +253,21 @@ def run_configuration(args: argparse.Namespace, mods: dict[str, Any], reset_coun
         # the official side gets its own teacher: ssdd's loop may convert its own to channels-last
         official = Official(mods, cfg, load_teacher(cfg.teacher, device), to_float(images_u8), source.labels,
                             to_float(images_u8[init]).to(device), device)
-        hook = Alternate(official, block, warm_blocks, args.progress)
+        hook = Alternate(official, block, warm_blocks, args.progress, on_pair)
         ctx = DistillContext(cfg, device, teacher, source.to(device), Path(tmp), resume=False, show_progress=False,
                              log=hook)
         seed_everything(cfg.seed)
         result = get_method("krr_st").distill(ctx)
-    ratios = [p["ratio"] for p in hook.pairs]
-    ssdd_rates = [p["ssdd_steps_per_s"] for p in hook.pairs]
-    official_rates = [p["official_steps_per_s"] for p in hook.pairs]
-    return {"pool.reset_counter": reset_counter, "m": int(result.info["m"]), "pairs": hook.pairs,
-            "warm_steps_run": warm_blocks * block, "official_aug": official.aug_name,
-            "ssdd_pool_resets": int(result.info["pool_resets"]),
-            "ratio": summary(ratios), "ssdd_steps_per_s": summary(ssdd_rates),
-            "official_steps_per_s": summary(official_rates)}
+    return {"pool.reset_counter": reset_counter, "m": int(result.info["m"]), "warm_steps_run": warm_blocks * block,
+            "official_aug": official.aug_name, "ssdd_pool_resets": int(result.info["pool_resets"]),
+            **pair_summary(hook.pairs)}
+
+
+def pair_summary(pairs: list[dict[str, float]]) -> dict[str, Any]:
+    """The pairs and the min / median / max of their ratios and of each side's rate."""
+    return {"pairs": pairs, "ratio": summary([p["ratio"] for p in pairs]),
+            "ssdd_steps_per_s": summary([p["ssdd_steps_per_s"] for p in pairs]),
+            "official_steps_per_s": summary([p["official_steps_per_s"] for p in pairs])}
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -303,12 +311,33 @@ def main() -> None:
                             capture_output=True, text=True).stdout
     dirty = [line[3:] for line in status.splitlines()]  # "XY path": not stripped, X may be a space
     started = time.perf_counter()
-    results = []
+    results: list[dict[str, Any]] = []
+
+    def write(configurations: list[dict[str, Any]], partial: bool) -> None:
+        payload = {
+            "date": datetime.datetime.now().isoformat(timespec="seconds"), "commit": commit,
+            "uncommitted_changes": dirty, "torch": torch.__version__, "python": platform.python_version(),
+            "threads": torch.get_num_threads(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+            "cpu_count": os.cpu_count(), "load_average_at_end": list(os.getloadavg()),
+            "official": {"path": str(args.official), "commit": args.official_commit},
+            "settings": {"preset": args.preset, "overrides": args.overrides, "device": args.device,
+                         "teacher": args.teacher, "data": args.data,
+                         "steps_per_block": args.steps_per_block, "repeats": args.repeats,
+                         "warm_steps": args.warm_steps, "ssdd_krr_channels_last": args.channels_last},
+            "partial": partial, "wall_s": time.perf_counter() - started, "configurations": configurations}
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(payload, indent=2) + "\n")
+
     for name in args.configs:
         print(f"ssdd pool.reset_counter={name == 'reset'}: {args.repeats} pairs of {args.steps_per_block} steps "
               f"after {math.ceil(args.warm_steps / args.steps_per_block) * args.steps_per_block} warm steps",
               flush=True)
-        results.append(run_configuration(args, mods, name == "reset"))
+
+        def so_far(hook: Alternate, name: str = name) -> None:  # a stopped run still leaves its pairs
+            write([*results, {"pool.reset_counter": name == "reset", "official_aug": hook.official.aug_name,
+                              **pair_summary(hook.pairs)}], partial=True)
+
+        results.append(run_configuration(args, mods, name == "reset", so_far))
     print(f"\nssdd {args.preset} settings, m = {results[0]['m']}, one thread each ({torch.get_num_threads()} torch "
           f"threads); official augmentation: {results[0]['official_aug']}")
     print("| ssdd pool.reset_counter | ratio min | median | max | ssdd steps/s (median) | "
@@ -318,21 +347,8 @@ def main() -> None:
         print(f"| {str(r['pool.reset_counter']).lower()} | {r['ratio']['min']:.3f} | {r['ratio']['median']:.3f} | "
               f"{r['ratio']['max']:.3f} | {r['ssdd_steps_per_s']['median']:.3f} | "
               f"{r['official_steps_per_s']['median']:.3f} |")
-    payload = {
-        "date": datetime.datetime.now().isoformat(timespec="seconds"), "commit": commit,
-        "uncommitted_changes": dirty, "torch": torch.__version__, "python": platform.python_version(),
-        "threads": torch.get_num_threads(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-        "cpu_count": os.cpu_count(), "load_average_at_end": list(os.getloadavg()),
-        "official": {"path": str(args.official), "commit": args.official_commit},
-        "settings": {"preset": args.preset, "overrides": args.overrides, "device": args.device,
-                     "teacher": args.teacher, "data": args.data,
-                     "steps_per_block": args.steps_per_block, "repeats": args.repeats,
-                     "warm_steps": args.warm_steps, "ssdd_krr_channels_last": args.channels_last},
-        "wall_s": time.perf_counter() - started, "configurations": results}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(payload, indent=2) + "\n")
+    write(results, partial=False)
     print(f"wrote {args.out}")
-
 
 if __name__ == "__main__":
     main()

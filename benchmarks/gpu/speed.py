@@ -501,7 +501,8 @@ class Bench:
         record.update({"ssdd_code": "new", "ratio": configs[0].get("ratio"),
                        "ssdd_steps_per_s": configs[0].get("ssdd_steps_per_s"),
                        "official_steps_per_s": configs[0].get("official_steps_per_s"),
-                       "official_aug": configs[0].get("official_aug"), "settings": result.get("settings")})
+                       "official_aug": configs[0].get("official_aug"), "settings": result.get("settings"),
+                       "pairs": len(configs[0].get("pairs") or []), "partial": result.get("partial")})
         self.result["official_krr_st"] = record
 
     def part_mkdt(self, budget: float) -> None:

@@ -113,6 +113,7 @@ def official(result: dict[str, Any]) -> list[str]:
             f"{number(entry['ssdd_steps_per_s']['median'])} steps/s, official "
             f"{number(entry['official_steps_per_s']['median'])} steps/s, ratio min / median / max "
             f"{number(ratio['min'])} / {number(ratio['median'])} / {number(ratio['max'])} "
+            f"over {entry.get('pairs', 'n/a')} pairs{' (stopped at the deadline)' if entry.get('partial') else ''} "
             f"(official augmentation: {entry.get('official_aug')})."]
 
 
