@@ -131,11 +131,11 @@ def render(results: list[dict[str, Any]]) -> str:
     merged["commands"] = [r.get("command") for r in results]
     if any(r.get("tiny") for r in results):
         merged["device"] = f"{merged.get('device')} (--tiny: a check of the machinery, not a measurement)"
-    lines = [*header(merged), "", *stage_rows(merged), "", *teacher_parts(merged), *official(merged),
-             *protocol(merged)]
+    notes = [*teacher_parts(merged), *official(merged), *protocol(merged)]
     skipped = {k: v for r in results for k, v in (r.get("parts_skipped") or {}).items()}
     if skipped:
-        lines.append("Parts not measured: " + "; ".join(f"{k} ({v})" for k, v in skipped.items()) + ".")
+        notes.append("Parts not measured: " + "; ".join(f"{k} ({v})" for k, v in skipped.items()) + ".")
+    lines = [*(f"- {line}" for line in header(merged)), "", *stage_rows(merged), "", *(f"- {n}" for n in notes)]
     return "\n".join(lines).rstrip() + "\n"
 
 

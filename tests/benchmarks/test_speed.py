@@ -50,7 +50,14 @@ FIXTURE = {
                             "peak_allocated_bytes": 3 * 2**30, "gpu": None}},
         "evaluate_cell": {"unit": "s", "speedup": 4.0, "old": {"value": 100.0}, "new": {"value": 25.0}},
     },
-    "parts_skipped": {"official": "no official code"},
+    "teacher_parts": {"result": {"batch": 256, "timer": "CUDA events", "steps": 60, "step_ms": 8.0,
+                                 "images_per_s": 32_000.0, "verdict": "augment takes 4.00 ms (50 %)",
+                                 "median_ms": {"augment": 4.0, "forward": 2.0, "backward": 1.5, "optimizer": 0.5}}},
+    "official_krr_st": {"ratio": {"min": 2.5, "median": 3.0, "max": 3.5}, "ssdd_steps_per_s": {"median": 30.0},
+                        "official_steps_per_s": {"median": 10.0}, "pairs": 2, "partial": True,
+                        "settings": {"preset": "distill_krr_st_cifar100"}, "official_aug": "kornia"},
+    "protocol": {"statement": "9 of 45 (row, seed, target) cells finished in 180 s (stopped at the deadline)"},
+    "parts_skipped": {"mkdt": "no time left (3 s)"},
 }
 
 
@@ -169,7 +176,10 @@ def test_table_renders_the_fixture() -> None:
            "2.0 / 3.0 | 50 / n/a |" in text
     assert "| Evaluation, one cell (`evaluate_full`) | s | 100.00 | 25.00 | 4.00x |" in text
     assert "1000 TFLOP/s" in text and "`second call`" in text and "teacher: compile=on" in text
-    assert "official (no official code)" in text
+    assert "mkdt (no time left (3 s))" in text
+    assert "augment 4.00 ms, forward 2.00 ms, backward 1.50 ms, optimizer 0.50 ms; 8.00 ms per step" in text
+    assert "ratio min / median / max 2.50 / 3.00 / 3.50 over 2 pairs (stopped at the deadline)" in text
+    assert "9 of 45 (row, seed, target) cells finished" in text
     assert "KRR-ST (" not in text  # a stage that was not run has no row
 
 
