@@ -11,6 +11,8 @@
 #   run: bash benchmarks/gpu/speed_run.sh 1 "$OUT" [NEW-ARGS...]   carry: [".gpu/speed"]   timeout_s: 400
 #   run: bash benchmarks/gpu/speed_run.sh 2 "$OUT" [NEW-ARGS...]   carry: [".gpu/speed"]   timeout_s: 370
 #   give_back
+# or, to spend one machine start and one transfer less, everything in one call (shorter shares per part):
+#   run: bash benchmarks/gpu/speed_run.sh all "$OUT" [NEW-ARGS...]   carry: [".gpu/speed"]   timeout_s: 600
 # and here again:
 #   bash benchmarks/gpu/slim_tree.sh off
 #   python benchmarks/gpu/speed_table.py speed_1.json speed_2.json   # from the calls' files_at: the table
@@ -18,14 +20,17 @@
 # Call 2: the bf16 rate, the FLOP counts, one evaluation cell (old and new), the full protocol (new) until the
 # deadline. NEW-ARGS go to speed.py, e.g. --new-teacher-args "compile=on" --new-distill-args "outer.fast=on"
 # (the new code's fast-path settings; default none: the new code's defaults, `auto` = on on CUDA).
-# SECONDS_ALLOWED (default 330 and 300) is speed.py's --seconds. Results: OUT/speed_N.json (rewritten after every
-# part, so a call stopped early still returns numbers), OUT/speed_N.log (each stage's output), OUT/speed_N.out.
+# SECONDS_ALLOWED (default 330, 300, all: 540) is speed.py's --seconds. Device time: a start (1 to 2 minutes),
+# then about 5.7 and 5.2 minutes, transfers beside: about 13 of the session's 15 minutes (all: about 11).
+# Results: OUT/speed_N.json (rewritten after every part, so a call stopped early still returns numbers),
+# OUT/speed_N.log (each stage's output), OUT/speed_N.out (this call's output).
 set -euo pipefail
 CALL=$1; OUT=$2; shift 2
 case $CALL in
   1) PARTS=rate,flops,teacher,distill,official; DEFAULT_SECONDS=330 ;;
   2) PARTS=rate,flops,evaluate,protocol; DEFAULT_SECONDS=300 ;;
-  *) echo "usage: $0 1|2 OUT [speed.py options]"; exit 2 ;;
+  all) PARTS=rate,flops,teacher,distill,official,evaluate,protocol; DEFAULT_SECONDS=540 ;;
+  *) echo "usage: $0 1|2|all OUT [speed.py options]"; exit 2 ;;
 esac
 [ -d .gpu/speed/old/src ] || { echo ".gpu/speed is missing: run benchmarks/gpu/speed_prepare.sh and carry .gpu/speed"; exit 1; }
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader || true
