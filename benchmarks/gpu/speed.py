@@ -316,8 +316,9 @@ class Bench:
         self.deadline = self.start + args.seconds
         self.part_deadline = self.deadline
         self.min_run = 1.0 if args.tiny else 15.0  # a run given less could not even start (imports, CUDA, data)
-        self.work = Path(args.work or tempfile.mkdtemp(prefix="ssdd_speed_"))
-        self.work.mkdir(parents=True, exist_ok=True)
+        if args.work:  # a fresh folder inside it: a rerun on a warm machine must not meet the last run's folders
+            Path(args.work).mkdir(parents=True, exist_ok=True)
+        self.work = Path(tempfile.mkdtemp(prefix="ssdd_speed_", dir=args.work))
         self.log = Path(args.out).with_suffix(".log")
         self.log.parent.mkdir(parents=True, exist_ok=True)
         self.log.write_text("")
@@ -671,7 +672,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--teacher", default=None, help="teacher folder (default: the committed GPU teacher)")
     parser.add_argument("--sets", default=None, help="folder of the committed N = 100 sets")
     parser.add_argument("--official", default=str(speed / "official"), help="checkout of db-Lee/selfsup_dd")
-    parser.add_argument("--work", default=None, help="scratch folder (default: a new temporary one)")
+    parser.add_argument("--work", default=None, help="scratch folder: a new one is made inside it for each call")
     parser.add_argument("--tiny", action="store_true", help="tiny data and models on the CPU: checks the machinery")
     for stage in ("teacher", "distill", "eval"):
         parser.add_argument(f"--new-{stage}-args", default="", help=f"extra {stage} overrides for the new code only")
