@@ -1,4 +1,5 @@
-"""ssdd's KRR-ST outer step against the official KRR-ST code (github db-Lee/selfsup_dd), same settings, one CPU thread.
+"""ssdd's KRR-ST outer step against the official KRR-ST code (github db-Lee/selfsup_dd), same settings, on the CPU
+(one thread) or on a GPU (--device cuda).
 
     git --git-dir=<mirror of db-Lee/selfsup_dd> archive HEAD | tar -x -C /tmp/selfsup_dd   # (mkdir first)
     pip install --target /tmp/kornia_site --no-deps kornia kornia_rs   # optional: the official augmentation
@@ -33,12 +34,20 @@ block is timed by perf_counter around S iterations of its training loop body: `d
 the DataLoader, augmentation, teacher forward, KRR loss, gradients, AdamW, pool update), the loss meter update
 and the LinearLR step; not its pool init (`ModelPool.init`, the warm start), done before the first block.
 Blocks alternate: ssdd S steps, official S steps, repeated R times; each pair gives the ratio
-ssdd_steps_per_s / official_steps_per_s. --warm-steps K runs ceil(K / S) * S untimed steps of each side first
+ssdd_steps_per_s / official_steps_per_s, where ssdd's rate is the wall time of its window (from the end of the
+previous official block to the window's logging call, the device drained) when there is a previous block,
+else its logged rate (class Alternate). --warm-steps K runs ceil(K / S) * S untimed steps of each side first
 (alternating the same way), e.g. to measure the official pool once all its slots have reached max_steps: its
 counter never restarts, so such a slot is re-initialised at every later use and never trained again, which
 makes its steps cheaper (with 10 slots and max_steps 100, after roughly 1,000 steps). Two configurations:
 ssdd pool.reset_counter=true (its default) and false (the official pool's counting); each has its own ssdd run
 and its own fresh official set-up.
+
+On a GPU (`--device cuda --preset distill_krr_st_cifar100 --teacher <the GPU teacher>`, as
+benchmarks/gpu/speed.py runs it): both sides run on the GPU; the official loader keeps its float images on the
+host with pinned memory and moves each batch, as upstream; each official block synchronises the GPU before and
+after it, so its time is its own; ssdd's rate is its logged one. --overrides K=V ... applies to the preset (for
+example ssdd's fast-path settings, which the official side does not read, or smaller settings for a check).
 
 Output: a table on stdout and JSON at --out with the commit and the files under src/ with uncommitted changes
 (both taken at the start, when ssdd is imported), date, torch version, threads, settings and every block's
@@ -62,6 +71,7 @@ import sys
 import tempfile
 import time
 from argparse import Namespace
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +88,7 @@ from ssdd.run.runtime import seed_everything
 from ssdd.run.tblog import ScalarLog
 from ssdd.teacher import load_teacher
 
-PRESET = "distill_cpu"
+PRESET = "distill_cpu"  # the default --preset
 
 
 def official_modules(root: Path) -> dict[str, Any]:
@@ -100,10 +110,11 @@ def official_modules(root: Path) -> dict[str, Any]:
 
 
 def distill_config(args: argparse.Namespace, reset_counter: bool, total_steps: int, out_dir: str) -> DistillConfig:
-    preset = load_config(DistillConfig, PRESET)
-    return load_config(DistillConfig, PRESET, [
-        f"out_dir={out_dir}", f"teacher={args.teacher}", f"data.path={args.data}", "device=cpu",
-        f"outer.steps={max(preset.krr.steps, total_steps)}", f"stop_after_steps={total_steps}",
+    preset = load_config(DistillConfig, args.preset, args.overrides)
+    return load_config(DistillConfig, args.preset, [
+        *args.overrides, f"out_dir={out_dir}", f"teacher={args.teacher}", f"data.path={args.data}",
+        f"device={args.device}",
+        f"outer.steps={max(preset.outer.steps, total_steps)}", f"stop_after_steps={total_steps}",
         f"log_every={args.steps_per_block}", f"checkpoint_every={10 * total_steps}",
         f"pool.reset_counter={str(reset_counter).lower()}", f"outer.channels_last={args.channels_last}"])
 
@@ -126,13 +137,13 @@ class Official:
         torch.manual_seed(seed)
         loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images01, labels),
                                              batch_size=cfg.outer.batch_size, num_workers=0, shuffle=True,
-                                             pin_memory=False)  # pin_memory=True upstream: a no-op without CUDA
+                                             pin_memory=device.type == "cuda")  # as upstream
         self.iter_tr = mods["utils"].InfIterator(loader)
         if mods["augmentation"] is not None:
             self.aug, _ = mods["augmentation"].get_aug("cifar100", images01.shape[-1], True)
             self.aug_name = "official get_aug (kornia RandomCrop pad 4, RandomHorizontalFlip, Normalize)"
         else:
-            mean, std, gen = teacher.mean, teacher.std, torch.Generator().manual_seed(seed + 1)
+            mean, std, gen = teacher.mean, teacher.std, torch.Generator(device=device).manual_seed(seed + 1)
             self.aug = lambda x: normalize(crop_flip(x, 4, gen), mean, std)
             self.aug_name = "ssdd crop_flip(padding 4) + normalize (kornia not importable)"
         with torch.no_grad():
@@ -155,52 +166,78 @@ class Official:
         return [(model.width or 128) * 2**block for block in range(model.depth or 3)]
 
     def steps(self, count: int) -> float:
-        """Run `count` iterations of the official loop body; return steps/s."""
+        """Run `count` iterations of the official loop body; return steps/s (the GPU's queue drained at both
+        ends, so that the block's time is its own)."""
+        synchronize(self.device)
         start = time.perf_counter()
         for _ in range(count):
             loss = self.mods["distill"].run(self.args, self.device, self.teacher, self.pool, self.outer_opt,
                                             self.iter_tr, self.aug, self.x_syn, self.y_syn)
             self.meter.update_state(loss)
             self.outer_sch.step()
+        synchronize(self.device)
         return count / (time.perf_counter() - start)
 
     def saturated_slots(self) -> int:
         return sum(count >= self.args.online_iteration for count in self.pool.iterations)
 
 
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 class Alternate(ScalarLog):
     """outer_loop's scalar log: at the end of each window of S ssdd steps, records ssdd's rate and runs one
-    official block of S steps (untimed while warming up)."""
+    official block of S steps (untimed while warming up).
 
-    def __init__(self, official: Official, block: int, warm_blocks: int, progress: bool) -> None:
+    ssdd's rate of a window is taken two ways: the one its loop logged, and the wall time from the end of the
+    previous official block to this call, after draining the GPU's queue (`ssdd_steps_per_s_wall`; not for
+    the first window, which has no previous block). The wall rate is the one compared: a loop that queues
+    GPU work ahead and reads its timer before the queue drains would flatter its logged rate, and its queued
+    work would fall into the official block's time. Where the wall rate exists the two agree on the CPU."""
+
+    def __init__(self, official: Official, block: int, warm_blocks: int, progress: bool,
+                 on_pair: Callable[[Alternate], None] | None = None) -> None:
         super().__init__(False)
         self.official, self.block, self.warm_blocks, self.progress = official, block, warm_blocks, progress
+        self.on_pair = on_pair  # called after every timed pair (the partial JSON of a run that may be stopped)
         self.windows = 0
         self.pairs: list[dict[str, float]] = []
+        self.block_end: float | None = None  # perf_counter at the end of the last official block
 
     def scalars(self, values: dict[str, float], step: int, prefix: str = "") -> None:
         self.windows += 1
-        ssdd_rate = float(values["steps_per_s"])
+        synchronize(self.official.device)
+        window_end = time.perf_counter()
+        logged = float(values["steps_per_s"])
+        wall = self.block / (window_end - self.block_end) if self.block_end is not None else None
+        ssdd_rate = wall if wall is not None else logged
         official_rate = self.official.steps(self.block)
+        self.block_end = time.perf_counter()
         if self.windows <= self.warm_blocks:
             if self.progress:
                 print(f"  warm block {self.windows}/{self.warm_blocks}: ssdd {ssdd_rate:.3f}, official "
                       f"{official_rate:.3f} steps/s", flush=True)
             return
-        pair = {"ssdd_steps_per_s": ssdd_rate, "official_steps_per_s": official_rate,
-                "ratio": ssdd_rate / official_rate, "ssdd_pool_resets": int(values["pool_resets"]),
+        pair = {"ssdd_steps_per_s": ssdd_rate, "ssdd_steps_per_s_logged": logged, "ssdd_steps_per_s_wall": wall,
+                "official_steps_per_s": official_rate, "ratio": ssdd_rate / official_rate,
+                "ssdd_pool_resets": int(values["pool_resets"]),
                 "official_saturated_slots": self.official.saturated_slots()}
         self.pairs.append(pair)
+        if self.on_pair is not None:
+            self.on_pair(self)
         if self.progress:
             print(f"  pair {len(self.pairs)}: ssdd {ssdd_rate:.3f}, official {official_rate:.3f} steps/s, ratio "
                   f"{pair['ratio']:.3f} (official slots saturated: {pair['official_saturated_slots']})", flush=True)
 
 
-def run_configuration(args: argparse.Namespace, mods: dict[str, Any], reset_counter: bool) -> dict[str, Any]:
+def run_configuration(args: argparse.Namespace, mods: dict[str, Any], reset_counter: bool,
+                      on_pair: Callable[[Alternate], None] | None = None) -> dict[str, Any]:
     block = args.steps_per_block
     warm_blocks = math.ceil(args.warm_steps / block)
     total = (warm_blocks + args.repeats) * block
-    device = torch.device("cpu")
+    device = torch.device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
         cfg = distill_config(args, reset_counter, total, tmp)
         seed_everything(cfg.seed)
@@ -215,20 +252,22 @@ def run_configuration(args: argparse.Namespace, mods: dict[str, Any], reset_coun
         init = torch.randperm(images_u8.shape[0], generator=torch.Generator().manual_seed(cfg.seed))[:m].sort().values
         # the official side gets its own teacher: ssdd's loop may convert its own to channels-last
         official = Official(mods, cfg, load_teacher(cfg.teacher, device), to_float(images_u8), source.labels,
-                            to_float(images_u8[init]), device)
-        hook = Alternate(official, block, warm_blocks, args.progress)
+                            to_float(images_u8[init]).to(device), device)
+        hook = Alternate(official, block, warm_blocks, args.progress, on_pair)
         ctx = DistillContext(cfg, device, teacher, source.to(device), Path(tmp), resume=False, show_progress=False,
                              log=hook)
         seed_everything(cfg.seed)
         result = get_method("krr_st").distill(ctx)
-    ratios = [p["ratio"] for p in hook.pairs]
-    ssdd_rates = [p["ssdd_steps_per_s"] for p in hook.pairs]
-    official_rates = [p["official_steps_per_s"] for p in hook.pairs]
-    return {"pool.reset_counter": reset_counter, "m": int(result.info["m"]), "pairs": hook.pairs,
-            "warm_steps_run": warm_blocks * block, "official_aug": official.aug_name,
-            "ssdd_pool_resets": int(result.info["pool_resets"]),
-            "ratio": summary(ratios), "ssdd_steps_per_s": summary(ssdd_rates),
-            "official_steps_per_s": summary(official_rates)}
+    return {"pool.reset_counter": reset_counter, "m": int(result.info["m"]), "warm_steps_run": warm_blocks * block,
+            "official_aug": official.aug_name, "ssdd_pool_resets": int(result.info["pool_resets"]),
+            **pair_summary(hook.pairs)}
+
+
+def pair_summary(pairs: list[dict[str, float]]) -> dict[str, Any]:
+    """The pairs and the min / median / max of their ratios and of each side's rate."""
+    return {"pairs": pairs, "ratio": summary([p["ratio"] for p in pairs]),
+            "ssdd_steps_per_s": summary([p["ssdd_steps_per_s"] for p in pairs]),
+            "official_steps_per_s": summary([p["official_steps_per_s"] for p in pairs])}
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -253,6 +292,10 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", choices=["reset", "no-reset"], default=["reset", "no-reset"],
                         help="ssdd pool.reset_counter=true (reset) and/or false (no-reset)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (both sides)")
+    parser.add_argument("--preset", default=PRESET, help="the ssdd distill preset both sides run (KRR-ST)")
+    parser.add_argument("--overrides", nargs="*", default=[],
+                        help="K=V overrides of the preset (ssdd's fast paths, or smaller settings for a check)")
     parser.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"],
                         help="ssdd's outer.channels_last (the official side always runs its default layout)")
     parser.add_argument("--quiet", dest="progress", action="store_false", help="no line per block")
@@ -268,13 +311,34 @@ def main() -> None:
                             capture_output=True, text=True).stdout
     dirty = [line[3:] for line in status.splitlines()]  # "XY path": not stripped, X may be a space
     started = time.perf_counter()
-    results = []
+    results: list[dict[str, Any]] = []
+
+    def write(configurations: list[dict[str, Any]], partial: bool) -> None:
+        payload = {
+            "date": datetime.datetime.now().isoformat(timespec="seconds"), "commit": commit,
+            "uncommitted_changes": dirty, "torch": torch.__version__, "python": platform.python_version(),
+            "threads": torch.get_num_threads(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+            "cpu_count": os.cpu_count(), "load_average_at_end": list(os.getloadavg()),
+            "official": {"path": str(args.official), "commit": args.official_commit},
+            "settings": {"preset": args.preset, "overrides": args.overrides, "device": args.device,
+                         "teacher": args.teacher, "data": args.data,
+                         "steps_per_block": args.steps_per_block, "repeats": args.repeats,
+                         "warm_steps": args.warm_steps, "ssdd_krr_channels_last": args.channels_last},
+            "partial": partial, "wall_s": time.perf_counter() - started, "configurations": configurations}
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(payload, indent=2) + "\n")
+
     for name in args.configs:
         print(f"ssdd pool.reset_counter={name == 'reset'}: {args.repeats} pairs of {args.steps_per_block} steps "
               f"after {math.ceil(args.warm_steps / args.steps_per_block) * args.steps_per_block} warm steps",
               flush=True)
-        results.append(run_configuration(args, mods, name == "reset"))
-    print(f"\nssdd {PRESET} settings, m = {results[0]['m']}, one thread each ({torch.get_num_threads()} torch "
+
+        def so_far(hook: Alternate, name: str = name) -> None:  # a stopped run still leaves its pairs
+            write([*results, {"pool.reset_counter": name == "reset", "official_aug": hook.official.aug_name,
+                              **pair_summary(hook.pairs)}], partial=True)
+
+        results.append(run_configuration(args, mods, name == "reset", so_far))
+    print(f"\nssdd {args.preset} settings, m = {results[0]['m']}, one thread each ({torch.get_num_threads()} torch "
           f"threads); official augmentation: {results[0]['official_aug']}")
     print("| ssdd pool.reset_counter | ratio min | median | max | ssdd steps/s (median) | "
           "official steps/s (median) |")
@@ -283,20 +347,8 @@ def main() -> None:
         print(f"| {str(r['pool.reset_counter']).lower()} | {r['ratio']['min']:.3f} | {r['ratio']['median']:.3f} | "
               f"{r['ratio']['max']:.3f} | {r['ssdd_steps_per_s']['median']:.3f} | "
               f"{r['official_steps_per_s']['median']:.3f} |")
-    payload = {
-        "date": datetime.datetime.now().isoformat(timespec="seconds"), "commit": commit,
-        "uncommitted_changes": dirty, "torch": torch.__version__, "python": platform.python_version(),
-        "threads": torch.get_num_threads(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-        "cpu_count": os.cpu_count(), "load_average_at_end": list(os.getloadavg()),
-        "official": {"path": str(args.official), "commit": args.official_commit},
-        "settings": {"preset": PRESET, "teacher": args.teacher, "data": args.data,
-                     "steps_per_block": args.steps_per_block, "repeats": args.repeats,
-                     "warm_steps": args.warm_steps, "ssdd_krr_channels_last": args.channels_last},
-        "wall_s": time.perf_counter() - started, "configurations": results}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(payload, indent=2) + "\n")
+    write(results, partial=False)
     print(f"wrote {args.out}")
-
 
 if __name__ == "__main__":
     main()
