@@ -41,7 +41,7 @@ from ssdd.models import build_model
 from ssdd.run import distributed as D
 from ssdd.run.loop import RunLoop, Watched
 from ssdd.run.progress import bar_settings, note, phase
-from ssdd.run.runtime import channels_last
+from ssdd.run.runtime import channels_last, gpu_path
 
 OUTER_SANE_FACTOR = 10.0  # how far the distilled images and targets may grow before a run counts as diverged
 
@@ -115,15 +115,6 @@ def autocast_dtype(name: str, key: str) -> torch.dtype | None:
     if name not in PRECISIONS:
         raise ValueError(f"{key}={name!r}: must be one of {', '.join(PRECISIONS)}")
     return PRECISIONS[name]
-
-
-def switch(setting: object, key: str, device: torch.device) -> str:
-    """An auto | on | off setting (YAML's bare on/off arrive as True/False) as on | off | auto; auto stays
-    auto on CUDA (the caller decides) and is off elsewhere (CPU results stay bit-identical)."""
-    text = {"true": "on", "false": "off"}.get(str(setting).lower(), str(setting).lower())
-    if text not in ("auto", "on", "off"):
-        raise ValueError(f"{key}={setting!r}: must be one of auto, on, off")
-    return "off" if text == "auto" and device.type != "cuda" else text
 
 
 @dataclass(frozen=True)
@@ -207,7 +198,7 @@ def cache_wanted(setting: object, device: torch.device, n_source: int, augment: 
     """Whether the loop builds the teacher cache (outer.teacher_cache): on, off, or auto = on CUDA when the
     cache's forwards (n_source * views) are fewer than the `forwards` the loop would run this invocation and
     its float32 targets take at most half of the free device memory (says so in one line when they do not)."""
-    mode = switch(setting, "outer.teacher_cache", device)
+    mode = gpu_path(setting, "outer.teacher_cache", device)
     if mode != "auto":
         return mode == "on"
     if n_source * augment.count >= forwards:
@@ -254,7 +245,7 @@ def outer_loop(ctx: DistillContext, name: str, tensors: dict[str, torch.Tensor],
     pool = ModelPool(cfg.pool, lambda: build_model(outer.model, images_u8.shape[-1]), teacher.feature_dim, device,
                      cpu_gen, layout)
     teacher.to(memory_format=layout)
-    fast = switch(outer.fast, "outer.fast", device) != "off"
+    fast = gpu_path(outer.fast, "outer.fast", device) != "off"
     member_dtype = autocast_dtype(outer.precision, "outer.precision")
     teacher_dtype = autocast_dtype(outer.teacher_precision, "outer.teacher_precision")
 

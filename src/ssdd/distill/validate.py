@@ -7,15 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from ssdd.config import ConfigError
 from ssdd.data.validate import check_split
-from ssdd.distill.outer import PRECISIONS, switch
+from ssdd.distill.outer import PRECISIONS
 from ssdd.distill.registry import DistillMethod, get_method, methods_where
 from ssdd.run.checks import (
+    auto_on_off,
     batch_fits,
-    channels_last_setting,
     check_device,
     check_model,
     check_writable,
@@ -67,7 +65,7 @@ def check_outer_loop_settings(cfg: Any) -> None:
     non_negative("outer.ridge", outer.ridge)
     choice("outer.form", outer.form, ("auto", "primal", "dual"))
     choice("outer.solve_dtype", outer.solve_dtype, ("auto", "float32", "float64"))
-    channels_last_setting("outer.channels_last", outer.channels_last)
+    auto_on_off("outer.channels_last", outer.channels_last)
     for key in ("fast", "teacher_cache"):
         auto_on_off(f"outer.{key}", getattr(outer, key))
     choice("outer.precision", outer.precision, tuple(PRECISIONS))
@@ -78,14 +76,6 @@ def check_outer_loop_settings(cfg: Any) -> None:
     whole("pool.batch_size", pool.batch_size, 0)
     sgd_settings("pool", pool)
     check_model("outer.model", outer.model, cfg.data.resolution)
-
-
-def auto_on_off(key: str, value: Any) -> None:
-    """An auto | on | off setting of the outer loop (ConfigError in one line otherwise)."""
-    try:
-        switch(value, key, torch.device("cpu"))
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
 
 
 def normalise_distill(cfg: Any) -> None:

@@ -14,7 +14,7 @@ from ssdd.data.validate import check_split
 from ssdd.evaluation.fastpath import PRECISIONS
 from ssdd.evaluation.validation import check_validation
 from ssdd.run.checks import (
-    channels_last_setting,
+    auto_on_off,
     check_device,
     check_model,
     check_probe,
@@ -34,7 +34,7 @@ from ssdd.teacher.validate import teacher_manifest
 def check_evaluate_settings(cfg: Any) -> None:
     """Everything of an evaluation config that needs no file."""
     finite_everywhere(cfg)
-    channels_last_setting("channels_last", cfg.channels_last)
+    auto_on_off("channels_last", cfg.channels_last)
     choice("precision", cfg.precision, PRECISIONS)
     unknown = set(cfg.modes) - {"finetune", "linear_probe"}
     if unknown or not cfg.modes:

@@ -142,11 +142,12 @@ def check_probe(cfg: Any, key: str = "probe") -> None:
     non_negative(f"{key}.weight_decay", cfg.weight_decay)
 
 
-def channels_last_setting(key: str, value: Any) -> None:
-    from ssdd.run.runtime import channels_last
+def auto_on_off(key: str, value: Any) -> None:
+    """An auto | on | off setting (channels_last, the fast paths), a ConfigError in one line otherwise."""
+    from ssdd.run.runtime import tri_state
 
     try:
-        channels_last(value, key)
+        tri_state(value, key)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 

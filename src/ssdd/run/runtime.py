@@ -36,13 +36,27 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     return torch.device(name)
 
 
-def channels_last(setting: object, key: str = "channels_last") -> bool:
-    """Whether a `channels_last` setting (auto | on | off; YAML's bare on/off arrive as True/False) asks for
-    the channels-last memory format. auto = on: measured faster on CUDA and on the CPU (docs/performance.md)."""
+def tri_state(setting: object, key: str) -> str:
+    """An auto | on | off setting as one of those words (YAML's bare on/off arrive as True/False); a one-line
+    ValueError naming `key` for anything else."""
     text = {"true": "on", "false": "off"}.get(str(setting).lower(), str(setting).lower())
     if text not in ("auto", "on", "off"):
         raise ValueError(f"{key}={setting!r}: must be one of auto, on, off")
-    return text != "off"
+    return text
+
+
+def channels_last(setting: object, key: str = "channels_last") -> bool:
+    """Whether a `channels_last` setting (auto | on | off) asks for the channels-last memory format. auto = on:
+    measured faster on CUDA and on the CPU (docs/performance.md)."""
+    return tri_state(setting, key) != "off"
+
+
+def gpu_path(setting: object, key: str, device: torch.device) -> str:
+    """A fast path's auto | on | off setting on `device`: auto stays auto on CUDA (where the fast paths are meant
+    to run; a caller may weigh it further) and is off elsewhere, so the CPU keeps the plain path and its results
+    bit for bit."""
+    text = tri_state(setting, key)
+    return "off" if text == "auto" and device.type != "cuda" else text
 
 
 def versions() -> dict[str, str]:

@@ -21,18 +21,15 @@ from torch import nn
 
 from ssdd.augment import normalize, to_float, two_views
 from ssdd.augment.pipelines import TwoViewConfig
-from ssdd.run.runtime import channels_last as _not_off
+from ssdd.run.runtime import gpu_path
 
 FAST_SYNC_EVERY = 100  # fast path: steps between reads of the device's loss log (finiteness, progress bar)
 PLAIN_BAR_EVERY = 10  # plain path: steps between progress-bar updates (it reads the loss every step anyway)
 
 
 def switch(setting: object, key: str, device: torch.device) -> bool:
-    """An auto | on | off setting (YAML's bare on/off arrive as True/False): auto = on on CUDA only, so the
-    CPU keeps the plain path and its results bit for bit."""
-    if not _not_off(setting, key):  # also refuses anything but auto, on and off
-        return False
-    return str(setting).lower() != "auto" or device.type == "cuda"
+    """Whether an auto | on | off fast-path setting is on for `device` (auto = on on CUDA only)."""
+    return gpu_path(setting, key, device) != "off"
 
 
 def compile_unavailable(device: torch.device) -> str | None:

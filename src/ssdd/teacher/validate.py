@@ -8,8 +8,8 @@ from typing import Any
 from ssdd.config import ConfigError
 from ssdd.data.validate import check_split
 from ssdd.run.checks import (
+    auto_on_off,
     batch_fits,
-    channels_last_setting,
     check_device,
     check_model,
     check_probe,
@@ -49,7 +49,7 @@ def check_teacher_settings(cfg: Any) -> int:
     finite_everywhere(cfg)
     choice("precision", cfg.precision, ("auto", "bf16", "fp32"))
     for key in ("channels_last", "fast", "compile"):  # each auto | on | off
-        channels_last_setting(key, getattr(cfg, key))
+        auto_on_off(key, getattr(cfg, key))
     choice("save_dtype", cfg.save_dtype, ("float32", "float16"))
     whole("stop_after_epochs", cfg.stop_after_epochs, 0)
     optim = cfg.optim
