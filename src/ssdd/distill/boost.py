@@ -351,8 +351,7 @@ def distill_boost(ctx: DistillContext) -> DistillResult:
         "storage_split": {"fixed_image_equivalents": fixed / per_image,
                           "per_sample_image_equivalents": per_sample / per_image,
                           **_storage_split(layout, per_image)},
-        "steps": outer.steps, "steps_done": loop.steps_done, "pool_resets": loop.pool_resets,
-        "final_loss": loop.final_loss, "distill_seconds": loop.elapsed_s, "init_indices": index.tolist(),
+        "steps": outer.steps, **loop.info(), "init_indices": index.tolist(),
     })
     return DistillResult(stored, info, finished=loop.finished)
 

@@ -34,9 +34,7 @@ def distill_krr_st(ctx: DistillContext) -> DistillResult:
 
     loop = outer_loop(ctx, "krr_st", {"images": x_s, "targets": y_s}, lambda: Support(x_s, y_s),
                       RealViews(outer.real_crop_padding), cpu_gen, aug_gen)
-    info: dict[str, Any] = {"m": m, "steps": outer.steps, "steps_done": loop.steps_done,
-                            "pool_resets": loop.pool_resets, "final_loss": loop.final_loss,
-                            "distill_seconds": loop.elapsed_s, "init_indices": init_index.tolist()}
+    info: dict[str, Any] = {"m": m, "steps": outer.steps, **loop.info(), "init_indices": init_index.tolist()}
     stored = {"images": x_s.detach().cpu(), "targets": y_s.detach().cpu()}
     return DistillResult(stored, info, finished=loop.finished)
 

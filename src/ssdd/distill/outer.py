@@ -23,6 +23,7 @@ teacher. The step has fixed shapes and no Python branch on a tensor's value.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -96,6 +97,15 @@ class LoopResult:
     elapsed_s: float
     pool_resets: int
     history: list[dict[str, Any]] = field(default_factory=list)
+    teacher_cache_s: float | None = None  # the build of the teacher cache (None: no cache), not in elapsed_s
+
+    def info(self) -> dict[str, Any]:
+        """The loop's entries of a distilled set's manifest (the method adds its own)."""
+        out = {"steps_done": self.steps_done, "pool_resets": self.pool_resets, "final_loss": self.final_loss,
+               "distill_seconds": self.elapsed_s}
+        if self.teacher_cache_s is not None:
+            out["teacher_cache_s"] = self.teacher_cache_s
+        return out
 
     @property
     def final_loss(self) -> float | None:
@@ -282,12 +292,17 @@ def outer_loop(ctx: DistillContext, name: str, tensors: dict[str, torch.Tensor],
 
     query = D.rank_rows(outer.batch_size)  # this process's rows of every real batch
     share = (query.stop - query.start) / outer.batch_size
-    cache = None  # rebuilt by every invocation (never checkpointed); the same on every torchrun process, each
-    # of which holds it whole
+    # the cache is rebuilt by every invocation (never checkpointed); the same on every torchrun process, each of
+    # which holds it whole
+    cache, cache_s = None, None
     if cache_wanted(outer.teacher_cache, device, n_source, augment, teacher.feature_dim,
                     (run.stop - run.start) * (query.stop - query.start)):
+        started = time.perf_counter()
         with phase(f"teacher cache: {n_source:,} images x {augment.count} real-batch views"), conv_autotune(fast):
             cache = build_teacher_cache(teacher, images_u8, augment, outer.batch_size, layout, teacher_dtype)
+            if cache.is_cuda:
+                torch.cuda.synchronize(cache.device)  # once: the build's time is its kernels' time
+        cache_s = time.perf_counter() - started
 
     def step(step: int) -> float | torch.Tensor:
         decay = linear_decay(step, outer.steps, outer.final_lr_ratio)
@@ -342,7 +357,7 @@ def outer_loop(ctx: DistillContext, name: str, tensors: dict[str, torch.Tensor],
     with conv_autotune(fast):
         run.run(step, state, record, watch)
     D.check_replicas_agree(learned, "the distilled tensors")
-    return LoopResult(run.stop, run.finished, run.elapsed, pool.resets, run.history)
+    return LoopResult(run.stop, run.finished, run.elapsed, pool.resets, run.history, cache_s)
 
 
 def split_support(enabled: bool, rows: int) -> bool:
