@@ -66,6 +66,10 @@ def scale_settings(tiny: bool) -> dict[str, Any]:
                 "teacher": ["data.subset=25600", "optim.epochs=3", "stop_after_epochs=2"], "distill_steps": 300,
                 "log_every": 50,
                 "distill": {"krr_st": [], "boost": []}, "mkdt_iterations": 60, "mkdt_log_every": 10,
+                # the new code's KRR-ST runs with its teacher cache (auto declines it for a 300-step run, which
+                # it would not repay) over a 5,000-image subset, so that the build (n x 162 teacher forwards)
+                # fits the call; a step's cost does not depend on the source's size (random batch indices)
+                "cache": {"krr_st": ["outer.teacher_cache=on", "data.subset=5000"], "boost": []},
                 "experts": [], "mkdt": [],
                 "evaluate_cell": ["pretrain.max_iterations=1000", "finetune.iterations=2000", "probe.iterations=2000"],
                 "protocol": [], "official": ["--steps-per-block", "40", "--repeats", "3", "--warm-steps", "40"],
@@ -81,6 +85,7 @@ def scale_settings(tiny: bool) -> dict[str, Any]:
             "teacher": [*model, "optim.epochs=3", "stop_after_epochs=2", "optim.warmup_epochs=0"],
             "distill_steps": 6, "log_every": 2,
             "distill": {"krr_st": ["budget=6", *small_pool], "boost": [*boost, *small_pool]},
+            "cache": {"krr_st": ["outer.teacher_cache=on", "data.subset=128"], "boost": []},
             "mkdt_iterations": 4, "mkdt_log_every": 1, "experts": ["model.width=8", "batch_size=32"],
             "mkdt": ["budget=6", "mkdt.syn_steps=2", "mkdt.batch_syn=8"], "evaluate_cell": cell,
             "protocol": [*cell, "seeds=1", "full_data.epochs=1", "full_data.batch_size=32"],
@@ -93,16 +98,17 @@ def scale_settings(tiny: bool) -> dict[str, Any]:
 # The new code's extra settings, checked against its own schemas before any device time is spent: a misspelt or
 # renamed setting would otherwise fail every new-code run of the call. Runs under the new src (argv[1]: JSON).
 CHECK_ARGS = """
-import json, sys
+import json, shlex, sys
 from ssdd.config import load_config
 from ssdd.distill.config import DistillConfig
 from ssdd.evaluation.config import EvaluateConfig
 from ssdd.teacher.config import TeacherConfig
 spec = json.loads(sys.argv[1])
-for schema, preset, overrides in ((TeacherConfig, "teacher_cifar100", spec["teacher"]),
-                                  (DistillConfig, "distill_krr_st_cifar100", spec["distill"]),
-                                  (DistillConfig, "cifar100", spec["distill"]),
-                                  (EvaluateConfig, "evaluate_full", spec["evaluate"])):
+presets = {"krr_st": "distill_krr_st_cifar100", "boost": "cifar100"}
+checks = [(TeacherConfig, "teacher_cifar100", spec["teacher"]), (EvaluateConfig, "evaluate_full", spec["evaluate"])]
+checks += [(DistillConfig, preset, spec["distill"] + spec[method]) for method, preset in presets.items()]
+checks += [(DistillConfig, presets[v.split(":")[0]], shlex.split(v.split(":", 2)[2])) for v in spec["variants"]]
+for schema, preset, overrides in checks:
     load_config(schema, preset, overrides)
 """
 
@@ -329,7 +335,9 @@ class Bench:
             "data": "synthetic, CIFAR shapes", "seconds": args.seconds,
             "commit": {"new": git_commit(), "old": OLD_COMMIT},
             "new_args": {"teacher": args.new_teacher_args, "distill": args.new_distill_args,
-                         "evaluate": args.new_eval_args},
+                         "evaluate": args.new_eval_args,
+                         **{method: getattr(args, f"new_{method}_args") for method in DISTILL_PRESETS},
+                         "variants": args.variant},
             "teacher_dir": args.teacher, "sets_dir": args.sets, "stages": {}, "parts_done": [],
             "parts_skipped": {}, **environment()}
 
@@ -447,13 +455,28 @@ class Bench:
                  *self.args.teacher_parts_args, *(["--device", "cpu"] if self.args.tiny else [])]
         self.result["teacher_parts"] = self.script("teacher_parts", parts, self.at_least(30))
 
-    def distill_command(self, method: str, side: str, out: Path, stage: str = "distill") -> list[str]:
+    def distill_command(self, method: str, side: str, out: Path, extra: list[str]) -> list[str]:
         steps = self.scale["distill_steps"]
+        # KRR-ST runs to its end (a short outer.steps: its manifest records the teacher cache's build); Boost
+        # pauses instead (its end would add the post-hoc fit of the approximation networks)
+        length = f"outer.steps={steps}" if method == "krr_st" else f"stop_after_steps={steps}"
         return ["distill", "-c", DISTILL_PRESETS[method], f"teacher={self.args.teacher}",
-                f"data.path={self.data['cifar100']}", f"stop_after_steps={steps}",
+                f"data.path={self.data['cifar100']}", length,
                 f"log_every={self.scale['log_every']}",
                 "checkpoint_every=1000000", f"out_dir={out}", *self.scale["distill"][method],
-                *self.scale["device_args"], *self.new_args(stage, side), "--no-progress"]
+                *self.scale["device_args"], *extra, "--no-progress"]
+
+    def distill_variants(self, method: str) -> list[tuple[str, str, list[str]]]:
+        """(name, src side, extra overrides) of each run of a method: the old code, the new code (its fast-path
+        defaults, the teacher cache for KRR-ST, and --new-distill-args / --new-<method>-args), then every
+        --variant METHOD:NAME:OVERRIDES (new code) while time is left."""
+        own = getattr(self.args, f"new_{method}_args")
+        runs = [("old", "old", []), ("new", "new", [*self.scale["cache"][method], *self.args.new_distill_args, *own])]
+        for spec in self.args.variant:
+            owner, name, overrides = spec.split(":", 2)
+            if owner == method:
+                runs.append((name, "new", shlex.split(overrides)))
+        return runs
 
     def add_rates(self, record: dict[str, Any], rows: list[dict[str, Any]]) -> None:
         """A loop's steps/s two ways, the first window dropped: as it logged them, and from when its lines
@@ -465,25 +488,37 @@ class Bench:
         record["value"] = wall if wall is not None else record["steps_per_s_logged"]
 
     def part_distill(self, budget: float) -> None:
-        runs_left = 2 * len(DISTILL_PRESETS)
-        for method in DISTILL_PRESETS:
+        plans = {method: self.distill_variants(method) for method in DISTILL_PRESETS}
+        runs_left = sum(len(runs) for runs in plans.values())
+        for method, runs in plans.items():
             stage: dict[str, Any] = {"unit": "steps/s", "preset": DISTILL_PRESETS[method],
                                      "recipe": f"{self.scale['distill_steps']} outer steps in windows of "
                                                f"{self.scale['log_every']}; steps/s from the wall time between "
                                                f"the windows' log lines, the first window dropped"}
-            for side in ("old", "new"):
-                out = self.work / f"{method}_{side}"
-                command = self.distill_command(method, side, out)
-                record = self.ssdd(f"distill_{method}", side, command, self.part_left() / runs_left,
-                                   out / "metrics.jsonl")
+            for name, side, extra in runs:
+                out = self.work / f"{method}_{name}"
+                record = self.ssdd(f"distill_{method}_{name}", side, self.distill_command(method, side, out, extra),
+                                   self.part_left() / runs_left, out / "metrics.jsonl")
                 runs_left -= 1
+                record["overrides"] = extra
                 self.add_rates(record, read_jsonl(out / "metrics.jsonl"))
-                stage[side] = record
+                record["teacher_cache_s"] = cache_seconds(out)
+                stage[name] = record
                 self.result["stages"][f"distill_{method}"] = stage
                 self.save()
             add_ratios(stage, True)
             flops = (self.result.get("flops") or {}).get(method) or {}
             add_tflops(stage, flops.get("flops_per_step"), 1, self.bf16())
+            old = (stage.get("old") or {}).get("value")
+            for name, _, extra in runs:
+                entry = stage.get(name) or {}
+                executed = step_flops(flops, extra)  # a run with the teacher cache runs no teacher forward
+                if entry.get("value") and executed:
+                    entry["flops_per_step"] = executed
+                    entry["tflops"] = executed * entry["value"] / 1e12
+                    entry["fraction_of_bf16"] = entry["tflops"] / self.bf16() if self.bf16() else None
+                if name not in ("old", "new"):  # the extra variants against the old code
+                    entry["speedup"] = entry["value"] / old if entry.get("value") and old else None
 
     def part_official(self, budget: float) -> None:
         official = Path(self.args.official)
@@ -573,6 +608,7 @@ class Bench:
         command = self.evaluate_command(out, targets, list(SETS), ["full_data.same_recipe=false",
                                                                    *self.scale["protocol"],
                                                                    *self.new_args("evaluate", "new")])
+        command += ["--processes", self.args.protocol_processes]  # many cells at once on the one GPU
         record = self.ssdd("protocol", "new", command, budget)
         rows = read_results(out)
         seeds = 1 if self.args.tiny else 3
@@ -582,6 +618,7 @@ class Bench:
         by_cell: dict[str, list[dict[str, Any]]] = {}
         for row in rows:
             by_cell.setdefault(f"{row.get('label')} seed {row.get('seed')}", []).append(row)
+        record["processes"] = self.args.protocol_processes
         record.update({"cells_planned": planned, "cells_done": len(done), "deadline_s": budget,
                        "seconds_per_row_and_seed": {key: cell_seconds(group) for key, group in by_cell.items()},
                        "stopped_at_deadline": record["exit_code"] is None,
@@ -617,6 +654,25 @@ class Bench:
                     self.result["parts_skipped"][part] = f"{type(exc).__name__}: {exc}"
             todo.pop(0)
             self.save()
+
+
+def step_flops(flops: dict[str, Any], overrides: list[str]) -> float | None:
+    """Counted FLOPs of one outer step as a run executes it: without the teacher's forward on the real batch when
+    the run looks its targets up in the teacher cache (outer.teacher_cache=on)."""
+    total = flops.get("flops_per_step")
+    if total is None:
+        return None
+    cached = "outer.teacher_cache=on" in overrides
+    return float(total - ((flops.get("parts") or {}).get("teacher_forward_real") or 0) if cached else total)
+
+
+def cache_seconds(out: Path) -> float | None:
+    """The teacher cache's build time, from the finished run's manifest (None: no cache, or not finished)."""
+    for manifest in sorted(out.rglob("manifest.json")) if out.is_dir() else []:
+        seconds = json.loads(manifest.read_text()).get("teacher_cache_s")
+        if seconds is not None:
+            return float(seconds)
+    return None
 
 
 def read_results(folder: Path) -> list[dict[str, Any]]:
@@ -676,15 +732,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tiny", action="store_true", help="tiny data and models on the CPU: checks the machinery")
     for stage in ("teacher", "distill", "eval"):
         parser.add_argument(f"--new-{stage}-args", default="", help=f"extra {stage} overrides for the new code only")
+    for method in DISTILL_PRESETS:
+        parser.add_argument(f"--new-{method.replace('_', '-')}-args", default="",
+                            help=f"extra overrides of the new code's {method} run (after --new-distill-args)")
+    parser.add_argument("--variant", action="append", default=[], metavar="METHOD:NAME:OVERRIDES",
+                        help="one more new-code distillation run, e.g. 'boost:bf16:outer.precision=bf16 "
+                             "outer.teacher_precision=bf16' (repeatable; run after the others while time is left)")
+    parser.add_argument("--protocol-processes", default="auto", metavar="N|auto",
+                        help="ssdd evaluate --processes of the protocol part (new code): cells at once on the GPU")
     parser.add_argument("--check", action="store_true",
                         help="only check that the new code accepts the --new-*-args, and exit (no data, no runs)")
     parser.add_argument("--teacher-parts-args", default="",
                         help="extra options of teacher_parts.py (e.g. --compile, or K=V overrides of the step)")
     args = parser.parse_args(argv)
     args.teacher_parts_args = shlex.split(args.teacher_parts_args)
-    for stage in ("teacher", "distill", "eval"):
+    for stage in ("teacher", "distill", "eval", *DISTILL_PRESETS):
         key = f"new_{stage}_args"
         setattr(args, key, shlex.split(getattr(args, key)))
+    bad = [v for v in args.variant if v.count(":") < 2 or v.split(":")[0] not in DISTILL_PRESETS]
+    if bad:
+        parser.error(f"--variant {bad[0]!r}: write METHOD:NAME:OVERRIDES with METHOD one of {list(DISTILL_PRESETS)}")
     args.teacher = args.teacher or default_path(speed / "teacher", "artifacts/teachers/" + (
         "cifar100_convnet32_cpu" if args.tiny else "cifar100_resnet18_bt80_h200"), args.tiny)
     args.sets = args.sets or default_path(speed / "distilled", "artifacts/distilled/cifar100_resnet18_bt80_h200",

@@ -74,7 +74,48 @@ def stage_rows(result: dict[str, Any]) -> list[str]:
             f"{pair(stage, tflops)} | "
             f"{pair(stage, percent)} | "
             f"{pair(stage, lambda e: gib(e.get('peak_allocated_bytes')))} | {pair(stage, util)} |")
+        for name, entry in variants(stage):
+            rows.append(f"| {title}, new with {' '.join(entry.get('overrides') or [])} ({name}) | "
+                        f"{stage.get('unit', '')} | | {number(entry.get('value'))} | "
+                        f"{number(entry.get('speedup')) + 'x' if entry.get('speedup') else 'n/a'} | {tflops(entry)} | "
+                        f"{percent(entry)} | {gib(entry.get('peak_allocated_bytes'))} | {util(entry)} |")
     return rows
+
+
+def variants(stage: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """A stage's extra new-code runs (speed.py --variant), in the order run."""
+    return [(name, entry) for name, entry in stage.items()
+            if isinstance(entry, dict) and name not in ("old", "new") and "exit_code" in entry]
+
+
+# outer steps of the presets (docs/method.md): the full runs the measured rates project to
+PRESET_STEPS = {"distill_krr_st": 160_000, "distill_boost": 30_000}
+
+
+def projections(result: dict[str, Any]) -> list[str]:
+    """The presets' whole outer loops at the measured rates, plus the teacher cache's build scaled to the
+    whole source (the build is a forward per image and view: linear in the images)."""
+    lines = []
+    for key, steps in PRESET_STEPS.items():
+        stage = (result.get("stages") or {}).get(key) or {}
+        parts = []
+        for side in ("old", "new"):
+            entry = stage.get(side) or {}
+            if not entry.get("value"):
+                continue
+            minutes = steps / entry["value"] / 60
+            cache = entry.get("teacher_cache_s")
+            subset = next((int(o.split("=", 1)[1]) for o in entry.get("overrides") or []
+                           if o.startswith("data.subset=")), None)
+            if cache is not None and subset:
+                build = cache * result.get("source_images", 50_000) / subset / 60
+                parts.append(f"{side} {minutes + build:.1f} min ({minutes:.1f} of steps + {build:.1f} of teacher "
+                             f"cache, its build of {cache:.1f} s on {subset:,} images scaled to the whole source)")
+            else:
+                parts.append(f"{side} {minutes:.1f} min")
+        if parts:
+            lines.append(f"{steps:,} outer steps of `{stage.get('preset')}` at these rates: {'; '.join(parts)}.")
+    return lines
 
 
 def header(result: dict[str, Any]) -> list[str]:
@@ -131,7 +172,7 @@ def render(results: list[dict[str, Any]]) -> str:
     merged["commands"] = [r.get("command") for r in results]
     if any(r.get("tiny") for r in results):
         merged["device"] = f"{merged.get('device')} (--tiny: a check of the machinery, not a measurement)"
-    notes = [*teacher_parts(merged), *official(merged), *protocol(merged)]
+    notes = [*projections(merged), *teacher_parts(merged), *official(merged), *protocol(merged)]
     skipped = {k: v for r in results for k, v in (r.get("parts_skipped") or {}).items()}
     if skipped:
         notes.append("Parts not measured: " + "; ".join(f"{k} ({v})" for k, v in skipped.items()) + ".")

@@ -191,14 +191,20 @@ def test_run_process_stops_at_the_deadline(tmp_path: Path) -> None:
 def test_new_args_are_checked_against_the_new_code_schemas(monkeypatch: pytest.MonkeyPatch) -> None:
     from ssdd.config import ConfigError
 
-    def check(distill: list[str]) -> None:  # in this process: the same code the call runs under the new src
-        spec = json.dumps({"teacher": ["precision=bf16"], "distill": distill, "evaluate": []})
+    def check(distill: list[str], krr_st: list[str] = (), variants: list[str] = ()) -> None:
+        # in this process: the same code the call runs under the new src
+        spec = json.dumps({"teacher": ["precision=bf16"], "distill": distill, "evaluate": [], "krr_st": list(krr_st),
+                           "boost": [], "variants": list(variants)})
         monkeypatch.setattr(sys, "argv", ["-c", spec])
         exec(speed.CHECK_ARGS, {})
 
-    check(["outer.channels_last=on"])
+    check(["outer.channels_last=on"], ["outer.teacher_cache=on"], ["boost:bf16:outer.precision=bf16"])
     with pytest.raises(ConfigError, match="no_such_setting"):
         check(["outer.no_such_setting=on"])
+    with pytest.raises(ConfigError, match="no_such_setting"):
+        check([], ["outer.no_such_setting=on"])
+    with pytest.raises(ConfigError, match="no_such_setting"):
+        check([], [], ["boost:x:outer.no_such_setting=on"])
 
 
 def test_peak_writes_its_json_for_any_exit(tmp_path: Path) -> None:
@@ -209,3 +215,27 @@ def test_peak_writes_its_json_for_any_exit(tmp_path: Path) -> None:
     record = json.loads(out.read_text())
     assert done.returncode == record["exit_code"] != 0
     assert record["command"] == ["no-such-command"] and record["peak_allocated_bytes"] is None
+
+
+def test_a_run_with_the_teacher_cache_counts_no_teacher_forward() -> None:
+    flops = {"flops_per_step": 10.0, "parts": {"teacher_forward_real": 7.0, "pool_forward_real": 3.0}}
+    assert speed.step_flops(flops, []) == 10.0
+    assert speed.step_flops(flops, ["outer.teacher_cache=on", "data.subset=5000"]) == 3.0
+    assert speed.step_flops({}, []) is None
+
+
+def test_table_shows_variants_and_projects_the_presets_whole_loops() -> None:
+    # a FIXTURE (made-up numbers): KRR-ST new with a teacher cache built in 60 s on 5,000 images, a Boost variant
+    stages = {"distill_krr_st": {"unit": "steps/s", "preset": "distill_krr_st_cifar100", "speedup": 4.0,
+                                 "old": {"value": 40.0, "exit_code": 0},
+                                 "new": {"value": 160.0, "exit_code": 0, "teacher_cache_s": 60.0,
+                                         "overrides": ["outer.teacher_cache=on", "data.subset=5000"]}},
+              "distill_boost": {"unit": "steps/s", "preset": "cifar100", "speedup": 2.0,
+                                "old": {"value": 25.0, "exit_code": 0}, "new": {"value": 50.0, "exit_code": 0},
+                                "bf16": {"value": 100.0, "exit_code": 0, "speedup": 4.0,
+                                         "overrides": ["outer.precision=bf16"]}}}
+    text = speed_table.render([{**FIXTURE, "stages": stages}])
+    assert "| Boost (`cifar100`), new with outer.precision=bf16 (bf16) | steps/s | | 100.00 | 4.00x |" in text
+    # 160,000 / 40 / 60 = 66.7 min; new: 160,000 / 160 / 60 = 16.7 min + 60 s x 10 = 10.0 min of cache
+    assert "old 66.7 min; new 26.7 min (16.7 of steps + 10.0 of teacher cache" in text
+    assert "30,000 outer steps of `cifar100` at these rates: old 20.0 min; new 10.0 min." in text
