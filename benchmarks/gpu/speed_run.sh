@@ -18,8 +18,11 @@
 #   python benchmarks/gpu/speed_table.py speed_1.json speed_2.json   # from the calls' files_at: the table
 # Call 1: the bf16 rate, the FLOP counts, teacher, KRR-ST and Boost (old and new), the official KRR-ST code.
 # Call 2: the bf16 rate, the FLOP counts, one evaluation cell (old and new), the full protocol (new) until the
-# deadline. NEW-ARGS go to speed.py, e.g. --new-teacher-args "compile=on" --new-distill-args "outer.fast=on"
-# (the new code's fast-path settings; default none: the new code's defaults, `auto` = on on CUDA).
+# deadline. NEW-ARGS go to speed.py, e.g. --new-teacher-args "compile=off" --new-distill-args "outer.fast=on"
+# (the new code's fast-path settings; default none: the new code's defaults, `auto` = on on CUDA; the new
+# KRR-ST run always has its teacher cache, on 5,000 images) and --variant METHOD:NAME:OVERRIDES for one more
+# new-code run, e.g. call 1 with  --variant "boost:bf16:outer.precision=bf16 outer.teacher_precision=bf16"
+# and call 2 with  --new-eval-args "precision=bf16"  (the evaluation's bf16 is opt-in; fp32 is the default).
 # SECONDS_ALLOWED (default 330, 300, all: 540) is speed.py's --seconds. Device time: a start (1 to 2 minutes),
 # then about 5.7 and 5.2 minutes, transfers beside: about 13 of the session's 15 minutes (all: about 11).
 # Results: OUT/speed_N.json (rewritten after every part, so a call stopped early still returns numbers),
