@@ -67,9 +67,9 @@ def scale_settings(tiny: bool) -> dict[str, Any]:
                 "log_every": 50,
                 "distill": {"krr_st": [], "boost": []}, "mkdt_iterations": 60, "mkdt_log_every": 10,
                 # the new code's KRR-ST runs with its teacher cache (auto declines it for a 300-step run, which
-                # it would not repay) over a 5,000-image subset, so that the build (n x 162 teacher forwards)
+                # it would not repay) over a 2,000-image subset, so that the build (n x 162 teacher forwards)
                 # fits the call; a step's cost does not depend on the source's size (random batch indices)
-                "cache": {"krr_st": ["outer.teacher_cache=on", "data.subset=5000"], "boost": []},
+                "cache": {"krr_st": ["outer.teacher_cache=on", "data.subset=2000"], "boost": []},
                 "experts": [], "mkdt": [],
                 "evaluate_cell": ["pretrain.max_iterations=1000", "finetune.iterations=2000", "probe.iterations=2000"],
                 "protocol": [], "official": ["--steps-per-block", "40", "--repeats", "3", "--warm-steps", "40"],
@@ -662,7 +662,8 @@ def step_flops(flops: dict[str, Any], overrides: list[str]) -> float | None:
     total = flops.get("flops_per_step")
     if total is None:
         return None
-    cached = "outer.teacher_cache=on" in overrides
+    settings = [o.split("=", 1)[1] for o in overrides if o.startswith("outer.teacher_cache=")]
+    cached = bool(settings) and settings[-1] == "on"  # the last value of the key is the one that holds
     return float(total - ((flops.get("parts") or {}).get("teacher_forward_real") or 0) if cached else total)
 
 

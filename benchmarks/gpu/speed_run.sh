@@ -20,7 +20,7 @@
 # Call 2: the bf16 rate, the FLOP counts, one evaluation cell (old and new), the full protocol (new) until the
 # deadline. NEW-ARGS go to speed.py, e.g. --new-teacher-args "compile=off" --new-distill-args "outer.fast=on"
 # (the new code's fast-path settings; default none: the new code's defaults, `auto` = on on CUDA; the new
-# KRR-ST run always has its teacher cache, on 5,000 images) and --variant METHOD:NAME:OVERRIDES for one more
+# KRR-ST run always has its teacher cache, on 2,000 images) and --variant METHOD:NAME:OVERRIDES for one more
 # new-code run, e.g. call 1 with  --variant "boost:bf16:outer.precision=bf16 outer.teacher_precision=bf16"
 # and call 2 with  --new-eval-args "precision=bf16"  (the evaluation's bf16 is opt-in; fp32 is the default).
 # SECONDS_ALLOWED (default 330, 300, all: 540) is speed.py's --seconds. Device time: a start (1 to 2 minutes),

@@ -155,7 +155,8 @@ def official(result: dict[str, Any]) -> list[str]:
             f"{number(entry['official_steps_per_s']['median'])} steps/s, ratio min / median / max "
             f"{number(ratio['min'])} / {number(ratio['median'])} / {number(ratio['max'])} "
             f"over {entry.get('pairs', 'n/a')} pairs{' (stopped at the deadline)' if entry.get('partial') else ''} "
-            f"(official augmentation: {entry.get('official_aug')})."]
+            f"(official augmentation: {entry.get('official_aug')}; ssdd without its teacher cache, which blocks "
+            f"this short would not repay)."]
 
 
 def protocol(result: dict[str, Any]) -> list[str]:

@@ -221,6 +221,7 @@ def test_a_run_with_the_teacher_cache_counts_no_teacher_forward() -> None:
     flops = {"flops_per_step": 10.0, "parts": {"teacher_forward_real": 7.0, "pool_forward_real": 3.0}}
     assert speed.step_flops(flops, []) == 10.0
     assert speed.step_flops(flops, ["outer.teacher_cache=on", "data.subset=5000"]) == 3.0
+    assert speed.step_flops(flops, ["outer.teacher_cache=on", "outer.teacher_cache=off"]) == 10.0  # the last holds
     assert speed.step_flops({}, []) is None
 
 

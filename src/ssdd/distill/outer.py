@@ -97,7 +97,9 @@ class LoopResult:
     elapsed_s: float
     pool_resets: int
     history: list[dict[str, Any]] = field(default_factory=list)
-    teacher_cache_s: float | None = None  # the build of the teacher cache (None: no cache), not in elapsed_s
+    # the build of the teacher cache in this invocation (None: no cache; a resumed run builds it again), not in
+    # elapsed_s
+    teacher_cache_s: float | None = None
 
     def info(self) -> dict[str, Any]:
         """The loop's entries of a distilled set's manifest (the method adds its own)."""
@@ -174,8 +176,9 @@ class RealViews:
         crop, choice = divmod(view, k)
         position, flip = divmod(crop, 2)
         row, column = divmod(position, side)
-        offsets = torch.tensor([row, column], dtype=torch.long, device=device)[:, None].expand(2, batch)
-        return RealDraw(offsets.contiguous(), torch.full((batch,), bool(flip), device=device),
+        offsets = torch.stack([torch.full((batch,), row, dtype=torch.long, device=device),  # no host-to-device copy
+                               torch.full((batch,), column, dtype=torch.long, device=device)])
+        return RealDraw(offsets, torch.full((batch,), bool(flip), device=device),
                         torch.full((batch,), choice, dtype=torch.long, device=device))
 
 
@@ -295,8 +298,11 @@ def outer_loop(ctx: DistillContext, name: str, tensors: dict[str, torch.Tensor],
     # the cache is rebuilt by every invocation (never checkpointed); the same on every torchrun process, each of
     # which holds it whole
     cache, cache_s = None, None
-    if cache_wanted(outer.teacher_cache, device, n_source, augment, teacher.feature_dim,
-                    (run.stop - run.start) * (query.stop - query.start)):
+    forwards = (run.stop - run.start) * (query.stop - query.start)
+    # rank 0 decides for every torchrun process (their free memory may differ; a split decision would only
+    # change rounding, but the processes building the cache would keep the others waiting at the first step)
+    if D.on_main(lambda: cache_wanted(outer.teacher_cache, device, n_source, augment, teacher.feature_dim,
+                                      forwards)):
         started = time.perf_counter()
         with phase(f"teacher cache: {n_source:,} images x {augment.count} real-batch views"), conv_autotune(fast):
             cache = build_teacher_cache(teacher, images_u8, augment, outer.batch_size, layout, teacher_dtype)
