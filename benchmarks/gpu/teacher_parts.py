@@ -17,13 +17,13 @@ on on CUDA where torch.compile works). Parts, in the order of train.py's loop:
 The two paths alternate step by step (same data order, same seeds), so a machine's load falls on both alike.
 On CUDA each part is bracketed by CUDA events and nothing synchronises between the parts (one synchronize
 per step, after its last part, reads the events); on the CPU by perf_counter. The median of each part over
-`steps` steps after `warmup` (compilation falls in the warm-up) is reported per path, their sum as the step's
-time, the images/s it gives and, against the target rate, which part holds the step back by how much; and
-the ratio plain / fast per part. --count-ops adds the ATen operators each part dispatches (about one kernel
-launch each on a GPU; not counted for a compiled path). On CUDA a few more fast steps run under
-torch.cuda.set_sync_debug_mode("error"), which raises at any read back to the host: `sync_check` records
-the part and the error, if any. The fast path's numbers are at the top level of the JSON, the plain path's
-under `plain`.
+`steps` steps after `warmup` (compilation falls in the warm-up) is reported per path (with its quartiles),
+their sum as the step's time, the images/s it gives and, against the target rate, which part holds the step
+back by how much; and the ratio plain / fast per part. --count-ops adds the ATen operators each part
+dispatches (about one kernel launch each on a GPU; not counted for a compiled path). On CUDA a few more
+fast steps run under torch.cuda.set_sync_debug_mode("error"), which raises at any read back to the host:
+`sync_check` records the part and the error, if any. The fast path's numbers are at the top level of the
+JSON, the plain path's under `plain`.
 """
 
 from __future__ import annotations
@@ -197,12 +197,15 @@ def sync_check(path: TeacherStep, batches: list[torch.Tensor]) -> dict[str, Any]
 
 
 def summary(times: dict[str, list[float]], batch: int, target: float) -> dict[str, Any]:
-    """Median ms per part, the step's ms (their sum), images/s and the verdict against the target rate."""
+    """Median ms per part (and its quartiles: how much the steps vary), the step's ms (the medians' sum),
+    images/s and the verdict against the target rate."""
     median = {part: statistics.median(values) for part, values in times.items()}
+    quartiles = {part: statistics.quantiles(values, n=4)[::2] if len(values) > 1 else [*values, *values]
+                 for part, values in times.items()}
     step_ms = sum(median.values())
     budget_ms = 1000 * batch / target
     worst = max(median, key=median.get)
-    return {"median_ms": median, "step_ms": step_ms, "images_per_s": 1000 * batch / step_ms,
+    return {"median_ms": median, "quartiles_ms": quartiles, "step_ms": step_ms, "images_per_s": 1000 * batch / step_ms,
             "share": {part: ms / step_ms for part, ms in median.items()},
             "largest_part": worst, "over_target_ms": max(0.0, step_ms - budget_ms),
             "verdict": (f"reaches {target:.0f} images/s" if step_ms <= budget_ms else
