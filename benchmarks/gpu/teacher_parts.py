@@ -263,8 +263,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--preset", default="teacher_cifar100")
     parser.add_argument("--steps", type=int, default=60, help="timed steps per path")
     parser.add_argument("--warmup", type=int, default=20, help="untimed steps per path first (compilation)")
-    parser.add_argument("--compile", nargs="?", const="on", default="auto",
-                        help="the fast path's compile setting: auto | on | off (bare --compile: on)")
+    parser.add_argument("--compile", default="auto", help="the fast path's compile setting: auto | on | off")
     parser.add_argument("--count-ops", action="store_true", help="also count each part's ATen operators")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--target-images-per-s", type=float, default=40_000)
