@@ -137,12 +137,29 @@ def header(result: dict[str, Any]) -> list[str]:
 
 
 def teacher_parts(result: dict[str, Any]) -> list[str]:
+    """The new code's teacher step by part: the fast path (the top level of teacher_parts.py's JSON), and its
+    plain path (`plain`, absent from older files) with the ratio plain / fast per part."""
     parts = ((result.get("teacher_parts") or {}).get("result")) or {}
     if not parts:
         return []
-    cells = ", ".join(f"{name} {ms:.2f} ms" for name, ms in parts["median_ms"].items())
-    return [f"Teacher step by part (new code, batch {parts['batch']}, {parts['timer']}, median of {parts['steps']}): "
-            f"{cells}; {parts['step_ms']:.2f} ms per step = {parts['images_per_s']:,.0f} images/s. {parts['verdict']}."]
+    ratio = parts.get("plain_over_fast") or {}
+
+    def path(numbers: dict[str, Any], with_ratio: bool) -> str:
+        cells = ", ".join(f"{name} {ms:.2f} ms" + (f" ({ratio[name]:.2f}x)" if with_ratio and name in ratio else "")
+                          for name, ms in numbers["median_ms"].items())
+        return f"{cells}; {numbers['step_ms']:.2f} ms per step = {numbers['images_per_s']:,.0f} images/s"
+
+    lines = [f"Teacher step by part (new code, fast path, batch {parts['batch']}, {parts['timer']}, median of "
+             f"{parts['steps']}): {path(parts, False)}. {parts['verdict']}."]
+    if parts.get("plain"):
+        lines.append(f"Teacher step by part, plain path (fast=off, compile=off; plain / fast in brackets): "
+                     f"{path(parts['plain'], True)}. {parts['plain']['verdict']}.")
+    check = parts.get("sync_check") or {}
+    if check.get("synchronises") is not None:
+        lines.append("Fast teacher step under torch.cuda.set_sync_debug_mode('error'): " + (
+            f"synchronises in {check['part']} ({check['error']})" if check["synchronises"]
+            else f"no host synchronisation in {check['steps']} steps") + ".")
+    return lines
 
 
 def official(result: dict[str, Any]) -> list[str]:

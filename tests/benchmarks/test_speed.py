@@ -52,7 +52,14 @@ FIXTURE = {
     },
     "teacher_parts": {"result": {"batch": 256, "timer": "CUDA events", "steps": 60, "step_ms": 8.0,
                                  "images_per_s": 32_000.0, "verdict": "augment takes 4.00 ms (50 %)",
-                                 "median_ms": {"augment": 4.0, "forward": 2.0, "backward": 1.5, "optimizer": 0.5}}},
+                                 "median_ms": {"augment": 4.0, "forward": 2.0, "backward": 1.5, "optimizer": 0.5},
+                                 "plain": {"step_ms": 16.0, "images_per_s": 16_000.0, "verdict": "plain verdict",
+                                           "median_ms": {"augment": 8.0, "forward": 2.0, "backward": 1.5,
+                                                         "optimizer": 4.5}},
+                                 "plain_over_fast": {"augment": 2.0, "forward": 1.0, "backward": 1.0,
+                                                     "optimizer": 9.0, "step": 2.0},
+                                 "sync_check": {"steps": 3, "synchronises": True, "part": "log",
+                                                "error": "called a synchronizing CUDA operation"}}},
     "official_krr_st": {"ratio": {"min": 2.5, "median": 3.0, "max": 3.5}, "ssdd_steps_per_s": {"median": 30.0},
                         "official_steps_per_s": {"median": 10.0}, "pairs": 2, "partial": True,
                         "settings": {"preset": "distill_krr_st_cifar100"}, "official_aug": "kornia"},
@@ -178,6 +185,9 @@ def test_table_renders_the_fixture() -> None:
     assert "1000 TFLOP/s" in text and "`second call`" in text and "teacher: compile=on" in text
     assert "mkdt (no time left (3 s))" in text
     assert "augment 4.00 ms, forward 2.00 ms, backward 1.50 ms, optimizer 0.50 ms; 8.00 ms per step" in text
+    assert "augment 8.00 ms (2.00x), forward 2.00 ms (1.00x), backward 1.50 ms (1.00x), optimizer 4.50 ms (9.00x); " \
+           "16.00 ms per step = 16,000 images/s. plain verdict." in text
+    assert "synchronises in log (called a synchronizing CUDA operation)" in text
     assert "ratio min / median / max 2.50 / 3.00 / 3.50 over 2 pairs (stopped at the deadline)" in text
     assert "9 of 45 (row, seed, target) cells finished" in text
     assert "KRR-ST (" not in text  # a stage that was not run has no row
@@ -240,3 +250,42 @@ def test_table_shows_variants_and_projects_the_presets_whole_loops() -> None:
     # 160,000 / 40 / 60 = 66.7 min; new: 160,000 / 160 / 60 = 16.7 min + 60 s x 10 = 10.0 min of cache
     assert "old 66.7 min; new 26.7 min (16.7 of steps + 10.0 of teacher cache" in text
     assert "30,000 outer steps of `cifar100` at these rates: old 20.0 min; new 10.0 min." in text
+
+
+def test_teacher_parts_times_both_paths_of_the_real_step(tmp_path: Path) -> None:
+    # two steps of a tiny teacher on each path (the plain and the fast one of src/ssdd/teacher/step.py)
+    teacher_parts = load("teacher_parts")
+    data = speed.make_data(tmp_path / "data", {"train": 200, "test": 8, "flowers": (102, 102, 102)})
+    out = tmp_path / "parts.json"
+    teacher_parts.main(["--data", str(data["cifar100"]), "--device", "cpu", "--steps", "2", "--warmup", "0",
+                        "--count-ops", "--out", str(out), *TINY_TEACHER, "optim.batch_size=16"])
+    result = json.loads(out.read_text())
+    for numbers, fast in ((result, True), (result["plain"], False)):
+        assert numbers["fast"] is fast and numbers["compiled"] is False
+        assert list(numbers["median_ms"]) == list(teacher_parts.PARTS)
+        assert all(ms > 0 for ms in numbers["median_ms"].values())
+        assert numbers["step_ms"] == pytest.approx(sum(numbers["median_ms"].values()))
+        assert all(count > 0 for count in numbers["aten_ops"].values())
+    # LARS over all tensors at once dispatches fewer operators than one tensor at a time
+    assert result["aten_ops"]["optimizer"] < result["plain"]["aten_ops"]["optimizer"]
+    assert set(result["plain_over_fast"]) == {*teacher_parts.PARTS, "step"}
+    assert result["batch"] == 16 and result["steps"] == 2 and result["timer"] == "perf_counter"
+    assert result["sync_check"]["synchronises"] is None  # CUDA only
+    assert speed_table.teacher_parts({"teacher_parts": {"result": result}})
+
+
+def test_teacher_parts_sync_check_records_the_part_that_synchronises(monkeypatch: pytest.MonkeyPatch) -> None:
+    teacher_parts = load("teacher_parts")
+    modes: list[str] = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *args: None)
+    monkeypatch.setattr(torch.cuda, "set_sync_debug_mode", modes.append)
+
+    class Path_:  # a step whose log part reads the device, as CUDA's check would report it
+        def parts(self, idx: object, step: int) -> list:
+            def reads() -> None:
+                raise RuntimeError("called a synchronizing CUDA operation\nmore")
+            return [lambda: None] * 4 + [reads]
+
+    check = teacher_parts.sync_check(Path_(), [torch.zeros(1)] * 3)
+    assert check == {"steps": 3, "synchronises": True, "part": "log", "error": "called a synchronizing CUDA operation"}
+    assert modes == ["error", "default"]  # the check is switched off again
