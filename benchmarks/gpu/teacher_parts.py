@@ -48,9 +48,8 @@ from ssdd.data import channel_stats, load_split
 from ssdd.models import build_model
 from ssdd.run.runtime import channels_last as use_channels_last
 from ssdd.teacher.config import TeacherConfig
-from ssdd.teacher.lars import LARS
 from ssdd.teacher.step import FAST_SYNC_EVERY, Compiled, StepLog, model_forward, switch, views_maker
-from ssdd.teacher.train import BarlowTwinsModel, _amp_dtype, forward_loss
+from ssdd.teacher.train import BarlowTwinsModel, autocast_dtype, build_optimizer, forward_loss
 
 PARTS = ("augment", "forward", "backward", "optimizer", "log")
 SYNC_CHECK_STEPS = 3
@@ -78,14 +77,8 @@ class TeacherStep:
         self.channels_last = use_channels_last(cfg.channels_last)
         self.model = model.to(device, memory_format=torch.channels_last if self.channels_last
                               else torch.preserve_format).train()
-        base_lr = cfg.optim.lr * cfg.optim.batch_size / 256
-        self.optimizer = LARS([
-            {"params": [*model.backbone.parameters(), *model.projector.parameters()], "base_lr": base_lr},
-            {"params": model.monitor.parameters(), "base_lr": cfg.optim.monitor_lr, "lars": False,
-             "weight_decay": 0.0},
-        ], lr=base_lr, momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay, eta=cfg.optim.lars_eta,
-           clip_lr=cfg.optim.lars_clip_lr, foreach=fast)
-        self.amp_dtype = _amp_dtype(cfg, device)
+        self.optimizer = build_optimizer(cfg, model, cfg.optim.batch_size, fast)
+        self.amp_dtype = autocast_dtype(cfg, device)
         self.forward: Compiled = model_forward(self.model, compile_setting, device)
         self.views: Compiled = views_maker(compile_setting, device, fast)
         self.generator = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + 1)

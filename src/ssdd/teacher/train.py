@@ -77,7 +77,19 @@ def forward_loss(forward: Callable[..., Any], view1: torch.Tensor, view2: torch.
     return ssl_loss, F.cross_entropy(logits.float(), labels), logits
 
 
-def _amp_dtype(cfg: TeacherConfig, device: torch.device) -> torch.dtype | None:
+def build_optimizer(cfg: TeacherConfig, model: BarlowTwinsModel, global_batch: int, foreach: bool) -> LARS:
+    """LARS over backbone and projector at optim.lr scaled linearly to the global batch (`base_lr` of group 0),
+    and plain SGD with momentum for the online monitor (group 1: no LARS, no weight decay)."""
+    base_lr = cfg.optim.lr * global_batch / 256
+    return LARS([
+        {"params": [*model.backbone.parameters(), *model.projector.parameters()], "base_lr": base_lr},
+        {"params": model.monitor.parameters(), "base_lr": cfg.optim.monitor_lr, "lars": False, "weight_decay": 0.0},
+    ], lr=base_lr, momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay, eta=cfg.optim.lars_eta,
+       clip_lr=cfg.optim.lars_clip_lr, foreach=foreach)
+
+
+def autocast_dtype(cfg: TeacherConfig, device: torch.device) -> torch.dtype | None:
+    """The forward's autocast dtype of the `precision` setting on `device` (None: float32, no autocast)."""
     if cfg.precision == "fp32" or (cfg.precision == "auto" and device.type != "cuda"):
         return None
     if cfg.precision in ("bf16", "auto"):
@@ -136,14 +148,9 @@ def _train(cfg: TeacherConfig, resume: bool, show_progress: bool, dist_info: D.D
             wrapped = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         wrapped = nn.parallel.DistributedDataParallel(
             wrapped, device_ids=[device.index] if device.type == "cuda" else None)
-    base_lr = cfg.optim.lr * global_batch / 256
-    ssl_params = list(model.backbone.parameters()) + list(model.projector.parameters())
-    optimizer = LARS([
-        {"params": ssl_params, "base_lr": base_lr},
-        {"params": model.monitor.parameters(), "base_lr": cfg.optim.monitor_lr, "lars": False, "weight_decay": 0.0},
-    ], lr=base_lr, momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay, eta=cfg.optim.lars_eta,
-       clip_lr=cfg.optim.lars_clip_lr, foreach=fast)
-    amp_dtype = _amp_dtype(cfg, device)
+    optimizer = build_optimizer(cfg, model, global_batch, fast)
+    base_lr = optimizer.param_groups[0]["base_lr"]
+    amp_dtype = autocast_dtype(cfg, device)
     forward, views = model_forward(wrapped, cfg.compile, device), views_maker(cfg.compile, device, fast)
     aug_generator = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + dist_info.rank + 1)
 
