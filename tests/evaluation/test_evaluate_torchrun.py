@@ -102,14 +102,19 @@ def test_a_cell_finished_in_an_interrupted_round_is_kept_and_resume_measures_onl
                                     env={**launch.worker_environment(rank, 2, port), "OMP_NUM_THREADS": "1"},
                                     stdout=log, stderr=log) for rank in range(2)]
         assert launch.wait_for(workers, poll_s=0.05) != 0
-    # no results.json (the round never ended), but the cell rank 0 finished is on disk, as it is in `one`
-    assert not (out / "results.json").exists()
+    # no row in results.json (the round never ended), but the cell rank 0 finished is on disk, as it is in `one`
+    assert json.loads((out / "results.json").read_text()) == []
     saved = list((out / "cells").glob("*.json"))
     assert len(saved) == 1, (tmp_path / "workers.log").read_text()[-3000:]
     assert _without_timings(json.loads(saved[0].read_text())) == _without_timings(one[:1])
-    # a fresh run would measure it again: refused; a killed writer's partial file is never read
+    # a fresh run would measure it again: refused, also where rank 0 was stopped before its first results.json
     with pytest.raises(FileExistsError, match="--resume"):
         run_evaluate(load_config(EvaluateConfig, None, [*base, f"out_dir={out}"]), show_progress=False)
+    for name in ("results.json", "results.csv"):
+        (out / name).unlink()
+    with pytest.raises(FileExistsError, match=r"interrupted evaluation.*--resume"):
+        run_evaluate(load_config(EvaluateConfig, None, [*base, f"out_dir={out}"]), show_progress=False)
+    # a killed writer's partial file is never read
     (out / "cells" / f".{saved[0].name}.k1ll3d.tmp").write_text('[{"label": "random@10", "top1"')
     measured, real = [], protocol.evaluate_cell
 

@@ -164,6 +164,10 @@ def _run_evaluate(cfg: EvaluateConfig, show_progress: bool, resume: bool, tb: Sc
     if world > 1:
         by_number = dict(pending)
         pending = [(n, by_number[n]) for n in dealing_order(list(by_number), len(seeds), len(sources))]
+    if world > 1 and dist_info.is_main and not (out_dir / "results.json").exists():
+        # before the first round ends, the cells its processes save wait in out_dir/cells: with results.json
+        # there (no rows yet), a fresh run refuses the folder and a study resumes it, instead of starting afresh
+        write_results(rows, out_dir)
     bar = tqdm(total=len(pending), desc="evaluate", disable=not show_progress, dynamic_ncols=True, **bar_settings())
     for first in range(0, len(pending), world):
         batch = pending[first : first + world]  # one round: its r-th cell runs on rank r
