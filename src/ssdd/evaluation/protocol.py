@@ -25,13 +25,19 @@ from ssdd.evaluation.report import format_table, summarize, write_report, write_
 from ssdd.evaluation.schedule import (
     CELL_CHOICE_KEYS,
     RESUMABLE_KEYS,
+    cell_settings,
     dealing_order,
+    forget_saved_cells,
     previous_rows,
     record_data,
     reused_rows,
     row_cell,
+    save_cell,
+    saved_cell_path,
+    saved_cells,
     set_aside,
     source_cell,
+    tidy_saved_cells,
 )
 from ssdd.evaluation.validate import SET_ASIDE, validate_evaluate
 from ssdd.run import distributed as D
@@ -50,8 +56,9 @@ def run_evaluate(cfg: EvaluateConfig, show_progress: bool = True, resume: bool =
     Sets distilled with another teacher or from another source are refused unless `allow_mismatch`.
 
     Under torchrun the cells are dealt round-robin to the processes (each on a device of its own, or several
-    sharing one GPU) in `dealing_order`; after every round of one cell per process the rows are gathered, and
-    rank 0 alone writes them, in the evaluation's cell order. Every rank returns all rows."""
+    sharing one GPU) in `dealing_order`; each process saves a cell's rows as soon as it has finished it
+    (out_dir/cells, taken back by --resume), after every round of one cell per process the rows are gathered,
+    and rank 0 alone writes them, in the evaluation's cell order. Every rank returns all rows."""
     validate_evaluate(cfg, resume, allow_mismatch)  # settings, data, teacher and every set, before any work
     require_tensorboard(cfg.tensorboard)  # one line, before any work, when the package is missing
     with D.process_group(cfg.device, share_gpu=True) as dist_info, show_phases(show_progress and dist_info.is_main), \
@@ -119,6 +126,11 @@ def _run_evaluate(cfg: EvaluateConfig, show_progress: bool, resume: bool, tb: Sc
     def in_cell_order(row: dict[str, Any]) -> int:  # sorting by it is stable: a cell keeps its rows' order
         return position.get(row_cell(row), len(cells))
 
+    settings = cell_settings(cfg)
+    # the cells that processes of an interrupted round finished and saved, their round's results.json unwritten
+    saved = D.on_main(lambda: saved_cells(out_dir, settings)) if resume else {}
+    written = {row_cell(row) for row in previous}
+    previous = previous + [row for part in saved.values() if row_cell(part[0]) not in written for row in part]
     per_cell = len(targets) * len(cfg.modes)
     counts: dict[tuple, int] = {}
     for row in previous:
@@ -126,10 +138,16 @@ def _run_evaluate(cfg: EvaluateConfig, show_progress: bool, resume: bool, tb: Sc
     # finished cells of this evaluation only: a dropped seed, or another set under the same label, is not kept
     complete = {cell for cell, n in counts.items() if n == per_cell} & {source_cell(c) for c in cells}
     rows: list[dict[str, Any]] = [row for row in previous if row_cell(row) in complete]
+    if saved:
+        rows.sort(key=in_cell_order)  # the saved cells' rows come after results.json's
     if complete and dist_info.is_main:
         print(f"resuming: {len(complete)} finished cells kept from {out_dir}")
     if previous and dist_info.is_main and (len(rows) < len(previous) or (out_dir / SET_ASIDE).exists()):
         set_aside([row for row in previous if row_cell(row) not in complete], rows, out_dir)
+    if saved and dist_info.is_main:  # their rows in results.json (or set aside) first, then their files go
+        write_results(rows, out_dir)
+        forget_saved_cells(saved)
+        print(f"resuming: {len(saved)} cells saved by the processes of an interrupted round are in results.json")
     # the cells other evaluations measured the same way fill in the ones this run has not finished itself
     reused = D.on_main(lambda: reused_rows(cfg, out_dir, cells, targets, complete)) if cfg.reuse else []
     if reused:
@@ -146,6 +164,10 @@ def _run_evaluate(cfg: EvaluateConfig, show_progress: bool, resume: bool, tb: Sc
     if world > 1:
         by_number = dict(pending)
         pending = [(n, by_number[n]) for n in dealing_order(list(by_number), len(seeds), len(sources))]
+    if world > 1 and dist_info.is_main and not (out_dir / "results.json").exists():
+        # before the first round ends, the cells its processes save wait in out_dir/cells: with results.json
+        # there (no rows yet), a fresh run refuses the folder and a study resumes it, instead of starting afresh
+        write_results(rows, out_dir)
     bar = tqdm(total=len(pending), desc="evaluate", disable=not show_progress, dynamic_ncols=True, **bar_settings())
     for first in range(0, len(pending), world):
         batch = pending[first : first + world]  # one round: its r-th cell runs on rank r
@@ -155,6 +177,8 @@ def _run_evaluate(cfg: EvaluateConfig, show_progress: bool, resume: bool, tb: Sc
             bar.set_postfix(source=source.label, arch=model_cfg.name, seed=seed)
             with phase(f"cell {number}/{len(cells)}: {source.label}, {_arch_tag(model_cfg)}, seed {seed}"):
                 cell_rows = evaluate_cell(bench, model_cfg, seed, source)
+            if world > 1 and cell_rows:  # results.json gets it only when the whole round has finished
+                save_cell(out_dir, cell_rows, settings)
         gathered = D.all_gather_objects(cell_rows)[: len(batch)]  # ranks past the last cell gave []
         for (_, (model_cfg, _, _)), part in zip(batch, gathered, strict=True):  # in the round's order
             rows.extend(part)
@@ -162,8 +186,11 @@ def _run_evaluate(cfg: EvaluateConfig, show_progress: bool, resume: bool, tb: Sc
         rows.sort(key=in_cell_order)
         if dist_info.is_main:
             write_results(rows, out_dir)  # after every round, so an interrupted run keeps what it measured
+            if world > 1:  # the round's saved cells are in results.json now
+                forget_saved_cells(saved_cell_path(out_dir, source_cell(cell), settings) for _, cell in batch)
         bar.update(len(batch))
     bar.close()
     if dist_info.is_main:
+        tidy_saved_cells(out_dir)  # every process has saved its last cell (the last round's gather waited)
         print(write_report(rows, out_dir, {"versions": versions(), "config": config_to_dict(cfg)}))
     return rows

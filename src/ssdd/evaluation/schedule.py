@@ -1,12 +1,15 @@
 """Scheduling the cells of `ssdd evaluate`: a cell's identity, the rows an earlier run in the same folder
 left (--resume, and the set-aside rows of cells this run leaves out), the finished cells other evaluations
 measured the same way (`reuse`), the data fingerprints a resume and a reuse compare, and the order in which
-processes under torchrun take the pending cells. Nothing here measures; ssdd.evaluation.cell does.
+processes under torchrun take the pending cells, and the cells those processes save as soon as each is finished.
+Nothing here measures; ssdd.evaluation.cell does.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +20,8 @@ from ssdd.data import ImageDataset
 from ssdd.evaluation.cell import Target
 from ssdd.evaluation.config import LEGACY_VALUES, EvaluateConfig
 from ssdd.evaluation.report import read_results, write_results
-from ssdd.evaluation.validate import SET_ASIDE
-from ssdd.run.folder import check_resume_compatible, flatten
+from ssdd.evaluation.validate import SAVED_CELLS, SET_ASIDE
+from ssdd.run.folder import check_resume_compatible, config_hash, flatten
 from ssdd.run.guard import INPUTS, check_inputs, fingerprinted_paths
 from ssdd.run.runtime import atomic_write
 
@@ -64,17 +67,18 @@ def dealing_order(numbers: list[int], n_seeds: int, n_sources: int) -> list[int]
 
 
 def previous_rows(out_dir: Path, cfg: EvaluateConfig, resume: bool) -> list[dict[str, Any]]:
-    """Rows of an earlier run in out_dir to keep (--resume), after checking it measured the same thing.
+    """Rows of an earlier run in out_dir to keep (--resume), after checking it measured the same thing (the
+    cells its processes saved, saved_cells, are added by the caller, which knows the evaluation's cells).
 
     validate_evaluate has refused an artifact folder, and results without --resume, before any work."""
     results = out_dir / "results.json"
-    if not resume or not results.exists():
+    if not resume or not (results.exists() or _saved_cell_files(out_dir)):
         return []
     saved = yaml.safe_load((out_dir / "config.yaml").read_text()) if (out_dir / "config.yaml").exists() else None
     if saved is not None:
         check_resume_compatible(saved, config_to_dict(cfg), (*RESUMABLE_KEYS, *fingerprinted_paths(out_dir)),
                                 LEGACY_VALUES)  # a moved teacher: validate_evaluate compared its fingerprints
-    rows = read_results(results)
+    rows = read_results(results) if results.exists() else []  # a run stopped in its first round: saved cells only
     measured = {row_cell(row) for row in rows}
     aside = read_results(out_dir / SET_ASIDE) if (out_dir / SET_ASIDE).is_file() else []
     return rows + [row for row in aside if row_cell(row) not in measured]
@@ -94,6 +98,68 @@ def set_aside(rows: list[dict[str, Any]], kept: list[dict[str, Any]], out_dir: P
               "by a resume that asks for them")
     else:  # every row is back in results.json before the file goes
         path.unlink(missing_ok=True)
+
+
+def cell_settings(cfg: EvaluateConfig) -> str:
+    """The fingerprint of how this evaluation measures a cell: its settings but those a resume may change, and
+    the teacher's path (validate_evaluate compares the teacher by its fingerprints on every resume)."""
+    return config_hash(config_to_dict(cfg), (*RESUMABLE_KEYS, "teacher"), LEGACY_VALUES)
+
+
+def saved_cell_path(out_dir: Path, cell: tuple, settings: str) -> Path:
+    """The file in out_dir/cells of one cell measured with `settings` (cell_settings): named by both, so no
+    other cell, and no cell measured otherwise, has its name."""
+    name = hashlib.sha256(json.dumps([list(cell), settings], default=str).encode()).hexdigest()[:20]
+    return out_dir / SAVED_CELLS / f"{name}.json"
+
+
+def save_cell(out_dir: Path, rows: list[dict[str, Any]], settings: str) -> None:
+    """Save the rows of one finished cell at once, in a file of its own (no other process writes it), through a
+    temporary file and a rename: under torchrun, results.json gets a cell's rows only when its whole round has
+    finished, and a round interrupted before then must not lose the cells finished in it."""
+    path = saved_cell_path(out_dir, row_cell(rows[0]), settings)
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(rows, indent=1) + "\n"))
+
+
+def _saved_cell_files(out_dir: Path) -> list[Path]:
+    """The saved cells' files (never the `.<name>.*.tmp` file of a write that was killed: it may be partial)."""
+    folder = out_dir / SAVED_CELLS
+    return sorted(p for p in folder.glob("*.json") if not p.name.startswith(".")) if folder.is_dir() else []
+
+
+def saved_cells(out_dir: Path, settings: str) -> dict[Path, list[dict[str, Any]]]:
+    """The cells that processes of an earlier run in out_dir saved (save_cell) with the same `settings`: file ->
+    rows. A file that is not the checked rows of one cell under its own name is left where it is, and said so."""
+    found: dict[Path, list[dict[str, Any]]] = {}
+    for path in _saved_cell_files(out_dir):
+        try:
+            rows = read_results(path)
+            cells = {row_cell(row) for row in rows}
+        except (OSError, ValueError, TypeError):
+            cells = set()
+        if len(cells) != 1 or saved_cell_path(out_dir, cells.pop(), settings) != path:
+            print(f"resuming: {path} is not a cell of this evaluation as now configured; left there, not read")
+            continue
+        found[path] = rows
+    return found
+
+
+def forget_saved_cells(paths: Iterable[Path]) -> None:
+    """Remove the files of saved cells whose rows results.json now holds."""
+    for path in paths:
+        path.unlink(missing_ok=True)
+
+
+def tidy_saved_cells(out_dir: Path) -> None:
+    """At the end of a run, when no process writes any more: remove the temporary files that killed writes left
+    in out_dir/cells, and the folder once it is empty (a finished evaluation's folder is that of one process)."""
+    folder = out_dir / SAVED_CELLS
+    if not folder.is_dir():
+        return
+    for tmp in folder.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+    if not any(folder.iterdir()):
+        folder.rmdir()
 
 
 def _read_json(path: Path) -> Any:

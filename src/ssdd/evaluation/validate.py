@@ -81,6 +81,9 @@ def check_supervised_pretrain(s: Any) -> None:
 # the finished rows of earlier runs that a resumed evaluation leaves out (fewer seeds or sets), kept beside
 # results.json for a later resume that asks for them again (ssdd.evaluation.protocol)
 SET_ASIDE = "results.set_aside.json"
+# the cells that processes under torchrun finished, each saved at once, until results.json holds their rows
+# (ssdd.evaluation.schedule.save_cell)
+SAVED_CELLS = "cells"
 
 
 def _check_out_dir_for_evaluation(out_dir: Path, resume: bool) -> None:
@@ -90,6 +93,10 @@ def _check_out_dir_for_evaluation(out_dir: Path, resume: bool) -> None:
     if (out_dir / SET_ASIDE).exists() and not (out_dir / "results.json").exists():
         raise FileExistsError(f"{out_dir} holds {SET_ASIDE} (cells of an earlier evaluation) but no results.json; "
                               f"move it away to start afresh, or choose another out_dir")
+    saved = out_dir / SAVED_CELLS
+    if not resume and saved.is_dir() and any(not p.name.startswith(".") for p in saved.glob("*.json")):
+        raise FileExistsError(f"{out_dir} holds cells that processes of an interrupted evaluation finished ({saved}); "
+                              f"pass --resume to keep them, or choose another out_dir")
 
 
 def _note(text: str) -> None:
