@@ -679,11 +679,15 @@ def cache_seconds(out: Path) -> float | None:
 
 
 def read_results(folder: Path) -> list[dict[str, Any]]:
+    """The rows of an evaluation folder: results.json, plus the cells its processes saved one by one
+    (out_dir/cells/*.json, `ssdd evaluate --processes`) in a round that the deadline cut short."""
     path = folder / "results.json"
-    if not path.exists():
-        return []
-    data = json.loads(path.read_text())
-    return data if isinstance(data, list) else data.get("rows", [])
+    data = json.loads(path.read_text()) if path.exists() else []
+    rows = data if isinstance(data, list) else data.get("rows", [])
+    for cell in sorted((folder / "cells").glob("*.json")) if (folder / "cells").is_dir() else []:
+        if not cell.name.startswith("."):  # a temporary file of a killed write may be partial
+            rows += [r for r in json.loads(cell.read_text()) if r not in rows]
+    return rows
 
 
 def cell_seconds(rows: list[dict[str, Any]]) -> float | None:

@@ -289,3 +289,12 @@ def test_teacher_parts_sync_check_records_the_part_that_synchronises(monkeypatch
     check = teacher_parts.sync_check(Path_(), [torch.zeros(1)] * 3)
     assert check == {"steps": 3, "synchronises": True, "part": "log", "error": "called a synchronizing CUDA operation"}
     assert modes == ["error", "default"]  # the check is switched off again
+
+
+def test_read_results_adds_the_cells_saved_in_a_round_cut_short(tmp_path: Path) -> None:
+    (tmp_path / "results.json").write_text(json.dumps([{"label": "a", "mode": "finetune"}]))
+    (tmp_path / "cells").mkdir()
+    (tmp_path / "cells" / "x.json").write_text(json.dumps([{"label": "b", "mode": "finetune"},
+                                                          {"label": "a", "mode": "finetune"}]))
+    (tmp_path / "cells" / ".x.json.123.tmp").write_text("{partial")  # a killed write: never read
+    assert [r["label"] for r in speed.read_results(tmp_path)] == ["a", "b"]
