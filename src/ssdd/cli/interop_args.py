@@ -23,8 +23,9 @@ def add_import_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", default=None,
                         help="source dataset (cifar100, tinyimagenet, ...): KRR-ST's mean/std for un-normalising "
                              "x_syn (default: guessed from the path)")
-    add_channel_argument(parser, "--mean", "normalisation mean, R,G,B or R G B (overrides the dataset's)")
-    add_channel_argument(parser, "--std", "normalisation std, R,G,B or R G B (overrides the dataset's)")
+    add_channel_argument(parser, "--mean", "the set's normalisation mean (KRR-ST: the one x_syn was normalised "
+                                           "with), instead of --dataset's, the teacher's or the images' own")
+    add_channel_argument(parser, "--std", "the set's normalisation std, like --mean")
     parser.add_argument("--budget", type=float, default=None,
                         help="budget in image-equivalents to label the set with (default: what it occupies)")
     parser.add_argument("--budget-counts", default="all", choices=["all", "images"],

@@ -260,7 +260,8 @@ def _stats(values: tuple[float, ...] | list[float] | None, name: str) -> list[fl
 def _explicit_stats(mean: Any, std: Any) -> tuple[list[float], list[float]] | None:
     mean, std = _stats(mean, "mean"), _stats(std, "std")
     if (mean is None) != (std is None):
-        raise InteropError("give --mean and --std together")
+        raise InteropError("give --mean and --std together (3 numbers each, one per channel, in [0, 1] pixel units), "
+                           "or neither")
     return (mean, std) if mean is not None and std is not None else None
 
 
