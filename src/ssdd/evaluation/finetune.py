@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import sys
 
 import torch
 import torch.nn.functional as F
@@ -13,7 +14,11 @@ from ssdd.augment import crop_flip, normalize, to_float
 from ssdd.data import ImageDataset
 from ssdd.evaluation.config import FinetuneConfig
 from ssdd.evaluation.fastpath import autocast, to_device
+from ssdd.run.distributed import is_main_process
 from ssdd.run.progress import bar
+
+# (target, finetune.batch_size, training images) whose full-batch fine-tuning this process has already noted
+_NOTED: set[tuple[str, int, int]] = set()
 
 
 def _canonical(name: str) -> str:
@@ -31,6 +36,20 @@ def finetune_iterations(cfg: FinetuneConfig, train_size: int, target: str = "") 
     training images."""
     small = not is_source_scale(target, cfg) if cfg.small_by == "role" else train_size < cfg.small_threshold
     return cfg.small_iterations if small else cfg.iterations
+
+
+def fitted_batch(cfg: FinetuneConfig, train_size: int, target: str) -> int:
+    """`cfg.batch_size`, or all `train_size` images when the split holds fewer (every step full-batch). Like
+    pre-training and the linear probe, fine-tuning keeps running: one batch_size serves targets of any size, and
+    refusing would rule out a small target. A note says so, once per target and process (rank 0)."""
+    if cfg.batch_size <= train_size:
+        return cfg.batch_size
+    key = (target, cfg.batch_size, train_size)
+    if key not in _NOTED and is_main_process():
+        print(f"ssdd evaluate: note: finetune.batch_size={cfg.batch_size} exceeds the {train_size} training images "
+              f"of {target}: its fine-tuning steps are full-batch ({train_size} images)", file=sys.stderr, flush=True)
+    _NOTED.add(key)
+    return train_size
 
 
 @torch.no_grad()
@@ -59,7 +78,7 @@ def finetune(backbone: nn.Module, train: ImageDataset, test: ImageDataset, mean:
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, iterations))
     aug_gen = torch.Generator(device=device).manual_seed(int(torch.randint(0, 2**31, (1,), generator=generator)))
-    batch = min(cfg.batch_size, len(train))
+    batch = fitted_batch(cfg, len(train), target or train.name)
     model.train()
     order, cursor = to_device(torch.randperm(len(train), generator=generator), device), 0
     for _ in bar(range(iterations), desc="fine-tune", unit="it"):
