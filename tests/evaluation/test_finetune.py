@@ -62,17 +62,20 @@ def tiny_split(n: int, name: str) -> ImageDataset:
 
 
 def test_a_batch_larger_than_the_split_runs_full_batch_and_says_so_once(capsys):
+    from ssdd.run.progress import show_phases
+
     train, test = tiny_split(6, "small_target"), tiny_split(4, "small_target")
     stats = torch.full((3,), 0.5), torch.full((3,), 0.25)
 
     def run(batch_size: int) -> dict[str, float]:
         cfg = FinetuneConfig(iterations=3, small_iterations=3, batch_size=batch_size, lr=0.01)
         torch.manual_seed(0)
-        return finetune(Tiny(), train, test, *stats, cfg, torch.Generator().manual_seed(1))
+        with show_phases(True):
+            return finetune(Tiny(), train, test, *stats, cfg, torch.Generator().manual_seed(1))
 
-    assert run(6) == run(6) and capsys.readouterr().err == ""  # a batch the split holds: no note
+    assert run(6) == run(6) and "note" not in capsys.readouterr().out  # a batch the split holds: no note
     assert run(64) == run(6)  # full batch, as with batch_size = the split's size
     assert run(64) == run(6)
-    lines = capsys.readouterr().err.strip().splitlines()  # one note for that target, not one per run
-    assert lines == ["ssdd evaluate: note: finetune.batch_size=64 exceeds the 6 training images of small_target: "
-                     "its fine-tuning steps are full-batch (6 images)"]
+    notes = [line for line in capsys.readouterr().out.splitlines() if "note" in line]  # once, not once per run
+    assert notes == ["note: finetune.batch_size=64 exceeds the 6 training images of small_target: its fine-tuning "
+                     "steps are full-batch (6 images)"]

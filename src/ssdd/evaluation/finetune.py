@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import sys
 
 import torch
 import torch.nn.functional as F
@@ -14,8 +13,7 @@ from ssdd.augment import crop_flip, normalize, to_float
 from ssdd.data import ImageDataset
 from ssdd.evaluation.config import FinetuneConfig
 from ssdd.evaluation.fastpath import autocast, to_device
-from ssdd.run.distributed import is_main_process
-from ssdd.run.progress import bar
+from ssdd.run.progress import bar, note, showing
 
 # (target, finetune.batch_size, training images) whose full-batch fine-tuning this process has already noted
 _NOTED: set[tuple[str, int, int]] = set()
@@ -41,14 +39,14 @@ def finetune_iterations(cfg: FinetuneConfig, train_size: int, target: str = "") 
 def fitted_batch(cfg: FinetuneConfig, train_size: int, target: str) -> int:
     """`cfg.batch_size`, or all `train_size` images when the split holds fewer (every step full-batch). Like
     pre-training and the linear probe, fine-tuning keeps running: one batch_size serves targets of any size, and
-    refusing would rule out a small target. A note says so, once per target and process (rank 0)."""
+    refusing would rule out a small target. A progress note says so, once per target in a process."""
     if cfg.batch_size <= train_size:
         return cfg.batch_size
     key = (target, cfg.batch_size, train_size)
-    if key not in _NOTED and is_main_process():
-        print(f"ssdd evaluate: note: finetune.batch_size={cfg.batch_size} exceeds the {train_size} training images "
-              f"of {target}: its fine-tuning steps are full-batch ({train_size} images)", file=sys.stderr, flush=True)
-    _NOTED.add(key)
+    if key not in _NOTED and showing():
+        _NOTED.add(key)
+        note(f"note: finetune.batch_size={cfg.batch_size} exceeds the {train_size} training images of {target}: "
+             f"its fine-tuning steps are full-batch ({train_size} images)")
     return train_size
 
 
