@@ -1,3 +1,4 @@
+import argparse
 import subprocess
 import sys
 
@@ -74,12 +75,27 @@ def test_distill_help_lists_every_registered_method(capsys):
         assert (method in text) == (method != "imported"), method  # imported sets come from import-distilled
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["presets"], ["evaluate", "--help"]])
+def test_the_distill_help_names_the_registered_methods_without_importing_them():
+    from ssdd.cli.commands import DISTILL_METHODS
+    from ssdd.distill import available_methods
+
+    assert sorted(DISTILL_METHODS) == [m for m in available_methods() if m != "imported"]
+
+
+def subcommands() -> list[str]:
+    from ssdd.cli.commands import build_parser
+
+    (sub,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    return list(sub.choices)
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["presets"], *([c, "--help"] for c in subcommands())])
 def test_help_and_the_preset_list_do_not_import_torch(argv):
     code = ("import sys\nfrom ssdd.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
             "assert 'torch' not in sys.modules, 'torch imported'\n")
     result = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-500:]
+    assert "usage: ssdd" in result.stdout or argv == ["presets"]
 
 
 def test_bad_override_is_one_clear_line(capsys):

@@ -294,6 +294,38 @@ def test_image_folder_without_targets_needs_a_teacher(tmp_path, tiny_teacher, ca
     assert loaded.storage().floats == 4 * 768 + 4 * D  # the computed targets are stored and counted
 
 
+def test_an_export_imports_back_with_its_own_targets_not_the_teachers(tmp_path, tiny_teacher, capsys):
+    pixels = np.random.default_rng(2).integers(0, 256, size=(4, 16, 16, 3), dtype=np.uint8)
+    write_pngs(tmp_path / "set", pixels, [f"{i}.png" for i in range(4)])
+    teacher = ["--teacher", str(tiny_teacher)]
+    assert main(["import-distilled", str(tmp_path / "set"), "--out", str(tmp_path / "first"), *teacher]) == 0
+    export = tmp_path / "export"
+    assert main(["export", str(tmp_path / "first"), "--out", str(export)]) == 0
+    edited = np.load(export / "targets.npy") * 2 + 1  # targets the teacher does not compute (a distillation's)
+    np.save(export / "targets.npy", edited)
+    capsys.readouterr()
+    for out, flags in (("again", teacher), ("plain", [])):  # without --teacher it was "images without targets"
+        assert main(["import-distilled", str(export), "--out", str(tmp_path / out), *flags]) == 0
+        assert "targets from targets.npy" in capsys.readouterr().out
+        loaded = load_distilled(tmp_path / out)
+        assert torch.equal(loaded.training_pairs()[1], torch.from_numpy(edited))
+        assert loaded.manifest["origin"]["targets"] == "npy"
+        assert loaded.manifest["teacher"]["known"] == bool(flags)
+    # --targets teacher: the teacher's representations, as an import of the PNGs alone gives
+    assert main(["import-distilled", str(export), "--targets", "teacher", "--out", str(tmp_path / "recomputed"),
+                 *teacher]) == 0
+    assert "targets computed by the teacher" in capsys.readouterr().out
+    recomputed = load_distilled(tmp_path / "recomputed").training_pairs()[1]
+    torch.testing.assert_close(recomputed, load_distilled(tmp_path / "first").training_pairs()[1])
+    assert main(["import-distilled", str(export), "--targets", "teacher", "--out", str(tmp_path / "no")]) == 2
+    assert "--targets teacher computes the targets with a teacher: pass --teacher DIR" in error_line(
+        capsys, "import-distilled")
+    np.save(export / "labels.npy", np.arange(4))
+    assert main(["import-distilled", str(export), "--out", str(tmp_path / "no"), *teacher]) == 2
+    assert "holds both targets.npy and labels.npy: pass --targets" in error_line(capsys, "import-distilled")
+    assert not (tmp_path / "no").exists()
+
+
 def check_export(artifact: Path, out: Path) -> dict:
     assert main(["export", str(artifact), "--out", str(out)]) == 0
     index = json.loads((out / "index.json").read_text())

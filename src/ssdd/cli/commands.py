@@ -68,12 +68,20 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     return 0
 
 
-def _distill_description() -> str:
-    """`ssdd distill --help`'s description: the methods registered (imports them: only when the help is printed)."""
-    from ssdd.distill import available_methods
-    from ssdd.distill.interop import METHOD as IMPORTED
+# the methods `ssdd distill` runs, by name: importing the registry imports torch (3 s), which `ssdd distill
+# --help` should not wait for (tests/cli/test_commands.py checks that this is the registry's list)
+DISTILL_METHODS = ("boost", "high_loss", "kmeans", "krr_st", "mkdt", "random", "random_supervised")
 
-    methods = [m for m in available_methods() if m != IMPORTED]  # `imported` sets come from import-distilled
+
+def _distill_description() -> str:
+    """`ssdd distill --help`'s description: the methods it runs (the registry's when it is already imported,
+    a plugin's method included; `imported` sets come from import-distilled)."""
+    methods = list(DISTILL_METHODS)
+    if "ssdd.distill" in sys.modules:
+        from ssdd.distill import available_methods
+        from ssdd.distill.interop import METHOD as IMPORTED
+
+        methods = [m for m in available_methods() if m != IMPORTED]
     return f"Distil the source into a small set. Methods (method=NAME): {', '.join(methods)}."
 
 

@@ -22,8 +22,8 @@ def add_import_teacher_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--feature", default="default", help="ConvNet feature: flatten | pool")
     parser.add_argument("--dataset", default="", help="the teacher's training set: sets the default mean/std "
                         "and resolution of the format (krr_st: cifar100, tinyimagenet, imagenet, ...)")
-    add_channel_argument(parser, "--mean", "normalisation mean the teacher was trained with (R,G,B or R G B)")
-    add_channel_argument(parser, "--std", "normalisation std the teacher was trained with (R,G,B or R G B)")
+    add_channel_argument(parser, "--mean", "normalisation mean the teacher was trained with (default: --dataset's)")
+    add_channel_argument(parser, "--std", "normalisation std the teacher was trained with (default: --dataset's)")
     parser.add_argument("--resolution", type=int, default=None, help="input size in px (default from --dataset, "
                         "else 32)")
     parser.add_argument("--prefix", default="", help="state_dict: strip this key prefix (e.g. module.)")

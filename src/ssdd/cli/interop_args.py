@@ -15,16 +15,21 @@ def add_import_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", default="auto", choices=["auto", "krr_st", "images"],
                         help="auto: krr_st for a .pt file or a folder with x_syn.pt, images otherwise")
     parser.add_argument("--y-syn", default=None, metavar="FILE", help="KRR-ST targets (default: y_syn.pt beside x_syn)")
-    parser.add_argument("--targets", default=None, metavar="FILE.npy",
-                        help="image folder: targets (N x d float, row i = i-th image by name) or labels (N,) int")
+    parser.add_argument("--targets", default=None, metavar="FILE.npy|teacher",
+                        help="image folder: targets (N x d float, row i = i-th image by name) or labels (N,) int "
+                             "(default: the folder's own targets.npy or labels.npy, as `ssdd export` writes); "
+                             "`teacher`: --teacher's representations of the images, even where the folder holds "
+                             "a file")
     parser.add_argument("--teacher", default=None, metavar="DIR",
                         help="the ssdd teacher the targets came from (d and resolution checked); an image folder "
-                             "without --targets gets this teacher's representations as targets")
+                             "with no targets file (or --targets teacher) gets this teacher's representations as "
+                             "targets")
     parser.add_argument("--dataset", default=None,
                         help="source dataset (cifar100, tinyimagenet, ...): KRR-ST's mean/std for un-normalising "
                              "x_syn (default: guessed from the path)")
-    add_channel_argument(parser, "--mean", "normalisation mean, R,G,B or R G B (overrides the dataset's)")
-    add_channel_argument(parser, "--std", "normalisation std, R,G,B or R G B (overrides the dataset's)")
+    add_channel_argument(parser, "--mean", "the set's normalisation mean (KRR-ST: the one x_syn was normalised "
+                                           "with), instead of --dataset's, the teacher's or the images' own")
+    add_channel_argument(parser, "--std", "the set's normalisation std, like --mean")
     parser.add_argument("--budget", type=float, default=None,
                         help="budget in image-equivalents to label the set with (default: what it occupies)")
     parser.add_argument("--budget-counts", default="all", choices=["all", "images"],

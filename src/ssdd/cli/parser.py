@@ -9,7 +9,7 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 # a config override: a dotted key, list entries indexed as `targets[0].name` or `targets.0.name`, then "="
 # (ssdd.config's key=value: an index updates that entry; a list's length changes only by giving the whole list)
@@ -35,10 +35,24 @@ def move_overrides(args: argparse.Namespace, extra: list[str]) -> list[str]:
     return [*args.overrides, *moved, *extra]
 
 
+class Formatter(argparse.HelpFormatter):
+    """argparse's help, where a ChannelValues option shows as `--mean R,G,B` (not `R,G,B [R,G,B ...]`, which
+    reads as any number of triples)."""
+
+    def _format_args(self, action: argparse.Action, default_metavar: str) -> str:
+        if getattr(action, "one_or_three", False):
+            return self._metavar_formatter(action, default_metavar)(1)[0]
+        return super()._format_args(action, default_metavar)
+
+
 class Parser(argparse.ArgumentParser):
     """argparse's parser, where a ChannelValues option (ssdd.cli.channel_args) consumes one word or three (never
-    more), whose usage errors are printed by rank 0 only under torchrun, and whose description may be computed
-    when the help is printed (`describe`)."""
+    more) and shows as one in the help (Formatter), whose usage errors are printed by rank 0 only under torchrun,
+    and whose description may be computed when the help is printed (`describe`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", Formatter)  # subcommands' parsers too (add_parser builds this class)
+        super().__init__(*args, **kwargs)
 
     def _get_nargs_pattern(self, action: argparse.Action) -> str:
         if getattr(action, "one_or_three", False) and action.option_strings:

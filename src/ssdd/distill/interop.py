@@ -16,8 +16,10 @@ or images + labels), which the storage accountant counts and `ssdd evaluate` sco
     class labels (N,) instead (`test.py`).
   Import maps the images back to [0, 1] (x * std + mean, not clamped) and records that mean/std as the set's
   normalisation, so the networks `ssdd evaluate` pre-trains see exactly x_syn.
-- A folder of PNG/JPG images (sorted by file name) with a targets `.npy` (N x d float; or N int labels), or
-  without one when `--teacher` computes the targets (stored and counted like the random subset's).
+- A folder of PNG/JPG images (sorted by file name) with a targets `.npy` (N x d float; or N int labels): `--targets`,
+  else the folder's own targets.npy or labels.npy (what `ssdd export` writes), else `--teacher` computes the
+  targets (stored and counted like the random subset's); `--targets teacher` has the teacher compute them even
+  where the folder holds a file.
 
 The manifest's `origin` records the format, every source file with its SHA-256, and where the targets and
 the normalisation came from. `teacher` is the artifact the user named with `--teacher` (target dimension and
@@ -49,6 +51,8 @@ from ssdd.run.runtime import file_sha256, versions, write_json
 
 METHOD = "imported"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+FOLDER_TARGETS = ("targets.npy", "labels.npy")  # what `ssdd export` writes beside the PNGs
+TEACHER_TARGETS = "teacher"  # --targets teacher: the teacher's representations, whatever the folder holds
 EXPORT_KIND = "ssdd.export"
 
 # classes of KRR-ST's source datasets (its NUM_CLASSES), for sets whose y_syn holds labels
@@ -260,7 +264,8 @@ def _stats(values: tuple[float, ...] | list[float] | None, name: str) -> list[fl
 def _explicit_stats(mean: Any, std: Any) -> tuple[list[float], list[float]] | None:
     mean, std = _stats(mean, "mean"), _stats(std, "std")
     if (mean is None) != (std is None):
-        raise InteropError("give --mean and --std together")
+        raise InteropError("give --mean and --std together (3 numbers each, one per channel, in [0, 1] pixel units), "
+                           "or neither")
     return (mean, std) if mean is not None and std is not None else None
 
 
@@ -420,12 +425,35 @@ def default_import_name(folder: Path) -> str:
     return f"imported_{folder.resolve().name}"
 
 
+def folder_targets(folder: Path) -> Path | None:
+    """The targets.npy or labels.npy that an image folder holds beside its images (an `ssdd export` folder), or
+    None; a folder holding both is refused (which one is meant cannot be told)."""
+    found = [folder / name for name in FOLDER_TARGETS if (folder / name).is_file()]
+    if len(found) > 1:
+        raise InteropError(f"{folder} holds both {' and '.join(FOLDER_TARGETS)}: pass --targets with the one to use "
+                           f"(or --targets {TEACHER_TARGETS} for the teacher's representations)")
+    return found[0] if found else None
+
+
+def _targets_file(folder: Path, targets: str | Path | None, teacher: str | Path | None) -> Path | None:
+    """The targets file an image folder import reads (None: the teacher computes the targets): `targets`, else the
+    folder's own (folder_targets), else None; `targets` = TEACHER_TARGETS asks for the teacher's even then."""
+    if targets is None:
+        return folder_targets(folder)
+    if str(targets) != TEACHER_TARGETS:
+        return Path(targets)
+    if teacher is None:
+        raise InteropError(f"--targets {TEACHER_TARGETS} computes the targets with a teacher: pass --teacher DIR")
+    return None
+
+
 def import_image_folder(folder: str | Path, out: str | Path, targets: str | Path | None = None, *,
                         dataset: str | None = None, mean: Any = None, std: Any = None,
                         teacher: str | Path | None = None, budget: float | None = None, count_targets: bool = True,
                         name: str | None = None, source_images: int | None = None, num_classes: int | None = None,
                         device: str = "cpu") -> DistilledSet:
-    """PNG/JPG images (sorted by name) + a targets .npy, or + the named teacher's representations of them."""
+    """PNG/JPG images (sorted by name) + a targets .npy (`targets`, else the folder's own targets.npy or
+    labels.npy), or + the named teacher's representations of them (no file, or `targets` = TEACHER_TARGETS)."""
     from ssdd.data import channel_stats
 
     folder, out = Path(folder), Path(out)
@@ -434,13 +462,14 @@ def import_image_folder(folder: str | Path, out: str | Path, targets: str | Path
     size = int(images.shape[-1])
     dataset = dataset.lower() if dataset else None
     files = [_file_entry(f, "image") for f in image_files]
-    if targets is not None:
-        targets_path = Path(targets)
+    targets_path = _targets_file(folder, targets, teacher)
+    if targets_path is not None:
         array = load_npy(targets_path)
         kind, values = _targets(torch.from_numpy(np.ascontiguousarray(array)), images.shape[0], str(targets_path),
                                 str(folder))
         if kind == "labels" and teacher is not None:
-            raise InteropError(f"{targets_path} holds class labels: they come from no teacher, drop --teacher")
+            raise InteropError(f"{targets_path} holds class labels: they come from no teacher, drop --teacher (or "
+                               f"pass --targets {TEACHER_TARGETS} to store the teacher's representations instead)")
         teacher_info = _teacher_info(teacher, int(values.shape[1]) if kind == "targets" else None, size)
         files.append(_file_entry(targets_path, "targets" if kind == "targets" else "labels"))
         targets_from = "labels" if kind == "labels" else "npy"
@@ -468,7 +497,7 @@ def import_image_folder(folder: str | Path, out: str | Path, targets: str | Path
     else:
         stats, stats_from = channel_stats(images), "the imported images' own channel statistics"
     stored = {"images": images, kind: values}
-    classes = _num_classes(values, num_classes, dataset, str(targets)) if kind == "labels" else None
+    classes = _num_classes(values, num_classes, dataset, str(targets_path)) if kind == "labels" else None
     return _save_import(out, stored, name=name or default_import_name(folder), fmt="image_folder",
                         files=files, targets_from=targets_from, normalization=stats, normalization_from=stats_from,
                         teacher=teacher_info, dataset=dataset, source_images=source_images, budget=budget,
@@ -575,6 +604,15 @@ def export_distilled(directory: str | Path, out: str | Path) -> dict[str, Any]:
     return index
 
 
+def _values_origin(origin: dict[str, Any]) -> str:
+    """`, targets from FILE` (or labels), `, targets computed by the teacher`, or "" (KRR-ST's y_syn)."""
+    if origin["targets"] == "teacher at import":
+        return ", targets computed by the teacher"
+    read = [f["file"] for f in origin["files"] if f["role"] in ("targets", "labels")]
+    kind = "labels" if origin["targets"] == "labels" else "targets"
+    return f", {kind} from {read[0]}" if read else ""
+
+
 def import_summary(distilled: DistilledSet, out: str | Path) -> str:
     """The lines `ssdd import-distilled` prints: storage by tensor, the budget it occupies, the teacher."""
     manifest, report = distilled.manifest, distilled.storage()
@@ -586,6 +624,7 @@ def import_summary(distilled: DistilledSet, out: str | Path) -> str:
         said = "class labels, no teacher"
     else:
         said = "targets from an unknown teacher (ssdd evaluate will say so)"
+    said += _values_origin(manifest["origin"])
     return (f"{manifest.get('name')}: {report.image_equivalents:.2f} image-equivalents ({split}; "
             f"{report.bytes / 1024:.1f} KiB) for a budget of {manifest['budget']:g} "
             f"({manifest['budget_counts']}); m = {manifest['m']}, {said}; saved to {out}")

@@ -13,7 +13,10 @@ from ssdd.augment import crop_flip, normalize, to_float
 from ssdd.data import ImageDataset
 from ssdd.evaluation.config import FinetuneConfig
 from ssdd.evaluation.fastpath import autocast, to_device
-from ssdd.run.progress import bar
+from ssdd.run.progress import bar, note, showing
+
+# (target, finetune.batch_size, training images) whose full-batch fine-tuning this process has already noted
+_NOTED: set[tuple[str, int, int]] = set()
 
 
 def _canonical(name: str) -> str:
@@ -31,6 +34,20 @@ def finetune_iterations(cfg: FinetuneConfig, train_size: int, target: str = "") 
     training images."""
     small = not is_source_scale(target, cfg) if cfg.small_by == "role" else train_size < cfg.small_threshold
     return cfg.small_iterations if small else cfg.iterations
+
+
+def fitted_batch(cfg: FinetuneConfig, train_size: int, target: str) -> int:
+    """`cfg.batch_size`, or all `train_size` images when the split holds fewer (every step full-batch). Like
+    pre-training and the linear probe, fine-tuning keeps running: one batch_size serves targets of any size, and
+    refusing would rule out a small target. A progress note says so, once per target in a process."""
+    if cfg.batch_size <= train_size:
+        return cfg.batch_size
+    key = (target, cfg.batch_size, train_size)
+    if key not in _NOTED and showing():
+        _NOTED.add(key)
+        note(f"note: finetune.batch_size={cfg.batch_size} exceeds the {train_size} training images of {target}: "
+             f"its fine-tuning steps are full-batch ({train_size} images)")
+    return train_size
 
 
 @torch.no_grad()
@@ -59,7 +76,7 @@ def finetune(backbone: nn.Module, train: ImageDataset, test: ImageDataset, mean:
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, iterations))
     aug_gen = torch.Generator(device=device).manual_seed(int(torch.randint(0, 2**31, (1,), generator=generator)))
-    batch = min(cfg.batch_size, len(train))
+    batch = fitted_batch(cfg, len(train), target or train.name)
     model.train()
     order, cursor = to_device(torch.randperm(len(train), generator=generator), device), 0
     for _ in bar(range(iterations), desc="fine-tune", unit="it"):

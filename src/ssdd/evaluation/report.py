@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ssdd.evaluation.config import FullDataConfig, PretrainConfig
-from ssdd.evaluation.gap import gap_closed
+from ssdd.evaluation.gap import gap_closed, shown_gap_closed
 from ssdd.evaluation.pretrain import full_data_samples, full_data_steps, pretrain_samples, pretrain_steps
 from ssdd.evaluation.references import (
     FULL_DATA,
@@ -220,7 +220,7 @@ def format_table(summary: list[dict[str, Any]]) -> str:
         lines.append(
             f"| {s['label']} | {s['arch']} | {s['target']} | {s['mode']} | "
             f"{mean_std(s['top1_mean'], s['top1_std'], s['seeds'])} | {_fmt(s['retention'], '.2f')} | "
-            f"{_fmt(s.get('gap_closed'), '.2f')} | "
+            f"{shown_gap_closed(s, summary, lambda v: _fmt(v, '.2f'))} | "
             f"{_fmt(s['gain_vs_no_pretrain'], '+.2f')} | {_fmt(s['gain_vs_random'], '+.2f')} | "
             f"{_fmt(s['image_equivalents'], '.1f')} | {_fmt(s['bytes'] and s['bytes'] / 1024, '.1f')} | "
             f"{ratio(s.get('compression'))} | "

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from ssdd.distill.registry import find_method
+from ssdd.evaluation.gap import NOISE_FLOOR, shown_gap_closed
 from ssdd.evaluation.report import split_note
 from ssdd.report import formats as F
 from ssdd.report.document import Block, Card, Cards, Facts, Figure, Heading, Notes, Paragraph, Table
@@ -215,7 +216,7 @@ def glance(data: ReportData) -> Table:
         rows.append([
             _title(data, panel), *[_top1(data.reference(label, *panel)) for label in full_labels],
             _top1(data.reference("no_pretrain", *panel)), best["label"] if best else F.DASH, _top1(best),
-            F.fixed(best and best["retention"]), F.fixed(best and best.get("gap_closed")),
+            F.fixed(best and best["retention"]), shown_gap_closed(best, data.summary, F.fixed) if best else F.DASH,
             F.fixed(best and best["gain_vs_no_pretrain"], sign=True),
         ])
     return Table(["target · mode", *[REFERENCE_NAMES[label] for label in full_labels], "no pre-training",
@@ -355,7 +356,7 @@ def comparison(info: DistilledInfo, data: ReportData) -> list[Table]:
             continue
         accuracy.append([_title(data, panel), _top1(s), _top1(data.reference("no_pretrain", *panel)),
                          *[_top1(data.reference(label, *panel)) for label in full_labels],
-                         F.fixed(s["retention"]), F.fixed(s.get("gap_closed")),
+                         F.fixed(s["retention"]), shown_gap_closed(s, data.summary, F.fixed),
                          F.fixed(s["gain_vs_no_pretrain"], sign=True)])
     tables = [Table(["top-1 (%)", info.label, "no pre-training", *[REFERENCE_NAMES[label] for label in full_labels],
                      "retention", "gap closed", "vs no pre-training"], accuracy)]
@@ -412,16 +413,17 @@ def image_key(info: DistilledInfo) -> str:
 # ---------------------------------------------------------------- full table
 
 
-def full_table_row(s: dict[str, Any], manifest: dict[str, Any] | None = None) -> list[str]:
+def full_table_row(s: dict[str, Any], manifest: dict[str, Any] | None = None,
+                   panel: list[dict[str, Any]] | None = None) -> list[str]:
     """One line of a full table; `manifest` (the set's) gives the outer steps of rows measured before the
-    rows recorded them (distill_steps)."""
+    rows recorded them (distill_steps); `panel` (the table's rows) whether its gap closed is within noise."""
     reference = s["method"] in REFERENCE_METHODS
     steps = s.get("distill_steps")
     if steps is None and manifest:
         steps = manifest.get("steps_done")
     return [
         REFERENCE_NAMES.get(s["label"], s["label"]), F.mean_std(s["top1_mean"], s["top1_std"], s["seeds"]),
-        F.fixed(s["retention"]), F.fixed(s.get("gap_closed")),
+        F.fixed(s["retention"]), shown_gap_closed(s, panel or [], F.fixed),
         F.fixed(s["gain_vs_no_pretrain"], sign=True), F.fixed(s["gain_vs_random"], sign=True),
         F.image_equivalents(s["image_equivalents"]), F.kib(s["bytes"]), F.ratio(s["compression"]),
         f"{_count(s['m'])} / {_count(s['views'])}", F.fixed(s["cka_to_teacher"], 3),
@@ -441,7 +443,7 @@ def full_tables(data: ReportData) -> list[Table]:
     for panel in data.panels:
         members = sorted((s for s in data.summary if (s["arch"], s["target"], s["mode"]) == panel),
                          key=lambda s: order.get(s["label"], len(order)))
-        tables.append(Table(FULL_TABLE_HEADER, [full_table_row(s, manifests.get(s["label"])) for s in members],
+        tables.append(Table(FULL_TABLE_HEADER, [full_table_row(s, manifests.get(s["label"]), members) for s in members],
                             _title(data, panel),
                             [s["method"] in REFERENCE_METHODS for s in members]))
     return tables
@@ -452,7 +454,9 @@ DEFINITIONS = (
     "full-data row's (same architecture, target and mode): \"full data, distilled rows' recipe\" when the run has "
     "it, else \"full data, tuned recipe\". Gap closed: (top-1 - no pre-training's) / (that full-data row's - no "
     "pre-training's), the share of the distance from no pre-training to full data this row covers (1 = as good "
-    "as full data, 0 = no better than no pre-training). vs no pre-training / vs random: difference in points to "
+    "as full data, 0 = no better than no pre-training); \"n/a (within noise)\" where that full-data row is within "
+    f"noise of no pre-training (closer than the larger std over seeds, or than {NOISE_FLOOR:g} points). "
+    "vs no pre-training / vs random: difference in points to "
     "the no-pre-training row and to `random@N` at the same budget. Storage: every stored value in image-equivalents "
     "(floats / C·H·W) and KiB. Compression: source images over stored image-equivalents. m / pairs: distilled "
     "images and training pairs (every stored view). Pre-training steps: the SGD steps of one pre-training; "
