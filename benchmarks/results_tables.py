@@ -29,7 +29,7 @@ import yaml
 
 from ssdd.config import load_config
 from ssdd.distill.config import DistillConfig
-from ssdd.evaluation.gap import gap_closed
+from ssdd.evaluation.gap import WITHIN_NOISE, gap_closed, within_noise
 from ssdd.evaluation.report import summarize
 from ssdd.presets import find_preset
 from ssdd.report import formats as F
@@ -121,6 +121,17 @@ def table(head: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
+def shown_gaps(rows: dict[tuple, dict[str, Any]], label: str, arch: str = "convnet") -> list[str]:
+    """Gap closed per panel as the tables show it: percent, or WITHIN_NOISE where the panel's full-data row is within
+    noise of no pre-training (evaluation.gap.within_noise, as the summaries and reports show it)."""
+    out = []
+    for (target, mode), g in zip(PANELS, gaps(rows, label, arch), strict=True):
+        none, full = (rows.get((x, arch, target, mode)) for x in (NONE, FULL))
+        noisy = g is not None and none is not None and full is not None and within_noise(none, full)
+        out.append(WITHIN_NOISE if noisy else percent(g))
+    return out
+
+
 def gaps(rows: dict[tuple, dict[str, Any]], label: str, arch: str = "convnet") -> list[float | None]:
     """Gap closed per panel: (row - no pre-training) / (full data, distilled rows' recipe - no pre-training)."""
     out = []
@@ -145,7 +156,7 @@ def headline() -> str:
     body = []
     for label in HEADLINE_ROWS:
         first = rows[(label, "convnet", *PANELS[0])]
-        closed = " / ".join(percent(g) for g in gaps(rows, label))
+        closed = " / ".join(shown_gaps(rows, label))
         body.append([row_name(label, first), *(top1(rows.get((label, "convnet", *p))) for p in PANELS),
                      "reference" if label in (NONE, FULL) else closed,
                      steps_and_samples(first, config),
@@ -199,9 +210,9 @@ def equal_gaps() -> str:
         if label in (NONE, FULL):
             continue
         cells = []
-        for p, g in zip(PANELS, gaps(rows, label), strict=True):
+        for p, g in zip(PANELS, shown_gaps(rows, label), strict=True):
             s = rows[(label, "convnet", *p)]
-            cells.append(f"{percent(g)} % / {percent(s.get('retention'))} %")
+            cells.append(f"{g}{'' if g == WITHIN_NOISE else ' %'} / {percent(s.get('retention'))} %")
         body.append([REFERENCE_NAMES.get(label, label), *cells])
     return table(head, body)
 
