@@ -20,11 +20,17 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 MEASURED = ("label", "arch", "seed", "target", "mode", "top1", "cka_to_teacher")
 
 
-def test_two_processes_give_the_rows_of_one_and_resume_keeps_finished_cells(tmp_path):
+def tiny_random_set(tmp_path):
+    """A tiny source, its teacher and a random set of it in tmp_path/random: (npz, teacher)."""
     npz, teacher = make_npz(tmp_path / "tiny.npz"), make_teacher(tmp_path / "teacher")
     run_distill(load_config(DistillConfig, None, [f"data.path={npz}", f"teacher={teacher}", "method=random",
                                                   f"out_dir={tmp_path / 'random'}", "data.resolution=16", "budget=10",
                                                   "device=cpu"]), show_progress=False)
+    return npz, teacher
+
+
+def test_two_processes_give_the_rows_of_one_and_resume_keeps_finished_cells(tmp_path):
+    npz, teacher = tiny_random_set(tmp_path)
     base = [f"teacher={teacher}", f"source.path={npz}", f"distilled=[{tmp_path / 'random'}]",
             "models=[{name: convnet, width: 4, depth: 2}]", f"targets=[{{source: npz, path: {npz}, name: t}}]",
             "pretrain.epochs=2", "full_data.enabled=false", "finetune.small_iterations=3",
@@ -86,10 +92,7 @@ def test_a_cell_finished_in_an_interrupted_round_is_kept_and_resume_measures_onl
     from conftest import free_port
     from ssdd.evaluation import launch, protocol
 
-    npz, teacher = make_npz(tmp_path / "tiny.npz"), make_teacher(tmp_path / "teacher")
-    run_distill(load_config(DistillConfig, None, [f"data.path={npz}", f"teacher={teacher}", "method=random",
-                                                  f"out_dir={tmp_path / 'random'}", "data.resolution=16", "budget=10",
-                                                  "device=cpu"]), show_progress=False)
+    npz, teacher = tiny_random_set(tmp_path)
     # 2 cells (the random set, no pre-training): one round of 2 processes, the set's cell on rank 0
     base = [f"teacher={teacher}", f"source.path={npz}", f"distilled=[{tmp_path / 'random'}]",
             "models=[{name: convnet, width: 4, depth: 2}]", f"targets=[{{source: npz, path: {npz}, name: t}}]",
