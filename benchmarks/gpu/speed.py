@@ -9,13 +9,14 @@ new code run side by side, in the same call, on the same card, on synthetic data
 JSON as the before/after table.) Parts, in the order run:
 - rate: the bf16 dense matrix rate of this card, measured (an N^3 matmul loop timed by CUDA events, median);
 - flops: FLOPs per step of each stage, counted (speed_flops.py, FlopCounterMode on the meta device);
-- teacher: `ssdd teacher -c teacher_cifar100` old and new, a warm-up epoch then one timed epoch (images/s from
-  metrics.jsonl), and the new code's step, plain and fast path, split into augment / forward / backward /
-  optimizer / log (teacher_parts.py);
+- teacher: `ssdd teacher -c teacher_cifar100` old and new, a warm-up epoch then timed epochs (images/s of the
+  last one in metrics.jsonl);
 - distill: `ssdd distill` at presets distill_krr_st_cifar100 (KRR-ST) and cifar100 (Boost), old and new,
   steps/s from metrics.jsonl with the first logging window (warm-up) dropped;
 - official: the official KRR-ST code (github db-Lee/selfsup_dd) beside the new code on this GPU
   (benchmarks/official_krr_st.py --device cuda);
+- parts: the new code's teacher step, plain and fast path, split into augment / forward / backward / optimizer /
+  log (teacher_parts.py);
 - mkdt (optional, not in `all`): one expert epoch, then MKDT iterations/s old and new;
 - evaluate: one evaluation cell (the committed Boost set, preset evaluate_full on the CIFAR-100 target, short
   iteration counts, recorded) old and new, in seconds;
@@ -50,10 +51,10 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 OLD_COMMIT = "c04162e"
-PARTS = ("rate", "flops", "teacher", "distill", "official", "mkdt", "evaluate", "protocol")
-DEFAULT_PARTS = ("rate", "flops", "teacher", "distill", "official", "evaluate", "protocol")
+PARTS = ("rate", "flops", "teacher", "distill", "official", "parts", "mkdt", "evaluate", "protocol")
+DEFAULT_PARTS = ("rate", "flops", "teacher", "distill", "official", "parts", "evaluate", "protocol")
 # share of --seconds each part may take (of what is left when it starts, scaled by the parts still to run)
-WEIGHTS = {"rate": 0.3, "flops": 0.3, "teacher": 2.5, "distill": 4.0, "official": 2.0, "mkdt": 1.5,
+WEIGHTS = {"rate": 0.3, "flops": 0.3, "parts": 2.0, "teacher": 2.5, "distill": 4.0, "official": 2.0, "mkdt": 1.5,
            "evaluate": 2.5, "protocol": 4.0}
 DISTILL_PRESETS = {"krr_st": "distill_krr_st_cifar100", "boost": "cifar100"}
 SETS = ("boost_n100", "krr_st_n100", "random_n100")
@@ -64,7 +65,7 @@ def scale_settings(tiny: bool) -> dict[str, Any]:
     """Sizes and per-stage overrides: the GPU recipe (presets as they are, short runs) or a tiny CPU check."""
     if not tiny:
         return {"train": 50_000, "test": 10_000, "flowers": (1020, 1020, 6149), "device_args": [],
-                "teacher": ["data.subset=25600", "optim.epochs=3", "stop_after_epochs=2"], "distill_steps": 300,
+                "teacher": ["data.subset=25600", "optim.epochs=4", "stop_after_epochs=3"], "distill_steps": 300,
                 "log_every": 50,
                 "distill": {"krr_st": [], "boost": []}, "mkdt_iterations": 60, "mkdt_log_every": 10,
                 # the new code's KRR-ST runs with its teacher cache (auto declines it for a 300-step run, which
@@ -432,7 +433,8 @@ class Bench:
 
     def part_teacher(self, budget: float) -> None:
         stage: dict[str, Any] = {"unit": "images/s", "preset": "teacher_cifar100",
-                                 "recipe": "warm-up epoch, then one timed epoch (images/s of the second epoch)"}
+                                 "recipe": "a warm-up epoch (compilation included), then timed epochs (images/s of the "
+                                           "last one logged)"}
         for side, share in (("old", 0.35), ("new", 0.65)):  # of what is left; the new code may compile first
             out = self.work / f"teacher_{side}"
             command = ["teacher", "-c", "teacher_cifar100", f"out_dir={out}", f"data.path={self.data['cifar100']}",
@@ -452,6 +454,10 @@ class Bench:
         add_ratios(stage, True)
         teacher_flops = (self.result.get("flops") or {}).get("teacher") or {}
         add_tflops(stage, teacher_flops.get("flops_per_step"), teacher_flops.get("batch") or 1, self.bf16())
+
+    def part_parts(self, budget: float) -> None:
+        """The teacher step by part, plain and fast (teacher_parts.py), in a call of its own share (the second
+        call by default: the first one's teacher, distillation and official runs fill it)."""
         parts = [str(HERE / "teacher_parts.py"), "--data", str(self.data["cifar100"]), *self.scale["parts_steps"],
                  *self.args.teacher_parts_args, *(["--device", "cpu"] if self.args.tiny else [])]
         # both paths, the fast one compiling first: at least 90 s when the call has them

@@ -17,7 +17,8 @@
 #   bash benchmarks/gpu/slim_tree.sh off
 #   python benchmarks/gpu/speed_table.py speed_1.json speed_2.json   # from the calls' files_at: the table
 # Call 1: the bf16 rate, the FLOP counts, teacher, KRR-ST and Boost (old and new), the official KRR-ST code.
-# Call 2: the bf16 rate, the FLOP counts, one evaluation cell (old and new), the full protocol (new) until the
+# Call 2: the bf16 rate, the FLOP counts, the teacher step by part (plain and fast), one evaluation cell (old and
+# new), the full protocol (new) until the
 # deadline. NEW-ARGS go to speed.py, e.g. --new-teacher-args "compile=off" --new-distill-args "outer.fast=on"
 # (the new code's fast-path settings; default none: the new code's defaults, `auto` = on on CUDA; the new
 # KRR-ST run always has its teacher cache, on 2,000 images) and --variant METHOD:NAME:OVERRIDES for one more
@@ -31,8 +32,8 @@ set -euo pipefail
 CALL=$1; OUT=$2; shift 2
 case $CALL in
   1) PARTS=rate,flops,teacher,distill,official; DEFAULT_SECONDS=330 ;;
-  2) PARTS=rate,flops,evaluate,protocol; DEFAULT_SECONDS=300 ;;
-  all) PARTS=rate,flops,teacher,distill,official,evaluate,protocol; DEFAULT_SECONDS=540 ;;
+  2) PARTS=rate,flops,parts,evaluate,protocol; DEFAULT_SECONDS=300 ;;
+  all) PARTS=rate,flops,teacher,distill,official,parts,evaluate,protocol; DEFAULT_SECONDS=540 ;;
   *) echo "usage: $0 1|2|all OUT [speed.py options]"; exit 2 ;;
 esac
 [ -d .gpu/speed/old/src ] || { echo ".gpu/speed is missing: run benchmarks/gpu/speed_prepare.sh and carry .gpu/speed"; exit 1; }
