@@ -149,8 +149,9 @@ def teacher_parts(result: dict[str, Any]) -> list[str]:
                           for name, ms in numbers["median_ms"].items())
         return f"{cells}; {numbers['step_ms']:.2f} ms per step = {numbers['images_per_s']:,.0f} images/s"
 
+    timed = f"{parts['steps_timed']} (stopped at the deadline)" if parts.get("partial") else parts["steps"]
     lines = [f"Teacher step by part (new code, fast path, batch {parts['batch']}, {parts['timer']}, median of "
-             f"{parts['steps']}): {path(parts, False)}. {parts['verdict']}."]
+             f"{timed}): {path(parts, False)}. {parts['verdict']}."]
     if parts.get("plain"):
         lines.append(f"Teacher step by part, plain path (fast=off, compile=off; plain / fast in brackets): "
                      f"{path(parts['plain'], True)}. {parts['plain']['verdict']}.")

@@ -206,10 +206,18 @@ def summary(times: dict[str, list[float]], batch: int, target: float) -> dict[st
                         f"{worst} takes {median[worst]:.2f} ms ({100 * median[worst] / step_ms:.0f} %)")}
 
 
+def combined(result: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The fast path's summary at the top, the plain one's under `plain`, their ratio per part."""
+    return {**result["fast"], "plain": result["plain"],
+            "plain_over_fast": {part: result["plain"]["median_ms"][part] / result["fast"]["median_ms"][part]
+                                for part in PARTS} | {"step": result["plain"]["step_ms"] / result["fast"]["step_ms"]}}
+
+
 def profile(cfg: TeacherConfig, device: torch.device, steps: int, warmup: int, compile_setting: str,
-            target: float, count_ops: bool) -> dict[str, Any]:
+            target: float, count_ops: bool, save: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Both paths' parts, alternately step by step; the fast path's summary at the top, the plain one's under
-    `plain`, their ratio per part under `plain_over_fast`."""
+    `plain`, their ratio per part under `plain_over_fast`. `save` gets the summary so far (`partial`: true)
+    every 10 timed steps, so that a run stopped at a deadline still reports the steps it timed."""
     data = Data(cfg, device)
     total = warmup + steps
     log_steps = total + SYNC_CHECK_STEPS + 1  # the timed steps, the counted one, the sync check's
@@ -225,15 +233,16 @@ def profile(cfg: TeacherConfig, device: torch.device, steps: int, warmup: int, c
             for part, ms in zip(PARTS, timed_step(path.parts(batches[i], i), device), strict=True):
                 if i >= warmup:
                     times[name][part].append(ms)
+        if save is not None and i >= warmup and (i - warmup) % 10 == 9 and i + 1 < total:
+            save({**combined({name: summary(times[name], batch, target) for name in paths}), "partial": True,
+                  "steps_timed": i + 1 - warmup})
     result = {name: summary(times[name], batch, target) for name in paths}
     for name, path in paths.items():
         result[name]["fast"], result[name]["compiled"] = path.fast, path.compiled
         if count_ops:  # dispatch counting does not see inside a compiled graph
             result[name]["aten_ops"] = None if path.compiled else dict(zip(PARTS, counted_step(
                 path.parts(batches[total], total)), strict=True))
-    out = {**result["fast"], "plain": result["plain"],
-           "plain_over_fast": {part: result["plain"]["median_ms"][part] / result["fast"]["median_ms"][part]
-                               for part in PARTS} | {"step": result["plain"]["step_ms"] / result["fast"]["step_ms"]}}
+    out = combined(result)
     out["sync_check"] = (sync_check(paths["fast"], batches[total:]) if device.type == "cuda" else
                          {"steps": 0, "synchronises": None, "part": None, "error": "not run: no CUDA device"})
     return out
@@ -267,19 +276,20 @@ def main(argv: list[str] | None = None) -> None:
     cfg = load_config(TeacherConfig, args.preset, overrides)
     device = torch.device(args.device)
     switch(args.compile, "--compile", device)  # a misspelt setting fails here, before any work
-    head = provenance(device)
-    result = {**head, "preset": args.preset, "overrides": overrides, "batch": cfg.optim.batch_size,
-              "steps": args.steps, "warmup": args.warmup, "compile": args.compile,
-              "target_images_per_s": args.target_images_per_s,
-              "target_step_ms": 1000 * cfg.optim.batch_size / args.target_images_per_s,
-              **profile(cfg, device, args.steps, args.warmup, args.compile, args.target_images_per_s,
-                        args.count_ops),
-              "load_1min_after": os.getloadavg()[0]}
-    text = json.dumps(result, indent=2)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
-    sys.stdout.write(text + "\n")
+    head = {**provenance(device), "preset": args.preset, "overrides": overrides, "batch": cfg.optim.batch_size,
+            "steps": args.steps, "warmup": args.warmup, "compile": args.compile,
+            "target_images_per_s": args.target_images_per_s,
+            "target_step_ms": 1000 * cfg.optim.batch_size / args.target_images_per_s}
+
+    def write(found: dict[str, Any]) -> str:
+        text = json.dumps({**head, **found, "load_1min_after": os.getloadavg()[0]}, indent=2)
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(text + "\n")
+        return text
+
+    sys.stdout.write(write(profile(cfg, device, args.steps, args.warmup, args.compile, args.target_images_per_s,
+                                   args.count_ops, write)) + "\n")
 
 
 if __name__ == "__main__":

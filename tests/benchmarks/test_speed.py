@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -298,3 +299,20 @@ def test_read_results_adds_the_cells_saved_in_a_round_cut_short(tmp_path: Path) 
                                                           {"label": "a", "mode": "finetune"}]))
     (tmp_path / "cells" / ".x.json.123.tmp").write_text("{partial")  # a killed write: never read
     assert [r["label"] for r in speed.read_results(tmp_path)] == ["a", "b"]
+
+
+def test_teacher_parts_saves_its_summary_while_it_runs(tmp_path: Path) -> None:
+    """A run stopped at a deadline still reports the steps it timed: profile() hands partial summaries to `save`."""
+    from ssdd.config import load_config
+    from ssdd.teacher.config import TeacherConfig
+
+    npz = speed.write_npz(tmp_path / "d.npz", {"train": speed.synthetic_split(np.random.default_rng(0), 64, 4),
+                                                "test": speed.synthetic_split(np.random.default_rng(1), 16, 4)}, 4)
+    cfg = load_config(TeacherConfig, "teacher_cifar100", [f"data.path={npz}", "model.name=convnet", "model.width=4",
+                                                          "model.depth=1", "projector=[8,8]", "optim.batch_size=16"])
+    saved: list[dict] = []
+    load("teacher_parts").profile(cfg, torch.device("cpu"), 12, 1, "off", 40_000, False, saved.append)
+    assert [s["steps_timed"] for s in saved] == [10] and saved[0]["partial"] and "plain" in saved[0]
+    fixture = {**FIXTURE, "teacher_parts": {"result": {**FIXTURE["teacher_parts"]["result"], "partial": True,
+                                                       "steps_timed": 10}}}
+    assert "median of 10 (stopped at the deadline)" in speed_table.render([fixture])

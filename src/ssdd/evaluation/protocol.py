@@ -138,8 +138,9 @@ def _run_evaluate(cfg: EvaluateConfig, show_progress: bool, resume: bool, tb: Sc
     # finished cells of this evaluation only: a dropped seed, or another set under the same label, is not kept
     complete = {cell for cell, n in counts.items() if n == per_cell} & {source_cell(c) for c in cells}
     rows: list[dict[str, Any]] = [row for row in previous if row_cell(row) in complete]
-    if saved:
-        rows.sort(key=in_cell_order)  # the saved cells' rows come after results.json's
+    # in the evaluation's cell order, as a fresh run writes them: the saved cells' rows and rows taken back from
+    # the set-aside file come after results.json's
+    rows.sort(key=in_cell_order)
     if complete and dist_info.is_main:
         print(f"resuming: {len(complete)} finished cells kept from {out_dir}")
     if previous and dist_info.is_main and (len(rows) < len(previous) or (out_dir / SET_ASIDE).exists()):
