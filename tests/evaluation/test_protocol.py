@@ -514,3 +514,28 @@ def test_rows_record_the_samples_their_pretraining_saw(tiny_npz, tiny_teacher, t
     assert by_label["full_data"]["pretrain_samples"] == 48 and by_label["no_pretrain"]["pretrain_samples"] == 0
     with open(tmp_path / "eval" / "results.csv") as handle:
         assert [r["pretrain_samples"] for r in csv.DictReader(handle)] == [str(r["pretrain_samples"]) for r in rows]
+
+
+def test_rows_taken_back_from_the_set_aside_file_come_in_a_fresh_runs_order(tiny_npz, tiny_teacher, tmp_path):
+    """A resume that takes set-aside rows back writes results.json in the evaluation's cell order (the set's cell,
+    then no pre-training), as a fresh run does: not with the taken-back rows after the kept ones."""
+    from ssdd.distill.config import DistillConfig
+    from ssdd.distill.run import run_distill
+    from ssdd.evaluation.config import EvaluateConfig
+    from ssdd.evaluation.protocol import run_evaluate
+
+    run_distill(load_config(DistillConfig, None, [f"data.path={tiny_npz}", f"teacher={tiny_teacher}", "method=random",
+                                                  f"out_dir={tmp_path / 'r'}", "data.resolution=16", "budget=10",
+                                                  "device=cpu"]), show_progress=False)
+    out = tmp_path / "eval"
+    base = [f"teacher={tiny_teacher}", f"out_dir={out}", f"source.path={tiny_npz}", "source.resolution=16",
+            "models=[{name: convnet, width: 4, depth: 2}]", f"targets=[{{source: npz, path: {tiny_npz}, name: t}}]",
+            "pretrain.epochs=1", "full_data.enabled=false", "full_data.same_recipe=false", "probe.iterations=2",
+            "cka_images=0", "device=cpu", "modes=[linear_probe]", "seeds=1"]
+    fresh = run_evaluate(load_config(EvaluateConfig, None, [*base, f"distilled=[{tmp_path / 'r'}]"]),
+                         show_progress=False)
+    run_evaluate(load_config(EvaluateConfig, None, [*base, "distilled=[]"]), show_progress=False, resume=True)
+    back = run_evaluate(load_config(EvaluateConfig, None, [*base, f"distilled=[{tmp_path / 'r'}]"]),
+                        show_progress=False, resume=True)
+    assert [r["label"] for r in fresh] == ["random@10", "no_pretrain"]
+    assert back == fresh and json.loads((out / "results.json").read_text()) == fresh
