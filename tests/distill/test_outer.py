@@ -164,10 +164,12 @@ def test_a_resumed_run_rebuilds_the_cache_and_ends_where_an_uninterrupted_one_do
     whole = _run(tiny_npz, tiny_teacher, tmp_path / "whole", *krr_st)
     assert _run(tiny_npz, tiny_teacher, tmp_path / "cut", *krr_st, "stop_after_steps=5") is None
     state = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)
-    assert not any("cache" in key for key in state)  # nothing cached is checkpointed
+    # nothing cached is checkpointed, only the seconds its build took (the manifest adds every invocation's)
+    assert [key for key in state if "cache" in key] == ["teacher_cache_s"] and state["teacher_cache_s"] > 0
     cfg = load_config(DistillConfig, None, [f"data.path={tiny_npz}", f"teacher={tiny_teacher}",
                                             f"out_dir={tmp_path / 'cut'}", *SMOKE, *krr_st])
     resumed = run_distill(cfg, resume=True, show_progress=False)
     assert len(builds) == 3  # the whole run, the paused one and the resumed one each built it
+    assert resumed.manifest["teacher_cache_s"] > state["teacher_cache_s"]  # both builds of the cut run
     for key, tensor in whole.stored.items():
         assert torch.allclose(resumed.stored[key], tensor, rtol=1e-5, atol=1e-6), key

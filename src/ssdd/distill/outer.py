@@ -97,8 +97,8 @@ class LoopResult:
     elapsed_s: float
     pool_resets: int
     history: list[dict[str, Any]] = field(default_factory=list)
-    # the build of the teacher cache in this invocation (None: no cache; a resumed run builds it again), not in
-    # elapsed_s
+    # the builds of the teacher cache, every invocation's together (a resumed run builds it again; None: no
+    # cache), not in elapsed_s
     teacher_cache_s: float | None = None
 
     def info(self) -> dict[str, Any]:
@@ -269,6 +269,7 @@ def outer_loop(ctx: DistillContext, name: str, tensors: dict[str, torch.Tensor],
                   log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every, desc=name,
                   show_progress=ctx.show_progress, is_main=ctx.dist.is_main, log=ctx.log, prefix="distill/",
                   shared=ctx.dist.world_size > 1)
+    cache_s: float | None = None  # the teacher cache's builds so far (seconds)
     if ctx.resume:
         state = run.load()
         missing = sorted(set(tensors) - set(state["tensors"]))
@@ -280,6 +281,7 @@ def outer_loop(ctx: DistillContext, name: str, tensors: dict[str, torch.Tensor],
         optimizer.load_state_dict(state["optimizer"])
         pool.load_state_dict(state["pool"])  # also restores cpu_gen
         aug_gen.set_state(state["aug_generator"])
+        cache_s = state.get("teacher_cache_s")  # the earlier invocations' builds (absent: none built one)
     else:
         with torch.no_grad():
             first = support()
@@ -297,7 +299,7 @@ def outer_loop(ctx: DistillContext, name: str, tensors: dict[str, torch.Tensor],
     share = (query.stop - query.start) / outer.batch_size
     # the cache is rebuilt by every invocation (never checkpointed); the same on every torchrun process, each of
     # which holds it whole
-    cache, cache_s = None, None
+    cache = None
     forwards = (run.stop - run.start) * (query.stop - query.start)
     # rank 0 decides for every torchrun process (their free memory may differ; a split decision would only
     # change rounding, but the processes building the cache would keep the others waiting at the first step)
@@ -308,7 +310,7 @@ def outer_loop(ctx: DistillContext, name: str, tensors: dict[str, torch.Tensor],
             cache = build_teacher_cache(teacher, images_u8, augment, outer.batch_size, layout, teacher_dtype)
             if cache.is_cuda:
                 torch.cuda.synchronize(cache.device)  # once: the build's time is its kernels' time
-        cache_s = time.perf_counter() - started
+        cache_s = (cache_s or 0.0) + time.perf_counter() - started
 
     def step(step: int) -> float | torch.Tensor:
         decay = linear_decay(step, outer.steps, outer.final_lr_ratio)
@@ -349,7 +351,8 @@ def outer_loop(ctx: DistillContext, name: str, tensors: dict[str, torch.Tensor],
 
     def state() -> dict[str, Any]:
         return {"config": config_to_dict(cfg), "tensors": {k: t.detach().cpu() for k, t in tensors.items()},
-                "optimizer": optimizer.state_dict(), "pool": pool.state_dict(), "aug_generator": aug_gen.get_state()}
+                "optimizer": optimizer.state_dict(), "pool": pool.state_dict(), "aug_generator": aug_gen.get_state(),
+                **({"teacher_cache_s": cache_s} if cache_s is not None else {})}
 
     def watch() -> list[Watched]:  # what the kernel sees: images in [0, 1] and targets in the teacher's space
         with torch.no_grad():
