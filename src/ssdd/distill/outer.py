@@ -35,14 +35,14 @@ from ssdd.augment import normalize, to_float
 from ssdd.augment.pipelines import crop_flip_at, crop_flip_draws
 from ssdd.config import ModelConfig, config_to_dict
 from ssdd.distill.krr import krr_loss, krr_solve_dtype
-from ssdd.distill.pool import ModelPool, forward_precision, to_device
+from ssdd.distill.pool import ModelPool
 from ssdd.distill.registry import DistillContext
 from ssdd.distill.views import view_draws, views_at
 from ssdd.models import build_model
 from ssdd.run import distributed as D
 from ssdd.run.loop import RunLoop, Watched
 from ssdd.run.progress import bar_settings, note, phase
-from ssdd.run.runtime import channels_last, gpu_path
+from ssdd.run.runtime import channels_last, forward_precision, gpu_path, precision_dtype, to_device
 
 OUTER_SANE_FACTOR = 10.0  # how far the distilled images and targets may grow before a run counts as diverged
 
@@ -117,16 +117,6 @@ class LoopResult:
 def linear_decay(step: int, total: int, final_ratio: float) -> float:
     """Multiplier of the base learning rate: 1 at step 0, final_ratio at the last step."""
     return 1.0 - (1.0 - final_ratio) * min(1.0, step / max(1, total - 1))
-
-
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}  # outer.precision, outer.teacher_precision -> autocast dtype
-
-
-def autocast_dtype(name: str, key: str) -> torch.dtype | None:
-    """The autocast dtype of a precision setting (None: float32, no autocast)."""
-    if name not in PRECISIONS:
-        raise ValueError(f"{key}={name!r}: must be one of {', '.join(PRECISIONS)}")
-    return PRECISIONS[name]
 
 
 @dataclass(frozen=True)
@@ -259,8 +249,8 @@ def outer_loop(ctx: DistillContext, name: str, tensors: dict[str, torch.Tensor],
                      cpu_gen, layout)
     teacher.to(memory_format=layout)
     fast = gpu_path(outer.fast, "outer.fast", device) != "off"
-    member_dtype = autocast_dtype(outer.precision, "outer.precision")
-    teacher_dtype = autocast_dtype(outer.teacher_precision, "outer.teacher_precision")
+    member_dtype = precision_dtype(outer.precision, "outer.precision")
+    teacher_dtype = precision_dtype(outer.teacher_precision, "outer.teacher_precision")
 
     def norm(x: torch.Tensor) -> torch.Tensor:  # the network input, in the networks' memory format
         return normalize(x, teacher.mean, teacher.std).contiguous(memory_format=layout)

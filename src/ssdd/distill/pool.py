@@ -12,7 +12,6 @@ thousands of views on small machines).
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +22,7 @@ from torch import nn
 
 from ssdd.config import ModelConfig
 from ssdd.models import build_model
+from ssdd.run.runtime import forward_precision, to_device
 
 
 @dataclass
@@ -34,21 +34,6 @@ class PoolConfig:
     weight_decay: float = 1e-3
     reset_counter: bool = True
     batch_size: int = 0  # distilled views per pool-training step (0 = all of them, KRR-ST's full batch)
-
-
-def to_device(index: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A CPU tensor on `device`. To CUDA through pinned memory without waiting: a plain copy from pageable
-    memory makes the host wait for the GPU's queue at every step."""
-    if device.type != "cuda":
-        return index.to(device)
-    return index.pin_memory().to(device, non_blocking=True)
-
-
-def forward_precision(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[Any]:
-    """Autocast to `dtype` on `device` (None: nothing, the float32 forward)."""
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 class PoolMember(nn.Module):

@@ -9,7 +9,6 @@ from typing import Any
 
 from ssdd.config import ConfigError
 from ssdd.data.validate import check_split
-from ssdd.distill.outer import PRECISIONS
 from ssdd.distill.registry import DistillMethod, get_method, methods_where
 from ssdd.run.checks import (
     auto_on_off,
@@ -25,6 +24,7 @@ from ssdd.run.checks import (
     start_run,
     whole,
 )
+from ssdd.run.runtime import PRECISIONS
 from ssdd.teacher.validate import teacher_manifest
 
 

@@ -1,5 +1,6 @@
 """What the training loops of an evaluation share to run without waiting on a GPU: the loss sums kept on the
-device, index copies that do not block the host, and the opt-in bf16 autocast (`precision`).
+device and the opt-in bf16 autocast (`precision`); index copies that do not block the host are
+ssdd.run.runtime.to_device.
 
 On a GPU the host queues kernels ahead of the device; reading a tensor's value (`float(loss)`, `.item()`) or
 copying a CPU tensor from pageable memory makes the host wait until everything queued has run, so a loop
@@ -9,32 +10,18 @@ exactly what the plain loops computed (tests/evaluation/test_fastpath.py).
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 
 import torch
 
-# evaluate's `precision`: fp32 runs every forward pass in float32 (as before the setting existed); bf16 runs
-# the forward passes of the networks being trained (pre-training, fine-tuning) under bfloat16 autocast
-PRECISIONS = ("fp32", "bf16")
+from ssdd.run.runtime import forward_precision, precision_dtype
 
 
 def autocast(device: torch.device, precision: str) -> AbstractContextManager:
-    """The context of a trained network's forward pass: nothing at all for fp32 (bit-identical to the loops
-    before the setting existed), bfloat16 autocast for bf16 (its loss is computed in float32 outside it)."""
-    if precision == "fp32":
-        return nullcontext()
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    raise ValueError(f"precision={precision!r}: must be one of {', '.join(PRECISIONS)}")
-
-
-def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """`tensor.to(device)`; a CPU tensor bound for a GPU goes through pinned memory and is copied
-    asynchronously (PyTorch's caching host allocator keeps the pinned block until the copy has run), where a
-    copy from pageable memory would wait for every kernel queued before it. The values are the same."""
-    if device.type != "cuda" or tensor.device.type != "cpu":
-        return tensor.to(device)
-    return tensor.pin_memory().to(device, non_blocking=True)
+    """The context of a trained network's forward pass under evaluate's `precision`: nothing at all for fp32
+    (bit-identical to the loops before the setting existed), bfloat16 autocast for bf16 (its loss is computed
+    in float32 outside it)."""
+    return forward_precision(device, precision_dtype(precision, "precision"))
 
 
 class EpochLosses:

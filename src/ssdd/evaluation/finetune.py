@@ -12,8 +12,9 @@ from ssdd.artifacts.integrity import check_trained
 from ssdd.augment import crop_flip, normalize, to_float
 from ssdd.data import ImageDataset
 from ssdd.evaluation.config import FinetuneConfig
-from ssdd.evaluation.fastpath import autocast, to_device
+from ssdd.evaluation.fastpath import autocast
 from ssdd.run.progress import bar, note, showing
+from ssdd.run.runtime import to_device
 
 # (target, finetune.batch_size, training images) whose full-batch fine-tuning this process has already noted
 _NOTED: set[tuple[str, int, int]] = set()

@@ -17,8 +17,8 @@ from torch import nn
 
 from ssdd.artifacts.integrity import check_features, check_trained
 from ssdd.augment.ops import normalize, to_float
-from ssdd.evaluation.fastpath import to_device
 from ssdd.run.progress import bar
+from ssdd.run.runtime import to_device
 
 
 @dataclass

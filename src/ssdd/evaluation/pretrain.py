@@ -10,8 +10,9 @@ from torch import nn
 
 from ssdd.augment import crop_flip, normalize, to_float
 from ssdd.evaluation.config import FullDataConfig, PretrainConfig
-from ssdd.evaluation.fastpath import EpochLosses, autocast, to_device
+from ssdd.evaluation.fastpath import EpochLosses, autocast
 from ssdd.run.progress import bar
+from ssdd.run.runtime import to_device
 
 
 def steps_per_epoch(count: int, batch_size: int) -> int:

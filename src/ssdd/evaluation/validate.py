@@ -11,7 +11,6 @@ from typing import Any
 from ssdd.config import ConfigError, DataConfig
 from ssdd.data.dataset import DataError
 from ssdd.data.validate import check_split
-from ssdd.evaluation.fastpath import PRECISIONS
 from ssdd.evaluation.validation import check_validation
 from ssdd.run.checks import (
     auto_on_off,
@@ -28,6 +27,7 @@ from ssdd.run.checks import (
     start_run,
     whole,
 )
+from ssdd.run.runtime import PRECISIONS
 from ssdd.teacher.validate import teacher_manifest
 
 
@@ -35,7 +35,7 @@ def check_evaluate_settings(cfg: Any) -> None:
     """Everything of an evaluation config that needs no file."""
     finite_everywhere(cfg)
     auto_on_off("channels_last", cfg.channels_last)
-    choice("precision", cfg.precision, PRECISIONS)
+    choice("precision", cfg.precision, tuple(PRECISIONS))
     unknown = set(cfg.modes) - {"finetune", "linear_probe"}
     if unknown or not cfg.modes:
         raise ConfigError(f"modes must be a non-empty subset of [finetune, linear_probe], got {cfg.modes}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -57,6 +58,34 @@ def gpu_path(setting: object, key: str, device: torch.device) -> str:
     bit for bit."""
     text = tri_state(setting, key)
     return "off" if text == "auto" and device.type != "cuda" else text
+
+
+# a precision setting (outer.precision, outer.teacher_precision, evaluate's precision) -> the autocast dtype of the
+# forward passes it covers (None: float32, no autocast at all)
+PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}
+
+
+def precision_dtype(name: str, key: str) -> torch.dtype | None:
+    """The autocast dtype of a precision setting `key` (None: float32); a one-line ValueError for other names."""
+    if name not in PRECISIONS:
+        raise ValueError(f"{key}={name!r}: must be one of {', '.join(PRECISIONS)}")
+    return PRECISIONS[name]
+
+
+def forward_precision(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[Any]:
+    """Autocast to `dtype` on `device`; None: nothing at all (the float32 forward, bit-identical to no context)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """`tensor.to(device)`; a CPU tensor bound for a GPU goes through pinned memory and is copied asynchronously
+    (PyTorch's caching host allocator keeps the pinned block until the copy has run), where a copy from pageable
+    memory would make the host wait for every kernel queued before it. The values are the same."""
+    if device.type != "cuda" or tensor.device.type != "cpu":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 def versions() -> dict[str, str]:
