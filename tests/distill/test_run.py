@@ -65,11 +65,14 @@ def test_krr_st_moves_images_and_targets(tiny_npz, tiny_teacher, tmp_path):
     assert [json.loads(line)["step"] for line in lines] == [3, 6, 9, 12]
 
 
-def test_resume_reproduces_an_uninterrupted_run(tiny_npz, tiny_teacher, tmp_path):
+@pytest.mark.parametrize(("pause", "paused_at"), [("stop_after_steps=5", 5), ("stop_after_minutes=0.00001", 1)])
+def test_resume_reproduces_an_uninterrupted_run(tiny_npz, tiny_teacher, tmp_path, pause, paused_at):
+    """Paused by a step count, or by a time limit (0.6 ms: shorter than the set-up, so after the first step)."""
     extra = ("method=krr_st", "outer.lr=0.01")
     full = run_distill(smoke(tiny_npz, tiny_teacher, tmp_path / "full", *extra), show_progress=False)
-    assert run_distill(smoke(tiny_npz, tiny_teacher, tmp_path / "split", *extra, "stop_after_steps=5"),
+    assert run_distill(smoke(tiny_npz, tiny_teacher, tmp_path / "split", *extra, pause),
                        show_progress=False) is None
+    assert torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=True)["step"] == paused_at
     resumed = run_distill(smoke(tiny_npz, tiny_teacher, tmp_path / "split", *extra), resume=True,
                           show_progress=False)
     for key in ("images", "targets"):

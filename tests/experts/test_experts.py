@@ -93,6 +93,14 @@ def test_interrupted_runs_resume_to_identical_experts(tiny_npz, tiny_teacher, tm
     assert main(["experts", "--no-progress", "--resume", *args(tiny_npz, tiny_teacher, tmp_path / "paused")]) == 0
     assert_same_experts(tmp_path / "full", tmp_path / "paused")
 
+    # paused inside expert 1 by a time limit (0.6 ms: after its first epoch), then resumed
+    capsys.readouterr()
+    assert main(["experts", "--no-progress", *args(tiny_npz, tiny_teacher, tmp_path / "timed"),
+                 "stop_after_minutes=0.00001"]) == 0
+    assert "paused after 0 of 2 experts and 1 epoch of the next (stop_after_minutes=1e-05)" in capsys.readouterr().out
+    assert main(["experts", "--no-progress", "--resume", *args(tiny_npz, tiny_teacher, tmp_path / "timed")]) == 0
+    assert_same_experts(tmp_path / "full", tmp_path / "timed")
+
     # interrupted inside expert 1, right after its first epoch's checkpoint
     original, calls = ssdd.run.loop.save_checkpoint, []
 

@@ -219,3 +219,85 @@ def test_tensor_losses_log_the_bits_of_float_losses_and_a_non_finite_one_stops_a
         run(tmp_path / "nan", True, bad=4)
     assert load_checkpoint(tmp_path / "nan" / CHECKPOINT)["step"] == 4
     assert (tmp_path / "nan" / NUMERICAL_STOP).is_file()
+
+
+class _Clock:
+    """time.perf_counter for ssdd.run.loop, advanced by the test's steps."""
+
+    def __init__(self, now: float = 100.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize(("setup_s", "limit_s", "paused_at"), [(0.0, 3.5, 3), (2.0, 3.5, 1), (0.0, 100.0, None)])
+def test_a_time_limit_pauses_before_a_step_that_would_end_past_it(tmp_path, monkeypatch, setup_s, limit_s,
+                                                                   paused_at):
+    """Steps of 1 s: the run pauses at the first step boundary where one more step (at the mean step time) would
+    end past the limit, counted from `started` (the set-up before the loop counts); the pause is checkpointed and
+    a resume without the limit logs what one uninterrupted run logs."""
+    import ssdd.run.loop as loop_module
+
+    clock = _Clock()
+    monkeypatch.setattr(loop_module.time, "perf_counter", clock)
+    folder = tmp_path / "timed"
+    folder.mkdir()
+    loop = _loop(folder, total=6, time_limit_s=limit_s, started=clock.now - setup_s)
+
+    def step(i):
+        clock.now += 1.0
+        return float(i)
+
+    loop.run(step, state=lambda: {})
+    if paused_at is None:
+        assert loop.finished and not loop.timed_out
+        return
+    assert loop.timed_out and not loop.finished and loop.stop == paused_at
+    assert load_checkpoint(folder / CHECKPOINT)["step"] == paused_at
+    resumed = _loop(folder, total=6)
+    resumed.load()
+    resumed.run(step, state=lambda: {})
+    assert resumed.finished and [row["loss"] for row in resumed.history] == [float(i) for i in range(6)]
+
+
+def _timed_rank_worker(rank: int, port: int, out: str, results) -> None:
+    import datetime
+    import os
+    import time
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2")
+    dist.init_process_group("gloo", rank=rank, world_size=2, timeout=datetime.timedelta(seconds=30))
+
+    def step(i: int) -> float:
+        t = torch.ones(1)
+        dist.all_reduce(t)  # every rank runs every step together
+        return float(t)
+
+    # rank 1's clock says its time is long up; rank 0's says there is plenty: rank 0 decides for both
+    started = time.perf_counter() - (1000.0 if rank == 1 else 0.0)
+    loop = RunLoop(Path(out), total=6, settings=("x.lr",), is_main=rank == 0, shared=True, log_every=2,
+                   time_limit_s=60.0, started=started)
+    try:
+        loop.run(step, state=lambda: {})
+        results.put((rank, f"stopped at {loop.stop}, timed out {loop.timed_out}"))
+    except Exception as exc:  # a rank left alone in a collective
+        results.put((rank, f"{type(exc).__name__}: {exc}"))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_under_torchrun_rank_0_s_clock_decides_the_time_limit_for_every_rank(tmp_path):
+    import torch.multiprocessing as mp
+
+    from conftest import free_port
+
+    context = mp.get_context("spawn")
+    results = context.Queue()
+    mp.start_processes(_timed_rank_worker, args=(free_port(), str(tmp_path), results), nprocs=2,
+                       start_method="spawn")
+    outcome = dict(results.get(timeout=5) for _ in range(2))
+    assert outcome == {0: "stopped at 6, timed out False", 1: "stopped at 6, timed out False"}, outcome

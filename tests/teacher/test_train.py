@@ -54,11 +54,13 @@ def test_train_writes_artifact_and_teacher_loads(tiny_npz, tmp_path):
         assert torch.equal(value, trained[f"backbone.{key}"])
 
 
-def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tiny_npz, tmp_path):
+@pytest.mark.parametrize("pause", ["stop_after_epochs=1", "stop_after_minutes=0.0001"])
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tiny_npz, tmp_path, pause, capsys):
+    """Paused after the first epoch by an epoch count or by a time limit (6 ms: one epoch is longer)."""
     full, split = tmp_path / "full", tmp_path / "split"
     train_teacher(smoke_config(tiny_npz, full, "optim.epochs=3"), show_progress=False)
-    assert train_teacher(smoke_config(tiny_npz, split, "optim.epochs=3", "stop_after_epochs=1"),
-                         show_progress=False) is None
+    assert train_teacher(smoke_config(tiny_npz, split, "optim.epochs=3", pause), show_progress=False) is None
+    assert ("(stop_after_minutes=0.0001)" in capsys.readouterr().out) == pause.startswith("stop_after_minutes")
     assert json.loads((split / "metrics.jsonl").read_text().splitlines()[-1])["epoch"] == 1
     train_teacher(smoke_config(tiny_npz, split, "optim.epochs=3"), resume=True, show_progress=False)
     a, b = backbone_state(full), backbone_state(split)

@@ -28,6 +28,9 @@ class DistillConfig:
     count_targets: bool = True  # count Y_s in the budget; false = m = N images (KRR-ST paper convention)
     teacher: str = ""  # an ssdd teacher folder (required; from `ssdd teacher` or `ssdd import-teacher`)
     stop_after_steps: int = 0  # run at most this many outer steps in this invocation (0 = to the end)
+    # pause (checkpointed, like stop_after_steps) before a step that would end past this many minutes of this
+    # invocation, set-up included (0 = no limit); leave a margin for saving the set
+    stop_after_minutes: float = 0.0
     checkpoint_every: int = 500  # outer steps between checkpoints
     log_every: int = 50  # outer steps between lines of metrics.jsonl
     tensorboard: bool = False  # also write each log line to out_dir/tensorboard (pip install "ssdd[tensorboard]")
@@ -42,8 +45,8 @@ class DistillConfig:
 # not device (RNG states are device-specific); not the number of processes either: a checkpoint resumes under
 # any. A moved experts folder is checked by its content; outer.channels_last, outer.fast, outer.teacher_cache
 # (rebuilt by every invocation, never checkpointed) and mkdt.recompute give the same results to float rounding.
-RESUMABLE_KEYS = ("stop_after_steps", "out_dir", "tensorboard", "outer.split_support", "outer.channels_last",
-                  "outer.fast", "outer.teacher_cache", "mkdt.experts", "mkdt.recompute")
+RESUMABLE_KEYS = ("stop_after_steps", "stop_after_minutes", "out_dir", "tensorboard", "outer.split_support",
+                  "outer.channels_last", "outer.fast", "outer.teacher_cache", "mkdt.experts", "mkdt.recompute")
 # Settings added after runs were made, at the value that behaves as before them: a config holding that value
 # keeps its study cache key and resumes a run saved without it (run.folder.config_hash, check_resume_compatible).
 LEGACY_VALUES: dict[str, object] = {"outer.precision": "fp32", "outer.teacher_precision": "fp32"}

@@ -135,7 +135,8 @@ def distill_mkdt(ctx: DistillContext) -> DistillResult:
     generator = torch.Generator().manual_seed(cfg.seed)
     run = RunLoop(ctx.out_dir, total=mk.iterations, settings=tuple(rates.values()), stop_after=cfg.stop_after_steps,
                   log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every, at=lambda done: f"iteration {done}",
-                  desc="mkdt", show_progress=ctx.show_progress, log=ctx.log, prefix="distill/")
+                  desc="mkdt", show_progress=ctx.show_progress, log=ctx.log, prefix="distill/",
+                  time_limit_s=60 * cfg.stop_after_minutes, started=ctx.started)
     if ctx.resume:
         state = run.load()
         if state.get("experts_fingerprint") != experts_fingerprint(experts):

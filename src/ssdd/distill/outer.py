@@ -258,7 +258,7 @@ def outer_loop(ctx: DistillContext, name: str, tensors: dict[str, torch.Tensor],
     run = RunLoop(ctx.out_dir, total=outer.steps, settings=("outer.lr",), stop_after=cfg.stop_after_steps,
                   log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every, desc=name,
                   show_progress=ctx.show_progress, is_main=ctx.dist.is_main, log=ctx.log, prefix="distill/",
-                  shared=ctx.dist.world_size > 1)
+                  shared=ctx.dist.world_size > 1, time_limit_s=60 * cfg.stop_after_minutes, started=ctx.started)
     cache_s: float | None = None  # the teacher cache's builds so far (seconds)
     if ctx.resume:
         state = run.load()

@@ -17,6 +17,7 @@ may import the schema.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,7 @@ class DistillContext:
     show_progress: bool = True
     dist: DistInfo = field(default_factory=DistInfo)  # this process under torchrun (rank 0 alone writes)
     log: ScalarLog = field(default_factory=ScalarLog)  # TensorBoard scalars (a no-op unless cfg.tensorboard)
+    started: float = field(default_factory=time.perf_counter)  # the command's start: stop_after_minutes counts from it
 
 
 @dataclass

@@ -30,15 +30,16 @@ def run_distill(cfg: DistillConfig, resume: bool = False, show_progress: bool = 
 
     Under torchrun every process takes part (see ssdd.distill.outer) and only rank 0 writes; the other ranks
     return None."""
+    started = time.perf_counter()  # stop_after_minutes counts from here
     claim(cfg.out_dir, "distill", resume)  # never another run's folder; --resume needs a checkpoint
     validate_distill(cfg, resume)  # every setting, the teacher, the split, the budget, the device: before any work
     require_tensorboard(cfg.tensorboard)  # one line, before any work, when the package is missing
     with D.process_group(cfg.device) as dist_info, show_phases(show_progress and dist_info.is_main):
-        return _run_distill(cfg, resume, show_progress and dist_info.is_main, dist_info)
+        return _run_distill(cfg, resume, show_progress and dist_info.is_main, dist_info, started)
 
 
-def _run_distill(cfg: DistillConfig, resume: bool, show_progress: bool, dist_info: D.DistInfo
-                 ) -> DistilledSet | None:
+def _run_distill(cfg: DistillConfig, resume: bool, show_progress: bool, dist_info: D.DistInfo,
+                 started: float | None = None) -> DistilledSet | None:
     method = get_method(cfg.method)
     check_processes(cfg, dist_info.world_size)  # the settings, teacher and out_dir were checked by validate_distill
     device = resolve_device(cfg.device, dist_info.local_rank)
@@ -70,7 +71,8 @@ def _run_distill(cfg: DistillConfig, resume: bool, show_progress: bool, dist_inf
     elif not method.parallel:
         return None  # rank 0 alone chooses the subset: nothing after it needs the result here
     ctx = DistillContext(cfg, device, teacher, source.to(device), out_dir, resume, show_progress, dist_info,
-                         log=ScalarLog(cfg.tensorboard, dist_info.is_main).open(out_dir, purge_step))
+                         log=ScalarLog(cfg.tensorboard, dist_info.is_main).open(out_dir, purge_step),
+                         started=time.perf_counter() if started is None else started)
     start = time.perf_counter()
     with ctx.log:
         try:

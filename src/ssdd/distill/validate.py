@@ -48,6 +48,7 @@ def check_distill_settings(cfg: Any) -> None:
     whole("log_every", cfg.log_every, 1)
     whole("checkpoint_every", cfg.checkpoint_every, 1)
     whole("stop_after_steps", cfg.stop_after_steps, 0)
+    non_negative("stop_after_minutes", cfg.stop_after_minutes)
     whole("kmeans_iterations", cfg.kmeans_iterations, 1)
     whole("data.resolution", cfg.data.resolution, 1)
     if method.outer_loop:

@@ -31,7 +31,10 @@ class ExpertsConfig:
     augment: str = "none"
     model: ModelConfig = field(default_factory=lambda: ModelConfig(name="convnet_mtt", width=128, depth=3))
     stop_after_experts: int = 0  # finish at most this many experts in this invocation (0 = all)
+    # pause (checkpointed) before an epoch that would end past this many minutes of this invocation (0 = no limit)
+    stop_after_minutes: float = 0.0
     tensorboard: bool = False  # also write the epoch losses to out_dir/tensorboard
 
 
-RESUMABLE_KEYS = ("stop_after_experts", "out_dir", "tensorboard", "num_experts")  # more experts: resume adds them
+# more experts: resume adds them
+RESUMABLE_KEYS = ("stop_after_experts", "stop_after_minutes", "out_dir", "tensorboard", "num_experts")

@@ -66,7 +66,7 @@ def _train(cfg: ExpertsConfig, resume: bool, show_progress: bool) -> Path | None
     # one step of the run = one epoch of one expert; step g trains expert g // epochs, epoch g % epochs
     run = RunLoop(out_dir, total=cfg.num_experts * cfg.epochs, settings=("lr",), prefix="experts/",
                   at=lambda done: f"expert {(done - 1) // cfg.epochs + 1}, epoch {(done - 1) % cfg.epochs + 1}",
-                  tb_skip=("expert", "epoch"))
+                  tb_skip=("expert", "epoch"), time_limit_s=60 * cfg.stop_after_minutes)
     require_teacher_folder(cfg.teacher)
     device = resolve_device(cfg.device)
     teacher = load_teacher(cfg.teacher, device)
@@ -135,7 +135,12 @@ def _train(cfg: ExpertsConfig, resume: bool, show_progress: bool) -> Path | None
             run.checkpoint(run.start, checkpoint_state)
         run.run(step, checkpoint_state)
     if len(state["finished"]) < cfg.num_experts:
-        print(f"paused after {len(state['finished'])} of {cfg.num_experts} experts; continue with --resume")
+        where = f"{len(state['finished'])} of {cfg.num_experts} experts"
+        if run.timed_out and state.get("current") is not None:
+            epochs = len(state["current"]["losses"])
+            where += f" and {epochs} epoch{'' if epochs == 1 else 's'} of the next"
+        why = f" (stop_after_minutes={cfg.stop_after_minutes:g})" if run.timed_out else ""
+        print(f"paused after {where}{why}; continue with --resume")
         return None
     _write_manifest(cfg, out_dir, state, teacher, source, images.shape[-1], device)
     print(f"{cfg.num_experts} expert trajectories of {cfg.epochs} epochs saved to {out_dir}")

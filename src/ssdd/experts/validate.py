@@ -13,6 +13,7 @@ from ssdd.run.checks import (
     check_writable,
     choice,
     finite_everywhere,
+    non_negative,
     sgd_settings,
     start_run,
     whole,
@@ -29,6 +30,7 @@ def check_experts_settings(cfg: Any) -> None:
     sgd_settings("", cfg)
     choice("augment", cfg.augment, ("none", "crop_flip"))
     whole("stop_after_experts", cfg.stop_after_experts, 0)
+    non_negative("stop_after_minutes", cfg.stop_after_minutes)
     whole("data.resolution", cfg.data.resolution, 1)
     check_model("model", cfg.model, cfg.data.resolution)
     from ssdd.models import build_model

@@ -194,7 +194,7 @@ def check_resume(out_dir: str | Path, saved: Mapping[str, Any], current: Mapping
         free += [*after_numerical_stop, *stop_settings(out_dir)]
     check_resume_compatible(saved, current, free)
     a, b = flatten(current_form(dict(saved))), flatten(current)
-    quiet = {"out_dir", "stop_after_epochs", "stop_after_steps"}
+    quiet = {"out_dir", "stop_after_epochs", "stop_after_steps", "stop_after_minutes"}
     changes = [{"key": k, "from": a.get(k), "to": b.get(k), "at": at}
                for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and k not in quiet]
     if changes and is_main_process():  # the marker of a numerical stop stays: the changes are all recorded

@@ -19,6 +19,11 @@ The stage hands over a step function and the state to checkpoint; the loop owns 
   scales of the watched tensors); `run()` then rewrites metrics.jsonl to the history, dropping rows logged after
   the checkpoint, so the log equals an uninterrupted run's.
 - the progress bar (`desc`), TensorBoard scalars (`log`), stop_after (`stop`).
+- a time limit (`time_limit_s`, a stage's `stop_after_minutes`): the run pauses at the first step boundary where
+  one more step, at this invocation's mean step time, would end past the limit counted from `started` (the
+  stage's start, set-up included); it checkpoints there, like stop_after, and `timed_out` says why it stopped.
+  Under torchrun rank 0's clock decides for every rank, checked every step where every rank already waits for
+  the others (`barrier`) and else at each log window's close (no collective per step).
 - periodic atomic checkpoints (`run.folder.save_checkpoint`), every `checkpoint_every` steps and at `stop`, kept
   only when sane: every tensor of the state is finite and every watched tensor (the distilled images and targets,
   a student's learning rate) stays within SANE_FACTOR times its scale at the start of the run. A state that is not
@@ -122,7 +127,8 @@ class RunLoop:
                  at: Callable[[int], str] | None = None, desc: str | None = None, show_progress: bool = True,
                  is_main: bool = True, log: ScalarLog | None = None, prefix: str = "",
                  tb_step: Callable[[int], int] | None = None, tb_skip: tuple[str, ...] = (),
-                 barrier: bool = False, shared: bool = False) -> None:
+                 barrier: bool = False, shared: bool = False, time_limit_s: float = 0.0,
+                 started: float | None = None) -> None:
         self.out_dir = Path(out_dir)
         self.path = self.out_dir / CHECKPOINT
         self.total, self.stop_after = total, stop_after
@@ -138,6 +144,9 @@ class RunLoop:
         self.shared = shared  # every torchrun rank runs this loop: rank 0's checkpoint verdict is handed to all
         self.start, self.elapsed = 0, 0.0
         self.stop_at: int | None = None  # a stage's own pause point (the experts pause between experts)
+        self.time_limit_s = time_limit_s  # 0: none
+        self.started = time.perf_counter() if started is None else started  # the origin of the time limit
+        self.timed_out = False  # this invocation paused at its time limit
         self._run_start: float | None = None
         self.history: list[dict[str, Any]] = []
         # the loss sum (a float, or a float64 0-d tensor on the losses' device) and step count of the open log window
@@ -216,16 +225,34 @@ class RunLoop:
                         self.window, ran, window_start = (0.0, 0), 0, time.perf_counter()
                 if row is not None:
                     self._log(row, done, bar)
+                if self.time_limit_s > 0 and done < self.stop and self._out_of_time(done):
+                    self.stop_at, self.timed_out = done, True
                 if done % self.checkpoint_every == 0 or done == self.stop:
                     self.window = self._read_window(done)
                     self.checkpoint(done, state, watch)
                 if self.barrier:
                     D.barrier()
+                if done >= self.stop:
+                    break
         finally:
             if bar is not None:
                 bar.close()
         self.elapsed += time.perf_counter() - self._run_start
         self._run_start = None
+
+    def _out_of_time(self, done: int) -> bool:
+        """Whether one more step, at this invocation's mean step time, would end past the time limit (rank 0's
+        verdict under torchrun, asked where the ranks meet anyway)."""
+        if self.shared and not self.barrier and done % self.log_every:
+            return False  # torchrun: only at a window's close, where every rank has just synchronised
+
+        def verdict() -> bool:
+            now = time.perf_counter()
+            assert self._run_start is not None
+            per_step = (now - self._run_start) / max(done - self.start, 1)
+            return now - self.started + per_step > self.time_limit_s
+
+        return D.on_main(verdict) if self.shared else verdict()
 
     def _read_window(self, done: int) -> tuple[float, int]:
         """The open window as floats; a sum kept on a device is read (one host synchronisation) and must be

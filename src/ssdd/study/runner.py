@@ -34,11 +34,12 @@ DONE = "stage.json"
 LOCK = ".study.lock"  # held while a study runs in its out_dir
 # settings that never change what a stage computes (left out of its key)
 NOT_HASHED = {
-    "teacher": ("out_dir", "stop_after_epochs", "tensorboard", "tensorboard_every", "probe_every", "fast", "compile"),
-    "experts": ("out_dir", "stop_after_experts", "tensorboard", "teacher"),
-    "distill": ("out_dir", "stop_after_steps", "checkpoint_every", "log_every", "teacher", "outer.split_support",
-                "outer.channels_last", "outer.fast", "outer.teacher_cache", "tensorboard", "mkdt.experts",
-                "mkdt.recompute"),
+    "teacher": ("out_dir", "stop_after_epochs", "stop_after_minutes", "tensorboard", "tensorboard_every", "probe_every",
+                "fast", "compile"),
+    "experts": ("out_dir", "stop_after_experts", "stop_after_minutes", "tensorboard", "teacher"),
+    "distill": ("out_dir", "stop_after_steps", "stop_after_minutes", "checkpoint_every", "log_every", "teacher",
+                "outer.split_support", "outer.channels_last", "outer.fast", "outer.teacher_cache", "tensorboard",
+                "mkdt.experts", "mkdt.recompute"),
     "evaluate": ("out_dir", "teacher", "distilled", "tensorboard", "reuse", "channels_last"),
 }  # `teacher`, `distilled` and `mkdt.experts` are paths: the keys or fingerprints of what they hold stand in;
 # `reuse` names other evaluations whose cells, measured the same way, are taken instead of measured again

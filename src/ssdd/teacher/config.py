@@ -42,6 +42,9 @@ class TeacherConfig:
     fast: str = "auto"
     compile: str = "auto"  # auto (= on on CUDA where torch.compile works) | on | off: the model through torch.compile
     stop_after_epochs: int = 0  # train at most this many epochs in this invocation (0 = to the end)
+    # pause (checkpointed, like stop_after_epochs) before an epoch that would end past this many minutes of this
+    # invocation, set-up included (0 = no limit); leave a margin for the final probe and the artifact
+    stop_after_minutes: float = 0.0
     save_dtype: str = "float32"  # float32 | float16 (dtype of the saved backbone)
     tensorboard: bool = False  # also write TensorBoard scalars to out_dir/tensorboard (pip install "ssdd[tensorboard]")
     tensorboard_every: int = 0  # with tensorboard: also log the loss and lr every this many steps (0 = per epoch)
@@ -60,4 +63,5 @@ class TeacherConfig:
 # Keys that may differ between a run and its --resume (they do not change what is computed).
 # not device: RNG states are device-specific
 # fast and compile change results only by float rounding
-RESUMABLE_KEYS = ("stop_after_epochs", "out_dir", "tensorboard", "tensorboard_every", "probe_every", "fast", "compile")
+RESUMABLE_KEYS = ("stop_after_epochs", "stop_after_minutes", "out_dir", "tensorboard", "tensorboard_every",
+                  "probe_every", "fast", "compile")

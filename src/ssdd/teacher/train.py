@@ -99,6 +99,7 @@ def autocast_dtype(cfg: TeacherConfig, device: torch.device) -> torch.dtype | No
 
 def train_teacher(cfg: TeacherConfig, resume: bool = False, show_progress: bool = True) -> Path | None:
     """Train (or resume) a teacher; returns the artifact folder when training finished, else None."""
+    started = time.perf_counter()  # stop_after_minutes counts from here
     claim(cfg.out_dir, "teacher", resume)  # never another run's folder; --resume needs a checkpoint
     validate_teacher(cfg, resume)  # every setting, split, device and the output folder, before any work
     require_tensorboard(cfg.tensorboard)  # one line, before any work, when the package is missing
@@ -106,7 +107,7 @@ def train_teacher(cfg: TeacherConfig, resume: bool = False, show_progress: bool 
     tb = ScalarLog(cfg.tensorboard, dist_info.is_main)
     try:
         with show_phases(show_progress and dist_info.is_main):
-            return _train(cfg, resume, show_progress, dist_info, tb)
+            return _train(cfg, resume, show_progress, dist_info, tb, started)
     except FloatingPointError as exc:
         if isinstance(exc, (ArtifactError, DivergedError)):  # a NaN tensor to save, a NaN probe: not the loss
             raise
@@ -117,7 +118,7 @@ def train_teacher(cfg: TeacherConfig, resume: bool = False, show_progress: bool 
 
 
 def _train(cfg: TeacherConfig, resume: bool, show_progress: bool, dist_info: D.DistInfo,
-           tb: ScalarLog | None = None) -> Path | None:
+           tb: ScalarLog | None = None, started: float | None = None) -> Path | None:
     tb = tb or ScalarLog()
     device = resolve_device(cfg.device, dist_info.local_rank)
     out_dir = Path(cfg.out_dir)
@@ -157,7 +158,8 @@ def _train(cfg: TeacherConfig, resume: bool, show_progress: bool, dist_info: D.D
     resolved = config_to_dict(cfg)
     run = RunLoop(out_dir, total=cfg.optim.epochs, settings=("optim.lr",), stop_after=cfg.stop_after_epochs,
                   counter="epoch", is_main=dist_info.is_main, log=tb, prefix="teacher/",
-                  tb_step=lambda done: done * steps_per_epoch, barrier=True, shared=dist_info.world_size > 1)
+                  tb_step=lambda done: done * steps_per_epoch, barrier=True, shared=dist_info.world_size > 1,
+                  time_limit_s=60 * cfg.stop_after_minutes, started=started)
     if resume:
         state = run.load()
         check_resume(out_dir, state["config"], resolved, (*RESUMABLE_KEYS, *TEACHER_FINISH_KEYS),
@@ -246,7 +248,8 @@ def _train(cfg: TeacherConfig, resume: bool, show_progress: bool, dist_info: D.D
     run.run(train_epoch, state)
     if not run.finished:
         if dist_info.is_main:
-            print(f"stopped after epoch {run.stop}/{cfg.optim.epochs}; continue with --resume")
+            why = f" (stop_after_minutes={cfg.stop_after_minutes:g})" if run.timed_out else ""
+            print(f"stopped after epoch {run.stop}/{cfg.optim.epochs}{why}; continue with --resume")
         return None
     D.check_replicas_agree(model.backbone.parameters(), "DDP replicas (backbone parameters)")
     if not dist_info.is_main:

@@ -52,6 +52,7 @@ def check_teacher_settings(cfg: Any) -> int:
         auto_on_off(key, getattr(cfg, key))
     choice("save_dtype", cfg.save_dtype, ("float32", "float16"))
     whole("stop_after_epochs", cfg.stop_after_epochs, 0)
+    non_negative("stop_after_minutes", cfg.stop_after_minutes)
     optim = cfg.optim
     whole("optim.epochs", optim.epochs, 1)
     whole("optim.batch_size", optim.batch_size, 1)
