@@ -23,6 +23,7 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
+from ferry import write_parts  # benchmarks/gpu/ferry.py: the parts, one per call
 
 from ssdd.config import DataConfig, load_config
 from ssdd.data.loaders import load_split
@@ -72,12 +73,7 @@ def main() -> None:
         info.size = len(reduced)
         tar.addfile(info, io.BytesIO(reduced))
     data = blob.getvalue()
-    size = args.part_mb * 1_000_000
-    for number, start in enumerate(range(0, len(data), size), 1):
-        part = out / f"q{number}"
-        part.mkdir()
-        (part / f"cpu_data.tar.{number:02d}").write_bytes(data[start : start + size])
-    (out / "SHA256").write_text(hashlib.sha256(data).hexdigest() + "\n")
+    number = write_parts(data, out, args.part_mb, "cpu_data.tar")
     print(f"{len(data) / 1e6:.1f} MB in {number} parts under {out} (sha256 {hashlib.sha256(data).hexdigest()[:16]})")
 
 

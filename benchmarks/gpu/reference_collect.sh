@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Here, after a call of benchmarks/gpu/reference_stage.sh: put what it brought back (the call's files_at) into
+# artifacts/reference, where the next stage and the next session find it, then commit:
+#   teacher/, teacher_run.tar   -> artifacts/reference/teacher (the artifact), teacher_run/ (history, curves, logs);
+#                                  the teacher's parts go
+#   NAME.tar                    -> artifacts/reference/sets/NAME_n100 (a finished set); its parts go
+#   NAME_parts/                 -> artifacts/reference/parts/NAME (a paused run's checkpoint, replacing the last)
+#   mkdt.tar                    -> artifacts/reference/sets/mkdt_n100 and experts/ (the experts' manifest)
+#   evaluate.tar                -> artifacts/reference/evaluate (the cells so far)
+#   bash benchmarks/gpu/reference_collect.sh FILES_AT
+set -euo pipefail
+FROM=$(cd "$1" && pwd)
+cd "$(dirname "$0")/../.."
+A=artifacts/reference
+mkdir -p $A/parts $A/sets
+for item in "$FROM"/*; do
+  name=$(basename "$item")
+  case $name in
+    teacher)
+      rm -rf $A/teacher && cp -r "$item" $A/teacher && rm -rf $A/parts/teacher ;;
+    teacher_run.tar)
+      rm -rf $A/teacher_run && mkdir -p $A/teacher_run && tar xf "$item" -C $A/teacher_run --strip-components=1 ;;
+    *_parts)
+      stage=${name%_parts}
+      rm -rf "$A/parts/$stage" && cp -r "$item" "$A/parts/$stage" ;;
+    mkdt.tar)
+      rm -rf $A/sets/mkdt_n100 $A/experts && tar xf "$item" -C $A/sets --strip-components=1 sets/mkdt_n100 \
+        && mkdir -p $A/experts && tar xf "$item" -C $A experts ;;
+    evaluate.tar)
+      rm -rf $A/evaluate && tar xf "$item" -C $A ;;
+    *.tar)
+      stage=${name%.tar}
+      rm -rf "$A/sets/${stage}_n100" && tar xf "$item" -C $A/sets && rm -rf "$A/parts/$stage" ;;
+    *) echo "left alone: $name" ;;
+  esac
+done
+find $A -maxdepth 3 | sort | head -50

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# One stage of the reference study (study_full's presets: ResNet-18 teacher, sets at N = 100, evaluate_full) in one
+# GPU call, resumed from where an earlier session left it and left resumable for the next one. Everything a stage
+# needs travels in the parts that benchmarks/gpu/reference_prepare.sh makes here (.gpu/ref/q1 ... qK, parked by
+# one call each; this call carries the last one and SHA256); everything it leaves comes back under OUT (8 files):
+#   teacher    ssdd teacher -c teacher_cifar100 (probe every 100 epochs): finished, OUT/teacher/ (the artifact) and
+#              OUT/teacher_run.tar (its history, metrics, carried.json); paused, OUT/teacher_parts/ (the checkpoint
+#              in 4 parts of 15 MiB: weights fp16, momentum int8, benchmarks/gpu/checkpoint_parts.py)
+#   random kmeans high_loss krr_st boost
+#              ssdd distill (distill_krr_st_cifar100, method=NAME; boost: cifar100) with the committed teacher:
+#              finished, OUT/NAME.tar (the set, no checkpoint); paused, OUT/NAME_parts/ (the checkpoint, exact)
+#   mkdt       ssdd experts -c experts_cifar100 for EXPERTS_MINUTES (default half of MINUTES), closed at the experts
+#              finished by then, and ssdd distill -c mkdt_cifar100 in the same call (the experts, GBs, never travel):
+#              OUT/mkdt.tar, finished or not (a paused MKDT cannot resume in another session without its experts)
+#   evaluate   ssdd evaluate -c evaluate_full --processes auto on the committed teacher and sets, stopped at the
+#              deadline: OUT/evaluate.tar (finished cells; the next session's --resume goes on from them)
+# A stage stops itself (stop_after_minutes) MARGIN minutes (default 0.5) before MINUTES after this script starts,
+# its set-up included, to pack what it leaves. Extra arguments go to the stage's ssdd command (e.g. optim.epochs=400).
+#   bash benchmarks/gpu/reference_stage.sh STAGE OUT MINUTES [OVERRIDES...]
+# DEVICE=cpu runs it on a CPU (with tiny OVERRIDES: a dry run of the whole trip, in a copy of the checkout).
+set -euo pipefail
+STAGE=$1; OUT=$2; MINUTES=$3; shift 3
+START=$(date +%s)
+say() { echo "[$(( $(date +%s) - START )) s] $*"; }
+PARK=${PARK:-/tmp/pack}; F=${FERRY:-/tmp/ferry}; R=runs/ref
+mkdir -p "$PARK" "$OUT" data $R
+cp .gpu/ref/q*/* "$PARK"/ 2>/dev/null || true  # the part this call carries; the others were parked before
+python3 benchmarks/gpu/ferry.py join "$PARK" $F --sha .gpu/ref/SHA256
+export PYTHONPATH=$F/site:$PWD/src PYTHONUNBUFFERED=1 TQDM_MININTERVAL=20
+DEV=(); if [ -n "${DEVICE:-}" ]; then DEV=(device="$DEVICE"); fi
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
+for pack in "$F"/packs/*.npz; do [ -e "$pack" ] && python3 benchmarks/gpu/unpack_pack.py "$pack" "data/$(basename "$pack")"; done
+for plain in "$F"/data/*.npz; do [ -e "$plain" ] && cp "$plain" data/; done  # already decoded (a dry run's)
+say "inputs ready: $(ls data | tr '\n' ' ')"
+T=$F/reference/teacher
+MARGIN=${MARGIN:-0.5}  # minutes kept for packing what the stage leaves
+left() { python3 -c "print(round($MINUTES - $MARGIN - ($(date +%s) - $START) / 60, 2))"; }
+parts() {  # parts RUN NAME [CODECS...]: a paused run's checkpoint into OUT/NAME_parts
+  local run=$1 name=$2; shift 2
+  python3 benchmarks/gpu/checkpoint_parts.py pack "$run" "$OUT/${name}_parts" "$@"
+}
+resume() {  # resume RUN NAME: unpack the carried parts of a paused run; prints --resume when there were some
+  if [ -f "$F/reference/parts/$2/index.json" ]; then
+    python3 benchmarks/gpu/checkpoint_parts.py unpack "$F/reference/parts/$2" "$1" >&2 && echo --resume
+  fi
+}
+case $STAGE in
+  teacher)
+    run=$R/teacher
+    flag=$(resume $run teacher)
+    python3 -m ssdd teacher -c teacher_cifar100 out_dir=$run probe_every=100 stop_after_minutes="$(left)" \
+      "${DEV[@]}" "$@" --no-progress $flag
+    if [ -f $run/teacher/manifest.json ]; then
+      cp -r $run/teacher "$OUT"/teacher
+      tar cf "$OUT"/teacher_run.tar -C $R --exclude=checkpoint.pt --exclude=teacher/teacher teacher
+      say "teacher finished"
+    else
+      parts $run teacher --codec 'model.*=fp16' --codec 'optimizer.state.*=int8'
+      say "teacher paused: its checkpoint is in $OUT/teacher_parts"
+    fi ;;
+  random|kmeans|high_loss|krr_st|boost)
+    run=$R/sets/${STAGE}_n100
+    if [ "$STAGE" = boost ]; then preset=(-c cifar100); else preset=(-c distill_krr_st_cifar100 method="$STAGE"); fi
+    flag=$(resume "$run" "$STAGE")
+    python3 -m ssdd distill "${preset[@]}" teacher=$T out_dir="$run" stop_after_minutes="$(left)" \
+      "${DEV[@]}" "$@" --no-progress $flag
+    if [ -f "$run"/manifest.json ]; then
+      tar cf "$OUT/$STAGE.tar" -C $R/sets --exclude=checkpoint.pt "${STAGE}_n100"
+      say "$STAGE finished"
+    else
+      parts "$run" "$STAGE"
+      say "$STAGE paused: its checkpoint is in $OUT/${STAGE}_parts"
+    fi ;;
+  mkdt)
+    experts_minutes=${EXPERTS_MINUTES:-$(echo "$MINUTES" | awk '{ print $1 / 2 }')}
+    python3 -m ssdd experts -c experts_cifar100 teacher=$T out_dir=$R/experts stop_after_minutes="$experts_minutes" \
+      "${DEV[@]}" --no-progress
+    if [ ! -f $R/experts/manifest.json ]; then  # close the run at the experts finished by now
+      done_experts=$(ls $R/experts/expert-*.safetensors | wc -l)
+      python3 -m ssdd experts -c experts_cifar100 teacher=$T out_dir=$R/experts num_experts="$done_experts" \
+        "${DEV[@]}" --no-progress --resume
+    fi
+    say "experts: $(ls $R/experts/expert-*.safetensors | wc -l)"
+    python3 -m ssdd distill -c mkdt_cifar100 teacher=$T out_dir=$R/sets/mkdt_n100 mkdt.experts=$R/experts \
+      stop_after_minutes="$(left)" "${DEV[@]}" "$@" --no-progress || say "mkdt stopped"
+    tar cf "$OUT"/mkdt.tar -C $R --exclude=checkpoint.pt --exclude='expert-*' experts sets/mkdt_n100
+    say "mkdt: $([ -f $R/sets/mkdt_n100/manifest.json ] && echo finished || echo 'not finished')" ;;
+  evaluate)
+    run=$R/evaluate
+    flag=()
+    if [ -d "$F/reference/evaluate" ]; then cp -r "$F/reference/evaluate" $run; flag=(--resume); fi
+    sets=$(ls -d "$F"/reference/sets/*/ | sed 's:/$::' | paste -sd, -)
+    seconds=$(echo "$(left)" | awk '{ printf "%d", $1 * 60 }')
+    timeout -s INT -k 30 "$seconds" python3 -m ssdd evaluate -c evaluate_full teacher=$T "distilled=[$sets]" out_dir=$run \
+      --processes auto "${DEV[@]}" "$@" --no-progress "${flag[@]}" || say "evaluate stopped (deadline or error)"
+    tar cf "$OUT"/evaluate.tar -C $R evaluate
+    say "evaluate: $(ls $run/cells 2>/dev/null | wc -l) cells" ;;
+  *) echo "STAGE: teacher, random, kmeans, high_loss, krr_st, boost, mkdt or evaluate (not $STAGE)"; exit 2 ;;
+esac
+ls -la "$OUT" "$OUT"/* 2>/dev/null | head -30
