@@ -5,7 +5,7 @@
 #                                  the teacher's parts go
 #   NAME.tar                    -> artifacts/reference/sets/NAME_n100 (a finished set); its parts go
 #   NAME_parts/                 -> artifacts/reference/parts/NAME (a paused run's checkpoint, replacing the last)
-#   mkdt.tar                    -> artifacts/reference/sets/mkdt_n100 and experts/ (the experts' manifest)
+#   mkdt.tar                    -> artifacts/reference/sets/mkdt_n100, high_loss_n100 and experts/ (its manifest)
 #   evaluate.tar                -> artifacts/reference/evaluate (the cells so far)
 #   bash benchmarks/gpu/reference_collect.sh FILES_AT
 set -euo pipefail
@@ -24,8 +24,7 @@ for item in "$FROM"/*; do
       stage=${name%_parts}
       rm -rf "$A/parts/$stage" && cp -r "$item" "$A/parts/$stage" ;;
     mkdt.tar)
-      rm -rf $A/sets/mkdt_n100 $A/experts && tar xf "$item" -C $A/sets --strip-components=1 sets/mkdt_n100 \
-        && mkdir -p $A/experts && tar xf "$item" -C $A experts ;;
+      rm -rf $A/sets/mkdt_n100 $A/sets/high_loss_n100 $A/experts && tar xf "$item" -C $A ;;
     evaluate.tar)
       rm -rf $A/evaluate && tar xf "$item" -C $A ;;
     *.tar)

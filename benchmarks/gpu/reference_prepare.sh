@@ -28,8 +28,8 @@ omegaconf=$("$PY" -c "import omegaconf, os; print(os.path.dirname(omegaconf.__fi
 cp -r "$omegaconf" "$omegaconf"-*.dist-info "$S/site/"
 case $STAGE in
   evaluate) datasets="cifar100 cifar10 flowers102_32" ;;
-  teacher|random|kmeans|high_loss|krr_st|boost|mkdt) datasets="cifar100" ;;
-  *) echo "STAGE: teacher, random, kmeans, high_loss, krr_st, boost, mkdt or evaluate (not $STAGE)"; exit 2 ;;
+  teacher|random|kmeans|krr_st|boost|mkdt) datasets="cifar100" ;;
+  *) echo "STAGE: teacher, random, kmeans, krr_st, boost, mkdt or evaluate (not $STAGE)"; exit 2 ;;
 esac
 for name in $datasets; do
   if [ -n "${PLAIN:-}" ]; then mkdir -p "$S/data" && cp "$PLAIN/$name.npz" "$S/data/"

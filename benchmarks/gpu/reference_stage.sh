@@ -6,12 +6,13 @@
 #   teacher    ssdd teacher -c teacher_cifar100 (probe every 100 epochs): finished, OUT/teacher/ (the artifact) and
 #              OUT/teacher_run.tar (its history, metrics, carried.json); paused, OUT/teacher_parts/ (the checkpoint
 #              in 4 parts of 15 MiB: weights fp16, momentum int8, benchmarks/gpu/checkpoint_parts.py)
-#   random kmeans high_loss krr_st boost
+#   random kmeans krr_st boost
 #              ssdd distill (distill_krr_st_cifar100, method=NAME; boost: cifar100) with the committed teacher:
 #              finished, OUT/NAME.tar (the set, no checkpoint); paused, OUT/NAME_parts/ (the checkpoint, exact)
 #   mkdt       ssdd experts -c experts_cifar100 for EXPERTS_MINUTES (default half of MINUTES), closed at the experts
-#              finished by then, and ssdd distill -c mkdt_cifar100 in the same call (the experts, GBs, never travel):
-#              OUT/mkdt.tar, finished or not (a paused MKDT cannot resume in another session without its experts)
+#              finished by then, then the high-loss subset and ssdd distill -c mkdt_cifar100 in the same call (both
+#              read the experts, GBs that never travel): OUT/mkdt.tar (both sets, the experts' manifest), finished or not (a paused MKDT cannot resume in another session without its experts);
+#              EXPERTS_ARGS: overrides of the experts
 #   evaluate   ssdd evaluate -c evaluate_full --processes auto on the committed teacher and sets, stopped at the
 #              deadline: OUT/evaluate.tar (finished cells; the next session's --resume goes on from them)
 # A stage stops itself (stop_after_minutes) MARGIN minutes (default 0.5) before MINUTES after this script starts,
@@ -58,7 +59,7 @@ case $STAGE in
       parts $run teacher --codec 'model.*=fp16' --codec 'optimizer.state.*=int8'
       say "teacher paused: its checkpoint is in $OUT/teacher_parts"
     fi ;;
-  random|kmeans|high_loss|krr_st|boost)
+  random|kmeans|krr_st|boost)
     run=$R/sets/${STAGE}_n100
     if [ "$STAGE" = boost ]; then preset=(-c cifar100); else preset=(-c distill_krr_st_cifar100 method="$STAGE"); fi
     flag=$(resume "$run" "$STAGE")
@@ -73,17 +74,21 @@ case $STAGE in
     fi ;;
   mkdt)
     experts_minutes=${EXPERTS_MINUTES:-$(echo "$MINUTES" | awk '{ print $1 / 2 }')}
+    read -ra eargs <<< "${EXPERTS_ARGS:-}"  # overrides of the experts (a dry run's tiny ones)
     python3 -m ssdd experts -c experts_cifar100 teacher=$T out_dir=$R/experts stop_after_minutes="$experts_minutes" \
-      "${DEV[@]}" --no-progress
+      "${DEV[@]}" "${eargs[@]}" --no-progress
     if [ ! -f $R/experts/manifest.json ]; then  # close the run at the experts finished by now
       done_experts=$(ls $R/experts/expert-*.safetensors | wc -l)
-      python3 -m ssdd experts -c experts_cifar100 teacher=$T out_dir=$R/experts num_experts="$done_experts" \
-        "${DEV[@]}" --no-progress --resume
+      python3 -m ssdd experts -c experts_cifar100 teacher=$T out_dir=$R/experts "${DEV[@]}" "${eargs[@]}" \
+        num_experts="$done_experts" --no-progress --resume
     fi
     say "experts: $(ls $R/experts/expert-*.safetensors | wc -l)"
+    python3 -m ssdd distill -c mkdt_cifar100 method=high_loss teacher=$T out_dir=$R/sets/high_loss_n100 \
+      mkdt.experts=$R/experts "${DEV[@]}" --no-progress  # the images the experts fit worst: it needs them too
     python3 -m ssdd distill -c mkdt_cifar100 teacher=$T out_dir=$R/sets/mkdt_n100 mkdt.experts=$R/experts \
       stop_after_minutes="$(left)" "${DEV[@]}" "$@" --no-progress || say "mkdt stopped"
-    tar cf "$OUT"/mkdt.tar -C $R --exclude=checkpoint.pt --exclude='expert-*' experts sets/mkdt_n100
+    tar cf "$OUT"/mkdt.tar -C $R --exclude=checkpoint.pt --exclude='expert-*' experts sets/mkdt_n100 \
+      sets/high_loss_n100
     say "mkdt: $([ -f $R/sets/mkdt_n100/manifest.json ] && echo finished || echo 'not finished')" ;;
   evaluate)
     run=$R/evaluate
@@ -93,8 +98,8 @@ case $STAGE in
     seconds=$(echo "$(left)" | awk '{ printf "%d", $1 * 60 }')
     timeout -s INT -k 30 "$seconds" python3 -m ssdd evaluate -c evaluate_full teacher=$T "distilled=[$sets]" out_dir=$run \
       --processes auto "${DEV[@]}" "$@" --no-progress "${flag[@]}" || say "evaluate stopped (deadline or error)"
-    tar cf "$OUT"/evaluate.tar -C $R evaluate
+    if [ -d $run ]; then tar cf "$OUT"/evaluate.tar -C $R evaluate; fi
     say "evaluate: $(ls $run/cells 2>/dev/null | wc -l) cells" ;;
-  *) echo "STAGE: teacher, random, kmeans, high_loss, krr_st, boost, mkdt or evaluate (not $STAGE)"; exit 2 ;;
+  *) echo "STAGE: teacher, random, kmeans, krr_st, boost, mkdt or evaluate (not $STAGE)"; exit 2 ;;
 esac
 ls -la "$OUT" "$OUT"/* 2>/dev/null | head -30
