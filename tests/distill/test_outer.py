@@ -73,6 +73,42 @@ def test_cached_teacher_targets_equal_the_per_step_teacher_forward(augment, tiny
         assert torch.allclose(cache[batch_index, augment.index(draw)], per_step, atol=1e-5, rtol=1e-5)
 
 
+def _cache_worker(rank: int, port: int, teacher_path: str, out: str) -> None:
+    import datetime
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2")
+    dist.init_process_group("gloo", rank=rank, world_size=2, timeout=datetime.timedelta(seconds=60))
+    torch.set_num_threads(1)
+    teacher = load_teacher(teacher_path, torch.device("cpu"))
+    calls = []
+    teacher.register_forward_hook(lambda module, args, output: calls.append(args[0].shape[0]))
+    cache = build_teacher_cache(teacher, _images(), RealViews(1), chunk=7, layout=torch.contiguous_format, dtype=None)
+    torch.save({"cache": cache, "images": sum(calls)}, f"{out}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_processes_share_the_cache_build_and_each_holds_the_one_process_cache(tiny_teacher, tmp_path):
+    """Under torchrun every process computes every other chunk and the sum fills the rest: each ends with the
+    single process's cache, bit for bit, after about half of the teacher forwards."""
+    import torch.multiprocessing as mp
+
+    from conftest import free_port
+
+    teacher = load_teacher(tiny_teacher, torch.device("cpu"))
+    alone = build_teacher_cache(teacher, _images(), RealViews(1), chunk=7, layout=torch.contiguous_format, dtype=None)
+    mp.start_processes(_cache_worker, args=(free_port(), str(tiny_teacher), str(tmp_path)), nprocs=2,
+                       start_method="spawn")
+    shares = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in (0, 1)]
+    for share in shares:
+        assert torch.equal(share["cache"], alone)
+    views = RealViews(1).count  # 24 images in chunks of 7, 7, 7, 3 per view: process 0 takes the 1st and 3rd
+    assert [share["images"] for share in shares] == [(7 + 7) * views, (7 + 3) * views]
+
+
 def test_the_cache_is_built_when_asked_and_on_cuda_only_when_it_saves_work_and_fits(monkeypatch):
     augment = RealViews(4)  # 162 views
     cpu, cuda = torch.device("cpu"), torch.device("cuda")

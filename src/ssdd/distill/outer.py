@@ -182,17 +182,24 @@ def build_teacher_cache(teacher: torch.nn.Module, images_u8: torch.Tensor, augme
                         layout: torch.memory_format, dtype: torch.dtype | None) -> torch.Tensor:
     """(n_source, views, d) float32 on the images' device: every source image's teacher target under every view
     of the real-batch augmentation, by a chunked forward. The teacher stays in eval mode (BatchNorm's running
-    statistics), so an image's target does not depend on the batch it is computed in."""
+    statistics), so an image's target does not depend on the batch it is computed in.
+
+    Under torchrun the processes share the work: process r computes chunks r, r + world, ... (the same chunks, so
+    the same bits, as one process) into a zero cache, and a sum over the processes fills in the rest: each holds
+    the whole cache (its steps draw from every image) for 1/world of the forwards."""
     n_source = images_u8.shape[0]
-    cache = torch.empty((n_source, augment.count, teacher.feature_dim), dtype=torch.float32, device=images_u8.device)
+    rank, world = D.rank_and_world()
+    fill = torch.zeros if world > 1 else torch.empty
+    cache = fill((n_source, augment.count, teacher.feature_dim), dtype=torch.float32, device=images_u8.device)
     teacher.eval()
     with torch.no_grad():
-        for view in range(augment.count):
-            for start in range(0, n_source, chunk):
-                x = to_float(images_u8[start : start + chunk])
-                x = augment.apply(x, augment.fixed(view, x.shape[0], x.device), sync_free=True)
-                cache[start : start + chunk, view] = teacher_targets(teacher, x.contiguous(memory_format=layout),
-                                                                     dtype)
+        for number, (view, start) in enumerate((v, s) for v in range(augment.count) for s in range(0, n_source, chunk)):
+            if number % world != rank:
+                continue
+            x = to_float(images_u8[start : start + chunk])
+            x = augment.apply(x, augment.fixed(view, x.shape[0], x.device), sync_free=True)
+            cache[start : start + chunk, view] = teacher_targets(teacher, x.contiguous(memory_format=layout), dtype)
+    D.all_reduce_sum_([cache])  # x + 0 = x: every chunk keeps its computing process's bits (in place: no copy)
     return cache
 
 
@@ -287,8 +294,8 @@ def outer_loop(ctx: DistillContext, name: str, tensors: dict[str, torch.Tensor],
 
     query = D.rank_rows(outer.batch_size)  # this process's rows of every real batch
     share = (query.stop - query.start) / outer.batch_size
-    # the cache is rebuilt by every invocation (never checkpointed); the same on every torchrun process, each of
-    # which holds it whole
+    # the cache is rebuilt by every invocation (never checkpointed); every torchrun process holds it whole, and
+    # they share its build (build_teacher_cache)
     cache = None
     forwards = (run.stop - run.start) * (query.stop - query.start)
     # rank 0 decides for every torchrun process (their free memory may differ; a split decision would only

@@ -85,6 +85,11 @@ def _active() -> bool:
     return dist.is_initialized() and dist.get_world_size() > 1
 
 
+def rank_and_world() -> tuple[int, int]:
+    """(this process's rank, the number of processes); (0, 1) without torchrun."""
+    return (dist.get_rank(), dist.get_world_size()) if _active() else (0, 1)
+
+
 @contextmanager
 def process_group(device: str = "auto", share_gpu: bool = False) -> Iterator[DistInfo]:
     """The torchrun process group for the length of one command (DistInfo() and nothing else without torchrun).
@@ -193,6 +198,9 @@ def _flat_collective(tensors: Iterable[torch.Tensor], collective: Callable[[torc
         by_dtype.setdefault(tensor.dtype, []).append(tensor)
     with torch.no_grad():
         for group in by_dtype.values():
+            if len(group) == 1 and group[0].is_contiguous():  # in place: a large tensor is never copied
+                collective(group[0])
+                continue
             flat = torch.cat([t.reshape(-1) for t in group])
             collective(flat)
             offset = 0
