@@ -1,8 +1,8 @@
 """A run's checkpoint.pt as parts of at most a few MiB, and back: how a stage longer than one GPU call travels
 between calls and sessions (64 MiB carried into a call, 8 files of at most 16 MiB back from it).
 
-    python benchmarks/gpu/checkpoint_parts.py pack RUN_DIR PARTS_DIR [--part-mib 15]
-        [--codec 'model.*=fp16' --codec 'optimizer.state.*=int8' ...]
+    python benchmarks/gpu/checkpoint_parts.py pack RUN_DIR PARTS_DIR [--part-mib 15] [--max-parts 7]
+        [--codec 'model.*=fp16' --codec 'optimizer.state.*=int8' ...] [--drop pool.members ...]
     python benchmarks/gpu/checkpoint_parts.py unpack PARTS_DIR RUN_DIR
 
 `pack` writes PARTS_DIR/part-NN.safetensors (each under --part-mib) and PARTS_DIR/index.json: the checkpoint's
@@ -17,7 +17,10 @@ By default every tensor is kept exactly: the rebuilt checkpoint.pt holds the sam
 wins) stores matching float32 tensors of at least 4,096 elements lossily, to fit a budget: fp16 after a
 power-of-two scale per tensor (11 significant bits; the scale is exact), int8 with one absolute-maximum scale per
 row (the first dimension). The index records each lossy tensor's largest error, absolute and relative to its
-largest magnitude, so the resumed run's footing is written down.
+largest magnitude, so the resumed run's footing is written down. `--drop KEY.PATH` leaves a part of the state
+behind: a distillation's pool members (`--drop pool.members --drop pool.optimizers`, 10 networks with their
+momentum, over 400 MiB at the cifar100 presets), which its resume warm-starts afresh (the set's manifest then
+says at which steps: `pool_rebuilt_at`).
 """
 
 from __future__ import annotations
@@ -117,6 +120,8 @@ def store(tensor: torch.Tensor, codec: str) -> tuple[dict[str, torch.Tensor], di
     if codec == "exact":
         return {"": t}, {"codec": "exact"}
     peak = float(t.abs().max()) if t.numel() else 0.0
+    if not math.isfinite(peak) or (codec == "fp16" and 0 < peak < 2.0**-100):
+        return {"": t}, {"codec": "exact"}  # nothing to gain, or a scale float32 cannot hold: kept exactly
     if codec == "fp16":
         # the largest magnitude lands in [2^14, 2^15): inside fp16's range, and the scale is a power of two
         exponent = 14 - math.floor(math.log2(peak)) if peak > 0 else 0
@@ -158,16 +163,34 @@ def run_files(run_dir: Path) -> dict[str, str]:
     return found
 
 
-def pack(run_dir: Path, parts_dir: Path, part_mib: float = 15.0, rules: list[tuple[str, str]] | None = None) -> dict:
+def drop_keys(state: Any, paths: list[str]) -> None:
+    """Remove each dotted path (a dict key inside dicts, e.g. `pool.members`) from the state; a path that is not
+    there is an error (a misspelt --drop would otherwise carry everything)."""
+    for path in paths:
+        *parents, last = path.split(".")
+        node = state
+        for key in parents:
+            node = node.get(key) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or last not in node:
+            raise ValueError(f"--drop {path}: no such key in the checkpoint")
+        del node[last]
+
+
+def largest(tensors: dict[str, torch.Tensor], count: int = 3) -> list[str]:
+    """The dotted paths of the largest tensors, with their MiB."""
+    sizes = sorted(((t.numel() * t.element_size(), p) for p, t in tensors.items()), reverse=True)[:count]
+    return [f"{p} {size / 2**20:.1f} MiB" for size, p in sizes]
+
+
+def pack(run_dir: Path, parts_dir: Path, part_mib: float = 15.0, rules: list[tuple[str, str]] | None = None,
+         drop: list[str] | None = None, max_parts: int = 0) -> dict:
     """Write run_dir/checkpoint.pt as parts under part_mib MiB each, and the index; returns the index."""
     source = run_dir / CHECKPOINT
     state = torch.load(source, map_location="cpu", weights_only=True)
+    drop_keys(state, drop or [])
     tensors: dict[str, torch.Tensor] = {}
     structure = encode(state, "", tensors)
     limit = int(part_mib * 2**20) - 1024  # the header's fixed bytes; each entry's are counted with it
-    parts_dir.mkdir(parents=True, exist_ok=True)
-    for old in parts_dir.glob("part-*.safetensors"):
-        old.unlink()
     entries: dict[str, dict[str, Any]] = {}
     shards: list[dict[str, torch.Tensor]] = [{}]
     sizes = [0]
@@ -194,6 +217,12 @@ def pack(run_dir: Path, parts_dir: Path, part_mib: float = 15.0, rules: list[tup
                 at, chunks = at + chunk.numel(), chunks + 1
             entry["pieces"][suffix] = {"shape": list(piece.shape), "chunks": chunks}
         entries[path] = entry
+    if max_parts and len(shards) > max_parts:
+        raise ValueError(f"{len(shards)} parts of {part_mib} MiB, over --max-parts {max_parts} (a lossy --codec or a "
+                         f"--drop for the largest tensors: {', '.join(largest(tensors))})")
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    for old in parts_dir.glob("part-*.safetensors"):
+        old.unlink()
     files = []
     for number, shard in enumerate(shards):
         name = f"part-{number:02d}.safetensors"
@@ -201,7 +230,8 @@ def pack(run_dir: Path, parts_dir: Path, part_mib: float = 15.0, rules: list[tup
         files.append({"file": name, "bytes": (parts_dir / name).stat().st_size, "sha256": sha256(parts_dir / name)})
     lossy = {p: e for p, e in entries.items() if e["codec"] != "exact"}
     index = {"kind": "ssdd.checkpoint_parts", "source_sha256": sha256(source), "source_bytes": source.stat().st_size,
-             "exact": not lossy, "rules": [f"{p}={c}" for p, c in rules or []], "parts": files,
+             "exact": not lossy and not drop, "rules": [f"{p}={c}" for p, c in rules or []], "dropped": drop or [],
+             "parts": files,
              "run_files": run_files(run_dir), "tensors": entries, "structure": structure}
     (parts_dir / INDEX).write_text(json.dumps(index, indent=1) + "\n")
     return index
@@ -238,6 +268,7 @@ def unpack(parts_dir: Path, run_dir: Path) -> dict[str, Any]:
     trips = json.loads((run_dir / CARRIED).read_text()) if (run_dir / CARRIED).is_file() else []
     worst = {p: e["max_rel_error"] for p, e in index["tensors"].items() if e["codec"] != "exact"}
     trips.append({"source_sha256": index["source_sha256"], "exact": index["exact"], "rules": index["rules"],
+                  "dropped": index.get("dropped", []),
                   "largest_relative_error": max(worst.values(), default=0.0),
                   **{k: state[k] for k in ("epoch", "step") if isinstance(state, dict) and k in state}})
     (run_dir / CARRIED).write_text(json.dumps(trips, indent=1) + "\n")
@@ -252,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("parts_dir", type=Path)
     p.add_argument("--part-mib", type=float, default=15.0)
     p.add_argument("--codec", action="append", default=[], metavar="PATTERN=fp16|int8")
+    p.add_argument("--drop", action="append", default=[], metavar="KEY.PATH")
+    p.add_argument("--max-parts", type=int, default=0, help="refuse to write more parts (0: no limit)")
     u = sub.add_parser("unpack")
     u.add_argument("parts_dir", type=Path)
     u.add_argument("run_dir", type=Path)
@@ -264,12 +297,13 @@ def main(argv: list[str] | None = None) -> int:
                 if not pattern or codec not in CODECS:
                     raise ValueError(f"--codec {rule}: PATTERN=fp16 or PATTERN=int8")
                 rules.append((pattern, codec))
-            index = pack(args.run_dir, args.parts_dir, args.part_mib, rules)
+            index = pack(args.run_dir, args.parts_dir, args.part_mib, rules, args.drop, args.max_parts)
             total = sum(p["bytes"] for p in index["parts"])
             worst = max((e["max_rel_error"] for e in index["tensors"].values() if "max_rel_error" in e), default=0.0)
             whole = index["source_bytes"] / 2**20
             print(f"{len(index['parts'])} parts, {total / 2**20:.1f} MiB (checkpoint {whole:.1f} MiB); "
-                  f"{'exact' if index['exact'] else f'lossy, largest relative error {worst:.2e}'}")
+                  f"{'exact' if index['exact'] else f'lossy, largest relative error {worst:.2e}'}"
+                  + (f"; dropped {', '.join(index['dropped'])}" if index["dropped"] else ""))
         else:
             unpack(args.parts_dir, args.run_dir)
             print(f"{args.run_dir / CHECKPOINT} rebuilt")

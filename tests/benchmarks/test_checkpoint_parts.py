@@ -26,6 +26,7 @@ def load(name: str, path: Path):
 parts = load("checkpoint_parts", ROOT / "benchmarks" / "gpu" / "checkpoint_parts.py")
 teacher_tests = load("teacher_test_train", ROOT / "tests" / "teacher" / "test_train.py")  # its smoke settings
 smoke_config, backbone_state = teacher_tests.smoke_config, teacher_tests.backbone_state
+distill_smoke = load("distill_test_run", ROOT / "tests" / "distill" / "test_run.py").smoke
 
 
 def same(a, b, where="") -> int:
@@ -59,8 +60,8 @@ def test_a_teacher_resumed_from_exact_parts_ends_as_the_uninterrupted_run(tiny_n
     assert isinstance(original["model"], OrderedDict) and isinstance(next(iter(original["optimizer"]["state"])), int)
     assert {"config.yaml", "inputs.json", "metrics.jsonl"} <= {p.name for p in moved.iterdir()}
     assert json.loads((moved / "carried.json").read_text()) == [
-        {"source_sha256": index["source_sha256"], "exact": True, "rules": [], "largest_relative_error": 0.0,
-         "epoch": 1}]
+        {"source_sha256": index["source_sha256"], "exact": True, "rules": [], "dropped": [],
+         "largest_relative_error": 0.0, "epoch": 1}]
     train_teacher(smoke_config(tiny_npz, moved, "optim.epochs=3"), resume=True, show_progress=False)
     a, b = backbone_state(full), backbone_state(moved)
     for key in a:
@@ -100,3 +101,38 @@ def test_a_changed_part_is_refused_and_the_cli_says_so_in_one_line(tmp_path, cap
     assert parts.main(["unpack", str(tmp_path / "p"), str(tmp_path / "again")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "SHA-256 differs" in err[0]
+
+
+def test_a_distillation_carried_without_its_pool_warm_starts_a_fresh_one_and_says_where(tiny_npz, tiny_teacher,
+                                                                                         tmp_path, capsys):
+    from ssdd.distill.run import run_distill
+
+    extra = ("method=krr_st", "outer.lr=0.01")
+    cut, moved = tmp_path / "cut", tmp_path / "moved"
+    assert run_distill(distill_smoke(tiny_npz, tiny_teacher, cut, *extra, "stop_after_steps=5"),
+                       show_progress=False) is None
+    with pytest.raises(ValueError, match=r"--drop pool\.membres: no such key"):
+        parts.pack(cut, tmp_path / "typo", drop=["pool.membres"])
+    index = parts.pack(cut, tmp_path / "parts", drop=["pool.members", "pool.optimizers"])
+    assert not index["exact"] and index["dropped"] == ["pool.members", "pool.optimizers"]
+    state = parts.unpack(tmp_path / "parts", moved)
+    assert set(state["pool"]) == {"counters", "resets", "generator"}
+    assert json.loads((moved / "carried.json").read_text())[0]["dropped"] == ["pool.members", "pool.optimizers"]
+    capsys.readouterr()
+    resumed = run_distill(distill_smoke(tiny_npz, tiny_teacher, moved, *extra), resume=True, show_progress=False)
+    assert "holds no pool members" in capsys.readouterr().err
+    assert resumed.manifest["pool_rebuilt_at"] == [5] and resumed.manifest["steps_done"] == 12
+    assert all(torch.isfinite(t).all() for t in resumed.stored.values())
+    whole = run_distill(distill_smoke(tiny_npz, tiny_teacher, tmp_path / "whole", *extra), show_progress=False)
+    assert "pool_rebuilt_at" not in whole.manifest
+    assert not torch.equal(whole.stored["images"], resumed.stored["images"])  # a fresh pool: another path on
+
+
+def test_more_parts_than_a_call_brings_back_is_refused_naming_the_largest_tensors(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({"big": torch.zeros(300_000), "small": torch.zeros(3)}, run / "checkpoint.pt")
+    with pytest.raises(ValueError, match=r"over --max-parts 2 .*big 1\.1 MiB"):
+        parts.pack(run, tmp_path / "p", part_mib=0.5, max_parts=2)
+    assert not (tmp_path / "p").exists()
+    assert len(parts.pack(run, tmp_path / "p", part_mib=0.5, max_parts=3)["parts"]) == 3

@@ -261,7 +261,7 @@ def test_a_time_limit_pauses_before_a_step_that_would_end_past_it(tmp_path, monk
     assert resumed.finished and [row["loss"] for row in resumed.history] == [float(i) for i in range(6)]
 
 
-def _timed_rank_worker(rank: int, port: int, out: str, results) -> None:
+def _timed_rank_worker(rank: int, port: int, out: str, results, late: int) -> None:
     import datetime
     import os
     import time
@@ -276,8 +276,8 @@ def _timed_rank_worker(rank: int, port: int, out: str, results) -> None:
         dist.all_reduce(t)  # every rank runs every step together
         return float(t)
 
-    # rank 1's clock says its time is long up; rank 0's says there is plenty: rank 0 decides for both
-    started = time.perf_counter() - (1000.0 if rank == 1 else 0.0)
+    # rank `late`'s clock says its time is long up, the other's that there is plenty: rank 0 decides for both
+    started = time.perf_counter() - (1000.0 if rank == late else 0.0)
     loop = RunLoop(Path(out), total=6, settings=("x.lr",), is_main=rank == 0, shared=True, log_every=2,
                    time_limit_s=60.0, started=started)
     try:
@@ -290,14 +290,17 @@ def _timed_rank_worker(rank: int, port: int, out: str, results) -> None:
 
 
 @pytest.mark.slow
-def test_under_torchrun_rank_0_s_clock_decides_the_time_limit_for_every_rank(tmp_path):
+@pytest.mark.parametrize(("late", "expected"), [(1, "stopped at 6, timed out False"),
+                                                 (0, "stopped at 2, timed out True")])
+def test_under_torchrun_rank_0_s_clock_decides_the_time_limit_for_every_rank(tmp_path, late, expected):
+    """Rank 0's verdict, asked at the first window's close (step 2), holds for both ranks."""
     import torch.multiprocessing as mp
 
     from conftest import free_port
 
     context = mp.get_context("spawn")
     results = context.Queue()
-    mp.start_processes(_timed_rank_worker, args=(free_port(), str(tmp_path), results), nprocs=2,
+    mp.start_processes(_timed_rank_worker, args=(free_port(), str(tmp_path), results, late), nprocs=2,
                        start_method="spawn")
     outcome = dict(results.get(timeout=5) for _ in range(2))
-    assert outcome == {0: "stopped at 6, timed out False", 1: "stopped at 6, timed out False"}, outcome
+    assert outcome == {0: expected, 1: expected}, outcome

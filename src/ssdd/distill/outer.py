@@ -23,6 +23,7 @@ teacher. The step has fixed shapes and no Python branch on a tensor's value.
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -100,6 +101,8 @@ class LoopResult:
     # the builds of the teacher cache, every invocation's together (a resumed run builds it again; None: no
     # cache), not in elapsed_s
     teacher_cache_s: float | None = None
+    # the steps at which a resume found no pool members in its checkpoint and warm-started a fresh pool
+    pool_rebuilt_at: list[int] = field(default_factory=list)
 
     def info(self) -> dict[str, Any]:
         """The loop's entries of a distilled set's manifest (the method adds its own)."""
@@ -107,6 +110,8 @@ class LoopResult:
                "distill_seconds": self.elapsed_s}
         if self.teacher_cache_s is not None:
             out["teacher_cache_s"] = self.teacher_cache_s
+        if self.pool_rebuilt_at:
+            out["pool_rebuilt_at"] = self.pool_rebuilt_at
         return out
 
     @property
@@ -185,12 +190,14 @@ def build_teacher_cache(teacher: torch.nn.Module, images_u8: torch.Tensor, augme
     statistics), so an image's target does not depend on the batch it is computed in.
 
     Under torchrun the processes share the work: process r computes chunks r, r + world, ... (the same chunks, so
-    the same bits, as one process) into a zero cache, and a sum over the processes fills in the rest: each holds
-    the whole cache (its steps draw from every image) for 1/world of the forwards."""
+    the same bits, as one process) into a cache of -0.0, and a sum over the processes fills in the rest: each
+    holds the whole cache (its steps draw from every image) for 1/world of the forwards."""
     n_source = images_u8.shape[0]
     rank, world = D.rank_and_world()
-    fill = torch.zeros if world > 1 else torch.empty
-    cache = fill((n_source, augment.count, teacher.feature_dim), dtype=torch.float32, device=images_u8.device)
+    shape = (n_source, augment.count, teacher.feature_dim)
+    # the others' chunks start at -0.0, the one float with x + (-0.0) == x bit for bit for every x (+0.0 too)
+    cache = (torch.full(shape, -0.0, dtype=torch.float32, device=images_u8.device) if world > 1
+             else torch.empty(shape, dtype=torch.float32, device=images_u8.device))
     teacher.eval()
     with torch.no_grad():
         for number, (view, start) in enumerate((v, s) for v in range(augment.count) for s in range(0, n_source, chunk)):
@@ -199,7 +206,7 @@ def build_teacher_cache(teacher: torch.nn.Module, images_u8: torch.Tensor, augme
             x = to_float(images_u8[start : start + chunk])
             x = augment.apply(x, augment.fixed(view, x.shape[0], x.device), sync_free=True)
             cache[start : start + chunk, view] = teacher_targets(teacher, x.contiguous(memory_format=layout), dtype)
-    D.all_reduce_sum_([cache])  # x + 0 = x: every chunk keeps its computing process's bits (in place: no copy)
+    D.all_reduce_sum_([cache])  # every chunk keeps its computing process's bits (in place: no copy)
     return cache
 
 
@@ -267,19 +274,9 @@ def outer_loop(ctx: DistillContext, name: str, tensors: dict[str, torch.Tensor],
                   show_progress=ctx.show_progress, is_main=ctx.dist.is_main, log=ctx.log, prefix="distill/",
                   shared=ctx.dist.world_size > 1, time_limit_s=60 * cfg.stop_after_minutes, started=ctx.started)
     cache_s: float | None = None  # the teacher cache's builds so far (seconds)
-    if ctx.resume:
-        state = run.load()
-        missing = sorted(set(tensors) - set(state["tensors"]))
-        if missing:
-            raise ValueError(f"{run.path} has no {', '.join(missing)}: it was written by another method or version")
-        with torch.no_grad():
-            for key, tensor in tensors.items():
-                tensor.copy_(state["tensors"][key])
-        optimizer.load_state_dict(state["optimizer"])
-        pool.load_state_dict(state["pool"])  # also restores cpu_gen
-        aug_gen.set_state(state["aug_generator"])
-        cache_s = state.get("teacher_cache_s")  # the earlier invocations' builds (absent: none built one)
-    else:
+    rebuilt: list[int] = []  # the steps at which a resume warm-started a pool carried without its members
+
+    def warm_start() -> None:
         with torch.no_grad():
             first = support()
         with phase(f"pool warm start: {cfg.pool.size} models, up to {cfg.pool.max_steps - 1} steps each on "
@@ -291,6 +288,28 @@ def outer_loop(ctx: DistillContext, name: str, tensors: dict[str, torch.Tensor],
             warm_bar.close()
         # whatever each process computed, rank 0's start is everyone's
         D.broadcast_(learned + [t for j in range(cfg.pool.size) for t in pool.member_tensors(j)])
+
+    if ctx.resume:
+        state = run.load()
+        missing = sorted(set(tensors) - set(state["tensors"]))
+        if missing:
+            raise ValueError(f"{run.path} has no {', '.join(missing)}: it was written by another method or version")
+        with torch.no_grad():
+            for key, tensor in tensors.items():
+                tensor.copy_(state["tensors"][key])
+        optimizer.load_state_dict(state["optimizer"])
+        aug_gen.set_state(state["aug_generator"])
+        cache_s = state.get("teacher_cache_s")  # the earlier invocations' builds (absent: none built one)
+        rebuilt = list(state.get("pool_rebuilt_at", []))
+        if not pool.load_state_dict(state["pool"]):  # (it restores cpu_gen either way)
+            if ctx.dist.is_main:
+                print(f"ssdd distill: warning: {run.path} holds no pool members (carried without them): a fresh "
+                      f"pool, warm-started on the set of step {run.start}, goes on from there (the manifest's "
+                      f"pool_rebuilt_at)", file=sys.stderr)
+            warm_start()
+            rebuilt.append(run.start)
+    else:
+        warm_start()
 
     query = D.rank_rows(outer.batch_size)  # this process's rows of every real batch
     share = (query.stop - query.start) / outer.batch_size
@@ -349,7 +368,8 @@ def outer_loop(ctx: DistillContext, name: str, tensors: dict[str, torch.Tensor],
     def state() -> dict[str, Any]:
         return {"config": config_to_dict(cfg), "tensors": {k: t.detach().cpu() for k, t in tensors.items()},
                 "optimizer": optimizer.state_dict(), "pool": pool.state_dict(), "aug_generator": aug_gen.get_state(),
-                **({"teacher_cache_s": cache_s} if cache_s is not None else {})}
+                **({"teacher_cache_s": cache_s} if cache_s is not None else {}),
+                **({"pool_rebuilt_at": rebuilt} if rebuilt else {})}
 
     def watch() -> list[Watched]:  # what the kernel sees: images in [0, 1] and targets in the teacher's space
         with torch.no_grad():
@@ -363,7 +383,7 @@ def outer_loop(ctx: DistillContext, name: str, tensors: dict[str, torch.Tensor],
     with conv_autotune(fast):
         run.run(step, state, record, watch)
     D.check_replicas_agree(learned, "the distilled tensors")
-    return LoopResult(run.stop, run.finished, run.elapsed, pool.resets, run.history, cache_s)
+    return LoopResult(run.stop, run.finished, run.elapsed, pool.resets, run.history, cache_s, rebuilt)
 
 
 def split_support(enabled: bool, rows: int) -> bool:

@@ -155,7 +155,17 @@ class ModelPool:
                 "optimizers": [o.state_dict() for o in self.optimizers],
                 "counters": list(self.counters), "resets": self.resets, "generator": self.generator.get_state()}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> bool:
+        """Restore the pool; False (and fresh members, from the saved generator) when the state was carried
+        without its members (benchmarks/gpu/checkpoint_parts.py --drop): the caller warm-starts them again."""
+        if "members" not in state:
+            self.generator.set_state(state["generator"])
+            self.resets = int(state["resets"])
+            for j in range(self.cfg.size):
+                self.members[j] = self._fresh()
+                self.optimizers[j] = self._optimizer(self.members[j])
+                self.counters[j] = 0
+            return False
         for j in range(self.cfg.size):
             self.members[j].load_state_dict(state["members"][j])
             self.optimizers[j] = self._optimizer(self.members[j])
@@ -163,3 +173,4 @@ class ModelPool:
         self.counters = list(state["counters"])
         self.resets = int(state["resets"])
         self.generator.set_state(state["generator"])
+        return True

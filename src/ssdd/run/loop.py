@@ -20,10 +20,11 @@ The stage hands over a step function and the state to checkpoint; the loop owns 
   the checkpoint, so the log equals an uninterrupted run's.
 - the progress bar (`desc`), TensorBoard scalars (`log`), stop_after (`stop`).
 - a time limit (`time_limit_s`, a stage's `stop_after_minutes`): the run pauses at the first step boundary where
-  one more step, at this invocation's mean step time, would end past the limit counted from `started` (the
-  stage's start, set-up included); it checkpoints there, like stop_after, and `timed_out` says why it stopped.
-  Under torchrun rank 0's clock decides for every rank, checked every step where every rank already waits for
-  the others (`barrier`) and else at each log window's close (no collective per step).
+  the steps until the next chance to pause, at this invocation's mean step time, would end past the limit
+  counted from `started` (the stage's start, set-up included); it checkpoints there, like stop_after, and
+  `timed_out` says why it stopped. Under torchrun rank 0's clock decides for every rank, asked every step where
+  every rank already waits for the others (`barrier`) and else at each log window's close (no collective per
+  step; the prediction then spans the next window).
 - periodic atomic checkpoints (`run.folder.save_checkpoint`), every `checkpoint_every` steps and at `stop`, kept
   only when sane: every tensor of the state is finite and every watched tensor (the distilled images and targets,
   a student's learning rate) stays within SANE_FACTOR times its scale at the start of the run. A state that is not
@@ -241,16 +242,18 @@ class RunLoop:
         self._run_start = None
 
     def _out_of_time(self, done: int) -> bool:
-        """Whether one more step, at this invocation's mean step time, would end past the time limit (rank 0's
-        verdict under torchrun, asked where the ranks meet anyway)."""
-        if self.shared and not self.barrier and done % self.log_every:
-            return False  # torchrun: only at a window's close, where every rank has just synchronised
+        """Whether the steps up to the next chance to pause, at this invocation's mean step time, would end past
+        the time limit (rank 0's verdict under torchrun, asked where the ranks meet anyway)."""
+        windowed = self.shared and not self.barrier  # torchrun: asked only at a window's close, where every
+        if windowed and done % self.log_every:  # rank has just synchronised
+            return False
+        ahead = min(self.log_every, self.stop - done) if windowed else 1  # steps until it is asked again
 
         def verdict() -> bool:
             now = time.perf_counter()
             assert self._run_start is not None
             per_step = (now - self._run_start) / max(done - self.start, 1)
-            return now - self.started + per_step > self.time_limit_s
+            return now - self.started + ahead * per_step > self.time_limit_s
 
         return D.on_main(verdict) if self.shared else verdict()
 
