@@ -17,14 +17,16 @@ for item in "$FROM"/*; do
   name=$(basename "$item")
   case $name in
     teacher)
-      rm -rf $A/teacher && cp -r "$item" $A/teacher && rm -rf $A/parts/teacher ;;
+      rm -rf $A/teacher && cp -r --no-preserve=mode "$item" $A/teacher && rm -rf $A/parts/teacher ;;
     teacher_run.tar)
       rm -rf $A/teacher_run && mkdir -p $A/teacher_run && tar xf "$item" -C $A/teacher_run --strip-components=1 ;;
     *_parts)
       stage=${name%_parts}
-      rm -rf "$A/parts/$stage" && cp -r "$item" "$A/parts/$stage" ;;
+      rm -rf "$A/parts/$stage" && cp -r --no-preserve=mode "$item" "$A/parts/$stage" ;;
     mkdt.tar)
       rm -rf $A/sets/mkdt_n100 $A/sets/high_loss_n100 $A/experts && tar xf "$item" -C $A ;;
+    *_unfinished.tar)
+      echo "left alone: $name (an unfinished run's log)" ;;
     evaluate.tar)
       rm -rf $A/evaluate && tar xf "$item" -C $A ;;
     *.tar)

@@ -49,6 +49,7 @@ def expert_seed(seed: int, index: int) -> int:
 
 def train_experts(cfg: ExpertsConfig, resume: bool = False, show_progress: bool = True) -> Path | None:
     """Train (or continue) the experts; returns out_dir when all are done, None when paused."""
+    started = time.perf_counter()  # stop_after_minutes counts from here
     claim(cfg.out_dir, "experts", resume)  # never another run's folder; --resume needs a checkpoint
     validate_experts(cfg, resume)
     require_tensorboard(cfg.tensorboard)
@@ -56,17 +57,17 @@ def train_experts(cfg: ExpertsConfig, resume: bool = False, show_progress: bool 
         raise ValueError("ssdd experts runs in one process (torchrun is not supported): run it without torchrun")
     with show_phases(show_progress):
         try:
-            return _train(cfg, resume, show_progress)
+            return _train(cfg, resume, show_progress, started)
         except FloatingPointError as exc:
             raise numerical_stop(cfg.out_dir, exc, "lr") from None
 
 
-def _train(cfg: ExpertsConfig, resume: bool, show_progress: bool) -> Path | None:
+def _train(cfg: ExpertsConfig, resume: bool, show_progress: bool, started: float | None = None) -> Path | None:
     out_dir = Path(cfg.out_dir)
     # one step of the run = one epoch of one expert; step g trains expert g // epochs, epoch g % epochs
     run = RunLoop(out_dir, total=cfg.num_experts * cfg.epochs, settings=("lr",), prefix="experts/",
                   at=lambda done: f"expert {(done - 1) // cfg.epochs + 1}, epoch {(done - 1) % cfg.epochs + 1}",
-                  tb_skip=("expert", "epoch"), time_limit_s=60 * cfg.stop_after_minutes)
+                  tb_skip=("expert", "epoch"), time_limit_s=60 * cfg.stop_after_minutes, started=started)
     require_teacher_folder(cfg.teacher)
     device = resolve_device(cfg.device)
     teacher = load_teacher(cfg.teacher, device)
