@@ -116,98 +116,11 @@ case $STAGE in
     flag=()
     if [ -d "$F/reference/evaluate" ]; then cp -r "$F/reference/evaluate" $run; flag=(--resume); fi
     sets=$(for d in "$F"/reference/sets/*/; do if [ -f "$d/manifest.json" ]; then echo "${d%/}"; fi; done | paste -sd, -)
-    seconds=$(python3 -c "print(max(1, int(60 * $(left))))")
+    minutes=$(left)
+    seconds=$(python3 -c "print(max(1, int(60 * $minutes)))")
     timeout -s INT -k 30 "$seconds" python3 -m ssdd evaluate -c evaluate_full teacher=$T "distilled=[$sets]" \
       out_dir=$run --processes auto "${DEV[@]}" "$@" --no-progress "${flag[@]}" || say "evaluate stopped (deadline or error)"
     if [ -d $run ]; then tar cf "$OUT"/evaluate.tar -C $R evaluate; fi
     say "evaluate: $(ls $run/cells 2>/dev/null | wc -l) cells set aside, $(python3 -c "import json; print(len(json.load(open('$run/results.json'))))" 2>/dev/null || echo 0) rows" ;;
-  *) echo "STAGE: teacher, random, kmeans, krr_st, boost, mkdt or evaluate (not $STAGE)"; exit 2 ;; esac
-PARK=${PARK:-/tmp/pack}; F=${FERRY:-/tmp/ferry}; R=runs/ref
-# a rerun on the warm machine starts again from what was carried: nothing of an earlier attempt is left
-rm -rf "$F" $R
-mkdir -p "$PARK" "$OUT" data $R
-cp .gpu/ref/q*/* "$PARK"/ 2>/dev/null || true  # the part this call carries; the others were parked before
-python3 benchmarks/gpu/ferry.py join "$PARK" "$F" --sha .gpu/ref/SHA256
-export PYTHONPATH=$F/site:$PWD/src PYTHONUNBUFFERED=1 TQDM_MININTERVAL=20
-DEV=(); if [ -n "${DEVICE:-}" ]; then DEV=(device="$DEVICE"); fi
-command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
-for pack in "$F"/packs/*.npz; do python3 benchmarks/gpu/unpack_pack.py "$pack" "data/$(basename "$pack")"; done
-for plain in "$F"/data/*.npz; do cp "$plain" data/; done  # already decoded (a dry run's)
-say "inputs ready: $(ls data | tr '\n' ' ')"
-T=$F/reference/teacher
-# minutes kept for packing what the stage leaves (the teacher: also for a probe epoch, which the estimate of the
-# next epoch's length does not foresee, and the final probe)
-MARGIN=${MARGIN:-$([ "$STAGE" = teacher ] && echo 1.5 || echo 0.5)}
-left() {  # minutes left before the margin; the call ends here when none are (0 would mean "no limit")
-  local m; m=$(python3 -c "print(round($MINUTES - $MARGIN - ($(date +%s) - $START) / 60, 2))")
-  if python3 -c "import sys; sys.exit(0 if $m >= 0.05 else 1)"; then echo "$m"; else
-    say "no time left for $STAGE ($m minutes)" >&2; return 1; fi
-}
-parts() {  # parts RUN NAME [CODECS...]: a paused run's checkpoint into OUT/NAME_parts
-  local run=$1 name=$2; shift 2
-  python3 benchmarks/gpu/checkpoint_parts.py pack "$run" "$OUT/${name}_parts" --max-parts 7 "$@"
-}
-resume() {  # resume RUN NAME: unpack the carried parts of a paused run; prints --resume when there were some
-  if [ -f "$F/reference/parts/$2/index.json" ]; then
-    python3 benchmarks/gpu/checkpoint_parts.py unpack "$F/reference/parts/$2" "$1" >&2 && echo --resume
-  fi
-}
-case $STAGE in
-  teacher)
-    run=$R/teacher
-    flag=$(resume $run teacher)
-    minutes=$(left)
-    python3 -m ssdd teacher -c teacher_cifar100 out_dir=$run probe_every=100 stop_after_minutes="$minutes" \
-      "${DEV[@]}" "$@" --no-progress $flag
-    if [ -f $run/teacher/manifest.json ]; then
-      cp -r $run/teacher "$OUT"/teacher
-      tar cf "$OUT"/teacher_run.tar -C $R --exclude=checkpoint.pt --exclude=teacher/teacher teacher
-      say "teacher finished"
-    else
-      parts $run teacher --codec 'model.*=fp16' --codec 'optimizer.state.*=int8'
-      say "teacher paused: its checkpoint is in $OUT/teacher_parts"
-    fi ;;
-  random|kmeans|krr_st|boost)
-    run=$R/sets/${STAGE}_n100
-    if [ "$STAGE" = boost ]; then preset=(-c cifar100); else preset=(-c distill_krr_st_cifar100 method="$STAGE"); fi
-    flag=$(resume "$run" "$STAGE")
-    minutes=$(left)
-    python3 -m ssdd distill "${preset[@]}" teacher=$T out_dir="$run" stop_after_minutes="$minutes" \
-      "${DEV[@]}" "$@" --no-progress $flag
-    if [ -f "$run"/manifest.json ]; then
-      tar cf "$OUT/$STAGE.tar" -C $R/sets --exclude=checkpoint.pt "${STAGE}_n100"
-      say "$STAGE finished"
-    else
-      parts "$run" "$STAGE" --drop pool.members --drop pool.optimizers  # the pool: 10 networks, 400+ MiB
-      say "$STAGE paused: its checkpoint is in $OUT/${STAGE}_parts"
-    fi ;;
-  mkdt)
-    experts_minutes=${EXPERTS_MINUTES:-$(echo "$MINUTES" | awk '{ print $1 / 2 }')}
-    read -ra eargs <<< "${EXPERTS_ARGS:-}"  # overrides of the experts (a dry run's tiny ones)
-    python3 -m ssdd experts -c experts_cifar100 teacher=$T out_dir=$R/experts stop_after_minutes="$experts_minutes" \
-      "${DEV[@]}" "${eargs[@]}" --no-progress
-    if [ ! -f $R/experts/manifest.json ]; then  # close the run at the experts finished by now
-      done_experts=$(ls $R/experts/expert-*.safetensors | wc -l)
-      python3 -m ssdd experts -c experts_cifar100 teacher=$T out_dir=$R/experts "${DEV[@]}" "${eargs[@]}" \
-        num_experts="$done_experts" --no-progress --resume
-    fi
-    say "experts: $(ls $R/experts/expert-*.safetensors | wc -l)"
-    python3 -m ssdd distill -c mkdt_cifar100 method=high_loss teacher=$T out_dir=$R/sets/high_loss_n100 \
-      mkdt.experts=$R/experts "${DEV[@]}" --no-progress  # the images the experts fit worst: it needs them too
-    python3 -m ssdd distill -c mkdt_cifar100 teacher=$T out_dir=$R/sets/mkdt_n100 mkdt.experts=$R/experts \
-      stop_after_minutes="$(left)" "${DEV[@]}" "$@" --no-progress || say "mkdt stopped"
-    tar cf "$OUT"/mkdt.tar -C $R --exclude=checkpoint.pt --exclude='expert-*' experts sets/mkdt_n100 \
-      sets/high_loss_n100
-    say "mkdt: $([ -f $R/sets/mkdt_n100/manifest.json ] && echo finished || echo 'not finished')" ;;
-  evaluate)
-    run=$R/evaluate
-    flag=()
-    if [ -d "$F/reference/evaluate" ]; then cp -r "$F/reference/evaluate" $run; flag=(--resume); fi
-    sets=$(ls -d "$F"/reference/sets/*/ | sed 's:/$::' | paste -sd, -)
-    seconds=$(echo "$(left)" | awk '{ printf "%d", $1 * 60 }')
-    timeout -s INT -k 30 "$seconds" python3 -m ssdd evaluate -c evaluate_full teacher=$T "distilled=[$sets]" out_dir=$run \
-      --processes auto "${DEV[@]}" "$@" --no-progress "${flag[@]}" || say "evaluate stopped (deadline or error)"
-    if [ -d $run ]; then tar cf "$OUT"/evaluate.tar -C $R evaluate; fi
-    say "evaluate: $(ls $run/cells 2>/dev/null | wc -l) cells" ;;
 esac
 ls -la "$OUT" "$OUT"/* 2>/dev/null | head -30 || true
