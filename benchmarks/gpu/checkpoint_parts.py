@@ -302,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
             worst = max((e["max_rel_error"] for e in index["tensors"].values() if "max_rel_error" in e), default=0.0)
             whole = index["source_bytes"] / 2**20
             print(f"{len(index['parts'])} parts, {total / 2**20:.1f} MiB (checkpoint {whole:.1f} MiB); "
-                  f"{'exact' if index['exact'] else f'lossy, largest relative error {worst:.2e}'}"
+                  f"{f'lossy, largest relative error {worst:.2e}' if worst else 'every tensor exact'}"
                   + (f"; dropped {', '.join(index['dropped'])}" if index["dropped"] else ""))
         else:
             unpack(args.parts_dir, args.run_dir)
