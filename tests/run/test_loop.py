@@ -124,9 +124,12 @@ def test_a_state_with_nan_is_not_written(tmp_path):
     assert load_checkpoint(tmp_path / CHECKPOINT)["step"] == 2
 
 
-def _two_rank_worker(rank: int, port: int, out: str, results) -> None:
+def _two_rank_worker(rank: int, port: int, out: str, results, late: int | None = None) -> None:
+    """Two gloo ranks run one shared loop: a replicated state that turns inf at step 3, or (`late`) rank `late`'s
+    clock says its time limit is long up while the other's says there is plenty."""
     import datetime
     import os
+    import time
 
     import torch.distributed as dist
 
@@ -137,14 +140,19 @@ def _two_rank_worker(rank: int, port: int, out: str, results) -> None:
     def step(i: int) -> float:
         t = torch.ones(1)
         dist.all_reduce(t)  # every rank runs every step together
-        if i == 2:
+        if i == 2 and late is None:
             moment[0] = float("inf")  # the same on every rank: a replicated optimiser state
         return float(t)
 
-    loop = RunLoop(Path(out), total=6, settings=("x.lr",), is_main=rank == 0, shared=True)
+    if late is None:
+        loop = RunLoop(Path(out), total=6, settings=("x.lr",), is_main=rank == 0, shared=True)
+    else:
+        started = time.perf_counter() - (1000.0 if rank == late else 0.0)
+        loop = RunLoop(Path(out), total=6, settings=("x.lr",), is_main=rank == 0, shared=True, log_every=2,
+                       time_limit_s=60.0, started=started)
     try:
         loop.run(step, state=lambda: {"optimizer": {"m": moment.clone()}})
-        results.put((rank, "finished"))
+        results.put((rank, "finished" if late is None else f"stopped at {loop.stop}, timed out {loop.timed_out}"))
     except NumericalStop as exc:
         results.put((rank, f"stop: {exc}"))
     except Exception as exc:  # a rank left alone in a collective
@@ -261,34 +269,6 @@ def test_a_time_limit_pauses_before_a_step_that_would_end_past_it(tmp_path, monk
     assert resumed.finished and [row["loss"] for row in resumed.history] == [float(i) for i in range(6)]
 
 
-def _timed_rank_worker(rank: int, port: int, out: str, results, late: int) -> None:
-    import datetime
-    import os
-    import time
-
-    import torch.distributed as dist
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2")
-    dist.init_process_group("gloo", rank=rank, world_size=2, timeout=datetime.timedelta(seconds=30))
-
-    def step(i: int) -> float:
-        t = torch.ones(1)
-        dist.all_reduce(t)  # every rank runs every step together
-        return float(t)
-
-    # rank `late`'s clock says its time is long up, the other's that there is plenty: rank 0 decides for both
-    started = time.perf_counter() - (1000.0 if rank == late else 0.0)
-    loop = RunLoop(Path(out), total=6, settings=("x.lr",), is_main=rank == 0, shared=True, log_every=2,
-                   time_limit_s=60.0, started=started)
-    try:
-        loop.run(step, state=lambda: {})
-        results.put((rank, f"stopped at {loop.stop}, timed out {loop.timed_out}"))
-    except Exception as exc:  # a rank left alone in a collective
-        results.put((rank, f"{type(exc).__name__}: {exc}"))
-    finally:
-        dist.destroy_process_group()
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(("late", "expected"), [(1, "stopped at 6, timed out False"),
                                                  (0, "stopped at 2, timed out True")])
@@ -300,7 +280,7 @@ def test_under_torchrun_rank_0_s_clock_decides_the_time_limit_for_every_rank(tmp
 
     context = mp.get_context("spawn")
     results = context.Queue()
-    mp.start_processes(_timed_rank_worker, args=(free_port(), str(tmp_path), results, late), nprocs=2,
+    mp.start_processes(_two_rank_worker, args=(free_port(), str(tmp_path), results, late), nprocs=2,
                        start_method="spawn")
     outcome = dict(results.get(timeout=5) for _ in range(2))
     assert outcome == {0: expected, 1: expected}, outcome
