@@ -6,7 +6,7 @@
 #   NAME.tar                    -> artifacts/reference/sets/NAME_n100 (a finished set); its parts go
 #   NAME_parts/                 -> artifacts/reference/parts/NAME (a paused run's checkpoint, replacing the last)
 #   mkdt.tar                    -> artifacts/reference/sets/mkdt_n100, high_loss_n100 and experts/ (its manifest)
-#   evaluate.tar                -> artifacts/reference/evaluate (the cells so far)
+#   evaluate.tar, evaluate_arch.tar -> artifacts/reference/evaluate, evaluate_arch (the cells so far)
 #   bash benchmarks/gpu/reference_collect.sh FILES_AT
 set -euo pipefail
 FROM=$(cd "$1" && pwd)
@@ -27,8 +27,8 @@ for item in "$FROM"/*; do
       rm -rf $A/sets/mkdt_n100 $A/sets/high_loss_n100 $A/experts && tar xf "$item" -C $A ;;
     *_unfinished.tar)
       echo "left alone: $name (an unfinished run's log)" ;;
-    evaluate.tar)
-      rm -rf $A/evaluate && tar xf "$item" -C $A ;;
+    evaluate.tar|evaluate_arch.tar)
+      rm -rf "$A/${name%.tar}" && tar xf "$item" -C $A ;;
     *.tar)
       stage=${name%.tar}
       rm -rf "$A/sets/${stage}_n100" && tar xf "$item" -C $A/sets && rm -rf "$A/parts/$stage" ;;

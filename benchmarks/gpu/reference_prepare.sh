@@ -4,9 +4,10 @@
 # by benchmarks/gpu/slim_tree.sh, does not carry:
 #   site/        omegaconf (pure Python, its parser vendored), which the GPU image lacks
 #   packs/       the WebP packs of the datasets the stage reads (PACKS, default ../shared/data): CIFAR-100 for
-#                every stage, and CIFAR-10 and Flowers-102 for `evaluate`
+#                every stage, CIFAR-10 and Flowers-102 for `evaluate`, CIFAR-10 for `arch`
 #   reference/   what artifacts/reference holds for it: the finished teacher (every stage after it), the checkpoint
 #                parts of the stage's paused run (parts/STAGE), the finished sets and the evaluation so far
+#                (evaluate/, or evaluate_arch/ for `arch`)
 # The calls, back to back on the warm machine (it goes back 30 s after a call):
 #   run: mkdir -p /tmp/pack && cp .gpu/ref/qN/* /tmp/pack/                carry: [".gpu/ref/qN"], N = 1 .. K-1
 #   run: bash benchmarks/gpu/reference_stage.sh STAGE "$OUT" MINUTES      carry: [".gpu/ref/qK", ".gpu/ref/SHA256"]
@@ -28,8 +29,9 @@ omegaconf=$("$PY" -c "import omegaconf, os; print(os.path.dirname(omegaconf.__fi
 cp -r "$omegaconf" "$omegaconf"-*.dist-info "$S/site/"
 case $STAGE in
   evaluate) datasets="cifar100 cifar10 flowers102_32" ;;
+  arch) datasets="cifar100 cifar10" ;;
   teacher|random|kmeans|krr_st|boost|mkdt) datasets="cifar100" ;;
-  *) echo "STAGE: teacher, random, kmeans, krr_st, boost, mkdt or evaluate (not $STAGE)"; exit 2 ;;
+  *) echo "STAGE: teacher, random, kmeans, krr_st, boost, mkdt, evaluate or arch (not $STAGE)"; exit 2 ;;
 esac
 for name in $datasets; do
   if [ -n "${PLAIN:-}" ]; then mkdir -p "$S/data" && cp "$PLAIN/$name.npz" "$S/data/"
@@ -40,9 +42,10 @@ if [ "$STAGE" != teacher ]; then
   cp -r $A/teacher "$S/reference/teacher"
 fi
 if [ -d "$A/parts/$STAGE" ]; then mkdir -p "$S/reference/parts" && cp -r "$A/parts/$STAGE" "$S/reference/parts/"; fi
-if [ "$STAGE" = evaluate ]; then
+if [ "$STAGE" = evaluate ] || [ "$STAGE" = arch ]; then
   cp -r $A/sets "$S/reference/sets"
-  if [ -d $A/evaluate ]; then cp -r $A/evaluate "$S/reference/evaluate"; fi
+  name=$([ "$STAGE" = arch ] && echo evaluate_arch || echo evaluate)
+  if [ -d "$A/$name" ]; then cp -r "$A/$name" "$S/reference/$name"; fi
 fi
 find "$S" -name __pycache__ -prune -exec rm -rf {} +
 "$PY" benchmarks/gpu/ferry.py split .gpu/ref --part-mb "$PART_MB" "$S"/*

@@ -18,6 +18,7 @@
 #              preset's 100 take longer): the experts' manifest says how many
 #   evaluate   ssdd evaluate -c evaluate_full --processes auto on the committed teacher and sets, stopped at the
 #              deadline: OUT/evaluate.tar (finished cells; the next session's --resume goes on from them)
+#   arch       the same with evaluate_full_arch (six networks on CIFAR-10): OUT/evaluate_arch.tar
 # A stage stops itself (stop_after_minutes) MARGIN minutes (default 0.5; the teacher 1.5, for its probes) before
 # MINUTES after this script starts, its set-up included, to pack what it leaves; a rerun starts again from the parts. Extra arguments go to the stage's ssdd command (e.g. optim.epochs=400).
 #   bash benchmarks/gpu/reference_stage.sh STAGE OUT MINUTES [OVERRIDES...]
@@ -27,8 +28,8 @@ shopt -s nullglob
 STAGE=$1; OUT=$2; MINUTES=$3; shift 3
 START=$(date +%s)
 say() { echo "[$(( $(date +%s) - START )) s] $*"; }
-case $STAGE in teacher|random|kmeans|krr_st|boost|mkdt|evaluate) ;;
-  *) echo "STAGE: teacher, random, kmeans, krr_st, boost, mkdt or evaluate (not $STAGE)"; exit 2 ;; esac
+case $STAGE in teacher|random|kmeans|krr_st|boost|mkdt|evaluate|arch) ;;
+  *) echo "STAGE: teacher, random, kmeans, krr_st, boost, mkdt, evaluate or arch (not $STAGE)"; exit 2 ;; esac
 PARK=${PARK:-/tmp/pack}; F=${FERRY:-/tmp/ferry}; R=runs/ref
 # a rerun on the warm machine starts again from what was carried: nothing of an earlier attempt is left
 rm -rf "$F" $R
@@ -111,16 +112,18 @@ case $STAGE in
       tar cf "$OUT"/mkdt_unfinished.tar -C $R --exclude=checkpoint.pt sets/mkdt_n100
     fi
     say "mkdt: $([ -f $R/sets/mkdt_n100/manifest.json ] && echo finished || echo 'not finished')" ;;
-  evaluate)
-    run=$R/evaluate
+  evaluate|arch)
+    name=$([ "$STAGE" = arch ] && echo evaluate_arch || echo evaluate)
+    run=$R/$name
     flag=()
-    if [ -d "$F/reference/evaluate" ]; then cp -r "$F/reference/evaluate" $run; flag=(--resume); fi
+    if [ -d "$F/reference/$name" ]; then cp -r "$F/reference/$name" $run; flag=(--resume); fi
     sets=$(for d in "$F"/reference/sets/*/; do if [ -f "$d/manifest.json" ]; then echo "${d%/}"; fi; done | paste -sd, -)
     minutes=$(left)
     seconds=$(python3 -c "print(max(1, int(60 * $minutes)))")
-    timeout -s INT -k 30 "$seconds" python3 -m ssdd evaluate -c evaluate_full teacher=$T "distilled=[$sets]" \
-      out_dir=$run --processes auto "${DEV[@]}" "$@" --no-progress "${flag[@]}" || say "evaluate stopped (deadline or error)"
-    if [ -d $run ]; then tar cf "$OUT"/evaluate.tar -C $R evaluate; fi
-    say "evaluate: $(ls $run/cells 2>/dev/null | wc -l) cells set aside, $(python3 -c "import json; print(len(json.load(open('$run/results.json'))))" 2>/dev/null || echo 0) rows" ;;
+    timeout -s INT -k 30 "$seconds" python3 -m ssdd evaluate -c "${name/evaluate/evaluate_full}" teacher=$T \
+      "distilled=[$sets]" out_dir=$run --processes auto "${DEV[@]}" "$@" --no-progress "${flag[@]}" \
+      || say "$STAGE stopped (deadline or error)"
+    if [ -d $run ]; then tar cf "$OUT/$name.tar" -C $R "$name"; fi
+    say "$STAGE: $(ls $run/cells 2>/dev/null | wc -l) cells set aside, $(python3 -c "import json; print(len(json.load(open('$run/results.json'))))" 2>/dev/null || echo 0) rows" ;;
 esac
 ls -la "$OUT" "$OUT"/* 2>/dev/null | head -30 || true
