@@ -48,11 +48,15 @@ MKDT = RESULTS / "mkdt_cpu/table"
 FINETUNE_LENGTH = RESULTS / "finetune_length/table.md"
 CPU_TEACHER = Path("artifacts/teachers/cifar100_convnet32_cpu_e60")
 GPU_TEACHER = Path("artifacts/teachers/cifar100_resnet18_bt80_h200")
+REFERENCE = Path("artifacts/reference")  # the reference study, one stage per GPU session (benchmarks/README.md)
+REFERENCE_SETS = ["boost", "krr_st", "mkdt", "high_loss", "kmeans", "random"]
+REFERENCE_PANELS = [(t, m) for t in ("cifar10", "flowers102", "cifar100") for m in ("finetune", "linear_probe")]
 
 NONE, FULL, TUNED = "no_pretrain", "full_data_same_recipe", "full_data"
 REFERENCE_NAMES = {NONE: "no pre-training", FULL: "full data, distilled rows' recipe",
                    TUNED: "full data, tuned recipe"}
-METHOD_NAMES = {"boost": "Boost", "krr_st": "KRR-ST", "random": "random subset", "mkdt": "MKDT"}
+METHOD_NAMES = {"boost": "Boost", "krr_st": "KRR-ST", "random": "random subset", "mkdt": "MKDT",
+                "kmeans": "k-means subset", "high_loss": "high-loss subset"}
 TARGET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "flowers102": "Flowers-102"}
 MODE_NAMES = {"finetune": "fine-tune", "linear_probe": "probe"}
 PANELS = [("cifar10", "finetune"), ("cifar10", "linear_probe"), ("flowers102", "finetune"),
@@ -121,21 +125,23 @@ def table(head: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
-def shown_gaps(rows: dict[tuple, dict[str, Any]], label: str, arch: str = "convnet") -> list[str]:
+def shown_gaps(rows: dict[tuple, dict[str, Any]], label: str, arch: str = "convnet",
+               panels: list[tuple[str, str]] = PANELS) -> list[str]:
     """Gap closed per panel as the tables show it: percent, or WITHIN_NOISE where the panel's full-data row is within
     noise of no pre-training (evaluation.gap.within_noise, as the summaries and reports show it)."""
     out = []
-    for (target, mode), g in zip(PANELS, gaps(rows, label, arch), strict=True):
+    for (target, mode), g in zip(panels, gaps(rows, label, arch, panels), strict=True):
         none, full = (rows.get((x, arch, target, mode)) for x in (NONE, FULL))
         noisy = g is not None and none is not None and full is not None and within_noise(none, full)
         out.append(WITHIN_NOISE if noisy else percent(g))
     return out
 
 
-def gaps(rows: dict[tuple, dict[str, Any]], label: str, arch: str = "convnet") -> list[float | None]:
+def gaps(rows: dict[tuple, dict[str, Any]], label: str, arch: str = "convnet",
+         panels: list[tuple[str, str]] = PANELS) -> list[float | None]:
     """Gap closed per panel: (row - no pre-training) / (full data, distilled rows' recipe - no pre-training)."""
     out = []
-    for target, mode in PANELS:
+    for target, mode in panels:
         s, none, full = (rows.get((x, arch, target, mode)) for x in (label, NONE, FULL))
         out.append(None if s is None or none is None or full is None
                    else gap_closed(s["top1_mean"], none["top1_mean"], full["top1_mean"]))
@@ -335,6 +341,95 @@ def gpu_flowers() -> str:
     return table(head, body)
 
 
+def _paused(stage: str, counter: str) -> str | None:
+    """'paused at epoch 412 of 1,000': a stage whose checkpoint waits in parts (benchmarks/gpu/checkpoint_parts.py)."""
+    index = ROOT / REFERENCE / "parts" / stage / "index.json"
+    if not index.is_file():
+        return None
+    saved = json.loads(index.read_text())
+    files = saved.get("run_files", {})
+    # the checkpoint's own counter: the top level of the structure the parts' index keeps (key, value pairs)
+    done = dict((k, v) for k, v in saved["structure"].get("dict", []) if isinstance(k, str)).get(counter, 0)
+    config = yaml.safe_load(files.get("config.yaml", "")) or {}
+    section, key = ("optim", "epochs") if counter == "epoch" else ("outer", "steps")
+    total = (config.get(section) or {}).get(key)
+    return f"paused at {counter} {count(done)} of {count(total)}, its checkpoint in parts ({REFERENCE}/parts/{stage})"
+
+
+def reference_stages() -> str:
+    """Where each stage of the reference study stands, from what artifacts/reference holds."""
+    body = []
+    teacher = ROOT / REFERENCE / "teacher" / "manifest.json"
+    if teacher.is_file():
+        m = json.loads(teacher.read_text())
+        state = f"finished: {count(m['epochs'])} epochs, linear probe {m['linear_probe']['top1']:.2f} %"
+        if "wall_clock_s" in m:  # (an imported teacher says nothing of its training)
+            state += f"; {F.seconds(m['wall_clock_s'])} on {m.get('device', 'an unnamed device')}"
+    else:
+        state = _paused("teacher", "epoch") or "not started"
+    body.append(["teacher (`teacher_cifar100`)", state])
+    for method in REFERENCE_SETS:
+        manifest = ROOT / REFERENCE / "sets" / f"{method}_n100" / "manifest.json"
+        if manifest.is_file():
+            m = json.loads(manifest.read_text())
+            parts = [f"finished: {count(m['steps_done'])} steps" if m.get("steps_done") else "finished",
+                     *([f"{F.seconds(m['wall_clock_s'])} on {m.get('device', 'an unnamed device')}"]
+                       if "wall_clock_s" in m else []),
+                     *([f"fresh pool at steps {', '.join(count(x) for x in m['pool_rebuilt_at'])}"]
+                       if m.get("pool_rebuilt_at") else [])]
+            state = "; ".join(parts)
+        else:
+            state = _paused(method, "step") or "not started"
+        body.append([f"{METHOD_NAMES[method]} at N = 100", state])
+    for name, preset in (("evaluate", "evaluate_full"), ("evaluate_arch", "evaluate_full_arch")):
+        results = ROOT / REFERENCE / name / "results.json"
+        rows = len(json.loads(results.read_text())) if results.is_file() else 0
+        body.append([f"evaluation (`{preset}`)", f"{rows:,} cells measured" if rows else "not started"])
+    return table(["stage", "state"], body)
+
+
+def reference_rows() -> str:
+    """The reference evaluation's rows: top-1 on every panel, gap closed, the compute of each row."""
+    folder = REFERENCE / "evaluate"
+    rows, config = study(folder), eval_config(folder)
+    head = ["pre-training", *(f"{TARGET_NAMES[t]} {MODE_NAMES[m]}" for t, m in REFERENCE_PANELS),
+            "gap closed, % (the six columns)", "pre-training steps / samples seen", "n"]
+    body = []
+    for label in ordered_labels(rows, folder):
+        first = next((rows[(label, "convnet", *p)] for p in REFERENCE_PANELS if (label, "convnet", *p) in rows), None)
+        if first is None:
+            continue
+        closed = "reference" if label in REFERENCE_NAMES else " / ".join(shown_gaps(rows, label, "convnet",
+                                                                                      REFERENCE_PANELS))
+        body.append([row_name(label, first), *(top1(rows.get((label, "convnet", *p))) for p in REFERENCE_PANELS),
+                     closed, steps_and_samples(first, config), str(first["seeds"])])
+    return table(head, body)
+
+
+def reference_arch() -> str:
+    """The reference sets pre-training each network of evaluate_full_arch, fine-tuned on CIFAR-10."""
+    folder = REFERENCE / "evaluate_arch"
+    rows = study(folder)
+    archs = list(dict.fromkeys(k[1] for k in rows))
+    head = ["pre-training", *(f"{a} fine-tune" for a in archs), "n"]
+    body = []
+    for label in ordered_labels(rows, folder):
+        cells = [rows.get((label, a, "cifar10", "finetune")) for a in archs]
+        first = next(c for c in cells if c is not None)
+        body.append([row_name(label, first), *(top1(c) for c in cells), str(first["seeds"])])
+    return table(head, body)
+
+
+def reference() -> str:
+    """docs/results.md: the reference study's stages, and its tables once its evaluations have cells."""
+    parts = [reference_stages()]
+    if (ROOT / REFERENCE / "evaluate" / "results.json").is_file():
+        parts.append(reference_rows())
+    if (ROOT / REFERENCE / "evaluate_arch" / "results.json").is_file():
+        parts.append(reference_arch())
+    return "\n\n".join(parts)
+
+
 def mkdt() -> str:
     rows = study(MKDT)
     wanted = ["mkdt@100", "high-loss-subset@100", "boost@100", "krr_st@100", "random@100", NONE, TUNED]
@@ -362,7 +457,7 @@ GENERATORS: dict[str, dict[str, Callable[[], str]]] = {
         "budget-cifar10-finetune": budget("cifar10", "finetune"),
         "budget-flowers102-finetune": budget("flowers102", "finetune"),
         "arch": arch, "arch-times": arch_times, "vit": vit, "gpu-cifar100": gpu_cifar100, "gpu-flowers": gpu_flowers,
-        "finetune-length": finetune_length, "mkdt": mkdt,
+        "finetune-length": finetune_length, "mkdt": mkdt, "reference": reference,
     },
 }
 

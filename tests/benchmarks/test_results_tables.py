@@ -54,3 +54,49 @@ def test_a_region_without_a_generator_or_a_generator_without_a_region_is_refused
         results_tables.render("<!-- generated:nope -->\n<!-- /generated:nope -->\n", {})
     with pytest.raises(ValueError, match="regions without a marker: \\['headline'\\]"):
         results_tables.render("no markers", {"headline": lambda: ""})
+
+
+@pytest.mark.slow
+def test_the_reference_study_s_region_says_where_each_stage_stands_and_tables_its_evaluation(tiny_npz, tiny_teacher,
+                                                                                              tmp_path, monkeypatch):
+    """A stand-in for artifacts/reference: a finished teacher, KRR-ST paused in parts, a finished random set and an
+    evaluation of it; the region names each state and tables the rows."""
+    import json
+
+    from ssdd.config import load_config
+    from ssdd.distill.config import DistillConfig
+    from ssdd.distill.run import run_distill
+    from ssdd.evaluation.config import EvaluateConfig
+    from ssdd.evaluation.protocol import run_evaluate
+
+    ref = tmp_path / "artifacts" / "reference"
+    shutil.copytree(tiny_teacher, ref / "teacher")
+    manifest = json.loads((ref / "teacher" / "manifest.json").read_text())
+    (ref / "teacher" / "manifest.json").write_text(json.dumps({**manifest, "epochs": 1000}))
+    smoke = [f"data.path={tiny_npz}", f"teacher={tiny_teacher}", "data.resolution=16", "budget=10", "outer.steps=12",
+             "outer.batch_size=16", "pool.size=2", "pool.max_steps=5", "outer.model.width=4", "outer.model.depth=2",
+             "device=cpu"]
+    run_distill(load_config(DistillConfig, None, [*smoke, f"out_dir={tmp_path / 'krr'}", "stop_after_steps=5"]),
+                show_progress=False)
+    parts_spec = importlib.util.spec_from_file_location("checkpoint_parts", ROOT / "benchmarks" / "gpu" /
+                                                        "checkpoint_parts.py")
+    parts = importlib.util.module_from_spec(parts_spec)
+    parts_spec.loader.exec_module(parts)
+    parts.pack(tmp_path / "krr", ref / "parts" / "krr_st", drop=["pool.members", "pool.optimizers"])
+    random_set = ref / "sets" / "random_n100"
+    run_distill(load_config(DistillConfig, None, [*smoke, f"out_dir={random_set}", "method=random"]),
+                show_progress=False)
+    run_evaluate(load_config(EvaluateConfig, None, [
+        f"teacher={tiny_teacher}", f"out_dir={ref / 'evaluate'}", f"source.path={tiny_npz}", "source.resolution=16",
+        "models=[{name: convnet, width: 4, depth: 2}]", f"targets=[{{source: npz, path: {tiny_npz}, name: cifar10}}]",
+        "pretrain.epochs=1", "full_data.enabled=false", "full_data.same_recipe=false", "finetune.iterations=2",
+        "finetune.small_iterations=2", "probe.iterations=2", "cka_images=0", "device=cpu", "seeds=1",
+        f"distilled=[{random_set}]"]), show_progress=False)
+    monkeypatch.setattr(results_tables, "ROOT", tmp_path)
+    stages, rows = results_tables.reference().split("\n\n")
+    assert "| teacher (`teacher_cifar100`) | finished: 1,000 epochs, linear probe 0.00 % |" in stages
+    assert "| KRR-ST at N = 100 | paused at step 5 of 12, its checkpoint in parts" in stages
+    assert "| random subset at N = 100 | finished;" in stages and "| Boost at N = 100 | not started |" in stages
+    assert "| evaluation (`evaluate_full`) | 4 cells measured |" in stages  # 2 rows x 2 modes x 1 seed
+    assert "| evaluation (`evaluate_full_arch`) | not started |" in stages
+    assert "| random subset | " in rows and "| no pre-training | " in rows and "CIFAR-100 probe" in rows
