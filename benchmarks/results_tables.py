@@ -31,6 +31,7 @@ from ssdd.config import load_config
 from ssdd.distill.config import DistillConfig
 from ssdd.evaluation.gap import WITHIN_NOISE, gap_closed, within_noise
 from ssdd.evaluation.report import summarize
+from ssdd.evaluation.schedule import row_cell
 from ssdd.presets import find_preset
 from ssdd.report import formats as F
 
@@ -382,10 +383,17 @@ def reference_stages() -> str:
             state = _paused(method, "step") or "not started"
         body.append([f"{METHOD_NAMES[method]} at N = 100", state])
     for name, preset in (("evaluate", "evaluate_full"), ("evaluate_arch", "evaluate_full_arch")):
-        results = ROOT / REFERENCE / name / "results.json"
-        rows = len(json.loads(results.read_text())) if results.is_file() else 0
-        body.append([f"evaluation (`{preset}`)", f"{rows:,} cells measured" if rows else "not started"])
+        cells = _measured_cells(REFERENCE / name)
+        body.append([f"evaluation (`{preset}`)", f"{cells:,} cells measured" if cells else "not started"])
     return table(["stage", "state"], body)
+
+
+def _measured_cells(folder: Path) -> int:
+    """The cells (network x seed x pre-training source) an evaluation holds: those in results.json, and those its
+    processes saved in cells/ before a deadline cut their round (merged by the next --resume)."""
+    results = ROOT / folder / "results.json"
+    rows = json.loads(results.read_text()) if results.is_file() else []
+    return len({row_cell(row) for row in rows}) + len(list((ROOT / folder / "cells").glob("[!.]*.json")))
 
 
 def reference_rows() -> str:
@@ -406,6 +414,11 @@ def reference_rows() -> str:
     return table(head, body)
 
 
+def _has_rows(folder: Path) -> bool:
+    results = ROOT / folder / "results.json"
+    return results.is_file() and bool(json.loads(results.read_text()))
+
+
 def reference_arch() -> str:
     """The reference sets pre-training each network of evaluate_full_arch, fine-tuned on CIFAR-10."""
     folder = REFERENCE / "evaluate_arch"
@@ -423,9 +436,9 @@ def reference_arch() -> str:
 def reference() -> str:
     """docs/results.md: the reference study's stages, and its tables once its evaluations have cells."""
     parts = [reference_stages()]
-    if (ROOT / REFERENCE / "evaluate" / "results.json").is_file():
+    if _has_rows(REFERENCE / "evaluate"):
         parts.append(reference_rows())
-    if (ROOT / REFERENCE / "evaluate_arch" / "results.json").is_file():
+    if _has_rows(REFERENCE / "evaluate_arch"):
         parts.append(reference_arch())
     return "\n\n".join(parts)
 

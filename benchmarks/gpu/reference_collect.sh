@@ -22,7 +22,18 @@ for item in "$FROM"/*; do
       rm -rf $A/teacher_run && mkdir -p $A/teacher_run && tar xf "$item" -C $A/teacher_run --strip-components=1 ;;
     *_parts)
       stage=${name%_parts}
-      rm -rf "$A/parts/$stage" && cp -r --no-preserve=mode "$item" "$A/parts/$stage" ;;
+      # every part the index names, with its SHA-256, before the last good parts are replaced
+      if python3 - "$item" <<'PY'
+import hashlib, json, sys
+from pathlib import Path
+folder = Path(sys.argv[1])
+for part in json.loads((folder / "index.json").read_text())["parts"]:
+    path = folder / part["file"]
+    if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != part["sha256"]:
+        sys.exit(f"{path}: missing or damaged")
+PY
+      then rm -rf "$A/parts/$stage" && cp -r --no-preserve=mode "$item" "$A/parts/$stage"
+      else echo "kept the earlier parts of $stage: what came back is incomplete"; fi ;;
     mkdt.tar)
       rm -rf $A/sets/mkdt_n100 $A/sets/high_loss_n100 $A/experts && tar xf "$item" -C $A ;;
     *_unfinished.tar)

@@ -33,6 +33,8 @@ case $STAGE in
   teacher|random|kmeans|krr_st|boost|mkdt) datasets="cifar100" ;;
   *) echo "STAGE: teacher, random, kmeans, krr_st, boost, mkdt, evaluate or arch (not $STAGE)"; exit 2 ;;
 esac
+done_file=$([ "$STAGE" = teacher ] && echo $A/teacher/manifest.json || echo "$A/sets/${STAGE}_n100/manifest.json")
+if [ -f "$done_file" ]; then echo "$STAGE: finished in an earlier session ($done_file); nothing to run"; exit 1; fi
 for name in $datasets; do
   if [ -n "${PLAIN:-}" ]; then mkdir -p "$S/data" && cp "$PLAIN/$name.npz" "$S/data/"
   else mkdir -p "$S/packs" && cp "$PACKS/$name.npz" "$S/packs/"; fi
@@ -43,6 +45,7 @@ if [ "$STAGE" != teacher ]; then
 fi
 if [ -d "$A/parts/$STAGE" ]; then mkdir -p "$S/reference/parts" && cp -r "$A/parts/$STAGE" "$S/reference/parts/"; fi
 if [ "$STAGE" = evaluate ] || [ "$STAGE" = arch ]; then
+  [ -d $A/sets ] || { echo "$A/sets: no finished set to evaluate yet"; exit 1; }
   cp -r $A/sets "$S/reference/sets"
   name=$([ "$STAGE" = arch ] && echo evaluate_arch || echo evaluate)
   if [ -d "$A/$name" ]; then cp -r "$A/$name" "$S/reference/$name"; fi

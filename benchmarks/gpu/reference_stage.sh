@@ -12,12 +12,15 @@
 #              the pool's 10 networks, 400+ MiB: the resume warm-starts a fresh pool, the set's pool_rebuilt_at)
 #   mkdt       ssdd experts -c experts_cifar100 for EXPERTS_MINUTES (default half of MINUTES), closed at the experts
 #              finished by then, then the high-loss subset and ssdd distill -c mkdt_cifar100 in the same call (both
-#              read the experts, GBs that never travel): OUT/mkdt.tar (the finished sets, the experts' manifest; an
-#              unfinished MKDT's log in OUT/mkdt_unfinished.tar: without its experts it cannot resume in another
-#              session); EXPERTS_ARGS: overrides of the experts. The experts are as many as finish in that time (the
+#              read the experts, GBs that never travel): OUT/mkdt.tar (both sets and the experts' manifest, when
+#              both finished; an unfinished MKDT's log in OUT/mkdt_unfinished.tar: without its experts it cannot
+#              resume in another session); EXPERTS_ARGS: overrides of the experts. The experts are as many as finish in that time (the
 #              preset's 100 take longer): the experts' manifest says how many
-#   evaluate   ssdd evaluate -c evaluate_full --processes auto on the committed teacher and sets, stopped at the
-#              deadline: OUT/evaluate.tar (finished cells; the next session's --resume goes on from them)
+#   evaluate   ssdd evaluate -c evaluate_full --processes PROCS (default 4) on the committed teacher and sets,
+#              stopped at the deadline: OUT/evaluate.tar (finished cells; the next session's --resume goes on from
+#              them). The processes share the GPU, so each cell takes about PROCS times its time alone: choose
+#              PROCS so that a round of cells ends inside the call (the speed benchmark's protocol part times them);
+#              a cell cut at the deadline starts again in the next session
 #   arch       the same with evaluate_full_arch (six networks on CIFAR-10): OUT/evaluate_arch.tar
 # A stage stops itself (stop_after_minutes) MARGIN minutes (default 0.5; the teacher 1.5, for its probes) before
 # MINUTES after this script starts, its set-up included, to pack what it leaves; a rerun starts again from the parts. Extra arguments go to the stage's ssdd command (e.g. optim.epochs=400).
@@ -53,7 +56,7 @@ left() {  # minutes left before the margin; the call ends here when none are (0 
 }
 parts() {  # parts RUN NAME [CODECS...]: a paused run's checkpoint into OUT/NAME_parts
   local run=$1 name=$2; shift 2
-  python3 benchmarks/gpu/checkpoint_parts.py pack "$run" "$OUT/${name}_parts" --max-parts 7 "$@"
+  python3 benchmarks/gpu/checkpoint_parts.py pack "$run" "$OUT/${name}_parts" --max-parts 4 "$@"  # 64 MiB back
 }
 resume() {  # resume RUN NAME: unpack the carried parts of a paused run; prints --resume when there were some
   if [ -f "$F/reference/parts/$2/index.json" ]; then
@@ -66,12 +69,12 @@ case $STAGE in
     flag=$(resume $run teacher)
     minutes=$(left)
     python3 -m ssdd teacher -c teacher_cifar100 out_dir=$run probe_every=100 stop_after_minutes="$minutes" \
-      "${DEV[@]}" "$@" --no-progress $flag
+      "${DEV[@]}" "$@" --no-progress $flag || rc=$?  # a failure still leaves its last checkpoint to pack
     if [ -f $run/teacher/manifest.json ]; then
       cp -r $run/teacher "$OUT"/teacher
       tar cf "$OUT"/teacher_run.tar -C $R --exclude=checkpoint.pt --exclude=teacher/teacher teacher
       say "teacher finished"
-    else
+    elif [ -f $run/checkpoint.pt ]; then
       parts $run teacher --codec 'model.*=fp16' --codec 'optimizer.state.*=int8'
       say "teacher paused: its checkpoint is in $OUT/teacher_parts"
     fi ;;
@@ -81,11 +84,11 @@ case $STAGE in
     flag=$(resume "$run" "$STAGE")
     minutes=$(left)
     python3 -m ssdd distill "${preset[@]}" teacher=$T out_dir="$run" stop_after_minutes="$minutes" \
-      "${DEV[@]}" "$@" --no-progress $flag
+      "${DEV[@]}" "$@" --no-progress $flag || rc=$?  # a failure still leaves its last checkpoint to pack
     if [ -f "$run"/manifest.json ]; then
       tar cf "$OUT/$STAGE.tar" -C $R/sets --exclude=checkpoint.pt "${STAGE}_n100"
       say "$STAGE finished"
-    else
+    elif [ -f "$run"/checkpoint.pt ]; then
       parts "$run" "$STAGE" --drop pool.members --drop pool.optimizers  # the pool: 10 networks, 400+ MiB
       say "$STAGE paused: its checkpoint is in $OUT/${STAGE}_parts"
     fi ;;
@@ -105,9 +108,11 @@ case $STAGE in
       mkdt.experts=$R/experts "${DEV[@]}" --no-progress || say "the high-loss subset failed"  # it reads them too
     minutes=$(left) && python3 -m ssdd distill -c mkdt_cifar100 teacher=$T out_dir=$R/sets/mkdt_n100 \
       mkdt.experts=$R/experts stop_after_minutes="$minutes" "${DEV[@]}" "$@" --no-progress || say "mkdt stopped"
-    keep=(experts)  # the experts' manifest and logs (their trajectories, GBs, stay), and the finished sets
-    for set in high_loss_n100 mkdt_n100; do if [ -f $R/sets/$set/manifest.json ]; then keep+=(sets/$set); fi; done
-    tar cf "$OUT"/mkdt.tar -C $R --exclude=checkpoint.pt --exclude='expert-*' "${keep[@]}"
+    if [ -f $R/sets/mkdt_n100/manifest.json ] && [ -f $R/sets/high_loss_n100/manifest.json ]; then
+      # both sets of these experts, with the experts' manifest and logs (their trajectories, GBs, stay)
+      tar cf "$OUT"/mkdt.tar -C $R --exclude=checkpoint.pt --exclude='expert-*' experts sets/mkdt_n100 \
+        sets/high_loss_n100
+    fi
     if [ ! -f $R/sets/mkdt_n100/manifest.json ] && [ -d $R/sets/mkdt_n100 ]; then  # its log, for the record
       tar cf "$OUT"/mkdt_unfinished.tar -C $R --exclude=checkpoint.pt sets/mkdt_n100
     fi
@@ -121,9 +126,10 @@ case $STAGE in
     minutes=$(left)
     seconds=$(python3 -c "print(max(1, int(60 * $minutes)))")
     timeout -s INT -k 30 "$seconds" python3 -m ssdd evaluate -c "${name/evaluate/evaluate_full}" teacher=$T \
-      "distilled=[$sets]" out_dir=$run --processes auto "${DEV[@]}" "$@" --no-progress "${flag[@]}" \
+      "distilled=[$sets]" out_dir=$run --processes "${PROCS:-4}" "${DEV[@]}" "$@" --no-progress "${flag[@]}" \
       || say "$STAGE stopped (deadline or error)"
     if [ -d $run ]; then tar cf "$OUT/$name.tar" -C $R "$name"; fi
     say "$STAGE: $(ls $run/cells 2>/dev/null | wc -l) cells set aside, $(python3 -c "import json; print(len(json.load(open('$run/results.json'))))" 2>/dev/null || echo 0) rows" ;;
 esac
 ls -la "$OUT" "$OUT"/* 2>/dev/null | head -30 || true
+exit "${rc:-0}"

@@ -97,6 +97,6 @@ def test_the_reference_study_s_region_says_where_each_stage_stands_and_tables_it
     assert "| teacher (`teacher_cifar100`) | finished: 1,000 epochs, linear probe 0.00 % |" in stages
     assert "| KRR-ST at N = 100 | paused at step 5 of 12, its checkpoint in parts" in stages
     assert "| random subset at N = 100 | finished;" in stages and "| Boost at N = 100 | not started |" in stages
-    assert "| evaluation (`evaluate_full`) | 4 cells measured |" in stages  # 2 rows x 2 modes x 1 seed
+    assert "| evaluation (`evaluate_full`) | 2 cells measured |" in stages  # the set and no pre-training, 1 seed
     assert "| evaluation (`evaluate_full_arch`) | not started |" in stages
     assert "| random subset | " in rows and "| no pre-training | " in rows and "CIFAR-100 probe" in rows

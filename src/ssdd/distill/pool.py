@@ -158,7 +158,7 @@ class ModelPool:
     def load_state_dict(self, state: dict[str, Any]) -> bool:
         """Restore the pool; False (and fresh members, from the saved generator) when the state was carried
         without its members (benchmarks/gpu/checkpoint_parts.py --drop): the caller warm-starts them again."""
-        if "members" not in state:
+        if "members" not in state or "optimizers" not in state:
             self.generator.set_state(state["generator"])
             self.resets = int(state["resets"])
             for j in range(self.cfg.size):
