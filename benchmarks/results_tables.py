@@ -118,7 +118,8 @@ def row_name(label: str, s: dict[str, Any]) -> str:
         return REFERENCE_NAMES[label]
     name = METHOD_NAMES.get(s["method"], label)
     steps = s.get("distill_steps")
-    return f"{name} ({steps:,} outer steps)" if steps else name
+    unit = "iterations" if s["method"] == "mkdt" else "outer steps"  # MKDT's loop matches trajectories
+    return f"{name} ({steps:,} {unit})" if steps else name
 
 
 def table(head: list[str], rows: list[list[str]]) -> str:
