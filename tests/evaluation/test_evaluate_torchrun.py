@@ -121,9 +121,9 @@ def test_a_cell_finished_in_an_interrupted_round_is_kept_and_resume_measures_onl
     (out / "cells" / f".{saved[0].name}.k1ll3d.tmp").write_text('[{"label": "random@10", "top1"')
     measured, real = [], protocol.evaluate_cell
 
-    def counted(bench, model_cfg, seed, source):
+    def counted(bench, model_cfg, seed, source, *rest):
         measured.append(source.label)
-        return real(bench, model_cfg, seed, source)
+        return real(bench, model_cfg, seed, source, *rest)
 
     monkeypatch.setattr(protocol, "evaluate_cell", counted)
     two = run_evaluate(load_config(EvaluateConfig, None, [*base, f"out_dir={out}"]), show_progress=False, resume=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -243,10 +244,10 @@ def test_same_recipe_row_trains_every_source_image_with_the_pretrain_settings(ti
     calls = []
     real = cell.pretrain_on_pairs
 
-    def spy(backbone, images, targets, mean, std, cfg, generator, num_classes=None, precision="fp32"):
+    def spy(backbone, images, targets, mean, std, cfg, generator, num_classes=None, precision="fp32", checkpoint=None):
         steps = []
         hook = backbone.register_forward_hook(lambda module, args, out: steps.append(module.training))
-        losses = real(backbone, images, targets, mean, std, cfg, generator, num_classes, precision)
+        losses = real(backbone, images, targets, mean, std, cfg, generator, num_classes, precision, checkpoint)
         hook.remove()
         calls.append({"images": images, "targets": targets, "cfg": cfg, "steps": sum(steps)})
         return losses
@@ -305,9 +306,9 @@ def _counting_cells(monkeypatch):
     measured = []
     real = protocol.evaluate_cell
 
-    def spy(bench, model_cfg, seed, source):
+    def spy(bench, model_cfg, seed, source, *rest):
         measured.append(source.label)
-        return real(bench, model_cfg, seed, source)
+        return real(bench, model_cfg, seed, source, *rest)
 
     monkeypatch.setattr(protocol, "evaluate_cell", spy)
     return measured
@@ -539,3 +540,53 @@ def test_rows_taken_back_from_the_set_aside_file_come_in_a_fresh_runs_order(tiny
                         show_progress=False, resume=True)
     assert [r["label"] for r in fresh] == ["random@10", "no_pretrain"]
     assert back == fresh and json.loads((out / "results.json").read_text()) == fresh
+
+
+@pytest.mark.parametrize("row", ["full_data.same_recipe=true", "full_data.enabled=true"],
+                         ids=["same_recipe", "tuned"])
+def test_a_full_data_row_cut_in_its_pre_training_resumes_from_its_checkpoint_to_the_same_rows(
+        row, tiny_npz, tiny_teacher, tmp_path, monkeypatch):
+    """checkpoint_minutes: the pre-training saves its state at every epoch's end here; an attempt cut after the
+    third save leaves it in out_dir/cells, and --resume goes on from epoch 3 to the rows of one uninterrupted
+    run, bit for bit; the file goes once the cell is finished."""
+    from ssdd.evaluation import pretrain
+    from ssdd.evaluation.config import EvaluateConfig
+    from ssdd.evaluation.protocol import run_evaluate
+
+    def config(out: Path, *extra: str) -> EvaluateConfig:
+        return load_config(EvaluateConfig, None, [
+            f"teacher={tiny_teacher}", f"out_dir={out}", f"source.path={tiny_npz}", "source.resolution=16",
+            "models=[{name: convnet, width: 4, depth: 2}]", f"targets=[{{source: npz, path: {tiny_npz}, name: t}}]",
+            "pretrain.epochs=5", "full_data.epochs=5", "full_data.batch_size=16", "no_pretrain=false",
+            "full_data.enabled=false", "full_data.same_recipe=false", row, "finetune.small_iterations=2",
+            "probe.iterations=2", "cka_images=0", "device=cpu", "seeds=1", *extra])
+
+    whole = run_evaluate(config(tmp_path / "whole"), show_progress=False)
+    real_save, saves, starts = pretrain.PretrainCheckpoint.maybe_save, [], []
+
+    def cut_after_three(self, state):
+        real_save(self, state)
+        saves.append(1)
+        if len(saves) == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(pretrain.PretrainCheckpoint, "maybe_save", cut_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        run_evaluate(config(tmp_path / "cut", "checkpoint_minutes=1e-9"), show_progress=False)
+    left = list((tmp_path / "cut" / "cells").glob("*.pretrain.pt"))
+    assert len(left) == 1 and torch.load(left[0], weights_only=True)["epoch"] == 3
+    with pytest.raises(FileExistsError, match="--resume"):  # a fresh run never takes it up
+        run_evaluate(config(tmp_path / "cut", "checkpoint_minutes=1e-9"), show_progress=False)
+    monkeypatch.setattr(pretrain.PretrainCheckpoint, "maybe_save", real_save)
+    real_resume = pretrain._resume
+
+    def spy(*args, **kwargs):
+        found = real_resume(*args, **kwargs)
+        starts.append(found[0])
+        return found
+
+    monkeypatch.setattr(pretrain, "_resume", spy)
+    resumed = run_evaluate(config(tmp_path / "cut", "checkpoint_minutes=1e-9"), show_progress=False, resume=True)
+    assert starts == [3]
+    assert [(r["label"], r["mode"], r["top1"]) for r in resumed] == [(r["label"], r["mode"], r["top1"]) for r in whole]
+    assert not list((tmp_path / "cut").glob("cells/*.pretrain.pt"))

@@ -26,6 +26,7 @@ from ssdd.evaluation.config import EvaluateConfig, ValidationConfig
 from ssdd.evaluation.finetune import finetune
 from ssdd.evaluation.linear_probe import extract_features, probe_encoder
 from ssdd.evaluation.pretrain import (
+    PretrainCheckpoint,
     full_data_samples,
     full_data_steps,
     pretrain_full_data,
@@ -149,10 +150,11 @@ def pretrain_samples_of(source: PretrainSource, cfg: EvaluateConfig) -> int:
 
 def pretrain_network(source: PretrainSource, model_cfg: ModelConfig, cfg: EvaluateConfig, teacher: Teacher,
               source_images: torch.Tensor, resolution: int, seed: int, device: torch.device,
-              source_targets: torch.Tensor | None = None, layout: torch.memory_format = torch.preserve_format
-              ) -> nn.Module:
+              source_targets: torch.Tensor | None = None, layout: torch.memory_format = torch.preserve_format,
+              checkpoint: PretrainCheckpoint | None = None) -> nn.Module:
     """A fresh network pre-trained on `source`; `source_targets` (the teacher's representations of the
-    un-augmented source images) are needed by the same-recipe full-data row only."""
+    un-augmented source images) are needed by the same-recipe full-data row only. `checkpoint`: where the
+    full-data rows' long pre-training saves and resumes its state (the distilled sets' takes seconds)."""
     torch.manual_seed(seed)
     backbone = build_model(model_cfg, resolution).to(device, memory_format=layout)  # the copies fine-tuned keep it
     generator = torch.Generator().manual_seed(seed)
@@ -160,11 +162,11 @@ def pretrain_network(source: PretrainSource, model_cfg: ModelConfig, cfg: Evalua
         return backbone
     if source.method == FULL_DATA:
         pretrain_full_data(backbone, source_images, teacher, teacher.mean, teacher.std, cfg.full_data, generator,
-                           cfg.precision)
+                           cfg.precision, checkpoint)
         return backbone
     if source.method == FULL_DATA_SAME_RECIPE:  # every source image, trained exactly like the distilled sets
         pretrain_on_pairs(backbone, source_images, source_targets, teacher.mean, teacher.std, cfg.pretrain, generator,
-                          precision=cfg.precision)
+                          precision=cfg.precision, checkpoint=checkpoint)
         return backbone
     distilled = load_distilled(source.info["path"])
     images, targets = distilled.training_pairs()
@@ -203,14 +205,16 @@ class Bench:
         return self._source_targets
 
 
-def evaluate_cell(bench: Bench, model_cfg: ModelConfig, seed: int, source: PretrainSource) -> list[dict[str, Any]]:
-    """The rows of one cell: pre-train (seeded by the cell alone), CKA, then every target x mode."""
+def evaluate_cell(bench: Bench, model_cfg: ModelConfig, seed: int, source: PretrainSource,
+                  checkpoint: PretrainCheckpoint | None = None) -> list[dict[str, Any]]:
+    """The rows of one cell: pre-train (seeded by the cell alone; a full-data row from `checkpoint` when an earlier
+    attempt left one), CKA, then every target x mode."""
     cfg, teacher = bench.cfg, bench.teacher
     source_targets = bench.source_targets() if source.method == FULL_DATA_SAME_RECIPE else None
     start = time.perf_counter()
     with phase("random initialisation" if source.method == NO_PRETRAIN else f"pre-training on {source.label}"):
         backbone = pretrain_network(source, model_cfg, cfg, teacher, bench.source_images, bench.resolution, seed,
-                                    bench.device, source_targets, bench.layout)
+                                    bench.device, source_targets, bench.layout, checkpoint)
     hint = "full_data.lr" if source.method == FULL_DATA else "pretrain.supervised.lr" \
         if source.labels and cfg.pretrain.supervised.recipe == "krr_st" else "pretrain.lr"
     check_trained(backbone, f"pre-training on {source.label}", hint, bench.resolution)  # finished cells stay

@@ -123,6 +123,10 @@ class EvaluateConfig:
     # part of what a cell measures: `reuse` and --resume never mix the two, and each row records it. The scoring
     # passes (test accuracy, probe features, CKA) and the same-recipe row's targets (computed once) stay float32.
     precision: str = "fp32"
+    # a full-data row's pre-training (hundreds of epochs over the whole source) saves its state into out_dir/cells
+    # every this many minutes (at an epoch's end), and a --resume goes on from it: the same numbers as one
+    # uninterrupted attempt (0 = never; the distilled sets' pre-training takes seconds)
+    checkpoint_minutes: float = 0.0
     tensorboard: bool = False  # also write every row to out_dir/tensorboard (pip install "ssdd[tensorboard]")
     # Other evaluations' out_dirs whose finished cells this one takes instead of measuring them again. A cell
     # is seeded by itself alone, so one measured with the same settings (everything but the keys that only

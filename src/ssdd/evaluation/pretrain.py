@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -12,7 +15,32 @@ from ssdd.augment import crop_flip, normalize, to_float
 from ssdd.evaluation.config import FullDataConfig, PretrainConfig
 from ssdd.evaluation.fastpath import EpochLosses, autocast
 from ssdd.run.progress import bar
-from ssdd.run.runtime import to_device
+from ssdd.run.runtime import atomic_write, to_device
+
+
+class PretrainCheckpoint:
+    """Where a long pre-training (a full-data row: hundreds of epochs over the whole source) saves its state, at
+    the end of an epoch once `every_s` seconds have passed since the last save, and where the next attempt at
+    the same cell (`ssdd evaluate --resume`) finds it and goes on from that epoch: the same numbers as a
+    pre-training that was never interrupted. Removed when the cell is finished."""
+
+    def __init__(self, path: str | Path, every_s: float) -> None:
+        self.path, self.every_s = Path(path), every_s
+        self.last = time.perf_counter()
+
+    def load(self) -> dict[str, Any] | None:
+        if not self.path.is_file():
+            return None
+        return torch.load(self.path, map_location="cpu", weights_only=True)
+
+    def maybe_save(self, state: Callable[[], dict[str, Any]]) -> None:
+        if time.perf_counter() - self.last >= self.every_s:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(self.path, lambda tmp: torch.save(state(), tmp))
+            self.last = time.perf_counter()
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)
 
 
 def steps_per_epoch(count: int, batch_size: int) -> int:
@@ -21,13 +49,14 @@ def steps_per_epoch(count: int, batch_size: int) -> int:
 
 
 def epoch_batches(count: int, cfg: PretrainConfig, generator: torch.Generator, device: torch.device,
-                  desc: str = "pre-training") -> Iterator[list[torch.Tensor]]:
+                  desc: str = "pre-training", start: int = 0) -> Iterator[list[torch.Tensor]]:
     """The index batches of each pre-training epoch over `count` pairs: a fresh permutation per epoch, batches of
     `cfg.batch_size` without a last one of a single pair (BatchNorm), `cfg.epochs` epochs, stopped after
     `cfg.max_iterations` steps in all when that is set. Shared by `pretrain_on_pairs` and `pretrain_supervised`,
-    so that both take exactly `pretrain_steps` steps."""
-    steps = 0
-    for _ in bar(range(cfg.epochs), desc=desc, unit="epoch"):
+    so that both take exactly `pretrain_steps` steps. `start`: the epochs already run (a resumed pre-training,
+    whose generator is as those epochs left it)."""
+    steps = start * steps_per_epoch(count, cfg.batch_size)  # epochs before `start` were whole ones
+    for _ in bar(range(start, cfg.epochs), desc=desc, unit="epoch"):
         if 0 < cfg.max_iterations <= steps:
             return
         order = to_device(torch.randperm(count, generator=generator), device)
@@ -90,11 +119,13 @@ def _network_inputs(images: torch.Tensor, mean: torch.Tensor,
 
 def pretrain_on_pairs(backbone: nn.Module, images: torch.Tensor, targets: torch.Tensor, mean: torch.Tensor,
                       std: torch.Tensor, cfg: PretrainConfig, generator: torch.Generator,
-                      num_classes: int | None = None, precision: str = "fp32") -> list[float]:
+                      num_classes: int | None = None, precision: str = "fp32",
+                      checkpoint: PretrainCheckpoint | None = None) -> list[float]:
     """MSE regression of head(backbone(norm(x))) onto targets, SGD, `cfg.epochs` passes over every pair
     (or until `cfg.max_iterations` steps when that is set), no augmentation; integer targets are class
     labels and use cross-entropy over `num_classes` instead. `precision` (fp32 | bf16) is the forward pass's
-    (ssdd.evaluation.fastpath.autocast); the loss is float32 either way.
+    (ssdd.evaluation.fastpath.autocast); the loss is float32 either way. `checkpoint`: resume from it, and save
+    to it as it asks (PretrainCheckpoint).
     images: (M,3,H,W) float in [0,1], or uint8; returns the mean loss of each epoch."""
     device = images.device
     classify = not targets.is_floating_point()
@@ -108,7 +139,8 @@ def pretrain_on_pairs(backbone: nn.Module, images: torch.Tensor, targets: torch.
     backbone.train()
     losses = EpochLosses(device)
     count = images.shape[0]
-    for batches in epoch_batches(count, cfg, generator, device):
+    start, earlier, _ = _resume(checkpoint, backbone, head, optimizer, generator)
+    for epoch, batches in enumerate(epoch_batches(count, cfg, generator, device, start=start), start):
         losses.new_epoch()
         for idx in batches:
             with autocast(device, precision):
@@ -118,12 +150,38 @@ def pretrain_on_pairs(backbone: nn.Module, images: torch.Tensor, targets: torch.
             loss.backward()
             optimizer.step()
             losses.add(loss, idx.numel())
-    return losses.means(count)
+        if checkpoint is not None:
+            checkpoint.maybe_save(lambda done=epoch + 1: _state(done, earlier + losses.means(count), backbone, head,
+                                                                optimizer, generator))
+    return earlier + losses.means(count)
+
+
+def _state(epochs: int, losses: list[float], backbone: nn.Module, head: nn.Module, optimizer: torch.optim.Optimizer,
+           generator: torch.Generator, **more: Any) -> dict[str, Any]:
+    """A pre-training's state after `epochs` epochs (PretrainCheckpoint): networks, optimiser, generators."""
+    return {"epoch": epochs, "losses": losses, "backbone": backbone.state_dict(), "head": head.state_dict(),
+            "optimizer": optimizer.state_dict(), "generator": generator.get_state(), **more}
+
+
+def _resume(checkpoint: PretrainCheckpoint | None, backbone: nn.Module, head: nn.Module,
+            optimizer: torch.optim.Optimizer, generator: torch.Generator
+            ) -> tuple[int, list[float], dict[str, Any] | None]:
+    """(epochs already run, their mean losses, the state) after restoring a checkpoint's networks, optimiser and
+    generator, or (0, [], None) without one."""
+    state = checkpoint.load() if checkpoint is not None else None
+    if state is None:
+        return 0, [], None
+    backbone.load_state_dict(state["backbone"])
+    head.load_state_dict(state["head"])
+    optimizer.load_state_dict(state["optimizer"])
+    generator.set_state(state["generator"])
+    return int(state["epoch"]), list(state["losses"]), state
 
 
 def pretrain_full_data(backbone: nn.Module, images_u8: torch.Tensor, teacher: Callable[[torch.Tensor], torch.Tensor],
                        mean: torch.Tensor, std: torch.Tensor, cfg: FullDataConfig,
-                       generator: torch.Generator, precision: str = "fp32") -> list[float]:
+                       generator: torch.Generator, precision: str = "fp32",
+                       checkpoint: PretrainCheckpoint | None = None) -> list[float]:
     """Regress teacher(x) from crop+flipped source images, SGD with cosine decay over cfg.epochs. `precision`
     (fp32 | bf16) is that of the forward passes, the teacher's included (its targets are then widened to float32);
     the loss is float32 either way."""
@@ -139,7 +197,11 @@ def pretrain_full_data(backbone: nn.Module, images_u8: torch.Tensor, teacher: Ca
     aug_gen = torch.Generator(device=device).manual_seed(int(torch.randint(0, 2**31, (1,), generator=generator)))
     backbone.train()
     losses = EpochLosses(device)
-    for _ in bar(range(cfg.epochs), desc="full-data pre-training", unit="epoch"):
+    start, earlier, state = _resume(checkpoint, backbone, head, optimizer, generator)
+    if state is not None:
+        schedule.load_state_dict(state["schedule"])
+        aug_gen.set_state(state["aug_generator"])
+    for epoch in bar(range(start, cfg.epochs), desc="full-data pre-training", unit="epoch"):
         order = to_device(torch.randperm(images_u8.shape[0], generator=generator), device)
         losses.new_epoch()
         for step in range(batches):
@@ -155,4 +217,8 @@ def pretrain_full_data(backbone: nn.Module, images_u8: torch.Tensor, teacher: Ca
             optimizer.step()
             schedule.step()
             losses.add(loss)
-    return losses.means(batches)
+        if checkpoint is not None:
+            checkpoint.maybe_save(lambda done=epoch + 1: _state(done, earlier + losses.means(batches), backbone, head,
+                                                                optimizer, generator, schedule=schedule.state_dict(),
+                                                                aug_generator=aug_gen.get_state()))
+    return earlier + losses.means(batches)

@@ -21,6 +21,7 @@ from ssdd.config import DataConfig, ModelConfig, config_to_dict, save_config
 from ssdd.data import load_split
 from ssdd.evaluation.cell import Bench, PretrainSource, evaluate_cell, load_target, pretrain_sources, source_label
 from ssdd.evaluation.config import EvaluateConfig
+from ssdd.evaluation.pretrain import PretrainCheckpoint
 from ssdd.evaluation.report import format_table, summarize, write_report, write_results
 from ssdd.evaluation.schedule import (
     CELL_CHOICE_KEYS,
@@ -39,7 +40,7 @@ from ssdd.evaluation.schedule import (
     source_cell,
     tidy_saved_cells,
 )
-from ssdd.evaluation.validate import SET_ASIDE, validate_evaluate
+from ssdd.evaluation.validate import PRETRAIN_SUFFIX, SET_ASIDE, validate_evaluate
 from ssdd.run import distributed as D
 from ssdd.run.progress import bar_settings, phase, show_phases
 from ssdd.run.runtime import channels_last, resolve_device, versions
@@ -176,10 +177,16 @@ def _run_evaluate(cfg: EvaluateConfig, show_progress: bool, resume: bool, tb: Sc
         if rank < len(batch):
             number, (model_cfg, seed, source) = batch[rank]
             bar.set_postfix(source=source.label, arch=model_cfg.name, seed=seed)
+            # a full-data row's pre-training saves its state beside the saved cells (checkpoint_minutes)
+            checkpoint = PretrainCheckpoint(saved_cell_path(out_dir, source_cell(batch[rank][1]), settings)
+                                            .with_suffix(PRETRAIN_SUFFIX), 60 * cfg.checkpoint_minutes) \
+                if cfg.checkpoint_minutes > 0 else None
             with phase(f"cell {number}/{len(cells)}: {source.label}, {_arch_tag(model_cfg)}, seed {seed}"):
-                cell_rows = evaluate_cell(bench, model_cfg, seed, source)
+                cell_rows = evaluate_cell(bench, model_cfg, seed, source, checkpoint)
             if world > 1 and cell_rows:  # results.json gets it only when the whole round has finished
                 save_cell(out_dir, cell_rows, settings)
+            if checkpoint is not None:  # the cell's rows are kept now (results.json or a saved cell)
+                checkpoint.discard()
         gathered = D.all_gather_objects(cell_rows)[: len(batch)]  # ranks past the last cell gave []
         for (_, (model_cfg, _, _)), part in zip(batch, gathered, strict=True):  # in the round's order
             rows.extend(part)

@@ -21,6 +21,7 @@ from ssdd.run.checks import (
     choice,
     finite_everywhere,
     first_line,
+    non_negative,
     positive,
     probability,
     sgd_settings,
@@ -41,6 +42,7 @@ def check_evaluate_settings(cfg: Any) -> None:
         raise ConfigError(f"modes must be a non-empty subset of [finetune, linear_probe], got {cfg.modes}")
     whole("seeds", cfg.seeds, 1)
     whole("cka_images", cfg.cka_images, 0)
+    non_negative("checkpoint_minutes", cfg.checkpoint_minutes)
     if not cfg.models:
         raise ConfigError("models=[]: name at least one architecture, e.g. models=[{name: convnet}]")
     p = cfg.pretrain
@@ -84,6 +86,9 @@ SET_ASIDE = "results.set_aside.json"
 # the cells that processes under torchrun finished, each saved at once, until results.json holds their rows
 # (ssdd.evaluation.schedule.save_cell)
 SAVED_CELLS = "cells"
+# beside them: the state of a cell's long pre-training (a full-data row) that an interrupted attempt left, under
+# the cell's own name with this suffix (checkpoint_minutes; ssdd.evaluation.pretrain.PretrainCheckpoint)
+PRETRAIN_SUFFIX = ".pretrain.pt"
 
 
 def _check_out_dir_for_evaluation(out_dir: Path, resume: bool) -> None:
@@ -94,9 +99,9 @@ def _check_out_dir_for_evaluation(out_dir: Path, resume: bool) -> None:
         raise FileExistsError(f"{out_dir} holds {SET_ASIDE} (cells of an earlier evaluation) but no results.json; "
                               f"move it away to start afresh, or choose another out_dir")
     saved = out_dir / SAVED_CELLS
-    if not resume and saved.is_dir() and any(not p.name.startswith(".") for p in saved.glob("*.json")):
-        raise FileExistsError(f"{out_dir} holds cells that processes of an interrupted evaluation finished ({saved}); "
-                              f"pass --resume to keep them, or choose another out_dir")
+    if not resume and saved.is_dir() and any(not p.name.startswith(".") for p in saved.iterdir()):
+        raise FileExistsError(f"{out_dir} holds cells (or pre-training states) that an interrupted evaluation left "
+                              f"({saved}); pass --resume to keep them, or choose another out_dir")
 
 
 def _note(text: str) -> None:
