@@ -6,7 +6,8 @@
 #   NAME.tar                    -> artifacts/reference/sets/NAME_n100 (a finished set); its parts go
 #   NAME_parts/                 -> artifacts/reference/parts/NAME (a paused run's checkpoint, replacing the last)
 #   mkdt.tar                    -> artifacts/reference/sets/mkdt_n100, high_loss_n100 and experts/ (its manifest)
-#   evaluate.tar, evaluate_arch.tar -> artifacts/reference/evaluate, evaluate_arch (the cells so far)
+#   evaluate.tar, evaluate_arch.tar -> artifacts/reference/evaluate, evaluate_arch (the cells so far), and
+#   evaluate_pretrain_CELL/     -> evaluate_pretrain/CELL (a full-data row's pre-training cut at the deadline)
 #   bash benchmarks/gpu/reference_collect.sh FILES_AT
 set -euo pipefail
 FROM=$(cd "$1" && pwd)
@@ -20,6 +21,8 @@ for item in "$FROM"/*; do
       rm -rf $A/teacher && cp -r --no-preserve=mode "$item" $A/teacher && rm -rf $A/parts/teacher ;;
     teacher_run.tar)
       rm -rf $A/teacher_run && mkdir -p $A/teacher_run && tar xf "$item" -C $A/teacher_run --strip-components=1 ;;
+    evaluate_pretrain_*|evaluate_arch_pretrain_*)  # a cut pre-training's state, in parts (after the tars)
+      ;;
     *_parts)
       stage=${name%_parts}
       # every part the index names, with its SHA-256, before the last good parts are replaced
@@ -39,7 +42,13 @@ PY
     *_unfinished.tar)
       echo "left alone: $name (an unfinished run's log)" ;;
     evaluate.tar|evaluate_arch.tar)
-      rm -rf "$A/${name%.tar}" && tar xf "$item" -C $A ;;
+      # the evaluation so far; the pre-training states of the earlier call are superseded by this call's
+      rm -rf "$A/${name%.tar}" "$A/${name%.tar}_pretrain" && tar xf "$item" -C $A
+      for state in "$FROM/${name%.tar}_pretrain_"*; do
+        [ -d "$state" ] || continue
+        cell=${state##*_pretrain_}
+        mkdir -p "$A/${name%.tar}_pretrain" && cp -r --no-preserve=mode "$state" "$A/${name%.tar}_pretrain/$cell"
+      done ;;
     *.tar)
       stage=${name%.tar}
       rm -rf "$A/sets/${stage}_n100" && tar xf "$item" -C $A/sets && rm -rf "$A/parts/$stage" ;;

@@ -7,7 +7,8 @@
 #                every stage, CIFAR-10 and Flowers-102 for `evaluate`, CIFAR-10 for `arch`
 #   reference/   what artifacts/reference holds for it: the finished teacher (every stage after it), the checkpoint
 #                parts of the stage's paused run (parts/STAGE), the finished sets and the evaluation so far
-#                (evaluate/, or evaluate_arch/ for `arch`)
+#                (evaluate/, or evaluate_arch/ for `arch`, and the parts of a full-data row's pre-training cut at
+#                the last deadline: evaluate_pretrain/)
 # The calls, back to back on the warm machine (it goes back 30 s after a call):
 #   run: mkdir -p /tmp/pack && cp .gpu/ref/qN/* /tmp/pack/                carry: [".gpu/ref/qN"], N = 1 .. K-1
 #   run: bash benchmarks/gpu/reference_stage.sh STAGE "$OUT" MINUTES      carry: [".gpu/ref/qK", ".gpu/ref/SHA256"]
@@ -49,6 +50,7 @@ if [ "$STAGE" = evaluate ] || [ "$STAGE" = arch ]; then
   cp -r $A/sets "$S/reference/sets"
   name=$([ "$STAGE" = arch ] && echo evaluate_arch || echo evaluate)
   if [ -d "$A/$name" ]; then cp -r "$A/$name" "$S/reference/$name"; fi
+  if [ -d "$A/${name}_pretrain" ]; then cp -r "$A/${name}_pretrain" "$S/reference/${name}_pretrain"; fi
 fi
 find "$S" -name __pycache__ -prune -exec rm -rf {} +
 "$PY" benchmarks/gpu/ferry.py split .gpu/ref --part-mb "$PART_MB" "$S"/*

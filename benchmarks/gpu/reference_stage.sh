@@ -21,6 +21,9 @@
 #              them). The processes share the GPU, so each cell takes about PROCS times its time alone: choose
 #              PROCS so that a round of cells ends inside the call (the speed benchmark's protocol part times them);
 #              a cell cut at the deadline starts again in the next session
+#              With checkpoint_minutes=1, a full-data row (1,000 epochs over 50,000 images) cut at the deadline
+#              leaves its pre-training's state: the first such comes back in OUT/evaluate_pretrain_CELL/ (parts)
+#              and the next session goes on from it
 #   arch       the same with evaluate_full_arch (six networks on CIFAR-10): OUT/evaluate_arch.tar
 # A stage stops itself (stop_after_minutes) MARGIN minutes (default 0.5; the teacher 1.5, for its probes) before
 # MINUTES after this script starts, its set-up included, to pack what it leaves; a rerun starts again from the parts. Extra arguments go to the stage's ssdd command (e.g. optim.epochs=400).
@@ -122,12 +125,27 @@ case $STAGE in
     run=$R/$name
     flag=()
     if [ -d "$F/reference/$name" ]; then cp -r "$F/reference/$name" $run; flag=(--resume); fi
+    for parts_dir in "$F/reference/${name}_pretrain"/*/; do  # the pre-training a deadline cut, to go on from
+      cell=$(basename "$parts_dir"); mkdir -p "$run/cells" "/tmp/pretrain_in/$cell"
+      python3 benchmarks/gpu/checkpoint_parts.py unpack "$parts_dir" "/tmp/pretrain_in/$cell" \
+        && mv "/tmp/pretrain_in/$cell/checkpoint.pt" "$run/cells/$cell.pretrain.pt"
+    done
     sets=$(for d in "$F"/reference/sets/*/; do if [ -f "$d/manifest.json" ]; then echo "${d%/}"; fi; done | paste -sd, -)
     minutes=$(left)
     seconds=$(python3 -c "print(max(1, int(60 * $minutes)))")
     timeout -s INT -k 30 "$seconds" python3 -m ssdd evaluate -c "${name/evaluate/evaluate_full}" teacher=$T \
-      "distilled=[$sets]" out_dir=$run --processes "${PROCS:-4}" "${DEV[@]}" "$@" --no-progress "${flag[@]}" \
-      || say "$STAGE stopped (deadline or error)"
+      "distilled=[$sets]" out_dir=$run --processes "${PROCS:-4}" checkpoint_minutes=1 "${DEV[@]}" "$@" \
+      --no-progress "${flag[@]}" || say "$STAGE stopped (deadline or error)"
+    # a full-data row cut at the deadline leaves its pre-training's state (45 MB at evaluate_full's ConvNet): the
+    # first goes back in exact parts (4 files of the 8 a call returns), any other starts again next time
+    carried=0
+    for state in "$run"/cells/*.pretrain.pt; do
+      cell=$(basename "$state" .pretrain.pt); mkdir -p "/tmp/pretrain_out/$cell"
+      mv "$state" "/tmp/pretrain_out/$cell/checkpoint.pt"
+      if [ $carried -eq 0 ] && python3 benchmarks/gpu/checkpoint_parts.py pack "/tmp/pretrain_out/$cell" \
+          "$OUT/${name}_pretrain_$cell" --max-parts 4; then carried=1
+      else say "left behind: the pre-training state of cell $cell (it starts again next time)"; fi
+    done
     if [ -d $run ]; then tar cf "$OUT/$name.tar" -C $R "$name"; fi
     say "$STAGE: $(ls $run/cells 2>/dev/null | wc -l) cells set aside, $(python3 -c "import json; print(len(json.load(open('$run/results.json'))))" 2>/dev/null || echo 0) rows" ;;
 esac
