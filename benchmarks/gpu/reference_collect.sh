@@ -11,6 +11,17 @@
 #   bash benchmarks/gpu/reference_collect.sh FILES_AT
 set -euo pipefail
 FROM=$(cd "$1" && pwd)
+complete() {  # complete DIR: every part its index.json names is there, with its SHA-256
+  python3 - "$1" <<'PY'
+import hashlib, json, sys
+from pathlib import Path
+folder = Path(sys.argv[1])
+for part in json.loads((folder / "index.json").read_text())["parts"]:
+    path = folder / part["file"]
+    if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != part["sha256"]:
+        sys.exit(f"{path}: missing or damaged")
+PY
+}
 cd "$(dirname "$0")/../.."
 A=artifacts/reference
 mkdir -p $A/parts $A/sets
@@ -26,29 +37,27 @@ for item in "$FROM"/*; do
     *_parts)
       stage=${name%_parts}
       # every part the index names, with its SHA-256, before the last good parts are replaced
-      if python3 - "$item" <<'PY'
-import hashlib, json, sys
-from pathlib import Path
-folder = Path(sys.argv[1])
-for part in json.loads((folder / "index.json").read_text())["parts"]:
-    path = folder / part["file"]
-    if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != part["sha256"]:
-        sys.exit(f"{path}: missing or damaged")
-PY
-      then rm -rf "$A/parts/$stage" && cp -r --no-preserve=mode "$item" "$A/parts/$stage"
+      if complete "$item"; then rm -rf "$A/parts/$stage" && cp -r --no-preserve=mode "$item" "$A/parts/$stage"
       else echo "kept the earlier parts of $stage: what came back is incomplete"; fi ;;
     mkdt.tar)
       rm -rf $A/sets/mkdt_n100 $A/sets/high_loss_n100 $A/experts && tar xf "$item" -C $A ;;
     *_unfinished.tar)
       echo "left alone: $name (an unfinished run's log)" ;;
     evaluate.tar|evaluate_arch.tar)
-      # the evaluation so far; the pre-training states of the earlier call are superseded by this call's
-      rm -rf "$A/${name%.tar}" "$A/${name%.tar}_pretrain" && tar xf "$item" -C $A
+      # the evaluation so far; a pre-training state this call brought back (complete) replaces the earlier ones,
+      # which an incomplete one does not
+      rm -rf "$A/${name%.tar}" && tar xf "$item" -C $A
+      states=()
       for state in "$FROM/${name%.tar}_pretrain_"*; do
-        [ -d "$state" ] || continue
-        cell=${state##*_pretrain_}
-        mkdir -p "$A/${name%.tar}_pretrain" && cp -r --no-preserve=mode "$state" "$A/${name%.tar}_pretrain/$cell"
-      done ;;
+        if [ -d "$state" ] && complete "$state"; then states+=("$state")
+        elif [ -d "$state" ]; then echo "left alone: $(basename "$state") is incomplete"; fi
+      done
+      if [ ${#states[@]} -gt 0 ]; then
+        rm -rf "$A/${name%.tar}_pretrain" && mkdir -p "$A/${name%.tar}_pretrain"
+        for state in "${states[@]}"; do
+          cp -r --no-preserve=mode "$state" "$A/${name%.tar}_pretrain/${state##*_pretrain_}"
+        done
+      fi ;;
     *.tar)
       stage=${name%.tar}
       rm -rf "$A/sets/${stage}_n100" && tar xf "$item" -C $A/sets && rm -rf "$A/parts/$stage" ;;

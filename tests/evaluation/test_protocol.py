@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from ssdd.distill.run import run_distill
 from ssdd.evaluation.cka import linear_cka
 from ssdd.evaluation.protocol import dealing_order
 from ssdd.evaluation.report import summarize
+from ssdd.evaluation.validate import PRETRAIN_SUFFIX
 
 
 def test_linear_cka_properties():
@@ -547,17 +549,28 @@ def test_rows_taken_back_from_the_set_aside_file_come_in_a_fresh_runs_order(tiny
 def test_a_full_data_row_cut_in_its_pre_training_resumes_from_its_checkpoint_to_the_same_rows(
         row, tiny_npz, tiny_teacher, tmp_path, monkeypatch):
     """checkpoint_minutes: the pre-training saves its state at every epoch's end here; an attempt cut after the
-    third save leaves it in out_dir/cells, and --resume goes on from epoch 3 to the rows of one uninterrupted
-    run, bit for bit; the file goes once the cell is finished."""
-    from ssdd.evaluation import pretrain
+    third save leaves it in out_dir/cells, and --resume goes on from epoch 3 to the pre-trained weights and rows
+    of one uninterrupted run, bit for bit; the file goes once the cell is finished."""
+    from ssdd.evaluation import cell, pretrain
     from ssdd.evaluation.config import EvaluateConfig
     from ssdd.evaluation.protocol import run_evaluate
+
+    trained = []  # every pre-trained backbone's weights, in order
+    real_network = cell.pretrain_network
+
+    def keep_weights(*args, **kwargs):
+        backbone = real_network(*args, **kwargs)
+        trained.append({k: v.clone() for k, v in backbone.state_dict().items()})
+        return backbone
+
+    monkeypatch.setattr(cell, "pretrain_network", keep_weights)
 
     def config(out: Path, *extra: str) -> EvaluateConfig:
         return load_config(EvaluateConfig, None, [
             f"teacher={tiny_teacher}", f"out_dir={out}", f"source.path={tiny_npz}", "source.resolution=16",
             "models=[{name: convnet, width: 4, depth: 2}]", f"targets=[{{source: npz, path: {tiny_npz}, name: t}}]",
-            "pretrain.epochs=5", "full_data.epochs=5", "full_data.batch_size=16", "no_pretrain=false",
+            "pretrain.epochs=5", "pretrain.batch_size=16", "full_data.epochs=5", "full_data.batch_size=16",
+            "no_pretrain=false",
             "full_data.enabled=false", "full_data.same_recipe=false", row, "finetune.small_iterations=2",
             "probe.iterations=2", "cka_images=0", "device=cpu", "seeds=1", *extra])
 
@@ -586,7 +599,26 @@ def test_a_full_data_row_cut_in_its_pre_training_resumes_from_its_checkpoint_to_
         return found
 
     monkeypatch.setattr(pretrain, "_resume", spy)
+    stray = tmp_path / "cut" / "cells" / f"0123456789abcdef0123{PRETRAIN_SUFFIX}"  # the state of no pending cell
+    shutil.copy(left[0], stray)
     resumed = run_evaluate(config(tmp_path / "cut", "checkpoint_minutes=1e-9"), show_progress=False, resume=True)
+    assert not stray.exists()
     assert starts == [3]
     assert [(r["label"], r["mode"], r["top1"]) for r in resumed] == [(r["label"], r["mode"], r["top1"]) for r in whole]
+    assert len(trained) == 2 and trained[0].keys() == trained[1].keys()  # the whole run's, the resumed one's
+    for key in trained[0]:
+        assert torch.equal(trained[0][key], trained[1][key]), key
     assert not list((tmp_path / "cut").glob("cells/*.pretrain.pt"))
+
+
+def test_a_pre_training_state_saved_on_another_kind_of_device_is_not_taken_up(tmp_path, capsys):
+    from ssdd.evaluation.pretrain import PretrainCheckpoint
+
+    checkpoint = PretrainCheckpoint(tmp_path / f"cell{PRETRAIN_SUFFIX}", every_s=0.0)
+    checkpoint.maybe_save(lambda: {"epoch": 3, "device": "cuda"})
+    assert checkpoint.load(torch.device("cpu")) is None
+    assert "saved on cuda, not cpu" in capsys.readouterr().out
+    checkpoint.maybe_save(lambda: {"epoch": 3, "device": "cpu"})
+    assert checkpoint.load(torch.device("cpu"))["epoch"] == 3
+    checkpoint.discard()
+    assert checkpoint.load(torch.device("cpu")) is None

@@ -124,8 +124,8 @@ class EvaluateConfig:
     # passes (test accuracy, probe features, CKA) and the same-recipe row's targets (computed once) stay float32.
     precision: str = "fp32"
     # a full-data row's pre-training (hundreds of epochs over the whole source) saves its state into out_dir/cells
-    # every this many minutes (at an epoch's end), and a --resume goes on from it: the same numbers as one
-    # uninterrupted attempt (0 = never; the distilled sets' pre-training takes seconds)
+    # every this many minutes (at an epoch's end), and a --resume goes on from it: the numbers of one uninterrupted
+    # attempt (bit for bit on the CPU; 0 = never; the distilled sets' pre-training takes seconds)
     checkpoint_minutes: float = 0.0
     tensorboard: bool = False  # also write every row to out_dir/tensorboard (pip install "ssdd[tensorboard]")
     # Other evaluations' out_dirs whose finished cells this one takes instead of measuring them again. A cell

@@ -20,18 +20,24 @@ from ssdd.run.runtime import atomic_write, to_device
 
 class PretrainCheckpoint:
     """Where a long pre-training (a full-data row: hundreds of epochs over the whole source) saves its state, at
-    the end of an epoch once `every_s` seconds have passed since the last save, and where the next attempt at
-    the same cell (`ssdd evaluate --resume`) finds it and goes on from that epoch: the same numbers as a
-    pre-training that was never interrupted. Removed when the cell is finished."""
+    the end of an epoch once `every_s` seconds have passed since the last save (never: inf), and where the next
+    attempt at the same cell (`ssdd evaluate --resume`) finds it and goes on from that epoch: on the CPU the same
+    numbers as a pre-training never interrupted (tested), on a GPU to its kernels' rounding. A state saved on
+    another kind of device is not taken up (its generators' states differ). Removed when the cell is finished."""
 
     def __init__(self, path: str | Path, every_s: float) -> None:
         self.path, self.every_s = Path(path), every_s
         self.last = time.perf_counter()
 
-    def load(self) -> dict[str, Any] | None:
+    def load(self, device: torch.device) -> dict[str, Any] | None:
         if not self.path.is_file():
             return None
-        return torch.load(self.path, map_location="cpu", weights_only=True)
+        state = torch.load(self.path, map_location="cpu", weights_only=True)
+        if state.get("device") != device.type:
+            print(f"{self.path.name}: a pre-training state saved on {state.get('device')}, not {device.type}: "
+                  f"this cell's pre-training starts afresh")
+            return None
+        return state
 
     def maybe_save(self, state: Callable[[], dict[str, Any]]) -> None:
         if time.perf_counter() - self.last >= self.every_s:
@@ -61,10 +67,10 @@ def epoch_batches(count: int, cfg: PretrainConfig, generator: torch.Generator, d
             return
         order = to_device(torch.randperm(count, generator=generator), device)
         batches: list[torch.Tensor] = []
-        for start in range(0, count, cfg.batch_size):
+        for first in range(0, count, cfg.batch_size):
             if 0 < cfg.max_iterations <= steps + len(batches):
                 break
-            idx = order[start : start + cfg.batch_size]
+            idx = order[first : first + cfg.batch_size]
             if idx.numel() >= 2:
                 batches.append(idx)
         steps += len(batches)
@@ -160,7 +166,8 @@ def _state(epochs: int, losses: list[float], backbone: nn.Module, head: nn.Modul
            generator: torch.Generator, **more: Any) -> dict[str, Any]:
     """A pre-training's state after `epochs` epochs (PretrainCheckpoint): networks, optimiser, generators."""
     return {"epoch": epochs, "losses": losses, "backbone": backbone.state_dict(), "head": head.state_dict(),
-            "optimizer": optimizer.state_dict(), "generator": generator.get_state(), **more}
+            "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
+            "device": next(backbone.parameters()).device.type, **more}
 
 
 def _resume(checkpoint: PretrainCheckpoint | None, backbone: nn.Module, head: nn.Module,
@@ -168,7 +175,7 @@ def _resume(checkpoint: PretrainCheckpoint | None, backbone: nn.Module, head: nn
             ) -> tuple[int, list[float], dict[str, Any] | None]:
     """(epochs already run, their mean losses, the state) after restoring a checkpoint's networks, optimiser and
     generator, or (0, [], None) without one."""
-    state = checkpoint.load() if checkpoint is not None else None
+    state = checkpoint.load(next(backbone.parameters()).device) if checkpoint is not None else None
     if state is None:
         return 0, [], None
     backbone.load_state_dict(state["backbone"])

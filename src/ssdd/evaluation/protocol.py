@@ -11,6 +11,7 @@ which cells run (resume, reuse, set-aside rows) and in which order across torchr
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ from ssdd.evaluation.schedule import (
     source_cell,
     tidy_saved_cells,
 )
-from ssdd.evaluation.validate import PRETRAIN_SUFFIX, SET_ASIDE, validate_evaluate
+from ssdd.evaluation.validate import PRETRAIN_SUFFIX, SAVED_CELLS, SET_ASIDE, validate_evaluate
 from ssdd.run import distributed as D
 from ssdd.run.progress import bar_settings, phase, show_phases
 from ssdd.run.runtime import channels_last, resolve_device, versions
@@ -170,23 +171,31 @@ def _run_evaluate(cfg: EvaluateConfig, show_progress: bool, resume: bool, tb: Sc
         # before the first round ends, the cells its processes save wait in out_dir/cells: with results.json
         # there (no rows yet), a fresh run refuses the folder and a study resumes it, instead of starting afresh
         write_results(rows, out_dir)
+    def state_path(cell: tuple) -> Path:  # where a cell's full-data pre-training keeps its state
+        return saved_cell_path(out_dir, source_cell(cell), settings).with_suffix(PRETRAIN_SUFFIX)
+
+    if dist_info.is_main:  # a state no pending cell will take up (its cell finished, or is gone): removed, said so
+        wanted = {state_path(cell) for _, cell in pending}
+        for stale in sorted((out_dir / SAVED_CELLS).glob(f"[!.]*{PRETRAIN_SUFFIX}")):
+            if stale not in wanted:
+                print(f"resuming: {stale.name} is the pre-training state of no cell still to run; removed")
+                stale.unlink()
+    D.barrier()
     bar = tqdm(total=len(pending), desc="evaluate", disable=not show_progress, dynamic_ncols=True, **bar_settings())
     for first in range(0, len(pending), world):
         batch = pending[first : first + world]  # one round: its r-th cell runs on rank r
         cell_rows: list[dict[str, Any]] = []
+        checkpoint: PretrainCheckpoint | None = None
         if rank < len(batch):
             number, (model_cfg, seed, source) = batch[rank]
             bar.set_postfix(source=source.label, arch=model_cfg.name, seed=seed)
-            # a full-data row's pre-training saves its state beside the saved cells (checkpoint_minutes)
-            checkpoint = PretrainCheckpoint(saved_cell_path(out_dir, source_cell(batch[rank][1]), settings)
-                                            .with_suffix(PRETRAIN_SUFFIX), 60 * cfg.checkpoint_minutes) \
-                if cfg.checkpoint_minutes > 0 else None
+            # a full-data row's pre-training goes on from a state an earlier attempt left, and saves its own every
+            # checkpoint_minutes (never when 0)
+            checkpoint = PretrainCheckpoint(state_path(batch[rank][1]), 60 * cfg.checkpoint_minutes or math.inf)
             with phase(f"cell {number}/{len(cells)}: {source.label}, {_arch_tag(model_cfg)}, seed {seed}"):
                 cell_rows = evaluate_cell(bench, model_cfg, seed, source, checkpoint)
             if world > 1 and cell_rows:  # results.json gets it only when the whole round has finished
                 save_cell(out_dir, cell_rows, settings)
-            if checkpoint is not None:  # the cell's rows are kept now (results.json or a saved cell)
-                checkpoint.discard()
         gathered = D.all_gather_objects(cell_rows)[: len(batch)]  # ranks past the last cell gave []
         for (_, (model_cfg, _, _)), part in zip(batch, gathered, strict=True):  # in the round's order
             rows.extend(part)
@@ -196,6 +205,8 @@ def _run_evaluate(cfg: EvaluateConfig, show_progress: bool, resume: bool, tb: Sc
             write_results(rows, out_dir)  # after every round, so an interrupted run keeps what it measured
             if world > 1:  # the round's saved cells are in results.json now
                 forget_saved_cells(saved_cell_path(out_dir, source_cell(cell), settings) for _, cell in batch)
+        if checkpoint is not None:  # the cell's rows are kept now (results.json, or its saved cell)
+            checkpoint.discard()
         bar.update(len(batch))
     bar.close()
     if dist_info.is_main:
