@@ -243,3 +243,23 @@ def test_a_digits_stage_key_ignores_a_file_at_the_unused_default_data_path(tmp_p
     other = stage_key("teacher", npz, [])
     (tmp_path / "data" / "cifar100.npz").write_bytes(b"other contents")
     assert stage_key("teacher", npz, []) != other
+
+
+@pytest.mark.parametrize(("left", "resumes"), [("cells/0123.pretrain.pt", True), ("cells/0123.json", True),
+                                              ("cells/.0123.json.tmp", False), (None, False)])
+def test_an_evaluation_stage_cut_before_its_results_resumes_from_what_it_saved(tmp_path, left, resumes):
+    """A stage's evaluation cut inside its first cell has no results.json yet; the cells or the pre-training state
+    it saved are resumed (the folder is kept), a killed write's temporary file alone is not."""
+    from ssdd.evaluation.config import EvaluateConfig
+    from ssdd.study.runner import _run_stage, stage_key
+
+    cfg = load_config(EvaluateConfig, "evaluate_cpu", [])
+    folder = tmp_path / "evaluate" / f"evaluate-{stage_key('evaluate', cfg, [])[:8]}"
+    if left is not None:
+        (folder / left).parent.mkdir(parents=True)
+        (folder / left).write_text("x")
+    seen = []
+    _run_stage("evaluate", "evaluate", cfg, [], tmp_path, lambda c, resume: seen.append(resume) or True, print)
+    assert seen == [resumes]
+    if left is not None:  # kept to resume from, or removed with the folder of a fresh start
+        assert (folder / left).exists() == resumes

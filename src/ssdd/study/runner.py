@@ -26,6 +26,7 @@ from ssdd.distill.config import LEGACY_VALUES as DISTILL_LEGACY_VALUES
 from ssdd.distill.keys import method_free_keys
 from ssdd.evaluation.config import LEGACY_VALUES as EVALUATE_LEGACY_VALUES
 from ssdd.evaluation.config import EvaluateConfig
+from ssdd.evaluation.validate import SAVED_CELLS
 from ssdd.run.folder import CHECKPOINT, claim, config_hash
 from ssdd.run.runtime import file_sha256, versions, write_json
 from ssdd.study.config import DistillSpec, StudyConfig
@@ -135,7 +136,9 @@ def _run_stage(kind: str, name: str, cfg: Any, upstream: list[str], root: Path,
     if _finished(folder, key):
         say(f"{kind} {name}: cached in {folder}")
         return StageRun(kind, name, str(folder), key, "cached")
-    resume = (folder / CHECKPOINT).exists() or (kind == "evaluate" and (folder / "results.json").exists())
+    # an evaluation resumes from its results, or from the cells and pre-training states it saved before them
+    resume = (folder / CHECKPOINT).exists() or (kind == "evaluate" and (
+        (folder / "results.json").exists() or any((folder / SAVED_CELLS).glob("[!.]*"))))
     if dry_run:
         status = "would resume" if resume else "would run"
         say(f"{kind} {name}: {status} in {folder}")
