@@ -13,12 +13,12 @@
 #   run: mkdir -p /tmp/pack && cp .gpu/ref/qN/* /tmp/pack/                carry: [".gpu/ref/qN"], N = 1 .. K-1
 #   run: bash benchmarks/gpu/reference_stage.sh STAGE "$OUT" MINUTES      carry: [".gpu/ref/qK", ".gpu/ref/SHA256"]
 # then here: bash benchmarks/gpu/slim_tree.sh off; bash benchmarks/gpu/reference_collect.sh FILES_AT; commit.
-# PART_MB (default 44) keeps each call under 64 MiB with the slimmed tree (it prints both sizes).
+# PART_MB (default 38) keeps each call under 64 MiB with the slimmed tree (about 24 MB; it prints both sizes).
 #   bash benchmarks/gpu/reference_prepare.sh STAGE [PART_MB]
 # PLAIN=DIR takes already decoded .npz files from DIR instead of packs (a CPU dry run with tiny data).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-STAGE=$1; PART_MB=${2:-44}
+STAGE=$1; PART_MB=${2:-38}
 PACKS=${PACKS:-../shared/data}
 PY=${PY:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
 A=artifacts/reference
@@ -55,4 +55,5 @@ fi
 find "$S" -name __pycache__ -prune -exec rm -rf {} +
 "$PY" benchmarks/gpu/ferry.py split .gpu/ref --part-mb "$PART_MB" "$S"/*
 cat .gpu/ref/CONTENTS | awk '{ s += $1 } END { printf "%d files, %.1f MB\n", NR, s / 1e6 }'
-echo "tracked tree: $(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1) bytes (slim_tree.sh on: about 16 MB)"
+echo "tracked tree: $(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1) bytes; slimmed (slim_tree.sh on) about 24 MB:"
+echo "with a part of $PART_MB MB a call carries about $((24 + PART_MB)) MB of the 67 MB (64 MiB) it may"
