@@ -2,9 +2,9 @@
 # A GPU call copies the tracked tree (about 90 MB with the committed results and teachers) and its carried
 # paths, 64 MiB at most. `on` takes artifacts/ and benchmarks/results/ out of the index, except the folders
 # in KEEP (the `cpu` studies' finished stages and GPU cells), and ignores them locally, so the tree travels at
-# about 24 MB (measured 2026-12-06); `off` puts them back in the index. The files themselves stay where they are. While `on`, a
-# pre-commit hook refuses every commit (it would delete those files from the repository); run `off` right
-# after the GPU calls, before committing what they brought back.
+# about 24 MB (measured 2026-12-06); `off` puts them back in the index. The files themselves stay where they
+# are. While `on`, a pre-commit hook refuses every commit (it would delete those files from the repository);
+# run `off` right after the GPU calls, before committing what they brought back.
 #   bash benchmarks/gpu/slim_tree.sh on|off
 set -euo pipefail
 cd "$(dirname "$0")/../.."
