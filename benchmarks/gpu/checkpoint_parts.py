@@ -4,6 +4,7 @@ between calls and sessions (64 MiB carried into a call, 8 files of at most 16 Mi
     python benchmarks/gpu/checkpoint_parts.py pack RUN_DIR PARTS_DIR [--part-mib 15] [--max-parts 7]
         [--codec 'model.*=fp16' --codec 'optimizer.state.*=int8' ...] [--drop pool.members ...]
     python benchmarks/gpu/checkpoint_parts.py unpack PARTS_DIR RUN_DIR
+    python benchmarks/gpu/checkpoint_parts.py verify PARTS_DIR      # exit 0 when every part is there, unchanged
 
 `pack` writes PARTS_DIR/part-NN.safetensors (each under --part-mib) and PARTS_DIR/index.json: the checkpoint's
 structure (every dict, list, tuple and plain value, with its key types), where each tensor went, the SHA-256 of
@@ -27,10 +28,8 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
-import hashlib
 import json
 import math
-import os
 import sys
 from collections import OrderedDict
 from pathlib import Path
@@ -38,6 +37,9 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from ssdd.run.folder import save_checkpoint
+from ssdd.run.runtime import file_sha256
 
 INDEX = "index.json"
 CHECKPOINT = "checkpoint.pt"
@@ -48,14 +50,6 @@ LOSSY_MIN_ELEMENTS = 4096  # smaller tensors (biases, norms' scales, steps) alwa
 CODECS = ("exact", "fp16", "int8")
 SCALE = "#scale"  # the suffix of an int8 tensor's row scales ('#' is in no dotted path of a checkpoint)
 CHUNK = "@"  # then @0, @1, ...: the chunks of one stored piece, in as many parts as it spans
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ----------------------------------------------------------------------------- the structure as JSON
@@ -227,27 +221,35 @@ def pack(run_dir: Path, parts_dir: Path, part_mib: float = 15.0, rules: list[tup
     for number, shard in enumerate(shards):
         name = f"part-{number:02d}.safetensors"
         save_file(shard, str(parts_dir / name))
-        files.append({"file": name, "bytes": (parts_dir / name).stat().st_size, "sha256": sha256(parts_dir / name)})
+        path = parts_dir / name
+        files.append({"file": name, "bytes": path.stat().st_size, "sha256": file_sha256(path)})
     lossy = {p: e for p, e in entries.items() if e["codec"] != "exact"}
-    index = {"kind": "ssdd.checkpoint_parts", "source_sha256": sha256(source), "source_bytes": source.stat().st_size,
-             "exact": not lossy and not drop, "rules": [f"{p}={c}" for p, c in rules or []], "dropped": drop or [],
-             "parts": files,
+    index = {"kind": "ssdd.checkpoint_parts", "source_sha256": file_sha256(source),
+             "source_bytes": source.stat().st_size, "exact": not lossy and not drop,
+             "rules": [f"{p}={c}" for p, c in rules or []], "dropped": drop or [], "parts": files,
              "run_files": run_files(run_dir), "tensors": entries, "structure": structure}
     (parts_dir / INDEX).write_text(json.dumps(index, indent=1) + "\n")
     return index
 
 
-def unpack(parts_dir: Path, run_dir: Path) -> dict[str, Any]:
-    """Rebuild run_dir/checkpoint.pt from the parts (their hashes checked); returns the state."""
+def verify(parts_dir: Path) -> dict[str, Any]:
+    """The index, once every part it names is there with its SHA-256 (ValueError naming the first that is not)."""
     index = json.loads((parts_dir / INDEX).read_text())
     if index.get("kind") != "ssdd.checkpoint_parts":
         raise ValueError(f"{parts_dir / INDEX}: not an index of checkpoint parts")
-    stored: dict[str, torch.Tensor] = {}
     for part in index["parts"]:
         path = parts_dir / part["file"]
-        if not path.is_file() or sha256(path) != part["sha256"]:
+        if not path.is_file() or file_sha256(path) != part["sha256"]:
             raise ValueError(f"{path}: missing, or not the part the index names (SHA-256 differs)")
-        stored.update(load_file(str(path)))
+    return index
+
+
+def unpack(parts_dir: Path, run_dir: Path) -> dict[str, Any]:
+    """Rebuild run_dir/checkpoint.pt from the parts (their hashes checked); returns the state."""
+    index = verify(parts_dir)
+    stored: dict[str, torch.Tensor] = {}
+    for part in index["parts"]:
+        stored.update(load_file(str(parts_dir / part["file"])))
     tensors = {}
     for path, entry in index["tensors"].items():
         pieces = {}
@@ -261,9 +263,7 @@ def unpack(parts_dir: Path, run_dir: Path) -> dict[str, Any]:
         if Path(name).name != name:
             raise ValueError(f"{parts_dir / INDEX}: run file {name!r} is not a plain file name")
         (run_dir / name).write_text(text)
-    tmp = run_dir / (CHECKPOINT + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, run_dir / CHECKPOINT)
+    save_checkpoint(run_dir / CHECKPOINT, state)  # atomically, as ssdd writes its own
     # every trip through parts is written down in the run folder (and travels with it): a lossy one changed it
     trips = json.loads((run_dir / CARRIED).read_text()) if (run_dir / CARRIED).is_file() else []
     worst = {p: e["max_rel_error"] for p, e in index["tensors"].items() if e["codec"] != "exact"}
@@ -285,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--codec", action="append", default=[], metavar="PATTERN=fp16|int8")
     p.add_argument("--drop", action="append", default=[], metavar="KEY.PATH")
     p.add_argument("--max-parts", type=int, default=0, help="refuse to write more parts (0: no limit)")
+    v = sub.add_parser("verify")  # exit 0 when every part the index names is there with its SHA-256
+    v.add_argument("parts_dir", type=Path)
     u = sub.add_parser("unpack")
     u.add_argument("parts_dir", type=Path)
     u.add_argument("run_dir", type=Path)
@@ -304,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{len(index['parts'])} parts, {total / 2**20:.1f} MiB (checkpoint {whole:.1f} MiB); "
                   f"{f'lossy, largest relative error {worst:.2e}' if worst else 'every tensor exact'}"
                   + (f"; dropped {', '.join(index['dropped'])}" if index["dropped"] else ""))
+        elif args.command == "verify":
+            verify(args.parts_dir)
         else:
             unpack(args.parts_dir, args.run_dir)
             print(f"{args.run_dir / CHECKPOINT} rebuilt")

@@ -11,18 +11,11 @@
 #   bash benchmarks/gpu/reference_collect.sh FILES_AT
 set -euo pipefail
 FROM=$(cd "$1" && pwd)
-complete() {  # complete DIR: every part its index.json names is there, with its SHA-256
-  python3 - "$1" <<'PY'
-import hashlib, json, sys
-from pathlib import Path
-folder = Path(sys.argv[1])
-for part in json.loads((folder / "index.json").read_text())["parts"]:
-    path = folder / part["file"]
-    if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != part["sha256"]:
-        sys.exit(f"{path}: missing or damaged")
-PY
-}
 cd "$(dirname "$0")/../.."
+PY=${PY:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+complete() {  # complete DIR: every part its index.json names is there, with its SHA-256
+  PYTHONPATH=src "$PY" benchmarks/gpu/checkpoint_parts.py verify "$1"
+}
 A=artifacts/reference
 mkdir -p $A/parts $A/sets
 for item in "$FROM"/*; do

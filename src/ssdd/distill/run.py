@@ -39,7 +39,7 @@ def run_distill(cfg: DistillConfig, resume: bool = False, show_progress: bool = 
 
 
 def _run_distill(cfg: DistillConfig, resume: bool, show_progress: bool, dist_info: D.DistInfo,
-                 started: float | None = None) -> DistilledSet | None:
+                 started: float) -> DistilledSet | None:
     method = get_method(cfg.method)
     check_processes(cfg, dist_info.world_size)  # the settings, teacher and out_dir were checked by validate_distill
     device = resolve_device(cfg.device, dist_info.local_rank)
@@ -72,7 +72,7 @@ def _run_distill(cfg: DistillConfig, resume: bool, show_progress: bool, dist_inf
         return None  # rank 0 alone chooses the subset: nothing after it needs the result here
     ctx = DistillContext(cfg, device, teacher, source.to(device), out_dir, resume, show_progress, dist_info,
                          log=ScalarLog(cfg.tensorboard, dist_info.is_main).open(out_dir, purge_step),
-                         started=time.perf_counter() if started is None else started)
+                         started=started)
     start = time.perf_counter()
     with ctx.log:
         try:

@@ -14,8 +14,9 @@ from torch import nn
 from ssdd.augment import crop_flip, normalize, to_float
 from ssdd.evaluation.config import FullDataConfig, PretrainConfig
 from ssdd.evaluation.fastpath import EpochLosses, autocast
+from ssdd.run.folder import save_checkpoint
 from ssdd.run.progress import bar
-from ssdd.run.runtime import atomic_write, to_device
+from ssdd.run.runtime import to_device
 
 
 class PretrainCheckpoint:
@@ -42,7 +43,7 @@ class PretrainCheckpoint:
     def maybe_save(self, state: Callable[[], dict[str, Any]]) -> None:
         if time.perf_counter() - self.last >= self.every_s:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(self.path, lambda tmp: torch.save(state(), tmp))
+            save_checkpoint(self.path, state())
             self.last = time.perf_counter()
 
     def discard(self) -> None:
