@@ -97,21 +97,28 @@ def scale_settings(tiny: bool) -> dict[str, Any]:
                       "eval": cell[:1]}}
 
 
-# The new code's extra settings, checked against its own schemas before any device time is spent: a misspelt or
-# renamed setting would otherwise fail every new-code run of the call. Runs under the new src (argv[1]: JSON).
+# The new code's extra settings, checked against its own schemas and its settings' checks (values, not paths)
+# before any device time is spent: a misspelt or renamed setting, or a value out of its range, would otherwise fail
+# every new-code run of the call. Runs under the new src (argv[1]: JSON).
 CHECK_ARGS = """
 import json, shlex, sys
 from ssdd.config import load_config
 from ssdd.distill.config import DistillConfig
+from ssdd.distill.validate import check_distill_settings
 from ssdd.evaluation.config import EvaluateConfig
+from ssdd.evaluation.validate import check_evaluate_settings
 from ssdd.teacher.config import TeacherConfig
+from ssdd.teacher.validate import check_teacher_settings
 spec = json.loads(sys.argv[1])
 presets = {"krr_st": "distill_krr_st_cifar100", "boost": "cifar100"}
-checks = [(TeacherConfig, "teacher_cifar100", spec["teacher"]), (EvaluateConfig, "evaluate_full", spec["evaluate"])]
-checks += [(DistillConfig, preset, spec["distill"] + spec[method]) for method, preset in presets.items()]
-checks += [(DistillConfig, presets[v.split(":")[0]], shlex.split(v.split(":", 2)[2])) for v in spec["variants"]]
-for schema, preset, overrides in checks:
-    load_config(schema, preset, overrides)
+checks = [(TeacherConfig, "teacher_cifar100", spec["teacher"], check_teacher_settings),
+          (EvaluateConfig, "evaluate_full", spec["evaluate"], check_evaluate_settings)]
+checks += [(DistillConfig, preset, spec["distill"] + spec[method], check_distill_settings)
+           for method, preset in presets.items()]
+checks += [(DistillConfig, presets[v.split(":")[0]], shlex.split(v.split(":", 2)[2]), check_distill_settings)
+           for v in spec["variants"]]
+for schema, preset, overrides, check in checks:
+    check(load_config(schema, preset, overrides))
 """
 
 

@@ -46,9 +46,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from ssdd.config import load_config
 from ssdd.data import channel_stats, load_split
 from ssdd.models import build_model
+from ssdd.run.compiled import Compiled, switch
 from ssdd.run.runtime import channels_last as use_channels_last
 from ssdd.teacher.config import TeacherConfig
-from ssdd.teacher.step import FAST_SYNC_EVERY, Compiled, StepLog, model_forward, switch, views_maker
+from ssdd.teacher.step import FAST_SYNC_EVERY, StepLog, model_forward, views_maker
 from ssdd.teacher.train import BarlowTwinsModel, autocast_dtype, build_optimizer, forward_loss
 
 PARTS = ("augment", "forward", "backward", "optimizer", "log")

@@ -216,6 +216,9 @@ def test_new_args_are_checked_against_the_new_code_schemas(monkeypatch: pytest.M
         check([], ["outer.no_such_setting=on"])
     with pytest.raises(ConfigError, match="no_such_setting"):
         check([], [], ["boost:x:outer.no_such_setting=on"])
+    check([], [], ["krr_st:compiled:outer.compile=on outer.precision=bf16"])
+    with pytest.raises(ConfigError, match=r"outer\.compile='maybe'"):  # a value out of range, not only a name
+        check([], [], ["krr_st:x:outer.compile=maybe"])
 
 
 def test_peak_writes_its_json_for_any_exit(tmp_path: Path) -> None:

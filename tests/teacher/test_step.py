@@ -1,4 +1,4 @@
-"""The teacher step's parts: the auto | on | off switches, compiling the model, the device-side step log."""
+"""The teacher step's parts: compiling the model and the views, the device-side step log."""
 
 from __future__ import annotations
 
@@ -9,61 +9,23 @@ import torch
 
 from ssdd.config import ModelConfig
 from ssdd.models import build_model
-from ssdd.teacher import step as step_module
+from ssdd.run import compiled as compiled_module
+from ssdd.run.compiled import Compiled
 from ssdd.teacher.config import TeacherConfig
-from ssdd.teacher.step import Compiled, StepLog, make_views, model_forward, switch, views_maker
+from ssdd.teacher.step import StepLog, make_views, model_forward, views_maker
 from ssdd.teacher.train import BarlowTwinsModel, forward_loss
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
 
-@pytest.mark.parametrize(("setting", "cpu", "cuda"), [("auto", False, True), ("on", True, True), (True, True, True),
-                                                      ("off", False, False), (False, False, False)])
-def test_switch_is_on_on_cuda_only_for_auto(setting, cpu, cuda):
-    assert (switch(setting, "fast", CPU), switch(setting, "fast", CUDA)) == (cpu, cuda)
-
-
-def test_switch_refuses_other_values_in_one_line():
-    with pytest.raises(ValueError, match=r"^fast='fastest': must be one of auto, on, off$"):
-        switch("fastest", "fast", CPU)
-
-
-def test_compile_on_where_it_is_unavailable_is_one_line_and_auto_stays_eager(monkeypatch):
-    monkeypatch.setattr(step_module, "compile_unavailable", lambda device: "no compiler here")
+def test_the_teacher_model_compiles_as_its_setting_says(monkeypatch):
+    monkeypatch.setattr(compiled_module, "compile_unavailable", lambda device: "no compiler here")
     net = torch.nn.Linear(2, 2)
     with pytest.raises(ValueError, match=r"^compile=on: torch.compile is unavailable \(no compiler here\); use "
                                          r"compile=off$"):
         model_forward(net, "on", CPU)
     assert model_forward(net, "auto", CUDA).compiled is None
     assert model_forward(net, "auto", CPU).compiled is None and model_forward(net, "off", CPU).compiled is None
-
-
-def test_compile_unavailable_names_what_is_missing(monkeypatch):
-    monkeypatch.setattr(step_module.shutil, "which", lambda name: None)
-    monkeypatch.delenv("CXX", raising=False)
-    assert "no C++ compiler" in step_module.compile_unavailable(CPU)
-    import torch.utils._triton
-
-    monkeypatch.setattr(torch.utils._triton, "has_triton", lambda: False)
-    assert "Triton" in step_module.compile_unavailable(CUDA)
-
-
-def test_a_failed_compile_is_one_line_when_required_and_a_warning_otherwise(capsys):
-    def broken(*args, **kwargs):
-        raise RuntimeError("the backend broke\nand said more on other lines")
-
-    net = torch.nn.Linear(2, 2)
-    x = torch.ones(1, 2)
-    required = Compiled(net, compile_it=False, required=True)
-    required.compiled = broken
-    with pytest.raises(RuntimeError, match=r"^compile=on: torch.compile failed on the model \(the backend broke\); "
-                                           r"use compile=off$"):
-        required(x)
-    tolerant = Compiled(net, compile_it=False)
-    tolerant.compiled = broken
-    assert torch.equal(tolerant(x), net(x)) and tolerant.compiled is None  # eager from now on
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "torch.compile failed on the model (the backend broke)" in err[0]
 
 
 def _tiny_model() -> BarlowTwinsModel:

@@ -15,9 +15,9 @@ from safetensors.torch import load_file
 
 from ssdd.cli import main
 from ssdd.config import load_config
+from ssdd.run.compiled import switch
 from ssdd.teacher import load_teacher
 from ssdd.teacher.config import TeacherConfig
-from ssdd.teacher.step import switch
 from ssdd.teacher.train import train_teacher
 
 SMOKE = ["model.name=convnet", "model.width=8", "model.depth=2", "model.feature=pool", "projector=[32,32]",

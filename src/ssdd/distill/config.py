@@ -44,9 +44,11 @@ class DistillConfig:
 
 # not device (RNG states are device-specific); not the number of processes either: a checkpoint resumes under
 # any. A moved experts folder is checked by its content; outer.channels_last, outer.fast, outer.teacher_cache
-# (rebuilt by every invocation, never checkpointed) and mkdt.recompute give the same results to float rounding.
+# (rebuilt by every invocation, never checkpointed), outer.compile and mkdt.recompute give the same results to float
+# rounding.
 RESUMABLE_KEYS = ("stop_after_steps", "stop_after_minutes", "out_dir", "tensorboard", "outer.split_support",
-                  "outer.channels_last", "outer.fast", "outer.teacher_cache", "mkdt.experts", "mkdt.recompute")
+                  "outer.channels_last", "outer.fast", "outer.teacher_cache", "outer.compile", "mkdt.experts",
+                  "mkdt.recompute")
 # Settings added after runs were made, at the value that behaves as before them: a config holding that value
 # keeps its study cache key and resumes a run saved without it (run.folder.config_hash, check_resume_compatible).
 LEGACY_VALUES: dict[str, object] = {"outer.precision": "fp32", "outer.teacher_precision": "fp32"}

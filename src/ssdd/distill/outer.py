@@ -14,10 +14,11 @@ rank 0's result broadcast. Rank 0 alone writes the log and the checkpoints (a ch
 per-process state, so it resumes under any number of processes). With the teacher cache
 (outer.teacher_cache) every process builds and holds the whole cache and looks up its slice's targets.
 
-The fast paths (outer.fast, outer.teacher_cache; docs/performance.md "Fast paths on a GPU") keep the plain
-path's random draws and maths: the real-batch augmentation is drawn (RealViews.draw, the plain generator calls)
-apart from its application, so a step can look its teacher targets up by (image, view) instead of running the
-teacher. The step has fixed shapes and no Python branch on a tensor's value.
+The fast paths (outer.fast, outer.teacher_cache, outer.compile; docs/performance.md "Fast paths on a GPU") keep
+the plain path's random draws and maths: the real-batch augmentation is drawn (RealViews.draw, the plain generator
+calls) apart from its application, so a step can look its teacher targets up by (image, view) instead of running
+the teacher. The step has fixed shapes and no Python branch on a tensor's value; outer.compile runs the pool
+members' forwards through torch.compile.
 """
 
 from __future__ import annotations
@@ -36,11 +37,12 @@ from ssdd.augment import normalize, to_float
 from ssdd.augment.pipelines import crop_flip_at, crop_flip_draws
 from ssdd.config import ModelConfig, config_to_dict
 from ssdd.distill.krr import krr_loss, krr_solve_dtype
-from ssdd.distill.pool import ModelPool
+from ssdd.distill.pool import ModelPool, call_module
 from ssdd.distill.registry import DistillContext
 from ssdd.distill.views import view_draws, views_at
 from ssdd.models import build_model
 from ssdd.run import distributed as D
+from ssdd.run.compiled import compiled
 from ssdd.run.loop import RunLoop, Watched
 from ssdd.run.progress import bar_settings, note, phase
 from ssdd.run.runtime import channels_last, forward_precision, gpu_path, precision_dtype, to_device
@@ -77,6 +79,10 @@ class OuterConfig:
     # before the loop, and looked up at each step (the same targets to float rounding). auto = on on CUDA when
     # it saves teacher forwards and takes at most half of the free device memory
     teacher_cache: str = "auto"
+    # auto (= on on CUDA where torch.compile works) | on | off: the pool members' forwards, and so their backwards,
+    # through torch.compile (one compiled graph serves every member); the same results to float rounding. off by
+    # default until a GPU measurement says it pays (docs/performance.md "Fast paths on a GPU")
+    compile: str = "off"
     precision: str = "fp32"  # fp32 | bf16: the pool member's forwards (bf16 autocast; the KRR solve stays as set)
     teacher_precision: str = "fp32"  # fp32 | bf16: the teacher's forwards in the loop (and the cache's)
     model: ModelConfig = field(default_factory=lambda: ModelConfig(name="convnet", width=128, depth=3))
@@ -259,8 +265,10 @@ def outer_loop(ctx: DistillContext, name: str, tensors: dict[str, torch.Tensor],
     solve_dtype = krr_solve_dtype(outer.solve_dtype)
     layout = (torch.channels_last if channels_last(outer.channels_last, "outer.channels_last")
               else torch.contiguous_format)
+    members_forward = compiled(call_module, outer.compile, device, "the pool members", key="outer.compile",
+                               who="ssdd distill")
     pool = ModelPool(cfg.pool, lambda: build_model(outer.model, images_u8.shape[-1]), teacher.feature_dim, device,
-                     cpu_gen, layout)
+                     cpu_gen, layout, members_forward)
     teacher.to(memory_format=layout)
     fast = gpu_path(outer.fast, "outer.fast", device) != "off"
     member_dtype = precision_dtype(outer.precision, "outer.precision")

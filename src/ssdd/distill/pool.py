@@ -54,15 +54,24 @@ def seeded_member(model: ModelConfig, resolution: int, target_dim: int, seed: in
         return PoolMember(build_model(model, resolution), target_dim)
 
 
+def call_module(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """module(x): how the pool runs its members unless it is handed another way (outer.compile)."""
+    return module(x)
+
+
 class ModelPool:
     def __init__(self, cfg: PoolConfig, build_backbone: Callable[[], nn.Module], target_dim: int,
                  device: torch.device, generator: torch.Generator,
-                 memory_format: torch.memory_format = torch.contiguous_format) -> None:
+                 memory_format: torch.memory_format = torch.contiguous_format,
+                 forward: Callable[[nn.Module, torch.Tensor], torch.Tensor] = call_module) -> None:
         if cfg.size < 1 or cfg.max_steps < 2:
             raise ValueError("pool.size must be >= 1 and pool.max_steps >= 2")
         self.cfg, self.build_backbone, self.target_dim, self.device = cfg, build_backbone, target_dim, device
         self.generator = generator  # CPU generator: pool choices, initial step counts
         self.memory_format = memory_format  # of every member's weights (torch.channels_last or contiguous)
+        # forward(module, x): every member's (and backbone's) forward goes through it; the module is an argument,
+        # so one torch.compile'd function serves all members, re-initialised ones included
+        self.forward = forward
         self.members: list[PoolMember] = []
         self.optimizers: list[torch.optim.Optimizer] = []
         self.counters: list[int] = []
@@ -108,7 +117,7 @@ class ModelPool:
         """phi_j(x) in eval mode (BatchNorm uses running statistics)."""
         backbone = self.members[j].backbone
         backbone.eval()
-        return backbone(x)
+        return self.forward(backbone, x)
 
     def train_step(self, j: int, images: torch.Tensor, targets: torch.Tensor, count_only: bool = True) -> float:
         """One SGD step of member j on MSE(f_j(images), targets) (both detached); then advance its counter.
@@ -133,7 +142,7 @@ class ModelPool:
         member = self.members[j]
         member.train()
         with forward_precision(images.device, autocast):
-            prediction = member(images.detach())
+            prediction = self.forward(member, images.detach())
         loss = F.mse_loss(prediction.float(), targets.detach())
         self.optimizers[j].zero_grad(set_to_none=True)
         loss.backward()

@@ -67,7 +67,7 @@ def check_outer_loop_settings(cfg: Any) -> None:
     choice("outer.form", outer.form, ("auto", "primal", "dual"))
     choice("outer.solve_dtype", outer.solve_dtype, ("auto", "float32", "float64"))
     auto_on_off("outer.channels_last", outer.channels_last)
-    for key in ("fast", "teacher_cache"):
+    for key in ("fast", "teacher_cache", "compile"):
         auto_on_off(f"outer.{key}", getattr(outer, key))
     choice("outer.precision", outer.precision, tuple(PRECISIONS))
     choice("outer.teacher_precision", outer.teacher_precision, tuple(PRECISIONS))

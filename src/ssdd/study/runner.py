@@ -39,8 +39,8 @@ NOT_HASHED = {
                 "fast", "compile"),
     "experts": ("out_dir", "stop_after_experts", "stop_after_minutes", "tensorboard", "teacher"),
     "distill": ("out_dir", "stop_after_steps", "stop_after_minutes", "checkpoint_every", "log_every", "teacher",
-                "outer.split_support", "outer.channels_last", "outer.fast", "outer.teacher_cache", "tensorboard",
-                "mkdt.experts", "mkdt.recompute"),
+                "outer.split_support", "outer.channels_last", "outer.fast", "outer.teacher_cache", "outer.compile",
+                "tensorboard", "mkdt.experts", "mkdt.recompute"),
     "evaluate": ("out_dir", "teacher", "distilled", "tensorboard", "reuse", "channels_last", "checkpoint_minutes"),
 }  # `teacher`, `distilled` and `mkdt.experts` are paths: the keys or fingerprints of what they hold stand in;
 # `reuse` names other evaluations whose cells, measured the same way, are taken instead of measured again

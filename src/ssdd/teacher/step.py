@@ -1,4 +1,4 @@
-"""The parts of one teacher training step, each a function a benchmark can time, and the fast path's switches.
+"""The parts of one teacher training step, each a function a benchmark can time.
 
 The fast path (`fast`, default auto = on on CUDA) computes what the plain path computes with no host
 synchronisation per step: branch-free colour jitter (the same images bit for bit), LARS over all
@@ -10,90 +10,16 @@ model's forward, and so its backward, through torch.compile, and on the fast pat
 from __future__ import annotations
 
 import math
-import os
-import shutil
-import sys
-from collections.abc import Callable
-from typing import Any
 
 import torch
 from torch import nn
 
 from ssdd.augment import normalize, to_float, two_views
 from ssdd.augment.pipelines import TwoViewConfig
-from ssdd.run.runtime import gpu_path
+from ssdd.run.compiled import Compiled, compiled
 
 FAST_SYNC_EVERY = 100  # fast path: steps between reads of the device's loss log (finiteness, progress bar)
 PLAIN_BAR_EVERY = 10  # plain path: steps between progress-bar updates (it reads the loss every step anyway)
-
-
-def switch(setting: object, key: str, device: torch.device) -> bool:
-    """Whether an auto | on | off fast-path setting is on for `device` (auto = on on CUDA only)."""
-    return gpu_path(setting, key, device) != "off"
-
-
-def compile_unavailable(device: torch.device) -> str | None:
-    """Why torch.compile cannot build the model's kernels for `device` here, or None when it can."""
-    try:
-        import torch._dynamo
-
-        if not torch._dynamo.is_dynamo_supported():
-            return f"TorchDynamo does not support Python {sys.version_info.major}.{sys.version_info.minor} here"
-    except ImportError as exc:  # a torch built without it
-        return f"torch._dynamo cannot be imported ({exc})"
-    if device.type == "cuda":
-        from torch.utils._triton import has_triton
-
-        return None if has_triton() else "Triton, which torch.compile needs on CUDA, is not installed"
-    if device.type == "cpu" and not any(shutil.which(c) for c in (os.environ.get("CXX", ""), "g++", "clang++", "c++")
-                                        if c):
-        return "no C++ compiler (g++, clang++ or $CXX), which torch.compile needs on the CPU, was found"
-    return None
-
-
-class Compiled:
-    """Calls `fn` (the model, or `make_views`), through torch.compile when asked. A failure to compile (seen at
-    the first call) is a one-line error when compiling was required (compile=on), else a one-line warning and
-    the eager `fn` from then on."""
-
-    def __init__(self, fn: Callable[..., Any], compile_it: bool, required: bool = False, backend: str = "inductor",
-                 what: str = "the model") -> None:
-        self.fn, self.what = fn, what
-        self.compiled: Callable[..., Any] | None = torch.compile(fn, backend=backend) if compile_it else None
-        self.required, self.checked = required, False
-
-    def __call__(self, *args: Any) -> Any:
-        if self.compiled is None:
-            return self.fn(*args)
-        if self.checked:
-            return self.compiled(*args)
-        try:
-            out = self.compiled(*args)
-        except (MemoryError, torch.cuda.OutOfMemoryError):
-            raise
-        except Exception as exc:
-            first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-            if self.required:
-                raise RuntimeError(f"compile=on: torch.compile failed on {self.what} ({first}); "
-                                   f"use compile=off") from None
-            print(f"ssdd teacher: warning: torch.compile failed on {self.what} ({first}); it runs eagerly "
-                  f"(compile=off skips the attempt)", file=sys.stderr)
-            self.compiled = None
-            out = self.fn(*args)
-        self.checked = True
-        return out
-
-
-def compiled(fn: Callable[..., Any], setting: object, device: torch.device, what: str) -> Compiled:
-    """`fn` as the `compile` setting asks: `on` where torch.compile is unavailable is a one-line error, `auto`
-    then quietly stays eager."""
-    if not switch(setting, "compile", device):
-        return Compiled(fn, compile_it=False, what=what)
-    required = str(setting).lower() != "auto"
-    reason = compile_unavailable(device)
-    if reason and required:
-        raise ValueError(f"compile=on: torch.compile is unavailable ({reason}); use compile=off")
-    return Compiled(fn, compile_it=reason is None, required=required, what=what)
 
 
 def model_forward(model: nn.Module, setting: object, device: torch.device) -> Compiled:

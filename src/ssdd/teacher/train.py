@@ -29,6 +29,7 @@ from ssdd.evaluation.linear_probe import probe_encoder
 from ssdd.models import build_model, describe
 from ssdd.run import distributed as D
 from ssdd.run.checks import batch_fits
+from ssdd.run.compiled import switch
 from ssdd.run.folder import claim
 from ssdd.run.guard import TEACHER_FINISH_KEYS, check_inputs, check_resume, numerical_stop, resume_changes
 from ssdd.run.loop import RunLoop
@@ -47,7 +48,6 @@ from ssdd.teacher.step import (
     StepLog,
     model_forward,
     optimizer_step,
-    switch,
     views_maker,
 )
 from ssdd.teacher.validate import training_images, validate_teacher
