@@ -24,18 +24,24 @@
 # KRR-ST run always has its teacher cache, on 2,000 images) and --variant METHOD:NAME:OVERRIDES for one more
 # new-code run, e.g. call 1 with  --variant "boost:bf16:outer.precision=bf16 outer.teacher_precision=bf16"
 # and call 2 with  --new-eval-args "precision=bf16"  (the evaluation's bf16 is opt-in; fp32 is the default).
-# SECONDS_ALLOWED (default 330, 300, all: 540) is speed.py's --seconds. Device time: a start (1 to 2 minutes),
-# then about 5.7 and 5.2 minutes, transfers beside: about 13 of the session's 15 minutes (all: about 11).
+# The compiled pool members (outer.compile, off by default) need a variant of their own, e.g.
+#   --variant "krr_st:compiled:outer.compile=on outer.teacher_cache=on data.subset=2000"
+# best in a call of its own (PARTS=rate,flops,distill: the old and new runs beside it): its compiling (tens of
+# seconds) comes out of the run's share, and each variant shortens the others' shares.
+# SECONDS_ALLOWED (default 330, 300, all: 540) is speed.py's --seconds; PARTS (default: the call's) its --parts.
+# Device time: a start (1 to 2 minutes), then about 5.7 and 5.2 minutes, transfers beside: about 13 of the
+# session's 15 minutes (all: about 11).
 # Results: OUT/speed_N.json (rewritten after every part, so a call stopped early still returns numbers),
 # OUT/speed_N.log (each stage's output), OUT/speed_N.out (this call's output).
 set -euo pipefail
 CALL=$1; OUT=$2; shift 2
 case $CALL in
-  1) PARTS=rate,flops,teacher,distill,official; DEFAULT_SECONDS=330 ;;
-  2) PARTS=rate,flops,parts,evaluate,protocol; DEFAULT_SECONDS=300 ;;
-  all) PARTS=rate,flops,teacher,distill,official,parts,evaluate,protocol; DEFAULT_SECONDS=540 ;;
+  1) DEFAULT_PARTS=rate,flops,teacher,distill,official; DEFAULT_SECONDS=330 ;;
+  2) DEFAULT_PARTS=rate,flops,parts,evaluate,protocol; DEFAULT_SECONDS=300 ;;
+  all) DEFAULT_PARTS=rate,flops,teacher,distill,official,parts,evaluate,protocol; DEFAULT_SECONDS=540 ;;
   *) echo "usage: $0 1|2|all OUT [speed.py options]"; exit 2 ;;
 esac
+PARTS=${PARTS:-$DEFAULT_PARTS}
 [ -d .gpu/speed/old/src ] || { echo ".gpu/speed is missing: run benchmarks/gpu/speed_prepare.sh and carry .gpu/speed"; exit 1; }
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader || true
 export PYTHONPATH=$PWD/.gpu/speed/site PYTHONUNBUFFERED=1
