@@ -143,6 +143,11 @@ def test_without_a_teacher_says_what_to_pass(command, tmp_path, capsys):
     line = _one_error_line(capsys)
     assert f"no teacher at '{tmp_path / 'absent'}': pass teacher=PATH" in line
     assert not out_dir.exists()
+    staged = tmp_path / "runs" / "teacher" / "teacher-4f09ed35" / "teacher"  # where `ssdd reproduce` puts one
+    staged.mkdir(parents=True)
+    (staged / "manifest.json").write_text("{}")
+    assert main([command, "--no-progress", f"out_dir={out_dir}", f"teacher={staged.parent.parent / 'teacher'}"]) == 2
+    assert _one_error_line(capsys).endswith(f"but a study's teacher stage holds one: pass teacher={staged}")
 
 
 def test_missing_data_file_says_what_to_pass(tmp_path, capsys):

@@ -608,6 +608,17 @@ def test_every_exception_type_is_one_line_and_debug_shows_the_traceback(monkeypa
     assert main(["presets"]) == 1
     assert "no space left on device while writing /runs/x/checkpoint.pt" in one_error_line(capsys)
 
+    def offline(args):  # torchvision's download without a network: an OSError, but not of the file system
+        from urllib.error import URLError
+
+        raise URLError(OSError(-2, "Name or service not known"))
+
+    monkeypatch.setattr(cli, "_cmd_presets", offline)
+    assert main(["presets"]) == 1
+    line = one_error_line(capsys)
+    assert "a download failed ([Errno -2] Name or service not known): check the network" in line
+    assert "file-system" not in line
+
 
 def test_the_readme_documents_the_exit_codes_and_docs_the_reliability_table():
     root = Path(__file__).resolve().parents[1]

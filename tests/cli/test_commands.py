@@ -65,6 +65,24 @@ def test_under_torchrun_only_rank_0_prints_the_error(capsys, monkeypatch, tmp_pa
     assert err.count("\n") == 1 and err.startswith("ssdd evaluate: error:")
 
 
+@pytest.mark.parametrize("command", ["teacher", "distill", "experts", "evaluate", "reproduce"])
+def test_each_help_shows_overrides_its_own_command_takes(command, capsys):
+    """The example in `ssdd COMMAND --help` (copied by users) is made of that command's own settings."""
+    from ssdd.cli.commands import OVERRIDE_EXAMPLES
+
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    assert OVERRIDE_EXAMPLES[command] in " ".join(capsys.readouterr().out.split())
+    assert main([command, "--print-config", *OVERRIDE_EXAMPLES[command].split()]) == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    for override in OVERRIDE_EXAMPLES[command].split():
+        key, value = override.split("=")
+        node = cfg
+        for part in key.split("."):
+            node = node[part]
+        assert node == yaml.safe_load(value), override
+
+
 def test_distill_help_lists_every_registered_method(capsys):
     from ssdd.distill import available_methods
 

@@ -94,8 +94,14 @@ def test_impossible_budget_and_existing_run_are_clear_errors(tiny_npz, tiny_teac
     code = main(["distill", "--no-progress", f"data.path={tiny_npz}", f"teacher={tiny_teacher}",
                  f"out_dir={tmp_path / 'e'}", "method=random", *SMOKE])
     assert code == 2 and "--resume" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="unknown distillation method"):
+    with pytest.raises(ValueError, match="unknown distillation method") as info:
         run_distill(smoke(tiny_npz, tiny_teacher, tmp_path / "u", "method=nope"), show_progress=False)
+    assert "krr_st" in str(info.value) and "imported" not in str(info.value)  # only what `ssdd distill` runs
+    code = main(["distill", "--no-progress", f"data.path={tiny_npz}", f"teacher={tiny_teacher}",
+                 f"out_dir={tmp_path / 'i'}", "method=imported", *SMOKE])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "ssdd import-distilled" in err, err
+    assert not (tmp_path / "i").exists()  # refused before anything was written
 
 
 def test_budget_larger_than_source_and_convention_misuse_are_rejected(tiny_npz, tiny_teacher, tmp_path):

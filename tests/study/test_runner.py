@@ -54,9 +54,14 @@ def test_cache_reruns_exactly_the_stages_downstream_of_a_change(study_files, cap
     again = run_study(study(study_files), show_progress=False)
     assert set(statuses(again).values()) == {"cached"}
     assert [s.folder for s in again.stages] == [s.folder for s in first.stages]
+    # a cached stage keeps the time it took in the run that finished it (study.json), and the same study in the
+    # same out_dir replaces nothing of another's
+    assert [s.finished_in_seconds for s in again.stages] == [s.seconds for s in first.stages]
+    assert "another study's" not in capsys.readouterr().out
 
     # an evaluation setting: only the evaluation reruns
     changed = run_study(study(study_files, "evaluate.overrides=[probe.iterations=4]"), show_progress=False)
+    assert f"{study_files / 'study'} holds another study's study.yaml, study.json and report" in capsys.readouterr().out
     assert statuses(changed) == {"teacher/teacher": "cached", "distill/krr_st_n10": "cached",
                                  "distill/random_n10": "cached", "evaluate/evaluate": "ran"}
     # one distilled set's setting: that set and the evaluation
@@ -168,7 +173,7 @@ def test_new_content_in_a_data_file_reruns_the_stages_that_read_it(study_files):
     assert set(statuses(again).values()) == {"would run"}
 
 
-def test_named_studies_share_out_dir_stages_and_keep_their_own_files(study_files, capsys):
+def test_named_studies_share_out_dir_stages_and_keep_their_own_files(study_files, capsys, monkeypatch):
     import json
 
     from ssdd.evaluation.config import EvaluateConfig
@@ -198,6 +203,18 @@ def test_named_studies_share_out_dir_stages_and_keep_their_own_files(study_files
     assert not (root / "study.yaml").exists() and not (root / "report.md").exists()
     assert "krr_st@10" in (root / "one" / "report.md").read_text()
     assert "krr_st@10" not in (root / "two" / "report.md").read_text()
+    # `ssdd report` of a study's folder reports its evaluation into it, from any working folder
+    (root / "one" / "report.md").unlink()
+    elsewhere = study_files / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    capsys.readouterr()
+    assert main(["report", str(root / "one")]) == 0
+    out = capsys.readouterr().out
+    assert f"is a study's folder: the report of its evaluation, {first.evaluation}" in out
+    assert "krr_st@10" in (root / "one" / "report.md").read_text()
+    assert main(["report", str(root / "nowhere")]) == 2
+    assert "nowhere: no such folder (pass an `ssdd evaluate` out_dir" in capsys.readouterr().err
     with pytest.raises(ValueError, match="stage folder"):
         run_study(study(study_files, "name=distill"), show_progress=False)
 
@@ -263,3 +280,25 @@ def test_an_evaluation_stage_cut_before_its_results_resumes_from_what_it_saved(t
     assert seen == [resumes]
     if left is not None:  # kept to resume from, or removed with the folder of a fresh start
         assert (folder / left).exists() == resumes
+
+
+@pytest.mark.parametrize("name", ["", "one"])
+def test_a_studys_folder_names_its_evaluation_and_teacher_from_any_working_folder(name, tmp_path, monkeypatch):
+    """study.json spells stage folders as the study's command did (relative to where it ran); `ssdd report`
+    of the study's folder finds them under its out_dir from anywhere (a named study's folder is OUT/<name>)."""
+    import json
+
+    from ssdd.study.runner import study_report_inputs
+
+    out = tmp_path / "runs" / "x"
+    evaluation, teacher = out / "evaluate" / "evaluate-abc", out / "teacher" / "teacher-def" / "teacher"
+    evaluation.mkdir(parents=True)
+    teacher.mkdir(parents=True)
+    summary = out / name
+    summary.mkdir(exist_ok=True)
+    (summary / "study.json").write_text(json.dumps({"evaluation": "runs/x/evaluate/evaluate-abc",
+                                                    "teacher": "runs/x/teacher/teacher-def/teacher"}))
+    monkeypatch.chdir(tmp_path / "runs")  # not where the study ran
+    assert study_report_inputs(summary) == (evaluation, teacher)
+    (summary / "study.json").write_text(json.dumps({"evaluation": None}))  # a study that has not evaluated yet
+    assert study_report_inputs(summary) is None and study_report_inputs(tmp_path / "none") is None

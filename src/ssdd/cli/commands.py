@@ -25,13 +25,20 @@ from typing import Any
 
 from ssdd import __version__
 
+# each configured command's example overrides in its --help (tests/cli/test_commands.py loads each with its schema)
+OVERRIDE_EXAMPLES = {"teacher": "optim.epochs=10 data.path=data/cifar100.npz",
+                     "distill": "budget=100 outer.steps=1000",
+                     "experts": "num_experts=10 epochs=5",
+                     "evaluate": "seeds=1 finetune.iterations=1000",
+                     "reproduce": "out_dir=runs/mine seed=1"}
 
-def _add_config_args(parser: argparse.ArgumentParser) -> None:
+
+def _add_config_args(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("--config", "-c", metavar="FILE|PRESET",
                         help="a YAML file or a packaged preset name (`ssdd presets` lists them); "
                              "omitted = built-in defaults")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="override any config value, e.g. optim.epochs=10 data.path=cifar100.npz")
+                        help=f"override any config value, e.g. {OVERRIDE_EXAMPLES[command]}")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
 
@@ -140,9 +147,21 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from ssdd.report import build_report
+    from pathlib import Path
 
-    for path in build_report(args.directory, args.out, args.teacher, args.distilled):
+    from ssdd.report import build_report
+    from ssdd.study.runner import study_report_inputs
+
+    directory, out, teacher = Path(args.directory), args.out, args.teacher
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory}: no such folder (pass an `ssdd evaluate` out_dir, or an "
+                                f"`ssdd reproduce` study's)")
+    found = None if (directory / "results.json").is_file() else study_report_inputs(directory)
+    if found is not None:  # a study's folder: the report of its evaluation, written there as the study does
+        evaluation, study_teacher = found
+        print(f"{directory} is a study's folder: the report of its evaluation, {evaluation}")
+        directory, out, teacher = evaluation, out or args.directory, teacher or study_teacher
+    for path in build_report(directory, out, teacher, args.distilled):
         print(path)
     return 0
 
@@ -197,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     teacher = sub.add_parser("teacher", help="train the Barlow Twins teacher (torchrun for several GPUs)")
-    _add_config_args(teacher)
+    _add_config_args(teacher, "teacher")
     teacher.add_argument("--resume", action="store_true", help="continue the run in out_dir from its checkpoint")
     teacher.add_argument("--no-progress", action="store_true",
                          help="no progress bar or phase lines (epoch lines and logs stay)")
@@ -206,21 +225,21 @@ def build_parser() -> argparse.ArgumentParser:
     distill = sub.add_parser("distill", help="distil the source into a small set (method=NAME; `ssdd distill "
                                              "--help` lists the methods)")
     distill.describe = _distill_description
-    _add_config_args(distill)
+    _add_config_args(distill, "distill")
     distill.add_argument("--resume", action="store_true", help="continue the run in out_dir from its checkpoint")
     distill.add_argument("--no-progress", action="store_true", help="no progress bar or phase lines")
     distill.set_defaults(func=_cmd_distill)
 
     experts = sub.add_parser("experts", help="train MKDT's expert trajectories (students regressing the teacher's "
                                              "representations) for `distill method=mkdt`")
-    _add_config_args(experts)
+    _add_config_args(experts, "experts")
     experts.add_argument("--resume", action="store_true",
                          help="continue the run in out_dir (or add experts with a larger num_experts)")
     experts.add_argument("--no-progress", action="store_true", help="no progress bar or phase lines")
     experts.set_defaults(func=_cmd_experts)
 
     evaluate = sub.add_parser("evaluate", help="pre-train on distilled sets, fine-tune and probe on targets")
-    _add_config_args(evaluate)
+    _add_config_args(evaluate, "evaluate")
     evaluate.add_argument("--distilled", "-d", nargs="+", default=[], metavar="DIR",
                           help="distilled artifact folders (added to the config's list)")
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar or phase lines")
@@ -238,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     reproduce = sub.add_parser("reproduce", help="a whole study from one preset: teacher -> distill -> evaluate -> "
                                                  "report, each stage cached")
-    _add_config_args(reproduce)
+    _add_config_args(reproduce, "reproduce")
     reproduce.add_argument("--no-progress", action="store_true",
                            help="no progress bars or phase lines (stage lines stay)")
     reproduce.add_argument("--dry-run", action="store_true",
@@ -253,7 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(func=_cmd_show)
 
     report = sub.add_parser("report", help="report.md and a self-contained report.html of an evaluation folder")
-    report.add_argument("directory", help="an `ssdd evaluate` out_dir (results.json, config.yaml)")
+    report.add_argument("directory", help="an `ssdd evaluate` out_dir (results.json, config.yaml), or a study's "
+                                          "(`ssdd reproduce`; its evaluation is reported, into it)")
     report.add_argument("--out", "-o", default=None, help="output folder (default DIR)")
     report.add_argument("--teacher", default=None, metavar="DIR",
                         help="the teacher folder (default: the one DIR/config.yaml names)")

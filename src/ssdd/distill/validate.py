@@ -9,7 +9,7 @@ from typing import Any
 
 from ssdd.config import ConfigError
 from ssdd.data.validate import check_split
-from ssdd.distill.registry import DistillMethod, get_method, methods_where
+from ssdd.distill.registry import DistillMethod, find_method, methods_where
 from ssdd.run.checks import (
     auto_on_off,
     batch_fits,
@@ -29,11 +29,16 @@ from ssdd.teacher.validate import teacher_manifest
 
 
 def method_of(cfg: Any) -> DistillMethod:
-    """The configured method (ConfigError naming the available ones)."""
-    try:
-        return get_method(cfg.method)
-    except ValueError as exc:
-        raise ConfigError(f"method={cfg.method!r}: {exc}") from None
+    """The configured method (ConfigError naming the ones `ssdd distill` runs: not a method whose sets another
+    command writes, such as `imported`, which has no budget rule)."""
+    method = find_method(cfg.method)
+    if method is not None and method.samples is not None:
+        return method
+    runnable = ", ".join(methods_where(lambda m: m.samples is not None))
+    if method is not None:
+        raise ConfigError(f"method={cfg.method!r}: its sets are not distilled but written by another command "
+                          f"(`ssdd import-distilled` for imported sets); `ssdd distill` runs {runnable}")
+    raise ConfigError(f"method={cfg.method!r}: unknown distillation method (available: {runnable})")
 
 
 def check_distill_settings(cfg: Any) -> None:

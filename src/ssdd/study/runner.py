@@ -55,7 +55,9 @@ class StageRun:
     folder: str
     key: str
     status: str  # cached | ran | resumed | paused
-    seconds: float = 0.0
+    seconds: float = 0.0  # this invocation's time on the stage (0 when cached)
+    # a cached stage: the time of the invocation that finished it (its stage.json), so a rerun keeps the cost
+    finished_in_seconds: float | None = None
 
 
 @dataclass
@@ -135,7 +137,8 @@ def _run_stage(kind: str, name: str, cfg: Any, upstream: list[str], root: Path,
     cfg.out_dir = str(folder)
     if _finished(folder, key):
         say(f"{kind} {name}: cached in {folder}")
-        return StageRun(kind, name, str(folder), key, "cached")
+        return StageRun(kind, name, str(folder), key, "cached",
+                        finished_in_seconds=json.loads((folder / DONE).read_text()).get("seconds"))
     # an evaluation resumes from its results, or from the cells and pre-training states it saved before them
     resume = (folder / CHECKPOINT).exists() or (kind == "evaluate" and (
         (folder / "results.json").exists() or any((folder / SAVED_CELLS).glob("[!.]*"))))
@@ -249,6 +252,50 @@ def run_study(study: StudyConfig, show_progress: bool = True, dry_run: bool = Fa
         return _run_study(study, root, show_progress, dry_run)
 
 
+def _note_replaced_study(study: StudyConfig) -> None:
+    """One line when this study's summary folder holds another study's files (study.yaml, study.json, report),
+    which this run replaces: an unnamed study sharing an out_dir with another (such as the demo's)."""
+    import yaml
+
+    saved = summary_dir(study) / "study.yaml"
+    try:
+        before = yaml.safe_load(saved.read_text())
+    except (OSError, yaml.YAMLError):
+        return
+    if before != config_to_dict(study):
+        print(f"[study] {summary_dir(study)} holds another study's study.yaml, study.json and report: this one "
+              f"replaces them (a study with its own `name` writes to {Path(study.out_dir)}/<name>/ instead)",
+              flush=True)
+
+
+def study_report_inputs(folder: Path) -> tuple[Path, Path | None] | None:
+    """(the evaluation folder, the teacher folder) the study.json in `folder` names, or None when it holds no
+    study.json or that names no evaluation (`ssdd report` of a study's folder)."""
+    try:
+        saved = json.loads((Path(folder) / "study.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(saved, dict) or not saved.get("evaluation"):
+        return None
+    teacher = _stage_path(saved["teacher"], Path(folder)) if saved.get("teacher") else None
+    return _stage_path(saved["evaluation"], Path(folder)), teacher
+
+
+def _stage_path(saved: str, folder: Path) -> Path:
+    """A stage path study.json holds as the study's command spelled it (relative to where it ran): as it is when
+    it exists, else found under the study's out_dir (`folder`, or its parent for a named study) by its last
+    two or three parts (OUT/evaluate/<stage>, OUT/teacher/<stage>/teacher)."""
+    path = Path(saved)
+    if path.exists():
+        return path
+    for base in (folder, folder.parent):
+        for depth in (2, 3):
+            candidate = base.joinpath(*path.parts[-depth:])
+            if len(path.parts) >= depth and candidate.exists():
+                return candidate
+    return path
+
+
 def summary_dir(study: StudyConfig) -> Path:
     """Where a study's own files go (study.yaml, study.json, the report): out_dir, or out_dir/<name> when
     several named studies share out_dir's cached stages."""
@@ -283,6 +330,7 @@ def _run_study(study: StudyConfig, root: Path, show_progress: bool, dry_run: boo
 
     if not dry_run:
         summary_dir(study).mkdir(parents=True, exist_ok=True)
+        _note_replaced_study(study)
         save_config(study, summary_dir(study) / "study.yaml")
     common = [f"seed={study.seed}", f"device={study.device}"]
     if not dry_run:
