@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -30,11 +31,18 @@ def make_npz(path: Path, n_train: int = 64, n_test: int = 32, classes: int = 4, 
 
 @pytest.fixture(scope="module")
 def one_thread():
-    """Tiny convolutions are dominated by thread hand-off on a busy machine; one thread is much faster."""
-    threads = torch.get_num_threads()
+    """Tiny convolutions are dominated by thread hand-off on a busy machine; one thread is much faster. The
+    processes a test starts (`ssdd evaluate --processes`) get one thread too, so that their sums run in the
+    order of this one's whatever OMP_NUM_THREADS the suite was started with."""
+    threads, before = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
     torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
     yield
     torch.set_num_threads(threads)
+    if before is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    else:
+        os.environ["OMP_NUM_THREADS"] = before
 
 
 @pytest.fixture

@@ -94,6 +94,21 @@ def test_an_override_without_value_empties_a_string_and_is_refused_elsewhere():
         load_config(TeacherConfig, None, ["optim.epochs="])
 
 
+def test_a_scalar_where_a_list_or_a_section_goes_says_what_to_write():
+    """Not omegaconf's internal words (AnyNode, ListConfig): the shape expected and the default, in override
+    syntax, to copy."""
+    with pytest.raises(ConfigError) as info:
+        load_config(TeacherConfig, None, ["projector=abc"])
+    assert str(info.value) == ("bad value for 'projector' (override 'projector=abc'): expected a list in brackets "
+                               "(its default: projector=[2048, 2048, 2048])")
+    from ssdd.distill.config import DistillConfig
+
+    with pytest.raises(ConfigError) as info:
+        load_config(DistillConfig, None, ["outer.model=abc"])
+    assert str(info.value).startswith("bad value for 'outer.model' (override 'outer.model=abc'): expected a mapping "
+                                      "in braces (its default: outer.model={")
+
+
 def test_malformed_override():
     with pytest.raises(ConfigError, match="key=value") as info:
         load_config(TeacherConfig, None, ["optim.epochs"])

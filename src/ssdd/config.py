@@ -77,7 +77,12 @@ def _resolve_type(owner: Any, name: str) -> Any:
     return hints.get(name)
 
 
-def _explain(exc: OmegaConfBaseException, schema: type, origin: str) -> ConfigError:
+# omegaconf's words for a scalar given where a list or a section goes, and what to say instead
+SHAPE_ERRORS = (("is not a ListConfig", "a list in brackets"), ("is not a subclass of", "a mapping in braces"))
+
+
+def _explain(exc: OmegaConfBaseException, schema: type, origin: str, key: str = "") -> ConfigError:
+    """One line for omegaconf's error; `key`: the dotted key of the override that raised it, when one did."""
     full_key = getattr(exc, "full_key", None) or ""
     if isinstance(exc, ConfigKeyError):
         parent = full_key.rsplit(".", 1)[0] if "." in full_key else ""
@@ -88,8 +93,23 @@ def _explain(exc: OmegaConfBaseException, schema: type, origin: str) -> ConfigEr
         )
     if isinstance(exc, ValidationError):
         message = str(exc).splitlines()[0]
+        for words, written in SHAPE_ERRORS:
+            if words in message:  # omegaconf's words for a scalar given where a list or a section goes
+                full_key = full_key or key
+                default = _default_text(schema, full_key)
+                example = f" (its default: {full_key}={default})" if default else ""
+                return ConfigError(f"bad value for '{full_key}' ({origin}): expected {written}{example}")
         return ConfigError(f"bad value for '{full_key}' ({origin}): {message}")
     return ConfigError(f"invalid config ({origin}): {str(exc).splitlines()[0]}")
+
+
+def _default_text(schema: type, key: str) -> str:
+    """The schema's default of dotted `key` in override syntax (flow YAML on one line), or '' when unknown."""
+    try:
+        value = OmegaConf.to_container(OmegaConf.select(OmegaConf.structured(schema), key, throw_on_missing=True))
+    except (OmegaConfBaseException, ValueError):
+        return ""
+    return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()
 
 
 # ----------------------------------------------------------------------------- packaged presets
@@ -265,15 +285,15 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: list
                 cfg = _apply_override(cfg, item)
             except ValidationError as exc:
                 if not item.endswith("="):
-                    raise _explain(exc, schema, f"override '{item}'") from None
+                    raise _explain(exc, schema, f"override '{item}'", item.split("=", 1)[0]) from None
                 try:  # `key=` reads as null; a key that refuses null (a string) takes it as the empty string
                     cfg = _apply_override(cfg, f"{item}''")
                 except OmegaConfBaseException:
-                    raise _explain(exc, schema, f"override '{item}'") from None
+                    raise _explain(exc, schema, f"override '{item}'", item.split("=", 1)[0]) from None
         except ConfigError:
             raise
         except OmegaConfBaseException as exc:
-            raise _explain(exc, schema, f"override '{item}'") from None
+            raise _explain(exc, schema, f"override '{item}'", item.split("=", 1)[0]) from None
         except yaml.YAMLError as exc:  # the value is read as YAML: an unclosed bracket or quote
             problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
             raise ConfigError(f"override '{item}': its value is not valid YAML ({problem}); quote the whole "

@@ -83,6 +83,20 @@ def test_each_help_shows_overrides_its_own_command_takes(command, capsys):
         assert node == yaml.safe_load(value), override
 
 
+def test_an_unknown_flag_shows_the_commands_usage_and_how_settings_are_written(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["teacher", "-c", "demo_teacher", "--epochs", "3"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.startswith("usage: ssdd teacher ")
+    assert err.splitlines()[-1] == ("ssdd teacher: error: unrecognized arguments: --epochs (settings are key=value "
+                                    "overrides, e.g. optim.epochs=10; `ssdd teacher --print-config` shows them all)")
+    with pytest.raises(SystemExit):
+        main(["show", "x", "--bogus"])  # a command without settings: its usage, no hint
+    err = capsys.readouterr().err
+    assert err.startswith("usage: ssdd show ")
+    assert err.splitlines()[-1] == "ssdd show: error: unrecognized arguments: --bogus"
+
+
 def test_distill_help_lists_every_registered_method(capsys):
     from ssdd.distill import available_methods
 

@@ -322,8 +322,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # taking several values (`ssdd evaluate --distilled A B out_dir=X`)
     if hasattr(args, "overrides") and all(is_override(e) for e in extra):
         args.overrides = move_overrides(args, extra)
-    elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    elif extra:  # the command's own usage, not the top level's
+        (choices,) = [a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        hint = ""
+        if hasattr(args, "overrides") and any(e.startswith("--") for e in extra):
+            hint = (f" (settings are key=value overrides, e.g. {OVERRIDE_EXAMPLES[args.command].split()[0]}; "
+                    f"`ssdd {args.command} --print-config` shows them all)")
+        choices[args.command].error(f"unrecognized arguments: {' '.join(extra)}{hint}")
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
