@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   create .venv, install ssdd, run the demo study (`ssdd reproduce -c study_demo`): teacher ->
-#               distill (Boost, KRR-ST, random) -> evaluate -> report on scikit-learn's digits (CPU)
+#               MKDT's experts -> distill (Boost, KRR-ST, MKDT, random) -> evaluate -> report on scikit-learn's
+#               digits (CPU)
 #   make test   create .venv, install ssdd with its test extras, run ruff and the test suite
 PYTHON ?= python3
 VENV   ?= .venv
@@ -32,6 +33,9 @@ lint: $(STAMP)
 
 # Decode the packed real datasets beside the checkout into data/ (needed by benchmarks, not by tests).
 data: $(STAMP)
+	@test -f $(PACKS)/unpack.py || { echo "make data: no packed datasets at PACKS=$(PACKS) (only the development" \
+	  "workspace has them): set PACKS=DIR, or give data.* your own copy (README, 'Data': data.source=torchvision" \
+	  "with data.download=true, or a .npz written by ssdd.data.save_npz)"; exit 2; }
 	@for name in cifar100 cifar10 flowers102_32; do \
 	  test -f data/$$name.npz || $(BIN)/python $(PACKS)/unpack.py $$name data/$$name.npz; done
 

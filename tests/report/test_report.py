@@ -292,8 +292,11 @@ def test_a_moved_studys_report_finds_its_folders_by_fingerprint_from_any_folder(
 def test_cli_report_writes_both_files(evaluation, tmp_path, capsys):
     assert main(["report", str(evaluation["eval"]), "--out", str(tmp_path / "r")]) == 0
     assert capsys.readouterr().out.split() == [str(tmp_path / "r" / "report.md"), str(tmp_path / "r" / "report.html")]
+    assert main(["report", str(tmp_path / "absent")]) == 2
+    assert "absent: no such folder" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
     assert main(["report", str(tmp_path / "empty")]) == 2
-    assert "results.json" in capsys.readouterr().err
+    assert "results.json: no results to report" in capsys.readouterr().err
 
 
 def test_report_renders_in_headless_chromium(report, tmp_path):
@@ -514,3 +517,19 @@ def test_a_folder_whose_fingerprint_does_not_match_the_record_is_shown_with_a_no
     assert "its fingerprint is not the one the evaluation recorded (0000dead)" in md
     assert md.count("**does not match**") == 2  # the teacher's card and boost@3's, no other set's
     assert md.count("its set fingerprint is none the evaluation's rows record") == 2  # the note and the card
+
+
+def test_the_departures_from_the_protocol_name_capped_epochs_and_batch_sizes():
+    """The demo's evaluation settings, as the report lists where they depart from the `full` protocol."""
+    import yaml
+
+    from ssdd.config import find_preset
+    from ssdd.report.content import _departures
+
+    demo = yaml.safe_load(find_preset("demo_evaluate").read_text())
+    found = _departures(demo)
+    assert "pre-training 100 epochs capped at 200 SGD steps (protocol: 1,000 epochs, no cap)" in found
+    assert "fine-tuning at batch 128 (protocol: 256)" in found
+    assert "the tuned full-data row at batch 128 (protocol: 256)" in found
+    assert not any("pre-training at batch" in line for line in found)  # the demo pre-trains at the protocol's 256
+    assert _departures({"full_data": {"enabled": False, "batch_size": 64}}) == []  # a row that does not run

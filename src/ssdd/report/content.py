@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from ssdd.distill.registry import find_method
+from ssdd.evaluation.config import EvaluateConfig
 from ssdd.evaluation.gap import NOISE_FLOOR, shown_gap_closed
 from ssdd.evaluation.report import split_note
 from ssdd.report import formats as F
@@ -17,8 +18,7 @@ from ssdd.report.gather import REFERENCE_METHODS, REFERENCE_NAMES, DistilledInfo
 FULL_TABLE_HEADER = ["pre-training", "top-1 (%)", "retention", "gap closed", "vs no pre-training", "vs random",
                      "storage (img-eq)", "KiB", "compression", "m / pairs", "CKA to teacher", "pre-training time",
                      "pre-training steps", "samples seen", "speed-up", "distillation time", "distillation steps"]
-DEFAULTS = {"seeds": 3, "finetune_iterations": 10_000, "finetune_small_iterations": 5_000, "pretrain_epochs": 1000,
-            "full_data_epochs": 100, "probe_iterations": 5_000}
+PROTOCOL = EvaluateConfig()  # the `full` protocol of docs/protocol.md: the evaluation's defaults
 
 
 def _several_archs(data: ReportData) -> bool:
@@ -55,31 +55,38 @@ def _departures(config: dict[str, Any]) -> list[str]:
     """Where the run's settings differ from the `full` protocol of docs/protocol.md."""
     found = []
     seeds = config.get("seeds")
-    if seeds is not None and seeds < DEFAULTS["seeds"]:
-        found.append(f"{seeds} seed{'s' if seeds != 1 else ''} (protocol: {DEFAULTS['seeds']})")
+    if seeds is not None and seeds < PROTOCOL.seeds:
+        found.append(f"{seeds} seed{'s' if seeds != 1 else ''} (protocol: {PROTOCOL.seeds})")
     pretrain = config.get("pretrain") or {}
+    epochs = pretrain.get("epochs")
+    own_epochs = f"{epochs:,} epochs " if epochs not in (None, PROTOCOL.pretrain.epochs) else ""
     if pretrain.get("max_iterations"):
-        found.append(f"pre-training capped at {pretrain['max_iterations']:,} SGD steps (protocol: "
-                     f"{DEFAULTS['pretrain_epochs']:,} epochs, no cap)")
-    elif pretrain.get("epochs") not in (None, DEFAULTS["pretrain_epochs"]):
-        found.append(f"pre-training {pretrain['epochs']:,} epochs (protocol: {DEFAULTS['pretrain_epochs']:,})")
+        found.append(f"pre-training {own_epochs}capped at {pretrain['max_iterations']:,} SGD steps (protocol: "
+                     f"{PROTOCOL.pretrain.epochs:,} epochs, no cap)")
+    elif own_epochs:
+        found.append(f"pre-training {epochs:,} epochs (protocol: {PROTOCOL.pretrain.epochs:,})")
     finetune = config.get("finetune") or {}
     by_role = finetune.get("small_by", "size") == "role"  # configs written before the setting went by size
     for key, what in (("iterations", "source-scale" if by_role else "large"),
                       ("small_iterations", "fine-grained" if by_role else "small")):
-        default = DEFAULTS["finetune_" + key]
+        default = getattr(PROTOCOL.finetune, key)
         if finetune.get(key) is not None and finetune[key] != default:
             found.append(f"fine-tuning {finetune[key]:,} iterations on {what} targets (protocol: {default:,})")
     if finetune and not by_role:
         found.append("fine-tuning length by the target's training-set size (protocol: by its role, "
-                     f"{DEFAULTS['finetune_small_iterations']:,} iterations for every fine-grained target)")
+                     f"{PROTOCOL.finetune.small_iterations:,} iterations for every fine-grained target)")
     probe = (config.get("probe") or {}).get("iterations")
-    if probe is not None and probe != DEFAULTS["probe_iterations"]:
-        found.append(f"linear probe {probe:,} iterations (protocol: {DEFAULTS['probe_iterations']:,})")
+    if probe is not None and probe != PROTOCOL.probe.iterations:
+        found.append(f"linear probe {probe:,} iterations (protocol: {PROTOCOL.probe.iterations:,})")
     full = config.get("full_data") or {}
-    if full.get("enabled", True) and full.get("epochs") not in (None, DEFAULTS["full_data_epochs"]):
+    if full.get("enabled", True) and full.get("epochs") not in (None, PROTOCOL.full_data.epochs):
         found.append(f"tuned full-data row {full['epochs']:,} epoch{'s' if full['epochs'] != 1 else ''} "
-                     f"(protocol: {DEFAULTS['full_data_epochs']})")
+                     f"(protocol: {PROTOCOL.full_data.epochs})")
+    for section, what, applies in (("pretrain", "pre-training", True), ("finetune", "fine-tuning", True),
+                                   ("full_data", "the tuned full-data row", full.get("enabled", True))):
+        size, default = (config.get(section) or {}).get("batch_size"), getattr(PROTOCOL, section).batch_size
+        if applies and size is not None and size != default:
+            found.append(f"{what} at batch {size:,} (protocol: {default:,})")
     return found
 
 
