@@ -9,6 +9,7 @@ from typing import ClassVar
 
 import pytest
 import torch
+from tqdm.auto import tqdm
 
 from ssdd.cli import main
 from ssdd.config import load_config
@@ -108,7 +109,10 @@ def test_a_long_phase_announces_itself_and_a_failed_one_prints_no_done_line(caps
     assert not any(line.startswith("broken:") for line in lines)
 
 
-def test_bars_redraw_rarely_into_a_file_and_freely_on_a_terminal(monkeypatch):
+def test_bars_are_tqdm_on_a_terminal_and_a_plain_line_every_interval_in_a_file(monkeypatch, capsys):
+    """In a file (output redirected) a bar is a plain line every LOG_INTERVAL seconds once it has moved: no
+    carriage returns, no blank clears, no copy of the bar beside each phase line (tqdm.write's redraw)."""
+
     class Terminal:
         def __init__(self, tty: bool) -> None:
             self.tty = tty
@@ -122,14 +126,29 @@ def test_bars_redraw_rarely_into_a_file_and_freely_on_a_terminal(monkeypatch):
         def flush(self) -> None:
             pass
 
-    monkeypatch.setattr(sys, "stderr", Terminal(False))
-    assert progress.bar_settings() == {"mininterval": progress.LOG_INTERVAL}
-    with progress.show_phases(True):
-        assert progress.bar(range(3)).mininterval == progress.LOG_INTERVAL
     monkeypatch.setattr(sys, "stderr", Terminal(True))
-    assert progress.bar_settings() == {}
     with progress.show_phases(True):
-        assert progress.bar(range(3)).mininterval == 0.1  # tqdm's own default
+        assert isinstance(progress.bar(range(3)), tqdm)
+    monkeypatch.setattr(sys, "stderr", Terminal(False))
+    clock = [0.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    with progress.show_phases(True):
+        bar = progress.bar(range(10), desc="teacher epoch 1/2")
+        assert isinstance(bar, progress.LogProgress)
+        for i in bar:
+            if i == 3:
+                bar.set_postfix(loss=1.23456, monitor="5.0%")
+                with progress.phase("a phase inside"):
+                    pass
+            clock[0] += 10.0  # a line after 30 s: after items 3, 6 and 9
+        quiet = progress.bar(range(3), show=False)
+        clock[0] += 100.0
+        list(quiet)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == ["teacher epoch 1/2: 3/10 (30 %), 0.1 it/s",
+                     "a phase inside: done in 0.00 s",
+                     "teacher epoch 1/2: 6/10 (60 %), 0.1 it/s, loss=1.235, monitor=5.0%",
+                     "teacher epoch 1/2: 9/10 (90 %), 0.1 it/s, loss=1.235, monitor=5.0%"]
 
 
 def test_duration_format():

@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from ssdd.augment import normalize, to_float
 from ssdd.augment.pipelines import crop_flip_at, crop_flip_draws
@@ -44,7 +43,7 @@ from ssdd.models import build_model
 from ssdd.run import distributed as D
 from ssdd.run.compiled import compiled
 from ssdd.run.loop import RunLoop, Watched
-from ssdd.run.progress import bar_settings, note, phase
+from ssdd.run.progress import note, phase, progress_bar
 from ssdd.run.runtime import channels_last, forward_precision, gpu_path, precision_dtype, to_device
 
 OUTER_SANE_FACTOR = 10.0  # how far the distilled images and targets may grow before a run counts as diverged
@@ -289,8 +288,8 @@ def outer_loop(ctx: DistillContext, name: str, tensors: dict[str, torch.Tensor],
             first = support()
         with phase(f"pool warm start: {cfg.pool.size} models, up to {cfg.pool.max_steps - 1} steps each on "
                    f"{first.images.shape[0]:,} views"):
-            warm_bar = tqdm(total=cfg.pool.size, desc="pool warm start", disable=not ctx.show_progress, leave=False,
-                            **bar_settings())
+            warm_bar = progress_bar(total=cfg.pool.size, desc="pool warm start", disable=not ctx.show_progress,
+                                    leave=False, unit="model")
             pool.warm_start(norm(first.images), first.targets, progress=lambda _: warm_bar.update(),
                             autocast=member_dtype)
             warm_bar.close()

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from ssdd.config import DataConfig, ModelConfig, config_to_dict, save_config
 from ssdd.data import load_split
@@ -43,7 +42,7 @@ from ssdd.evaluation.schedule import (
 )
 from ssdd.evaluation.validate import PRETRAIN_SUFFIX, SAVED_CELLS, SET_ASIDE, validate_evaluate
 from ssdd.run import distributed as D
-from ssdd.run.progress import bar_settings, phase, show_phases
+from ssdd.run.progress import phase, progress_bar, show_phases
 from ssdd.run.runtime import channels_last, resolve_device, versions
 from ssdd.run.tblog import ScalarLog, require_tensorboard
 from ssdd.teacher import load_teacher
@@ -181,7 +180,7 @@ def _run_evaluate(cfg: EvaluateConfig, show_progress: bool, resume: bool, tb: Sc
                 print(f"resuming: {stale.name} is the pre-training state of no cell still to run; removed")
                 stale.unlink()
     D.barrier()
-    bar = tqdm(total=len(pending), desc="evaluate", disable=not show_progress, dynamic_ncols=True, **bar_settings())
+    bar = progress_bar(total=len(pending), desc="evaluate", disable=not show_progress, dynamic_ncols=True, unit="cell")
     for first in range(0, len(pending), world):
         batch = pending[first : first + world]  # one round: its r-th cell runs on rank r
         cell_rows: list[dict[str, Any]] = []

@@ -49,12 +49,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from ssdd.run import distributed as D
 from ssdd.run.folder import CHECKPOINT, load_checkpoint, save_checkpoint
 from ssdd.run.guard import NUMERICAL_STOP, RESUME_CHANGES, Diverged, NumericalStop, numerical_stop
-from ssdd.run.progress import bar_settings
+from ssdd.run.progress import progress_bar
 from ssdd.run.tblog import ScalarLog
 
 SANE_FACTOR = 100.0  # by default, a watched tensor beyond this many times its starting scale (at least 1) diverged
@@ -199,8 +198,8 @@ class RunLoop:
             for item in watch():  # a resumed run keeps the scales of its start
                 self.scales.setdefault(item.what, scale_of(item.tensor))
         steps = range(self.start, self.stop)
-        bar = tqdm(steps, initial=self.start, total=self.total, desc=self.desc, dynamic_ncols=True,
-                   disable=not (self.show_progress and self.is_main), **bar_settings()) if self.desc else None
+        bar = progress_bar(steps, initial=self.start, total=self.total, desc=self.desc, dynamic_ncols=True,
+                           disable=not (self.show_progress and self.is_main)) if self.desc else None
         self._run_start = window_start = time.perf_counter()
         ran = 0  # steps of the open window run by this invocation (the rate's numerator)
         try:

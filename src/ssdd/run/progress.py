@@ -10,8 +10,9 @@ then marks its slow steps without threading a flag through every signature:
 prints `PCA: 200 components of 50,000 x 768: done in 12.3 s (97.1 % of the variance)`. A phase still running
 after ANNOUNCE_AFTER seconds (or one that contains another phase) is announced when it starts
 (`PCA: 200 components of 50,000 x 768 ...`), so a long phase is visible while it runs and a quick one costs
-one line. Nested phases are indented. `bar(...)` is tqdm, shown only while phases are shown. Lines go
-through tqdm.write (stdout), so they never tear an active bar. Outside a run (show_phases never entered)
+one line. Nested phases are indented. `bar(...)` is tqdm on a terminal and a line every LOG_INTERVAL seconds
+in a file (`progress_bar`), shown only while phases are shown. Lines go through tqdm.write (stdout), so they
+never tear an active bar. Outside a run (show_phases never entered)
 nothing is printed: library calls stay quiet.
 """
 
@@ -136,18 +137,69 @@ def phase(what: str, show: bool | None = None) -> Iterator[Phase]:
                 _write(f"{current.indent}{what}: done in {duration(current.elapsed())}{note}")
 
 
-def bar_settings() -> dict[str, Any]:
-    """tqdm settings for where the bars go: a terminal redraws freely; a file (a long run left in the
-    background with its output redirected) gets one redraw per LOG_INTERVAL seconds instead of one per step."""
+def on_terminal() -> bool:
+    """Whether the bars' stream (stderr) is a terminal, where tqdm redraws a bar in place."""
     isatty = getattr(sys.stderr, "isatty", None)
-    return {} if isatty is not None and isatty() else {"mininterval": LOG_INTERVAL}
+    return isatty is not None and bool(isatty())
 
 
-def bar(iterable: Iterable[Any] | None = None, show: bool | None = None, **kwargs: Any) -> tqdm:
-    """tqdm, disabled unless phases are shown; a bar that finishes within `delay` seconds never appears."""
-    for key, value in bar_settings().items():
-        kwargs.setdefault(key, value)
+class LogProgress:
+    """A progress bar for output that is a file (a long run left in the background with its output redirected):
+    its state as one plain line at most every LOG_INTERVAL seconds once it has moved, written like the phase
+    lines, e.g. `teacher epoch 3/10: 120/195 (62 %), 41.2 it/s, loss=1.234`. tqdm would leave carriage-return
+    redraws, blank clears and a stale copy of the bar beside every phase line in the file. The part of tqdm's
+    interface ssdd uses: iteration, update, set_postfix, close, a context."""
+
+    def __init__(self, iterable: Iterable[Any] | None = None, desc: str = "", total: float | None = None,
+                 initial: int = 0, unit: str = "it", disable: bool = False, **_tqdm_only: Any) -> None:
+        self.iterable, self.desc, self.unit, self.disable = iterable, desc, unit, disable
+        if total is None and iterable is not None and hasattr(iterable, "__len__"):
+            total = len(iterable)  # type: ignore[arg-type]
+        self.total, self.n, self.first = total, initial, initial
+        self.started = self.printed = time.monotonic()
+        self.postfix = ""
+
+    def __iter__(self) -> Iterator[Any]:
+        for item in self.iterable or ():
+            yield item
+            self.update(1)
+
+    def __enter__(self) -> LogProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def update(self, n: float = 1) -> None:
+        self.n += n
+        now = time.monotonic()
+        if not self.disable and now - self.printed >= LOG_INTERVAL:
+            self.printed = now
+            note(self.line(now), show=True)
+
+    def line(self, now: float) -> str:
+        done = f"{self.n:,}" + (f"/{self.total:,} ({100 * self.n / self.total:.0f} %)" if self.total else "")
+        rate = (self.n - self.first) / max(now - self.started, 1e-9)
+        return f"{self.desc}: {done}, {rate:.3g} {self.unit}/s" + (f", {self.postfix}" if self.postfix else "")
+
+    def set_postfix(self, ordered_dict: dict[str, Any] | None = None, refresh: bool = True, **kwargs: Any) -> None:
+        items = {**(ordered_dict or {}), **kwargs}
+        self.postfix = ", ".join(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
+                                 for key, value in items.items())
+
+    def close(self) -> None:
+        pass
+
+
+def progress_bar(iterable: Iterable[Any] | None = None, **kwargs: Any) -> tqdm | LogProgress:
+    """tqdm on a terminal; on a file, a LogProgress line every LOG_INTERVAL seconds (same arguments)."""
+    return tqdm(iterable, **kwargs) if on_terminal() else LogProgress(iterable, **kwargs)
+
+
+def bar(iterable: Iterable[Any] | None = None, show: bool | None = None, **kwargs: Any) -> tqdm | LogProgress:
+    """A progress bar (progress_bar), disabled unless phases are shown; one that finishes within `delay` seconds
+    never appears."""
     kwargs.setdefault("leave", False)
     kwargs.setdefault("delay", ANNOUNCE_AFTER)
     kwargs.setdefault("dynamic_ncols", True)
-    return tqdm(iterable, disable=not (showing() if show is None else show), **kwargs)
+    return progress_bar(iterable, disable=not (showing() if show is None else show), **kwargs)

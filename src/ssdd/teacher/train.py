@@ -33,7 +33,7 @@ from ssdd.run.compiled import switch
 from ssdd.run.folder import claim
 from ssdd.run.guard import TEACHER_FINISH_KEYS, check_inputs, check_resume, numerical_stop, resume_changes
 from ssdd.run.loop import RunLoop
-from ssdd.run.progress import bar_settings, phase, show_phases
+from ssdd.run.progress import phase, progress_bar, show_phases
 from ssdd.run.runtime import channels_last as use_channels_last
 from ssdd.run.runtime import resolve_device, seed_everything, versions, write_json
 from ssdd.run.tblog import ScalarLog, require_tensorboard
@@ -187,9 +187,8 @@ def _train(cfg: TeacherConfig, resume: bool, show_progress: bool, dist_info: D.D
         order = torch.randperm(n_images, generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch)).to(device)
         log, seen = StepLog(steps_per_epoch, device), 0
         epoch_start = time.perf_counter()
-        bar = tqdm(range(steps_per_epoch), desc=f"teacher epoch {epoch + 1}/{cfg.optim.epochs}",
-                   disable=not (show_progress and dist_info.is_main), leave=False, dynamic_ncols=True,
-                   **bar_settings())
+        bar = progress_bar(range(steps_per_epoch), desc=f"teacher epoch {epoch + 1}/{cfg.optim.epochs}",
+                           disable=not (show_progress and dist_info.is_main), leave=False, dynamic_ncols=True)
         for step in bar:
             global_step = epoch * steps_per_epoch + step
             scale = warmup_cosine(global_step, total_steps, warmup_steps, 1.0, cfg.optim.min_lr / max(base_lr, 1e-12),
