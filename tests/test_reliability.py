@@ -616,8 +616,16 @@ def test_every_exception_type_is_one_line_and_debug_shows_the_traceback(monkeypa
     monkeypatch.setattr(cli, "_cmd_presets", offline)
     assert main(["presets"]) == 1
     line = one_error_line(capsys)
-    assert "a download failed ([Errno -2] Name or service not known): check the network" in line
+    assert "a network operation failed ([Errno -2] Name or service not known): for a download, check the " \
+           "network" in line
     assert "file-system" not in line
+
+    def reset(args):
+        raise ConnectionResetError(104, "Connection reset by peer")
+
+    monkeypatch.setattr(cli, "_cmd_presets", reset)
+    assert main(["presets"]) == 1
+    assert "a network operation failed ([Errno 104] Connection reset by peer)" in one_error_line(capsys)
 
 
 def test_the_readme_documents_the_exit_codes_and_docs_the_reliability_table():

@@ -271,7 +271,8 @@ def test_compiled_pool_members_distil_what_eager_ones_do(method, tiny_npz, tiny_
     rows = {name: [json.loads(line)["loss"] for line in (tmp_path / name / "metrics.jsonl").open()]
             for name in ("eager", "compiled")}
     assert len(rows["eager"]) == 3
-    # measured on the CPU: losses within 0.4 %, every learned tensor within 2 lr of the eager run's
-    assert torch.allclose(torch.tensor(rows["compiled"]), torch.tensor(rows["eager"]), rtol=2e-2, atol=1e-6)
+    # measured on this CPU: losses within 0.42 %, every learned tensor within 2 lr of the eager run's; asserted
+    # with room for another CPU's rounding: 1 % and 5 lr
+    assert torch.allclose(torch.tensor(rows["compiled"]), torch.tensor(rows["eager"]), rtol=1e-2, atol=1e-6)
     for key, tensor in eager.stored.items():
-        assert torch.allclose(compiled_run.stored[key], tensor, rtol=0, atol=10 * 1e-4), key
+        assert torch.allclose(compiled_run.stored[key], tensor, rtol=0, atol=5 * 1e-4), key

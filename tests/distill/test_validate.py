@@ -94,3 +94,28 @@ def test_fast_path_settings_resume_and_keep_study_keys_and_bf16_does_neither():
     assert {"outer.fast", "outer.teacher_cache"} <= set(NOT_HASHED["distill"])
     assert "outer.precision" not in keys and "outer.precision" not in NOT_HASHED["distill"]
     assert LEGACY_VALUES["distill"] == {"outer.precision": "fp32", "outer.teacher_precision": "fp32"}
+
+
+def test_a_plugin_without_a_budget_rule_is_distilled_and_only_sets_written_elsewhere_are_refused():
+    """`samples` is an optional hook: a plugin without it runs under ssdd distill; a method whose sets another
+    command writes (written_by, the `imported` sets) is refused in one line that names that command."""
+    from ssdd.distill.registry import DistillMethod, register_method, unregister_method
+    from ssdd.distill.validate import method_of
+
+    def never(*args):
+        raise AssertionError("not called")
+
+    register_method(DistillMethod("plugin_without_budget_rule", never, never))
+    try:
+        cfg = DistillConfig()
+        cfg.method = "plugin_without_budget_rule"
+        assert method_of(cfg).name == "plugin_without_budget_rule"
+        cfg.method = "imported"
+        with pytest.raises(ConfigError, match=r"^method='imported': its sets are written by `ssdd import-distilled`"):
+            method_of(cfg)
+        cfg.method = "nope"
+        with pytest.raises(ConfigError) as info:
+            method_of(cfg)
+        assert "plugin_without_budget_rule" in str(info.value) and "imported" not in str(info.value)
+    finally:
+        unregister_method("plugin_without_budget_rule")

@@ -533,3 +533,4 @@ def test_the_departures_from_the_protocol_name_capped_epochs_and_batch_sizes():
     assert "the tuned full-data row at batch 128 (protocol: 256)" in found
     assert not any("pre-training at batch" in line for line in found)  # the demo pre-trains at the protocol's 256
     assert _departures({"full_data": {"enabled": False, "batch_size": 64}}) == []  # a row that does not run
+    assert _departures({"probe": {"batch_size": 256}}) == ["the linear probe at batch 256 (protocol: 512)"]

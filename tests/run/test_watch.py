@@ -149,6 +149,9 @@ def test_bars_are_tqdm_on_a_terminal_and_a_plain_line_every_interval_in_a_file(m
                      "a phase inside: done in 0.00 s",
                      "teacher epoch 1/2: 6/10 (60 %), 0.1 it/s, loss=1.235, monitor=5.0%",
                      "teacher epoch 1/2: 9/10 (90 %), 0.1 it/s, loss=1.235, monitor=5.0%"]
+    fast = progress.LogProgress(total=50_000, desc="features", unit="img")
+    fast.n = 12_340
+    assert fast.line(fast.started + 10.0) == "features: 12,340/50,000 (25 %), 1,234 img/s"  # not 1.23e+03
 
 
 def test_duration_format():

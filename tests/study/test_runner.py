@@ -57,11 +57,12 @@ def test_cache_reruns_exactly_the_stages_downstream_of_a_change(study_files, cap
     # a cached stage keeps the time it took in the run that finished it (study.json), and the same study in the
     # same out_dir replaces nothing of another's
     assert [s.finished_in_seconds for s in again.stages] == [s.seconds for s in first.stages]
-    assert "another study's" not in capsys.readouterr().out
+    assert "of a study with another config" not in capsys.readouterr().out
 
     # an evaluation setting: only the evaluation reruns
     changed = run_study(study(study_files, "evaluate.overrides=[probe.iterations=4]"), show_progress=False)
-    assert f"{study_files / 'study'} holds another study's study.yaml, study.json and report" in capsys.readouterr().out
+    assert f"{study_files / 'study'} holds the study.yaml, study.json and report of a study with another config" \
+        in capsys.readouterr().out
     assert statuses(changed) == {"teacher/teacher": "cached", "distill/krr_st_n10": "cached",
                                  "distill/random_n10": "cached", "evaluate/evaluate": "ran"}
     # one distilled set's setting: that set and the evaluation
@@ -283,22 +284,25 @@ def test_an_evaluation_stage_cut_before_its_results_resumes_from_what_it_saved(t
 
 
 @pytest.mark.parametrize("name", ["", "one"])
-def test_a_studys_folder_names_its_evaluation_and_teacher_from_any_working_folder(name, tmp_path, monkeypatch):
-    """study.json spells stage folders as the study's command did (relative to where it ran); `ssdd report`
-    of the study's folder finds them under its out_dir from anywhere (a named study's folder is OUT/<name>)."""
+def test_a_studys_folder_names_its_own_evaluation_from_any_working_folder(name, tmp_path, monkeypatch):
+    """study.json spells the evaluation folder as the study's command did (relative to where it ran): `ssdd
+    report` of the study's folder finds it under that folder's out_dir from anywhere, and a copy of the study
+    finds its own copy, not the original (a named study's folder is OUT/<name>)."""
     import json
+    import shutil
 
-    from ssdd.study.runner import study_report_inputs
+    from ssdd.study.runner import study_evaluation
 
     out = tmp_path / "runs" / "x"
-    evaluation, teacher = out / "evaluate" / "evaluate-abc", out / "teacher" / "teacher-def" / "teacher"
-    evaluation.mkdir(parents=True)
-    teacher.mkdir(parents=True)
+    (out / "evaluate" / "evaluate-abc").mkdir(parents=True)
     summary = out / name
     summary.mkdir(exist_ok=True)
-    (summary / "study.json").write_text(json.dumps({"evaluation": "runs/x/evaluate/evaluate-abc",
-                                                    "teacher": "runs/x/teacher/teacher-def/teacher"}))
+    (summary / "study.json").write_text(json.dumps({"evaluation": "runs/x/evaluate/evaluate-abc"}))
     monkeypatch.chdir(tmp_path / "runs")  # not where the study ran
-    assert study_report_inputs(summary) == (evaluation, teacher)
+    assert study_evaluation(summary) == out / "evaluate" / "evaluate-abc"
+    shutil.copytree(out, tmp_path / "backup" / "x")
+    monkeypatch.chdir(tmp_path)  # where the study ran: its spelling names the original
+    copy = tmp_path / "backup" / "x"
+    assert study_evaluation(copy / name) == copy / "evaluate" / "evaluate-abc"
     (summary / "study.json").write_text(json.dumps({"evaluation": None}))  # a study that has not evaluated yet
-    assert study_report_inputs(summary) is None and study_report_inputs(tmp_path / "none") is None
+    assert study_evaluation(summary) is None and study_evaluation(tmp_path / "none") is None

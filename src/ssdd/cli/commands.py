@@ -82,13 +82,12 @@ DISTILL_METHODS = ("boost", "high_loss", "kmeans", "krr_st", "mkdt", "random", "
 
 def _distill_description() -> str:
     """`ssdd distill --help`'s description: the methods it runs (the registry's when it is already imported,
-    a plugin's method included; `imported` sets come from import-distilled)."""
+    a plugin's method included; not those whose sets another command writes, such as `imported`)."""
     methods = list(DISTILL_METHODS)
     if "ssdd.distill" in sys.modules:
-        from ssdd.distill import available_methods
-        from ssdd.distill.interop import METHOD as IMPORTED
+        from ssdd.distill.registry import methods_where
 
-        methods = [m for m in available_methods() if m != IMPORTED]
+        methods = methods_where(lambda m: m.written_by is None)
     return f"Distil the source into a small set. Methods (method=NAME): {', '.join(methods)}."
 
 
@@ -150,18 +149,17 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ssdd.report import build_report
-    from ssdd.study.runner import study_report_inputs
+    from ssdd.study.runner import study_evaluation
 
-    directory, out, teacher = Path(args.directory), args.out, args.teacher
+    directory, out = Path(args.directory), args.out
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory}: no such folder (pass an `ssdd evaluate` out_dir, or an "
                                 f"`ssdd reproduce` study's)")
-    found = None if (directory / "results.json").is_file() else study_report_inputs(directory)
-    if found is not None:  # a study's folder: the report of its evaluation, written there as the study does
-        evaluation, study_teacher = found
+    evaluation = None if (directory / "results.json").is_file() else study_evaluation(directory)
+    if evaluation is not None:  # a study's folder: the report of its evaluation, written there as the study does
         print(f"{directory} is a study's folder: the report of its evaluation, {evaluation}")
-        directory, out, teacher = evaluation, out or args.directory, teacher or study_teacher
-    for path in build_report(directory, out, teacher, args.distilled):
+        directory, out = evaluation, out or args.directory
+    for path in build_report(directory, out, args.teacher, args.distilled):
         print(path)
     return 0
 

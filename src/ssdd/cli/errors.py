@@ -46,10 +46,11 @@ def classify(exc: BaseException) -> tuple[int, str]:
         where = f" while writing {exc.filename}" if getattr(exc, "filename", None) else ""
         return EXIT_FAILURE, (f"no space left on device{where} (the file there, if any, was not replaced): free "
                               f"some space and run the command again (with --resume where it has one)")
-    if isinstance(exc, URLError):  # an OSError too, but of the network, not of a file
+    if isinstance(exc, (URLError, ConnectionError, TimeoutError)):  # OSErrors too, but of the network
         reason = getattr(exc, "reason", None) or one_line(exc)
-        return EXIT_FAILURE, (f"a download failed ({' '.join(str(reason).split())}): check the network, or fetch "
-                              f"the files on a machine that has one and point data.path at them")
+        return EXIT_FAILURE, (f"a network operation failed ({' '.join(str(reason).split())}): for a download, "
+                              f"check the network, or fetch the files on a machine that has one and point data.path "
+                              f"at them")
     if isinstance(exc, OSError):
         where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
         reason = exc.strerror or one_line(exc)

@@ -81,7 +81,7 @@ def reconstruct_imported(stored: dict[str, torch.Tensor], manifest: dict[str, An
     return images, stored["targets"].float()
 
 
-register_method(DistillMethod(METHOD, _not_distillable, reconstruct_imported))
+register_method(DistillMethod(METHOD, _not_distillable, reconstruct_imported, written_by="`ssdd import-distilled`"))
 
 
 def evaluation_note(manifest: dict[str, Any]) -> str | None:

@@ -120,6 +120,9 @@ class DistillMethod:
     # the others change nothing for it (they are neither compared on resume nor part of a study's cache key)
     reads: tuple[str, ...] = ()
     outer_loop: bool = False  # runs the shared KRR outer loop: the outer.* and pool.* settings apply
+    # None: `ssdd distill` runs it. Else its sets are written by another command, which this names (for the
+    # one-line refusal of method=NAME in ssdd distill), e.g. imported sets: "`ssdd import-distilled`"
+    written_by: str | None = None
     targets_optional: bool = False  # count_targets=false (the budget counts the images only) applies to it
     needs_experts: bool = False  # reads expert trajectories (mkdt.experts; a study's experts stage)
     note: str = ""  # one line for reports: what its sets hold

@@ -30,14 +30,14 @@ from ssdd.teacher.validate import teacher_manifest
 
 def method_of(cfg: Any) -> DistillMethod:
     """The configured method (ConfigError naming the ones `ssdd distill` runs: not a method whose sets another
-    command writes, such as `imported`, which has no budget rule)."""
+    command writes, such as `imported`)."""
     method = find_method(cfg.method)
-    if method is not None and method.samples is not None:
+    if method is not None and method.written_by is None:
         return method
-    runnable = ", ".join(methods_where(lambda m: m.samples is not None))
+    runnable = ", ".join(methods_where(lambda m: m.written_by is None))
     if method is not None:
-        raise ConfigError(f"method={cfg.method!r}: its sets are not distilled but written by another command "
-                          f"(`ssdd import-distilled` for imported sets); `ssdd distill` runs {runnable}")
+        raise ConfigError(f"method={cfg.method!r}: its sets are written by {method.written_by}, not distilled; "
+                          f"`ssdd distill` runs {runnable}")
     raise ConfigError(f"method={cfg.method!r}: unknown distillation method (available: {runnable})")
 
 

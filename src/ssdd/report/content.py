@@ -83,7 +83,8 @@ def _departures(config: dict[str, Any]) -> list[str]:
         found.append(f"tuned full-data row {full['epochs']:,} epoch{'s' if full['epochs'] != 1 else ''} "
                      f"(protocol: {PROTOCOL.full_data.epochs})")
     for section, what, applies in (("pretrain", "pre-training", True), ("finetune", "fine-tuning", True),
-                                   ("full_data", "the tuned full-data row", full.get("enabled", True))):
+                                   ("full_data", "the tuned full-data row", full.get("enabled", True)),
+                                   ("probe", "the linear probe", True)):
         size, default = (config.get(section) or {}).get("batch_size"), getattr(PROTOCOL, section).batch_size
         if applies and size is not None and size != default:
             found.append(f"{what} at batch {size:,} (protocol: {default:,})")

@@ -2,8 +2,9 @@
 
 `compiled(fn, setting, device, what, key)` returns a `Compiled`, which calls `fn` through torch.compile when the
 setting asks for it (auto = on on CUDA where torch.compile works). A compile that fails is a one-line error when
-the setting is `on`, and otherwise a one-line warning and the eager `fn` from then on, so a run never stops
-because an optional fast path could not be built.
+the setting is `on`, and otherwise a one-line warning and the eager `fn` from then on, so a run does not stop
+because an optional fast path could not be built. That covers the forward: a backward is compiled at its first
+backward pass, outside the call, and a failure there surfaces as its own error.
 """
 
 from __future__ import annotations

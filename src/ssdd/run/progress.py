@@ -180,7 +180,8 @@ class LogProgress:
     def line(self, now: float) -> str:
         done = f"{self.n:,}" + (f"/{self.total:,} ({100 * self.n / self.total:.0f} %)" if self.total else "")
         rate = (self.n - self.first) / max(now - self.started, 1e-9)
-        return f"{self.desc}: {done}, {rate:.3g} {self.unit}/s" + (f", {self.postfix}" if self.postfix else "")
+        shown = f"{rate:,.0f}" if rate >= 100 else f"{rate:.3g}"  # 1,234 it/s, not 1.23e+03
+        return f"{self.desc}: {done}, {shown} {self.unit}/s" + (f", {self.postfix}" if self.postfix else "")
 
     def set_postfix(self, ordered_dict: dict[str, Any] | None = None, refresh: bool = True, **kwargs: Any) -> None:
         items = {**(ordered_dict or {}), **kwargs}

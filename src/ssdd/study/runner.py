@@ -253,46 +253,41 @@ def run_study(study: StudyConfig, show_progress: bool = True, dry_run: bool = Fa
 
 
 def _note_replaced_study(study: StudyConfig) -> None:
-    """One line when this study's summary folder holds another study's files (study.yaml, study.json, report),
-    which this run replaces: an unnamed study sharing an out_dir with another (such as the demo's)."""
+    """One line when an unnamed study's out_dir holds the files (study.yaml, study.json, report) of a study with
+    another config, which this run replaces: a study sharing an out_dir with another (such as the demo's). A
+    named study's folder is its own."""
     import yaml
 
+    if study.name:
+        return
     saved = summary_dir(study) / "study.yaml"
     try:
         before = yaml.safe_load(saved.read_text())
     except (OSError, yaml.YAMLError):
         return
     if before != config_to_dict(study):
-        print(f"[study] {summary_dir(study)} holds another study's study.yaml, study.json and report: this one "
-              f"replaces them (a study with its own `name` writes to {Path(study.out_dir)}/<name>/ instead)",
+        print(f"[study] {summary_dir(study)} holds the study.yaml, study.json and report of a study with another "
+              f"config: this one replaces them (a study with a `name` writes its own to {summary_dir(study)}/<name>/)",
               flush=True)
 
 
-def study_report_inputs(folder: Path) -> tuple[Path, Path | None] | None:
-    """(the evaluation folder, the teacher folder) the study.json in `folder` names, or None when it holds no
-    study.json or that names no evaluation (`ssdd report` of a study's folder)."""
+def study_evaluation(folder: Path) -> Path | None:
+    """The evaluation folder the study.json in `folder` names (`ssdd report` of a study's folder), or None when
+    it holds no study.json or that names no evaluation yet. study.json spells it as the study's command did
+    (relative to where it ran): it is looked for under the study's out_dir first (`folder`, or its parent for a
+    named study) by its last two parts (OUT/evaluate/<stage>), so a copied or moved study finds its own, then as
+    spelled."""
     try:
         saved = json.loads((Path(folder) / "study.json").read_text())
     except (OSError, ValueError):
         return None
     if not isinstance(saved, dict) or not saved.get("evaluation"):
         return None
-    teacher = _stage_path(saved["teacher"], Path(folder)) if saved.get("teacher") else None
-    return _stage_path(saved["evaluation"], Path(folder)), teacher
-
-
-def _stage_path(saved: str, folder: Path) -> Path:
-    """A stage path study.json holds as the study's command spelled it (relative to where it ran): as it is when
-    it exists, else found under the study's out_dir (`folder`, or its parent for a named study) by its last
-    two or three parts (OUT/evaluate/<stage>, OUT/teacher/<stage>/teacher)."""
-    path = Path(saved)
-    if path.exists():
-        return path
-    for base in (folder, folder.parent):
-        for depth in (2, 3):
-            candidate = base.joinpath(*path.parts[-depth:])
-            if len(path.parts) >= depth and candidate.exists():
-                return candidate
+    path = Path(saved["evaluation"])
+    for base in (Path(folder), Path(folder).parent):
+        candidate = base.joinpath(*path.parts[-2:])
+        if len(path.parts) >= 2 and candidate.is_dir():
+            return candidate
     return path
 
 
