@@ -2,6 +2,7 @@
 # The device calls of the speed benchmark (benchmarks/gpu/speed.py, docs/performance.md "Benchmark"): two calls
 # of about 5.5 minutes each on one warm machine, old code (c04162e) and new code side by side on the same card.
 # Here, first (no GPU needed), in the checkout the session sends:
+#   bash benchmarks/gpu/device_torch_check.sh    # the suite under the GPU image's torch 2.11 (after code changes)
 #   bash benchmarks/gpu/speed_prepare.sh        # fills the ignored .gpu/speed (old src, official code, omegaconf,
 #                                               # the committed GPU teacher and sets), about 27 MB
 #   .venv/bin/python benchmarks/gpu/speed.py --check --out /tmp/check.json [NEW-ARGS...]   # the new code accepts them
