@@ -576,6 +576,43 @@ def test_interrupt_messages_are_true(tiny_npz, tiny_teacher, tmp_path, monkeypat
     assert "is intact: continue with --resume" in one_error_line(capsys)
 
 
+def test_an_interrupted_evaluation_on_several_processes_says_what_they_kept(tiny_npz, tiny_teacher, tmp_path,
+                                                                           monkeypatch, capsys):
+    """`ssdd evaluate --processes 2` interrupted: the launcher's line names what the processes kept, as one
+    process's would (not "run it again", which the kept results then refuse without --resume)."""
+    import ssdd.evaluation.launch as launch
+
+    def interrupted(processes):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(launch.subprocess, "Popen", lambda *args, **kwargs: None)
+    monkeypatch.setattr(launch, "wait_for", interrupted)
+    out = tmp_path / "e"
+    args = ["evaluate", "--no-progress", "--processes", "2", f"teacher={tiny_teacher}", f"source.path={tiny_npz}",
+            f"targets=[{{source: npz, path: {tiny_npz}, name: t}}]", "device=cpu", f"out_dir={out}"]
+    assert main(args) == 130
+    assert f"no cell had finished, nothing to keep: run the command again (out_dir {out})" in one_error_line(capsys)
+    out.mkdir()
+    (out / "results.json").write_text("[]")
+    assert main(args) == 130
+    assert f"the finished cells are in {out / 'results.json'}: continue with --resume" in one_error_line(capsys)
+
+
+def test_an_interrupt_while_torch_imports_is_one_line(monkeypatch, capsys):
+    """Ctrl-C during torch's import leaves it half imported: the message must not import it again."""
+    import sys
+
+    import ssdd.cli.commands as cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_cmd_presets", interrupted)
+    monkeypatch.setitem(sys.modules, "ssdd.run.guard", None)  # importing it now fails, as a half-imported torch does
+    assert main(["presets"]) == 130
+    assert one_error_line(capsys) == "ssdd presets: interrupted (before any work began: run the command again)"
+
+
 # ----------------------------------------------------------------------------- one line for every error
 def test_every_exception_type_is_one_line_and_debug_shows_the_traceback(monkeypatch, capsys):
     import ssdd.cli.commands as cli

@@ -172,7 +172,8 @@ def test_npz_float_labels_rejected(tmp_path):
 
 @pytest.mark.parametrize("labels", [[0, 2], [-1, 0]])
 def test_npz_labels_out_of_range(tmp_path, labels):
-    path = save_npz(tmp_path / "range.npz", {"train": (_images(2), np.array(labels))}, ["a", "b"])
+    path = tmp_path / "range.npz"  # written by hand: save_npz refuses it (below)
+    np.savez(path, x_train=_images(2), y_train=np.array(labels), classes=np.array(["a", "b"]))
     with pytest.raises(DataError, match=r"labels must lie in \[0, 1\]") as info:
         load_npz(path, "train", 8)
     # the message names the file and the split
@@ -181,10 +182,26 @@ def test_npz_labels_out_of_range(tmp_path, labels):
 
 
 def test_npz_length_mismatch(tmp_path):
-    path = save_npz(tmp_path / "len.npz", {"train": (_images(3), np.array([0, 1]))}, ["a", "b"])
+    path = tmp_path / "len.npz"
+    np.savez(path, x_train=_images(3), y_train=np.array([0, 1]), classes=np.array(["a", "b"]))
     with pytest.raises(DataError, match="3 images but 2 labels") as info:
         load_npz(path, "train", 8)
     assert f"{path}[train]" in str(info.value)
+
+
+@pytest.mark.parametrize(("x", "y", "message"), [
+    (_images(2).astype(np.float32) / 255, np.array([0, 1]), r"uint8 pixels in \[0, 255\], got dtype float32 \(float "
+                                                              r"images in \[0, 1\]: np.round\(x \* 255\)"),
+    (_images(2), np.array([0.0, 1.0]), "labels must be integers"),
+    (_images(3), np.array([0, 1]), "3 images but 2 labels"),
+    (_images(2), np.array([0, 2]), r"labels must lie in \[0, 1\]"),
+    (_images(2)[..., :2], np.array([0, 1]), "images"),
+], ids=["float_images", "float_labels", "lengths", "label_range", "two_channels"])
+def test_save_npz_refuses_what_the_reader_would_and_writes_nothing(tmp_path, x, y, message):
+    """A float array cast to uint8 would be zeroed or wrapped (the file then reads as valid black images)."""
+    with pytest.raises(DataError, match=message):
+        save_npz(tmp_path / "bad.npz", {"train": (x, y)}, ["a", "b"])
+    assert not (tmp_path / "bad.npz").exists()
 
 
 def test_load_split_empty_train_class(tmp_path):

@@ -330,9 +330,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        from ssdd.run.guard import interrupt_message  # imports torch: only when needed, so listing stays fast
+        try:  # imports torch: only when needed, so listing stays fast; it may be what the interrupt cut short
+            from ssdd.run.guard import interrupt_message
 
-        print(f"ssdd {args.command}: interrupted ({interrupt_message(args.command)})", file=sys.stderr)
+            kept = interrupt_message(args.command)
+        except BaseException:  # torch half imported (Ctrl-C during its import): nothing ran yet
+            kept = "before any work began: run the command again"
+        print(f"ssdd {args.command}: interrupted ({kept})", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:
         # every error is one line and an exit code (ssdd.cli.errors, README "Reliability"); --debug or

@@ -73,11 +73,21 @@ def load_npz(path: str | Path, split: str, resolution: int, name: str = "") -> I
 
 
 def save_npz(path: str | Path, splits: dict[str, tuple[np.ndarray, np.ndarray]], classes: list[str]) -> Path:
-    """Write the project's NumPy format: splits maps name -> (uint8 (N,H,W,3), int64 (N,))."""
+    """Write the project's NumPy format: splits maps name -> (uint8 (N,H,W,3), integer labels (N,)). Each split
+    is checked as the reader checks it (DataError, nothing written): uint8 pixels (a float array would be cast,
+    wrapping or zeroing its values), a layout the reader takes, one label per image, labels within the classes."""
     arrays: dict[str, np.ndarray] = {"classes": np.asarray(classes)}
     for split, (x, y) in splits.items():
-        arrays[f"x_{split}"] = np.asarray(x, dtype=np.uint8)
-        arrays[f"y_{split}"] = np.asarray(y, dtype=np.int64)
+        x, y, where = np.asarray(x), np.asarray(y), f"{path}[{split}]"
+        if x.dtype != np.uint8:
+            raise DataError(f"{where}: images must be uint8 pixels in [0, 255], got dtype {x.dtype} (float images in "
+                            f"[0, 1]: np.round(x * 255).astype(np.uint8))")
+        if not np.issubdtype(y.dtype, np.integer):
+            raise DataError(f"{where}: labels must be integers, got dtype {y.dtype}")
+        labels = torch.from_numpy(np.ascontiguousarray(y).astype(np.int64)).reshape(-1)
+        check_arrays(to_nchw_uint8(x, where), labels, len(classes), where)
+        arrays[f"x_{split}"] = x
+        arrays[f"y_{split}"] = y.astype(np.int64)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, **arrays)

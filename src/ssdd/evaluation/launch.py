@@ -118,9 +118,11 @@ def run_processes(cfg: EvaluateConfig, processes: int, flags: list[str]) -> int:
         raise ConfigError("--processes starts its own processes: leave it out under torchrun")
     from ssdd.evaluation.validate import check_evaluate_settings
     from ssdd.run.checks import check_device
+    from ssdd.run.guard import register_run
 
     check_evaluate_settings(cfg)  # a mistyped setting is one line here, before any process starts
     check_device(cfg.device)
+    register_run("evaluate", cfg.out_dir)  # so that Ctrl-C here says what the processes kept and how to go on
     print(f"ssdd evaluate: {processes} processes on this machine, {cell_count(cfg)} cells", flush=True)
     with tempfile.TemporaryDirectory(prefix="ssdd-evaluate-") as folder:
         command, port = worker_command(save_config(cfg, Path(folder) / "config.yaml"), flags), _free_port()
