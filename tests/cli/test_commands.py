@@ -90,6 +90,9 @@ def test_an_unknown_flag_shows_the_commands_usage_and_how_settings_are_written(c
     assert info.value.code == 2 and err.startswith("usage: ssdd teacher ")
     assert err.splitlines()[-1] == ("ssdd teacher: error: unrecognized arguments: --epochs (settings are key=value "
                                     "overrides, e.g. optim.epochs=10; `ssdd teacher --print-config` shows them all)")
+    with pytest.raises(SystemExit):  # the valid overrides around the bad flag are not named as unrecognized
+        main(["distill", "-c", "demo_distill", "budget=10", "--no-progress", "method=random", "--foo"])
+    assert capsys.readouterr().err.splitlines()[-1].startswith("ssdd distill: error: unrecognized arguments: --foo (")
     with pytest.raises(SystemExit):
         main(["show", "x", "--bogus"])  # a command without settings: its usage, no hint
     err = capsys.readouterr().err

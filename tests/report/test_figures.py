@@ -89,3 +89,16 @@ def test_the_accuracy_figure_labels_every_reference_line(monkeypatch):
     inks = [_visible_dashes((offset, tuple(seq))) for offset, seq in patterns]
     assert not inks[0] & inks[1]  # interleaved dashes, not one line over the other
     pyplot().close(drawn[0])
+
+
+def test_an_evaluation_without_reference_rows_draws_without_a_legend_warning(monkeypatch, recwarn):
+    """no_pretrain=false and full_data off: the accuracy panels have no reference line to name."""
+    drawn = []
+    monkeypatch.setattr(figures, "png_bytes", lambda fig, dpi=100: drawn.append(fig) or b"")
+    data = data_for(["convnet"])
+    data.rows[:] = [r for r in data.rows if r["label"] not in ("no_pretrain", "full_data")]
+    data.summary[:] = summarize(data.rows)
+    figures.accuracy_figure(data)
+    assert not [w for w in recwarn if "No artists with labels" in str(w.message)]
+    assert drawn[0].axes[0].get_legend() is None
+    pyplot().close(drawn[0])

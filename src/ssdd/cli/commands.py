@@ -326,7 +326,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if hasattr(args, "overrides") and any(e.startswith("--") for e in extra):
             hint = (f" (settings are key=value overrides, e.g. {OVERRIDE_EXAMPLES[args.command].split()[0]}; "
                     f"`ssdd {args.command} --print-config` shows them all)")
-        choices[args.command].error(f"unrecognized arguments: {' '.join(extra)}{hint}")
+        unknown = [e for e in extra if not is_override(e)]  # the overrides among them are fine
+        choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

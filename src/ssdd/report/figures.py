@@ -91,8 +91,9 @@ def accuracy_figure(data: ReportData) -> bytes | None:
                       ha="right" if len(shown) > 3 else "center", fontsize=8)
         ax.set(title=panel_title(arch, target, mode, several_archs), ylabel="top-1 (%)")
         ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14 if len(shown) <= 3 else -0.3),
-                  ncol=2 if lines <= 2 else 1, frameon=False)  # both full-data rows' long names: one column
+        if ax.get_legend_handles_labels()[0]:  # no reference rows: nothing to name (matplotlib would warn)
+            ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14 if len(shown) <= 3 else -0.3),
+                      ncol=2 if lines <= 2 else 1, frameon=False)  # both full-data rows' long names: one column
     fig.tight_layout()
     return png_bytes(fig)
 
@@ -271,7 +272,8 @@ def loss_figure(data: ReportData) -> bytes | None:
             axis_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
         ax.tick_params(axis="y", which="minor", labelsize=8)
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     fig.tight_layout()
     return png_bytes(fig)
 
