@@ -109,6 +109,14 @@ def test_a_scalar_where_a_list_or_a_section_goes_says_what_to_write():
                                       "in braces (its default: outer.model={")
 
 
+def test_a_flow_mapping_without_spaces_says_what_yaml_needs():
+    from ssdd.evaluation.config import EvaluateConfig
+
+    with pytest.raises(ConfigError, match=r"unknown config key 'source:npz'.*in YAML a mapping needs a space after "
+                                          r"each colon: \{source: npz, path: x\.npz\}$"):
+        load_config(EvaluateConfig, None, ["targets=[{source:npz,path:mine.npz}]"])
+
+
 def test_malformed_override():
     with pytest.raises(ConfigError, match="key=value") as info:
         load_config(TeacherConfig, None, ["optim.epochs"])

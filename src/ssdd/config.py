@@ -88,8 +88,11 @@ def _explain(exc: OmegaConfBaseException, schema: type, origin: str, key: str = 
         parent = full_key.rsplit(".", 1)[0] if "." in full_key else ""
         valid = _valid_keys(_schema_at(schema, parent))
         where = f" under '{parent}'" if parent else ""
+        hint = ""
+        if ":" in full_key.rsplit(".", 1)[-1]:  # `{source:npz}`: YAML reads a key, not key: value
+            hint = "; in YAML a mapping needs a space after each colon: {source: npz, path: x.npz}"
         return ConfigError(
-            f"unknown config key '{full_key}' ({origin}); valid keys{where}: {', '.join(valid)}"
+            f"unknown config key '{full_key}' ({origin}); valid keys{where}: {', '.join(valid)}{hint}"
         )
     if isinstance(exc, ValidationError):
         message = str(exc).splitlines()[0]

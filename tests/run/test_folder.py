@@ -83,3 +83,22 @@ def test_claim_output_refuses_a_run_s_folder_unless_it_is_its_own_and_any_folder
                       (evaluation, "holds an evaluation")):
         with pytest.raises(FileExistsError, match=said):
             claim_output(out, own=[artifact / "pictures"])
+
+
+def test_a_finished_run_without_a_checkpoint_is_not_offered_resume(tmp_path):
+    """A finished random set (manifest, no checkpoint.pt): --resume would find nothing, so the refusal of a fresh
+    run does not suggest it; with a checkpoint it does."""
+    import json
+
+    from ssdd.run.folder import claim
+
+    folder = tmp_path / "random"
+    folder.mkdir()
+    (folder / "manifest.json").write_text(json.dumps({"kind": "ssdd.distilled"}))
+    with pytest.raises(FileExistsError) as info:
+        claim(folder, "distill")
+    assert str(info.value) == (f"{folder} already holds a distilled set or distillation run (manifest.json, with no "
+                               f"checkpoint to continue from); choose another out_dir")
+    (folder / "checkpoint.pt").write_bytes(b"")
+    with pytest.raises(FileExistsError, match=r"\(checkpoint.pt\); pass --resume to continue it or choose another"):
+        claim(folder, "distill")

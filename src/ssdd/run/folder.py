@@ -199,9 +199,12 @@ def claim(out_dir: str | Path, kind: str, resume: bool = False, flag: str | None
                               f"choose another {key} (nothing there was changed)")
     present = [m for m in spec.started if (out_dir / m).exists()]
     if present and not resume:
-        hint = f"pass {flag} to {'continue' if flag == '--resume' else 'replace'} it or " if flag else ""
-        raise FileExistsError(f"{out_dir} already holds {describe_kind(kind)} ({present[0]}); {hint}choose another "
-                              f"{key}")
+        # --resume only where it has something to continue from (a finished random set has no checkpoint)
+        resumable = flag != "--resume" or not spec.resume_from or (out_dir / spec.resume_from).is_file()
+        hint = f"pass {flag} to {'continue' if flag == '--resume' else 'replace'} it or " if flag and resumable else ""
+        held_what = "" if resumable else ", with no checkpoint to continue from"
+        raise FileExistsError(f"{out_dir} already holds {describe_kind(kind)} ({present[0]}{held_what}); {hint}choose "
+                              f"another {key}")
     if resume and spec.resume_from and not (out_dir / spec.resume_from).is_file():
         raise FileNotFoundError(f"--resume: no checkpoint at {out_dir / spec.resume_from} (nothing to continue: "
                                 f"run again without --resume)")
