@@ -34,7 +34,9 @@ def add_import_arguments(parser: argparse.ArgumentParser) -> None:
                         help="budget in image-equivalents to label the set with (default: what it occupies)")
     parser.add_argument("--budget-counts", default="all", choices=["all", "images"],
                         help="images: KRR-ST's paper convention, targets not counted against the budget")
-    parser.add_argument("--name", default=None, help="label in evaluation reports (default: imported_<folder>)")
+    parser.add_argument("--name", default=None,
+                        help="label in evaluation reports (default: <the exported set's name>-imported for an "
+                             "`ssdd export` folder, else imported_<folder>)")
     parser.add_argument("--source-images", type=int, default=None,
                         help="images in the source train split (for the compression ratio)")
     parser.add_argument("--num-classes", type=int, default=None, help="classes, for sets that hold labels")
