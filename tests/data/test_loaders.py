@@ -511,3 +511,14 @@ def test_dataset_name_is_the_name_a_loaded_split_carries(tmp_path):
         assert dataset_name(cfg) == load_split(cfg, "test").name, cfg
     assert [dataset_name(DataConfig(path=str(npz))), dataset_name(DataConfig(source="folder", path=str(folder)))] \
         == ["toy", "tree"]
+
+
+def test_a_subset_larger_than_the_train_split_is_refused_before_work(tmp_path):
+    from ssdd.data.validate import check_split
+
+    path, _ = _write_npz(tmp_path / "s.npz", n_train=6)
+    assert check_split(DataConfig(source="npz", path=str(path), resolution=8, subset=4)) == 4
+    assert check_split(DataConfig(source="npz", path=str(path), resolution=8, subset=6)) == 6
+    with pytest.raises(DataError, match=r"^data\.subset=7: split 'train' holds only 6 images \(a subset of at most 6, "
+                                        r"or 0 for all of them\)$"):
+        check_split(DataConfig(source="npz", path=str(path), resolution=8, subset=7))

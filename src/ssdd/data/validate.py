@@ -128,7 +128,10 @@ def check_split(cfg: DataConfig, which: str = "train_split", key: str = "data") 
             raise DataError(f"torchvision {cfg.name}: split '{split}' does not exist (available: "
                             f"{', '.join(spec.split_kwargs)}); set {key}.{which}")
     if count is not None and which == "train_split" and cfg.subset > 0:
-        count = min(count, cfg.subset)
+        if cfg.subset > count:
+            raise DataError(f"{key}.subset={cfg.subset:,}: split '{cfg.train_split}' holds only {count:,} images (a "
+                            f"subset of at most {count:,}, or 0 for all of them)")
+        count = cfg.subset
     return count
 
 
