@@ -94,6 +94,20 @@ def test_evaluate_smoke_writes_results(tiny_npz, tiny_teacher, tmp_path, capsys)
     assert (out / "summary.md").read_text().startswith("| pre-training")
 
 
+def test_resolutions_the_evaluation_does_not_use_are_named(tiny_npz, tiny_teacher, tmp_path, capsys):
+    """Every image is resized to the teacher's resolution (16 px here): a source or target resolution that
+    differs is named in a line, not silently dropped."""
+    code = main(["evaluate", f"teacher={tiny_teacher}", f"out_dir={tmp_path / 'e'}", f"source.path={tiny_npz}",
+                 "source.resolution=32", "seeds=1", "models=[{name: convnet, width: 4, depth: 2}]",
+                 f"targets=[{{source: npz, path: {tiny_npz}, name: tiny, resolution: 16}}, "
+                 f"{{source: npz, path: {tiny_npz}, name: big, resolution: 24}}]", "modes=[linear_probe]",
+                 "full_data.enabled=false", "full_data.same_recipe=false", "probe.iterations=2", "cka_images=0",
+                 "device=cpu"])
+    assert code == 0
+    assert ("every image at the teacher's 16 px; not used: source.resolution=32, targets[1].resolution=24"
+            in capsys.readouterr().out)
+
+
 def test_evaluate_rejects_unknown_mode(tiny_teacher, tmp_path, capsys):
     assert main(["evaluate", "--no-progress", f"teacher={tiny_teacher}", "modes=[finetune,knn]",
                  f"out_dir={tmp_path}"]) == 2

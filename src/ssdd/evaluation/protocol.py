@@ -42,7 +42,7 @@ from ssdd.evaluation.schedule import (
 )
 from ssdd.evaluation.validate import PRETRAIN_SUFFIX, SAVED_CELLS, SET_ASIDE, validate_evaluate
 from ssdd.run import distributed as D
-from ssdd.run.progress import phase, progress_bar, show_phases
+from ssdd.run.progress import note, phase, progress_bar, show_phases
 from ssdd.run.runtime import channels_last, resolve_device, versions
 from ssdd.run.tblog import ScalarLog, require_tensorboard
 from ssdd.teacher import load_teacher
@@ -104,6 +104,12 @@ def _run_evaluate(cfg: EvaluateConfig, show_progress: bool, resume: bool, tb: Sc
     layout = torch.channels_last if channels_last(cfg.channels_last) else torch.preserve_format
     teacher = load_teacher(cfg.teacher, device).to(memory_format=layout)  # its forward passes: targets, CKA
     resolution = teacher.resolution
+    unused = [f"{key}={given}" for key, given in (("source.resolution", cfg.source.resolution),
+                                                   *((f"targets[{i}].resolution", t.resolution)
+                                                     for i, t in enumerate(cfg.targets)))
+              if given != resolution]
+    if unused:  # the networks see the teacher's inputs: every image is resized to its resolution
+        note(f"every image at the teacher's {resolution} px; not used: {', '.join(unused)}")
     source_cfg = DataConfig(**{**config_to_dict(cfg.source), "resolution": resolution})
     full_rows = cfg.full_data.enabled or cfg.full_data.same_recipe
     need_source = full_rows or cfg.cka_images > 0
