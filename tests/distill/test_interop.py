@@ -311,6 +311,15 @@ def test_an_export_imports_back_with_its_own_targets_not_the_teachers(tmp_path, 
         assert torch.equal(loaded.training_pairs()[1], torch.from_numpy(edited))
         assert loaded.manifest["origin"]["targets"] == "npy"
         assert loaded.manifest["teacher"]["known"] == bool(flags)
+    # another teacher (same d and resolution) is refused: the export's targets are not its representations
+    from conftest import make_teacher
+
+    other = make_teacher(tmp_path / "other", seed=1)
+    assert main(["import-distilled", str(export), "--out", str(tmp_path / "other_set"), "--teacher", str(other)]) == 2
+    assert (f"is an export whose targets are the representations of teacher "
+            f"{json.loads((tiny_teacher / 'manifest.json').read_text())['fingerprint']}, not of --teacher {other}"
+            in error_line(capsys, "import-distilled"))
+    assert not (tmp_path / "other_set").exists()
     # --targets teacher: the teacher's representations, as an import of the PNGs alone gives
     assert main(["import-distilled", str(export), "--targets", "teacher", "--out", str(tmp_path / "recomputed"),
                  *teacher]) == 0

@@ -409,19 +409,31 @@ def import_krr_st(x_path: str | Path, out: str | Path, y_path: str | Path | None
                         source_images=source_images, budget=budget, count_targets=count_targets, num_classes=classes)
 
 
+def _export_index(folder: Path) -> dict[str, Any] | None:
+    """The index.json of a folder `ssdd export` wrote, or None."""
+    try:
+        index = json.loads((folder / "index.json").read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return index if isinstance(index, dict) and index.get("kind") == EXPORT_KIND else None
+
+
+def _export_teacher_fingerprint(folder: Path) -> str | None:
+    """The fingerprint of the teacher whose representations an export's targets are (None: not an export, or
+    none recorded)."""
+    index = _export_index(folder)
+    teacher = (index or {}).get("teacher")
+    return teacher.get("fingerprint") if isinstance(teacher, dict) else None
+
+
 def default_import_name(folder: Path) -> str:
     """The label name of an imported image folder without --name: `imported_<folder>`, or for a folder written by
     `ssdd export` `<the exported set's name>-imported`, so that it never takes the original's label."""
-    index_path = folder / "index.json"
-    if index_path.is_file():
-        try:
-            index = json.loads(index_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError, OSError):
-            index = None
-        if isinstance(index, dict) and index.get("kind") == EXPORT_KIND:
-            original = index.get("name") or index.get("method")
-            if isinstance(original, str) and original:
-                return f"{original}-imported"
+    index = _export_index(folder)
+    if index is not None:
+        original = index.get("name") or index.get("method")
+        if isinstance(original, str) and original:
+            return f"{original}-imported"
     return f"imported_{folder.resolve().name}"
 
 
@@ -471,6 +483,11 @@ def import_image_folder(folder: str | Path, out: str | Path, targets: str | Path
             raise InteropError(f"{targets_path} holds class labels: they come from no teacher, drop --teacher (or "
                                f"pass --targets {TEACHER_TARGETS} to store the teacher's representations instead)")
         teacher_info = _teacher_info(teacher, int(values.shape[1]) if kind == "targets" else None, size)
+        exported_by = _export_teacher_fingerprint(folder) if targets is None else None
+        if teacher_info.get("fingerprint") and exported_by and exported_by != teacher_info["fingerprint"]:
+            raise InteropError(f"{folder} is an export whose targets are the representations of teacher "
+                               f"{exported_by}, not of --teacher {teacher} ({teacher_info['fingerprint']}): pass that "
+                               f"teacher, or --targets {TEACHER_TARGETS} to compute this one's")
         files.append(_file_entry(targets_path, "targets" if kind == "targets" else "labels"))
         targets_from = "labels" if kind == "labels" else "npy"
     elif teacher is None:
