@@ -198,6 +198,11 @@ def test_state_dict_from_safetensors_and_with_prefix(tmp_path):
                  "--prefix", "module.", "--overwrite", *flags]) == 0
     assert not stray.exists() and sorted(p.name for p in out.iterdir()) == ["backbone-00001-of-00001.safetensors",
                                                                             "manifest.json"]
+    # a training loop's checkpoint, {'state_dict': {...}, 'epoch': ...}: its state dict, with --prefix as before
+    torch.save({"state_dict": tensors, "epoch": 3}, tmp_path / "wrapped.pt")
+    assert main(["import-teacher", str(tmp_path / "wrapped.pt"), "-f", "state_dict", "-o", str(tmp_path / "w"),
+                 "--prefix", "module.", *flags]) == 0
+    _assert_same_features(tmp_path / "w", model, [0.4, 0.45, 0.5], [0.2, 0.25, 0.3], resolution=16)
 
 
 def test_bad_keys_and_shapes_are_one_line_errors(krr_st_checkpoint, tmp_path, capsys):

@@ -136,11 +136,17 @@ def _tensor_mapping(obj: Any, where: str) -> dict[str, torch.Tensor]:
     others = [str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor)]
     if others:
         hint = ""
-        if "state_dict" in obj:
+        if "state_dict" in obj:  # beside tensors of its own: not a plain wrapper
             hint = " (it looks like a training checkpoint: try --format solo_learn)"
         raise TeacherImportError(f"{where}: expected a flat dict of tensors, but {_few(others)} "
                                  f"{'is' if len(others) == 1 else 'are'} not tensors{hint}")
     return {str(k): v for k, v in obj.items()}
+
+
+def _wrapped_state_dict(obj: Any) -> bool:
+    """A dict whose 'state_dict' entry holds the tensors and whose other entries are none (epoch, optimiser, ...)."""
+    return (isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping)
+            and not any(isinstance(v, torch.Tensor) for v in obj.values()))
 
 
 def _few(names: list[str], count: int = 3) -> str:
@@ -161,7 +167,13 @@ def extract_state(obj: Any, fmt: str, where: str, prefix: str = "") -> tuple[dic
             raise TeacherImportError(f"{where}: no 'backbone.' keys in the checkpoint's state_dict (found "
                                      f"{_few(sorted(state))}); is it a solo-learn checkpoint?")
     else:
+        wrapped = _wrapped_state_dict(obj)
+        if wrapped:  # a training loop's {'state_dict': {...}, 'epoch': ..., ...}: its weights
+            obj = obj["state_dict"]
         state = _tensor_mapping(obj, where)
+        if wrapped and not prefix and any(k.startswith("backbone.") for k in state):
+            raise TeacherImportError(f"{where}: its state_dict holds backbone.* keys: it looks like a training "
+                                     f"checkpoint of solo-learn: try --format solo_learn (or --prefix backbone.)")
     if not prefix:
         return state, {}
     kept = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
