@@ -88,7 +88,8 @@ def check_no_empty_class(dataset: ImageDataset, where: str = "") -> None:
 def to_nchw_uint8(array: np.ndarray, where: str) -> torch.Tensor:
     """Accept (N,H,W,3), (N,H,W,1), (N,H,W) or (N,3,H,W) uint8 arrays; return (N,3,H,W)."""
     if array.dtype != np.uint8:
-        raise DataError(f"{where}: images must be uint8 pixels in [0, 255], got dtype {array.dtype}")
+        hint = " (float images in [0, 1]: np.round(x * 255).astype(np.uint8))" if array.dtype.kind == "f" else ""
+        raise DataError(f"{where}: images must be uint8 pixels in [0, 255], got dtype {array.dtype}{hint}")
     if array.ndim == 3:
         array = array[..., None]
     if array.ndim != 4:

@@ -57,19 +57,25 @@ def load_npz(path: str | Path, split: str, resolution: int, name: str = "") -> I
         classes_raw = archive["classes"] if "classes" in keys else None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise DataError(f"{path}: split '{split}' cannot be read, the file is corrupt ({exc})") from None
-    where = f"{path}[{split}]"
-    images = to_nchw_uint8(x, where)
-    if not np.issubdtype(y.dtype, np.integer):
-        raise DataError(f"{where}: labels must be integers, got dtype {y.dtype}")
-    labels = torch.from_numpy(np.ascontiguousarray(y).astype(np.int64)).reshape(-1)
     if classes_raw is not None:
         classes = tuple(str(c) for c in classes_raw.tolist())
     else:
         all_labels = [archive[k] for k in keys if k.startswith("y_")]
-        top = max((int(a.max()) for a in all_labels if a.size), default=-1)
+        top = max((int(a.max()) for a in all_labels if np.issubdtype(a.dtype, np.integer) and a.size), default=-1)
         classes = tuple(str(i) for i in range(top + 1))
-    check_arrays(images, labels, len(classes), where)
+    images, labels = checked_arrays(x, y, len(classes), f"{path}[{split}]")
     return ImageDataset(resize_uint8(images, resolution), labels, classes, split, name or path.stem)
+
+
+def checked_arrays(x: np.ndarray, y: np.ndarray, num_classes: int, where: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """A split's arrays as (N,3,H,W) uint8 images and (N,) int64 labels, checked (DataError naming `where`):
+    what load_npz reads and save_npz writes."""
+    images = to_nchw_uint8(x, where)
+    if not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"{where}: labels must be integers, got dtype {y.dtype}")
+    labels = torch.from_numpy(np.ascontiguousarray(y).astype(np.int64)).reshape(-1)
+    check_arrays(images, labels, num_classes, where)
+    return images, labels
 
 
 def save_npz(path: str | Path, splits: dict[str, tuple[np.ndarray, np.ndarray]], classes: list[str]) -> Path:
@@ -78,14 +84,8 @@ def save_npz(path: str | Path, splits: dict[str, tuple[np.ndarray, np.ndarray]],
     wrapping or zeroing its values), a layout the reader takes, one label per image, labels within the classes."""
     arrays: dict[str, np.ndarray] = {"classes": np.asarray(classes)}
     for split, (x, y) in splits.items():
-        x, y, where = np.asarray(x), np.asarray(y), f"{path}[{split}]"
-        if x.dtype != np.uint8:
-            raise DataError(f"{where}: images must be uint8 pixels in [0, 255], got dtype {x.dtype} (float images in "
-                            f"[0, 1]: np.round(x * 255).astype(np.uint8))")
-        if not np.issubdtype(y.dtype, np.integer):
-            raise DataError(f"{where}: labels must be integers, got dtype {y.dtype}")
-        labels = torch.from_numpy(np.ascontiguousarray(y).astype(np.int64)).reshape(-1)
-        check_arrays(to_nchw_uint8(x, where), labels, len(classes), where)
+        x, y = np.asarray(x), np.asarray(y)
+        checked_arrays(x, y, len(classes), f"{path}[{split}]")
         arrays[f"x_{split}"] = x
         arrays[f"y_{split}"] = y.astype(np.int64)
     path = Path(path)

@@ -104,10 +104,9 @@ def _run_evaluate(cfg: EvaluateConfig, show_progress: bool, resume: bool, tb: Sc
     layout = torch.channels_last if channels_last(cfg.channels_last) else torch.preserve_format
     teacher = load_teacher(cfg.teacher, device).to(memory_format=layout)  # its forward passes: targets, CKA
     resolution = teacher.resolution
-    unused = [f"{key}={given}" for key, given in (("source.resolution", cfg.source.resolution),
-                                                   *((f"targets[{i}].resolution", t.resolution)
-                                                     for i, t in enumerate(cfg.targets)))
-              if given != resolution]
+    given = {"source.resolution": cfg.source.resolution,
+             **{f"targets[{i}].resolution": target.resolution for i, target in enumerate(cfg.targets)}}
+    unused = [f"{key}={value}" for key, value in given.items() if value != resolution]
     if unused:  # the networks see the teacher's inputs: every image is resized to its resolution
         note(f"every image at the teacher's {resolution} px; not used: {', '.join(unused)}")
     source_cfg = DataConfig(**{**config_to_dict(cfg.source), "resolution": resolution})

@@ -119,14 +119,16 @@ def stage_key(kind: str, cfg: Any, upstream: list[str]) -> str:
                         "ssdd": __version__}, ignored, legacy)
 
 
-def _finished(folder: Path, key: str) -> bool:
+def _finished(folder: Path, key: str) -> dict[str, Any] | None:
+    """The stage.json of a stage finished under `key`, or None."""
     marker = folder / DONE
     if not marker.is_file():
-        return False
+        return None
     try:
-        return json.loads(marker.read_text()).get("key") == key
+        done = json.loads(marker.read_text())
     except ValueError:
-        return False
+        return None
+    return done if isinstance(done, dict) and done.get("key") == key else None
 
 
 def _run_stage(kind: str, name: str, cfg: Any, upstream: list[str], root: Path,
@@ -135,10 +137,9 @@ def _run_stage(kind: str, name: str, cfg: Any, upstream: list[str], root: Path,
     key = stage_key(kind, cfg, upstream)
     folder = root / kind / f"{name}-{key[:8]}"
     cfg.out_dir = str(folder)
-    if _finished(folder, key):
+    if (marker := _finished(folder, key)) is not None:
         say(f"{kind} {name}: cached in {folder}")
-        return StageRun(kind, name, str(folder), key, "cached",
-                        finished_in_seconds=json.loads((folder / DONE).read_text()).get("seconds"))
+        return StageRun(kind, name, str(folder), key, "cached", finished_in_seconds=marker.get("seconds"))
     # an evaluation resumes from its results, or from the cells and pre-training states it saved before them
     resume = (folder / CHECKPOINT).exists() or (kind == "evaluate" and (
         (folder / "results.json").exists() or any((folder / SAVED_CELLS).glob("[!.]*"))))
