@@ -17,7 +17,7 @@ JSON as the before/after table.) Parts, in the order run:
   (benchmarks/official_krr_st.py --device cuda);
 - mkdt (optional, not in `all`): one expert epoch, then MKDT iterations/s old and new;
 - evaluate: one evaluation cell (the committed Boost set, preset evaluate_full on the CIFAR-100 target, short
-  iteration counts, recorded) old and new, in seconds;
+  iteration counts, recorded) old and new, in seconds, then each --variant evaluate:NAME:OVERRIDES (new code);
 - parts: the new code's teacher step, plain and fast path, split into augment / forward / backward / optimizer /
   log (teacher_parts.py);
 - protocol: the full evaluate_full protocol (3 committed sets + no-pretrain + tuned full-data rows, 3 seeds,
@@ -116,8 +116,11 @@ checks = [(TeacherConfig, "teacher_cifar100", spec["teacher"], check_teacher_set
           (EvaluateConfig, "evaluate_full", spec["evaluate"], check_evaluate_settings)]
 checks += [(DistillConfig, preset, spec["distill"] + spec[method], check_distill_settings)
            for method, preset in presets.items()]
-checks += [(DistillConfig, presets[v.split(":")[0]], shlex.split(v.split(":", 2)[2]), check_distill_settings)
-           for v in spec["variants"]]
+for variant in spec["variants"]:
+    owner, _, overrides = variant.split(":", 2)
+    checks.append((EvaluateConfig, "evaluate_full", shlex.split(overrides), check_evaluate_settings)
+                  if owner == "evaluate" else
+                  (DistillConfig, presets[owner], shlex.split(overrides), check_distill_settings))
 for schema, preset, overrides, check in checks:
     check(load_config(schema, preset, overrides))
 """
@@ -492,11 +495,12 @@ class Bench:
         --variant METHOD:NAME:OVERRIDES (new code) while time is left."""
         own = getattr(self.args, f"new_{method}_args")
         runs = [("old", "old", []), ("new", "new", [*self.scale["cache"][method], *self.args.new_distill_args, *own])]
-        for spec in self.args.variant:
-            owner, name, overrides = spec.split(":", 2)
-            if owner == method:
-                runs.append((name, "new", shlex.split(overrides)))
-        return runs
+        return [*runs, *self.variants(method)]
+
+    def variants(self, owner: str) -> list[tuple[str, str, list[str]]]:
+        """(name, "new", overrides) of each --variant OWNER:NAME:OVERRIDES, in the order given."""
+        found = [spec.split(":", 2) for spec in self.args.variant]
+        return [(name, "new", shlex.split(overrides)) for who, name, overrides in found if who == owner]
 
     def add_rates(self, record: dict[str, Any], rows: list[dict[str, Any]]) -> None:
         """A loop's steps/s two ways, the first window dropped: as it logged them, and from when its lines
@@ -602,29 +606,34 @@ class Bench:
                                  "value": "the cell's own time: pre-training plus every target x mode (the rows' "
                                           "pretrain_s + eval_s), without the process's start and data loading "
                                           "(wall_s has them)"}
-        for side in ("old", "new"):
-            out = self.work / f"cell_{side}"
-            extra_side = [*extra, *self.new_args("evaluate", side)]
-            command = self.evaluate_command(out, ["cifar100"], ["boost_n100"], extra_side)
-            record = self.ssdd("evaluate_cell", side, command, self.part_left() / (2 if side == "old" else 1))
+        runs = [("old", "old", []), ("new", "new", self.new_args("evaluate", "new")), *self.variants("evaluate")]
+        for number, (name, side, own) in enumerate(runs):
+            out = self.work / f"cell_{name}"
+            command = self.evaluate_command(out, ["cifar100"], ["boost_n100"], [*extra, *own])
+            record = self.ssdd("evaluate_cell", side, command, self.part_left() / (len(runs) - number))
             rows = read_results(out)
+            record["overrides"] = own
             record["cell_s"] = cell_seconds(rows)
             record["value"] = record["cell_s"] if record["exit_code"] == 0 else None
             record["rows"] = [{k: r.get(k) for k in ("label", "target", "mode", "pretrain_s", "eval_s",
-                                                     "pretrain_steps", "pretrain_samples", "finetune_iterations")}
-                             for r in rows]
-            stage[side] = record
+                                                     "pretrain_steps", "pretrain_samples", "finetune_iterations",
+                                                     "compiled", "precision")}
+                              for r in rows]
+            stage[name] = record
             self.result["stages"]["evaluate_cell"] = stage
             self.save()
         add_ratios(stage, False)
         flops = (self.result.get("flops") or {}).get("evaluate") or {}
-        for side in ("old", "new"):
-            entry = stage.get(side) or {}
+        old = (stage.get("old") or {}).get("value")
+        for name, _, _ in runs:
+            entry = stage.get(name) or {}
             cell = cell_flops(entry.get("rows") or [], flops)
             if cell and entry.get("value"):
                 entry["counted_flops"] = cell
                 entry["tflops"] = cell / entry["value"] / 1e12
                 entry["fraction_of_bf16"] = entry["tflops"] / self.bf16() if self.bf16() else None
+            if name not in ("old", "new"):  # the extra variants against the old code (seconds: old / variant)
+                entry["speedup"] = old / entry["value"] if entry.get("value") and old else None
 
     def part_protocol(self, budget: float) -> None:
         out = self.work / "protocol"
@@ -764,11 +773,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for method in DISTILL_PRESETS:
         parser.add_argument(f"--new-{method.replace('_', '-')}-args", default="",
                             help=f"extra overrides of the new code's {method} run (after --new-distill-args)")
-    parser.add_argument("--variant", action="append", default=[], metavar="METHOD:NAME:OVERRIDES",
-                        help="one more new-code distillation run, e.g. 'boost:bf16:outer.precision=bf16 "
-                             "outer.teacher_precision=bf16' (repeatable; run after the others while time is left; "
-                             "a run with outer.teacher_cache=on should add data.subset=2000, else it builds the "
-                             "cache on all 50,000 images)")
+    parser.add_argument("--variant", action="append", default=[], metavar="STAGE:NAME:OVERRIDES",
+                        help="one more new-code distillation run or evaluation cell, e.g. 'boost:bf16:"
+                             "outer.precision=bf16 outer.teacher_precision=bf16' or 'evaluate:compiled:compile=on' "
+                             "(repeatable; run after the stage's others while time is left; a run with "
+                             "outer.teacher_cache=on should add data.subset=2000, else it builds the cache on all "
+                             "50,000 images)")
     parser.add_argument("--protocol-processes", default="auto", metavar="N|auto",
                         help="ssdd evaluate --processes of the protocol part (new code): cells at once on the GPU")
     parser.add_argument("--check", action="store_true",
@@ -781,9 +791,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for stage in ("teacher", "distill", "eval", *DISTILL_PRESETS):
         key = f"new_{stage}_args"
         setattr(args, key, shlex.split(getattr(args, key)))
-    bad = [v for v in args.variant if v.count(":") < 2 or v.split(":")[0] not in DISTILL_PRESETS]
+    owners = [*DISTILL_PRESETS, "evaluate"]
+    bad = [v for v in args.variant if v.count(":") < 2 or v.split(":")[0] not in owners
+           or v.split(":")[1] in ("old", "new", "")]
     if bad:
-        parser.error(f"--variant {bad[0]!r}: write METHOD:NAME:OVERRIDES with METHOD one of {list(DISTILL_PRESETS)}")
+        parser.error(f"--variant {bad[0]!r}: write STAGE:NAME:OVERRIDES with STAGE one of {owners} and a NAME "
+                     f"other than old and new")
     args.teacher = args.teacher or default_path(speed / "teacher", "artifacts/teachers/" + (
         "cifar100_convnet32_cpu" if args.tiny else "cifar100_resnet18_bt80_h200"), args.tiny)
     args.sets = args.sets or default_path(speed / "distilled", "artifacts/distilled/cifar100_resnet18_bt80_h200",

@@ -28,7 +28,9 @@
 # The compiled pool members (outer.compile, off by default) need a variant of their own, e.g.
 #   --variant "krr_st:compiled:outer.compile=on outer.teacher_cache=on data.subset=2000"
 # best in a call of its own (PARTS=rate,flops,distill: the old and new runs beside it): its compiling (tens of
-# seconds) comes out of the run's share, and each variant shortens the others' shares.
+# seconds) comes out of the run's share, and each variant shortens the others' shares. The evaluation's compiled
+# networks (compile, off by default) likewise: --variant "evaluate:compiled:compile=on precision=bf16" in a call
+# with PARTS=rate,flops,evaluate (a cell old, new and compiled).
 # SECONDS_ALLOWED (default 330, 300, all: 540) is speed.py's --seconds; PARTS (default: the call's) its --parts.
 # Device time: a start (1 to 2 minutes), then about 5.7 and 5.2 minutes, transfers beside: about 13 of the
 # session's 15 minutes (all: about 11).

@@ -219,6 +219,19 @@ def test_new_args_are_checked_against_the_new_code_schemas(monkeypatch: pytest.M
     check([], [], ["krr_st:compiled:outer.compile=on outer.precision=bf16"])
     with pytest.raises(ConfigError, match=r"outer\.compile='maybe'"):  # a value out of range, not only a name
         check([], [], ["krr_st:x:outer.compile=maybe"])
+    check([], [], ["evaluate:compiled:compile=on precision=bf16"])  # an evaluation cell's variant: its schema
+    with pytest.raises(ConfigError, match=r"compile='maybe'"):
+        check([], [], ["evaluate:x:compile=maybe"])
+
+
+def test_variants_name_a_stage_and_a_run_of_their_own(capsys: pytest.CaptureFixture[str]) -> None:
+    args = speed.parse_args(["--out", "x.json", "--old", "src", "--variant", "evaluate:compiled:compile=on",
+                             "--variant", "boost:bf16:outer.precision=bf16"])
+    assert args.variant == ["evaluate:compiled:compile=on", "boost:bf16:outer.precision=bf16"]
+    for bad in ("teacher:x:compile=on", "evaluate:new:compile=on", "evaluate:compile=on"):
+        with pytest.raises(SystemExit):
+            speed.parse_args(["--out", "x.json", "--old", "src", "--variant", bad])
+        assert "STAGE:NAME:OVERRIDES" in capsys.readouterr().err
 
 
 def test_peak_writes_its_json_for_any_exit(tmp_path: Path) -> None:

@@ -154,3 +154,99 @@ def test_fp32_is_no_autocast_at_all():
         assert not torch.is_autocast_enabled("cpu")
     with autocast(torch.device("cpu"), "bf16"):
         assert torch.is_autocast_enabled("cpu")
+
+
+def _needs_compile() -> None:
+    import pytest
+
+    from ssdd.run.compiled import compile_unavailable
+
+    reason = compile_unavailable(torch.device("cpu"))
+    if reason:
+        pytest.skip(reason)
+
+
+def _weights(model: nn.Module) -> torch.Tensor:
+    return torch.cat([t.detach().float().flatten() for t in model.state_dict().values()])
+
+
+def test_compiled_training_forwards_train_what_eager_ones_do_with_one_set_of_graphs():
+    """compile=on (NetworkForwards; off by default) on the CPU: pre-training on pairs, on full data and by the
+    label recipe, and fine-tuning, each give the eager losses, weights (BatchNorm statistics included) and score
+    to float rounding; a second fresh network of the architecture (the next cell) builds no graph."""
+    from torch._dynamo.utils import counters
+
+    from ssdd.evaluation.fastpath import NetworkForwards
+    from ssdd.evaluation.supervised import pretrain_supervised
+
+    _needs_compile()
+    torch._dynamo.reset()
+    counters.clear()
+    arch = ModelConfig(name="convnet", width=4, depth=2)
+    forwards = NetworkForwards("on", torch.device("cpu"), [arch])
+    eager = NetworkForwards("off", torch.device("cpu"), [arch])
+    assert forwards.active(arch) and not eager.active(arch)
+    images, targets = pairs()
+    cfg = PretrainConfig(epochs=3, batch_size=8, lr=0.05)  # batches of 8 and a last one of 4
+    runs = {}
+    for name, via in (("eager", eager), ("compiled", forwards)):
+        backbone = network()
+        losses = pretrain_on_pairs(backbone, images, targets, MEAN, STD, cfg, torch.Generator().manual_seed(1),
+                                   forward=via.of(arch))
+        runs[name] = losses, _weights(backbone)
+    assert torch.allclose(torch.tensor(runs["compiled"][0]), torch.tensor(runs["eager"][0]), rtol=1e-4)
+    assert torch.allclose(runs["compiled"][1], runs["eager"][1], rtol=1e-4, atol=1e-5)
+    graphs = counters["stats"]["unique_graphs"]
+    assert graphs > 0
+    again = pretrain_on_pairs(network(), images, targets, MEAN, STD, cfg, torch.Generator().manual_seed(1),
+                              forward=forwards.of(arch))
+    assert counters["stats"]["unique_graphs"] == graphs  # the next cell's fresh network: the same graphs
+    assert torch.allclose(torch.tensor(again), torch.tensor(runs["compiled"][0]), rtol=1e-6)
+
+    teacher = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 6))
+    full = FullDataConfig(epochs=2, batch_size=8)
+    images_u8 = (images * 255).to(torch.uint8)
+    labels = torch.arange(20) % 4
+    gen = torch.Generator().manual_seed(0)
+    colours = torch.rand(4, 3, 1, 1, generator=gen)
+    data_u8 = ((colours[labels] + 1.5 * torch.rand(20, 3, 16, 16, generator=gen)).clamp(0, 1) * 255).to(torch.uint8)
+    data = ImageDataset(data_u8, labels, tuple(f"c{i}" for i in range(4)), "train", "t")
+    tune = FinetuneConfig(iterations=12, small_iterations=12, batch_size=8, lr=0.05)
+    calls: list[str] = []
+
+    def through(via: NetworkForwards, loop: str):  # via.of(arch), counting the training steps that take it
+        return lambda module, x: calls.append(loop) or via.of(arch)(module, x)
+
+    for name, via in (("eager", eager), ("compiled", forwards)):
+        calls.clear()
+        backbone = network()
+        full_losses = pretrain_full_data(backbone, images_u8, teacher, MEAN, STD, full,
+                                         torch.Generator().manual_seed(1), forward=through(via, "full"))
+        labelled = network()
+        label_losses = pretrain_supervised(labelled, images, labels, MEAN, STD, PretrainConfig(epochs=2, batch_size=8),
+                                           torch.Generator().manual_seed(1), num_classes=4,
+                                           forward=through(via, "labels"))
+        score = finetune(backbone, data, data, MEAN, STD, tune, torch.Generator().manual_seed(2),
+                         forward=through(via, "finetune"))
+        assert {loop: calls.count(loop) for loop in set(calls)} == {"full": 4, "labels": 6, "finetune": 12}
+        runs[name] = full_losses, label_losses, _weights(backbone), _weights(labelled), score
+    for one, other in zip(runs["compiled"], runs["eager"], strict=True):
+        if isinstance(one, dict):
+            assert one == other  # 20 images: the same predictions
+        else:
+            assert torch.allclose(torch.as_tensor(one), torch.as_tensor(other), rtol=1e-4, atol=1e-5)
+    torch._dynamo.reset()
+
+
+def test_compile_on_where_torch_compile_is_unavailable_is_refused_before_any_work(monkeypatch):
+    import pytest
+
+    import ssdd.run.compiled as compiled_module
+    from ssdd.evaluation.fastpath import NetworkForwards
+
+    monkeypatch.setattr(compiled_module, "compile_unavailable", lambda device: "no compiler here")
+    arch = ModelConfig(name="convnet", width=4, depth=2)
+    with pytest.raises(ValueError, match=r"^compile=on: torch.compile is unavailable \(no compiler here\); use "
+                                         r"compile=off$"):
+        NetworkForwards("on", torch.device("cpu"), [arch])
+    assert not NetworkForwards("auto", torch.device("cpu"), [arch]).active(arch)  # auto: on CUDA only

@@ -260,10 +260,12 @@ def test_same_recipe_row_trains_every_source_image_with_the_pretrain_settings(ti
     calls = []
     real = cell.pretrain_on_pairs
 
-    def spy(backbone, images, targets, mean, std, cfg, generator, num_classes=None, precision="fp32", checkpoint=None):
+    def spy(backbone, images, targets, mean, std, cfg, generator, num_classes=None, precision="fp32", checkpoint=None,
+            forward=None):
         steps = []
         hook = backbone.register_forward_hook(lambda module, args, out: steps.append(module.training))
-        losses = real(backbone, images, targets, mean, std, cfg, generator, num_classes, precision, checkpoint)
+        losses = real(backbone, images, targets, mean, std, cfg, generator, num_classes, precision, checkpoint,
+                      forward)
         hook.remove()
         calls.append({"images": images, "targets": targets, "cfg": cfg, "steps": sum(steps)})
         return losses
@@ -455,6 +457,37 @@ def test_channels_last_is_recorded_changes_only_rounding_and_counts_as_the_same_
     assert main(["evaluate", "--no-progress", f"teacher={tiny_teacher}", "channels_last=sideways",
                  f"out_dir={tmp_path / 'bad'}"]) == 2
     assert "channels_last='sideways': must be one of auto, on, off" in capsys.readouterr().err
+
+
+def test_compile_is_recorded_and_counts_as_the_same_measurement(tiny_npz, tiny_teacher, tmp_path, monkeypatch,
+                                                                  capsys):
+    """compile=on trains every network through torch.compile (tests/evaluation/test_fastpath.py: the same numbers to
+    rounding); each row says whether it did, and, like channels_last, it is no part of what a cell measures."""
+    from ssdd.evaluation.config import EvaluateConfig
+    from ssdd.evaluation.protocol import run_evaluate
+    from ssdd.run.compiled import compile_unavailable
+
+    if compile_unavailable(torch.device("cpu")):
+        pytest.skip(compile_unavailable(torch.device("cpu")))
+    sets, _, base = _reuse_setup(tmp_path, tiny_npz, tiny_teacher)
+    base = [*base, "modes=[finetune, linear_probe]", "finetune.small_iterations=4", f"distilled=[{sets[0]}]"]
+    torch._dynamo.reset()
+    rows = run_evaluate(load_config(EvaluateConfig, None, [*base, f"out_dir={tmp_path / 'on'}", "compile=on"]),
+                        show_progress=False)
+    torch._dynamo.reset()
+    assert {r["compiled"] for r in rows} == {True} and len(rows) == 4
+    capsys.readouterr()
+    measured = _counting_cells(monkeypatch)
+    plain = run_evaluate(load_config(EvaluateConfig, None, [*base, f"out_dir={tmp_path / 'off'}",
+                                                            f"reuse=[{tmp_path / 'on'}]"]), show_progress=False)
+    assert measured == [] and "reused: 2 finished cells" in capsys.readouterr().out
+    assert [r["top1"] for r in plain] == [r["top1"] for r in rows]
+    run_evaluate(load_config(EvaluateConfig, None, [*base, f"out_dir={tmp_path / 'on'}", "compile=off"]),
+                 show_progress=False, resume=True)
+    assert measured == []
+    assert main(["evaluate", "--no-progress", f"teacher={tiny_teacher}", "compile=maybe",
+                 f"out_dir={tmp_path / 'bad'}"]) == 2
+    assert "compile='maybe': must be one of auto, on, off" in capsys.readouterr().err
 
 
 def test_bf16_is_recorded_and_never_mixed_with_float32_cells(tiny_npz, tiny_teacher, tmp_path, monkeypatch, capsys):

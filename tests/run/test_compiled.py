@@ -86,3 +86,15 @@ def test_each_new_call_signature_is_checked_like_a_first_call(capsys):
     assert err == ["ssdd distill: warning: torch.compile failed on the pool members (no graph for training); it runs "
                    "eagerly (outer.compile=off skips the attempt)"]
     assert calls == [False, False, True, False, True]
+
+
+def test_own_code_is_the_same_function_with_a_code_object_of_its_own():
+    from ssdd.run.compiled import own_code
+
+    def scaled(x, factor=2):
+        return x * factor
+
+    copy = own_code(scaled, "scaled_copy")
+    assert copy(3) == scaled(3) == 6 and copy(3, factor=5) == 15  # defaults kept
+    assert copy.__code__ is not scaled.__code__ and copy.__name__ == copy.__code__.co_name == "scaled_copy"
+    assert own_code(scaled, "another").__code__ is not copy.__code__

@@ -23,6 +23,7 @@ from ssdd.distill.artifact import set_fingerprint
 from ssdd.distill.interop import compression_source_images, evaluation_note
 from ssdd.evaluation.cka import linear_cka
 from ssdd.evaluation.config import EvaluateConfig, ValidationConfig
+from ssdd.evaluation.fastpath import Forward, NetworkForwards, network_forward
 from ssdd.evaluation.finetune import finetune
 from ssdd.evaluation.linear_probe import extract_features, probe_encoder
 from ssdd.evaluation.pretrain import (
@@ -152,10 +153,11 @@ def pretrain_samples_of(source: PretrainSource, cfg: EvaluateConfig) -> int:
 def pretrain_network(source: PretrainSource, model_cfg: ModelConfig, cfg: EvaluateConfig, teacher: Teacher,
               source_images: torch.Tensor, resolution: int, seed: int, device: torch.device,
               source_targets: torch.Tensor | None = None, layout: torch.memory_format = torch.preserve_format,
-              checkpoint: PretrainCheckpoint | None = None) -> nn.Module:
+              checkpoint: PretrainCheckpoint | None = None, forward: Forward = network_forward) -> nn.Module:
     """A fresh network pre-trained on `source`; `source_targets` (the teacher's representations of the
     un-augmented source images) are needed by the same-recipe full-data row only. `checkpoint`: where the
-    full-data rows' long pre-training saves and resumes its state (the distilled sets' takes seconds)."""
+    full-data rows' long pre-training saves and resumes its state (the distilled sets' takes seconds).
+    `forward(network, x)`: how the training steps run the network (NetworkForwards)."""
     torch.manual_seed(seed)
     backbone = build_model(model_cfg, resolution).to(device, memory_format=layout)  # the copies fine-tuned keep it
     generator = torch.Generator().manual_seed(seed)
@@ -163,11 +165,11 @@ def pretrain_network(source: PretrainSource, model_cfg: ModelConfig, cfg: Evalua
         return backbone
     if source.method == FULL_DATA:
         pretrain_full_data(backbone, source_images, teacher, teacher.mean, teacher.std, cfg.full_data, generator,
-                           cfg.precision, checkpoint)
+                           cfg.precision, checkpoint, forward)
         return backbone
     if source.method == FULL_DATA_SAME_RECIPE:  # every source image, trained exactly like the distilled sets
         pretrain_on_pairs(backbone, source_images, source_targets, teacher.mean, teacher.std, cfg.pretrain, generator,
-                          precision=cfg.precision, checkpoint=checkpoint)
+                          precision=cfg.precision, checkpoint=checkpoint, forward=forward)
         return backbone
     distilled = load_distilled(source.info["path"])
     images, targets = distilled.training_pairs()
@@ -176,7 +178,7 @@ def pretrain_network(source: PretrainSource, model_cfg: ModelConfig, cfg: Evalua
     # labels: KRR-ST's recipe unless recipe=same
     train = pretrain_supervised if uses_supervised_recipe(targets, cfg.pretrain) else pretrain_on_pairs
     train(backbone, images.to(device), targets.to(device), mean, std, cfg.pretrain, generator,
-          num_classes=distilled.manifest.get("num_classes"), precision=cfg.precision)
+          num_classes=distilled.manifest.get("num_classes"), precision=cfg.precision, forward=forward)
     return backbone
 
 
@@ -194,6 +196,7 @@ class Bench:
     teacher_features: torch.Tensor | None
     targets: list[Target]
     layout: torch.memory_format  # of every network built here (channels_last or preserve_format)
+    forwards: NetworkForwards  # the training forward of each architecture (`compile`)
     _source_targets: torch.Tensor | None = field(default=None, repr=False)
 
     def source_targets(self) -> torch.Tensor:
@@ -212,10 +215,11 @@ def evaluate_cell(bench: Bench, model_cfg: ModelConfig, seed: int, source: Pretr
     attempt left one), CKA, then every target x mode."""
     cfg, teacher = bench.cfg, bench.teacher
     source_targets = bench.source_targets() if source.method == FULL_DATA_SAME_RECIPE else None
+    forward = bench.forwards.of(model_cfg)
     start = time.perf_counter()
     with phase("random initialisation" if source.method == NO_PRETRAIN else f"pre-training on {source.label}"):
         backbone = pretrain_network(source, model_cfg, cfg, teacher, bench.source_images, bench.resolution, seed,
-                                    bench.device, source_targets, bench.layout, checkpoint)
+                                    bench.device, source_targets, bench.layout, checkpoint, forward)
     hint = "full_data.lr" if source.method == FULL_DATA else "pretrain.supervised.lr" \
         if source.labels and cfg.pretrain.supervised.recipe == "krr_st" else "pretrain.lr"
     check_trained(backbone, f"pre-training on {source.label}", hint, bench.resolution)  # finished cells stay
@@ -232,7 +236,7 @@ def evaluate_cell(bench: Bench, model_cfg: ModelConfig, seed: int, source: Pretr
             start = time.perf_counter()
             generator = torch.Generator().manual_seed(seed * 1009 + 17)
             with phase(f"{mode} on {target.name}") as measuring:
-                top1, iterations = _score(cfg, backbone, target, mode, seed, generator)
+                top1, iterations = _score(cfg, backbone, target, mode, seed, generator, forward)
                 measuring.detail = f"top-1 {top1:.2f} %"
             rows.append({
                 "method": source.method, "label": source.label, "budget": source.budget,
@@ -243,6 +247,7 @@ def evaluate_cell(bench: Bench, model_cfg: ModelConfig, seed: int, source: Pretr
                 "pretrain_samples": pretrain_samples_of(source, cfg), "finetune_iterations": iterations,
                 "eval_s": time.perf_counter() - start, "device": bench.device_name,
                 "channels_last": bench.layout == torch.channels_last, "precision": cfg.precision,
+                "compiled": bench.forwards.active(model_cfg),
                 "eval_split": target.split,
                 **({"validation_fraction": cfg.validation.fraction, "validation_seed": cfg.validation.seed}
                    if target.split == EVAL_SPLIT_VALIDATION else {}),
@@ -252,11 +257,11 @@ def evaluate_cell(bench: Bench, model_cfg: ModelConfig, seed: int, source: Pretr
 
 
 def _score(cfg: EvaluateConfig, backbone: nn.Module, target: Target, mode: str, seed: int,
-           generator: torch.Generator) -> tuple[float, int | None]:
+           generator: torch.Generator, forward: Forward = network_forward) -> tuple[float, int | None]:
     """Top-1 of one mode on one target, and the fine-tuning iterations it ran (None for the linear probe)."""
     if mode == "finetune":
         result = finetune(backbone, target.train, target.test, target.mean, target.std, cfg.finetune, generator,
-                          target.name, target.train_size, cfg.precision)
+                          target.name, target.train_size, cfg.precision, forward)
         return result["top1"], int(result["iterations"])
     top1 = probe_encoder(backbone, target.mean, target.std, target.train.images, target.train.labels,
                          target.test.images, target.test.labels, target.train.num_classes, cfg.probe,

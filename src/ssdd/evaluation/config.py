@@ -123,6 +123,11 @@ class EvaluateConfig:
     # part of what a cell measures: `reuse` and --resume never mix the two, and each row records it. The scoring
     # passes (test accuracy, probe features, CKA) and the same-recipe row's targets (computed once) stay float32.
     precision: str = "fp32"
+    # auto | on | off: the training forward (and so the backward) of every network pre-trained or fine-tuned here
+    # through torch.compile (auto = on on CUDA where torch.compile works; off by default until a GPU measures it).
+    # One set of graphs per architecture serves every cell of a process. It differs from off only by
+    # floating-point rounding, so, like `channels_last`, it is not part of what a cell measures; rows record it.
+    compile: str = "off"
     # a full-data row's pre-training (hundreds of epochs over the whole source) saves its state into out_dir/cells
     # every this many minutes (at an epoch's end), and a --resume goes on from it: the numbers of one uninterrupted
     # attempt (bit for bit on the CPU; 0 = never; the distilled sets' pre-training takes seconds)
@@ -153,6 +158,7 @@ LEGACY_VALUES: dict[str, object] = {
     "reuse": [],  # every cell measured here
     "channels_last": "off",  # PyTorch's contiguous layout, used before the setting existed
     "precision": "fp32",  # every forward pass in float32
+    "compile": "off",  # every network trained eagerly
     "validation.fraction": 0.0,  # every row scored on the target's test split
     "validation.seed": 0,  # acts only with a fraction: its default
 }

@@ -1,6 +1,6 @@
 """What the training loops of an evaluation share to run without waiting on a GPU: the loss sums kept on the
-device and the opt-in bf16 autocast (`precision`); index copies that do not block the host are
-ssdd.run.runtime.to_device.
+device, the opt-in bf16 autocast (`precision`) and the trained networks' forward through torch.compile
+(`compile`); index copies that do not block the host are ssdd.run.runtime.to_device.
 
 On a GPU the host queues kernels ahead of the device; reading a tensor's value (`float(loss)`, `.item()`) or
 copying a CPU tensor from pageable memory makes the host wait until everything queued has run, so a loop
@@ -10,11 +10,19 @@ exactly what the plain loops computed (tests/evaluation/test_fastpath.py).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager
+from typing import Any
 
 import torch
+from torch import nn
 
+from ssdd.config import ModelConfig
+from ssdd.run.compiled import Compiled, compiled, own_code
 from ssdd.run.runtime import forward_precision, precision_dtype
+
+# how a training loop runs the network it trains: forward(network, x) (the head stays outside, eager)
+Forward = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 
 
 def autocast(device: torch.device, precision: str) -> AbstractContextManager:
@@ -44,3 +52,37 @@ class EpochLosses:
     def means(self, divisor: int) -> list[float]:
         """Every epoch's sum divided by `divisor` (pairs, or batches, per epoch): the one read of the losses."""
         return [total / divisor for total in torch.stack(self._sums).tolist()] if self._sums else []
+
+
+def network_forward(network: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """network(x): the forward of every network an evaluation trains, unless `compile` hands the loops a compiled
+    copy (NetworkForwards). The network is an argument, so one compiled graph serves every network of an
+    architecture: each cell's fresh one, and the copy each target fine-tunes."""
+    return network(x)
+
+
+class NetworkForwards:
+    """The training forward of each architecture of an evaluation (`models`), under its `compile` setting (auto = on
+    on CUDA where torch.compile works; `on` where it is unavailable is a one-line error here, before any work).
+    Each architecture compiles a copy of `network_forward` with a code object of its own
+    (ssdd.run.compiled.own_code): its graphs (a batch size or two) are kept apart from the other architectures',
+    and the process keeps them from cell to cell."""
+
+    def __init__(self, setting: str, device: torch.device, models: list[ModelConfig]) -> None:
+        self._by_arch: dict[tuple[Any, ...], Compiled] = {}
+        for number, model in enumerate(models):
+            fn = own_code(network_forward, f"forward_{number}_{model.name}")
+            self._by_arch[_arch(model)] = compiled(fn, setting, device, f"the {model.name} being trained",
+                                                   key="compile", who="ssdd evaluate")
+
+    def of(self, model: ModelConfig) -> Compiled:
+        """The forward that trains networks of `model`'s architecture (eager when `compile` is off)."""
+        return self._by_arch[_arch(model)]
+
+    def active(self, model: ModelConfig) -> bool:
+        """Whether `model`'s networks train through torch.compile (False when off, or fallen back to eager)."""
+        return self.of(model).compiled is not None
+
+
+def _arch(model: ModelConfig) -> tuple[Any, ...]:
+    return (model.name, model.width, model.depth, model.feature)

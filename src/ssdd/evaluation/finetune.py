@@ -12,7 +12,7 @@ from ssdd.artifacts.integrity import check_trained
 from ssdd.augment import crop_flip, normalize, to_float
 from ssdd.data import ImageDataset
 from ssdd.evaluation.config import FinetuneConfig
-from ssdd.evaluation.fastpath import autocast
+from ssdd.evaluation.fastpath import Forward, autocast, network_forward
 from ssdd.run.progress import bar, note, showing
 from ssdd.run.runtime import to_device
 
@@ -64,15 +64,18 @@ def accuracy(model: nn.Module, images_u8: torch.Tensor, labels: torch.Tensor, me
 
 def finetune(backbone: nn.Module, train: ImageDataset, test: ImageDataset, mean: torch.Tensor, std: torch.Tensor,
              cfg: FinetuneConfig, generator: torch.Generator, target: str = "",
-             train_size: int | None = None, precision: str = "fp32") -> dict[str, float]:
+             train_size: int | None = None, precision: str = "fp32",
+             forward: Forward = network_forward) -> dict[str, float]:
     """Fine-tune a copy of `backbone` (the original is untouched); returns test top-1 and the iterations run.
     train/test must already be on the training device; mean/std are the target's statistics; `target` is
     its name (default: the train split's), which sets the iterations under finetune.small_by=role;
     `train_size` (default: len(train)) the target's training images under small_by=size, so that training on
     part of the split (the validation split's rest) keeps the length the whole split gets. `precision` (fp32 |
-    bf16) is the training steps' forward pass (the loss is float32 either way); the test pass is float32."""
+    bf16) is the training steps' forward pass (the loss is float32 either way); the test pass is float32.
+    `forward(copy, x)` runs the copy in the training steps (compiled under `compile`; the head stays eager)."""
     device = train.images.device
     model = nn.Sequential(copy.deepcopy(backbone), nn.Linear(backbone.feature_dim, train.num_classes)).to(device)
+    tuned, head = model
     iterations = finetune_iterations(cfg, len(train) if train_size is None else train_size, target or train.name)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, iterations))
@@ -87,7 +90,7 @@ def finetune(backbone: nn.Module, train: ImageDataset, test: ImageDataset, mean:
         cursor += batch
         x = normalize(crop_flip(to_float(train.images[idx]), cfg.crop_padding, aug_gen), mean, std)
         with autocast(device, precision):
-            logits = model(x)
+            logits = head(forward(tuned, x))
         loss = F.cross_entropy(logits.float(), train.labels[idx])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -13,7 +13,7 @@ from torch import nn
 
 from ssdd.augment import crop_flip, normalize, to_float
 from ssdd.evaluation.config import FullDataConfig, PretrainConfig
-from ssdd.evaluation.fastpath import EpochLosses, autocast
+from ssdd.evaluation.fastpath import EpochLosses, Forward, autocast, network_forward
 from ssdd.run.folder import save_checkpoint
 from ssdd.run.progress import bar
 from ssdd.run.runtime import to_device
@@ -127,12 +127,14 @@ def _network_inputs(images: torch.Tensor, mean: torch.Tensor,
 def pretrain_on_pairs(backbone: nn.Module, images: torch.Tensor, targets: torch.Tensor, mean: torch.Tensor,
                       std: torch.Tensor, cfg: PretrainConfig, generator: torch.Generator,
                       num_classes: int | None = None, precision: str = "fp32",
-                      checkpoint: PretrainCheckpoint | None = None) -> list[float]:
+                      checkpoint: PretrainCheckpoint | None = None, forward: Forward = network_forward
+                      ) -> list[float]:
     """MSE regression of head(backbone(norm(x))) onto targets, SGD, `cfg.epochs` passes over every pair
     (or until `cfg.max_iterations` steps when that is set), no augmentation; integer targets are class
     labels and use cross-entropy over `num_classes` instead. `precision` (fp32 | bf16) is the forward pass's
     (ssdd.evaluation.fastpath.autocast); the loss is float32 either way. `checkpoint`: resume from it, and save
-    to it as it asks (PretrainCheckpoint).
+    to it as it asks (PretrainCheckpoint). `forward(backbone, x)` runs the backbone (NetworkForwards: compiled
+    under `compile`).
     images: (M,3,H,W) float in [0,1], or uint8; returns the mean loss of each epoch."""
     device = images.device
     classify = not targets.is_floating_point()
@@ -151,7 +153,7 @@ def pretrain_on_pairs(backbone: nn.Module, images: torch.Tensor, targets: torch.
         losses.new_epoch()
         for idx in batches:
             with autocast(device, precision):
-                outputs = head(backbone(inputs(idx)))
+                outputs = head(forward(backbone, inputs(idx)))
             loss = criterion(outputs.float(), targets[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -189,10 +191,11 @@ def _resume(checkpoint: PretrainCheckpoint | None, backbone: nn.Module, head: nn
 def pretrain_full_data(backbone: nn.Module, images_u8: torch.Tensor, teacher: Callable[[torch.Tensor], torch.Tensor],
                        mean: torch.Tensor, std: torch.Tensor, cfg: FullDataConfig,
                        generator: torch.Generator, precision: str = "fp32",
-                       checkpoint: PretrainCheckpoint | None = None) -> list[float]:
+                       checkpoint: PretrainCheckpoint | None = None, forward: Forward = network_forward
+                       ) -> list[float]:
     """Regress teacher(x) from crop+flipped source images, SGD with cosine decay over cfg.epochs. `precision`
     (fp32 | bf16) is that of the forward passes, the teacher's included (its targets are then widened to float32);
-    the loss is float32 either way."""
+    the loss is float32 either way. `forward(backbone, x)` runs the backbone (the teacher's forward stays eager)."""
     device = images_u8.device
     with torch.no_grad():
         target_dim = teacher(to_float(images_u8[:2])).shape[1]
@@ -218,7 +221,7 @@ def pretrain_full_data(backbone: nn.Module, images_u8: torch.Tensor, teacher: Ca
             with autocast(device, precision):  # the teacher's forward too: more multiply-adds than the step
                 with torch.no_grad():
                     y = teacher(x)
-                outputs = head(backbone(normalize(x, mean, std)))
+                outputs = head(forward(backbone, normalize(x, mean, std)))
             loss = F.mse_loss(outputs.float(), y.float())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

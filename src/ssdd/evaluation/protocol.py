@@ -21,6 +21,7 @@ from ssdd.config import DataConfig, ModelConfig, config_to_dict, save_config
 from ssdd.data import load_split
 from ssdd.evaluation.cell import Bench, PretrainSource, evaluate_cell, load_target, pretrain_sources, source_label
 from ssdd.evaluation.config import EvaluateConfig
+from ssdd.evaluation.fastpath import NetworkForwards
 from ssdd.evaluation.pretrain import PretrainCheckpoint
 from ssdd.evaluation.report import format_table, summarize, write_report, write_results
 from ssdd.evaluation.schedule import (
@@ -95,6 +96,7 @@ def _run_evaluate(cfg: EvaluateConfig, show_progress: bool, resume: bool, tb: Sc
         raise ValueError("seeds must be at least 1")
     require_teacher_folder(cfg.teacher)
     device = resolve_device(cfg.device, dist_info.local_rank)
+    forwards = NetworkForwards(cfg.compile, device, cfg.models)  # compile=on where it cannot: refused before work
     out_dir = Path(cfg.out_dir)
     previous = D.on_main(lambda: previous_rows(out_dir, cfg, resume))  # read (and checked) once, by rank 0
     if dist_info.is_main:
@@ -165,7 +167,8 @@ def _run_evaluate(cfg: EvaluateConfig, show_progress: bool, resume: bool, tb: Sc
             write_results(rows, out_dir)  # kept even if this run is interrupted before its first cell
     bench = Bench(cfg, teacher, source_train.images if source_train else None, resolution, device,
                    torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", cka_images,
-                   teacher_features if cka_images is not None else None, targets, layout)
+                   teacher_features if cka_images is not None else None, targets, layout,
+                   forwards)
     pending = [(number, cell) for number, cell in enumerate(cells, 1) if source_cell(cell) not in complete]
     world, rank = dist_info.world_size, dist_info.rank
     if world > 1:

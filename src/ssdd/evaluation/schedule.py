@@ -28,12 +28,13 @@ from ssdd.run.runtime import atomic_write
 # settings a resumed evaluation may change: more seeds or sets (or the same-recipe row) add cells, the others
 # keep theirs
 RESUMABLE_KEYS = ("out_dir", "distilled", "seeds", "device", "tensorboard", "full_data.same_recipe", "reuse",
-                  "channels_last", "checkpoint_minutes")
+                  "channels_last", "compile", "checkpoint_minutes")
 # settings that only choose which cells an evaluation has, where it writes and logs, or where and in which
-# memory format it computes: two evaluations that differ in nothing else (nor in teacher and data,
+# memory format (or compiled) it computes: two evaluations that differ in nothing else (nor in teacher and data,
 # inputs.json) measure every cell they share the same way
 CELL_CHOICE_KEYS = ("out_dir", "distilled", "seeds", "models", "targets", "modes", "device", "tensorboard", "reuse",
-                    "no_pretrain", "full_data.enabled", "full_data.same_recipe", "channels_last", "checkpoint_minutes")
+                    "no_pretrain", "full_data.enabled", "full_data.same_recipe", "channels_last", "compile",
+                    "checkpoint_minutes")
 
 
 def cell_key(label: str, arch: str, width: Any, depth: Any, feature: Any, seed: int, set_fp: Any = None) -> tuple:

@@ -15,7 +15,7 @@ from torch import nn
 from ssdd.augment import normalize
 from ssdd.augment.dsa import dsa
 from ssdd.evaluation.config import PretrainConfig, SupervisedPretrainConfig
-from ssdd.evaluation.fastpath import EpochLosses, autocast
+from ssdd.evaluation.fastpath import EpochLosses, Forward, autocast, network_forward
 from ssdd.evaluation.pretrain import epoch_batches, steps_per_epoch
 
 
@@ -41,10 +41,11 @@ def lr_at(step: int, drop_step: int, cfg: SupervisedPretrainConfig) -> float:
 
 def pretrain_supervised(backbone: nn.Module, images: torch.Tensor, labels: torch.Tensor, mean: torch.Tensor,
                         std: torch.Tensor, cfg: PretrainConfig, generator: torch.Generator,
-                        num_classes: int, precision: str = "fp32") -> list[float]:
+                        num_classes: int, precision: str = "fp32", forward: Forward = network_forward) -> list[float]:
     """Cross-entropy of a new linear head on backbone(aug(norm(x))) against the labels, `cfg.epochs` passes
     (or until `cfg.max_iterations` steps), with the optimiser, lr drop and augmentation of `cfg.supervised`;
-    `precision` (fp32 | bf16) is the forward pass's, the loss is float32 either way.
+    `precision` (fp32 | bf16) is the forward pass's, the loss is float32 either way; `forward(backbone, x)` runs
+    the backbone (compiled under `compile`).
     images: (M,3,H,W) float in [0,1]; labels: (M,) integers; returns the mean loss of each epoch."""
     if labels.is_floating_point():
         raise ValueError("pretrain_supervised needs integer class labels")
@@ -62,19 +63,20 @@ def pretrain_supervised(backbone: nn.Module, images: torch.Tensor, labels: torch
         losses.new_epoch()
         for idx in batches:
             x = dsa(inputs[idx], aug_gen) if sup.augment == "dsa" else inputs[idx]
-            loss = _sgd_step(network, optimizer, x, labels[idx], lr_at(step, drop_step, sup), precision)
+            loss = _sgd_step(network, optimizer, x, labels[idx], lr_at(step, drop_step, sup), precision, forward)
             losses.add(loss, idx.numel())
             step += 1
     return losses.means(count)
 
 
 def _sgd_step(network: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-              lr: float, precision: str) -> torch.Tensor:
-    """One cross-entropy step at learning rate `lr`; returns the batch's loss (on the device, not read)."""
+              lr: float, precision: str, forward: Forward = network_forward) -> torch.Tensor:
+    """One cross-entropy step of `network` (backbone, head) at learning rate `lr`; returns the batch's loss (on the
+    device, not read)."""
     for group in optimizer.param_groups:
         group["lr"] = lr
     with autocast(x.device, precision):
-        logits = network(x)
+        logits = network[1](forward(network[0], x))
     loss = F.cross_entropy(logits.float(), y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()

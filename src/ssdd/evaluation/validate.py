@@ -36,6 +36,7 @@ def check_evaluate_settings(cfg: Any) -> None:
     """Everything of an evaluation config that needs no file."""
     finite_everywhere(cfg)
     auto_on_off("channels_last", cfg.channels_last)
+    auto_on_off("compile", cfg.compile)
     choice("precision", cfg.precision, tuple(PRECISIONS))
     unknown = set(cfg.modes) - {"finetune", "linear_probe"}
     if unknown or not cfg.modes:

@@ -1,4 +1,5 @@
-"""torch.compile behind an auto | on | off setting: the teacher's `compile` and distillation's `outer.compile`.
+"""torch.compile behind an auto | on | off setting: the teacher's `compile`, distillation's `outer.compile` and the
+evaluation's `compile`.
 
 `compiled(fn, setting, device, what, key)` returns a `Compiled`, which calls `fn` through torch.compile when the
 setting asks for it (auto = on on CUDA where torch.compile works). A compile that fails is a one-line error when
@@ -12,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import types
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -42,6 +44,15 @@ def compile_unavailable(device: torch.device) -> str | None:
                                         if c):
         return "no C++ compiler (g++, clang++ or $CXX), which torch.compile needs on the CPU, was found"
     return None
+
+
+def own_code(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
+    """A copy of the plain function `fn` with a code object of its own, named `name`. torch.compile keeps its graphs,
+    and its limit on how many it builds (`torch._dynamo.config.recompile_limit`, 8), per code object: a call site
+    that compiles a copy of its own (one per architecture of an evaluation) neither shares that limit with the
+    others nor makes them recompile."""
+    code = fn.__code__.replace(co_name=name, co_qualname=name)
+    return types.FunctionType(code, fn.__globals__, name, fn.__defaults__, fn.__closure__)
 
 
 def call_signature(args: tuple[Any, ...]) -> Hashable:

@@ -41,7 +41,8 @@ NOT_HASHED = {
     "distill": ("out_dir", "stop_after_steps", "stop_after_minutes", "checkpoint_every", "log_every", "teacher",
                 "outer.split_support", "outer.channels_last", "outer.fast", "outer.teacher_cache", "outer.compile",
                 "tensorboard", "mkdt.experts", "mkdt.recompute"),
-    "evaluate": ("out_dir", "teacher", "distilled", "tensorboard", "reuse", "channels_last", "checkpoint_minutes"),
+    "evaluate": ("out_dir", "teacher", "distilled", "tensorboard", "reuse", "channels_last", "compile",
+                 "checkpoint_minutes"),
 }  # `teacher`, `distilled` and `mkdt.experts` are paths: the keys or fingerprints of what they hold stand in;
 # `reuse` names other evaluations whose cells, measured the same way, are taken instead of measured again
 # settings added later, at the value that behaves as before them: left out of the key (old stages stay cached)
