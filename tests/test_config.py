@@ -256,3 +256,34 @@ def test_a_bad_list_index_override_is_one_line(override, needle, tmp_path, capsy
     err = capsys.readouterr().err.strip()
     assert err.startswith("ssdd evaluate: error:") and "\n" not in err and needle in err, err
     assert "please report" not in err and not (tmp_path / "out").exists()
+
+
+def test_a_config_changed_in_python_is_checked_like_one_from_yaml():
+    """docs/cli.md, "From Python": a misspelt attribute, a group replaced by a dict, a string where a list goes
+    and overrides given as one string are each one line, not ignored or read letter by letter."""
+    from ssdd.distill.config import DistillConfig
+    from ssdd.distill.validate import check_distill_settings
+    from ssdd.evaluation.config import EvaluateConfig
+    from ssdd.evaluation.validate import check_evaluate_settings
+
+    cases = [("outer", "stpes", 1, r"^outer\.stpes: not a setting of OuterConfig \(did you mean outer\.steps\?\)$"),
+             (None, "bugdet", 5, r"^bugdet: not a setting of DistillConfig \(did you mean budget\?\)$"),
+             (None, "outer", {"steps": 2}, r"^outer: expected OuterConfig settings, got a dict; build it as "
+                                           r"OuterConfig\(\.\.\.\), or pass overrides such as outer\.KEY=VALUE")]
+    for group, name, value, message in cases:
+        cfg = load_config(DistillConfig, "demo_distill")
+        setattr(getattr(cfg, group) if group else cfg, name, value)
+        with pytest.raises(ConfigError, match=message):
+            check_distill_settings(cfg)
+    cfg = load_config(DistillConfig, "demo_distill")
+    cfg.outer.steps = 2  # a setting changed in Python is fine
+    check_distill_settings(cfg)
+    evaluate = load_config(EvaluateConfig, "demo_evaluate")
+    evaluate.distilled = "runs/boost"
+    with pytest.raises(ConfigError, match=r"^distilled='runs/boost': expected a list; write \['runs/boost'\]$"):
+        check_evaluate_settings(evaluate)
+    evaluate.distilled = ("runs/boost",)
+    check_evaluate_settings(evaluate)
+    with pytest.raises(ConfigError, match=r"^overrides must be a list of key=value strings, got the string "
+                                          r"'budget=5': write \['budget=5'\]$"):
+        load_config(DistillConfig, "demo_distill", "budget=5")

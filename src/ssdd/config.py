@@ -276,6 +276,9 @@ def _apply_override(cfg: Any, item: str) -> Any:
 
 def load_config(schema: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
     """Build a validated config: schema defaults <- YAML file or packaged preset <- `a.b=value` overrides."""
+    if isinstance(overrides, str):  # its letters would be read as overrides
+        raise ConfigError(f"overrides must be a list of key=value strings, got the string {overrides!r}: write "
+                          f"[{overrides!r}]")
     cfg = OmegaConf.structured(schema)
     if path is not None:
         cfg = _merge_yaml(cfg, schema, *read_config_text(path))

@@ -29,3 +29,15 @@ def test_samples_for_budget():
     assert samples_for_budget(1000, (3, 32, 32), 128) == 960
     with pytest.raises(BudgetError, match="cannot hold one sample"):
         samples_for_budget(0.5, (3, 32, 32), 512)
+
+
+def test_an_image_shape_without_pixels_is_one_line():
+    import pytest
+
+    from ssdd.artifacts.storage import image_floats
+
+    assert image_floats((3, 16, 16)) == 768
+    for shape in ((3, 0, 16), (3, 16), (3, -1, 4)):
+        with pytest.raises(ValueError, match=r"^an image shape is \(channels, height, width\), each a whole number "
+                                             r">= 1; got"):
+            image_floats(shape)

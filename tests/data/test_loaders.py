@@ -522,3 +522,29 @@ def test_a_subset_larger_than_the_train_split_is_refused_before_work(tmp_path):
     with pytest.raises(DataError, match=r"^data\.subset=7: split 'train' holds only 6 images \(a subset of at most 6, "
                                         r"or 0 for all of them\)$"):
         check_split(DataConfig(source="npz", path=str(path), resolution=8, subset=7))
+
+
+def test_save_npz_returns_the_file_it_wrote_and_may_leave_the_class_names_out(tmp_path):
+    from ssdd.data import load_npz, save_npz
+
+    x, y = np.zeros((4, 8, 8, 3), np.uint8), np.array([0, 2, 0, 1])
+    written = save_npz(tmp_path / "plain", {"train": (x, y)})  # numpy.savez adds .npz: the path says so
+    assert written == tmp_path / "plain.npz" and written.is_file()
+    assert load_npz(written, "train", 8).classes == ("0", "1", "2")  # named by the reader, from the labels
+    assert save_npz(tmp_path / "named.npz", {"train": (x, y)}, ["a", "b", "c"]) == tmp_path / "named.npz"
+
+
+def test_torch_needs_tensors_and_a_resolution_of_at_least_one_pixel(tmp_path):
+    from ssdd.data import DataError, ImageDataset, load_npz, save_npz
+
+    images, labels = torch.zeros((4, 3, 8, 8), dtype=torch.uint8), torch.tensor([0, 1, 0, 1])
+    with pytest.raises(DataError, match=r"^m\[train\]: images must be a torch tensor, got numpy\.ndarray "
+                                        r"\(torch\.from_numpy;"):
+        ImageDataset(images.numpy(), labels, ("a", "b"), "train", "m")
+    with pytest.raises(DataError, match=r"^m\[train\]: labels must be a torch tensor, got numpy\.ndarray"):
+        ImageDataset(images, labels.numpy(), ("a", "b"), "train", "m")
+    path = save_npz(tmp_path / "d.npz", {"train": (np.zeros((4, 8, 8, 3), np.uint8), labels.numpy())})
+    for resolution in (0, -8, "16"):
+        with pytest.raises(DataError, match=rf"^resolution must be a whole number of pixels, at least 1; got "
+                                            rf"{resolution!r}$"):
+            load_npz(path, "train", resolution)

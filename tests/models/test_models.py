@@ -136,3 +136,15 @@ def test_resnet_init_is_seeded():
     assert all(torch.equal(a[k], b[k]) for k in a)
     bn = CifarResNet((1, 1, 1, 1), width=4).bn1
     assert torch.equal(bn.weight, torch.ones(4)) and torch.equal(bn.bias, torch.zeros(4))
+
+
+def test_a_resolution_below_one_pixel_is_refused_in_one_line():
+    import pytest
+
+    from ssdd.config import ModelConfig
+    from ssdd.models import build_model
+
+    for resolution in (0, -16, 16.0):
+        with pytest.raises(ValueError, match=r"^model 'convnet': the resolution is a whole number of pixels, at "
+                                             r"least 1; got"):
+            build_model(ModelConfig(name="convnet", width=8, depth=2), resolution)

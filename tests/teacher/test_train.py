@@ -210,3 +210,20 @@ def test_a_compiled_fast_run_gives_the_plain_history(tiny_npz, tmp_path):
     assert b[0]["loss"] == pytest.approx(a[0]["loss"], rel=1e-3)
     for key, value in backbone_state(plain).items():
         assert torch.allclose(value.float(), backbone_state(fast)[key].float(), rtol=1e-2, atol=1e-4), key
+
+
+def test_the_teacher_refuses_images_it_would_embed_wrongly(tiny_teacher):
+    """uint8 pixels through teacher(x) (never scaled), floats through encode (scaled twice) and another resolution
+    all ran before, giving other features without a word; each is now one line naming the right call."""
+    teacher = load_teacher(tiny_teacher, device="auto")  # a device name as the configs take it
+    pixels = torch.randint(0, 255, (3, 3, 16, 16), dtype=torch.uint8)
+    assert torch.allclose(teacher.encode(pixels), teacher(pixels.float() / 255), atol=1e-5)
+    with pytest.raises(ValueError, match=r"^Teacher\.encode takes uint8 pixels \(0 to 255\), got torch\.float32; "
+                                         r"float images in \[0, 1\] go through teacher\(x\)$"):
+        teacher.encode(pixels.float() / 255)
+    with pytest.raises(ValueError, match=r"^teacher\(x\) takes float images in \[0, 1\], got torch\.uint8; uint8 "
+                                         r"pixels go through Teacher\.encode$"):
+        teacher(pixels)
+    with pytest.raises(ValueError, match=r"^Teacher\.encode takes \(N, 3, 16, 16\) images \(the teacher's "
+                                         r"resolution\), got \(3, 3, 32, 32\)$"):
+        teacher.encode(torch.zeros((3, 3, 32, 32), dtype=torch.uint8))

@@ -55,6 +55,11 @@ class ImageDataset:
 
 def check_arrays(images: torch.Tensor, labels: torch.Tensor, num_classes: int, where: str) -> None:
     """Raise DataError unless images are (N,3,H,W) uint8 and labels (N,) int64 within range."""
+    for what, value in (("images", images), ("labels", labels)):
+        if not isinstance(value, torch.Tensor):
+            raise DataError(f"{where}: {what} must be a torch tensor, got {type(value).__module__}."
+                            f"{type(value).__name__} (torch.from_numpy; NumPy (N, H, W, 3) images go through "
+                            f"ssdd.data.save_npz and load_npz)")
     if images.dtype != torch.uint8:
         raise DataError(f"{where}: images must be uint8 pixels in [0, 255], got dtype {images.dtype}")
     if images.ndim != 4 or images.shape[1] != 3:
@@ -106,6 +111,8 @@ def to_nchw_uint8(array: np.ndarray, where: str) -> torch.Tensor:
 
 def resize_uint8(images: torch.Tensor, resolution: int, chunk: int = 4096) -> torch.Tensor:
     """Resize (N,3,H,W) uint8 images to resolution x resolution (bilinear, antialiased)."""
+    if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)) or resolution < 1:
+        raise DataError(f"resolution must be a whole number of pixels, at least 1; got {resolution!r}")
     if images.shape[-2:] == (resolution, resolution):
         return images
     out = torch.empty((images.shape[0], 3, resolution, resolution), dtype=torch.uint8)

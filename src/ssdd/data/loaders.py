@@ -78,17 +78,25 @@ def checked_arrays(x: np.ndarray, y: np.ndarray, num_classes: int, where: str) -
     return images, labels
 
 
-def save_npz(path: str | Path, splits: dict[str, tuple[np.ndarray, np.ndarray]], classes: list[str]) -> Path:
-    """Write the project's NumPy format: splits maps name -> (uint8 (N,H,W,3), integer labels (N,)). Each split
-    is checked as the reader checks it (DataError, nothing written): uint8 pixels (a float array would be cast,
-    wrapping or zeroing its values), a layout the reader takes, one label per image, labels within the classes."""
-    arrays: dict[str, np.ndarray] = {"classes": np.asarray(classes)}
+def save_npz(path: str | Path, splits: dict[str, tuple[np.ndarray, np.ndarray]],
+             classes: list[str] | None = None) -> Path:
+    """Write the project's NumPy format: splits maps name -> (uint8 (N,H,W,3), integer labels (N,)); `classes`
+    names the C classes (default: none stored, and the reader names them 0 to C - 1 from the labels). Each split is
+    checked as the reader checks it (DataError, nothing written): uint8 pixels (a float array would be cast,
+    wrapping or zeroing its values), a layout the reader takes, one label per image, labels within the classes.
+    Returns the file written: `path`, with `.npz` added when it has another suffix, as numpy.savez does."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        path = path.with_name(path.name + ".npz")
+    labels = [np.asarray(y) for _, y in splits.values()]
+    count = len(classes) if classes is not None else 1 + max(
+        (int(y.max()) for y in labels if np.issubdtype(y.dtype, np.integer) and y.size), default=-1)
+    arrays: dict[str, np.ndarray] = {} if classes is None else {"classes": np.asarray(classes)}
     for split, (x, y) in splits.items():
         x, y = np.asarray(x), np.asarray(y)
-        checked_arrays(x, y, len(classes), f"{path}[{split}]")
+        checked_arrays(x, y, count, f"{path}[{split}]")
         arrays[f"x_{split}"] = x
         arrays[f"y_{split}"] = y.astype(np.int64)
-    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, **arrays)
     return path

@@ -31,7 +31,8 @@ class DistilledSet:
         return storage_of(self.stored, self.image_shape)
 
     def training_pairs(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every stored view as (images (M,3,H,W) in [0,1], targets (M,d)); supervised sets give labels (M,)."""
+        """Every stored view as (float images (M,3,H,W) on the [0, 1] pixel scale, targets (M,d)); learned images
+        are not clipped, so they may stray a little outside it. Supervised sets give labels (M,)."""
         return get_method(self.method).reconstruct(self.stored, self.manifest)
 
 

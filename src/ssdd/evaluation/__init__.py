@@ -1,4 +1,6 @@
-"""Evaluation of encoders: linear probes now; pre-training and fine-tuning join with the distillation issue."""
+"""The evaluation protocol (docs/protocol.md): pre-train on each source, fine-tune and linear-probe on each target.
+
+`ssdd.evaluation.protocol.run_evaluate(cfg)` runs it (`ssdd evaluate`); this package exports the linear probe."""
 
 from ssdd.evaluation.linear_probe import ProbeConfig, extract_features, linear_probe, probe_encoder
 

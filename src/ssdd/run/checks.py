@@ -9,6 +9,7 @@ value or file and what to do.
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 from dataclasses import fields, is_dataclass
@@ -65,9 +66,26 @@ def choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
 
 
 def finite_everywhere(cfg: Any, prefix: str = "") -> None:
-    """No NaN or inf anywhere in a config (dataclasses, lists of dataclasses or numbers)."""
+    """A config built in Python as one loaded from YAML would be: no NaN or inf anywhere (dataclasses, lists of
+    dataclasses or numbers), no attribute that is not a setting (`cfg.outer.stpes = 1` would be ignored), and
+    every group of settings its dataclass (a dict in its place would fail deep inside a run)."""
+    names = [f.name for f in fields(cfg)]
+    stray = [name for name in getattr(cfg, "__dict__", {}) if name not in names]
+    if stray:
+        close = difflib.get_close_matches(stray[0], names, n=1)
+        hint = f"did you mean {prefix}{close[0]}?" if close else f"its settings: {', '.join(names)}"
+        raise ConfigError(f"{prefix}{stray[0]}: not a setting of {type(cfg).__name__} ({hint})")
     for f in fields(cfg):
-        _finite_value(f"{prefix}{f.name}", getattr(cfg, f.name))
+        value = getattr(cfg, f.name)
+        group = f.default_factory if isinstance(f.default_factory, type) and is_dataclass(f.default_factory) else None
+        default = f.default_factory() if group is None and callable(f.default_factory) else None
+        if isinstance(default, list) and not isinstance(value, (list, tuple)):  # a string would be read as letters
+            raise ConfigError(f"{prefix}{f.name}={value!r}: expected a list; write [{value!r}]")
+        if group is not None and not isinstance(value, group):
+            raise ConfigError(f"{prefix}{f.name}: expected {group.__name__} settings, got a {type(value).__name__}; "
+                              f"build it as {group.__name__}(...), or pass overrides such as "
+                              f"{prefix}{f.name}.KEY=VALUE to load_config")
+        _finite_value(f"{prefix}{f.name}", value)
 
 
 def _finite_value(key: str, value: Any) -> None:

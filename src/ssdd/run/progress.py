@@ -12,8 +12,9 @@ after ANNOUNCE_AFTER seconds (or one that contains another phase) is announced w
 (`PCA: 200 components of 50,000 x 768 ...`), so a long phase is visible while it runs and a quick one costs
 one line. Nested phases are indented. `bar(...)` is tqdm on a terminal and a line every LOG_INTERVAL seconds
 in a file (`progress_bar`), shown only while phases are shown. Lines go through tqdm.write (stdout), so they
-never tear an active bar. Outside a run (show_phases never entered) nothing is printed: library calls stay
-quiet.
+never tear an active bar. Outside a run (show_phases never entered) no phase line or bar is printed: library
+calls stay quiet. A run's own result lines (epochs, the log lines, the evaluation's table) are not phases: they
+print whatever `show_progress` says.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from ssdd.artifacts.integrity import function_fingerprint, shard_fingerprint, ve
 from ssdd.augment.ops import normalize
 from ssdd.config import ModelConfig
 from ssdd.models import build_model
+from ssdd.run.runtime import resolve_device
 
 KIND = "ssdd.teacher"
 FORMAT_VERSION = 1
@@ -34,13 +35,29 @@ class Teacher(nn.Module):
         return super().train(False)
 
     def forward(self, images01: torch.Tensor) -> torch.Tensor:
+        """Features of float (B, 3, R, R) images in [0, 1] at the teacher's resolution R."""
+        self._check(images01, "teacher(x)", pixels=False)
         return self.backbone(normalize(images01, self.mean, self.std))
 
     def encode(self, images_uint8: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-        """Teacher features of uint8 images, batched, on the teacher's device."""
+        """Teacher features of uint8 (N, 3, R, R) images at the teacher's resolution R, batched, on its device."""
         from ssdd.evaluation.linear_probe import extract_features
 
+        self._check(images_uint8, "Teacher.encode", pixels=True)
         return extract_features(self.backbone, images_uint8, self.mean, self.std, batch_size)
+
+    def _check(self, images: torch.Tensor, what: str, pixels: bool) -> None:
+        """A ValueError in one line for images the teacher would embed wrongly without failing: the other dtype
+        (scaled by 255 twice, or not at all) or another resolution (its features mean something else)."""
+        if pixels and images.dtype != torch.uint8:
+            raise ValueError(f"{what} takes uint8 pixels (0 to 255), got {images.dtype}; float images in [0, 1] go "
+                             f"through teacher(x)")
+        if not pixels and not images.is_floating_point():
+            raise ValueError(f"{what} takes float images in [0, 1], got {images.dtype}; uint8 pixels go through "
+                             f"Teacher.encode")
+        if images.dim() != 4 or images.shape[1] != 3 or tuple(images.shape[2:]) != (self.resolution,) * 2:
+            raise ValueError(f"{what} takes (N, 3, {self.resolution}, {self.resolution}) images (the teacher's "
+                             f"resolution), got {tuple(images.shape)}")
 
     @property
     def fingerprint(self) -> str:
@@ -67,7 +84,10 @@ def save_teacher(directory: str | Path, backbone: nn.Module, manifest: dict[str,
 
 
 def load_teacher(directory: str | Path, device: torch.device | str = "cpu") -> Teacher:
-    """Rebuild a frozen Teacher (float32) from an artifact folder."""
+    """Rebuild a frozen Teacher (float32) from an artifact folder, on `device` (a torch.device, or a name as the
+    configs take it: auto, cpu, cuda, cuda:N; cuda where there is none is a one-line error)."""
+    if isinstance(device, str):
+        device = resolve_device(device)
     manifest = read_manifest(directory, KIND)
     verify_teacher_manifest(directory, manifest)  # edited function fields, shard names outside the folder
     try:
