@@ -284,6 +284,21 @@ def test_a_config_changed_in_python_is_checked_like_one_from_yaml():
         check_evaluate_settings(evaluate)
     evaluate.distilled = ("runs/boost",)
     check_evaluate_settings(evaluate)
+    evaluate.distilled = None
+    with pytest.raises(ConfigError, match=r"^distilled=None: expected a list$"):
+        check_evaluate_settings(evaluate)
+    evaluate = load_config(EvaluateConfig, "demo_evaluate")
+    evaluate.models = [{"name": "resnet18"}]  # a list of groups: each item its dataclass
+    with pytest.raises(ConfigError, match=r"^models\[0\]: expected ModelConfig settings, got a dict"):
+        check_evaluate_settings(evaluate)
+    cfg = load_config(DistillConfig, "demo_distill")
+    cfg.outer.model = {"name": "resnet18"}  # a group whose default is built by a lambda
+    with pytest.raises(ConfigError, match=r"^outer\.model: expected ModelConfig settings, got a dict"):
+        check_distill_settings(cfg)
+    evaluate = load_config(EvaluateConfig, "demo_evaluate")
+    evaluate.modes = ("finetune", float("nan"))  # tuples are walked too
+    with pytest.raises(ConfigError, match=r"^modes\[1\]=nan: must be a finite number$"):
+        check_evaluate_settings(evaluate)
     with pytest.raises(ConfigError, match=r"^overrides must be a list of key=value strings, got the string "
                                           r"'budget=5': write \['budget=5'\]$"):
         load_config(DistillConfig, "demo_distill", "budget=5")

@@ -610,7 +610,8 @@ class Bench:
         for number, (name, side, own) in enumerate(runs):
             out = self.work / f"cell_{name}"
             command = self.evaluate_command(out, ["cifar100"], ["boost_n100"], [*extra, *own])
-            record = self.ssdd("evaluate_cell", side, command, self.part_left() / (len(runs) - number))
+            run = "evaluate_cell" if name in ("old", "new") else f"evaluate_cell_{name}"  # files of its own
+            record = self.ssdd(run, side, command, self.part_left() / (len(runs) - number))
             rows = read_results(out)
             record["overrides"] = own
             record["cell_s"] = cell_seconds(rows)
@@ -794,9 +795,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     owners = [*DISTILL_PRESETS, "evaluate"]
     bad = [v for v in args.variant if v.count(":") < 2 or v.split(":")[0] not in owners
            or v.split(":")[1] in ("old", "new", "")]
+    named = [tuple(v.split(":")[:2]) for v in args.variant]
+    bad += [v for v, key in zip(args.variant, named, strict=True) if named.count(key) > 1]
     if bad:
         parser.error(f"--variant {bad[0]!r}: write STAGE:NAME:OVERRIDES with STAGE one of {owners} and a NAME "
-                     f"other than old and new")
+                     f"of its own (not old, new or another variant's)")
     args.teacher = args.teacher or default_path(speed / "teacher", "artifacts/teachers/" + (
         "cifar100_convnet32_cpu" if args.tiny else "cifar100_resnet18_bt80_h200"), args.tiny)
     args.sets = args.sets or default_path(speed / "distilled", "artifacts/distilled/cifar100_resnet18_bt80_h200",

@@ -22,7 +22,7 @@
 # new), the full protocol (new) until the
 # deadline. NEW-ARGS go to speed.py, e.g. --new-teacher-args "compile=off" --new-distill-args "outer.fast=on"
 # (the new code's fast-path settings; default none: the new code's defaults, `auto` = on on CUDA; the new
-# KRR-ST run always has its teacher cache, on 2,000 images) and --variant METHOD:NAME:OVERRIDES for one more
+# KRR-ST run always has its teacher cache, on 2,000 images) and --variant STAGE:NAME:OVERRIDES for one more
 # new-code run, e.g. call 1 with  --variant "boost:bf16:outer.precision=bf16 outer.teacher_precision=bf16"
 # and call 2 with  --new-eval-args "precision=bf16"  (the evaluation's bf16 is opt-in; fp32 is the default).
 # The compiled pool members (outer.compile, off by default) need a variant of their own, e.g.

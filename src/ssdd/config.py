@@ -9,6 +9,7 @@ resolved config is saved beside every artifact (see `config_to_dict`).
 from __future__ import annotations
 
 import dataclasses
+import operator
 import os
 import re
 import sys
@@ -42,6 +43,16 @@ class DataConfig:
     download: bool = False  # torchvision only: allow downloading the files
     subset: int = 0  # keep a random subset of this many train images (0 = all)
 
+
+
+def is_count(value: object, minimum: int = 1) -> bool:
+    """Whether `value` is a whole number (a Python or NumPy integer; not a bool, not a float) of at least
+    `minimum`: a count of pixels, steps, images."""
+    try:
+        number = operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        return False
+    return not isinstance(value, bool) and number >= minimum
 
 @dataclass
 class ModelConfig:

@@ -228,9 +228,10 @@ def test_variants_name_a_stage_and_a_run_of_their_own(capsys: pytest.CaptureFixt
     args = speed.parse_args(["--out", "x.json", "--old", "src", "--variant", "evaluate:compiled:compile=on",
                              "--variant", "boost:bf16:outer.precision=bf16"])
     assert args.variant == ["evaluate:compiled:compile=on", "boost:bf16:outer.precision=bf16"]
-    for bad in ("teacher:x:compile=on", "evaluate:new:compile=on", "evaluate:compile=on"):
+    for bad in (["teacher:x:compile=on"], ["evaluate:new:compile=on"], ["evaluate:compile=on"],
+                ["evaluate:c:compile=on", "evaluate:c:precision=bf16"]):
         with pytest.raises(SystemExit):
-            speed.parse_args(["--out", "x.json", "--old", "src", "--variant", bad])
+            speed.parse_args(["--out", "x.json", "--old", "src", *[a for v in bad for a in ("--variant", v)]])
         assert "STAGE:NAME:OVERRIDES" in capsys.readouterr().err
 
 

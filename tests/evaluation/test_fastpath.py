@@ -177,7 +177,6 @@ def test_compiled_training_forwards_train_what_eager_ones_do_with_one_set_of_gra
     from torch._dynamo.utils import counters
 
     from ssdd.evaluation.fastpath import NetworkForwards
-    from ssdd.evaluation.supervised import pretrain_supervised
 
     _needs_compile()
     torch._dynamo.reset()
@@ -203,39 +202,61 @@ def test_compiled_training_forwards_train_what_eager_ones_do_with_one_set_of_gra
     assert counters["stats"]["unique_graphs"] == graphs  # the next cell's fresh network: the same graphs
     assert torch.allclose(torch.tensor(again), torch.tensor(runs["compiled"][0]), rtol=1e-6)
 
-    teacher = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 6))
-    full = FullDataConfig(epochs=2, batch_size=8)
-    images_u8 = (images * 255).to(torch.uint8)
-    labels = torch.arange(20) % 4
-    gen = torch.Generator().manual_seed(0)
-    colours = torch.rand(4, 3, 1, 1, generator=gen)
-    data_u8 = ((colours[labels] + 1.5 * torch.rand(20, 3, 16, 16, generator=gen)).clamp(0, 1) * 255).to(torch.uint8)
-    data = ImageDataset(data_u8, labels, tuple(f"c{i}" for i in range(4)), "train", "t")
-    tune = FinetuneConfig(iterations=12, small_iterations=12, batch_size=8, lr=0.05)
-    calls: list[str] = []
-
-    def through(via: NetworkForwards, loop: str):  # via.of(arch), counting the training steps that take it
-        return lambda module, x: calls.append(loop) or via.of(arch)(module, x)
-
     for name, via in (("eager", eager), ("compiled", forwards)):
-        calls.clear()
-        backbone = network()
-        full_losses = pretrain_full_data(backbone, images_u8, teacher, MEAN, STD, full,
-                                         torch.Generator().manual_seed(1), forward=through(via, "full"))
-        labelled = network()
-        label_losses = pretrain_supervised(labelled, images, labels, MEAN, STD, PretrainConfig(epochs=2, batch_size=8),
-                                           torch.Generator().manual_seed(1), num_classes=4,
-                                           forward=through(via, "labels"))
-        score = finetune(backbone, data, data, MEAN, STD, tune, torch.Generator().manual_seed(2),
-                         forward=through(via, "finetune"))
-        assert {loop: calls.count(loop) for loop in set(calls)} == {"full": 4, "labels": 6, "finetune": 12}
-        runs[name] = full_losses, label_losses, _weights(backbone), _weights(labelled), score
+        runs[name] = _other_loops(via.of(arch))
     for one, other in zip(runs["compiled"], runs["eager"], strict=True):
         if isinstance(one, dict):
             assert one == other  # 20 images: the same predictions
         else:
             assert torch.allclose(torch.as_tensor(one), torch.as_tensor(other), rtol=1e-4, atol=1e-5)
     torch._dynamo.reset()
+
+
+def _other_loops(forward, calls: list[str] | None = None) -> tuple:
+    """Pre-training on full data and by the label recipe, then fine-tuning, each taking `forward`; what they
+    give. `calls` gets the name of the loop of every call of `forward`."""
+    from ssdd.evaluation.supervised import pretrain_supervised
+
+    def through(loop: str):
+        return lambda module, x: (calls.append(loop) if calls is not None else None) or forward(module, x)
+
+    images, _ = pairs()
+    torch.manual_seed(5)
+    teacher = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 6))
+    labels = torch.arange(20) % 4
+    gen = torch.Generator().manual_seed(0)
+    colours = torch.rand(4, 3, 1, 1, generator=gen)
+    data_u8 = ((colours[labels] + 1.5 * torch.rand(20, 3, 16, 16, generator=gen)).clamp(0, 1) * 255).to(torch.uint8)
+    data = ImageDataset(data_u8, labels, tuple(f"c{i}" for i in range(4)), "train", "t")
+    backbone, labelled = network(), network()
+    full_losses = pretrain_full_data(backbone, (images * 255).to(torch.uint8), teacher, MEAN, STD,
+                                     FullDataConfig(epochs=2, batch_size=8), torch.Generator().manual_seed(1),
+                                     forward=through("full"))
+    label_losses = pretrain_supervised(labelled, images, labels, MEAN, STD, PretrainConfig(epochs=2, batch_size=8),
+                                       torch.Generator().manual_seed(1), num_classes=4, forward=through("labels"))
+    tune = FinetuneConfig(iterations=12, small_iterations=12, batch_size=8, lr=0.05)
+    score = finetune(backbone, data, data, MEAN, STD, tune, torch.Generator().manual_seed(2),
+                     forward=through("finetune"))
+    return full_losses, label_losses, _weights(backbone), _weights(labelled), score
+
+
+def test_every_training_loop_runs_its_network_through_the_forward_it_is_given():
+    """What makes compile=on reach every training step (no compiler needed): each step of pre-training on pairs,
+    on full data and by the label recipe, and of fine-tuning, runs the network through `forward`, and the eager
+    `network_forward` trains exactly what calling the network does."""
+    from ssdd.evaluation.fastpath import network_forward
+
+    calls: list[str] = []
+    images, targets = pairs()
+    cfg = PretrainConfig(epochs=3, batch_size=8, lr=0.05)
+    losses = pretrain_on_pairs(network(), images, targets, MEAN, STD, cfg, torch.Generator().manual_seed(1),
+                               forward=lambda module, x: calls.append("pairs") or network_forward(module, x))
+    assert losses == pretrain_on_pairs(network(), images, targets, MEAN, STD, cfg, torch.Generator().manual_seed(1))
+    through = _other_loops(network_forward, calls)
+    assert {loop: calls.count(loop) for loop in set(calls)} == {"pairs": 9, "full": 4, "labels": 6, "finetune": 12}
+    plain = _other_loops(lambda module, x: module(x))
+    for one, other in zip(through, plain, strict=True):
+        assert one == other if isinstance(one, (dict, list)) else torch.equal(one, other)
 
 
 def test_compile_on_where_torch_compile_is_unavailable_is_refused_before_any_work(monkeypatch):

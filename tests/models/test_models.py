@@ -148,3 +148,6 @@ def test_a_resolution_below_one_pixel_is_refused_in_one_line():
         with pytest.raises(ValueError, match=r"^model 'convnet': the resolution is a whole number of pixels, at "
                                              r"least 1; got"):
             build_model(ModelConfig(name="convnet", width=8, depth=2), resolution)
+    import numpy as np
+
+    assert build_model(ModelConfig(name="convnet", width=8, depth=2), np.int64(16)).feature_dim == 16 * 4 * 4

@@ -91,10 +91,14 @@ def test_each_new_call_signature_is_checked_like_a_first_call(capsys):
 def test_own_code_is_the_same_function_with_a_code_object_of_its_own():
     from ssdd.run.compiled import own_code
 
-    def scaled(x, factor=2):
-        return x * factor
+    offset = 1
+
+    def scaled(x: int, factor: int = 2, *, plus: int = 0) -> int:
+        """doc"""
+        return x * factor + plus + offset  # a closure
 
     copy = own_code(scaled, "scaled_copy")
-    assert copy(3) == scaled(3) == 6 and copy(3, factor=5) == 15  # defaults kept
+    assert copy(3) == scaled(3) == 7 and copy(3, factor=5, plus=1) == 17  # defaults and keyword defaults kept
+    assert copy.__doc__ == "doc" and copy.__annotations__ == scaled.__annotations__
     assert copy.__code__ is not scaled.__code__ and copy.__name__ == copy.__code__.co_name == "scaled_copy"
     assert own_code(scaled, "another").__code__ is not copy.__code__

@@ -215,7 +215,9 @@ def test_a_compiled_fast_run_gives_the_plain_history(tiny_npz, tmp_path):
 def test_the_teacher_refuses_images_it_would_embed_wrongly(tiny_teacher):
     """uint8 pixels through teacher(x) (never scaled), floats through encode (scaled twice) and another resolution
     all ran before, giving other features without a word; each is now one line naming the right call."""
-    teacher = load_teacher(tiny_teacher, device="auto")  # a device name as the configs take it
+    auto = load_teacher(tiny_teacher, device="auto")  # a device name as the configs take it
+    assert auto.mean.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    teacher = load_teacher(tiny_teacher, device="cpu")
     pixels = torch.randint(0, 255, (3, 3, 16, 16), dtype=torch.uint8)
     assert torch.allclose(teacher.encode(pixels), teacher(pixels.float() / 255), atol=1e-5)
     with pytest.raises(ValueError, match=r"^Teacher\.encode takes uint8 pixels \(0 to 255\), got torch\.float32; "

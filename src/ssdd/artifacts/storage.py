@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from ssdd.config import is_count
+
 
 class BudgetError(ValueError):
     """A distilled set whose stored tensors exceed the storage budget, or a budget nothing fits in."""
@@ -59,7 +61,7 @@ class StorageReport:
 
 def image_floats(image_shape: tuple[int, int, int]) -> int:
     """Values in one image of `image_shape` (C, H, W): the unit of every budget; a ValueError unless each is >= 1."""
-    if len(image_shape) != 3 or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in image_shape):
+    if len(image_shape) != 3 or not all(is_count(n) for n in image_shape):
         raise ValueError(f"an image shape is (channels, height, width), each a whole number >= 1; got "
                          f"{tuple(image_shape)}")
     channels, height, width = image_shape

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ssdd.config import is_count
 from ssdd.run.progress import bar
 from ssdd.run.runtime import tensor_fingerprint
 
@@ -111,8 +112,9 @@ def to_nchw_uint8(array: np.ndarray, where: str) -> torch.Tensor:
 
 def resize_uint8(images: torch.Tensor, resolution: int, chunk: int = 4096) -> torch.Tensor:
     """Resize (N,3,H,W) uint8 images to resolution x resolution (bilinear, antialiased)."""
-    if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)) or resolution < 1:
+    if not is_count(resolution):
         raise DataError(f"resolution must be a whole number of pixels, at least 1; got {resolution!r}")
+    resolution = int(resolution)  # a NumPy integer too
     if images.shape[-2:] == (resolution, resolution):
         return images
     out = torch.empty((images.shape[0], 3, resolution, resolution), dtype=torch.uint8)

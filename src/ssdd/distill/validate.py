@@ -17,11 +17,11 @@ from ssdd.run.checks import (
     check_model,
     check_writable,
     choice,
-    finite_everywhere,
     non_negative,
     positive,
     sgd_settings,
     start_run,
+    well_formed,
     whole,
 )
 from ssdd.run.runtime import PRECISIONS
@@ -43,7 +43,7 @@ def method_of(cfg: Any) -> DistillMethod:
 
 def check_distill_settings(cfg: Any) -> None:
     """Everything of a distillation config that needs no file."""
-    finite_everywhere(cfg)
+    well_formed(cfg)
     method = method_of(cfg)
     positive("budget", cfg.budget)
     if not cfg.count_targets and not method.targets_optional:

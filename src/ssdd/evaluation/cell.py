@@ -247,7 +247,9 @@ def evaluate_cell(bench: Bench, model_cfg: ModelConfig, seed: int, source: Pretr
                 "pretrain_samples": pretrain_samples_of(source, cfg), "finetune_iterations": iterations,
                 "eval_s": time.perf_counter() - start, "device": bench.device_name,
                 "channels_last": bench.layout == torch.channels_last, "precision": cfg.precision,
-                "compiled": bench.forwards.active(model_cfg),
+                # whether a network trained for this row ran through torch.compile (a random initialisation's probe
+                # trains none)
+                "compiled": bench.forwards.active(model_cfg) and (source.method != NO_PRETRAIN or mode == "finetune"),
                 "eval_split": target.split,
                 **({"validation_fraction": cfg.validation.fraction, "validation_seed": cfg.validation.seed}
                    if target.split == EVAL_SPLIT_VALIDATION else {}),

@@ -27,7 +27,8 @@ from ssdd.run.runtime import atomic_write
 ROW_FIELDS = ["method", "label", "budget", "arch", "arch_width", "target", "seed", "mode", "top1", "cka_to_teacher",
               "image_equivalents", "bytes", "compression", "m", "views", "pretrain_s", "pretrain_steps",
               "pretrain_samples", "finetune_iterations", "eval_s", "distill_s", "distill_steps", "distill_device",
-              "device", "channels_last", "precision", "eval_split", "validation_fraction", "validation_seed"]
+              "device", "channels_last", "precision", "compiled", "eval_split", "validation_fraction",
+              "validation_seed"]
 
 
 # what every row must hold for the summary (summarize) and a resume (the cell it measured)

@@ -19,13 +19,13 @@ from ssdd.run.checks import (
     check_probe,
     check_writable,
     choice,
-    finite_everywhere,
     first_line,
     non_negative,
     positive,
     probability,
     sgd_settings,
     start_run,
+    well_formed,
     whole,
 )
 from ssdd.run.runtime import PRECISIONS
@@ -34,7 +34,7 @@ from ssdd.teacher.validate import teacher_manifest
 
 def check_evaluate_settings(cfg: Any) -> None:
     """Everything of an evaluation config that needs no file."""
-    finite_everywhere(cfg)
+    well_formed(cfg)
     auto_on_off("channels_last", cfg.channels_last)
     auto_on_off("compile", cfg.compile)
     choice("precision", cfg.precision, tuple(PRECISIONS))

@@ -12,10 +12,10 @@ from ssdd.run.checks import (
     check_model,
     check_writable,
     choice,
-    finite_everywhere,
     non_negative,
     sgd_settings,
     start_run,
+    well_formed,
     whole,
 )
 from ssdd.teacher.validate import teacher_manifest
@@ -23,7 +23,7 @@ from ssdd.teacher.validate import teacher_manifest
 
 def check_experts_settings(cfg: Any) -> None:
     """Everything of an experts config that needs no file."""
-    finite_everywhere(cfg)
+    well_formed(cfg)
     whole("num_experts", cfg.num_experts, 1)
     whole("epochs", cfg.epochs, 1)
     whole("batch_size", cfg.batch_size, 1)

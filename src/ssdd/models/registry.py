@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from ssdd.config import ModelConfig
+from ssdd.config import ModelConfig, is_count
 
 Builder = Callable[[ModelConfig, int], nn.Module]
 _BUILDERS: dict[str, Builder] = {}
@@ -30,10 +30,10 @@ def build_model(cfg: ModelConfig, resolution: int) -> nn.Module:
     """Build a backbone; the module has an int attribute `feature_dim`."""
     if cfg.name not in _BUILDERS:
         raise ValueError(f"unknown model '{cfg.name}' (available: {', '.join(available())})")
-    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
+    if not is_count(resolution):
         raise ValueError(f"model '{cfg.name}': the resolution is a whole number of pixels, at least 1; got "
                          f"{resolution!r}")
-    model = _BUILDERS[cfg.name](cfg, resolution)
+    model = _BUILDERS[cfg.name](cfg, int(resolution))  # a NumPy integer too
     if not isinstance(getattr(model, "feature_dim", None), int):
         raise TypeError(f"model '{cfg.name}' does not define an int feature_dim")
     return model

@@ -16,7 +16,7 @@ from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from ssdd.config import ConfigError, ModelConfig
+from ssdd.config import ConfigError, ModelConfig, is_count
 
 
 # ----------------------------------------------------------------------------- numbers and choices
@@ -25,7 +25,7 @@ def _number(value: Any) -> bool:
 
 
 def whole(key: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if not is_count(value, minimum):
         raise ConfigError(f"{key}={value!r}: must be a whole number, at least {minimum}")
 
 
@@ -65,10 +65,11 @@ def choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
         raise ConfigError(f"{key}={value!r}: must be one of {', '.join(allowed)}")
 
 
-def finite_everywhere(cfg: Any, prefix: str = "") -> None:
-    """A config built in Python as one loaded from YAML would be: no NaN or inf anywhere (dataclasses, lists of
-    dataclasses or numbers), no attribute that is not a setting (`cfg.outer.stpes = 1` would be ignored), and
-    every group of settings its dataclass (a dict in its place would fail deep inside a run)."""
+def well_formed(cfg: Any, prefix: str = "") -> None:
+    """A config built in Python as one loaded from YAML would be: no attribute that is not a setting
+    (`cfg.outer.stpes = 1` would be ignored), every group of settings its dataclass and every list a list of
+    what it holds (a dict or a string in their place would fail deep inside a run, or be read letter by letter),
+    and no NaN or inf anywhere."""
     names = [f.name for f in fields(cfg)]
     stray = [name for name in getattr(cfg, "__dict__", {}) if name not in names]
     if stray:
@@ -76,22 +77,30 @@ def finite_everywhere(cfg: Any, prefix: str = "") -> None:
         hint = f"did you mean {prefix}{close[0]}?" if close else f"its settings: {', '.join(names)}"
         raise ConfigError(f"{prefix}{stray[0]}: not a setting of {type(cfg).__name__} ({hint})")
     for f in fields(cfg):
-        value = getattr(cfg, f.name)
-        group = f.default_factory if isinstance(f.default_factory, type) and is_dataclass(f.default_factory) else None
-        default = f.default_factory() if group is None and callable(f.default_factory) else None
-        if isinstance(default, list) and not isinstance(value, (list, tuple)):  # a string would be read as letters
-            raise ConfigError(f"{prefix}{f.name}={value!r}: expected a list; write [{value!r}]")
-        if group is not None and not isinstance(value, group):
-            raise ConfigError(f"{prefix}{f.name}: expected {group.__name__} settings, got a {type(value).__name__}; "
-                              f"build it as {group.__name__}(...), or pass overrides such as "
-                              f"{prefix}{f.name}.KEY=VALUE to load_config")
-        _finite_value(f"{prefix}{f.name}", value)
+        key, value = f"{prefix}{f.name}", getattr(cfg, f.name)
+        default = f.default_factory() if callable(f.default_factory) else None
+        if is_dataclass(default):
+            _check_group(key, value, type(default))
+        elif isinstance(default, list):
+            if not isinstance(value, (list, tuple)):
+                hint = f"; write [{value!r}]" if isinstance(value, str) else ""
+                raise ConfigError(f"{key}={value!r}: expected a list{hint}")
+            if default and is_dataclass(default[0]):
+                for i, item in enumerate(value):
+                    _check_group(f"{key}[{i}]", item, type(default[0]))
+        _finite_value(key, value)
+
+
+def _check_group(key: str, value: Any, group: type) -> None:
+    if not isinstance(value, group):
+        raise ConfigError(f"{key}: expected {group.__name__} settings, got a {type(value).__name__}; build it as "
+                          f"{group.__name__}(...), or pass overrides such as {key}.KEY=VALUE to load_config")
 
 
 def _finite_value(key: str, value: Any) -> None:
     if is_dataclass(value) and not isinstance(value, type):
-        finite_everywhere(value, f"{key}.")
-    elif isinstance(value, list):
+        well_formed(value, f"{key}.")
+    elif isinstance(value, (list, tuple)):
         for i, item in enumerate(value):
             _finite_value(f"{key}[{i}]", item)
     elif isinstance(value, float) and not math.isfinite(value):

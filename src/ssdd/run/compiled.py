@@ -52,7 +52,10 @@ def own_code(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
     that compiles a copy of its own (one per architecture of an evaluation) neither shares that limit with the
     others nor makes them recompile."""
     code = fn.__code__.replace(co_name=name, co_qualname=name)
-    return types.FunctionType(code, fn.__globals__, name, fn.__defaults__, fn.__closure__)
+    copy = types.FunctionType(code, fn.__globals__, name, fn.__defaults__, fn.__closure__)
+    copy.__kwdefaults__ = fn.__kwdefaults__
+    copy.__doc__, copy.__annotations__, copy.__module__ = fn.__doc__, dict(fn.__annotations__), fn.__module__
+    return copy
 
 
 def call_signature(args: tuple[Any, ...]) -> Hashable:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -86,8 +87,8 @@ def save_teacher(directory: str | Path, backbone: nn.Module, manifest: dict[str,
 def load_teacher(directory: str | Path, device: torch.device | str = "cpu") -> Teacher:
     """Rebuild a frozen Teacher (float32) from an artifact folder, on `device` (a torch.device, or a name as the
     configs take it: auto, cpu, cuda, cuda:N; cuda where there is none is a one-line error)."""
-    if isinstance(device, str):
-        device = resolve_device(device)
+    if isinstance(device, str):  # under torchrun, cuda is this process's GPU
+        device = resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")))
     manifest = read_manifest(directory, KIND)
     verify_teacher_manifest(directory, manifest)  # edited function fields, shard names outside the folder
     try:

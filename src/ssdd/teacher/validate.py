@@ -15,11 +15,11 @@ from ssdd.run.checks import (
     check_probe,
     check_writable,
     choice,
-    finite_everywhere,
     non_negative,
     positive,
     probability,
     start_run,
+    well_formed,
     whole,
 )
 
@@ -46,7 +46,7 @@ def training_images(cfg: Any) -> str:
 
 def check_teacher_settings(cfg: Any) -> int:
     """Everything of a teacher config that needs no file; returns the backbone's feature dimension."""
-    finite_everywhere(cfg)
+    well_formed(cfg)
     choice("precision", cfg.precision, ("auto", "bf16", "fp32"))
     for key in ("channels_last", "fast", "compile"):  # each auto | on | off
         auto_on_off(key, getattr(cfg, key))
