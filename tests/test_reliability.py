@@ -9,6 +9,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -593,8 +597,12 @@ def test_an_interrupted_evaluation_on_several_processes_says_what_they_kept(tiny
     assert main(args) == 130
     assert f"no cell had finished, nothing to keep: run the command again (out_dir {out})" in one_error_line(capsys)
     out.mkdir()
-    (out / "results.json").write_text("[]")
+    (out / "results.json").write_text("[]")  # written before the first cell: a fresh run there is refused
     assert main(args) == 130
+    assert f"no cell had finished: continue with --resume, which measures them all (out_dir {out})" in \
+        one_error_line(capsys)
+    (out / "results.json").write_text(json.dumps([{"label": "x"}]))
+    assert main([*args, "--resume"]) == 130
     assert f"the finished cells are in {out / 'results.json'}: continue with --resume" in one_error_line(capsys)
 
 
@@ -895,3 +903,84 @@ def test_a_boost_set_with_huge_finite_approximation_weights_is_refused_on_load(t
                  "models=[{name: convnet, width: 4, depth: 2}]", "--distilled", str(out)]) == 2
     assert "damaged or its fit diverged" in one_error_line(capsys)
     assert not evaluation.exists()
+
+
+def _ssdd_process(*argv: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "ssdd", *argv], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(condition, seconds: float = 60.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_a_second_run_in_a_folder_that_a_run_holds_is_refused_in_one_line(tiny_npz, tiny_teacher, tmp_path,
+                                                                          capsys):
+    """A teacher run holds its out_dir: a second one there, --resume or not, and a distillation, are refused
+    (they used to run side by side, interleaving metrics.jsonl and overwriting each other's files)."""
+    out = tmp_path / "held"
+    first = _ssdd_process("teacher", "--no-progress", f"data.path={tiny_npz}", f"out_dir={out}", *TEACHER,
+                          "optim.epochs=500")
+    try:
+        _wait_for(lambda: (out / "checkpoint.pt").is_file() or first.poll() is not None)
+        busy = f"{out} is in use by another ssdd run that has not ended (it holds a lock on the folder)"
+        for command in (["teacher", f"data.path={tiny_npz}", *TEACHER, "--resume"],
+                        ["distill", f"data.path={tiny_npz}", f"teacher={tiny_teacher}", *DISTILL]):
+            assert main([command[0], "--no-progress", *command[1:], f"out_dir={out}"]) == 2
+            assert busy in one_error_line(capsys)
+    finally:
+        first.kill()
+        first.wait()
+    # the lock went with the killed process: the folder is free for its --resume (paused at once here)
+    assert main(["teacher", "--no-progress", f"data.path={tiny_npz}", *TEACHER, "optim.epochs=500",
+                 "stop_after_minutes=0.0001", "--resume", f"out_dir={out}"]) == 0
+
+
+def test_sigterm_stops_a_run_as_ctrl_c_does(tiny_npz, tmp_path):
+    """`kill`, `timeout` or a scheduler's time limit (SIGTERM): one line saying what was kept, exit 143."""
+    out = tmp_path / "t"
+    run = _ssdd_process("teacher", "--no-progress", f"data.path={tiny_npz}", f"out_dir={out}", *TEACHER,
+                        "optim.epochs=500")
+    _wait_for(lambda: (out / "checkpoint.pt").is_file() or run.poll() is not None)
+    run.send_signal(signal.SIGTERM)
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 143
+    assert err.strip().splitlines() == [f"ssdd teacher: terminated (SIGTERM) (the last checkpoint, "
+                                        f"{out / 'checkpoint.pt'}, is intact: continue with --resume)"]
+
+
+def test_sigterm_to_an_evaluation_on_several_processes_stops_them_all(tiny_npz, tiny_teacher, tmp_path):
+    """The processes of `ssdd evaluate --processes` end with their launcher (they used to go on writing into
+    out_dir after it was killed), and only the launcher speaks."""
+    out = tmp_path / "e"
+    run = _ssdd_process("evaluate", "--no-progress", "--processes", "2", f"teacher={tiny_teacher}",
+                        f"source.path={tiny_npz}", "source.resolution=16", f"targets=[{{source: npz, path: "
+                        f"{tiny_npz}, name: t}}]", "models=[{name: convnet, width: 4, depth: 2}]", "device=cpu",
+                        "full_data.enabled=false", "full_data.same_recipe=false", "cka_images=0", "seeds=2",
+                        "modes=[finetune]", "finetune.iterations=100000", "finetune.small_iterations=100000",
+                        f"out_dir={out}")
+
+    def workers() -> list[str]:
+        found = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if f"SSDD_OUT_DIR_HELD={out.resolve()}".encode() in environ:
+                found.append(pid)
+        return found
+
+    # the processes are linked and training once rank 0 has written the config (a SIGTERM during their rendezvous
+    # also stops them, after torch's own warning about the interrupted connection)
+    _wait_for(lambda: (len(workers()) == 2 and (out / "config.yaml").is_file()) or run.poll() is not None)
+    run.send_signal(signal.SIGTERM)
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 143 and workers() == []
+    assert [line for line in err.splitlines() if line.startswith("ssdd")] == [
+        f"ssdd evaluate: terminated (SIGTERM) (no cell had finished: continue with --resume, which measures them "
+        f"all (out_dir {out}))"]

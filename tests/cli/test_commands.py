@@ -137,3 +137,46 @@ def test_bad_override_is_one_clear_line(capsys):
     assert main(["teacher", "--print-config", "optim.epochs=abc"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "optim.epochs" in err
+
+
+def test_a_process_that_died_under_torchrun_is_named_with_what_the_run_kept(monkeypatch, tmp_path, capsys):
+    """One torchrun process killed: the others' collectives fail with gloo's or NCCL's words; rank 0 says that
+    another process stopped and how to go on, not "unexpected RuntimeError ... please report it"."""
+    import ssdd.cli.commands as cli
+    from ssdd.cli.errors import peer_stopped
+    from ssdd.run.guard import register_run
+
+    gloo = RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer [::1]:2")
+    assert not peer_stopped(gloo)  # one process: no peer to lose
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    assert peer_stopped(gloo) and not peer_stopped(RuntimeError("shape mismatch")) and not peer_stopped(ValueError())
+
+    def failing(args):
+        register_run("teacher", tmp_path)
+        (tmp_path / "checkpoint.pt").write_bytes(b"")
+        raise gloo
+
+    monkeypatch.setattr(cli, "_cmd_presets", failing)
+    assert main(["presets"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"ssdd presets: error: another process of this run stopped, or lost its connection ({gloo}); "
+                   f"the last checkpoint, {tmp_path / 'checkpoint.pt'}, is intact: continue with --resume"]
+
+
+def test_an_interrupt_is_said_once_for_the_run(monkeypatch, capsys):
+    """Ctrl-C and SIGTERM reach every process of a job: rank 0 says it, the others and the processes of `ssdd
+    evaluate --processes` (their launcher says what they kept) stay quiet."""
+    import ssdd.cli.commands as cli
+    from ssdd.run.folder import LOCKED_BY_PARENT
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_cmd_presets", interrupted)
+    for env, said in (({"RANK": "0"}, True), ({"RANK": "1"}, False), ({"RANK": "0", LOCKED_BY_PARENT: "/x"}, False)):
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        assert main(["presets"]) == 130
+        assert bool(capsys.readouterr().err.strip()) == said
+        monkeypatch.delenv(LOCKED_BY_PARENT, raising=False)

@@ -102,7 +102,7 @@ def test_a_cell_finished_in_an_interrupted_round_is_kept_and_resume_measures_onl
     out, port = tmp_path / "two", free_port()
     with open(tmp_path / "workers.log", "w") as log:
         workers = [subprocess.Popen([sys.executable, "-c", _KILLED_RANK_1, str(out), *base, f"out_dir={out}"],
-                                    env={**launch.worker_environment(rank, 2, port), "OMP_NUM_THREADS": "1"},
+                                    env={**launch.worker_environment(rank, 2, port, out), "OMP_NUM_THREADS": "1"},
                                     stdout=log, stderr=log) for rank in range(2)]
         assert launch.wait_for(workers, poll_s=0.05) != 0
     # no row in results.json (the round never ended), but the cell rank 0 finished is on disk, as it is in `one`

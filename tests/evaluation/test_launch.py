@@ -12,19 +12,21 @@ import pytest
 
 from ssdd.cli import main
 from ssdd.evaluation import launch
+from ssdd.run.folder import LOCKED_BY_PARENT
 
 
 def test_every_process_gets_torchruns_environment_and_a_share_of_the_cores(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(launch.os, "cpu_count", lambda: 16)
-    env = launch.worker_environment(3, 8, 29999)
+    env = launch.worker_environment(3, 8, 29999, Path("runs/x"))
     assert {k: env[k] for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
                                 "OMP_NUM_THREADS")} == {"RANK": "3", "LOCAL_RANK": "3", "WORLD_SIZE": "8",
                                                         "LOCAL_WORLD_SIZE": "8", "MASTER_ADDR": "127.0.0.1",
                                                         "MASTER_PORT": "29999", "OMP_NUM_THREADS": "2"}
-    assert launch.worker_environment(0, 32, 1)["OMP_NUM_THREADS"] == "1"
+    assert env[LOCKED_BY_PARENT] == str(Path("runs/x").resolve())  # the launcher holds out_dir for them
+    assert launch.worker_environment(0, 32, 1, Path("x"))["OMP_NUM_THREADS"] == "1"
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
-    assert launch.worker_environment(0, 8, 1)["OMP_NUM_THREADS"] == "3"
+    assert launch.worker_environment(0, 8, 1, Path("x"))["OMP_NUM_THREADS"] == "3"
     assert launch.worker_command(Path("/tmp/c.yaml"), ["--resume"]) == [
         sys.executable, "-m", "ssdd", "evaluate", "-c", "/tmp/c.yaml", "--resume"]
 

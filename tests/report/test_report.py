@@ -26,6 +26,7 @@ from ssdd.evaluation.gap import NOISE_FLOOR, WITHIN_NOISE
 from ssdd.evaluation.protocol import run_evaluate, source_label
 from ssdd.report import build_report
 from ssdd.report.content import FULL_TABLE_HEADER, REFERENCE_NAMES
+from ssdd.report.gather import gather
 
 DISTILL = ["data.resolution=16", "outer.steps=6", "outer.batch_size=16", "outer.lr=0.01", "pool.size=2",
            "pool.max_steps=5", "outer.model.width=4", "outer.model.depth=2", "device=cpu", "log_every=2",
@@ -534,3 +535,34 @@ def test_the_departures_from_the_protocol_name_capped_epochs_and_batch_sizes():
     assert not any("pre-training at batch" in line for line in found)  # the demo pre-trains at the protocol's 256
     assert _departures({"full_data": {"enabled": False, "batch_size": 64}}) == []  # a row that does not run
     assert _departures({"probe": {"batch_size": 256}}) == ["the linear probe at batch 256 (protocol: 512)"]
+
+
+def test_a_report_of_an_unfinished_evaluation_says_so(evaluation, tmp_path):
+    """An interrupted evaluation's results.json holds fewer cells than its config asks for: the report says how
+    many, so that its means and figures are not read as the whole evaluation's."""
+    eval_dir = tmp_path / "eval"
+    shutil.copytree(evaluation["eval"], eval_dir)
+    assert not [n for n in gather(eval_dir).notes if "unfinished" in n]  # every cell there: no note
+    rows = json.loads((eval_dir / "results.json").read_text())
+    (eval_dir / "results.json").write_text(json.dumps([r for r in rows if r["seed"] == rows[0]["seed"]]))
+    planned = 2 * (len(SETS) + 3)  # 2 seeds x (the sets, no pre-training and both full-data rows)
+    note = (f"unfinished evaluation: {planned // 2} of its {planned} cells are in results.json, so every row, mean "
+            f"and figure here stands on those alone (`ssdd evaluate --resume` with its config measures the rest)")
+    assert note in gather(eval_dir).notes
+    assert note in build_report(eval_dir, tmp_path / "out")[0].read_text()
+
+
+def test_the_report_of_an_unfinished_study_says_how_to_finish_it(evaluation, tmp_path, capsys):
+    """A study interrupted before its study.json: `ssdd report` on its folder says to run it again, and names
+    its evaluation's partial results, instead of a results.json the study never writes."""
+    study = tmp_path / "study"
+    study.mkdir()
+    (study / "study.yaml").write_text("out_dir: x\n")
+    assert main(["report", str(study)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"ssdd report: error: {study} holds a study that has not finished (no study.json yet): run its `ssdd "
+        f"reproduce` again to finish it")
+    shutil.copytree(evaluation["eval"], study / "evaluate" / "evaluate-1234")
+    assert main(["report", str(study)]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        f"; the cells its evaluation has finished so far: `ssdd report {study / 'evaluate' / 'evaluate-1234'}`")

@@ -102,3 +102,53 @@ def test_a_finished_run_without_a_checkpoint_is_not_offered_resume(tmp_path):
     (folder / "checkpoint.pt").write_bytes(b"")
     with pytest.raises(FileExistsError, match=r"\(checkpoint.pt\); pass --resume to continue it or choose another"):
         claim(folder, "distill")
+
+
+_HOLD = """
+import sys, time
+from ssdd.run.folder import exclusive
+with exclusive(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_one_run_at_a_time_holds_a_folder(tmp_path, monkeypatch):
+    """Two runs in one out_dir would interleave their logs and overwrite each other's files: while one process
+    holds the folder, another is refused in one line; the lock goes with the process, however it ends."""
+    import os
+    import subprocess
+    import sys
+
+    import pytest
+
+    from ssdd.run.folder import LOCKED_BY_PARENT, exclusive
+
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(out)], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(FileExistsError, match=rf"^{out} is in use by another ssdd run that has not ended \(it "
+                                                   rf"holds a lock on the folder\); wait for it to end, or choose "
+                                                   rf"another out_dir$"):
+            with exclusive(out):
+                pass
+        monkeypatch.setenv("RANK", "1")  # torchrun's other ranks: rank 0 holds the folder for the job
+        with exclusive(out):
+            pass
+        monkeypatch.setenv("RANK", "0")
+        monkeypatch.setenv(LOCKED_BY_PARENT, str(out.resolve()))  # a process its launcher holds the folder for
+        with exclusive(out):
+            pass
+        monkeypatch.delenv(LOCKED_BY_PARENT)
+    finally:
+        holder.kill()
+        holder.wait()
+    with exclusive(out), exclusive(out):  # free again; nested runs of one process share the hold
+        (out / "file").write_text("x")
+    fresh = tmp_path / "refused"
+    with pytest.raises(ValueError), exclusive(fresh):
+        raise ValueError("a run refused before its first file")
+    assert not fresh.exists()  # the folder it made is gone again; a folder with files stays
+    assert (out / "file").is_file()

@@ -159,6 +159,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
     if evaluation is not None:  # a study's folder: the report of its evaluation, written there as the study does
         print(f"{directory} is a study's folder: the report of its evaluation, {evaluation}")
         directory, out = evaluation, out or args.directory
+    elif not (directory / "results.json").is_file() and (directory / "study.yaml").is_file():
+        so_far = sorted(str(p.parent) for p in directory.glob("evaluate/*/results.json"))
+        raise FileNotFoundError(
+            f"{directory} holds a study that has not finished (no study.json yet): run its `ssdd reproduce` "
+            f"again to finish it" + (f"; the cells its evaluation has finished so far: `ssdd report {so_far[0]}`"
+                                     if so_far else ""))
     for path in build_report(directory, out, args.teacher, args.distilled):
         print(path)
     return 0
@@ -308,7 +314,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from ssdd.cli.errors import EXIT_INTERRUPTED, classify
+    from ssdd.cli.errors import (
+        EXIT_INTERRUPTED,
+        EXIT_TERMINATED,
+        Terminated,
+        classify,
+        peer_stopped,
+        speaks_for_the_run,
+        terminated_as_interrupt,
+    )
     from ssdd.cli.parser import is_override, move_overrides
 
     parser = build_parser()
@@ -329,24 +343,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         unknown = [e for e in extra if not is_override(e)]  # the overrides among them are fine
         choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
     try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
+        with terminated_as_interrupt():
+            return int(args.func(args) or 0)
+    except KeyboardInterrupt as stop:
         try:  # imports torch: only when needed, so listing stays fast; it may be what the interrupt cut short
             from ssdd.run.guard import interrupt_message
 
             kept = interrupt_message(args.command)
         except BaseException:  # torch half imported (Ctrl-C during its import): nothing ran yet
             kept = "before any work began: run the command again"
-        print(f"ssdd {args.command}: interrupted ({kept})", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        if speaks_for_the_run():  # one line for the run, not one per process (all get the signal)
+            how = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
+            print(f"ssdd {args.command}: {how} ({kept})", file=sys.stderr)
+        return EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED
     except Exception as exc:
         # every error is one line and an exit code (ssdd.cli.errors, README "Reliability"); --debug or
         # SSDD_TRACEBACK=1 shows where it came from
         if debug:
             raise
+        code, message = classify(exc)
+        if peer_stopped(exc):  # a torchrun process died: say so, and what the run kept
+            from ssdd.run.guard import interrupt_message
+
+            said = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+            message = (f"another process of this run stopped, or lost its connection ({said}); "
+                       f"{interrupt_message(args.command)}")
         from ssdd.run.distributed import is_main_process
 
-        code, message = classify(exc)
         if is_main_process():  # under torchrun every rank fails alike: one line, from rank 0
             print(f"ssdd {args.command}: error: {message}", file=sys.stderr)
         return code

@@ -3,16 +3,24 @@
 Exit codes (README, "Reliability"):
     0    success (also a teacher or distillation paused by stop_after_*)
     1    an unexpected failure (a bug, out of memory, a device error): one line; --debug shows the traceback
-    2    bad input: a config value, a data file, an artifact, a budget, a folder that holds another run
+    2    bad input: a config value, a data file, an artifact, a budget, a folder that holds another run (or that
+         a run is still writing)
     3    `ssdd reproduce`: a stage paused (stop_after_*); run the same command again to continue
     4    a numerical failure: a loss or a fit became NaN/inf, or a saved tensor would be; nothing bad was saved
     130  interrupted (Ctrl-C); the message says what was kept
+    143  terminated (SIGTERM: `kill`, `timeout`, a scheduler's time limit), handled like Ctrl-C
 `ssdd check` exits 1 when something needs fixing. `--debug` (or SSDD_TRACEBACK=1) re-raises with the traceback.
 """
 
 from __future__ import annotations
 
 import errno
+import os
+import re
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.error import URLError
 
 EXIT_FAILURE = 1
@@ -20,6 +28,53 @@ EXIT_BAD_INPUT = 2
 EXIT_PAUSED = 3
 EXIT_NUMERICAL = 4
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports for a process it killed
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the command was, so that it stops as on Ctrl-C: the processes it started are
+    stopped, and the message says what was kept."""
+
+
+@contextmanager
+def terminated_as_interrupt() -> Iterator[None]:
+    """Within: SIGTERM raises Terminated (in the main thread; elsewhere the default action is kept)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def speaks_for_the_run() -> bool:
+    """Whether this process prints the run's interrupt line (Ctrl-C and SIGTERM reach every process of a job):
+    rank 0 of a torchrun job, and none of the processes `ssdd evaluate --processes` starts (their launcher
+    says what they kept)."""
+    from ssdd.run.folder import LOCKED_BY_PARENT
+
+    return os.environ.get("RANK", "0") == "0" and LOCKED_BY_PARENT not in os.environ
+
+
+# what a collective says when another process of the job has gone (gloo, NCCL, the rendezvous store)
+_PEER_GONE = re.compile(r"connection (closed|reset) by peer|broken pipe|gloo|nccl|socket timeout|"
+                        r"connection refused|process group", re.IGNORECASE)
+
+
+def peer_stopped(exc: BaseException) -> bool:
+    """Whether `exc` says that another process of a torchrun job stopped (killed, or failed on its own)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    import torch.distributed as dist
+
+    distributed = tuple(t for t in (getattr(dist, "DistError", None),) if t is not None)
+    return isinstance(exc, distributed) or (isinstance(exc, RuntimeError) and bool(_PEER_GONE.search(str(exc))))
 
 
 def one_line(exc: BaseException) -> str:

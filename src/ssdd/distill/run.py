@@ -17,7 +17,7 @@ from ssdd.distill.keys import resumable_keys
 from ssdd.distill.registry import DistillContext, get_method
 from ssdd.distill.validate import check_processes, check_source_fits, validate_distill
 from ssdd.run import distributed as D
-from ssdd.run.folder import CHECKPOINT, claim, load_checkpoint
+from ssdd.run.folder import CHECKPOINT, claim, holds_out_dir, load_checkpoint
 from ssdd.run.guard import check_inputs, check_resume, numerical_stop, resume_changes
 from ssdd.run.progress import show_phases
 from ssdd.run.runtime import resolve_device, seed_everything, versions
@@ -25,6 +25,7 @@ from ssdd.run.tblog import ScalarLog, require_tensorboard
 from ssdd.teacher import load_teacher
 
 
+@holds_out_dir
 def run_distill(cfg: DistillConfig, resume: bool = False, show_progress: bool = True) -> DistilledSet | None:
     """Distil as configured; returns the saved set, or None when stop_after_steps paused the run.
 

@@ -15,7 +15,6 @@ from ssdd.run.checks import (
     batch_fits,
     check_device,
     check_model,
-    check_writable,
     choice,
     non_negative,
     positive,
@@ -24,6 +23,7 @@ from ssdd.run.checks import (
     well_formed,
     whole,
 )
+from ssdd.run.folder import check_writable
 from ssdd.run.runtime import PRECISIONS
 from ssdd.teacher.validate import teacher_manifest
 

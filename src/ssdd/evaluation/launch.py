@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ssdd.config import ConfigError, save_config
 from ssdd.evaluation.config import EvaluateConfig
+from ssdd.run.folder import LOCKED_BY_PARENT, exclusive
 
 
 def worker_command(config: Path, flags: list[str]) -> list[str]:
@@ -28,13 +29,15 @@ def worker_command(config: Path, flags: list[str]) -> list[str]:
     return [sys.executable, "-m", "ssdd", "evaluate", "-c", str(config), *flags]
 
 
-def worker_environment(rank: int, processes: int, port: int) -> dict[str, str]:
+def worker_environment(rank: int, processes: int, port: int, out_dir: Path) -> dict[str, str]:
     """This environment plus what torchrun would give process `rank` of `processes` on one machine, with the
-    CPU cores shared out among the processes unless OMP_NUM_THREADS is set."""
+    CPU cores shared out among the processes unless OMP_NUM_THREADS is set; `out_dir`, which the launcher holds
+    for them (ssdd.run.folder.exclusive)."""
     threads = max(1, (os.cpu_count() or 1) // processes)
     return {"OMP_NUM_THREADS": str(threads), **os.environ, "PYTHONUNBUFFERED": "1",
             "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(processes),
-            "LOCAL_WORLD_SIZE": str(processes), "GROUP_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+            "LOCAL_WORLD_SIZE": str(processes), "GROUP_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+            LOCKED_BY_PARENT: str(out_dir.resolve())}
 
 
 def _free_port() -> int:
@@ -123,8 +126,8 @@ def run_processes(cfg: EvaluateConfig, processes: int, flags: list[str]) -> int:
     check_evaluate_settings(cfg)  # a mistyped setting is one line here, before any process starts
     check_device(cfg.device)
     register_run("evaluate", cfg.out_dir)  # so that Ctrl-C here says what the processes kept and how to go on
-    print(f"ssdd evaluate: {processes} processes on this machine, {cell_count(cfg)} cells", flush=True)
-    with tempfile.TemporaryDirectory(prefix="ssdd-evaluate-") as folder:
+    with exclusive(cfg.out_dir) as out_dir, tempfile.TemporaryDirectory(prefix="ssdd-evaluate-") as folder:
+        print(f"ssdd evaluate: {processes} processes on this machine, {cell_count(cfg)} cells", flush=True)
         command, port = worker_command(save_config(cfg, Path(folder) / "config.yaml"), flags), _free_port()
-        return wait_for([subprocess.Popen(command, env=worker_environment(rank, processes, port))
+        return wait_for([subprocess.Popen(command, env=worker_environment(rank, processes, port, out_dir))
                          for rank in range(processes)])

@@ -43,6 +43,7 @@ from ssdd.evaluation.schedule import (
 )
 from ssdd.evaluation.validate import PRETRAIN_SUFFIX, SAVED_CELLS, SET_ASIDE, validate_evaluate
 from ssdd.run import distributed as D
+from ssdd.run.folder import holds_out_dir
 from ssdd.run.progress import note, phase, progress_bar, show_phases
 from ssdd.run.runtime import channels_last, resolve_device, versions
 from ssdd.run.tblog import ScalarLog, require_tensorboard
@@ -52,6 +53,7 @@ from ssdd.teacher.locate import require_teacher_folder
 __all__ = ["CELL_CHOICE_KEYS", "RESUMABLE_KEYS", "PretrainSource", "dealing_order", "run_evaluate", "source_label"]
 
 
+@holds_out_dir
 def run_evaluate(cfg: EvaluateConfig, show_progress: bool = True, resume: bool = False,
                  allow_mismatch: bool = False) -> list[dict[str, Any]]:
     """Evaluate every cell; with `resume`, keep the complete cells already in out_dir/results.json.

@@ -17,7 +17,6 @@ from ssdd.run.checks import (
     check_device,
     check_model,
     check_probe,
-    check_writable,
     choice,
     first_line,
     non_negative,
@@ -28,6 +27,7 @@ from ssdd.run.checks import (
     well_formed,
     whole,
 )
+from ssdd.run.folder import check_writable
 from ssdd.run.runtime import PRECISIONS
 from ssdd.teacher.validate import teacher_manifest
 
@@ -206,4 +206,3 @@ def validate_evaluate(cfg: Any, resume: bool = False, allow_mismatch: bool = Fal
     check_inputs(out_dir, resume, {"teacher": teacher.get("fingerprint"),
                                    "teacher_function": teacher["function_fingerprint"]},
                  {"teacher": f"teacher ({cfg.teacher})", "teacher_function": f"teacher's function ({cfg.teacher})"})
-

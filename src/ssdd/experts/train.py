@@ -28,7 +28,7 @@ from ssdd.experts.config import RESUMABLE_KEYS, ExpertsConfig
 from ssdd.experts.validate import validate_experts
 from ssdd.models.registry import describe
 from ssdd.run.checks import batch_fits
-from ssdd.run.folder import claim
+from ssdd.run.folder import claim, holds_out_dir
 from ssdd.run.guard import check_inputs, check_resume, numerical_stop
 from ssdd.run.loop import RunLoop
 from ssdd.run.progress import bar, phase, show_phases
@@ -47,6 +47,7 @@ def expert_seed(seed: int, index: int) -> int:
     return seed * 1_000_003 + index
 
 
+@holds_out_dir
 def train_experts(cfg: ExpertsConfig, resume: bool = False, show_progress: bool = True) -> Path | None:
     """Train (or continue) the experts; returns out_dir when all are done, None when paused."""
     started = time.perf_counter()  # stop_after_minutes counts from here

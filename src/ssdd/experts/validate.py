@@ -10,7 +10,6 @@ from ssdd.run.checks import (
     batch_fits,
     check_device,
     check_model,
-    check_writable,
     choice,
     non_negative,
     sgd_settings,
@@ -18,6 +17,7 @@ from ssdd.run.checks import (
     well_formed,
     whole,
 )
+from ssdd.run.folder import check_writable
 from ssdd.teacher.validate import teacher_manifest
 
 
@@ -51,4 +51,3 @@ def validate_experts(cfg: Any, resume: bool = False) -> None:
                           f"{manifest['resolution']} px images: set data.resolution={manifest['resolution']}")
     batch_fits("batch_size", cfg.batch_size, check_split(cfg.data, "train_split"))
     start_run("experts", cfg.out_dir)
-

@@ -291,6 +291,29 @@ def _teacher_mismatch(teacher: TeacherInfo, distilled: list[DistilledInfo]) -> l
             (None, teacher.manifest["fingerprint"])]
 
 
+def _unfinished(config_path: Path, rows: list[dict[str, Any]]) -> list[str]:
+    """A note when results.json holds fewer cells than its config.yaml asks for (an evaluation interrupted, or
+    still running): the report is then of those cells only."""
+    from ssdd.config import load_config
+    from ssdd.evaluation.config import LEGACY_VALUES, EvaluateConfig
+    from ssdd.evaluation.launch import cell_count
+    from ssdd.evaluation.schedule import row_cell
+    from ssdd.run.folder import flatten
+
+    try:
+        saved = flatten(yaml.safe_load(config_path.read_text()) or {})
+        # a config saved before a setting existed ran as its legacy value (e.g. no same-recipe full-data row)
+        before = [f"{key}={json.dumps(value)}" for key, value in LEGACY_VALUES.items() if key not in saved]
+        planned = cell_count(load_config(EvaluateConfig, config_path, before))
+    except (OSError, ValueError, AttributeError, yaml.YAMLError):  # none, or one this version cannot read
+        return []
+    done = len({row_cell(row) for row in rows})
+    if done >= planned:
+        return []
+    return [f"unfinished evaluation: {done} of its {planned} cells are in results.json, so every row, mean and "
+            f"figure here stands on those alone (`ssdd evaluate --resume` with its config measures the rest)"]
+
+
 def gather(eval_dir: str | Path, teacher: str | Path | None = None,
            distilled: list[str | Path] | None = None) -> ReportData:
     """Read an evaluation folder; `teacher` and `distilled` (each must exist and be of its kind: ValueError,
@@ -315,5 +338,6 @@ def gather(eval_dir: str | Path, teacher: str | Path | None = None,
     distilled_infos = read_distilled(list(distilled) if distilled is not None else list(config.get("distilled") or []),
                                      eval_dir, rows, notes, explicit=distilled is not None)
     notes.extend(_teacher_mismatch(teacher_info, distilled_infos))
+    notes.extend(_unfinished(config_path, rows))
     return ReportData(eval_dir, rows, summarize(rows, config), config, saved.get("versions"), teacher_info,
                       distilled_infos, notes)

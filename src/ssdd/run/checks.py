@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import difflib
 import math
-import os
 from dataclasses import fields, is_dataclass
-from pathlib import Path
 from typing import Any
 
 from ssdd.config import ConfigError, ModelConfig, is_count
@@ -142,22 +140,6 @@ def check_device(name: str, key: str = "device") -> None:
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise ConfigError(f"{key}={text}: this machine has {torch.cuda.device_count()} GPU(s) "
                           f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
-
-
-def check_writable(out_dir: str | Path, key: str = "out_dir") -> None:
-    """out_dir is a folder, or can be created, and can be written."""
-    if not str(out_dir):
-        raise ConfigError(f"{key} is empty: set {key}=FOLDER")
-    path = Path(out_dir)
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"{key}={out_dir}: exists and is not a folder; choose another {key}")
-    probe = path
-    while not probe.exists() and probe.parent != probe:
-        probe = probe.parent
-    if not probe.is_dir():
-        raise ConfigError(f"{key}={out_dir}: cannot be created, {probe} is a file; choose another {key}")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise ConfigError(f"{key}={out_dir}: {probe} is not writable; choose another {key} or fix its permissions")
 
 
 # ----------------------------------------------------------------------------- shared settings

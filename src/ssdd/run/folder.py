@@ -8,16 +8,19 @@ and the check of a command that writes pictures or a report beside runs (`claim_
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import torch
 
-from ssdd.config import current_form
+from ssdd.config import ConfigError, current_form
 from ssdd.run.runtime import atomic_write
 
 CHECKPOINT = "checkpoint.pt"
@@ -209,6 +212,99 @@ def claim(out_dir: str | Path, kind: str, resume: bool = False, flag: str | None
         raise FileNotFoundError(f"--resume: no checkpoint at {out_dir / spec.resume_from} (nothing to continue: "
                                 f"run again without --resume)")
     return out_dir
+
+
+def check_writable(out_dir: str | Path, key: str = "out_dir") -> None:
+    """out_dir is a folder, or can be created, and can be written."""
+    if not str(out_dir):
+        raise ConfigError(f"{key} is empty: set {key}=FOLDER")
+    path = Path(out_dir)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{key}={out_dir}: exists and is not a folder; choose another {key}")
+    probe = path
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"{key}={out_dir}: cannot be created, {probe} is a file; choose another {key}")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"{key}={out_dir}: {probe} is not writable; choose another {key} or fix its permissions")
+
+
+# ----------------------------------------------------------------------------- one run per folder at a time
+# the out_dir a launcher holds for the processes it starts (`ssdd evaluate --processes`): they run inside its claim
+LOCKED_BY_PARENT = "SSDD_OUT_DIR_HELD"
+_HELD: dict[Path, int] = {}  # folders this process holds: how many of its runs are inside each (nested calls)
+
+
+def lock_exclusively(handle: Any, busy: str) -> None:
+    """Take an advisory lock on an open file or folder (its descriptor or file object), held until it is closed,
+    also when the process dies: FileExistsError(`busy`) when another process holds it. A platform or file system
+    without such locks holds nothing."""
+    try:
+        import fcntl
+
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except ImportError:  # no advisory locks on this platform
+        return
+    except BlockingIOError:
+        raise FileExistsError(busy) from None
+    except OSError:  # a file system without flock (some network mounts): nothing to hold
+        return
+
+
+@contextmanager
+def exclusive(out_dir: str | Path) -> Iterator[Path]:
+    """Hold `out_dir` while a run writes into it: a second run there (another command, or the same one with
+    --resume) is refused in one line until this one ends, however it ends; two runs would otherwise interleave
+    their logs and overwrite each other's files. The folder itself is locked (flock), so nothing is written into
+    it; a folder made here and left empty (a run refused before its first file) is removed again. Under torchrun
+    rank 0 holds it for the job, and the processes of `ssdd evaluate --processes` run inside their launcher's."""
+    folder = Path(out_dir)
+    made = not folder.exists()
+    if os.environ.get("RANK", "0") != "0":
+        yield folder
+        return
+    check_writable(folder)  # one line for a folder that cannot be made, before making it
+    folder.mkdir(parents=True, exist_ok=True)
+    key = folder.resolve()
+    if os.environ.get(LOCKED_BY_PARENT) == str(key) or key in _HELD:
+        _HELD[key] = _HELD.get(key, 0) + 1
+        try:
+            yield folder
+        finally:
+            _HELD[key] -= 1
+            if not _HELD[key]:
+                del _HELD[key]
+        return
+    descriptor = os.open(key, os.O_RDONLY)
+    try:
+        lock_exclusively(descriptor, f"{folder} is in use by another ssdd run that has not ended (it holds a lock "
+                                     f"on the folder); wait for it to end, or choose another out_dir")
+        _HELD[key] = 1
+        try:
+            yield folder
+        finally:
+            del _HELD[key]
+            if made and not any(folder.iterdir()):
+                folder.rmdir()
+    finally:
+        os.close(descriptor)
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def holds_out_dir(run: Callable[P, R]) -> Callable[P, R]:
+    """`run(cfg, ...)` (train_teacher, run_distill, ...) inside `exclusive(cfg.out_dir)`."""
+
+    @functools.wraps(run)
+    def holding(*args: P.args, **kwargs: P.kwargs) -> R:
+        cfg = args[0] if args else kwargs["cfg"]
+        with exclusive(cfg.out_dir):  # type: ignore[attr-defined]
+            return run(*args, **kwargs)
+
+    return holding
 
 
 # folders whose every file belongs to the artifact (its manifest or index lists them): nothing is written below them

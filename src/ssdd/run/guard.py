@@ -60,12 +60,21 @@ def interrupt_message(command: str) -> str:
         return "the command did not finish: run it again"
     stage, out_dir = _current["stage"], _current["out_dir"]
     if stage == "evaluate":
-        if (out_dir / "results.json").exists():
-            return f"the finished cells are in {out_dir / 'results.json'}: continue with --resume"
+        if (out_dir / "results.json").exists():  # a fresh run there is refused: --resume goes on
+            if _holds_rows(out_dir / "results.json") or any((out_dir / "cells").glob("*.json")):
+                return f"the finished cells are in {out_dir / 'results.json'}: continue with --resume"
+            return f"no cell had finished: continue with --resume, which measures them all (out_dir {out_dir})"
         return f"no cell had finished, nothing to keep: run the command again (out_dir {out_dir})"
     if (out_dir / CHECKPOINT).exists():
         return f"the last checkpoint, {out_dir / CHECKPOINT}, is intact: continue with --resume"
     return f"before the first checkpoint, nothing to resume: run the command again (out_dir {out_dir})"
+
+
+def _holds_rows(results: Path) -> bool:
+    try:
+        return bool(json.loads(results.read_text()))
+    except (OSError, ValueError):
+        return True  # unreadable: its resume says what is wrong with it
 
 
 # ----------------------------------------------------------------------------- stale temporary files

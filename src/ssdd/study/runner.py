@@ -27,7 +27,7 @@ from ssdd.distill.keys import method_free_keys
 from ssdd.evaluation.config import LEGACY_VALUES as EVALUATE_LEGACY_VALUES
 from ssdd.evaluation.config import EvaluateConfig
 from ssdd.evaluation.validate import SAVED_CELLS
-from ssdd.run.folder import CHECKPOINT, claim, config_hash
+from ssdd.run.folder import CHECKPOINT, claim, config_hash, lock_exclusively
 from ssdd.run.runtime import file_sha256, versions, write_json
 from ssdd.study.config import DistillSpec, StudyConfig
 
@@ -303,18 +303,10 @@ def summary_dir(study: StudyConfig) -> Path:
 def _exclusive(root: Path) -> Iterator[None]:
     """Hold `root/.study.lock` while the study runs: a second `ssdd reproduce` on the same out_dir would
     otherwise delete (no checkpoint yet) or resume (a checkpoint) the stage folder the first one is writing."""
-    try:
-        import fcntl
-    except ImportError:  # no advisory locks on this platform
+    with open(root / LOCK, "a") as handle:  # closing the file releases the lock, also when the process dies
+        lock_exclusively(handle, f"{root} is in use by another `ssdd reproduce` (it holds {root / LOCK}); wait "
+                                 f"for it to finish or choose another out_dir")
         yield
-        return
-    with open(root / LOCK, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise FileExistsError(f"{root} is in use by another `ssdd reproduce` (it holds {root / LOCK}); wait "
-                                  f"for it to finish or choose another out_dir") from None
-        yield  # closing the file releases the lock, also when the process dies
 
 
 def _run_study(study: StudyConfig, root: Path, show_progress: bool, dry_run: bool) -> StudyResult:

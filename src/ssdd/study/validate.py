@@ -10,7 +10,8 @@ from ssdd.data.validate import check_split
 from ssdd.distill.validate import check_budget_fits, check_distill_settings, check_source_fits, normalise_distill
 from ssdd.evaluation.validate import check_evaluate_settings
 from ssdd.experts.validate import check_experts_settings
-from ssdd.run.checks import batch_fits, check_device, check_writable
+from ssdd.run.checks import batch_fits, check_device
+from ssdd.run.folder import check_writable
 from ssdd.teacher.validate import check_teacher_settings, teacher_manifest
 
 

@@ -30,7 +30,7 @@ from ssdd.models import build_model, describe
 from ssdd.run import distributed as D
 from ssdd.run.checks import batch_fits
 from ssdd.run.compiled import switch
-from ssdd.run.folder import claim
+from ssdd.run.folder import claim, holds_out_dir
 from ssdd.run.guard import TEACHER_FINISH_KEYS, check_inputs, check_resume, numerical_stop, resume_changes
 from ssdd.run.loop import RunLoop
 from ssdd.run.progress import phase, progress_bar, show_phases
@@ -97,6 +97,7 @@ def autocast_dtype(cfg: TeacherConfig, device: torch.device) -> torch.dtype | No
     raise ValueError(f"precision must be auto, bf16 or fp32, got '{cfg.precision}'")
 
 
+@holds_out_dir
 def train_teacher(cfg: TeacherConfig, resume: bool = False, show_progress: bool = True) -> Path | None:
     """Train (or resume) a teacher; returns the artifact folder when training finished, else None."""
     started = time.perf_counter()  # stop_after_minutes counts from here

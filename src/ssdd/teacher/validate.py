@@ -13,7 +13,6 @@ from ssdd.run.checks import (
     check_device,
     check_model,
     check_probe,
-    check_writable,
     choice,
     non_negative,
     positive,
@@ -22,6 +21,7 @@ from ssdd.run.checks import (
     well_formed,
     whole,
 )
+from ssdd.run.folder import check_writable
 
 
 def teacher_manifest(path: str, key: str = "teacher") -> dict[str, Any]:
@@ -98,5 +98,3 @@ def validate_teacher(cfg: Any, resume: bool = False) -> None:
     # npz and folder: known now; digits and torchvision: once loaded, before anything is written (teacher/train.py)
     batch_fits("optim.batch_size", cfg.optim.batch_size, n_train, training_images(cfg))
     start_run("teacher", cfg.out_dir)
-
-
