@@ -975,9 +975,9 @@ def test_sigterm_to_an_evaluation_on_several_processes_stops_them_all(tiny_npz, 
                 found.append(pid)
         return found
 
-    # the processes are linked and training once rank 0 has written the config (a SIGTERM during their rendezvous
-    # also stops them, after torch's own warning about the interrupted connection)
-    _wait_for(lambda: (len(workers()) == 2 and (out / "config.yaml").is_file()) or run.poll() is not None)
+    # the processes are linked and training once rank 0 has written its (empty) results.json (a SIGTERM during
+    # their rendezvous also stops them, after torch's own warning about the interrupted connection)
+    _wait_for(lambda: (len(workers()) == 2 and (out / "results.json").is_file()) or run.poll() is not None)
     run.send_signal(signal.SIGTERM)
     _, err = run.communicate(timeout=60)
     assert run.returncode == 143 and workers() == []

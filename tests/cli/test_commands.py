@@ -142,6 +142,8 @@ def test_bad_override_is_one_clear_line(capsys):
 def test_a_process_that_died_under_torchrun_is_named_with_what_the_run_kept(monkeypatch, tmp_path, capsys):
     """One torchrun process killed: the others' collectives fail with gloo's or NCCL's words; rank 0 says that
     another process stopped and how to go on, not "unexpected RuntimeError ... please report it"."""
+    import torch.distributed as dist
+
     import ssdd.cli.commands as cli
     from ssdd.cli.errors import peer_stopped
     from ssdd.run.guard import register_run
@@ -150,7 +152,13 @@ def test_a_process_that_died_under_torchrun_is_named_with_what_the_run_kept(monk
     assert not peer_stopped(gloo)  # one process: no peer to lose
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")
-    assert peer_stopped(gloo) and not peer_stopped(RuntimeError("shape mismatch")) and not peer_stopped(ValueError())
+    assert not peer_stopped(gloo)  # before the processes are linked: a failed start, its own error
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_rank", lambda: 0)
+    assert peer_stopped(gloo) and not peer_stopped(ValueError())
+    for other in ("shape mismatch", "Distributed package doesn't have NCCL built in",
+                  "Default process group has not been initialized"):
+        assert not peer_stopped(RuntimeError(other)), other
 
     def failing(args):
         register_run("teacher", tmp_path)
@@ -168,7 +176,7 @@ def test_an_interrupt_is_said_once_for_the_run(monkeypatch, capsys):
     """Ctrl-C and SIGTERM reach every process of a job: rank 0 says it, the others and the processes of `ssdd
     evaluate --processes` (their launcher says what they kept) stay quiet."""
     import ssdd.cli.commands as cli
-    from ssdd.run.folder import LOCKED_BY_PARENT
+    from ssdd.run.launched import LOCKED_BY_PARENT
 
     def interrupted(args):
         raise KeyboardInterrupt

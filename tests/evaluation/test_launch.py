@@ -12,7 +12,7 @@ import pytest
 
 from ssdd.cli import main
 from ssdd.evaluation import launch
-from ssdd.run.folder import LOCKED_BY_PARENT
+from ssdd.run.launched import LOCKED_BY_PARENT
 
 
 def test_every_process_gets_torchruns_environment_and_a_share_of_the_cores(monkeypatch):
@@ -50,7 +50,7 @@ def test_a_failed_process_stops_the_others_and_gives_its_exit_code(capsys):
 def test_the_processes_get_the_flags_and_exactly_the_resolved_config(monkeypatch, tmp_path):
     seen, real = [], subprocess.Popen  # launch.subprocess is the module itself: keep the real Popen
 
-    def fake_popen(line, env):
+    def fake_popen(line, env, pass_fds=()):
         seen.append((line, Path(line[line.index("-c") + 1]).read_text(), env["RANK"]))
         return real([sys.executable, "-c", "pass"])
 

@@ -552,17 +552,21 @@ def test_a_report_of_an_unfinished_evaluation_says_so(evaluation, tmp_path):
     assert note in build_report(eval_dir, tmp_path / "out")[0].read_text()
 
 
-def test_the_report_of_an_unfinished_study_says_how_to_finish_it(evaluation, tmp_path, capsys):
-    """A study interrupted before its study.json: `ssdd report` on its folder says to run it again, and names
-    its evaluation's partial results, instead of a results.json the study never writes."""
+def test_the_report_of_a_study_without_an_evaluation_says_why(tmp_path, capsys):
+    """A study interrupted before its study.json, paused before its evaluation, or without an evaluation stage:
+    `ssdd report` on its folder says which and what to do, instead of naming a results.json no study writes."""
     study = tmp_path / "study"
     study.mkdir()
     (study / "study.yaml").write_text("out_dir: x\n")
-    assert main(["report", str(study)]) == 2
-    assert capsys.readouterr().err.strip() == (
-        f"ssdd report: error: {study} holds a study that has not finished (no study.json yet): run its `ssdd "
-        f"reproduce` again to finish it")
-    shutil.copytree(evaluation["eval"], study / "evaluate" / "evaluate-1234")
-    assert main(["report", str(study)]) == 2
-    assert capsys.readouterr().err.strip().endswith(
-        f"; the cells its evaluation has finished so far: `ssdd report {study / 'evaluate' / 'evaluate-1234'}`")
+    expected = [f"{study} holds a study that has not finished (no study.json yet): run its `ssdd reproduce` again to "
+                f"finish it (`ssdd report` on its evaluation stage's folder, OUT/evaluate/evaluate-<key>, reports the "
+                f"cells finished so far)",
+                f"{study} holds a study paused before its evaluation: run its `ssdd reproduce` again to go on",
+                f"{study} holds a finished study without an evaluation stage: nothing to report (a study evaluates "
+                f"its sets when it has `evaluate: {{config: PRESET}}`)"]
+    for saved, line in zip((None, {"finished": False, "evaluation": None}, {"finished": True, "evaluation": None}),
+                           expected, strict=True):
+        if saved is not None:
+            (study / "study.json").write_text(json.dumps(saved))
+        assert main(["report", str(study)]) == 2
+        assert capsys.readouterr().err.strip() == f"ssdd report: error: {line}"

@@ -122,7 +122,8 @@ def test_one_run_at_a_time_holds_a_folder(tmp_path, monkeypatch):
 
     import pytest
 
-    from ssdd.run.folder import LOCKED_BY_PARENT, exclusive
+    from ssdd.run.folder import exclusive
+    from ssdd.run.launched import LOCKED_BY_PARENT
 
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
@@ -152,3 +153,29 @@ def test_one_run_at_a_time_holds_a_folder(tmp_path, monkeypatch):
         raise ValueError("a run refused before its first file")
     assert not fresh.exists()  # the folder it made is gone again; a folder with files stays
     assert (out / "file").is_file()
+
+
+def test_processes_started_with_the_held_descriptor_keep_the_folder_held(tmp_path):
+    """`ssdd evaluate --processes` hands its lock to its processes: killed, the launcher leaves them holding the
+    folder, so a --resume is not let in beside processes still writing."""
+    import subprocess
+    import sys
+
+    import pytest
+
+    from ssdd.run.folder import exclusive, held_descriptor
+
+    out = tmp_path / "run"
+    with exclusive(out):
+        (out / "config.yaml").write_text("x")
+        worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                                  pass_fds=(held_descriptor(out),))
+    assert held_descriptor(out) is None  # this process let go
+    try:
+        with pytest.raises(FileExistsError, match="is in use by another ssdd run"), exclusive(out):
+            pass
+    finally:
+        worker.kill()
+        worker.wait()
+    with exclusive(out):  # the last holder gone: free
+        pass

@@ -149,7 +149,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ssdd.report import build_report
-    from ssdd.study.runner import study_evaluation
+    from ssdd.study.runner import nothing_to_report, study_evaluation
 
     directory, out = Path(args.directory), args.out
     if not directory.is_dir():
@@ -160,11 +160,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         print(f"{directory} is a study's folder: the report of its evaluation, {evaluation}")
         directory, out = evaluation, out or args.directory
     elif not (directory / "results.json").is_file() and (directory / "study.yaml").is_file():
-        so_far = sorted(str(p.parent) for p in directory.glob("evaluate/*/results.json"))
-        raise FileNotFoundError(
-            f"{directory} holds a study that has not finished (no study.json yet): run its `ssdd reproduce` "
-            f"again to finish it" + (f"; the cells its evaluation has finished so far: `ssdd report {so_far[0]}`"
-                                     if so_far else ""))
+        raise FileNotFoundError(nothing_to_report(directory))
     for path in build_report(directory, out, args.teacher, args.distilled):
         print(path)
     return 0

@@ -38,8 +38,11 @@ class Terminated(KeyboardInterrupt):
 
 @contextmanager
 def terminated_as_interrupt() -> Iterator[None]:
-    """Within: SIGTERM raises Terminated (in the main thread; elsewhere the default action is kept)."""
-    if threading.current_thread() is not threading.main_thread():
+    """Within: SIGTERM raises Terminated, in the process that speaks for the run (its main thread). The others
+    (torchrun's ranks but 0, the processes of `ssdd evaluate --processes`) keep the default, to end at once:
+    Python runs a handler only between bytecodes, and a process blocked in a collective whose peer has gone
+    would otherwise wait until its launcher kills it."""
+    if threading.current_thread() is not threading.main_thread() or not speaks_for_the_run():
         yield
         return
 
@@ -57,24 +60,25 @@ def speaks_for_the_run() -> bool:
     """Whether this process prints the run's interrupt line (Ctrl-C and SIGTERM reach every process of a job):
     rank 0 of a torchrun job, and none of the processes `ssdd evaluate --processes` starts (their launcher
     says what they kept)."""
-    from ssdd.run.folder import LOCKED_BY_PARENT
+    from ssdd.run.launched import started_by_launcher
 
-    return os.environ.get("RANK", "0") == "0" and LOCKED_BY_PARENT not in os.environ
+    return os.environ.get("RANK", "0") == "0" and not started_by_launcher()
 
 
-# what a collective says when another process of the job has gone (gloo, NCCL, the rendezvous store)
-_PEER_GONE = re.compile(r"connection (closed|reset) by peer|broken pipe|gloo|nccl|socket timeout|"
-                        r"connection refused|process group", re.IGNORECASE)
+# what a collective of a running job says when another process of it has gone (gloo's and NCCL's words)
+_PEER_GONE = re.compile(r"connection (closed|reset) by peer|broken pipe|remote process exited|"
+                        r"communicator was aborted", re.IGNORECASE)
 
 
 def peer_stopped(exc: BaseException) -> bool:
-    """Whether `exc` says that another process of a torchrun job stopped (killed, or failed on its own)."""
+    """Whether `exc` says that another process of a running torchrun job stopped (killed, or failed on its own):
+    a lost connection in a collective, once the processes were linked (a failed start is its own error)."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return False
     import torch.distributed as dist
 
-    distributed = tuple(t for t in (getattr(dist, "DistError", None),) if t is not None)
-    return isinstance(exc, distributed) or (isinstance(exc, RuntimeError) and bool(_PEER_GONE.search(str(exc))))
+    return (dist.is_available() and dist.is_initialized() and isinstance(exc, RuntimeError)
+            and bool(_PEER_GONE.search(str(exc))))
 
 
 def one_line(exc: BaseException) -> str:

@@ -21,7 +21,8 @@ from pathlib import Path
 
 from ssdd.config import ConfigError, save_config
 from ssdd.evaluation.config import EvaluateConfig
-from ssdd.run.folder import LOCKED_BY_PARENT, exclusive
+from ssdd.run.folder import exclusive, held_descriptor
+from ssdd.run.launched import LOCKED_BY_PARENT
 
 
 def worker_command(config: Path, flags: list[str]) -> list[str]:
@@ -129,5 +130,6 @@ def run_processes(cfg: EvaluateConfig, processes: int, flags: list[str]) -> int:
     with exclusive(cfg.out_dir) as out_dir, tempfile.TemporaryDirectory(prefix="ssdd-evaluate-") as folder:
         print(f"ssdd evaluate: {processes} processes on this machine, {cell_count(cfg)} cells", flush=True)
         command, port = worker_command(save_config(cfg, Path(folder) / "config.yaml"), flags), _free_port()
-        return wait_for([subprocess.Popen(command, env=worker_environment(rank, processes, port, out_dir))
-                         for rank in range(processes)])
+        held = held_descriptor(out_dir)  # inherited: the folder stays held while any process lives
+        return wait_for([subprocess.Popen(command, env=worker_environment(rank, processes, port, out_dir),
+                                          pass_fds=() if held is None else (held,)) for rank in range(processes)])

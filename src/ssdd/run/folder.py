@@ -21,6 +21,7 @@ from typing import Any, ParamSpec, TypeVar
 import torch
 
 from ssdd.config import ConfigError, current_form
+from ssdd.run.launched import LOCKED_BY_PARENT
 from ssdd.run.runtime import atomic_write
 
 CHECKPOINT = "checkpoint.pt"
@@ -231,9 +232,8 @@ def check_writable(out_dir: str | Path, key: str = "out_dir") -> None:
 
 
 # ----------------------------------------------------------------------------- one run per folder at a time
-# the out_dir a launcher holds for the processes it starts (`ssdd evaluate --processes`): they run inside its claim
-LOCKED_BY_PARENT = "SSDD_OUT_DIR_HELD"
 _HELD: dict[Path, int] = {}  # folders this process holds: how many of its runs are inside each (nested calls)
+_DESCRIPTORS: dict[Path, int] = {}  # the locked descriptor of each folder this process holds (held_descriptor)
 
 
 def lock_exclusively(handle: Any, busy: str) -> None:
@@ -276,19 +276,32 @@ def exclusive(out_dir: str | Path) -> Iterator[Path]:
             if not _HELD[key]:
                 del _HELD[key]
         return
-    descriptor = os.open(key, os.O_RDONLY)
+    try:
+        descriptor = os.open(key, os.O_RDONLY)
+    except OSError:  # a platform that cannot open a folder (Windows): nothing to hold
+        yield folder
+        return
     try:
         lock_exclusively(descriptor, f"{folder} is in use by another ssdd run that has not ended (it holds a lock "
                                      f"on the folder); wait for it to end, or choose another out_dir")
-        _HELD[key] = 1
+        _HELD[key], _DESCRIPTORS[key] = 1, descriptor
         try:
             yield folder
         finally:
-            del _HELD[key]
-            if made and not any(folder.iterdir()):
-                folder.rmdir()
+            del _HELD[key], _DESCRIPTORS[key]
+            if made:
+                try:
+                    folder.rmdir()  # only when empty: never removes a file
+                except OSError:
+                    pass
     finally:
         os.close(descriptor)
+
+
+def held_descriptor(out_dir: str | Path) -> int | None:
+    """The locked descriptor of a folder this process holds, for the processes it starts to inherit: the lock
+    then lasts while any of them lives (`ssdd evaluate --processes`, even when the launcher itself is killed)."""
+    return _DESCRIPTORS.get(Path(out_dir).resolve())
 
 
 P = ParamSpec("P")

@@ -293,6 +293,22 @@ def study_evaluation(folder: Path) -> Path | None:
     return path
 
 
+def nothing_to_report(folder: Path) -> str:
+    """Why a study's folder has no evaluation for `ssdd report` (its study.json names none), and what to do."""
+    try:
+        saved = json.loads((Path(folder) / "study.json").read_text())
+    except (OSError, ValueError):
+        saved = None
+    if not isinstance(saved, dict):
+        return (f"{folder} holds a study that has not finished (no study.json yet): run its `ssdd reproduce` again "
+                f"to finish it (`ssdd report` on its evaluation stage's folder, OUT/evaluate/evaluate-<key>, reports "
+                f"the cells finished so far)")
+    if not saved.get("finished"):
+        return f"{folder} holds a study paused before its evaluation: run its `ssdd reproduce` again to go on"
+    return (f"{folder} holds a finished study without an evaluation stage: nothing to report (a study evaluates "
+            f"its sets when it has `evaluate: {{config: PRESET}}`)")
+
+
 def summary_dir(study: StudyConfig) -> Path:
     """Where a study's own files go (study.yaml, study.json, the report): out_dir, or out_dir/<name> when
     several named studies share out_dir's cached stages."""
