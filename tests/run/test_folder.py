@@ -22,6 +22,18 @@ def test_resume_accepts_a_saved_config_without_a_later_setting_only_at_its_legac
         check_resume_compatible(saved, {"a": 1, "added": False})
 
 
+def test_a_resume_may_name_the_same_device_as_auto(monkeypatch):
+    """A run on `cpu` resumed with `device=auto` (the default) on a machine without a GPU is the same run; on a
+    machine with one, `auto` is cuda, another device, and refused."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    check_resume_compatible({"device": "cpu", "a": 1}, {"device": "auto", "a": 1})
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with pytest.raises(ValueError, match=r"device: 'cpu' -> 'cuda'"):
+        check_resume_compatible({"device": "cpu", "a": 1}, {"device": "auto", "a": 1})
+
+
 def test_run_kind_reads_what_each_command_writes_and_claim_refuses_other_kinds(tmp_path):
     import json
 

@@ -56,10 +56,20 @@ def check_resume_compatible(saved: Mapping[str, Any], current: Mapping[str, Any]
     free, legacy = set(allowed), legacy or {}
     a, b = flatten(current_form(dict(saved))), flatten(current)  # a config saved before a section was renamed
     a.update({k: v for k, v in legacy.items() if k not in a})
+    for key in ("device",):  # `auto` is the device it picks here: a run on `cpu` resumes with `auto` on a CPU
+        if key in a and key in b:
+            a[key], b[key] = _picked(a[key]), _picked(b[key])
     differing = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and k not in free]
     if differing:
         details = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in differing[:6])
         raise ValueError(f"--resume with a different config ({details}); resume with the original settings")
+
+
+def _picked(device: Any) -> Any:
+    """A device setting as the device it names on this machine (`auto`: cuda where there is one, else cpu)."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
