@@ -535,6 +535,8 @@ def test_the_departures_from_the_protocol_name_capped_epochs_and_batch_sizes():
     assert not any("pre-training at batch" in line for line in found)  # the demo pre-trains at the protocol's 256
     assert _departures({"full_data": {"enabled": False, "batch_size": 64}}) == []  # a row that does not run
     assert _departures({"probe": {"batch_size": 256}}) == ["the linear probe at batch 256 (protocol: 512)"]
+    assert _departures({"precision": "bf16"}) == ["training forward passes in bf16 (precision=bf16; protocol: fp32)"]
+    assert _departures({"precision": "fp32", "compile": "on", "channels_last": "on"}) == []  # rounding only
 
 
 def test_a_report_of_an_unfinished_evaluation_says_so(evaluation, tmp_path):

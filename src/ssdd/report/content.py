@@ -75,6 +75,10 @@ def _departures(config: dict[str, Any]) -> list[str]:
     if finetune and not by_role:
         found.append("fine-tuning length by the target's training-set size (protocol: by its role, "
                      f"{PROTOCOL.finetune.small_iterations:,} iterations for every fine-grained target)")
+    precision = config.get("precision", "fp32")  # configs written before the setting computed in float32
+    if precision != PROTOCOL.precision:
+        found.append(f"training forward passes in {precision} (precision={precision}; protocol: "
+                     f"{PROTOCOL.precision})")
     probe = (config.get("probe") or {}).get("iterations")
     if probe is not None and probe != PROTOCOL.probe.iterations:
         found.append(f"linear probe {probe:,} iterations (protocol: {PROTOCOL.probe.iterations:,})")
