@@ -124,3 +124,30 @@ def test_a_toy_method_runs_through_distill_evaluate_and_report(toy, tmp_path, on
     report = tmp_path / "report"
     assert main(["report", str(evaluation), "--out", str(report)]) == 0
     assert NOTE in (report / "report.md").read_text()  # the report asked the method for its note
+
+
+def test_what_a_methods_reconstruct_returns_is_checked_and_a_missing_tensor_is_refused_on_save():
+    """A plugin's reconstruct that returns 0-255 pixels, or fewer targets than images, is one line naming the
+    method (such sets used to be evaluated silently); the teacher-target check refuses a set without targets."""
+    from ssdd.distill.artifact import DistilledSet
+    from ssdd.distill.verify import verify_teacher_targets
+
+    images, targets = torch.rand(4, 3, 8, 8), torch.randn(4, 6)
+    returns = {"pixels": (images * 255, targets), "short": (images, targets[:3]), "ints": (images.long(), targets),
+               "fine": (images * 1.4 - 0.2, targets)}  # learned images stray outside [0, 1]: fine
+    for name, pair in returns.items():
+        register_method(DistillMethod(name, lambda ctx: None, lambda s, m, pair=pair: pair))
+    try:
+        for name, message in (("pixels", r"^method pixels's reconstruct returned images in \[0\.\d+, 2\d\d\]; it must "
+                                         r"return them on the \[0, 1\] pixel scale \(uint8 pixels: divide by 255\)$"),
+                              ("short", r"^method short's reconstruct returned 4 images but 3 targets$"),
+                              ("ints", r"^method ints's reconstruct returned images of torch\.int64")):
+            with pytest.raises(ValueError, match=message):
+                DistilledSet(name, {}, {}).training_pairs()
+        assert DistilledSet("fine", {}, {}).training_pairs()[0].shape == (4, 3, 8, 8)
+    finally:
+        for name in returns:
+            unregister_method(name)
+    stored = StoredSet("m.json", {"method": "x"}, {"images": images}, (3, 8, 8), 1.0, True, {}, 6, 4)
+    with pytest.raises(ManifestMismatch, match=r"^no targets tensor among the stored ones \(images\)$"):
+        verify_teacher_targets(stored)

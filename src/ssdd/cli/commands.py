@@ -88,7 +88,11 @@ def _distill_description() -> str:
         from ssdd.distill.registry import methods_where
 
         methods = methods_where(lambda m: m.written_by is None)
-    return f"Distil the source into a small set. Methods (method=NAME): {', '.join(methods)}."
+    from ssdd.plugins import plugin_modules  # named, not imported (that would import torch)
+
+    plugins = ", ".join(module for module, _ in plugin_modules())
+    return (f"Distil the source into a small set. Methods (method=NAME): {', '.join(methods)}"
+            + (f", and those of the plugins {plugins}." if plugins else "."))
 
 
 def _cmd_experts(args: argparse.Namespace) -> int:

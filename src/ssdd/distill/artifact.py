@@ -32,8 +32,32 @@ class DistilledSet:
 
     def training_pairs(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Every stored view as (float images (M,3,H,W) on the [0, 1] pixel scale, targets (M,d)); learned images
-        are not clipped, so they may stray a little outside it. Supervised sets give labels (M,)."""
-        return get_method(self.method).reconstruct(self.stored, self.manifest)
+        are not clipped, so they may stray outside it (the committed sets: to [-0.55, 1.51]). Supervised sets give
+        labels (M,)."""
+        images, targets = get_method(self.method).reconstruct(self.stored, self.manifest)
+        _check_pairs(self.method, images, targets)
+        return images, targets
+
+
+# learned images stray outside [0, 1] (the 35 committed sets: down to -0.55 and up to 1.51), and a distillation
+# stops only once they pass 10 times their starting scale (100 for MKDT's); beyond these bounds a method's
+# reconstruct returned another scale (0 to 255 pixels)
+PIXEL_SCALE = (-100.0, 101.0)
+
+
+def _check_pairs(method: str, images: torch.Tensor, targets: torch.Tensor) -> None:
+    """A method's rebuilt pairs are what the evaluation trains on: float images on the [0, 1] pixel scale, one
+    target (or label) per image; a plugin's reconstruct that returns anything else is named in one line."""
+    where = f"method {method}'s reconstruct"
+    if not images.is_floating_point() or images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"{where} returned images of {images.dtype} {tuple(images.shape)}; it must return float "
+                         f"(M, 3, H, W) images on the [0, 1] pixel scale")
+    low, high = (float(v) for v in torch.aminmax(images))
+    if low < PIXEL_SCALE[0] or high > PIXEL_SCALE[1]:
+        raise ValueError(f"{where} returned images in [{low:.3g}, {high:.3g}]; it must return them on the [0, 1] "
+                         f"pixel scale (uint8 pixels: divide by 255)")
+    if targets.shape[0] != images.shape[0]:
+        raise ValueError(f"{where} returned {images.shape[0]} images but {targets.shape[0]} targets")
 
 
 def budget_report(stored: dict[str, torch.Tensor], image_shape: tuple[int, int, int], budget: float,

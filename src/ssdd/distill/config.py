@@ -22,7 +22,7 @@ class DistillConfig:
     seed: int = 0
     out_dir: str = "runs/distill"
     device: str = "auto"
-    method: str = "krr_st"  # krr_st | boost | mkdt | random | kmeans | high_loss | random_supervised
+    method: str = "krr_st"  # krr_st | boost | mkdt | random | kmeans | high_loss | random_supervised | a plugin's
     name: str = ""  # label of this set in evaluation reports (default: method@budget), e.g. an ablation
     budget: float = 100.0  # storage budget N in image-equivalents
     count_targets: bool = True  # count Y_s in the budget; false = m = N images (KRR-ST paper convention)

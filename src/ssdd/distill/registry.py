@@ -7,8 +7,9 @@ saved folder is verified (`verify`), the settings a resume may change (`resumabl
 sections it reads (`reads`), whether it needs expert trajectories, its note, colour and loss name in reports
 (a method that stores class labels says so by its budget rule and its verification: `ssdd.distill.budget`,
 `ssdd.distill.verify`). A new method is one module that builds a `DistillMethod` and calls `register_method`;
-a method with settings of its own also defines their config section there (a dataclass, a field of
-`ssdd.distill.config.DistillConfig`).
+a method of ssdd with settings of its own also defines their config section there (a dataclass, a field of
+`ssdd.distill.config.DistillConfig`). A method outside ssdd is a plugin (ssdd.plugins): it has no config section
+of its own.
 
 The hooks and `DistillContext.cfg` get the run's `DistillConfig`, typed `Any` here: that schema imports each
 method's config section from the method's module, and the methods import this one, so nothing a method imports
@@ -26,6 +27,7 @@ from typing import Any
 import torch
 
 from ssdd.data import ImageDataset
+from ssdd.plugins import ENV, GROUP, load_plugins
 from ssdd.run.distributed import DistInfo
 from ssdd.run.tblog import ScalarLog
 from ssdd.teacher import Teacher
@@ -128,6 +130,9 @@ class DistillMethod:
     note: str = ""  # one line for reports: what its sets hold
     colour: str | None = None  # its colour in report figures (a matplotlib colour name)
     loss_name: str = DEFAULT_LOSS_NAME  # what its metrics.jsonl logs as `loss` (the y-axis of its loss curve)
+    # a plugin's version of its code: when set, it enters the study cache key of its sets, so that a study
+    # distils them again after the code changed (ssdd's own methods go by ssdd's version)
+    version: str = ""
 
 
 _METHODS: dict[str, DistillMethod] = {}
@@ -145,23 +150,32 @@ def unregister_method(name: str) -> None:
     _METHODS.pop(name, None)
 
 
+# how a method that is not ssdd's own is found, for the messages that name the available ones
+PLUGIN_HINT = f"a plugin's method: name its module in {ENV}, or install it as an entry point of {GROUP}"
+
+
 def get_method(name: str) -> DistillMethod:
+    load_plugins()
     if name not in _METHODS:
-        raise ValueError(f"unknown distillation method '{name}' (available: {', '.join(sorted(_METHODS))})")
+        raise ValueError(f"unknown distillation method '{name}' (available: {', '.join(sorted(_METHODS))}; "
+                         f"{PLUGIN_HINT})")
     return _METHODS[name]
 
 
 def available_methods() -> list[str]:
+    load_plugins()
     return sorted(_METHODS)
 
 
 def find_method(name: Any) -> DistillMethod | None:
     """The method registered under `name`, or None (a set saved by a method this installation lacks)."""
+    load_plugins()
     return _METHODS.get(name) if isinstance(name, str) else None
 
 
 def methods_where(flag: Callable[[DistillMethod], bool]) -> list[str]:
     """The names of the registered methods for which `flag` holds, sorted (for messages)."""
+    load_plugins()
     return sorted(name for name, method in _METHODS.items() if flag(method))
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from ssdd.config import ConfigError
 from ssdd.data.validate import check_split
-from ssdd.distill.registry import DistillMethod, find_method, methods_where
+from ssdd.distill.registry import PLUGIN_HINT, DistillMethod, find_method, methods_where
 from ssdd.run.checks import (
     auto_on_off,
     batch_fits,
@@ -38,7 +38,7 @@ def method_of(cfg: Any) -> DistillMethod:
     if method is not None:
         raise ConfigError(f"method={cfg.method!r}: its sets are written by {method.written_by}, not distilled; "
                           f"`ssdd distill` runs {runnable}")
-    raise ConfigError(f"method={cfg.method!r}: unknown distillation method (available: {runnable})")
+    raise ConfigError(f"method={cfg.method!r}: unknown distillation method (available: {runnable}; {PLUGIN_HINT})")
 
 
 def check_distill_settings(cfg: Any) -> None:

@@ -110,13 +110,21 @@ def _m_from_budget(s: StoredSet, dim: int | None) -> None:
                                f"the tensors hold {s.rows}")
 
 
+def _holds(s: StoredSet, *names: str) -> None:
+    missing = [name for name in names if name not in s.stored]
+    if missing:
+        raise ManifestMismatch(f"no {' or '.join(missing)} tensor among the stored ones ({', '.join(s.stored)})")
+
+
 def verify_teacher_targets(s: StoredSet) -> None:
-    """m images with one teacher target each: d matches and m follows from the budget."""
+    """m images with one teacher target each: both are stored, d matches and m follows from the budget."""
+    _holds(s, "images", "targets")
     verify_targets(s)
     _m_from_budget(s, s.feature_dim)
 
 
 def verify_labels(s: StoredSet) -> None:
-    """m images with one class label each: m follows from the budget (a label costs one value)."""
+    """m images with one class label each: both are stored, m follows from the budget (a label costs one value)."""
+    _holds(s, "images", "labels")
     verify_targets(s)
     _m_from_budget(s, 1)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from torch import nn
 
 from ssdd.config import ModelConfig, is_count
+from ssdd.plugins import ENV, GROUP, load_plugins
 
 Builder = Callable[[ModelConfig, int], nn.Module]
 _BUILDERS: dict[str, Builder] = {}
@@ -23,13 +24,16 @@ def register(name: str) -> Callable[[Builder], Builder]:
 
 
 def available() -> list[str]:
+    load_plugins()
     return sorted(_BUILDERS)
 
 
 def build_model(cfg: ModelConfig, resolution: int) -> nn.Module:
     """Build a backbone; the module has an int attribute `feature_dim`."""
+    load_plugins()
     if cfg.name not in _BUILDERS:
-        raise ValueError(f"unknown model '{cfg.name}' (available: {', '.join(available())})")
+        raise ValueError(f"unknown model '{cfg.name}' (available: {', '.join(available())}; a plugin's: name its "
+                         f"module in {ENV}, or install it as an entry point of {GROUP})")
     if not is_count(resolution):
         raise ValueError(f"model '{cfg.name}': the resolution is a whole number of pixels, at least 1; got "
                          f"{resolution!r}")

@@ -24,6 +24,7 @@ from ssdd.config import config_to_dict, load_config, save_config, saved_form, sa
 from ssdd.data.loaders import PATHLESS_SOURCES
 from ssdd.distill.config import LEGACY_VALUES as DISTILL_LEGACY_VALUES
 from ssdd.distill.keys import method_free_keys
+from ssdd.distill.registry import find_method
 from ssdd.evaluation.config import LEGACY_VALUES as EVALUATE_LEGACY_VALUES
 from ssdd.evaluation.config import EvaluateConfig
 from ssdd.evaluation.validate import SAVED_CELLS
@@ -116,8 +117,12 @@ def stage_key(kind: str, cfg: Any, upstream: list[str]) -> str:
     # (distill: another method's options change nothing, and keys stay as before MKDT existed)
     ignored = [f"config.{saved_name(k)}" for k in free]
     legacy = {f"config.{saved_name(k)}": v for k, v in LEGACY_VALUES.get(kind, {}).items()}
-    return config_hash({"config": saved_form(config), "data": _data_fingerprints(config), "upstream": upstream,
-                        "ssdd": __version__}, ignored, legacy)
+    hashed = {"config": saved_form(config), "data": _data_fingerprints(config), "upstream": upstream,
+              "ssdd": __version__}
+    method = find_method(config.get("method")) if kind == "distill" else None
+    if method is not None and method.version:  # a plugin's code (ssdd's methods go by ssdd's version)
+        hashed["method_version"] = method.version
+    return config_hash(hashed, ignored, legacy)
 
 
 def _finished(folder: Path, key: str) -> dict[str, Any] | None:

@@ -1,0 +1,46 @@
+"""Plugins: distillation methods and network architectures registered by modules outside ssdd.
+
+A plugin is a module that calls `ssdd.distill.registry.register_method` (or `ssdd.models.register`) when it is
+imported. ssdd imports it the first time it looks a method or an architecture up, in every process it runs (the
+command, each torchrun rank, each process of `ssdd evaluate --processes`), when it is named in either way:
+
+- an installed package declares it as an entry point of the group `ssdd.plugins`, in its pyproject.toml:
+  `[project.entry-points."ssdd.plugins"]` then `means = "my_package.means"`;
+- the environment variable `SSDD_PLUGINS` lists modules importable from the Python path, separated by commas:
+  `SSDD_PLUGINS=my_method,my_backbone ssdd distill method=means ...`.
+
+Nothing here imports torch: `ssdd distill --help` names the plugins without loading them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from importlib.metadata import entry_points
+
+GROUP = "ssdd.plugins"  # the entry-point group of installed plugins
+ENV = "SSDD_PLUGINS"  # modules to import, separated by commas
+_loaded = False
+
+
+def plugin_modules() -> list[tuple[str, str]]:
+    """(module, where it is named) of every plugin, SSDD_PLUGINS first, then the installed entry points."""
+    named = [(name.strip(), ENV) for name in os.environ.get(ENV, "").split(",") if name.strip()]
+    named += [(point.value.split(":")[0], f"the entry point {point.name!r} of {GROUP}")
+              for point in entry_points(group=GROUP)]
+    return named
+
+
+def load_plugins() -> None:
+    """Import every plugin, once per process (a plugin that fails to import is a ValueError in one line)."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True  # before importing: a plugin that looks a method up while it imports does not recurse
+    for module, where in plugin_modules():
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # its own error, whatever it is: one line naming the plugin
+            first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+            raise ValueError(f"plugin {module} (named by {where}) failed to import: {type(exc).__name__}: "
+                             f"{first}") from None
