@@ -151,3 +151,16 @@ def test_what_a_methods_reconstruct_returns_is_checked_and_a_missing_tensor_is_r
     stored = StoredSet("m.json", {"method": "x"}, {"images": images}, (3, 8, 8), 1.0, True, {}, 6, 4)
     with pytest.raises(ManifestMismatch, match=r"^no targets tensor among the stored ones \(images\)$"):
         verify_teacher_targets(stored)
+
+
+def test_a_set_that_fails_its_checks_when_saved_blames_the_method_not_a_manifest(tmp_path):
+    from ssdd.artifacts.files import ArtifactError
+    from ssdd.distill.verify import verify_distilled
+
+    manifest = {"method": "nobody", "image_shape": [3, 8, 8], "budget": 10.0, "m": 5}
+    stored = {"images": torch.rand(4, 3, 8, 8)}
+    with pytest.raises(ArtifactError, match=r"'m' is 5 but the tensors hold 4 samples; the set the method made "
+                                            r"does not pass its checks, nothing was written"):
+        verify_distilled(tmp_path, manifest, stored, saving=True)
+    with pytest.raises(ArtifactError, match=r"the manifest does not describe its tensors \(edited or damaged\)"):
+        verify_distilled(tmp_path, manifest, stored)  # a saved folder read back

@@ -102,3 +102,18 @@ def test_an_evaluation_without_reference_rows_draws_without_a_legend_warning(mon
     assert not [w for w in recwarn if "No artists with labels" in str(w.message)]
     assert drawn[0].axes[0].get_legend() is None
     pyplot().close(drawn[0])
+
+
+def test_a_methods_colour_that_matplotlib_does_not_know_gets_another_with_a_note(capsys):
+    """A plugin's `colour` is not checked when it registers: the report gives its sets another colour and says
+    why, instead of failing after the evaluation ran."""
+    from ssdd.distill.registry import DistillMethod, register_method, unregister_method
+    from ssdd.report.figures import EXTRA_COLOURS, colours
+
+    register_method(DistillMethod("oddly_coloured", lambda ctx: None, lambda s, m: (s, m), colour="notacolour"))
+    try:
+        assert colours(["oddly_coloured@10"], {"oddly_coloured@10": "oddly_coloured"}) == {
+            "oddly_coloured@10": EXTRA_COLOURS[0]}
+    finally:
+        unregister_method("oddly_coloured")
+    assert "method oddly_coloured's colour 'notacolour' is not a matplotlib colour" in capsys.readouterr().err

@@ -76,7 +76,7 @@ def save_distilled(directory: str | Path, method: str, stored: dict[str, torch.T
     full = {"kind": KIND, "format_version": FORMAT_VERSION, "method": method, "image_shape": list(image_shape),
             "budget": budget, "budget_counts": "all stored tensors" if count_targets else "images only",
             "storage": report.as_dict(), **manifest}
-    verify_distilled(directory, full, stored)  # the manifest describes its tensors, before anything is written
+    verify_distilled(directory, full, stored, saving=True)  # the method's tensors pass, before any write
     shards = save_tensors(directory, stored, "distilled")  # refuses NaN/inf before writing
     full["storage"]["bytes_on_disk"] = sum((Path(directory) / s["file"]).stat().st_size for s in shards)
     full["shards"] = shards

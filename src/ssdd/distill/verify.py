@@ -18,7 +18,10 @@ from ssdd.distill.budget import samples_for_budget
 from ssdd.distill.registry import ManifestMismatch, StoredSet, find_method
 
 
-def _fail(where: str, text: str) -> ArtifactError:
+def _fail(where: str, text: str, saving: bool = False) -> ArtifactError:
+    if saving:  # the method just made these tensors: they, not a manifest, are at fault
+        return ArtifactError(f"{where}: {text}; the set the method made does not pass its checks, nothing was "
+                             f"written (a plugin's method: see its distill hook)")
     return ArtifactError(f"{where}: {text}; the manifest does not describe its tensors (edited or damaged): "
                          f"restore it or distil the set again")
 
@@ -35,49 +38,55 @@ def sample_rows(stored: Mapping[str, torch.Tensor]) -> int | None:
     return None
 
 
-def verify_distilled(directory: Any, manifest: Mapping[str, Any], stored: Mapping[str, torch.Tensor]) -> None:
-    """Recompute from the tensors what the manifest says about them; ArtifactError on any disagreement."""
+def verify_distilled(directory: Any, manifest: Mapping[str, Any], stored: Mapping[str, torch.Tensor],
+                     saving: bool = False) -> None:
+    """Recompute from the tensors what the manifest says about them; ArtifactError on any disagreement (`saving`:
+    a set about to be written, whose message blames the tensors the method made, not an edited manifest)."""
     where = f"{directory}/{MANIFEST}"
+
+    def fail(where: str, text: str) -> ArtifactError:
+        return _fail(where, text, saving)
+
     shape = manifest.get("image_shape")
     if (not isinstance(shape, list) or len(shape) != 3 or shape[0] != 3
             or not all(isinstance(s, int) and s >= 1 for s in shape) or shape[1] != shape[2]):
-        raise _fail(where, f"'image_shape' must be [3, H, H], found {shape!r}")
+        raise fail(where, f"'image_shape' must be [3, H, H], found {shape!r}")
     image_shape = (shape[0], shape[1], shape[2])
     budget = manifest.get("budget")
     if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not math.isfinite(budget) or budget <= 0:
-        raise _fail(where, f"'budget' must be a positive number, found {budget!r}")
+        raise fail(where, f"'budget' must be a positive number, found {budget!r}")
     if not stored:
-        raise _fail(where, "no tensors")
+        raise fail(where, "no tensors")
     config = manifest.get("config") if isinstance(manifest.get("config"), dict) else {}
     if "budget" in config and not _close(config["budget"], budget):
-        raise _fail(where, f"'budget' is {budget:g} but the run was configured with budget={config['budget']:g}")
+        raise fail(where, f"'budget' is {budget:g} but the run was configured with budget={config['budget']:g}")
 
     # storage recomputed from the tensors
     report = storage_of(stored, image_shape)
     recorded = manifest.get("storage")
     if isinstance(recorded, dict):
         if "floats" in recorded and int(recorded["floats"]) != report.floats:
-            raise _fail(where, f"storage says {recorded['floats']} stored values, the tensors hold {report.floats}")
+            raise fail(where, f"storage says {recorded['floats']} stored values, the tensors hold {report.floats}")
         if "image_equivalents" in recorded and not _close(recorded["image_equivalents"], report.image_equivalents):
-            raise _fail(where, f"storage says {recorded['image_equivalents']:.4g} image-equivalents, the tensors "
+            raise fail(where, f"storage says {recorded['image_equivalents']:.4g} image-equivalents, the tensors "
                                f"occupy {report.image_equivalents:.4g} at image shape {list(image_shape)}")
         for name, entry in (recorded.get("tensors") or {}).items():
             actual = stored.get(name)
             if actual is None or list(entry.get("shape", [])) != list(actual.shape):
-                raise _fail(where, f"tensor '{name}' is listed with shape {entry.get('shape')}, found "
+                raise fail(where, f"tensor '{name}' is listed with shape {entry.get('shape')}, found "
                                    f"{None if actual is None else list(actual.shape)}")
     counts_images_only = manifest.get("budget_counts") == "images only"
     counted = {k: v for k, v in stored.items() if not (counts_images_only and k == "targets")}
     used = storage_of(counted, image_shape).image_equivalents
     if used > budget + 1e-9:
-        raise _fail(where, f"the tensors occupy {used:.4g} image-equivalents, over the budget of {budget:g}")
+        raise fail(where, f"the tensors occupy {used:.4g} image-equivalents, over the budget of {budget:g}")
 
     m = manifest.get("m")
     rows = sample_rows(stored)
     if m is not None and rows is not None and m != rows:
-        raise _fail(where, f"'m' is {m} but the tensors hold {rows} samples")
+        raise fail(where, f"'m' is {m} but the tensors hold {rows} samples")
     if "images" in stored and list(stored["images"].shape[1:]) != list(image_shape):
-        raise _fail(where, f"'image_shape' is {list(image_shape)} but the images are "
+        raise fail(where, f"'image_shape' is {list(image_shape)} but the images are "
                            f"{list(stored['images'].shape[1:])}")
     teacher = manifest.get("teacher") if isinstance(manifest.get("teacher"), dict) else {}
     found = StoredSet(where, manifest, stored, image_shape, float(budget), not counts_images_only, config,
@@ -86,7 +95,7 @@ def verify_distilled(directory: Any, manifest: Mapping[str, Any], stored: Mappin
     try:
         (method.verify if method is not None and method.verify is not None else verify_targets)(found)
     except ManifestMismatch as exc:
-        raise _fail(where, str(exc)) from None
+        raise fail(where, str(exc)) from None
 
 
 # ----------------------------------------------------------------------------- verify hooks methods share

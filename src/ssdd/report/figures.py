@@ -5,14 +5,17 @@ images."""
 from __future__ import annotations
 
 import io
+import sys
 from pathlib import Path
 from typing import Any
+
+from matplotlib.colors import is_color_like
 
 from ssdd.distill.registry import find_method, loss_name
 from ssdd.report.gather import REFERENCE_METHODS, REFERENCE_NAMES, ReportData
 from ssdd.report.plots import pyplot
 
-EXTRA_COLOURS = ["tab:brown", "tab:olive", "tab:cyan"]
+EXTRA_COLOURS = ["tab:brown", "tab:cyan", "goldenrod"]  # none a method's or a reference row's colour
 MODE_NAMES = {"finetune": "fine-tune", "linear_probe": "linear probe"}
 # (name, colour, line style) of each reference row's horizontal line
 REFERENCE_STYLE = {method: (REFERENCE_NAMES[method], colour, style) for method, colour, style in (
@@ -36,6 +39,10 @@ def colours(labels: list[str], methods: dict[str, str]) -> dict[str, str]:
         if series not in taken:
             method = find_method(methods[label])
             colour = method.colour if method else None
+            if colour is not None and not is_color_like(colour):  # a plugin's: the figure still draws
+                print(f"ssdd report: note: method {method.name}'s colour {colour!r} is not a matplotlib colour; "
+                      f"its sets get another", file=sys.stderr)
+                colour = None
             taken[series] = colour if colour is not None and colour not in taken.values() else next(extra)
         result[label] = taken[series]
     return result
