@@ -1,6 +1,6 @@
 """Plugins (ssdd.plugins): a method and an architecture registered by modules outside ssdd, named by
-SSDD_PLUGINS or by an installed entry point, are found by every ssdd process: the command (and its --help), a
-study's stages and the processes `ssdd evaluate --processes` starts."""
+SSDD_PLUGINS or by an installed entry point, are found by every ssdd process: the command (and its --help) and
+the processes `ssdd evaluate --processes` starts."""
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ def test_a_plugin_named_by_ssdd_plugins_runs_in_every_process(site, tmp_path):
     from conftest import make_teacher
 
     make_teacher(tmp_path / "teacher")
-    plain = _distill(tmp_path, {})
+    plain = _distill(tmp_path, {"SSDD_PLUGINS": ""})
     assert plain.returncode == 2 and "method='first_images': unknown distillation method" in plain.stderr
     assert "a plugin's method: name its module in SSDD_PLUGINS, or install it as an entry point" in plain.stderr
     env = {"SSDD_PLUGINS": "my_plugin"}
@@ -93,11 +93,13 @@ def test_an_installed_entry_point_is_a_plugin_and_one_that_fails_to_import_is_on
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: my-plugin-dist\nVersion: 1.0\n")
     (info / "entry_points.txt").write_text("[ssdd.plugins]\nfirst_images = my_plugin\n")
-    assert _distill(tmp_path, {}).returncode == 0
+    assert _distill(tmp_path, {"SSDD_PLUGINS": ""}).returncode == 0
     broken = _distill(tmp_path, {"SSDD_PLUGINS": "no_such_module"}, out="other")
     assert broken.returncode == 2
     assert broken.stderr.strip() == ("ssdd distill: error: plugin no_such_module (named by SSDD_PLUGINS) failed to "
-                                     "import: ModuleNotFoundError: No module named 'no_such_module'")
+                                     "import: ModuleNotFoundError: No module named 'no_such_module' (a module in the "
+                                     "current folder: add the folder to PYTHONPATH; the `ssdd` command does not "
+                                     "look there)")
 
 
 def test_a_plugins_version_enters_its_sets_study_keys_and_ssdds_methods_keep_theirs():
@@ -116,3 +118,21 @@ def test_a_plugins_version_enters_its_sets_study_keys_and_ssdds_methods_keep_the
     assert key_with("1") != key_with("2") != key_with("")
     assert key_with("") == stage_key("distill", load_config(DistillConfig, "demo_distill", ["method=versioned"]),
                                      ["t"])  # no version: the key as before the field existed
+
+
+def test_a_plugin_that_fails_to_import_fails_every_lookup_and_ssdd_check_says_so(monkeypatch, capsys):
+    """The first lookup's error comes again at every later one (not a silent "unknown method" with the plugins
+    after it never imported), and `ssdd check` names the plugin instead of advising to reinstall torch."""
+    import ssdd.plugins as plugins
+    from ssdd.cli.check import run_check
+    from ssdd.distill.registry import get_method
+
+    monkeypatch.setenv("SSDD_PLUGINS", "no_such_plugin_module")
+    monkeypatch.setattr(plugins, "_state", "not loaded")
+    monkeypatch.setattr(plugins, "_failure", None)
+    for _ in range(2):
+        with pytest.raises(ValueError, match=r"^plugin no_such_plugin_module \(named by SSDD_PLUGINS\) failed to "):
+            get_method("krr_st")
+    assert run_check() == 1
+    out = capsys.readouterr().out
+    assert "[FAIL] plugins" in out and "a plugin fails to import" in out and "reinstall torch" not in out

@@ -132,14 +132,16 @@ def test_what_a_methods_reconstruct_returns_is_checked_and_a_missing_tensor_is_r
     from ssdd.distill.artifact import DistilledSet
     from ssdd.distill.verify import verify_teacher_targets
 
-    images, targets = torch.rand(4, 3, 8, 8), torch.randn(4, 6)
+    gen = torch.Generator().manual_seed(0)
+    images, targets = 0.1 + 0.8 * torch.rand(4, 3, 8, 8, generator=gen), torch.randn(4, 6, generator=gen)
     returns = {"pixels": (images * 255, targets), "short": (images, targets[:3]), "ints": (images.long(), targets),
                "fine": (images * 1.4 - 0.2, targets)}  # learned images stray outside [0, 1]: fine
     for name, pair in returns.items():
         register_method(DistillMethod(name, lambda ctx: None, lambda s, m, pair=pair: pair))
     try:
-        for name, message in (("pixels", r"^method pixels's reconstruct returned images in \[0\.\d+, 2\d\d\]; it must "
-                                         r"return them on the \[0, 1\] pixel scale \(uint8 pixels: divide by 255\)$"),
+        for name, message in (("pixels", r"^method pixels's reconstruct returned images in \[25\.8, 229\]; it must "
+                                         r"return them on the \[0, 1\] pixel scale \(0 to 255 pixels: divide by 255; "
+                                         r"an imported set: check its --mean and --std, in \[0, 1\] pixel units\)$"),
                               ("short", r"^method short's reconstruct returned 4 images but 3 targets$"),
                               ("ints", r"^method ints's reconstruct returned images of torch\.int64")):
             with pytest.raises(ValueError, match=message):
@@ -151,6 +153,10 @@ def test_what_a_methods_reconstruct_returns_is_checked_and_a_missing_tensor_is_r
     stored = StoredSet("m.json", {"method": "x"}, {"images": images}, (3, 8, 8), 1.0, True, {}, 6, 4)
     with pytest.raises(ManifestMismatch, match=r"^no targets tensor among the stored ones \(images\)$"):
         verify_teacher_targets(stored)
+    from ssdd.distill.verify import verify_labels
+
+    with pytest.raises(ManifestMismatch, match=r"^no labels tensor among the stored ones \(images\)$"):
+        verify_labels(stored)
 
 
 def test_a_set_that_fails_its_checks_when_saved_blames_the_method_not_a_manifest(tmp_path):

@@ -117,3 +117,8 @@ def test_a_methods_colour_that_matplotlib_does_not_know_gets_another_with_a_note
     finally:
         unregister_method("oddly_coloured")
     assert "method oddly_coloured's colour 'notacolour' is not a matplotlib colour" in capsys.readouterr().err
+    from ssdd.distill.registry import available_methods, get_method
+    from ssdd.report.figures import REFERENCE_STYLE
+
+    used = {get_method(name).colour for name in available_methods()} | {c for _, c, _ in REFERENCE_STYLE.values()}
+    assert not used & set(EXTRA_COLOURS)  # a variant's colour is never a method's or a reference line's

@@ -11,6 +11,7 @@ import torch
 
 from ssdd.data.loaders import verify_image_folder
 from ssdd.data.validate import describe_data
+from ssdd.plugins import load_plugins, plugin_modules
 from ssdd.run.runtime import versions
 from ssdd.teacher.validate import teacher_manifest
 
@@ -95,6 +96,15 @@ def run_check(extra_data: list[str] | None = None) -> int:
     _line(True, "versions", ", ".join(f"{k} {v}" for k, v in info.items() if k != "platform"))
     _line(None, "platform", info["platform"])
     _line(None, "threads", f"torch uses {torch.get_num_threads()} CPU threads ({os.cpu_count()} cores)")
+    named, plugins_import = plugin_modules(), True
+    if named:  # before the smoke steps: building a network imports them, and their error is not torch's
+        try:
+            load_plugins()
+            _line(True, "plugins", ", ".join(module for module, _ in named))
+        except ValueError as exc:
+            _line(False, "plugins", str(exc))
+            failures.append("a plugin fails to import: fix it, or leave it out of SSDD_PLUGINS (or uninstall it)")
+            plugins_import = False
 
     devices = [torch.device("cpu")]
     if torch.cuda.is_available():
@@ -103,7 +113,7 @@ def run_check(extra_data: list[str] | None = None) -> int:
         _line(True, "cuda", f"{torch.cuda.device_count()} GPU(s): {names}")
     else:
         _line(None, "cuda", "no GPU visible: everything runs on the CPU (use the cpu presets)")
-    for device in devices[:2]:
+    for device in devices[:2] if plugins_import else []:
         try:
             _line(True, f"forward/backward {device.type}", _smoke_step(device))
         except Exception as exc:  # report any failure of the tiny step, whatever its type

@@ -49,13 +49,16 @@ def _check_pairs(method: str, images: torch.Tensor, targets: torch.Tensor) -> No
     """A method's rebuilt pairs are what the evaluation trains on: float images on the [0, 1] pixel scale, one
     target (or label) per image; a plugin's reconstruct that returns anything else is named in one line."""
     where = f"method {method}'s reconstruct"
+    if images.numel() == 0:
+        raise ValueError(f"{where} returned no images")
     if not images.is_floating_point() or images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"{where} returned images of {images.dtype} {tuple(images.shape)}; it must return float "
                          f"(M, 3, H, W) images on the [0, 1] pixel scale")
     low, high = (float(v) for v in torch.aminmax(images))
     if low < PIXEL_SCALE[0] or high > PIXEL_SCALE[1]:
         raise ValueError(f"{where} returned images in [{low:.3g}, {high:.3g}]; it must return them on the [0, 1] "
-                         f"pixel scale (uint8 pixels: divide by 255)")
+                         f"pixel scale (0 to 255 pixels: divide by 255; an imported set: check its --mean and --std, "
+                         f"in [0, 1] pixel units)")
     if targets.shape[0] != images.shape[0]:
         raise ValueError(f"{where} returned {images.shape[0]} images but {targets.shape[0]} targets")
 
@@ -76,7 +79,11 @@ def save_distilled(directory: str | Path, method: str, stored: dict[str, torch.T
     full = {"kind": KIND, "format_version": FORMAT_VERSION, "method": method, "image_shape": list(image_shape),
             "budget": budget, "budget_counts": "all stored tensors" if count_targets else "images only",
             "storage": report.as_dict(), **manifest}
+    found = get_method(method)
+    if found.version:  # a plugin's code version, beside the set it made
+        full["method_version"] = found.version
     verify_distilled(directory, full, stored, saving=True)  # the method's tensors pass, before any write
+    _check_pairs(method, *found.reconstruct(stored, full))  # and rebuild into pairs the evaluation can train on
     shards = save_tensors(directory, stored, "distilled")  # refuses NaN/inf before writing
     full["storage"]["bytes_on_disk"] = sum((Path(directory) / s["file"]).stat().st_size for s in shards)
     full["shards"] = shards

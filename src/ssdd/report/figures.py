@@ -9,13 +9,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from matplotlib.colors import is_color_like
-
 from ssdd.distill.registry import find_method, loss_name
 from ssdd.report.gather import REFERENCE_METHODS, REFERENCE_NAMES, ReportData
 from ssdd.report.plots import pyplot
 
 EXTRA_COLOURS = ["tab:brown", "tab:cyan", "goldenrod"]  # none a method's or a reference row's colour
+_ODD_COLOURS: set[str] = set()  # methods whose colour matplotlib does not know, noted once per process
 MODE_NAMES = {"finetune": "fine-tune", "linear_probe": "linear probe"}
 # (name, colour, line style) of each reference row's horizontal line
 REFERENCE_STYLE = {method: (REFERENCE_NAMES[method], colour, style) for method, colour, style in (
@@ -32,6 +31,8 @@ def png_bytes(fig: Any, dpi: int = 100) -> bytes:
 def colours(labels: list[str], methods: dict[str, str]) -> dict[str, str]:
     """A colour per label: one per series (the label without its budget, so random@10 and random@100 match),
     the method's own for the first series of a method, extra colours for variants (boost-no-views@100)."""
+    from matplotlib.colors import is_color_like
+
     taken: dict[str, str] = {}
     result, extra = {}, iter(EXTRA_COLOURS * 4)
     for label in labels:
@@ -40,8 +41,10 @@ def colours(labels: list[str], methods: dict[str, str]) -> dict[str, str]:
             method = find_method(methods[label])
             colour = method.colour if method else None
             if colour is not None and not is_color_like(colour):  # a plugin's: the figure still draws
-                print(f"ssdd report: note: method {method.name}'s colour {colour!r} is not a matplotlib colour; "
-                      f"its sets get another", file=sys.stderr)
+                if method.name not in _ODD_COLOURS:
+                    _ODD_COLOURS.add(method.name)
+                    print(f"note: method {method.name}'s colour {colour!r} is not a matplotlib colour; its sets get "
+                          f"another in the report's figures", file=sys.stderr)
                 colour = None
             taken[series] = colour if colour is not None and colour not in taken.values() else next(extra)
         result[label] = taken[series]
