@@ -30,8 +30,10 @@ def plugin_modules() -> list[tuple[str, str]]:
     named twice once."""
     named = [(name.strip(), ENV) for name in os.environ.get(ENV, "").split(",") if name.strip()]
     named += [(point.module, f"the entry point {point.name!r} of {GROUP}") for point in entry_points(group=GROUP)]
-    seen: set[str] = set()
-    return [(module, where) for module, where in named if not (module in seen or seen.add(module))]
+    first: dict[str, str] = {}
+    for module, where in named:
+        first.setdefault(module, where)
+    return list(first.items())
 
 
 def load_plugins() -> None:

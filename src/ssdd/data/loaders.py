@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import zipfile
 import zlib
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -60,11 +61,14 @@ def load_npz(path: str | Path, split: str, resolution: int, name: str = "") -> I
     if classes_raw is not None:
         classes = tuple(str(c) for c in classes_raw.tolist())
     else:
-        all_labels = [archive[k] for k in keys if k.startswith("y_")]
-        top = max((int(a.max()) for a in all_labels if np.issubdtype(a.dtype, np.integer) and a.size), default=-1)
-        classes = tuple(str(i) for i in range(top + 1))
+        classes = tuple(str(i) for i in range(label_count(archive[k] for k in keys if k.startswith("y_"))))
     images, labels = checked_arrays(x, y, len(classes), f"{path}[{split}]")
     return ImageDataset(resize_uint8(images, resolution), labels, classes, split, name or path.stem)
+
+
+def label_count(labels: Iterable[np.ndarray]) -> int:
+    """The classes a file without class names has: its largest integer label plus one, over every split."""
+    return 1 + max((int(y.max()) for y in labels if np.issubdtype(y.dtype, np.integer) and y.size), default=-1)
 
 
 def checked_arrays(x: np.ndarray, y: np.ndarray, num_classes: int, where: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -88,9 +92,7 @@ def save_npz(path: str | Path, splits: dict[str, tuple[np.ndarray, np.ndarray]],
     path = Path(path)
     if path.suffix != ".npz":
         path = path.with_name(path.name + ".npz")
-    labels = [np.asarray(y) for _, y in splits.values()]
-    count = len(classes) if classes is not None else 1 + max(
-        (int(y.max()) for y in labels if np.issubdtype(y.dtype, np.integer) and y.size), default=-1)
+    count = len(classes) if classes is not None else label_count(np.asarray(y) for _, y in splits.values())
     arrays: dict[str, np.ndarray] = {} if classes is None else {"classes": np.asarray(classes)}
     for split, (x, y) in splits.items():
         x, y = np.asarray(x), np.asarray(y)

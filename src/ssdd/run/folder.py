@@ -56,9 +56,8 @@ def check_resume_compatible(saved: Mapping[str, Any], current: Mapping[str, Any]
     free, legacy = set(allowed), legacy or {}
     a, b = flatten(current_form(dict(saved))), flatten(current)  # a config saved before a section was renamed
     a.update({k: v for k, v in legacy.items() if k not in a})
-    for key in ("device",):  # `auto` is the device it picks here: a run on `cpu` resumes with `auto` on a CPU
-        if key in a and key in b:
-            a[key], b[key] = _picked(a[key]), _picked(b[key])
+    if "device" in a and "device" in b:  # `auto` is the device it picks here: `cpu` resumes with `auto` on a CPU
+        a["device"], b["device"] = _picked(a["device"]), _picked(b["device"])
     differing = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and k not in free]
     if differing:
         details = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in differing[:6])
