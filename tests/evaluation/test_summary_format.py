@@ -8,7 +8,7 @@ import json
 import yaml
 
 from ssdd.cli import main
-from ssdd.evaluation.report import format_table, summarize, write_report, write_results
+from ssdd.evaluation.report import format_table, summarize, with_arch_labels, write_report, write_results
 from ssdd.report.formats import mean_std, ratio, seconds, significant
 
 
@@ -128,3 +128,21 @@ def test_samples_seen_are_shown_and_derived_for_old_rows_only_where_the_config_m
     assert main(["evaluate", "--report-only", f"out_dir={tmp_path}"]) == 0
     saved = {s["label"]: s for s in json.loads((tmp_path / "summary.json").read_text())["rows"]}
     assert saved["boost@100"]["pretrain_samples"] == counted
+
+
+def test_two_widths_of_one_network_are_two_networks_not_two_seeds():
+    rows = []
+    for width, top1 in ((8, 50.0), (16, 70.0)):
+        rows += [{**row, "arch_width": width, "arch_depth": 3, "top1": top1} for row in _rows(seeds=1)]
+    summary = summarize(rows)
+    boost = {s["arch"]: s for s in summary if s["label"] == "boost@100"}
+    assert sorted(boost) == ["a-w16", "a-w8"]
+    assert [boost["a-w8"]["seeds"], boost["a-w8"]["top1_mean"], boost["a-w16"]["top1_mean"]] == [1, 50.0, 70.0]
+    assert all(s["retention"] == 1.0 for s in summary)  # each against the full-data row of its own width
+
+
+def test_a_setting_an_older_row_did_not_record_tells_no_network_apart():
+    rows = _rows(seeds=2)
+    rows[0]["arch_depth"], rows[1]["arch_depth"] = None, 3  # a row written before the depth was recorded
+    assert {s["arch"] for s in summarize(rows)} == {"a"}
+    assert with_arch_labels(rows)[1] is rows[1]  # nothing to tell apart: the rows come back as they are

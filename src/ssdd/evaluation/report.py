@@ -104,6 +104,29 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
+# the settings of a network that a row records beside its name, and how a label writes each
+_ARCH_SETTINGS = (("arch_width", "-w{}"), ("arch_depth", "-d{}"), ("arch_feature", "-{}"))
+
+
+def with_arch_labels(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows with `arch` as the name of the network they are reported under: its name (convnet), with the
+    width, depth or feature that tells it apart from another network of that name in the same rows
+    (convnet-w8, convnet-w16); a setting a row does not record (None: rows written before it was) tells nothing
+    apart. Rows whose name is already unique come back unchanged."""
+    recorded: dict[str, dict[str, set[Any]]] = defaultdict(lambda: defaultdict(set))
+    for row in rows:
+        for key, _ in _ARCH_SETTINGS:
+            if row.get(key) is not None:
+                recorded[row["arch"]][key].add(row[key])
+    labelled = []
+    for row in rows:
+        varying = recorded[row["arch"]]
+        suffix = "".join(form.format("?" if row.get(key) is None else row[key])
+                         for key, form in _ARCH_SETTINGS if len(varying[key]) > 1)
+        labelled.append({**row, "arch": row["arch"] + suffix} if suffix else row)
+    return labelled
+
+
 def summarize(rows: list[dict[str, Any]], config: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Mean +- std over seeds per (label, arch, target, mode), with retention against full data (the row with
     the distilled rows' recipe when the evaluation has one, else the tuned row: `retention_of` names it; one
@@ -111,6 +134,7 @@ def summarize(rows: list[dict[str, Any]], config: dict[str, Any] | None = None) 
     pre-training and that full-data row, and gains over no pre-training and over the random subset at the same
     budget. `config` (the evaluation's config.yaml, as a dict) gives rows recorded before `pretrain_samples`
     existed theirs where it determines them exactly (`recorded_samples`); without it they stay unknown (None)."""
+    rows = with_arch_labels(rows)  # two widths of one network are two networks, not two seeds of one
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         groups[(row["label"], row["arch"], row["target"], row["mode"])].append(row)

@@ -25,7 +25,7 @@ from ssdd.evaluation.references import (
     REFERENCE_METHODS,
     retention_reference,
 )
-from ssdd.evaluation.report import read_results, summarize
+from ssdd.evaluation.report import read_results, summarize, with_arch_labels
 
 # how the report names the reference rows (tables, figures, text)
 REFERENCE_NAMES = {NO_PRETRAIN: "no pre-training", FULL_DATA_SAME_RECIPE: "full data, distilled rows' recipe",
@@ -339,5 +339,5 @@ def gather(eval_dir: str | Path, teacher: str | Path | None = None,
                                      eval_dir, rows, notes, explicit=distilled is not None)
     notes.extend(_teacher_mismatch(teacher_info, distilled_infos))
     notes.extend(_unfinished(config_path, rows))
-    return ReportData(eval_dir, rows, summarize(rows, config), config, saved.get("versions"), teacher_info,
-                      distilled_infos, notes)
+    return ReportData(eval_dir, with_arch_labels(rows), summarize(rows, config), config, saved.get("versions"),
+                      teacher_info, distilled_infos, notes)
