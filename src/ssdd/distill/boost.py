@@ -37,7 +37,7 @@ from ssdd.distill.registry import (
     StoredSet,
     register_method,
 )
-from ssdd.distill.subsets import kmeans_indices
+from ssdd.distill.selection import kmeans_indices, random_indices
 from ssdd.distill.views import apply_views, check_views, describe_view, encode_view
 from ssdd.run import distributed as D
 from ssdd.run.checks import non_negative, positive, whole
@@ -249,7 +249,7 @@ def _initialise(ctx: DistillContext, views: list[str], m: int, spec: BoostSpec, 
     if b.selection == "kmeans":
         index, _ = kmeans_indices(features, m, cfg.kmeans_iterations, cfg.seed)
     else:
-        index = torch.randperm(n_source, generator=cpu_gen)[:m].sort().values
+        index = random_indices(n_source, m, cpu_gen)
     chosen_u8 = images_u8[index.to(images_u8.device)]
 
     values: dict[str, torch.Tensor] = {}

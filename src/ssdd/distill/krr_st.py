@@ -13,9 +13,10 @@ from typing import Any
 import torch
 
 from ssdd.augment import to_float
-from ssdd.distill.budget import samples_for_budget, teacher_target_samples
+from ssdd.distill.budget import teacher_target_samples
 from ssdd.distill.outer import RealViews, Support, outer_loop
 from ssdd.distill.registry import DistillContext, DistillMethod, DistillResult, register_method
+from ssdd.distill.selection import random_indices
 from ssdd.distill.verify import verify_teacher_targets
 
 
@@ -23,11 +24,11 @@ def distill_krr_st(ctx: DistillContext) -> DistillResult:
     cfg, outer, device, teacher = ctx.cfg, ctx.cfg.outer, ctx.device, ctx.teacher
     images_u8 = ctx.source.images
     n_source, image_shape = images_u8.shape[0], tuple(images_u8.shape[1:])
-    m = samples_for_budget(cfg.budget, image_shape, teacher.feature_dim, cfg.count_targets, available=n_source)
+    m = teacher_target_samples(cfg, image_shape, teacher.feature_dim, n_source)
     cpu_gen = torch.Generator().manual_seed(cfg.seed)
     aug_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
 
-    init_index = torch.randperm(n_source, generator=cpu_gen)[:m].sort().values
+    init_index = random_indices(n_source, m, cpu_gen)
     x_s = to_float(images_u8[init_index.to(images_u8.device)]).clone().requires_grad_(True)
     with torch.no_grad():
         y_s = teacher(x_s).float().clone().requires_grad_(True)

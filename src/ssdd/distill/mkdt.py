@@ -22,9 +22,10 @@ import torch
 
 from ssdd.augment import normalize, to_float
 from ssdd.config import ConfigError, ModelConfig, config_to_dict
-from ssdd.distill.budget import samples_for_budget, teacher_target_samples
+from ssdd.distill.budget import teacher_target_samples
 from ssdd.distill.pool import seeded_member
 from ssdd.distill.registry import DistillContext, DistillMethod, DistillResult, register_method
+from ssdd.distill.selection import random_indices
 from ssdd.distill.unroll import FlatModel, matching_loss, minibatches, unrolled_sgd
 from ssdd.distill.verify import verify_teacher_targets
 from ssdd.experts.artifact import ExpertTrajectories, load_experts
@@ -99,7 +100,7 @@ def check_experts_folder(cfg: Any, teacher: Mapping[str, Any], available: int | 
 def init_indices(experts: ExpertTrajectories, m: int, how: str, n_source: int, seed: int) -> torch.Tensor:
     """The source images the distilled set starts from (sorted)."""
     if how == "random":
-        return torch.randperm(n_source, generator=torch.Generator().manual_seed(seed))[:m].sort().values
+        return random_indices(n_source, m, torch.Generator().manual_seed(seed))
     scores = experts.sample_scores()
     if scores.numel() != n_source:
         raise ValueError(f"{experts.directory}: the experts scored {scores.numel()} images, the source has {n_source}")
@@ -121,7 +122,7 @@ def distill_mkdt(ctx: DistillContext) -> DistillResult:
     if flat.layout() != experts.layout:
         raise ValueError(f"{mk.experts}: the experts' parameter layout does not match their model "
                          f"({experts.manifest.get('model')}); the artifact was made by another version")
-    m = samples_for_budget(cfg.budget, image_shape, teacher.feature_dim, True, available=n_source)
+    m = teacher_target_samples(cfg, image_shape, teacher.feature_dim, n_source)
     with phase(f"initial images: {m} by {mk.init}"):
         index = init_indices(experts, m, mk.init, n_source, cfg.seed)
     chosen = images_u8[index.to(images_u8.device)]

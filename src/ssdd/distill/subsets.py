@@ -11,20 +11,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import torch
 
 from ssdd.config import ConfigError
-from ssdd.distill.budget import label_samples, samples_for_budget, teacher_target_samples
+from ssdd.distill.budget import label_samples, teacher_target_samples
 from ssdd.distill.mkdt import check_experts_folder
 from ssdd.distill.registry import DistillContext, DistillMethod, DistillResult, register_method
+from ssdd.distill.selection import kmeans_indices, random_indices
 from ssdd.distill.verify import verify_labels, verify_teacher_targets
 from ssdd.run.progress import phase
 
 
 def _m(ctx: DistillContext) -> int:
-    shape = tuple(ctx.source.images.shape[1:])
-    return samples_for_budget(ctx.cfg.budget, shape, ctx.teacher.feature_dim, True, available=len(ctx.source))
+    return teacher_target_samples(ctx.cfg, tuple(ctx.source.images.shape[1:]), ctx.teacher.feature_dim,
+                                  len(ctx.source))
 
 
 def _result(ctx: DistillContext, index: torch.Tensor, info: dict[str, Any]) -> DistillResult:
@@ -37,9 +37,8 @@ def _result(ctx: DistillContext, index: torch.Tensor, info: dict[str, Any]) -> D
 
 def distill_random_supervised(ctx: DistillContext) -> DistillResult:
     """The same draw as `random` at this seed, with labels instead of teacher targets."""
-    shape = tuple(ctx.source.images.shape[1:])
-    m = samples_for_budget(ctx.cfg.budget, shape, 1, True, available=len(ctx.source))
-    index = torch.randperm(len(ctx.source), generator=torch.Generator().manual_seed(ctx.cfg.seed))[:m].sort().values
+    m = label_samples(ctx.cfg, tuple(ctx.source.images.shape[1:]), 1, len(ctx.source))
+    index = random_indices(len(ctx.source), m, torch.Generator().manual_seed(ctx.cfg.seed))
     device_index = index.to(ctx.source.images.device)
     stored = {"images": ctx.source.images[device_index].cpu(), "labels": ctx.source.labels[device_index].cpu()}
     return DistillResult(stored, {"m": m, "source_indices": index.tolist(), "num_classes": ctx.source.num_classes})
@@ -50,31 +49,7 @@ def reconstruct_subset(stored: dict[str, torch.Tensor], manifest: dict[str, Any]
 
 
 def distill_random(ctx: DistillContext) -> DistillResult:
-    m = _m(ctx)
-    generator = torch.Generator().manual_seed(ctx.cfg.seed)
-    index = torch.randperm(len(ctx.source), generator=generator)[:m].sort().values
-    return _result(ctx, index, {})
-
-
-def kmeans_indices(features: torch.Tensor, m: int, iterations: int, seed: int) -> tuple[torch.Tensor, float]:
-    """k-means (m centroids) on (N, d) features; the index of the real sample nearest to each centroid
-    (distinct: a centroid whose nearest sample is taken gets its next nearest), and the inertia."""
-    from sklearn.cluster import KMeans
-
-    points = features.detach().cpu().numpy().astype(np.float32)
-    kmeans = KMeans(n_clusters=m, n_init=1, max_iter=iterations, random_state=seed)
-    with phase(f"k-means: {m:,} clusters of {points.shape[0]:,} features (at most {iterations} iterations)") as fitting:
-        kmeans.fit(points)
-        fitting.detail = f"{kmeans.n_iter_} iterations"
-    distances = torch.cdist(torch.from_numpy(kmeans.cluster_centers_), torch.from_numpy(points))  # (m, N)
-    order = distances.argsort(dim=1)
-    chosen: list[int] = []
-    taken: set[int] = set()
-    for row in order:
-        pick = next(int(i) for i in row[: m + 1].tolist() if int(i) not in taken)
-        taken.add(pick)
-        chosen.append(pick)
-    return torch.tensor(chosen), float(kmeans.inertia_)
+    return _result(ctx, random_indices(len(ctx.source), _m(ctx), torch.Generator().manual_seed(ctx.cfg.seed)), {})
 
 
 def distill_kmeans(ctx: DistillContext) -> DistillResult:
