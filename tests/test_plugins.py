@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from ssdd.distill.budget import teacher_target_samples
 from ssdd.distill.registry import DistillMethod, DistillResult, register_method
+from ssdd.distill.views import register_view
 from ssdd.distill.verify import verify_teacher_targets
 from ssdd.models import register
 
@@ -41,6 +42,7 @@ class Tiny(nn.Module):
 
 
 register("tiny_mlp")(lambda cfg, resolution: Tiny(resolution))
+register_view("shift2", lambda x: x.roll(2, dims=-1), exact_permutation=True)
 '''
 
 
@@ -73,12 +75,19 @@ def test_a_plugin_named_by_ssdd_plugins_runs_in_every_process(site, tmp_path):
     done = _distill(tmp_path, env)
     assert done.returncode == 0, done.stderr
     assert "and those of the plugins my_plugin" in " ".join(_run(tmp_path, "distill", "--help", env=env).stdout.split())
-    # its set is scored by processes of their own, with the plugin's architecture, and reported
+    # its view is one of Boost's predefined augmentations
+    boost = _run(tmp_path, "distill", "-c", "demo_distill_boost", "outer.steps=2", "boost.target_bases=4",
+                 "boost.augmentations=[identity,shift2]", f"teacher={tmp_path / 'teacher'}", "out_dir=boost",
+                 "--no-progress", env=env)
+    assert boost.returncode == 0, boost.stderr
+    unknown = _run(tmp_path, "show", "boost", env={"SSDD_PLUGINS": ""})
+    assert unknown.returncode == 2 and "unknown augmentation 'shift2'" in unknown.stderr
+    # its sets are scored by processes of their own, with the plugin's architecture, and reported
     evaluate = _run(tmp_path, "evaluate", "-c", "demo_evaluate", f"teacher={tmp_path / 'teacher'}", "seeds=1",
                     "models=[{name: tiny_mlp}]", "pretrain.max_iterations=2", "finetune.iterations=2",
                     "finetune.small_iterations=2", "probe.iterations=2", "full_data.enabled=false",
                     "full_data.same_recipe=false", "cka_images=0", "out_dir=eval", "--no-progress",
-                    "--processes", "2", "--distilled", "set", env=env)
+                    "--processes", "2", "--distilled", "set", "boost", env=env)
     assert evaluate.returncode == 0, evaluate.stderr
     report = _run(tmp_path, "report", "eval", env=env)
     assert report.returncode == 0, report.stderr

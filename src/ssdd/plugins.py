@@ -1,7 +1,8 @@
 """Plugins: distillation methods and network architectures registered by modules outside ssdd.
 
-A plugin is a module that calls `ssdd.distill.registry.register_method` (or `ssdd.models.register`) when it is
-imported. ssdd imports it the first time it looks a method or an architecture up, in every process it runs (the
+A plugin is a module that calls `ssdd.distill.registry.register_method` (or `ssdd.models.register`, or
+`ssdd.distill.views.register_view`) when it is imported. ssdd imports it the first time it looks a method, an
+architecture or a view up, in every process it runs (the
 command, each torchrun rank, each process of `ssdd evaluate --processes`), when it is named in either way:
 
 - an installed package declares it as an entry point of the group `ssdd.plugins`, in its pyproject.toml:

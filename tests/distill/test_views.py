@@ -131,3 +131,41 @@ def test_random_views_split_and_sync_free_give_the_same_images(names):
     assert torch.allclose(views_at(x, names, choice, sync_free=True), plain, atol=1e-6)
     if len(names) > 1:
         assert len(set(choice.tolist())) == len(names)  # every view drawn: the comparison covers each
+
+
+@pytest.fixture
+def own_registry(monkeypatch):
+    """register_view writes into copies, so a test's views leave the module as it was."""
+    from ssdd.distill import views
+
+    monkeypatch.setattr(views, "VIEWS", dict(views.VIEWS))
+    monkeypatch.setattr(views, "_REGISTERED", {})
+    monkeypatch.setattr(views, "NEEDS_SQUARE", set(views.NEEDS_SQUARE))
+    return views
+
+
+def test_a_registered_view_is_named_like_a_built_in_one(own_registry):
+    views = own_registry
+    views.register_view("shift2", lambda x: x.roll(2, dims=-1), exact_permutation=True)
+    views.register_view("invert", lambda x: 1 - x, exact_permutation=False, needs_square=True)
+    x = images(4, dtype=torch.float32)
+    u8 = (x * 255).round().to(torch.uint8)
+    assert check_views(["identity", "shift2", "invert"], (3, 8, 8)) == ["identity", "shift2", "invert"]
+    stacked = views.apply_views(u8, ["identity", "shift2"])
+    assert stacked.dtype == torch.uint8 and torch.equal(stacked[4:], u8.roll(2, dims=-1))  # a permutation: exact
+    assert torch.allclose(views.view_fn("invert")(u8), 1 - u8.float() / 255)  # given float images in [0, 1]
+    assert views.describe_view("invert") == {"op": "invert", "exact_permutation": False}
+    with pytest.raises(ValueError, match="need square images"):
+        check_views(["identity", "invert"], (3, 8, 6))
+
+
+@pytest.mark.parametrize("name, said", [("rot90", "already defined"), ("blur_5_1.0", "already defined"),
+                                        ("two words", "a view name is a word"), ("", "a view name is a word")])
+def test_a_view_that_cannot_be_registered_is_one_line(own_registry, name, said):
+    with pytest.raises(ValueError, match=said):
+        own_registry.register_view(name, lambda x: x, exact_permutation=True)
+
+
+def test_an_unknown_view_names_the_plugin_variable(own_registry):
+    with pytest.raises(ValueError, match=r"or a view a plugin registers \(SSDD_PLUGINS\)"):
+        check_views(["identity", "shift2"])

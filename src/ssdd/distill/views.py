@@ -10,6 +10,9 @@ image of a real batch one view drawn at random. Two families:
   `blur_K_S` (Gaussian blur, odd kernel K >= 3, sigma S > 0, reflect padding, as torchvision's
   gaussian_blur); for example `brightness_1.4`, `hue_-0.1`, `blur_5_1.0`. They work on float images in
   [0, 1] (uint8 input is converted) and give the same result every time.
+
+A plugin (docs/architecture.md, "Plugins") adds a view of its own with `register_view`; it is then named in
+`boost.augmentations` like the built-in ones.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import torch.nn.functional as F
 
 from ssdd.augment import to_float
 from ssdd.augment.ops import adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, rotate90
+from ssdd.plugins import ENV, load_plugins
 
 VIEWS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "identity": lambda x: x,
@@ -34,6 +38,7 @@ VIEWS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "transpose": lambda x: x.transpose(-2, -1),
 }
 NEEDS_SQUARE = {"rot90", "rot270", "transpose"}
+_REGISTERED: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}  # register_view's views that are not permutations
 _NUMBER = r"([+-]?(?:\d+\.?\d*|\.\d+))"
 _PHOTOMETRIC = re.compile(rf"^(brightness|contrast|saturation|hue)_{_NUMBER}$")
 _BLUR = re.compile(rf"^blur_(\d+)_{_NUMBER}$")
@@ -54,10 +59,34 @@ def gaussian_blur(x: torch.Tensor, kernel: int, sigma: float) -> torch.Tensor:
     return F.conv2d(out, weights.view(1, 1, kernel, 1).expand(channels, 1, kernel, 1), groups=channels)
 
 
+def register_view(name: str, fn: Callable[[torch.Tensor], torch.Tensor], *, exact_permutation: bool,
+                  needs_square: bool = False) -> None:
+    """Add a predefined view: `fn` maps a batch (n, C, H, W) to the same shape, image by image, the same every
+    time. exact_permutation: it only moves pixels (it then also acts on uint8 images, which stay exact);
+    otherwise it is given float images in [0, 1]. needs_square: it is refused for images that are not square.
+    A name ssdd already knows (a built-in view, or one of the photometric patterns) is refused."""
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]*", name):
+        raise ValueError(f"register_view: a view name is a word (letters, digits, _ . -), got {name!r}")
+    if name in VIEWS or name in _REGISTERED or _PHOTOMETRIC.match(name) or _BLUR.match(name):
+        raise ValueError(f"register_view: the view '{name}' is already defined")
+    if not callable(fn):
+        raise ValueError(f"register_view: the view '{name}' needs a function of a batch of images, got {fn!r}")
+    if exact_permutation:
+        VIEWS[name] = fn
+    else:
+        _REGISTERED[name] = fn
+    if needs_square:
+        NEEDS_SQUARE.add(name)
+
+
 def describe_view(name: str) -> dict[str, Any]:
     """The operation and parameters a view name stands for; ValueError for an unknown or invalid name."""
+    if name not in VIEWS and name not in _REGISTERED:
+        load_plugins()  # a view a plugin registers is known once the plugin is imported
     if name in VIEWS:
         return {"op": name, "exact_permutation": True}
+    if name in _REGISTERED:
+        return {"op": name, "exact_permutation": False}
     if match := _PHOTOMETRIC.match(name):
         op, value = match.group(1), float(match.group(2))
         if op == "hue" and not -0.5 <= value <= 0.5:
@@ -70,8 +99,9 @@ def describe_view(name: str) -> dict[str, Any]:
         if kernel < 3 or kernel % 2 == 0 or sigma <= 0:
             raise ValueError(f"view '{name}': blur needs an odd kernel >= 3 and a positive sigma")
         return {"op": "gaussian_blur", "kernel": kernel, "sigma": sigma, "exact_permutation": False}
-    raise ValueError(f"unknown augmentation '{name}'; choose from {sorted(VIEWS)} or brightness_F, contrast_F, "
-                     f"saturation_F, hue_S, blur_K_S (for example brightness_1.4, blur_5_1.0)")
+    raise ValueError(f"unknown augmentation '{name}'; choose from {sorted(VIEWS) + sorted(_REGISTERED)} or "
+                     f"brightness_F, contrast_F, saturation_F, hue_S, blur_K_S (for example brightness_1.4, "
+                     f"blur_5_1.0), or a view a plugin registers ({ENV})")
 
 
 def view_fn(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -79,6 +109,9 @@ def view_fn(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
     info = describe_view(name)
     if info["exact_permutation"]:
         return VIEWS[name]
+    if name in _REGISTERED:
+        registered = _REGISTERED[name]
+        return lambda x: registered(_as_float(x))
     if info["op"] == "gaussian_blur":
         return lambda x: gaussian_blur(_as_float(x), info["kernel"], info["sigma"])
     adjust, value = _ADJUST[info["op"]], info.get("factor", info.get("shift"))
