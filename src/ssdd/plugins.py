@@ -1,9 +1,9 @@
-"""Plugins: distillation methods and network architectures registered by modules outside ssdd.
+"""Plugins: distillation methods, network architectures and Boost's views registered by modules outside ssdd.
 
 A plugin is a module that calls `ssdd.distill.registry.register_method` (or `ssdd.models.register`, or
 `ssdd.distill.views.register_view`) when it is imported. ssdd imports it the first time it looks a method, an
-architecture or a view up, in every process it runs (the
-command, each torchrun rank, each process of `ssdd evaluate --processes`), when it is named in either way:
+architecture or a view up, in every process it runs (the command, each torchrun rank, each process of
+`ssdd evaluate --processes`), when it is named in either way:
 
 - an installed package declares it as an entry point of the group `ssdd.plugins`, in its pyproject.toml:
   `[project.entry-points."ssdd.plugins"]` then `means = "my_package.means"`;
