@@ -302,3 +302,27 @@ def test_a_config_changed_in_python_is_checked_like_one_from_yaml():
     with pytest.raises(ConfigError, match=r"^overrides must be a list of key=value strings, got the string "
                                           r"'budget=5': write \['budget=5'\]$"):
         load_config(DistillConfig, "demo_distill", "budget=5")
+
+
+@pytest.mark.parametrize("overrides, name", [
+    (["data.source=folder", "data.path=../my_images"], ""),  # named by its folder: my_images
+    (["data.path=other/cifar100_copy.npz"], ""),  # named by its file: cifar100_copy
+    (["data.path=other.npz", "data.name=cifar100"], "cifar100"),  # named on purpose
+    (["data={source: npz, path: other.npz, name: cifar100}"], "cifar100"),
+    (["data.resolution=16"], "cifar100"),  # the same data
+    (["data.source=torchvision", "data.path=tv"], "cifar100"),  # torchvision: the name says which dataset
+])
+def test_a_presets_dataset_name_does_not_follow_its_data_elsewhere(overrides, name):
+    from ssdd.data.loaders import dataset_name
+    from ssdd.teacher.config import TeacherConfig
+
+    cfg = load_config(TeacherConfig, "teacher_cpu", overrides)
+    assert cfg.data.name == name
+    assert dataset_name(cfg.data) == (name or {"folder": "my_images", "npz": "cifar100_copy"}[cfg.data.source])
+
+
+def test_a_target_pointed_elsewhere_by_index_is_named_by_its_file():
+    from ssdd.evaluation.config import EvaluateConfig
+
+    cfg = load_config(EvaluateConfig, "evaluate_cpu", ["targets[1].path=mine/pets.npz"])
+    assert [t.name for t in cfg.targets] == ["cifar10", ""] and cfg.source.name == "cifar100"

@@ -293,6 +293,7 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: list
     cfg = OmegaConf.structured(schema)
     if path is not None:
         cfg = _merge_yaml(cfg, schema, *read_config_text(path))
+    preset = cfg
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"override '{item}' must look like key=value (for example optim.epochs=10)")
@@ -315,7 +316,35 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: list
             problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
             raise ConfigError(f"override '{item}': its value is not valid YAML ({problem}); quote the whole "
                               "override for the shell and check its brackets and quotes") from None
+    _names_follow_their_data(cfg, preset, overrides or [])
     return _to_object(cfg, schema)
+
+
+def _names_follow_their_data(cfg: Any, preset: Any, overrides: list[str], at: tuple[str, ...] = ()) -> None:
+    """A dataset's `name` in a preset (or the defaults) names the file or folder it sits beside: where overrides
+    point a dataset (`data`, `source`, `targets[i]`) at another npz file or image folder without naming it,
+    its name becomes the one its file or folder gives (`dataset_name`), not the preset's `cifar100`, which would
+    label the results and pick the fine-tuning length (`finetune.source_scale`) of another dataset."""
+    if isinstance(cfg, DictConfig) and OmegaConf.get_type(cfg) is DataConfig:
+        moved = isinstance(preset, DictConfig) and (cfg.path, cfg.source) != (preset.get("path"), preset.get("source"))
+        if moved and cfg.source in ("npz", "folder") and cfg.name and cfg.name == preset.get("name") and \
+                not any(_names_key(item, at) for item in overrides):
+            cfg.name = ""
+        return
+    children = cfg.items() if isinstance(cfg, DictConfig) else enumerate(cfg) if isinstance(cfg, ListConfig) else ()
+    for key, child in children:
+        if isinstance(preset, DictConfig):
+            before = preset.get(key)
+        else:
+            before = preset[key] if isinstance(preset, ListConfig) and key < len(preset) else None
+        _names_follow_their_data(child, before, overrides, (*at, str(key)))
+
+
+def _names_key(item: str, at: tuple[str, ...]) -> bool:
+    """Whether an override sets the `name` of the dataset at `at`: `data.name=...`, or `data={..., name: ...}`."""
+    key, value = item.split("=", 1)
+    parts = tuple(re.findall(r"[^.\[\]]+", key))
+    return parts == (*at, "name") or (parts == at[: len(parts)] and re.search(r"\bname\s*:", value) is not None)
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
