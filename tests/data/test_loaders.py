@@ -289,6 +289,32 @@ def test_image_folder_loads_sorted_classes(tmp_path):
     assert test.images.shape == (3, 3, 4, 4) and test.labels.tolist() == [0, 1, 2]
 
 
+def test_a_class_missing_from_one_split_shifts_no_label_of_another(tmp_path):
+    spec = {"train": {"ant": 1, "mole": 1, "zebra": 1}, "test": {"mole": 1, "zebra": 1}}
+    root = _make_folder(tmp_path / "tree", spec)
+    test = load_image_folder(root, "test", 4)
+    assert test.classes == ("ant", "mole", "zebra") and test.labels.tolist() == [1, 2]
+
+
+def test_a_class_only_a_test_split_has_is_an_empty_training_class(tmp_path):
+    root = _make_folder(tmp_path / "tree", {"train": {"ant": 1}, "test": {"ant": 1, "bee": 1}})
+    with pytest.raises(DataError, match=r"1 class\(es\) have no image: bee"):
+        load_split(DataConfig(source="folder", path=str(root), resolution=4), "train")
+
+
+def test_class_folders_without_split_folders_say_where_they_go(tmp_path):
+    root = _make_folder(tmp_path / "flat", {"ant": {"x": 1}, "bee": {"x": 1}})  # flat/<class>/x/img0.png
+    for cls in ("ant", "bee"):
+        (root / cls / "x" / "img0.png").rename(root / cls / "img0.png")
+    with pytest.raises(DataError, match=r"holds class folders \(ant, bee\) but no split folders.*move them into"):
+        load_image_folder(root, "train", 4)
+
+
+def test_an_npz_path_that_is_a_folder_points_at_the_folder_source(tmp_path):
+    with pytest.raises(DataError, match=r"a folder, not a \.npz file; .* pass data\.source=folder"):
+        load_npz(tmp_path, "train", 4)
+
+
 def test_image_folder_through_load_split(tmp_path):
     root = _make_folder(tmp_path / "tree", {"train": {"b": 2, "a": 2}, "test": {"a": 1, "b": 1}})
     ds = load_split(DataConfig(source="folder", path=str(root), name="mine", resolution=5), "train")

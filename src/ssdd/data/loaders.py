@@ -30,13 +30,21 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 
 
 # ----------------------------------------------------------------------------- NumPy format
+def missing_npz(path: Path, key: str = "data") -> DataError:
+    """The error for a `.npz` path that is not a file: a folder there is most likely an image folder tree."""
+    if path.is_dir():
+        return DataError(f"{path}: a folder, not a .npz file; for an image folder tree DIR/<split>/<class>/<image> "
+                         f"pass {key}.source=folder")
+    return DataError(f"{path}: file not found; pass {key}.path=FILE.npz, a .npz in ssdd's NumPy format "
+                     f"(README, 'Data formats'), or {key}.source=torchvision {key}.name=cifar100 {key}.path=DIR "
+                     f"{key}.download=true (other sources: folder, digits)")
+
+
 def load_npz(path: str | Path, split: str, resolution: int, name: str = "") -> ImageDataset:
     """`x_<split>` uint8 (N,H,W,3), `y_<split>` int64 (N,), optional `classes` (C,) strings."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: file not found; pass data.path=FILE.npz, a .npz in ssdd's NumPy format "
-                        f"(README, 'Data formats'), or data.source=torchvision data.name=cifar100 data.path=DIR "
-                        f"data.download=true (for ssdd evaluate: source.* and targets)")
+        raise missing_npz(path)
     if not zipfile.is_zipfile(path):  # 0 bytes, text, a lone .npy, a pickle: np.load would try to unpickle it
         size = path.stat().st_size
         what = "an empty file" if size == 0 else f"{size} bytes, not a zip"
@@ -112,26 +120,43 @@ def folder_class_dirs(root: str | Path, split: str, key: str = "data", which: st
         raise DataError(f"{root}: folder not found; pass {key}.path=DIR, an ImageFolder tree DIR/<split>/<class>/")
     split_dir = root / split
     if not split_dir.is_dir():
-        found = sorted(p.name for p in root.iterdir() if p.is_dir())
+        found = sorted(p for p in root.iterdir() if p.is_dir())
+        if found and any(_has_images(p) for p in found):  # DIR/<class>/<image>: the classes without a split
+            raise DataError(f"{root}: holds class folders ({', '.join(p.name for p in found[:4])}"
+                            f"{', ...' if len(found) > 4 else ''}) but no split folders; an image folder tree is "
+                            f"DIR/<split>/<class>/<image>: move them into {split_dir}/")
         raise DataError(f"{root}: split '{split}' does not exist (expected {split_dir}/<class>/<image>; "
-                        f"sub-folders found: {', '.join(found) or 'none'}); set {key}.{which}=<one of them>")
+                        f"sub-folders found: {', '.join(p.name for p in found) or 'none'}); set "
+                        f"{key}.{which}=<one of them>")
     class_dirs = sorted(p for p in split_dir.iterdir() if p.is_dir())
     if not class_dirs:
         raise DataError(f"{split_dir}: no class folders (expected {split_dir}/<class>/<image>)")
     return class_dirs
 
 
+def _has_images(folder: Path) -> bool:
+    return any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.iterdir())
+
+
+def folder_classes(root: str | Path) -> tuple[str, ...]:
+    """The class names of an image folder tree: every class folder of every split (DIR/<split>/<class>), sorted,
+    so that a class has one label in all splits, also where a split lacks some class."""
+    return tuple(sorted({c.name for s in Path(root).iterdir() if s.is_dir() and not s.name.startswith(".")
+                         for c in s.iterdir() if c.is_dir() and not c.name.startswith(".")}))
+
+
 def load_image_folder(root: str | Path, split: str, resolution: int, name: str = "") -> ImageDataset:
-    """`root/<split>/<class>/<image>`; class names and their order come from the folder names."""
+    """`root/<split>/<class>/<image>`; class names and their order come from the folder names of all splits."""
     from PIL import Image, UnidentifiedImageError
 
     root = Path(root)
     class_dirs = folder_class_dirs(root, split)
     split_dir = root / split
-    classes = tuple(p.name for p in class_dirs)
+    classes = folder_classes(root)
     images: list[torch.Tensor] = []
     labels: list[int] = []
-    for label, class_dir in enumerate(bar(class_dirs, desc=f"reading {split_dir}", unit="class")):
+    for class_dir in bar(class_dirs, desc=f"reading {split_dir}", unit="class"):
+        label = classes.index(class_dir.name)
         files = sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise DataError(f"{class_dir}: empty class, no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")

@@ -100,9 +100,9 @@ def check_split(cfg: DataConfig, which: str = "train_split", key: str = "data") 
     if cfg.source == "npz":
         path = Path(cfg.path)
         if not path.is_file():
-            raise DataError(f"{path}: file not found; pass {key}.path=FILE.npz, a .npz in ssdd's NumPy format "
-                            f"(README, 'Data formats'), or {key}.source=torchvision {key}.name=cifar100 "
-                            f"{key}.path=DIR {key}.download=true (other sources: folder, digits)")
+            from ssdd.data.loaders import missing_npz
+
+            raise missing_npz(path, key)
         count = _npz_split(path, split, key, which)
     elif cfg.source == "folder":
         from ssdd.data.loaders import folder_class_dirs
