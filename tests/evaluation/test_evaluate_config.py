@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import copy
 
-from ssdd.config import config_to_dict, load_config
+import pytest
+
+from ssdd.config import ConfigError, config_to_dict, load_config
 from ssdd.evaluation.config import LEGACY_VALUES, EvaluateConfig
+from ssdd.evaluation.validate import check_evaluate_settings
 from ssdd.run.folder import check_resume_compatible, config_hash
 
 NEW = {"full_data": ["same_recipe"], "finetune": ["small_by", "source_scale"], "validation": ["fraction", "seed"]}
@@ -72,3 +75,22 @@ def test_precision_fp32_keeps_old_keys_and_bf16_is_another_measurement():
     assert config_hash(bf16, legacy=LEGACY_VALUES) != config_hash(old, legacy=LEGACY_VALUES)
     # it changes results beyond rounding: hashed, compared by reuse, fixed on resume
     assert "precision" not in (*NOT_HASHED["evaluate"], *CELL_CHOICE_KEYS, *RESUMABLE_KEYS)
+
+
+
+TWO_DATA = "targets=[{source: npz, path: a/data.npz}, {source: npz, path: b/data.npz}]"
+
+
+@pytest.mark.parametrize("overrides, said", [
+    ([TWO_DATA], r"targets\[0\] and targets\[1\] are both named 'data'.*targets\[1\]\.name="),
+    (["models=[{name: convnet, width: 8}, {name: convnet, width: 8}]"],
+     r"models\[0\] and models\[1\] are the same network \(convnet\)"),
+])
+def test_two_targets_of_one_name_or_one_network_twice_are_refused(overrides, said):
+    with pytest.raises(ConfigError, match=said):
+        check_evaluate_settings(load_config(EvaluateConfig, None, overrides))
+
+
+def test_two_targets_named_apart_and_two_widths_of_one_network_are_accepted():
+    check_evaluate_settings(load_config(EvaluateConfig, None, [
+        TWO_DATA, "targets[1].name=other", "models=[{name: convnet, width: 8}, {name: convnet, width: 16}]"]))

@@ -46,6 +46,7 @@ def check_evaluate_settings(cfg: Any) -> None:
     non_negative("checkpoint_minutes", cfg.checkpoint_minutes)
     if not cfg.models:
         raise ConfigError("models=[]: name at least one architecture, e.g. models=[{name: convnet}]")
+    _no_two_alike(cfg)
     p = cfg.pretrain
     whole("pretrain.epochs", p.epochs, 1)
     whole("pretrain.max_iterations", p.max_iterations, 0)
@@ -70,6 +71,23 @@ def check_evaluate_settings(cfg: Any) -> None:
     if "linear_probe" in cfg.modes:
         check_probe(cfg.probe)
     check_validation(cfg.validation.fraction, cfg.validation.seed)
+
+
+def _no_two_alike(cfg: Any) -> None:
+    """Two targets of one name, or one network listed twice, would be summarised as more seeds of one row."""
+    from ssdd.data.loaders import dataset_name
+
+    names = [dataset_name(t) for t in cfg.targets]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            first = names.index(name)
+            raise ConfigError(f"targets[{first}] and targets[{i}] are both named {name!r}, and the summary would "
+                              f"average them as seeds of one target: give one a name (targets[{i}].name=...)")
+    models = [(m.name, m.width, m.depth, m.feature) for m in cfg.models]
+    for i, model in enumerate(models):
+        if model in models[:i]:
+            raise ConfigError(f"models[{models.index(model)}] and models[{i}] are the same network "
+                              f"({cfg.models[i].name}); list each once")
 
 
 def check_supervised_pretrain(s: Any) -> None:
