@@ -306,3 +306,16 @@ def test_a_studys_folder_names_its_own_evaluation_from_any_working_folder(name, 
     assert study_evaluation(copy / name) == copy / "evaluate" / "evaluate-abc"
     (summary / "study.json").write_text(json.dumps({"evaluation": None}))  # a study that has not evaluated yet
     assert study_evaluation(summary) is None and study_evaluation(tmp_path / "none") is None
+
+
+def test_a_distill_stage_on_other_data_than_the_evaluations_source_is_refused_before_any_stage(study_files):
+    import shutil
+
+    from ssdd.study.validate import validate_study
+
+    other = make_npz(study_files / "other.npz", seed=1)
+    with pytest.raises(ValueError, match=r"^distill stage random@10: it reads .*other\.npz \[train\], the evaluate "
+                                         r"stage's source is .*tiny\.npz \[train\]"):
+        validate_study(study(study_files, f"distill[1].overrides=[method=random, data.path={other}]"))
+    copy = shutil.copy(study_files / "tiny.npz", study_files / "copy.npz")  # the same images in another file
+    validate_study(study(study_files, f"distill[1].overrides=[method=random, data.path={copy}]"))

@@ -229,6 +229,17 @@ def source_description(cfg: DataConfig) -> str:
     return {"digits": "digits", "torchvision": f"torchvision {cfg.name}"}.get(cfg.source, cfg.path)
 
 
+def same_data(a: DataConfig, b: DataConfig) -> bool:
+    """Whether two data settings name the same training split (whatever their resolution and subset): source,
+    file or folder and split, and the name where it says which torchvision dataset it is. False says only that
+    they are written differently (the same images can sit in two files): compare the splits' fingerprints."""
+    def split(cfg: DataConfig) -> tuple[object, ...]:
+        path = "" if cfg.source in PATHLESS_SOURCES else str(Path(cfg.path).expanduser().resolve())
+        return (cfg.source, path, cfg.train_split, cfg.name if cfg.source == "torchvision" else "")
+
+    return split(a) == split(b)
+
+
 def load_split(cfg: DataConfig, split: str, seed: int = 0) -> ImageDataset:
     """Load one split as configured; the train split also checks that no class is empty."""
     from ssdd.data.torchvision_sets import load_torchvision

@@ -133,7 +133,7 @@ def _check_sets(cfg: Any, teacher: dict[str, Any], source_cfg: DataConfig, allow
     from ssdd.distill.artifact import load_distilled
     from ssdd.distill.interop import declared_source_mismatch, evaluation_note
 
-    override = "or pass --allow-mismatch to score it anyway"
+    override = "or pass --allow-mismatch to `ssdd evaluate` to score it anyway"
     by_source: list[tuple[str, dict[str, Any]]] = []
     for path in cfg.distilled:
         if not Path(path).is_dir():

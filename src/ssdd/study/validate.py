@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from ssdd.config import ConfigError
+from ssdd.config import ConfigError, DataConfig
+from ssdd.data.dataset import DataError
+from ssdd.data.loaders import same_data, source_description
 from ssdd.data.validate import check_split
 from ssdd.distill.validate import check_budget_fits, check_distill_settings, check_source_fits, normalise_distill
 from ssdd.evaluation.validate import check_evaluate_settings
@@ -13,6 +15,22 @@ from ssdd.experts.validate import check_experts_settings
 from ssdd.run.checks import batch_fits, check_device
 from ssdd.run.folder import check_writable
 from ssdd.teacher.validate import check_teacher_settings, teacher_manifest
+
+
+def _same_source(data: DataConfig, source: DataConfig) -> bool:
+    """Whether a distill stage reads the evaluation's source (a subset of it included), as the evaluation checks
+    it: by the fingerprints of the whole training splits where the settings name different files."""
+    if same_data(data, source):
+        return True
+    from ssdd.data import load_split
+
+    def whole(cfg: DataConfig) -> str:
+        return load_split(replace(cfg, subset=0, resolution=data.resolution), cfg.train_split).fingerprint()
+
+    try:
+        return whole(data) == whole(source)
+    except (DataError, OSError):
+        return True  # unreadable: the stage's own check of its split says so
 
 
 def validate_study(study: Any) -> None:
@@ -54,6 +72,8 @@ def validate_study(study: Any) -> None:
             batch_fits("batch_size", cfg.batch_size, check_split(cfg.data, "train_split"))
         except ValueError as exc:
             raise type(exc)(f"experts stage: {exc}") from None
+    source = load_config(EvaluateConfig, study.evaluate.config, [*common, *study.evaluate.overrides]).source \
+        if study.evaluate.config else None
     for spec in study.distill:
         for budget in [*spec.budgets] or [None]:
             extra = [f"budget={budget!r}"] if budget is not None else []
@@ -66,6 +86,11 @@ def validate_study(study: Any) -> None:
                 if resolution is not None and cfg.data.resolution != resolution:
                     raise ConfigError(f"data.resolution={cfg.data.resolution}, but the teacher is {resolution} px: "
                                       f"set data.resolution={resolution}")
+                if source is not None and not _same_source(cfg.data, source):
+                    raise ConfigError(f"it reads {source_description(cfg.data)} [{cfg.data.train_split}], the "
+                                      f"evaluate stage's source is {source_description(source)} "
+                                      f"[{source.train_split}], and the evaluation refuses a set distilled from other "
+                                      f"data: give both the same data (data.* in this stage, source.* in evaluate)")
                 available = check_split(cfg.data, "train_split")
                 check_source_fits(cfg, available)
                 if feature_dim:
