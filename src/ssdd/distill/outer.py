@@ -42,6 +42,7 @@ from ssdd.distill.views import view_draws, views_at
 from ssdd.models import build_model
 from ssdd.run import distributed as D
 from ssdd.run.compiled import compiled
+from ssdd.run.guard import Diverged
 from ssdd.run.loop import RunLoop, Watched
 from ssdd.run.progress import note, phase, progress_bar
 from ssdd.run.runtime import channels_last, forward_precision, gpu_path, precision_dtype, to_device
@@ -276,7 +277,7 @@ def outer_loop(ctx: DistillContext, name: str, tensors: dict[str, torch.Tensor],
     def norm(x: torch.Tensor) -> torch.Tensor:  # the network input, in the networks' memory format
         return normalize(x, teacher.mean, teacher.std).contiguous(memory_format=layout)
 
-    run = RunLoop(ctx.out_dir, total=outer.steps, settings=("outer.lr",), stop_after=cfg.stop_after_steps,
+    run = RunLoop(ctx.out_dir, total=outer.steps, settings=("outer.lr", "pool.lr"), stop_after=cfg.stop_after_steps,
                   log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every, desc=name,
                   show_progress=ctx.show_progress, is_main=ctx.dist.is_main, log=ctx.log, prefix="distill/",
                   shared=ctx.dist.world_size > 1, time_limit_s=60 * cfg.stop_after_minutes, started=ctx.started)
@@ -361,6 +362,9 @@ def outer_loop(ctx: DistillContext, name: str, tensors: dict[str, torch.Tensor],
         loss.backward(inputs=learned)  # no gradients for the pool member's weights: they are not used
         loss = sum_over_processes(loss.detach(), learned)
         if not fast and not torch.isfinite(loss):  # the fast path's loss is checked by `run` once per log window
+            if not pool.finite(j):  # the member's own training diverged, not the set's
+                raise Diverged(f"KRR loss became {loss.item()} at step {step + 1}: pool member {j + 1}'s weights "
+                               f"are not finite", "pool.lr")
             raise FloatingPointError(f"KRR loss became {loss.item()} at step {step + 1}")
         optimizer.step()
         with torch.no_grad():

@@ -22,6 +22,7 @@ from torch import nn
 
 from ssdd.config import ModelConfig
 from ssdd.models import build_model
+from ssdd.run.guard import Diverged
 from ssdd.run.runtime import forward_precision, to_device
 
 
@@ -106,9 +107,17 @@ class ModelPool:
         for j, count in enumerate(steps):
             for _ in range(count):
                 self.train(j, images, targets, count_only=False, autocast=autocast)
+            if not self.finite(j):  # one check per member: its features would make every outer loss NaN
+                raise Diverged(f"pool member {j + 1}'s warm start ({count} SGD steps at pool.lr={self.cfg.lr:g} on "
+                               f"the initial set) diverged: its weights are not finite", "pool.lr")
             self.counters[j] = count
             if progress:
                 progress(j)
+
+    def finite(self, j: int) -> bool:
+        """Whether member j's weights and buffers are all finite (one host synchronisation)."""
+        tensors = [t for t in (*self.members[j].parameters(), *self.members[j].buffers()) if t.is_floating_point()]
+        return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
 
     def sample(self) -> int:
         return int(torch.randint(0, self.cfg.size, (1,), generator=self.generator))

@@ -81,7 +81,8 @@ def _run_distill(cfg: DistillConfig, resume: bool, show_progress: bool, dist_inf
         except FloatingPointError as exc:  # the run loop's numerical stop names the method's own rate
             if isinstance(exc, (ApproximationError, ArtifactError)):
                 raise
-            raise numerical_stop(out_dir, exc, "outer.lr") from None  # a stop outside the loop: the outer loop's rate
+            # a stop outside the loop: the rate the failure names (Diverged.setting), else the outer loop's
+            raise numerical_stop(out_dir, exc, getattr(exc, "setting", None) or "outer.lr") from None
     if not dist_info.is_main:
         return None
     if not result.finished:
