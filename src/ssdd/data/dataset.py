@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,8 +78,23 @@ def check_arrays(images: torch.Tensor, labels: torch.Tensor, num_classes: int, w
     if num_classes <= 0:
         raise DataError(f"{where}: no class names")
     low, high = int(labels.min()), int(labels.max())
-    if low < 0 or high >= num_classes:
+    if low < 0:
+        raise DataError(f"{where}: labels are class indices from 0, found {low}")
+    if high >= num_classes:
         raise DataError(f"{where}: labels must lie in [0, {num_classes - 1}], found values in [{low}, {high}]")
+
+
+def check_label_array(shape: tuple[int, ...], dtype: np.dtype, images: int, where: str) -> None:
+    """A NumPy label array for `images` images: integers, one per image ((N,) or (N, 1)); DataError naming
+    `where` and the usual way out (class names, one-hot rows)."""
+    if not np.issubdtype(dtype, np.integer):
+        hint = (" (class names: names, y = np.unique(y, return_inverse=True) gives integer labels and the names "
+                "for `classes`)" if dtype.kind in "USO" else "")
+        raise DataError(f"{where}: labels must be integers, got dtype {dtype}{hint}")
+    if len(shape) == 2 and shape[1] > 1:
+        raise DataError(f"{where}: labels must have shape (N,), got {shape} (one-hot rows: y.argmax(1))")
+    if math.prod(shape) != images:
+        raise DataError(f"{where}: {images} images but {math.prod(shape)} labels")
 
 
 def check_no_empty_class(dataset: ImageDataset, where: str = "") -> None:

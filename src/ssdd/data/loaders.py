@@ -19,6 +19,7 @@ from ssdd.data.dataset import (
     DataError,
     ImageDataset,
     check_arrays,
+    check_label_array,
     check_no_empty_class,
     pil_to_uint8,
     resize_uint8,
@@ -83,8 +84,7 @@ def checked_arrays(x: np.ndarray, y: np.ndarray, num_classes: int, where: str) -
     """A split's arrays as (N,3,H,W) uint8 images and (N,) int64 labels, checked (DataError naming `where`):
     what load_npz reads and save_npz writes."""
     images = to_nchw_uint8(x, where)
-    if not np.issubdtype(y.dtype, np.integer):
-        raise DataError(f"{where}: labels must be integers, got dtype {y.dtype}")
+    check_label_array(y.shape, y.dtype, images.shape[0], where)
     labels = torch.from_numpy(np.ascontiguousarray(y).astype(np.int64)).reshape(-1)
     check_arrays(images, labels, num_classes, where)
     return images, labels

@@ -3,14 +3,13 @@ pixel (read from the .npz headers, no pixel is loaded), labels fit the images; `
 
 from __future__ import annotations
 
-import math
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from ssdd.config import DataConfig
-from ssdd.data.dataset import DataError
+from ssdd.data.dataset import DataError, check_label_array
 from ssdd.run.checks import choice, first_line, whole
 
 SOURCES = ("npz", "torchvision", "folder", "digits")
@@ -80,10 +79,7 @@ def _npz_split(path: Path, split: str, key: str, which: str) -> int:
     if height < 1 or width < 1:
         raise DataError(f"{where}: the images are {height}x{width} pixels; every image needs at least one pixel")
     labels_shape, labels_dtype = arrays[f"y_{split}"]
-    if not np.issubdtype(labels_dtype, np.integer):
-        raise DataError(f"{where}: labels must be integers, got dtype {labels_dtype}")
-    if math.prod(labels_shape) != n:
-        raise DataError(f"{where}: {n} images but {math.prod(labels_shape)} labels")
+    check_label_array(tuple(labels_shape), labels_dtype, n, where)
     return n
 
 

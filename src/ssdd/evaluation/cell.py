@@ -118,9 +118,9 @@ def pretrain_sources(cfg: EvaluateConfig, teacher: Teacher, n_source: int) -> li
     labels = [s.label for s in sources]
     duplicated = sorted({label for label in labels if labels.count(label) > 1})
     if duplicated:
-        raise ValueError(f"several distilled sets share the label {', '.join(duplicated)}; evaluate them in "
-                         f"separate runs (different out_dir), or give imported sets labels of their own "
-                         f"(ssdd import-distilled --name)")
+        raise ValueError(f"several distilled sets share the label {', '.join(duplicated)}; give each a label of "
+                         f"its own (name=... when distilling it, --name for ssdd import-distilled), or evaluate them "
+                         f"in separate runs (different out_dir)")
     if cfg.no_pretrain:
         sources.append(PretrainSource(NO_PRETRAIN, NO_PRETRAIN, None, {}))
     whole_source = {"image_equivalents": float(n_source), "compression": 1.0, "views": n_source}
