@@ -22,6 +22,7 @@ from ssdd.data import (
     load_torchvision,
     save_npz,
 )
+from ssdd.data.validate import check_split
 
 
 def _images(n: int, h: int = 8, w: int = 8, seed: int = 0) -> np.ndarray:
@@ -137,12 +138,31 @@ def test_npz_missing_split_lists_available(tmp_path):
     assert str(path) in msg and "test" in msg and "train" in msg
 
 
-def test_npz_missing_labels_array(tmp_path):
-    path = tmp_path / "nolabels.npz"
-    np.savez(path, x_train=_images(2), classes=np.array(["a"]))
-    with pytest.raises(DataError, match="y_train") as info:
-        load_npz(path, "train", 8)
-    assert str(path) in str(info.value)
+def test_a_split_without_labels_is_unlabelled_images(tmp_path):
+    path = save_npz(tmp_path / "nolabels.npz", {"train": (_images(3), None), "test": (_images(2), np.array([0, 1]))},
+                    ["a", "b"])
+    train, test = load_npz(path, "train", 8), load_npz(path, "test", 8)
+    assert not train.labelled and train.classes == () and len(train) == 3 and train.subset(2, 0).labels is None
+    assert test.labelled and test.classes == ("a", "b")
+    assert train.fingerprint() != load_npz(path, "test", 8).fingerprint()
+    assert check_split(DataConfig(path=str(path)), "train_split") == 3  # usable where no labels are needed
+    with pytest.raises(DataError, match=r"nolabels\.npz\[train\] has no labels, and a probe needs them"):
+        check_split(DataConfig(path=str(path)), "train_split", needs_labels="a probe")
+    with pytest.raises(DataError, match=r"nolabels\[train\]: has no labels, and method=x needs them"):
+        train.require_labels("method=x")
+
+
+def test_an_image_folder_split_without_class_folders_is_unlabelled(tmp_path):
+    root = _make_folder(tmp_path / "tree", {"train": {"x": 3}})
+    for file in (root / "train" / "x").iterdir():
+        file.rename(root / "train" / file.name)
+    (root / "train" / "x").rmdir()
+    train = load_image_folder(root, "train", 4)
+    assert not train.labelled and len(train) == 3
+    cfg = DataConfig(source="folder", path=str(root))
+    assert check_split(cfg, "train_split") == 3
+    with pytest.raises(DataError, match="has no labels"):
+        check_split(cfg, "train_split", needs_labels="a target")
 
 
 def test_npz_float_images_rejected(tmp_path):
@@ -349,7 +369,7 @@ def test_image_folder_empty_class(tmp_path):
 
 def test_image_folder_no_class_folders(tmp_path):
     (tmp_path / "tree" / "train").mkdir(parents=True)
-    with pytest.raises(DataError, match="no class folders"):
+    with pytest.raises(DataError, match="no class folders and no images"):
         load_image_folder(tmp_path / "tree", "train", 4)
 
 

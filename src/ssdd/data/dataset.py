@@ -1,4 +1,4 @@
-"""The one in-memory dataset type every stage uses: uint8 images, int64 labels, class names, split."""
+"""The one in-memory dataset type every stage uses: uint8 images, int64 labels (or none), class names, split."""
 
 from __future__ import annotations
 
@@ -21,13 +21,24 @@ class DataError(ValueError):
 @dataclass(frozen=True)
 class ImageDataset:
     images: torch.Tensor  # (N, 3, H, W) uint8
-    labels: torch.Tensor  # (N,) int64 in [0, len(classes))
+    labels: torch.Tensor | None  # (N,) int64 in [0, len(classes)); None: unlabelled images (no classes)
     classes: tuple[str, ...]
     split: str
     name: str
 
     def __post_init__(self) -> None:
         check_arrays(self.images, self.labels, len(self.classes), where=f"{self.name}[{self.split}]")
+
+    @property
+    def labelled(self) -> bool:
+        return self.labels is not None
+
+    def require_labels(self, needed_by: str) -> torch.Tensor:
+        """The labels; DataError in one line naming what needs them when the split has none."""
+        if self.labels is None:
+            raise DataError(f"{self.name}[{self.split}]: has no labels, and {needed_by} needs them (an .npz with "
+                            f"y_{self.split}, or an image folder with class folders)")
+        return self.labels
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -41,10 +52,11 @@ class ImageDataset:
         return int(self.images.shape[-1])
 
     def fingerprint(self) -> str:
-        return tensor_fingerprint(self.images, self.labels)
+        return tensor_fingerprint(self.images, *([] if self.labels is None else [self.labels]))
 
     def to(self, device: torch.device | str) -> ImageDataset:
-        return ImageDataset(self.images.to(device), self.labels.to(device), self.classes, self.split, self.name)
+        labels = None if self.labels is None else self.labels.to(device)
+        return ImageDataset(self.images.to(device), labels, self.classes, self.split, self.name)
 
     def subset(self, count: int, seed: int) -> ImageDataset:
         """A random subset of `count` images (all of them when count <= 0 or >= len)."""
@@ -52,12 +64,18 @@ class ImageDataset:
             return self
         generator = torch.Generator().manual_seed(seed)
         keep = torch.randperm(len(self), generator=generator)[:count].sort().values
-        return ImageDataset(self.images[keep], self.labels[keep], self.classes, self.split, self.name)
+        labels = None if self.labels is None else self.labels[keep]
+        return ImageDataset(self.images[keep], labels, self.classes, self.split, self.name)
 
 
-def check_arrays(images: torch.Tensor, labels: torch.Tensor, num_classes: int, where: str) -> None:
-    """Raise DataError unless images are (N,3,H,W) uint8 and labels (N,) int64 within range."""
+def check_arrays(images: torch.Tensor, labels: torch.Tensor | None, num_classes: int, where: str) -> None:
+    """Raise DataError unless images are (N,3,H,W) uint8 and labels (N,) int64 within range, or None (unlabelled
+    images, with no class names)."""
     for what, value in (("images", images), ("labels", labels)):
+        if what == "labels" and value is None:
+            if num_classes:
+                raise DataError(f"{where}: {num_classes} class names but no labels")
+            continue
         if not isinstance(value, torch.Tensor):
             raise DataError(f"{where}: {what} must be a torch tensor, got {type(value).__module__}."
                             f"{type(value).__name__} (torch.from_numpy; NumPy (N, H, W, 3) images go through "
@@ -71,6 +89,8 @@ def check_arrays(images: torch.Tensor, labels: torch.Tensor, num_classes: int, w
     if images.shape[2] == 0 or images.shape[3] == 0:
         raise DataError(f"{where}: the images are {images.shape[2]}x{images.shape[3]} pixels; every image needs at "
                         f"least one pixel")
+    if labels is None:
+        return
     if labels.dtype != torch.int64 or labels.ndim != 1:
         raise DataError(f"{where}: labels must be a 1-D int64 array, got {labels.dtype} {tuple(labels.shape)}")
     if labels.shape[0] != images.shape[0]:
@@ -98,7 +118,9 @@ def check_label_array(shape: tuple[int, ...], dtype: np.dtype, images: int, wher
 
 
 def check_no_empty_class(dataset: ImageDataset, where: str = "") -> None:
-    """The training split must hold at least one image of every class."""
+    """The training split must hold at least one image of every class (unlabelled images: nothing to check)."""
+    if dataset.labels is None:
+        return
     counts = torch.bincount(dataset.labels.cpu(), minlength=dataset.num_classes)
     empty = [dataset.classes[i] for i in torch.nonzero(counts == 0).flatten().tolist()]
     if empty:

@@ -59,18 +59,18 @@ def load_npz(path: str | Path, split: str, resolution: int, name: str = "") -> I
     splits = sorted(k[2:] for k in keys if k.startswith("x_"))
     if f"x_{split}" not in keys:
         raise DataError(f"{path}: split '{split}' does not exist (available: {', '.join(splits) or 'none'})")
-    if f"y_{split}" not in keys:
-        raise DataError(f"{path}: array 'y_{split}' (labels of split '{split}') is missing")
     try:
         x = archive[f"x_{split}"]
-        y = archive[f"y_{split}"]
-        classes_raw = archive["classes"] if "classes" in keys else None
+        y = archive[f"y_{split}"] if f"y_{split}" in keys else None  # no labels: unlabelled images
+        classes_raw = archive["classes"] if "classes" in keys and y is not None else None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise DataError(f"{path}: split '{split}' cannot be read, the file is corrupt ({exc})") from None
     if classes_raw is not None:
         classes = tuple(str(c) for c in classes_raw.tolist())
-    else:
+    elif y is not None:
         classes = tuple(str(i) for i in range(label_count(archive[k] for k in keys if k.startswith("y_"))))
+    else:
+        classes = ()
     images, labels = checked_arrays(x, y, len(classes), f"{path}[{split}]")
     return ImageDataset(resize_uint8(images, resolution), labels, classes, split, name or path.stem)
 
@@ -80,19 +80,24 @@ def label_count(labels: Iterable[np.ndarray]) -> int:
     return 1 + max((int(y.max()) for y in labels if np.issubdtype(y.dtype, np.integer) and y.size), default=-1)
 
 
-def checked_arrays(x: np.ndarray, y: np.ndarray, num_classes: int, where: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """A split's arrays as (N,3,H,W) uint8 images and (N,) int64 labels, checked (DataError naming `where`):
-    what load_npz reads and save_npz writes."""
+def checked_arrays(x: np.ndarray, y: np.ndarray | None, num_classes: int, where: str
+                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A split's arrays as (N,3,H,W) uint8 images and (N,) int64 labels (None for none), checked (DataError naming
+    `where`): what load_npz reads and save_npz writes."""
     images = to_nchw_uint8(x, where)
+    if y is None:
+        check_arrays(images, None, 0, where)
+        return images, None
     check_label_array(y.shape, y.dtype, images.shape[0], where)
     labels = torch.from_numpy(np.ascontiguousarray(y).astype(np.int64)).reshape(-1)
     check_arrays(images, labels, num_classes, where)
     return images, labels
 
 
-def save_npz(path: str | Path, splits: dict[str, tuple[np.ndarray, np.ndarray]],
+def save_npz(path: str | Path, splits: dict[str, tuple[np.ndarray, np.ndarray | None]],
              classes: list[str] | None = None) -> Path:
-    """Write the project's NumPy format: splits maps name -> (uint8 (N,H,W,3), integer labels (N,)); `classes`
+    """Write the project's NumPy format: splits maps name -> (uint8 (N,H,W,3), integer labels (N,), or None for
+    unlabelled images); `classes`
     names the C classes (default: none stored, and the reader names them 0 to C - 1 from the labels). Each split is
     checked as the reader checks it (DataError, nothing written): uint8 pixels (a float array would be cast,
     wrapping or zeroing its values), a layout the reader takes, one label per image, labels within the classes.
@@ -100,13 +105,18 @@ def save_npz(path: str | Path, splits: dict[str, tuple[np.ndarray, np.ndarray]],
     path = Path(path)
     if path.suffix != ".npz":
         path = path.with_name(path.name + ".npz")
-    count = len(classes) if classes is not None else label_count(np.asarray(y) for _, y in splits.values())
+    given = [np.asarray(y) for _, y in splits.values() if y is not None]
+    count = len(classes) if classes is not None else label_count(given)
     arrays: dict[str, np.ndarray] = {} if classes is None else {"classes": np.asarray(classes)}
     for split, (x, y) in splits.items():
-        x, y = np.asarray(x), np.asarray(y)
-        checked_arrays(x, y, count, f"{path}[{split}]")
+        x = np.asarray(x)
+        if y is None:
+            checked_arrays(x, None, 0, f"{path}[{split}]")
+        else:
+            y = np.asarray(y)
+            checked_arrays(x, y, count, f"{path}[{split}]")
+            arrays[f"y_{split}"] = y.astype(np.int64)
         arrays[f"x_{split}"] = x
-        arrays[f"y_{split}"] = y.astype(np.int64)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, **arrays)
     return path
@@ -129,9 +139,10 @@ def folder_class_dirs(root: str | Path, split: str, key: str = "data", which: st
                         f"sub-folders found: {', '.join(p.name for p in found) or 'none'}); set "
                         f"{key}.{which}=<one of them>")
     class_dirs = sorted(p for p in split_dir.iterdir() if p.is_dir())
-    if not class_dirs:
-        raise DataError(f"{split_dir}: no class folders (expected {split_dir}/<class>/<image>)")
-    return class_dirs
+    if not class_dirs and not _has_images(split_dir):
+        raise DataError(f"{split_dir}: no class folders and no images (expected {split_dir}/<class>/<image>, or "
+                        f"{split_dir}/<image> for images without labels)")
+    return class_dirs  # none: the images lie in the split's folder, without labels
 
 
 def _has_images(folder: Path) -> bool:
@@ -146,28 +157,38 @@ def folder_classes(root: str | Path) -> tuple[str, ...]:
 
 
 def load_image_folder(root: str | Path, split: str, resolution: int, name: str = "") -> ImageDataset:
-    """`root/<split>/<class>/<image>`; class names and their order come from the folder names of all splits."""
-    from PIL import Image, UnidentifiedImageError
-
+    """`root/<split>/<class>/<image>`; class names and their order come from the folder names of all splits.
+    `root/<split>/<image>` (no class folders): the split's images without labels."""
     root = Path(root)
     class_dirs = folder_class_dirs(root, split)
     split_dir = root / split
+    if not class_dirs:
+        return ImageDataset(torch.stack(_read_images(split_dir, resolution)), None, (), split, name or root.name)
     classes = folder_classes(root)
     images: list[torch.Tensor] = []
     labels: list[int] = []
     for class_dir in bar(class_dirs, desc=f"reading {split_dir}", unit="class"):
-        label = classes.index(class_dir.name)
-        files = sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
+        read = _read_images(class_dir, resolution)
+        if not read:
             raise DataError(f"{class_dir}: empty class, no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
-        for file in files:
-            try:
-                with Image.open(file) as img:
-                    images.append(pil_to_uint8(img, resolution))
-            except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-                raise DataError(f"{file}: corrupt or unreadable image ({exc})") from None
-            labels.append(label)
+        images += read
+        labels += [classes.index(class_dir.name)] * len(read)
     return ImageDataset(torch.stack(images), torch.tensor(labels, dtype=torch.int64), classes, split, name or root.name)
+
+
+def _read_images(folder: Path, resolution: int) -> list[torch.Tensor]:
+    """Every image file of a folder, in name order, as (3, R, R) uint8; DataError naming a file that cannot be
+    decoded."""
+    from PIL import Image, UnidentifiedImageError
+
+    images = []
+    for file in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+        try:
+            with Image.open(file) as img:
+                images.append(pil_to_uint8(img, resolution))
+        except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+            raise DataError(f"{file}: corrupt or unreadable image ({exc})") from None
+    return images
 
 
 def verify_image_folder(root: str | Path) -> int:

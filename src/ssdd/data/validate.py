@@ -63,8 +63,6 @@ def _npz_split(path: Path, split: str, key: str, which: str) -> int:
     if f"x_{split}" not in arrays:
         raise DataError(f"{path}: split '{split}' does not exist (available: {', '.join(splits) or 'none'}); "
                         f"set {key}.{which}=<one of them>")
-    if f"y_{split}" not in arrays:
-        raise DataError(f"{path}: array 'y_{split}' (labels of split '{split}') is missing")
     where = f"{path}[{split}]"
     shape, dtype = arrays[f"x_{split}"]
     if dtype != np.uint8:
@@ -78,14 +76,16 @@ def _npz_split(path: Path, split: str, key: str, which: str) -> int:
         raise DataError(f"{where}: the split is empty")
     if height < 1 or width < 1:
         raise DataError(f"{where}: the images are {height}x{width} pixels; every image needs at least one pixel")
-    labels_shape, labels_dtype = arrays[f"y_{split}"]
-    check_label_array(tuple(labels_shape), labels_dtype, n, where)
+    if f"y_{split}" in arrays:  # else: images without labels
+        labels_shape, labels_dtype = arrays[f"y_{split}"]
+        check_label_array(tuple(labels_shape), labels_dtype, n, where)
     return n
 
 
-def check_split(cfg: DataConfig, which: str = "train_split", key: str = "data") -> int | None:
+def check_split(cfg: DataConfig, which: str = "train_split", key: str = "data", needs_labels: str = "") -> int | None:
     """The split `cfg.<which>` exists and looks usable; its number of images (after data.subset for the train
-    split) when that is cheap to know, else None."""
+    split) when that is cheap to know, else None. `needs_labels` (what needs them): a split without labels (an
+    .npz without y_<split>, an image folder without class folders) is a DataError saying so."""
     from ssdd.data.loaders import IMAGE_SUFFIXES
 
     choice(f"{key}.source", cfg.source, SOURCES)
@@ -93,6 +93,7 @@ def check_split(cfg: DataConfig, which: str = "train_split", key: str = "data") 
     whole(f"{key}.subset", cfg.subset, 0)
     split = getattr(cfg, which)
     count: int | None = None
+    labelled = True  # digits and torchvision's datasets have labels
     if cfg.source == "npz":
         path = Path(cfg.path)
         if not path.is_file():
@@ -100,10 +101,12 @@ def check_split(cfg: DataConfig, which: str = "train_split", key: str = "data") 
 
             raise missing_npz(path, key)
         count = _npz_split(path, split, key, which)
+        labelled = f"y_{split}" in npz_arrays(path)
     elif cfg.source == "folder":
         from ssdd.data.loaders import folder_class_dirs
 
         classes = folder_class_dirs(cfg.path, split, key, which)
+        labelled, classes = bool(classes), classes or [Path(cfg.path) / split]  # no class folders: no labels
         count = 0
         for folder in classes:
             files = sum(1 for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
@@ -123,6 +126,9 @@ def check_split(cfg: DataConfig, which: str = "train_split", key: str = "data") 
         if split not in spec.split_kwargs:
             raise DataError(f"torchvision {cfg.name}: split '{split}' does not exist (available: "
                             f"{', '.join(spec.split_kwargs)}); set {key}.{which}")
+    if needs_labels and not labelled:
+        raise DataError(f"{cfg.path}[{split}] has no labels, and {needs_labels} needs them (an .npz with "
+                        f"y_{split}, or an image folder with class folders)")
     if count is not None and which == "train_split" and cfg.subset > 0:
         if cfg.subset > count:
             raise DataError(f"{key}.subset={cfg.subset:,}: split '{cfg.train_split}' holds only {count:,} images (a "

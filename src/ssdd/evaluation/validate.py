@@ -196,6 +196,14 @@ def _check_sets(cfg: Any, teacher: dict[str, Any], source_cfg: DataConfig, allow
                              f"pass source.path=<its source>, {override}")
 
 
+def check_targets(cfg: Any, resolution: int | None) -> None:
+    """Every target's train and test splits exist, with labels (fine-tuning and the probe are scored by them)."""
+    for i, target in enumerate(cfg.targets):
+        target_cfg = replace(target, resolution=resolution or target.resolution)
+        for split in ("train_split", "test_split"):
+            check_split(target_cfg, split, f"targets[{i}]", needs_labels="a target (fine-tuning and the probe)")
+
+
 def validate_evaluate(cfg: Any, resume: bool = False, allow_mismatch: bool = False) -> None:
     """`ssdd evaluate`: settings, device, the output folder (never another run's), the teacher, the networks,
     every split it will read, and every distilled set against the teacher and the source."""
@@ -215,10 +223,7 @@ def validate_evaluate(cfg: Any, resume: bool = False, allow_mismatch: bool = Fal
         check_split(source_cfg, "train_split", "source")
     if cfg.cka_images > 0:
         check_split(source_cfg, "test_split", "source")
-    for i, target in enumerate(cfg.targets):
-        target_cfg = replace(target, resolution=resolution)
-        check_split(target_cfg, "train_split", f"targets[{i}]")
-        check_split(target_cfg, "test_split", f"targets[{i}]")
+    check_targets(cfg, resolution)
     _check_sets(cfg, teacher, source_cfg, allow_mismatch)
     start_run("evaluate", cfg.out_dir)
     check_inputs(out_dir, resume, {"teacher": teacher.get("fingerprint"),

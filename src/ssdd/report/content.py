@@ -256,7 +256,8 @@ def teacher_card(teacher: TeacherInfo, data: ReportData, figure_keys: set[str]) 
     arch = model.get("name", "?") + (f", width {model['width']}" if model.get("width") else "") + \
         (f", depth {model['depth']}" if model.get("depth") else "")
     probe = manifest.get("linear_probe") or {}
-    probe_text = F.fixed(probe.get("top1")) + " % top-1"
+    probe_text = F.fixed(probe.get("top1")) + " % top-1" if probe.get("top1") is not None else \
+        probe.get("note") or F.DASH
     if probe.get("dataset"):
         probe_text += f" on {probe['dataset']} {probe.get('split', '')}".rstrip()
     if probe.get("train_top1") is not None:

@@ -10,7 +10,7 @@ from ssdd.data.dataset import DataError
 from ssdd.data.loaders import same_data, source_description
 from ssdd.data.validate import check_split
 from ssdd.distill.validate import check_budget_fits, check_distill_settings, check_source_fits, normalise_distill
-from ssdd.evaluation.validate import check_evaluate_settings
+from ssdd.evaluation.validate import check_evaluate_settings, check_targets
 from ssdd.experts.validate import check_experts_settings
 from ssdd.run.checks import batch_fits, check_device
 from ssdd.run.folder import check_writable
@@ -101,9 +101,6 @@ def validate_study(study: Any) -> None:
         cfg = load_config(EvaluateConfig, study.evaluate.config, [*common, *study.evaluate.overrides])
         try:
             check_evaluate_settings(cfg)
-            for i, target in enumerate(cfg.targets):
-                target_cfg = replace(target, resolution=resolution or target.resolution)
-                check_split(target_cfg, "train_split", f"targets[{i}]")
-                check_split(target_cfg, "test_split", f"targets[{i}]")
+            check_targets(cfg, resolution)
         except ValueError as exc:
             raise type(exc)(f"evaluate stage: {exc}") from None

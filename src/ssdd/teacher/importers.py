@@ -314,6 +314,8 @@ def _load_probe_data(probe: ProbeData, resolution: int) -> tuple[Any, Any]:
                      test_split=probe.test_split, resolution=resolution, subset=probe.train_subset)
     train = load_split(cfg, probe.train_split, seed=probe.seed)
     test = load_split(cfg, probe.test_split, seed=probe.seed).subset(probe.test_subset, probe.seed)
+    for split in (train, test):
+        split.require_labels("the teacher's linear probe (--probe-data)")
     if train.num_classes != test.num_classes:
         raise DataError(f"{probe.path}: train and test splits have {train.num_classes} and {test.num_classes} "
                         f"classes")

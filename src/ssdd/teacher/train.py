@@ -134,14 +134,17 @@ def _train(cfg: TeacherConfig, resume: bool, show_progress: bool, dist_info: D.D
                  {"data": f"training data ({cfg.data.path} [{cfg.data.train_split}])"})
     mean_list, std_list = channel_stats(train_set.images)
     mean, std = torch.tensor(mean_list, device=device), torch.tensor(std_list, device=device)
-    images, labels = train_set.images.to(device), train_set.labels.to(device)
+    # unlabelled images: the online monitor gets one class (its loss is 0 and it moves nothing) and is not shown
+    labelled = train_set.labelled
+    images = train_set.images.to(device)
+    labels = train_set.labels.to(device) if labelled else torch.zeros(len(train_set), dtype=torch.int64, device=device)
     n_images = images.shape[0]
     global_batch, local_batch = cfg.optim.batch_size, cfg.optim.batch_size // dist_info.world_size
     steps_per_epoch = n_images // global_batch  # at least 1: the batch fits the training images (batch_fits)
     total_steps = steps_per_epoch * cfg.optim.epochs
 
     fast = switch(cfg.fast, "fast", device)  # no host synchronisation per step (docs/performance.md)
-    model = BarlowTwinsModel(build_model(cfg.model, cfg.data.resolution), cfg.projector, train_set.num_classes)
+    model = BarlowTwinsModel(build_model(cfg.model, cfg.data.resolution), cfg.projector, max(train_set.num_classes, 1))
     channels_last = use_channels_last(cfg.channels_last)  # measured faster on CUDA and on CPU (docs/performance.md)
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     wrapped: nn.Module = model
@@ -212,24 +215,25 @@ def _train(cfg: TeacherConfig, resume: bool, show_progress: bool, dist_info: D.D
             if step % (FAST_SYNC_EVERY if fast else PLAIN_BAR_EVERY) == 0:
                 loss_sum, correct = log.totals(step + 1)
                 rate = seen * dist_info.world_size / max(time.perf_counter() - epoch_start, 1e-9)
-                bar.set_postfix(loss=f"{loss_sum / (step + 1):.3f}", monitor=f"{100 * correct / seen:.1f}%",
-                                img_s=f"{rate:.0f}")
+                bar.set_postfix(loss=f"{loss_sum / (step + 1):.3f}",
+                                monitor=f"{100 * correct / seen:.1f}%" if labelled else "-", img_s=f"{rate:.0f}")
         log.check(steps_per_epoch, epoch)
         loss_sum, correct = log.totals(steps_per_epoch)
         epoch_time = time.perf_counter() - epoch_start
         record = {
             "epoch": epoch + 1,
             "loss": D.all_reduce_mean(loss_sum / steps_per_epoch, device),
-            "monitor_top1": D.all_reduce_mean(100 * correct / seen, device),
+            "monitor_top1": D.all_reduce_mean(100 * correct / seen, device) if labelled else None,
             "lr": optimizer.param_groups[0]["lr"],
             "images_per_s": steps_per_epoch * global_batch / epoch_time,
             "epoch_s": epoch_time,
         }
         if dist_info.is_main and cfg.probe_every > 0 and (epoch + 1) % cfg.probe_every == 0 \
-                and epoch + 1 < cfg.optim.epochs:  # the last epoch's probe is the final one (_finish)
+                and epoch + 1 < cfg.optim.epochs and train_set.labelled:  # the last epoch's: the final one (_finish)
             probe_data = probe_data or _probe_data(cfg, train_set)
             try:
-                record["probe_top1"] = _probe(cfg, model.backbone, probe_data, mean, std, device)["test_top1"]
+                if probe_data is not None:  # None: the test split has no labels
+                    record["probe_top1"] = _probe(cfg, model.backbone, probe_data, mean, std, device)["test_top1"]
             except FloatingPointError as exc:  # a diverged probe (NaN features): the curve skips it, training goes on
                 print(f"ssdd teacher: warning: the probe after epoch {epoch + 1} failed ({exc}); training continues",
                       file=sys.stderr)
@@ -237,8 +241,9 @@ def _train(cfg: TeacherConfig, resume: bool, show_progress: bool, dist_info: D.D
         generator_states = D.all_gather_objects(aug_generator.get_state())
         if dist_info.is_main:
             probed = f"  probe {record['probe_top1']:.2f}%" if "probe_top1" in record else ""
-            tqdm.write(f"epoch {epoch + 1}/{cfg.optim.epochs}  loss {record['loss']:.4f}  "
-                       f"monitor {record['monitor_top1']:.1f}%{probed}  {record['images_per_s']:.0f} img/s")
+            monitor = f"  monitor {record['monitor_top1']:.1f}%" if labelled else ""
+            tqdm.write(f"epoch {epoch + 1}/{cfg.optim.epochs}  loss {record['loss']:.4f}"
+                       f"{monitor}{probed}  {record['images_per_s']:.0f} img/s")
         return record
 
     def state() -> dict[str, Any]:
@@ -257,7 +262,8 @@ def _train(cfg: TeacherConfig, resume: bool, show_progress: bool, dist_info: D.D
     path = _finish(cfg, model.backbone, probe_data or _probe_data(cfg, train_set), train_set, mean, std,
                    run.history, run.elapsed, dist_info, device)
     probe = json.loads((path / "manifest.json").read_text())["linear_probe"]
-    tb.scalars({"linear_probe_top1": probe["top1"]}, cfg.optim.epochs * steps_per_epoch, prefix="teacher/")
+    if probe["top1"] is not None:
+        tb.scalars({"linear_probe_top1": probe["top1"]}, cfg.optim.epochs * steps_per_epoch, prefix="teacher/")
     return path
 
 
@@ -280,11 +286,15 @@ def _save_dtype(cfg: TeacherConfig) -> torch.dtype:
     return dtype
 
 
-def _probe_data(cfg: TeacherConfig, train_set: Any) -> tuple[Any, Any]:
-    """The probe's train split (all of it, also when the teacher trains on a subset) and test split."""
+def _probe_data(cfg: TeacherConfig, train_set: Any) -> tuple[Any, Any] | None:
+    """The probe's train split (all of it, also when the teacher trains on a subset) and test split; None when
+    either has no labels (nothing to probe with)."""
+    if not train_set.labelled:
+        return None
     full = train_set if cfg.data.subset == 0 else load_split(replace(cfg.data, subset=0), cfg.data.train_split,
                                                               seed=cfg.seed)
-    return full, load_split(cfg.data, cfg.data.test_split, seed=cfg.seed)
+    test = load_split(cfg.data, cfg.data.test_split, seed=cfg.seed)
+    return (full, test) if test.labelled else None
 
 
 def _probe(cfg: TeacherConfig, backbone: nn.Module, data: tuple[Any, Any], mean: torch.Tensor, std: torch.Tensor,
@@ -303,16 +313,25 @@ def _probe(cfg: TeacherConfig, backbone: nn.Module, data: tuple[Any, Any], mean:
     return {**probe, "seconds": time.perf_counter() - start, "test_name": test_set.name, "test_split": test_set.split}
 
 
-def _finish(cfg: TeacherConfig, backbone: nn.Module, probe_data: tuple[Any, Any], train_set: Any, mean: torch.Tensor,
+def _finish(cfg: TeacherConfig, backbone: nn.Module, probe_data: tuple[Any, Any] | None, train_set: Any,
+            mean: torch.Tensor,
             std: torch.Tensor, history: list[dict[str, Any]], elapsed: float, dist_info: D.DistInfo,
             device: torch.device) -> Path:
     out_dir = Path(cfg.out_dir)
     dtype = _save_dtype(cfg)
-    probe = _probe(cfg, backbone, probe_data, mean, std, device)
-    if cfg.probe_every > 0 and history:
-        history[-1]["probe_top1"] = probe["test_top1"]  # the last point of the probe curve
-    print(f"linear probe on {probe['test_name']}[{probe['test_split']}]: top-1 {probe['test_top1']:.2f}% "
-          f"(train {probe['train_top1']:.2f}%)")
+    if probe_data is None:
+        linear_probe: dict[str, Any] = {"top1": None, "note": "not measured: the data has no labels"}
+        print("linear probe: not measured (the data has no labels)")
+    else:
+        probe = _probe(cfg, backbone, probe_data, mean, std, device)
+        if cfg.probe_every > 0 and history:
+            history[-1]["probe_top1"] = probe["test_top1"]  # the last point of the probe curve
+        print(f"linear probe on {probe['test_name']}[{probe['test_split']}]: top-1 {probe['test_top1']:.2f}% "
+              f"(train {probe['train_top1']:.2f}%)")
+        linear_probe = {"top1": probe["test_top1"], "train_top1": probe["train_top1"], "dataset": probe["test_name"],
+                        "split": probe["test_split"], "seconds": probe["seconds"],
+                        "method": f"SGD on frozen standardised features, {cfg.probe.iterations} iterations",
+                        "weights": f"as saved ({cfg.save_dtype}), computed in float32"}
     last = history[-1] if history else {}
     manifest = {
         "model": describe(cfg.model),
@@ -320,10 +339,7 @@ def _finish(cfg: TeacherConfig, backbone: nn.Module, probe_data: tuple[Any, Any]
         "resolution": cfg.data.resolution,
         "normalization": {"mean": mean.tolist(), "std": std.tolist()},
         "epochs": cfg.optim.epochs,
-        "linear_probe": {"top1": probe["test_top1"], "train_top1": probe["train_top1"],
-                         "dataset": probe["test_name"], "split": probe["test_split"], "seconds": probe["seconds"],
-                         "method": f"SGD on frozen standardised features, {cfg.probe.iterations} iterations",
-                         "weights": f"as saved ({cfg.save_dtype}), computed in float32"},
+        "linear_probe": linear_probe,
         "final_loss": last.get("loss"),
         "monitor_top1": last.get("monitor_top1"),
         "train_images": len(train_set),
@@ -354,8 +370,9 @@ def _plot_history(history: list[dict[str, Any]], path: Path) -> None:
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.2))
     ax_loss.plot(epochs, [h["loss"] for h in history])
     ax_loss.set(xlabel="epoch", ylabel="Barlow Twins loss", title="training loss")
-    ax_acc.plot(epochs, [h["monitor_top1"] for h in history], color="tab:orange",
-                label="online monitor (train views)")
+    if all(h.get("monitor_top1") is not None for h in history):
+        ax_acc.plot(epochs, [h["monitor_top1"] for h in history], color="tab:orange",
+                    label="online monitor (train views)")
     probed = [h for h in history if "probe_top1" in h]
     if probed:
         ax_acc.plot([h["epoch"] for h in probed], [h["probe_top1"] for h in probed], "o-", color="tab:green",
