@@ -326,3 +326,11 @@ def test_a_target_pointed_elsewhere_by_index_is_named_by_its_file():
 
     cfg = load_config(EvaluateConfig, "evaluate_cpu", ["targets[1].path=mine/pets.npz"])
     assert [t.name for t in cfg.targets] == ["cifar10", ""] and cfg.source.name == "cifar100"
+
+
+def test_a_path_for_a_source_that_reads_none_is_refused():
+    from ssdd.distill.config import DistillConfig
+
+    with pytest.raises(ConfigError, match=r"^data\.path is not read by data\.source=digits: add data\.source=npz"):
+        load_config(DistillConfig, "demo_distill", ["data.path=mine.npz"])
+    assert load_config(DistillConfig, "demo_distill", ["data.source=npz", "data.path=mine.npz"]).data.path == "mine.npz"

@@ -30,6 +30,9 @@ class ConfigError(ValueError):
     """A config file or override that does not fit the schema."""
 
 
+PATHLESS_SOURCES = ("digits",)  # data sources that never read `data.path` (it keeps its default, unused)
+
+
 @dataclass
 class DataConfig:
     """Where a dataset comes from and how it is prepared (see README, 'Data formats')."""
@@ -316,19 +319,25 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: list
             problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
             raise ConfigError(f"override '{item}': its value is not valid YAML ({problem}); quote the whole "
                               "override for the shell and check its brackets and quotes") from None
-    _names_follow_their_data(cfg, preset, overrides or [])
+    _datasets_after_overrides(cfg, preset, overrides or [])
     return _to_object(cfg, schema)
 
 
-def _names_follow_their_data(cfg: Any, preset: Any, overrides: list[str], at: tuple[str, ...] = ()) -> None:
-    """A dataset's `name` in a preset (or the defaults) names the file or folder it sits beside: where overrides
-    point a dataset (`data`, `source`, `targets[i]`) at another npz file or image folder without naming it,
-    its name becomes the one its file or folder gives (`dataset_name`), not the preset's `cifar100`, which would
-    label the results and pick the fine-tuning length (`finetune.source_scale`) of another dataset."""
+def _datasets_after_overrides(cfg: Any, preset: Any, overrides: list[str], at: tuple[str, ...] = ()) -> None:
+    """Two rules for the datasets (`data`, `source`, `targets[i]`) that overrides change. A path given to a
+    source that reads none (digits) is a ConfigError, not ignored. And a dataset's `name` in a preset (or the
+    defaults) names the file or folder it sits beside: where overrides point the dataset at another npz file or
+    image folder without naming it, its name becomes the one its file or folder gives (`dataset_name`), not the
+    preset's `cifar100`, which would label the results and pick another dataset's fine-tuning length
+    (`finetune.source_scale`)."""
     if isinstance(cfg, DictConfig) and OmegaConf.get_type(cfg) is DataConfig:
+        if cfg.source in PATHLESS_SOURCES and any(_sets_key(item, at, "path") for item in overrides):
+            where = ".".join(at)
+            raise ConfigError(f"{where}.path is not read by {where}.source={cfg.source}: add {where}.source=npz (a "
+                              f".npz file) or {where}.source=folder (an image folder)")
         moved = isinstance(preset, DictConfig) and (cfg.path, cfg.source) != (preset.get("path"), preset.get("source"))
         if moved and cfg.source in ("npz", "folder") and cfg.name and cfg.name == preset.get("name") and \
-                not any(_names_key(item, at) for item in overrides):
+                not any(_sets_key(item, at, "name") for item in overrides):
             cfg.name = ""
         return
     children = cfg.items() if isinstance(cfg, DictConfig) else enumerate(cfg) if isinstance(cfg, ListConfig) else ()
@@ -337,14 +346,14 @@ def _names_follow_their_data(cfg: Any, preset: Any, overrides: list[str], at: tu
             before = preset.get(key)
         else:
             before = preset[key] if isinstance(preset, ListConfig) and key < len(preset) else None
-        _names_follow_their_data(child, before, overrides, (*at, str(key)))
+        _datasets_after_overrides(child, before, overrides, (*at, str(key)))
 
 
-def _names_key(item: str, at: tuple[str, ...]) -> bool:
-    """Whether an override sets the `name` of the dataset at `at`: `data.name=...`, or `data={..., name: ...}`."""
+def _sets_key(item: str, at: tuple[str, ...], field: str) -> bool:
+    """Whether an override sets `field` of the dataset at `at`: `data.name=...`, or `data={..., name: ...}`."""
     key, value = item.split("=", 1)
     parts = tuple(re.findall(r"[^.\[\]]+", key))
-    return parts == (*at, "name") or (parts == at[: len(parts)] and re.search(r"\bname\s*:", value) is not None)
+    return parts == (*at, field) or (parts == at[: len(parts)] and re.search(rf"\b{field}\s*:", value) is not None)
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ssdd.config import DataConfig
+from ssdd.config import PATHLESS_SOURCES, DataConfig
 from ssdd.data.dataset import (
     DataError,
     ImageDataset,
@@ -241,7 +241,6 @@ def dataset_name(cfg: DataConfig) -> str:
     return {"npz": Path(cfg.path).stem, "folder": Path(cfg.path).name}.get(cfg.source, cfg.source)
 
 
-PATHLESS_SOURCES = ("digits",)  # data sources that never read `data.path` (it keeps its default, unused)
 
 
 def source_description(cfg: DataConfig) -> str:

@@ -20,8 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ssdd import __version__
-from ssdd.config import config_to_dict, load_config, save_config, saved_form, saved_name
-from ssdd.data.loaders import PATHLESS_SOURCES
+from ssdd.config import PATHLESS_SOURCES, config_to_dict, load_config, save_config, saved_form, saved_name
 from ssdd.distill.config import LEGACY_VALUES as DISTILL_LEGACY_VALUES
 from ssdd.distill.keys import method_free_keys
 from ssdd.distill.registry import find_method
