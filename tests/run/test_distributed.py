@@ -116,3 +116,21 @@ def test_the_process_group_uses_the_chosen_backend(monkeypatch):
     with pytest.raises(ValueError, match="share 1 visible GPU"):
         D.init_distributed("auto")
     assert D.init_distributed("cpu").rank == 1 and joined == ["gloo", "gloo"]
+
+
+@pytest.mark.parametrize("env, said", [
+    ({"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}, "sets RANK, WORLD_SIZE, LOCAL_RANK but not MASTER_ADDR, "
+                                                          "MASTER_PORT: start several processes with torchrun"),
+    ({"WORLD_SIZE": "2"}, "sets WORLD_SIZE but not RANK, MASTER_ADDR, MASTER_PORT"),
+    ({"WORLD_SIZE": "2", "RANK": "x", "MASTER_ADDR": "a", "MASTER_PORT": "1"}, "RANK='x' is not a whole number"),
+    ({"WORLD_SIZE": "2", "RANK": "2", "MASTER_ADDR": "a", "MASTER_PORT": "1"}, "RANK=2 is not below WORLD_SIZE=2"),
+])
+def test_a_partial_torchrun_environment_is_one_line_from_every_process(monkeypatch, capsys, env, said):
+    from ssdd.cli import main
+
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert main(["distill", "-c", "demo_distill", "--no-progress"]) == 2
+    assert said in capsys.readouterr().err  # rank 1 too: it is no job's rank, and nothing else would speak

@@ -342,6 +342,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"`ssdd {args.command} --print-config` shows them all)")
         unknown = [e for e in extra if not is_override(e)]  # the overrides among them are fine
         choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
+    from ssdd.run.launched import torchrun_env_problem
+
+    if (problem := torchrun_env_problem()) is not None and args.command != "check":  # from every process: no job
+        print(f"ssdd {args.command}: error: {problem}", file=sys.stderr)
+        return 2
     try:
         with terminated_as_interrupt():
             return int(args.func(args) or 0)
