@@ -596,3 +596,12 @@ def test_torch_needs_tensors_and_a_resolution_of_at_least_one_pixel(tmp_path):
         with pytest.raises(DataError, match=rf"^resolution must be a whole number of pixels, at least 1; got "
                                             rf"{resolution!r}$"):
             load_npz(path, "train", resolution)
+
+
+def test_labels_that_are_ids_not_class_indices_are_refused_before_they_size_a_head(tmp_path):
+    path = tmp_path / "ids.npz"
+    np.savez(path, x_train=_images(2), y_train=np.array([0, 9_000_000_000]))  # no class names: C = max + 1
+    with pytest.raises(DataError, match=r"labels up to 9,000,000,000 for 2 labelled images: labels are class indices"):
+        load_npz(path, "train", 8)
+    with pytest.raises(DataError, match="labels up to 9,000,000,000"):
+        save_npz(tmp_path / "again.npz", {"train": (_images(2), np.array([0, 9_000_000_000]))})

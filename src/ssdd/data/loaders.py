@@ -68,16 +68,24 @@ def load_npz(path: str | Path, split: str, resolution: int, name: str = "") -> I
     if classes_raw is not None:
         classes = tuple(str(c) for c in classes_raw.tolist())
     elif y is not None:
-        classes = tuple(str(i) for i in range(label_count(archive[k] for k in keys if k.startswith("y_"))))
+        classes = tuple(str(i) for i in range(label_count((archive[k] for k in keys if k.startswith("y_")), path)))
     else:
         classes = ()
     images, labels = checked_arrays(x, y, len(classes), f"{path}[{split}]")
     return ImageDataset(resize_uint8(images, resolution), labels, classes, split, name or path.stem)
 
 
-def label_count(labels: Iterable[np.ndarray]) -> int:
-    """The classes a file without class names has: its largest integer label plus one, over every split."""
-    return 1 + max((int(y.max()) for y in labels if np.issubdtype(y.dtype, np.integer) and y.size), default=-1)
+def label_count(labels: Iterable[np.ndarray], where: str | Path = "") -> int:
+    """The classes a file without class names has: its largest integer label plus one, over every split. More
+    classes than labels is a DataError (labels that are ids, not class indices 0 to C - 1: one head output per
+    class would not fit in memory)."""
+    labels = [y for y in labels if np.issubdtype(y.dtype, np.integer) and y.size]
+    count = 1 + max((int(y.max()) for y in labels), default=-1)
+    given = sum(y.size for y in labels)
+    if count > given:
+        raise DataError(f"{where}: labels up to {count - 1:,} for {given:,} labelled images: labels are class "
+                        f"indices 0 to C - 1 (np.unique(y, return_inverse=True) renumbers them)")
+    return count
 
 
 def checked_arrays(x: np.ndarray, y: np.ndarray | None, num_classes: int, where: str
@@ -106,7 +114,7 @@ def save_npz(path: str | Path, splits: dict[str, tuple[np.ndarray, np.ndarray | 
     if path.suffix != ".npz":
         path = path.with_name(path.name + ".npz")
     given = [np.asarray(y) for _, y in splits.values() if y is not None]
-    count = len(classes) if classes is not None else label_count(given)
+    count = len(classes) if classes is not None else label_count(given, path)
     arrays: dict[str, np.ndarray] = {} if classes is None else {"classes": np.asarray(classes)}
     for split, (x, y) in splits.items():
         x = np.asarray(x)
