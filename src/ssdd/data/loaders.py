@@ -75,14 +75,17 @@ def load_npz(path: str | Path, split: str, resolution: int, name: str = "") -> I
     return ImageDataset(resize_uint8(images, resolution), labels, classes, split, name or path.stem)
 
 
+MANY_CLASSES = 100_000  # more classes than any labelled image dataset in this field (ImageNet-21k: 21,841)
+
+
 def label_count(labels: Iterable[np.ndarray], where: str | Path = "") -> int:
     """The classes a file without class names has: its largest integer label plus one, over every split. More
-    classes than labels is a DataError (labels that are ids, not class indices 0 to C - 1: one head output per
-    class would not fit in memory)."""
+    classes than labels, and over MANY_CLASSES, is a DataError: labels that are ids, not class indices 0 to C - 1
+    (a head with one output per class might not fit in memory)."""
     labels = [y for y in labels if np.issubdtype(y.dtype, np.integer) and y.size]
     count = 1 + max((int(y.max()) for y in labels), default=-1)
     given = sum(y.size for y in labels)
-    if count > given:
+    if count > max(given, MANY_CLASSES):
         raise DataError(f"{where}: labels up to {count - 1:,} for {given:,} labelled images: labels are class "
                         f"indices 0 to C - 1 (np.unique(y, return_inverse=True) renumbers them)")
     return count
