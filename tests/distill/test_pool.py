@@ -41,11 +41,13 @@ def test_a_warm_start_that_diverges_names_the_pools_rate():
 
     cfg = PoolConfig(size=2, max_steps=50, lr=1e6)
     pool = ModelPool(cfg, Tiny, target_dim=3, device=torch.device("cpu"), generator=torch.Generator().manual_seed(0))
+    pool.warm_start(*data())
     with pytest.raises(Diverged, match=r"pool member 1's warm start \(\d+ SGD steps at pool.lr=1e\+06") as info:
-        pool.warm_start(*data())
+        pool.check_warm_start()
     assert info.value.setting == "pool.lr" and not pool.finite(0)
     healthy = make_pool(True, max_steps=50)
     healthy.warm_start(*data())
+    healthy.check_warm_start()
     assert healthy.finite(0) and healthy.finite(1)
 
 

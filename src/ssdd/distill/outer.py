@@ -296,6 +296,7 @@ def outer_loop(ctx: DistillContext, name: str, tensors: dict[str, torch.Tensor],
             warm_bar.close()
         # whatever each process computed, rank 0's start is everyone's
         D.broadcast_(learned + [t for j in range(cfg.pool.size) for t in pool.member_tensors(j)])
+        pool.check_warm_start()  # on the shared state: every process stops alike
 
     if ctx.resume:
         state = run.load()

@@ -107,12 +107,17 @@ class ModelPool:
         for j, count in enumerate(steps):
             for _ in range(count):
                 self.train(j, images, targets, count_only=False, autocast=autocast)
-            if not self.finite(j):  # one check per member: its features would make every outer loss NaN
-                raise Diverged(f"pool member {j + 1}'s warm start ({count} SGD steps at pool.lr={self.cfg.lr:g} on "
-                               f"the initial set) diverged: its weights are not finite", "pool.lr")
             self.counters[j] = count
             if progress:
                 progress(j)
+
+    def check_warm_start(self) -> None:
+        """Diverged (naming pool.lr) when a member's weights are not finite after the warm start: its features
+        would make every outer loss NaN. Under torchrun, call it on the state every process shares."""
+        for j in range(self.cfg.size):
+            if not self.finite(j):
+                raise Diverged(f"pool member {j + 1}'s warm start ({self.counters[j]} SGD steps at pool.lr="
+                               f"{self.cfg.lr:g} on the initial set) diverged: its weights are not finite", "pool.lr")
 
     def finite(self, j: int) -> bool:
         """Whether member j's weights and buffers are all finite (one host synchronisation)."""
