@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ssdd.config import ConfigError, DataConfig, load_config, save_config
+from ssdd.config import ConfigError, DataConfig, dataset_name, load_config, save_config
 from ssdd.teacher.config import TeacherConfig
 
 CONFIGS = Path(__file__).parents[1] / "src" / "ssdd" / "presets"  # configs/ is a symlink to it
@@ -305,27 +305,29 @@ def test_a_config_changed_in_python_is_checked_like_one_from_yaml():
 
 
 @pytest.mark.parametrize("overrides, name", [
-    (["data.source=folder", "data.path=../my_images"], ""),  # named by its folder: my_images
-    (["data.path=other/cifar100_copy.npz"], ""),  # named by its file: cifar100_copy
+    (["data.source=folder", "data.path=../my_images"], "my_images"),  # named by its folder
+    (["data.path=other/cifar100_copy.npz"], "cifar100_copy"),  # named by its file
+    (["data.path=/elsewhere/cifar100.npz"], "cifar100"),  # a moved copy keeps its name: resumes and study keys too
     (["data.path=other.npz", "data.name=cifar100"], "cifar100"),  # named on purpose
     (["data={source: npz, path: other.npz, name: cifar100}"], "cifar100"),
     (["data.resolution=16"], "cifar100"),  # the same data
     (["data.source=torchvision", "data.path=tv"], "cifar100"),  # torchvision: the name says which dataset
+    (["data.source=digits"], "digits"),
 ])
 def test_a_presets_dataset_name_does_not_follow_its_data_elsewhere(overrides, name):
-    from ssdd.data.loaders import dataset_name
     from ssdd.teacher.config import TeacherConfig
 
-    cfg = load_config(TeacherConfig, "teacher_cpu", overrides)
-    assert cfg.data.name == name
-    assert dataset_name(cfg.data) == (name or {"folder": "my_images", "npz": "cifar100_copy"}[cfg.data.source])
+    assert load_config(TeacherConfig, "teacher_cpu", overrides).data.name == name
 
 
-def test_a_target_pointed_elsewhere_by_index_is_named_by_its_file():
+def test_a_target_pointed_elsewhere_is_named_by_its_file_also_in_a_whole_list():
     from ssdd.evaluation.config import EvaluateConfig
 
     cfg = load_config(EvaluateConfig, "evaluate_cpu", ["targets[1].path=mine/pets.npz"])
-    assert [t.name for t in cfg.targets] == ["cifar10", ""] and cfg.source.name == "cifar100"
+    assert [t.name for t in cfg.targets] == ["cifar10", "pets"] and cfg.source.name == "cifar100"
+    whole = load_config(EvaluateConfig, "evaluate_cpu", [
+        "targets=[{source: digits}, {source: npz, path: data/cifar10.npz, name: mine}]"])
+    assert [dataset_name(t) for t in whole.targets] == ["digits", "mine"]  # the list's own entries, unrefused
 
 
 def test_a_path_for_a_source_that_reads_none_is_refused():

@@ -48,6 +48,14 @@ class DataConfig:
 
 
 
+def dataset_name(cfg: DataConfig) -> str:
+    """The name of the dataset `cfg` loads (what a result row calls a target): `name` when set, else the npz
+    file's stem, the image folder's name, or `digits`."""
+    if cfg.name or cfg.source == "torchvision":
+        return cfg.name
+    return {"npz": Path(cfg.path).stem, "folder": Path(cfg.path).name}.get(cfg.source, cfg.source)
+
+
 def is_count(value: object, minimum: int = 1) -> bool:
     """Whether `value` is a whole number (a Python or NumPy integer; not a bool, not a float) of at least
     `minimum`: a count of pixels, steps, images."""
@@ -336,9 +344,11 @@ def _datasets_after_overrides(cfg: Any, preset: Any, overrides: list[str], at: t
             raise ConfigError(f"{where}.path is not read by {where}.source={cfg.source}: add {where}.source=npz (a "
                               f".npz file) or {where}.source=folder (an image folder)")
         moved = isinstance(preset, DictConfig) and (cfg.path, cfg.source) != (preset.get("path"), preset.get("source"))
-        if moved and cfg.source in ("npz", "folder") and cfg.name and cfg.name == preset.get("name") and \
+        if moved and cfg.source != "torchvision" and cfg.name and cfg.name == preset.get("name") and \
                 not any(_sets_key(item, at, "name") for item in overrides):
-            cfg.name = ""
+            # the name its file or folder gives: a moved copy of the same file keeps its name (and a --resume
+            # or a study key sees the same config)
+            cfg.name = dataset_name(DataConfig(source=cfg.source, path=cfg.path))
         return
     children = cfg.items() if isinstance(cfg, DictConfig) else enumerate(cfg) if isinstance(cfg, ListConfig) else ()
     for key, child in children:
@@ -350,10 +360,26 @@ def _datasets_after_overrides(cfg: Any, preset: Any, overrides: list[str], at: t
 
 
 def _sets_key(item: str, at: tuple[str, ...], field: str) -> bool:
-    """Whether an override sets `field` of the dataset at `at`: `data.name=...`, or `data={..., name: ...}`."""
+    """Whether an override sets `field` of the dataset at `at`: `data.name=...`, `data={..., name: ...}`, or a
+    list of datasets whose entry at `at` holds it (`targets=[{...}, {..., name: ...}]`)."""
     key, value = item.split("=", 1)
     parts = tuple(re.findall(r"[^.\[\]]+", key))
-    return parts == (*at, field) or (parts == at[: len(parts)] and re.search(rf"\b{field}\s*:", value) is not None)
+    if parts == (*at, field):
+        return True
+    if parts != at[: len(parts)]:
+        return False
+    try:
+        node = OmegaConf.to_container(OmegaConf.from_dotlist([f"value={value}"]))["value"]
+    except Exception:  # not YAML: the override itself says so when it is applied
+        return False
+    for part in at[len(parts):]:
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return False
+    return isinstance(node, dict) and field in node
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ssdd.config import PATHLESS_SOURCES, DataConfig
+from ssdd.config import PATHLESS_SOURCES, DataConfig, dataset_name
 from ssdd.data.dataset import (
     DataError,
     ImageDataset,
@@ -244,14 +244,6 @@ def load_digits(split: str, resolution: int, test_fraction: float = 0.25, seed: 
 
 
 # ----------------------------------------------------------------------------- dispatch
-def dataset_name(cfg: DataConfig) -> str:
-    """The name of the dataset `cfg` loads (what a result row calls a target): `name` when set, else the npz
-    file's stem, the image folder's name, or `digits`."""
-    if cfg.name or cfg.source == "torchvision":
-        return cfg.name
-    return {"npz": Path(cfg.path).stem, "folder": Path(cfg.path).name}.get(cfg.source, cfg.source)
-
-
 
 
 def source_description(cfg: DataConfig) -> str:
