@@ -314,21 +314,26 @@ def test_image_folder_loads_sorted_classes(tmp_path):
 def test_a_class_missing_from_one_split_shifts_no_label_of_another(tmp_path):
     spec = {"train": {"ant": 1, "mole": 1, "zebra": 1}, "test": {"mole": 1, "zebra": 1}}
     root = _make_folder(tmp_path / "tree", spec)
-    test = load_image_folder(root, "test", 4)
+    (root / "test" / ".ipynb_checkpoints").mkdir()  # hidden folders are no class
+    test = load_split(DataConfig(source="folder", path=str(root), resolution=4), "test")
     assert test.classes == ("ant", "mole", "zebra") and test.labels.tolist() == [1, 2]
 
 
-def test_a_class_only_a_test_split_has_is_an_empty_training_class(tmp_path):
+def test_a_class_only_a_test_split_has_is_refused_naming_it(tmp_path):
     root = _make_folder(tmp_path / "tree", {"train": {"ant": 1}, "test": {"ant": 1, "bee": 1}})
-    with pytest.raises(DataError, match=r"1 class\(es\) have no image: bee"):
-        load_split(DataConfig(source="folder", path=str(root), resolution=4), "train")
+    (root / "__MACOSX" / "train").mkdir(parents=True)  # a stray folder beside the splits changes nothing
+    assert load_split(DataConfig(source="folder", path=str(root), resolution=4), "train").classes == ("ant",)
+    with pytest.raises(DataError, match=r"test: class folder\(s\) bee that .*train does not have"):
+        load_split(DataConfig(source="folder", path=str(root), resolution=4), "test")
 
 
 def test_class_folders_without_split_folders_say_where_they_go(tmp_path):
     root = _make_folder(tmp_path / "flat", {"ant": {"x": 1}, "bee": {"x": 1}})  # flat/<class>/x/img0.png
     for cls in ("ant", "bee"):
         (root / cls / "x" / "img0.png").rename(root / cls / "img0.png")
-    with pytest.raises(DataError, match=r"holds class folders \(ant, bee\) but no split folders.*move them into"):
+        (root / cls / "x").rmdir()
+    with pytest.raises(DataError, match=r"split 'train' does not exist; its folders \(ant, bee\) hold images: .*"
+                                         r"move class folders into .*train/\), or DIR/<split>/<image>"):
         load_image_folder(root, "train", 4)
 
 

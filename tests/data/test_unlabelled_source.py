@@ -24,7 +24,7 @@ def test_an_unlabelled_source_goes_through_teacher_distill_evaluate_and_report(t
                  "model={name: convnet, width: 4, depth: 2, feature: pool}", "projector=[16,16]", "optim.epochs=2",
                  "optim.batch_size=16", "optim.warmup_epochs=0"]) == 0
     out = capsys.readouterr().out
-    assert "linear probe: not measured (the data has no labels)" in out and "monitor" not in out
+    assert "linear probe: not measured (split train has no labels)" in out and "monitor" not in out
     manifest = json.loads((tmp_path / "t" / "teacher" / "manifest.json").read_text())
     assert manifest["linear_probe"]["top1"] is None and manifest["monitor_top1"] is None
     teacher = f"teacher={tmp_path / 't' / 'teacher'}"
@@ -45,4 +45,7 @@ def test_an_unlabelled_source_goes_through_teacher_distill_evaluate_and_report(t
     assert main([*evaluate, f"targets=[{{source: npz, path: {tmp_path / 'labelled.npz'}}}]",
                  f"out_dir={tmp_path / 'e'}"]) == 0
     assert main(["report", str(tmp_path / "e")]) == 0
-    assert "**linear probe**: not measured: the data has no labels" in (tmp_path / "e" / "report.md").read_text()
+    assert "**linear probe**: not measured: split train has no labels" in (tmp_path / "e" / "report.md").read_text()
+    from ssdd.data.validate import describe_data
+
+    assert describe_data(source).endswith("test 32 (no labels), train 64 (no labels) images at 16x16 px")

@@ -141,41 +141,50 @@ def folder_class_dirs(root: str | Path, split: str, key: str = "data", which: st
         raise DataError(f"{root}: folder not found; pass {key}.path=DIR, an ImageFolder tree DIR/<split>/<class>/")
     split_dir = root / split
     if not split_dir.is_dir():
-        found = sorted(p for p in root.iterdir() if p.is_dir())
-        if found and any(_has_images(p) for p in found):  # DIR/<class>/<image>: the classes without a split
-            raise DataError(f"{root}: holds class folders ({', '.join(p.name for p in found[:4])}"
-                            f"{', ...' if len(found) > 4 else ''}) but no split folders; an image folder tree is "
-                            f"DIR/<split>/<class>/<image>: move them into {split_dir}/")
+        found = _subfolders(root)
+        if found and all(_has_images(p) and not _subfolders(p) for p in found):  # DIR/<class>/<image>, maybe
+            shown = ", ".join(p.name for p in found[:4]) + (", ..." if len(found) > 4 else "")
+            raise DataError(f"{root}: split '{split}' does not exist; its folders ({shown}) hold images: an image "
+                            f"folder tree is "
+                            f"DIR/<split>/<class>/<image> (move class folders into {split_dir}/), or "
+                            f"DIR/<split>/<image> for images without labels (set {key}.{which}=<one of them>)")
         raise DataError(f"{root}: split '{split}' does not exist (expected {split_dir}/<class>/<image>; "
                         f"sub-folders found: {', '.join(p.name for p in found) or 'none'}); set "
                         f"{key}.{which}=<one of them>")
-    class_dirs = sorted(p for p in split_dir.iterdir() if p.is_dir())
+    class_dirs = _subfolders(split_dir)
     if not class_dirs and not _has_images(split_dir):
         raise DataError(f"{split_dir}: no class folders and no images (expected {split_dir}/<class>/<image>, or "
                         f"{split_dir}/<image> for images without labels)")
     return class_dirs  # none: the images lie in the split's folder, without labels
 
 
+def _subfolders(folder: Path) -> list[Path]:
+    """The folders in `folder`, sorted, without hidden ones (.ipynb_checkpoints, .DS_Store folders)."""
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
 def _has_images(folder: Path) -> bool:
     return any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.iterdir())
 
 
-def folder_classes(root: str | Path) -> tuple[str, ...]:
-    """The class names of an image folder tree: every class folder of every split (DIR/<split>/<class>), sorted,
-    so that a class has one label in all splits, also where a split lacks some class."""
-    return tuple(sorted({c.name for s in Path(root).iterdir() if s.is_dir() and not s.name.startswith(".")
-                         for c in s.iterdir() if c.is_dir() and not c.name.startswith(".")}))
-
-
-def load_image_folder(root: str | Path, split: str, resolution: int, name: str = "") -> ImageDataset:
-    """`root/<split>/<class>/<image>`; class names and their order come from the folder names of all splits.
-    `root/<split>/<image>` (no class folders): the split's images without labels."""
+def load_image_folder(root: str | Path, split: str, resolution: int, name: str = "",
+                      class_split: str | None = None) -> ImageDataset:
+    """`root/<split>/<class>/<image>`; class names and their order come from the class folders of `class_split`
+    (the training split; default: `split` itself), so that a class has one label in every split, also where a
+    split lacks a class; a class no other split has is a DataError. `root/<split>/<image>` (no class folders):
+    the split's images without labels."""
     root = Path(root)
     class_dirs = folder_class_dirs(root, split)
     split_dir = root / split
     if not class_dirs:
         return ImageDataset(torch.stack(_read_images(split_dir, resolution)), None, (), split, name or root.name)
-    classes = folder_classes(root)
+    named_by = root / (class_split or split)
+    classes = tuple(p.name for p in (_subfolders(named_by) if named_by.is_dir() else class_dirs)) or \
+        tuple(p.name for p in class_dirs)  # a training split without class folders: this split's own
+    stray = [p.name for p in class_dirs if p.name not in classes]
+    if stray:
+        raise DataError(f"{split_dir}: class folder(s) {', '.join(stray[:4])} that {named_by} does not have (its "
+                        f"classes name the labels of every split)")
     images: list[torch.Tensor] = []
     labels: list[int] = []
     for class_dir in bar(class_dirs, desc=f"reading {split_dir}", unit="class"):
@@ -208,7 +217,8 @@ def verify_image_folder(root: str | Path) -> int:
     from PIL import Image, UnidentifiedImageError
 
     count = 0
-    for file in sorted(p for p in Path(root).glob("*/*/*") if p.suffix.lower() in IMAGE_SUFFIXES):
+    files = [*Path(root).glob("*/*/*"), *Path(root).glob("*/*")]  # labelled splits, and splits without labels
+    for file in sorted(p for p in files if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES):
         try:
             with Image.open(file) as img:
                 img.load()  # decodes the pixels: a damaged or truncated file fails here, not in a later run
@@ -274,7 +284,7 @@ def load_split(cfg: DataConfig, split: str, seed: int = 0) -> ImageDataset:
         if cfg.source == "npz":
             dataset = load_npz(cfg.path, split, cfg.resolution, dataset_name(cfg))
         elif cfg.source == "folder":
-            dataset = load_image_folder(cfg.path, split, cfg.resolution, dataset_name(cfg))
+            dataset = load_image_folder(cfg.path, split, cfg.resolution, dataset_name(cfg), cfg.train_split)
         elif cfg.source == "torchvision":
             dataset = load_torchvision(cfg.name, cfg.path, split, cfg.resolution, cfg.download)
         elif cfg.source == "digits":

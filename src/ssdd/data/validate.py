@@ -142,11 +142,13 @@ def describe_data(path: str | Path) -> str:
     ImageFolder root (every split); one line on what it holds, or DataError."""
     path = Path(path)
     if path.is_dir():
-        splits = sorted(p.name for p in path.iterdir() if p.is_dir())
+        splits = sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
         if not splits:
             raise DataError(f"{path}: no split folders (expected {path}/<split>/<class>/<image>)")
+        from ssdd.data.loaders import folder_class_dirs
+
         counts = [f"{s} {check_split(DataConfig(source='folder', path=str(path), train_split=s), 'train_split'):,}"
-                  for s in splits]
+                  + ("" if folder_class_dirs(path, s) else " (no labels)") for s in splits]
         return f"{path}: {', '.join(counts)} images"
     if not path.is_file():
         raise DataError(f"{path}: not found")
@@ -161,7 +163,8 @@ def describe_data(path: str | Path) -> str:
         raise DataError(f"{path}: the archive is corrupt ({first_line(exc)}); write it again") from None
     if broken is not None:
         raise DataError(f"{path}: member {broken} is corrupt (CRC mismatch); write the file again")
-    counts = [f"{s} {_npz_split(path, s, 'data', 'train_split'):,}" for s in splits]
+    counts = [f"{s} {_npz_split(path, s, 'data', 'train_split'):,}" + ("" if f"y_{s}" in arrays else " (no labels)")
+              for s in splits]
     layout = image_layout(arrays[f"x_{splits[0]}"][0])
     size = f" at {layout[1]}x{layout[2]} px" if layout else ""
     return f"{path}: {', '.join(counts)} images{size}"

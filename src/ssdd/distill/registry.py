@@ -127,6 +127,7 @@ class DistillMethod:
     written_by: str | None = None
     targets_optional: bool = False  # count_targets=false (the budget counts the images only) applies to it
     needs_experts: bool = False  # reads expert trajectories (mkdt.experts; a study's experts stage)
+    needs_labels: bool = False  # reads the source's class labels (a source without labels is refused before work)
     note: str = ""  # one line for reports: what its sets hold
     colour: str | None = None  # its colour in report figures (a matplotlib colour name)
     loss_name: str = DEFAULT_LOSS_NAME  # what its metrics.jsonl logs as `loss` (the y-axis of its loss curve)

@@ -14,7 +14,6 @@ from typing import Any
 import torch
 
 from ssdd.config import ConfigError
-from ssdd.data.validate import check_split
 from ssdd.distill.budget import label_samples, teacher_target_samples
 from ssdd.distill.mkdt import check_experts_folder
 from ssdd.distill.registry import DistillContext, DistillMethod, DistillResult, register_method
@@ -84,10 +83,6 @@ def check_high_loss_files(cfg: Any, teacher: Mapping[str, Any], available: int |
     check_experts_folder(cfg, teacher, available)  # any number of epochs: only their final errors are read
 
 
-def check_source_labels(cfg: Any, teacher: Mapping[str, Any], available: int | None) -> None:
-    check_split(cfg.data, "train_split", needs_labels="method=random_supervised")
-
-
 SUBSET = {"samples": teacher_target_samples, "verify": verify_teacher_targets}
 register_method(DistillMethod("random", distill_random, reconstruct_subset, **SUBSET,
                               note="random real images, teacher targets", colour="tab:gray"))
@@ -100,5 +95,5 @@ register_method(DistillMethod("kmeans", distill_kmeans, reconstruct_subset, **SU
 register_method(DistillMethod(
     "random_supervised", distill_random_supervised,
     lambda stored, manifest: (stored["images"].float() / 255.0, stored["labels"].long()),
-    samples=label_samples, verify=verify_labels, check_files=check_source_labels,
-    note="random real images, class labels", colour="tab:purple"))
+    samples=label_samples, verify=verify_labels, needs_labels=True, note="random real images, class labels",
+    colour="tab:purple"))

@@ -97,6 +97,15 @@ def check_budget_fits(cfg: Any, resolution: int, feature_dim: int, available: in
         method.samples(cfg, (3, resolution, resolution), feature_dim, available)
 
 
+def check_source(cfg: Any) -> int | None:
+    """The training split the method reads (with labels where it needs them) and, for the outer loop, that its
+    real batch fits; the number of source images when that is cheap to know."""
+    method = method_of(cfg)
+    available = check_split(cfg.data, "train_split", needs_labels=f"method={cfg.method}" if method.needs_labels else "")
+    check_source_fits(cfg, available)
+    return available
+
+
 def check_source_fits(cfg: Any, available: int | None) -> None:
     """The real batch of a method that runs the outer loop holds no more than the source's images (None: the
     count is known only once the source is loaded, e.g. torchvision and digits)."""
@@ -123,8 +132,7 @@ def validate_distill(cfg: Any, resume: bool = False) -> None:
     if cfg.data.resolution != resolution:
         raise ConfigError(f"data.resolution={cfg.data.resolution}, but teacher {cfg.teacher} expects {resolution} px "
                           f"images: set data.resolution={resolution}")
-    available = check_split(cfg.data, "train_split")
-    check_source_fits(cfg, available)
+    available = check_source(cfg)
     if manifest.get("feature_dim"):
         check_budget_fits(cfg, resolution, int(manifest["feature_dim"]), available)
     method_of(cfg).check_files(cfg, manifest, available)

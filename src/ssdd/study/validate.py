@@ -9,7 +9,7 @@ from ssdd.config import ConfigError, DataConfig
 from ssdd.data.dataset import DataError
 from ssdd.data.loaders import same_data, source_description
 from ssdd.data.validate import check_split
-from ssdd.distill.validate import check_budget_fits, check_distill_settings, check_source_fits, normalise_distill
+from ssdd.distill.validate import check_budget_fits, check_distill_settings, check_source, normalise_distill
 from ssdd.evaluation.validate import check_evaluate_settings, check_targets
 from ssdd.experts.validate import check_experts_settings
 from ssdd.run.checks import batch_fits, check_device
@@ -91,8 +91,7 @@ def validate_study(study: Any) -> None:
                                       f"evaluate stage's source is {source_description(source)} "
                                       f"[{source.train_split}], and the evaluation refuses a set distilled from other "
                                       f"data: give both the same data (data.* in this stage, source.* in evaluate)")
-                available = check_split(cfg.data, "train_split")
-                check_source_fits(cfg, available)
+                available = check_source(cfg)
                 if feature_dim:
                     check_budget_fits(cfg, cfg.data.resolution, feature_dim, available)
             except ValueError as exc:

@@ -320,8 +320,9 @@ def _finish(cfg: TeacherConfig, backbone: nn.Module, probe_data: tuple[Any, Any]
     out_dir = Path(cfg.out_dir)
     dtype = _save_dtype(cfg)
     if probe_data is None:
-        linear_probe: dict[str, Any] = {"top1": None, "note": "not measured: the data has no labels"}
-        print("linear probe: not measured (the data has no labels)")
+        unlabelled = cfg.data.train_split if not train_set.labelled else cfg.data.test_split
+        linear_probe: dict[str, Any] = {"top1": None, "note": f"not measured: split {unlabelled} has no labels"}
+        print(f"linear probe: not measured (split {unlabelled} has no labels)")
     else:
         probe = _probe(cfg, backbone, probe_data, mean, std, device)
         if cfg.probe_every > 0 and history:
