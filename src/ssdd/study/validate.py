@@ -33,6 +33,12 @@ def _same_source(data: DataConfig, source: DataConfig) -> bool:
         return True  # unreadable: the stage's own check of its split says so
 
 
+def _folder_word(name: str) -> bool:
+    """Letters, digits, '-', '_' and '.', not starting with '.': a name that stays one folder (no '/', no '..')."""
+    return name.replace("-", "").replace("_", "").replace(".", "").isalnum() and name.isascii() and \
+        not name.startswith(".")
+
+
 def validate_study(study: Any) -> None:
     """`ssdd reproduce`: every stage's settings and inputs before the first stage runs (the teacher a study
     trains itself is checked by its settings; the stages after it by theirs and their data)."""
@@ -44,10 +50,14 @@ def validate_study(study: Any) -> None:
     check_device(str(study.device))
     check_writable(study.out_dir)
     name = str(study.name)
-    if name and (not name.replace("-", "").replace("_", "").replace(".", "").isalnum() or not name.isascii()
-                 or name.startswith(".") or name.lower() in ("teacher", "experts", "distill", "evaluate")):
+    if name and (not _folder_word(name) or name.lower() in ("teacher", "experts", "distill", "evaluate")):
         raise ConfigError(f"name='{name}': a study's name is a folder inside out_dir: letters, digits, '-', '_' "
                           f"and '.', not a stage folder (teacher, experts, distill, evaluate)")
+    for i, spec in enumerate(study.distill):
+        if spec.name and not _folder_word(str(spec.name)):
+            raise ConfigError(f"distill[{i}].name={spec.name!r}: a set's name is part of its folder's name: "
+                              f"letters, digits, '-', '_' and '.'")
+
     common = [f"seed={study.seed}", f"device={study.device}"]
     resolution: int | None = None
     feature_dim: int | None = None
@@ -74,12 +84,18 @@ def validate_study(study: Any) -> None:
             raise type(exc)(f"experts stage: {exc}") from None
     source = load_config(EvaluateConfig, study.evaluate.config, [*common, *study.evaluate.overrides]).source \
         if study.evaluate.config else None
+    made: list[str] = []  # the labels of the sets, as the evaluation will name them
     for spec in study.distill:
         for budget in [*spec.budgets] or [None]:
             extra = [f"budget={budget!r}"] if budget is not None else []
             extra += [f"name={spec.name}"] if spec.name else []
             cfg = load_config(DistillConfig, spec.config or None, [*common, *spec.overrides, *extra])
-            label = f"distill stage {spec.name or cfg.method}@{cfg.budget:g}"
+            set_label = f"{cfg.name or cfg.method}@{cfg.budget:g}" + ("" if cfg.count_targets else "/images-only")
+            label = f"distill stage {set_label}"
+            if set_label in made:
+                raise ConfigError(f"two distill entries make the set {set_label}: the evaluation could not tell "
+                                  f"their rows apart; give one a name (distill[i].name=...)")
+            made.append(set_label)
             try:
                 check_distill_settings(cfg)
                 normalise_distill(cfg)
