@@ -205,7 +205,7 @@ def test_check_finds_a_studys_teacher_and_reports_a_changed_shard_or_manifest(tm
     assert "[FAIL] teacher" in (out := capsys.readouterr().out) and "checksum mismatch" in out
     (teacher / "manifest.json").write_text("{not json")
     assert main(["check"]) == 1
-    assert "[FAIL] artifact" in (out := capsys.readouterr().out) and "not valid JSON" in out
+    assert "[FAIL] artifact" in (out := capsys.readouterr().out) and "cannot be read as a manifest" in out
 
 
 def test_check_says_how_deep_it_searched_and_no_none_after_damaged_teachers(tmp_path, monkeypatch, capsys):
@@ -245,6 +245,17 @@ def test_check_fails_on_a_data_path_that_does_not_exist(tmp_path, monkeypatch, c
     out = capsys.readouterr().out
     assert f"[FAIL] dataset                {missing}: not found" in out and "datasets: none" not in out
     assert "Everything needed" not in out and f"{missing} (--data) does not exist" in out
+
+
+def test_check_says_a_teacher_given_as_data_is_not_data_and_reads_a_null_manifest_as_damaged(tmp_path, monkeypatch,
+                                                                                               capsys, tiny_teacher):
+    monkeypatch.chdir(tmp_path)
+    assert main(["check", "--data", str(tiny_teacher)]) == 1
+    out = capsys.readouterr().out
+    assert f"{tiny_teacher} is an ssdd artifact folder (a teacher, a set), not data" in out
+    (tiny_teacher / "manifest.json").write_text("null")
+    assert main(["check"]) == 1
+    assert "manifest.json cannot be read as a manifest" in capsys.readouterr().out
 
 
 # ----------------------------------------------------------------------------- artifacts on save and on load

@@ -121,6 +121,11 @@ def test_manifest_round_trip_and_errors(tmp_path):
     with pytest.raises(ArtifactError, match="found 'None'"):
         read_manifest(kindless, "teacher")
 
+    for text, said in (("null", "holds null, not a manifest"), ("[]", "holds list, not a manifest")):
+        (kindless / "manifest.json").write_text(text)
+        with pytest.raises(ArtifactError, match=said):
+            read_manifest(kindless, "teacher")
+
 
 def test_atomic_write_keeps_old_content_on_failure(tmp_path):
     target = tmp_path / "file.txt"

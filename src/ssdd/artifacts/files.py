@@ -117,8 +117,13 @@ def read_manifest(directory: str | Path, kind: str) -> dict[str, Any]:
         raise ArtifactError(f"{path}: not found ({directory} is not an ssdd artifact folder)")
     try:
         manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"{path}: not valid JSON ({exc})") from None
+    except OSError as exc:  # unreadable (permissions), not damaged
+        raise ArtifactError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if not isinstance(manifest, dict):
+        raise ArtifactError(f"{path}: holds {type(manifest).__name__ if manifest is not None else 'null'}, not a "
+                            f"manifest (a JSON object): restore it or make the artifact again")
     if manifest.get("kind") != kind:
         raise ArtifactError(f"{path}: expected an artifact of kind '{kind}', found '{manifest.get('kind')}'")
     return manifest

@@ -135,29 +135,35 @@ def run_check(extra_data: list[str] | None = None) -> int:
             failures.append(f"{path} (--data) does not exist: check the path")
     found = [path for path in [Path("data") / f for f in DATA_FILES] + given if path.exists()]
     for path in found:  # read, not only found: an empty or corrupt file is a failure to fix
+        if (path / "manifest.json").is_file():
+            _line(False, "dataset", f"{path} is an ssdd artifact folder (a teacher, a set), not data")
+            failures.append(f"{path} (--data): give an .npz file or an image folder tree")
+            continue
         try:
             described = describe_data(path)
             if path.is_dir():
                 verify_image_folder(path)  # every image decoded, not only counted
             _line(True, "dataset", described)
-        except ValueError as exc:
-            _line(False, "dataset", str(exc))
-            failures.append(f"{path} cannot be used: write it again (or remove it)")
+        except (ValueError, OSError) as exc:  # damaged, or unreadable (permissions)
+            _line(False, "dataset", str(exc) if isinstance(exc, ValueError) else f"{path}: {exc}")
+            failures.append(f"{path} cannot be used: write it again (or remove it)" if isinstance(exc, ValueError)
+                            else f"{path} cannot be read: check its permissions")
     if not found and not given:
         _line(None, "datasets", "none at the presets' data.path (data/*.npz here) or --data: pass "
               "data.path=FILE.npz (ssdd's NumPy format, README), or data.source=torchvision data.name=cifar100 "
               "data.path=DIR data.download=true (folder and digits sources work too)")
     teachers, damaged = find_teachers(Path("."))
     for folder in damaged:
-        _line(False, "artifact", f"{folder}/manifest.json is not valid JSON")
+        _line(False, "artifact", f"{folder}/manifest.json cannot be read as a manifest (not a JSON object, or "
+              f"unreadable)")
         failures.append(f"{folder} is damaged (its manifest.json cannot be read): restore it or make it again")
     intact = []
     for folder in teachers:  # manifests checked (edited fields, shard names) and every shard's SHA-256
         try:
             check_teacher(folder)
             intact.append(folder)
-        except ValueError as exc:
-            _line(False, "teacher", str(exc))
+        except (ValueError, OSError) as exc:  # an unreadable shard too: a failure to fix, not an abort
+            _line(False, "teacher", str(exc) if isinstance(exc, ValueError) else f"{folder}: {exc}")
             failures.append(f"teacher {folder} is damaged: restore it or train/import it again")
     if intact:
         _line(True, "teachers", ", ".join(intact))
