@@ -163,10 +163,24 @@ def test_a_set_that_fails_its_checks_when_saved_blames_the_method_not_a_manifest
     from ssdd.artifacts.files import ArtifactError
     from ssdd.distill.verify import verify_distilled
 
-    manifest = {"method": "nobody", "image_shape": [3, 8, 8], "budget": 10.0, "m": 5}
+    manifest = {"method": "nobody", "image_shape": [3, 8, 8], "budget": 10.0, "m": 5,
+                "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}}
     stored = {"images": torch.rand(4, 3, 8, 8)}
     with pytest.raises(ArtifactError, match=r"'m' is 5 but the tensors hold 4 samples; the set the method made "
                                             r"does not pass its checks, nothing was written"):
         verify_distilled(tmp_path, manifest, stored, saving=True)
     with pytest.raises(ArtifactError, match=r"the manifest does not describe its tensors \(edited or damaged\)"):
         verify_distilled(tmp_path, manifest, stored)  # a saved folder read back
+
+
+@pytest.mark.parametrize("drop, said", [("m", r"'m' \(the number of samples\) must be a positive whole number"),
+                                        ("normalization", "'normalization' must hold 3 means and 3 positive stds")])
+def test_a_manifest_without_m_or_its_normalization_is_refused_not_guessed(tmp_path, drop, said):
+    from ssdd.artifacts.files import ArtifactError
+    from ssdd.distill.verify import verify_distilled
+
+    manifest = {"method": "nobody", "image_shape": [3, 8, 8], "budget": 10.0, "m": 4,
+                "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}}
+    del manifest[drop]
+    with pytest.raises(ArtifactError, match=said):
+        verify_distilled(tmp_path, manifest, {"images": torch.rand(4, 3, 8, 8)})

@@ -80,7 +80,8 @@ def test_auto_is_one_process_per_cell_and_at_most_one_per_core(monkeypatch):
 @pytest.mark.parametrize(("argv", "env", "message"), [
     (["--processes", "0"], {}, "--processes 0: must be at least 1"),
     (["--processes", "many"], {}, "--processes many: must be a whole number or auto"),
-    (["--processes", "2"], {"WORLD_SIZE": "2"}, "--processes starts its own processes: leave it out under torchrun"),
+    (["--processes", "2"], {"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"},
+     "--processes starts its own processes: leave it out under torchrun"),
     (["--processes", "2", "precision=fp16"], {}, "precision='fp16': must be one of fp32, bf16"),
 ])
 def test_refusals_are_one_line_before_any_process_starts(monkeypatch, capsys, tmp_path, argv, env, message):

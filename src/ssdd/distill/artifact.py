@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from ssdd.artifacts.files import ArtifactError, load_tensors, read_manifest, save_tensors, write_manifest
+from ssdd.artifacts.files import MANIFEST, ArtifactError, load_tensors, read_manifest, save_tensors, write_manifest
 from ssdd.artifacts.storage import StorageReport, check_budget, storage_of
 from ssdd.distill.registry import get_method
 from ssdd.distill.verify import verify_distilled
@@ -93,10 +93,13 @@ def save_distilled(directory: str | Path, method: str, stored: dict[str, torch.T
 
 def load_distilled(directory: str | Path) -> DistilledSet:
     manifest = read_manifest(directory, KIND)
+    method = manifest.get("method")
+    if not isinstance(method, str) or not method:
+        raise ArtifactError(f"{directory}/{MANIFEST}: no 'method'; the manifest was edited or damaged: restore it or "
+                            f"distil the set again")
     try:
-        method = manifest["method"]
         get_method(method)
-    except (KeyError, ValueError) as exc:
+    except ValueError as exc:
         raise ArtifactError(f"{directory}: {exc}") from None
     stored = load_tensors(directory, manifest.get("shards"))  # shard names confined, checksums, NaN/inf
     verify_distilled(directory, manifest, stored)  # shapes, m, views, storage and budget against the tensors
