@@ -98,6 +98,15 @@ def test_teacher_settings_fail_before_any_work(override, named, tiny_npz, tmp_pa
     assert not out.exists()  # nothing was written, nothing was trained
 
 
+@pytest.mark.parametrize("device", ["mps", "meta", "xpu:1"])
+def test_a_device_ssdd_does_not_run_on_is_one_line(device):
+    from ssdd.config import ConfigError
+    from ssdd.run.checks import check_device
+
+    with pytest.raises(ConfigError, match=rf"^device={device}: ssdd runs on cpu and cuda only"):
+        check_device(device)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_without_a_gpu_is_one_line(tiny_npz, tmp_path, capsys):
     assert main(["teacher", f"data.path={tiny_npz}", f"out_dir={tmp_path / 'o'}", *TEACHER, "device=cuda"]) == 2

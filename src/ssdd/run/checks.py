@@ -137,6 +137,8 @@ def check_device(name: str, key: str = "device") -> None:
             raise ConfigError(f"{key}={text}: CUDA is not available here (no GPU visible, or a CPU-only torch); "
                               f"use {key}=cpu or {key}=auto") from None
         raise ConfigError(f"{key}={text!r}: not a device (use auto, cpu, cuda or cuda:N)") from None
+    if device.type not in ("cpu", "cuda"):  # torch knows twenty device types; ssdd runs and is tested on two
+        raise ConfigError(f"{key}={text}: ssdd runs on cpu and cuda only (use auto, cpu, cuda or cuda:N)")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise ConfigError(f"{key}={text}: this machine has {torch.cuda.device_count()} GPU(s) "
                           f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")

@@ -325,6 +325,7 @@ def _load_probe_data(probe: ProbeData, resolution: int) -> tuple[Any, Any]:
 def import_teacher(opts: ImportOptions, log: Any = print) -> Path:
     """Import a checkpoint as an ssdd teacher artifact in opts.out; returns that folder."""
     from ssdd.evaluation.linear_probe import ProbeConfig, extract_features, linear_probe
+    from ssdd.run.checks import check_device
     from ssdd.run.runtime import file_sha256, resolve_device, versions
     from ssdd.teacher.artifact import Teacher, load_teacher, save_teacher
 
@@ -343,10 +344,8 @@ def import_teacher(opts: ImportOptions, log: Any = print) -> Path:
         model_cfg = ModelConfig(name="resnet18", width=64, depth=model_cfg.depth, feature=model_cfg.feature)
     mean, std, resolution, stats_origin = resolve_normalization(opts.format, opts.dataset, opts.mean, opts.std,
                                                                 opts.resolution)
-    try:
-        device = resolve_device(opts.device)
-    except RuntimeError as exc:
-        raise TeacherImportError(str(exc).replace("device=cpu", "--device cpu")) from None
+    check_device(opts.device, "--device")
+    device = resolve_device(opts.device)
 
     obj, loaded_with = read_checkpoint(path, opts.trust_pickle)
     top_level = sorted(str(k) for k in obj) if isinstance(obj, Mapping) else []
