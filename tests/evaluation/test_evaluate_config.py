@@ -85,6 +85,7 @@ TWO_DATA = "targets=[{source: npz, path: a/data.npz}, {source: npz, path: b/data
     ([TWO_DATA], r"targets\[0\] and targets\[1\] are both named 'data'.*targets\[1\]\.name="),
     (["models=[{name: convnet, width: 8}, {name: convnet, width: 8}]"],
      r"models\[0\] and models\[1\] are the same network \(convnet\)"),
+    (["targets=[]"], r"targets=\[\]: name at least one target dataset"),
 ])
 def test_two_targets_of_one_name_or_one_network_twice_are_refused(overrides, said):
     with pytest.raises(ConfigError, match=said):

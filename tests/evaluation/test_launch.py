@@ -71,6 +71,7 @@ def test_auto_is_one_process_per_cell_and_at_most_one_per_core(monkeypatch):
     assert launch.cell_count(cfg) == 15
     monkeypatch.setattr(launch.os, "cpu_count", lambda: 16)
     assert launch.process_count(cfg, "auto") == 15 and launch.process_count(cfg, "4") == 4
+    assert launch.process_count(cfg, "100") == 15  # no process without a cell
     monkeypatch.setattr(launch.os, "cpu_count", lambda: 8)
     assert launch.process_count(cfg, "auto") == 8
     cfg.full_data.same_recipe, cfg.seeds = False, 1

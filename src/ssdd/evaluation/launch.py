@@ -101,8 +101,8 @@ def cell_count(cfg: EvaluateConfig) -> int:
 
 
 def process_count(cfg: EvaluateConfig, processes: str) -> int:
-    """--processes: a whole number, or auto: one process per cell, at most one per CPU core (each process
-    keeps a core busy driving its GPU work, or computing on the CPU)."""
+    """--processes: a whole number (at most one per cell), or auto: one process per cell, at most one per CPU core
+    (each process keeps a core busy driving its GPU work, or computing on the CPU)."""
     if str(processes) == "auto":
         return max(1, min(cell_count(cfg), os.cpu_count() or 1))
     try:
@@ -111,7 +111,7 @@ def process_count(cfg: EvaluateConfig, processes: str) -> int:
         raise ConfigError(f"--processes {processes}: must be a whole number or auto") from None
     if count < 1:
         raise ConfigError(f"--processes {processes}: must be at least 1")
-    return count
+    return min(count, max(1, cell_count(cfg)))  # a process beyond the last cell would only wait
 
 
 def run_processes(cfg: EvaluateConfig, processes: int, flags: list[str]) -> int:

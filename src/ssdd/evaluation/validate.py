@@ -46,6 +46,9 @@ def check_evaluate_settings(cfg: Any) -> None:
     non_negative("checkpoint_minutes", cfg.checkpoint_minutes)
     if not cfg.models:
         raise ConfigError("models=[]: name at least one architecture, e.g. models=[{name: convnet}]")
+    if not cfg.targets:
+        raise ConfigError("targets=[]: name at least one target dataset, e.g. targets=[{source: npz, path: "
+                          "data/cifar10.npz}]")
     _no_two_alike(cfg)
     p = cfg.pretrain
     whole("pretrain.epochs", p.epochs, 1)
