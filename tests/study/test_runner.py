@@ -324,6 +324,8 @@ def test_a_distill_stage_on_other_data_than_the_evaluations_source_is_refused_be
 @pytest.mark.parametrize("override, said", [
     ('distill=[{name: "../../esc", config: x.yaml}]', r"distill\[0\]\.name='\.\./\.\./esc': a set's name is part of"),
     ("distill[1].budgets=[10,10]", "two distill entries make the set random@10"),
+    ("distill[1].overrides=[method=mkdt, mkdt.experts=nowhere]", "it reads expert trajectories, and the study has no "
+                                                                 "experts stage and mkdt.experts=nowhere is no folder"),
 ])
 def test_a_stage_name_that_leaves_out_dir_or_two_sets_of_one_label_are_refused(study_files, override, said):
     from ssdd.study.validate import validate_study

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from ssdd.config import ConfigError, DataConfig
 from ssdd.data.dataset import DataError
 from ssdd.data.loaders import same_data, source_description
 from ssdd.data.validate import check_split
+from ssdd.distill.registry import find_method
 from ssdd.distill.validate import check_budget_fits, check_distill_settings, check_source, normalise_distill
 from ssdd.evaluation.validate import check_evaluate_settings, check_targets
 from ssdd.experts.validate import check_experts_settings
@@ -107,6 +109,11 @@ def validate_study(study: Any) -> None:
                                       f"evaluate stage's source is {source_description(source)} "
                                       f"[{source.train_split}], and the evaluation refuses a set distilled from other "
                                       f"data: give both the same data (data.* in this stage, source.* in evaluate)")
+                if find_method(cfg.method).needs_experts and not study.experts.config and \
+                        not Path(cfg.mkdt.experts).is_dir():
+                    raise ConfigError(f"it reads expert trajectories, and the study has no experts stage and "
+                                      f"mkdt.experts={cfg.mkdt.experts} is no folder: add an experts stage "
+                                      f"(experts.config=...), or pass mkdt.experts=FOLDER")
                 available = check_source(cfg)
                 if feature_dim:
                     check_budget_fits(cfg, cfg.data.resolution, feature_dim, available)
