@@ -272,6 +272,18 @@ def test_missing_folders_are_named_and_explicit_ones_replace_the_config(evaluati
     assert "teacher folder" not in md and "no distilled folder read for random@3, random@10, krr_st@10" in md
 
 
+def test_a_config_yaml_that_is_not_yaml_or_not_an_evaluations_is_said(evaluation, tmp_path):
+    from ssdd.report.gather import gather
+
+    eval_dir = tmp_path / "eval"
+    shutil.copytree(evaluation["eval"], eval_dir)
+    (eval_dir / "config.yaml").write_text("optim: {epochs: 5}\nprobe: {iterations: 20}\n")  # a teacher's
+    assert any("is not an evaluation's config" in note for note in gather(eval_dir).notes)
+    (eval_dir / "config.yaml").write_text("a: [unclosed\n")
+    with pytest.raises(ValueError, match=r"config\.yaml: not valid YAML"):
+        gather(eval_dir)
+
+
 def test_a_moved_studys_report_finds_its_folders_by_fingerprint_from_any_folder(evaluation, tmp_path,
                                                                                   monkeypatch):
     moved = tmp_path / "moved"

@@ -328,7 +328,15 @@ def gather(eval_dir: str | Path, teacher: str | Path | None = None,
     config_path = eval_dir / "config.yaml"
     notes: list[str] = []
     if config_path.is_file():
-        config = yaml.safe_load(config_path.read_text()) or {}
+        try:
+            config = yaml.safe_load(config_path.read_text()) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{config_path}: not valid YAML ({str(exc).splitlines()[0]}); restore it (the "
+                             f"evaluation wrote it) or move it away to report without the protocol settings") from None
+        if not isinstance(config, dict) or "targets" not in config or "models" not in config:
+            notes.append(f"{config_path} is not an evaluation's config (no targets or models): the protocol settings "
+                         f"are unknown")
+            config = {}
     else:
         config = saved.get("config") or {}
         if not config:
