@@ -87,6 +87,8 @@ def rewrite_manifest(folder: Path, **changes: object) -> dict:
     ("optim.batch_size=1024", "exceeds the 64 training images"),
     ("precision=fp8", "precision"),
     ("projector=[]", "projector"),
+    ("optim.batch_size=1", "optim.batch_size=1: must be a whole number, at least 2"),
+    ("seed=100000000000000000000", "seed=100000000000000000000: too large (a 64-bit whole number"),
     ("data.source=digits optim.batch_size=100000",  # known once loaded, still before anything is written
      "optim.batch_size=100000 exceeds the 1347 training images of digits [train]; lower optim.batch_size"),
 ])

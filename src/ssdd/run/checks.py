@@ -103,6 +103,9 @@ def _finite_value(key: str, value: Any) -> None:
             _finite_value(f"{key}[{i}]", item)
     elif isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{key}={value}: must be a finite number")
+    elif isinstance(value, int) and not isinstance(value, bool) and not -2**63 <= value < 2**63:
+        shown = f"{value}" if len(str(abs(value))) <= 30 else f"a number of {len(str(abs(value)))} digits"
+        raise ConfigError(f"{key}={shown}: too large (a 64-bit whole number, at most {2**63 - 1:,})")
 
 
 def first_line(exc: BaseException) -> str:

@@ -55,7 +55,7 @@ def check_teacher_settings(cfg: Any) -> int:
     non_negative("stop_after_minutes", cfg.stop_after_minutes)
     optim = cfg.optim
     whole("optim.epochs", optim.epochs, 1)
-    whole("optim.batch_size", optim.batch_size, 1)
+    whole("optim.batch_size", optim.batch_size, 2)  # BatchNorm and the cross-correlation need 2 images or more
     whole("optim.warmup_epochs", optim.warmup_epochs, 0)
     positive("optim.lr", optim.lr)
     positive("optim.monitor_lr", optim.monitor_lr)
