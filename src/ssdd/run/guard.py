@@ -112,8 +112,8 @@ def check_inputs(out_dir: str | Path, resume: bool, inputs: Mapping[str, Any], w
             before = recorded.get(key)
             if before is not None and value is not None and before != value:
                 raise ValueError(f"--resume: the {what.get(key, key)} changed since this run started (fingerprint "
-                                 f"{before} -> {value}); resume with the original one, or start a fresh run in "
-                                 f"another out_dir")
+                                 f"{before} -> {value}); resume with the original one (the run's settings: -c "
+                                 f"{Path(out_dir) / 'config.yaml'}), or start a fresh run in another out_dir")
         if all(recorded.get(k) == v for k, v in inputs.items()):
             return
     if is_main_process():
