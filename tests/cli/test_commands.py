@@ -53,6 +53,7 @@ def test_overrides_may_follow_a_flag_taking_several_values(capsys, tmp_path):
 
 def test_under_torchrun_only_rank_0_prints_the_error(capsys, monkeypatch, tmp_path):
     argv = ["evaluate", "--no-progress", f"out_dir={tmp_path / 'e'}", "--distilled", str(tmp_path / "nowhere")]
+    monkeypatch.setattr("ssdd.run.launched.torchrun_env_problem", lambda: None)  # RANK alone stands for a job
     monkeypatch.setenv("RANK", "1")
     assert main(argv) == 2
     assert capsys.readouterr().err == ""
@@ -166,6 +167,7 @@ def test_a_process_that_died_under_torchrun_is_named_with_what_the_run_kept(monk
         raise gloo
 
     monkeypatch.setattr(cli, "_cmd_presets", failing)
+    monkeypatch.setattr("ssdd.run.launched.torchrun_env_problem", lambda: None)  # RANK alone stands for a job
     assert main(["presets"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"ssdd presets: error: another process of this run stopped, or lost its connection ({gloo}); "
@@ -182,9 +184,15 @@ def test_an_interrupt_is_said_once_for_the_run(monkeypatch, capsys):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(cli, "_cmd_presets", interrupted)
+    monkeypatch.setattr("ssdd.run.launched.torchrun_env_problem", lambda: None)  # RANK alone stands for a job
     for env, said in (({"RANK": "0"}, True), ({"RANK": "1"}, False), ({"RANK": "0", LOCKED_BY_PARENT: "/x"}, False)):
         for key, value in env.items():
             monkeypatch.setenv(key, value)
         assert main(["presets"]) == 130
         assert bool(capsys.readouterr().err.strip()) == said
         monkeypatch.delenv(LOCKED_BY_PARENT, raising=False)
+
+
+def test_another_commands_preset_is_named_as_such(capsys):
+    assert main(["distill", "-c", "demo_teacher", "--print-config"]) == 2
+    assert "demo_teacher is a preset of `ssdd teacher`, not of `ssdd distill`" in capsys.readouterr().err

@@ -46,9 +46,19 @@ def _config(args: argparse.Namespace, schema: type, patch: Callable[[Any], None]
     """The validated config of a command (after `patch`); None after printing it for --print-config."""
     import yaml
 
-    from ssdd.config import config_to_dict, load_config
+    from ssdd.config import ConfigError, config_to_dict, find_preset, load_config
 
-    cfg = load_config(schema, args.config, args.overrides)
+    try:
+        cfg = load_config(schema, args.config, args.overrides)
+    except ConfigError:
+        if args.config and find_preset(str(args.config)) is not None:
+            from ssdd.presets import preset_commands
+
+            commands = preset_commands(str(args.config))
+            if commands and args.command not in commands:  # the preset of another command
+                raise ConfigError(f"{args.config} is a preset of `ssdd {commands[0]}`, not of `ssdd {args.command}` "
+                                  f"(`ssdd presets` lists each preset's command)") from None
+        raise
     if patch is not None:
         patch(cfg)
     if args.print_config:
