@@ -108,6 +108,9 @@ def test_manifest_round_trip_and_errors(tmp_path):
     with pytest.raises(ArtifactError, match="not found") as info:
         read_manifest(empty, "teacher")
     assert "manifest.json" in str(info.value)
+    (empty / "checkpoint.pt").write_bytes(b"")
+    with pytest.raises(ArtifactError, match="a run that has not finished .* continue it with --resume"):
+        read_manifest(empty, "teacher")
 
     broken = tmp_path / "broken"
     broken.mkdir()

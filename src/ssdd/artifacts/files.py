@@ -114,6 +114,9 @@ def write_manifest(directory: str | Path, manifest: dict[str, Any]) -> Path:
 def read_manifest(directory: str | Path, kind: str) -> dict[str, Any]:
     path = Path(directory) / MANIFEST
     if not path.is_file():
+        if (Path(directory) / "checkpoint.pt").is_file():  # a run folder: its artifact is written when it ends
+            raise ArtifactError(f"{directory}: a run that has not finished (no {MANIFEST} yet, a checkpoint.pt): "
+                                f"continue it with --resume and the same out_dir, then use the folder")
         raise ArtifactError(f"{path}: not found ({directory} is not an ssdd artifact folder)")
     try:
         manifest = json.loads(path.read_text())

@@ -321,7 +321,9 @@ def gather(eval_dir: str | Path, teacher: str | Path | None = None,
     eval_dir = Path(eval_dir)
     results = eval_dir / "results.json"
     if not results.is_file():
-        raise FileNotFoundError(f"{results}: no results to report (run `ssdd evaluate` first)")
+        what = "a file, not a folder" if eval_dir.is_file() else "not found"
+        raise FileNotFoundError(f"{results}: no results to report ({what}): `ssdd report` reads the out_dir of "
+                                f"`ssdd evaluate`, written once its first cell has finished")
     rows = read_results(results, report=True)
     summary_path = eval_dir / "summary.json"
     saved = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
