@@ -134,23 +134,25 @@ def save_npz(path: str | Path, splits: dict[str, tuple[np.ndarray, np.ndarray | 
 
 
 # ----------------------------------------------------------------------------- ImageFolder
-def folder_class_dirs(root: str | Path, split: str, key: str = "data", which: str = "split") -> list[Path]:
-    """The class folders of `root/<split>/`, sorted; DataError naming what to pass when the tree is wrong."""
+def folder_class_dirs(root: str | Path, split: str, setting: str = "") -> list[Path]:
+    """The class folders of `root/<split>/`, sorted; DataError naming what to change when the tree is wrong
+    (`setting`: the setting that names the split, e.g. data.train_split; the path's is beside it)."""
     root = Path(root)
+    path_setting = setting.rsplit(".", 1)[0] + ".path" if "." in setting else ""
     if not root.is_dir():
-        raise DataError(f"{root}: folder not found; pass {key}.path=DIR, an ImageFolder tree DIR/<split>/<class>/")
+        fix = f"pass {path_setting}=DIR, " if path_setting else "give "
+        raise DataError(f"{root}: folder not found; {fix}an ImageFolder tree DIR/<split>/<class>/")
     split_dir = root / split
     if not split_dir.is_dir():
         found = _subfolders(root)
+        name_it = f"set {setting}=<one of them>" if setting else "name one of them as the split"
         if found and all(_has_images(p) and not _subfolders(p) for p in found):  # DIR/<class>/<image>, maybe
             shown = ", ".join(p.name for p in found[:4]) + (", ..." if len(found) > 4 else "")
             raise DataError(f"{root}: split '{split}' does not exist; its folders ({shown}) hold images: an image "
-                            f"folder tree is "
-                            f"DIR/<split>/<class>/<image> (move class folders into {split_dir}/), or "
-                            f"DIR/<split>/<image> for images without labels (set {key}.{which}=<one of them>)")
+                            f"folder tree is DIR/<split>/<class>/<image> (move class folders into {split_dir}/), or "
+                            f"DIR/<split>/<image> for images without labels ({name_it})")
         raise DataError(f"{root}: split '{split}' does not exist (expected {split_dir}/<class>/<image>; "
-                        f"sub-folders found: {', '.join(p.name for p in found) or 'none'}); set "
-                        f"{key}.{which}=<one of them>")
+                        f"sub-folders found: {', '.join(p.name for p in found) or 'none'}); {name_it}")
     class_dirs = _subfolders(split_dir)
     if not class_dirs and not _has_images(split_dir):
         raise DataError(f"{split_dir}: no class folders and no images (expected {split_dir}/<class>/<image>, or "

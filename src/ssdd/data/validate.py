@@ -105,7 +105,7 @@ def check_split(cfg: DataConfig, which: str = "train_split", key: str = "data", 
     elif cfg.source == "folder":
         from ssdd.data.loaders import folder_class_dirs
 
-        classes = folder_class_dirs(cfg.path, split, key, which)
+        classes = folder_class_dirs(cfg.path, split, f"{key}.{which}")
         labelled, classes = bool(classes), classes or [Path(cfg.path) / split]  # no class folders: no labels
         count = 0
         for folder in classes:
