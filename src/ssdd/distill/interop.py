@@ -173,7 +173,8 @@ def load_npy(path: str | Path) -> np.ndarray:
         raise InteropError(f"{path}: not a readable .npy file ({_first_line(exc)})") from None
     if not isinstance(value, np.ndarray):
         value.close()
-        raise InteropError(f"{path}: expected one array (.npy), found an archive (.npz)")
+        raise InteropError(f"{path}: expected one array (.npy, written by numpy.save), found a zip archive (an .npz, "
+                           f"or a torch .pt file: numpy.save(path, tensor.numpy()) writes the .npy)")
     if value.dtype.kind not in "biuf":
         raise InteropError(f"{path}: expected numbers, found dtype {value.dtype}")
     return value
