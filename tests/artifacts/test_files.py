@@ -109,7 +109,7 @@ def test_manifest_round_trip_and_errors(tmp_path):
         read_manifest(empty, "teacher")
     assert "manifest.json" in str(info.value)
     (empty / "checkpoint.pt").write_bytes(b"")
-    with pytest.raises(ArtifactError, match="a run that has not finished .* continue it with --resume"):
+    with pytest.raises(ArtifactError, match=r"a run that has not finished .* continue it with --resume"):
         read_manifest(empty, "teacher")
 
     broken = tmp_path / "broken"

@@ -119,9 +119,10 @@ def test_the_process_group_uses_the_chosen_backend(monkeypatch):
 
 
 @pytest.mark.parametrize("env, said", [
-    ({"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}, "sets RANK, WORLD_SIZE, LOCAL_RANK but not MASTER_ADDR, "
-                                                          "MASTER_PORT: start several processes with torchrun"),
-    ({"WORLD_SIZE": "2"}, "sets WORLD_SIZE but not RANK, MASTER_ADDR, MASTER_PORT"),
+    ({"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}, "sets WORLD_SIZE=2 but not MASTER_ADDR, MASTER_PORT: start "
+                                                          "several processes with torchrun"),
+    ({"WORLD_SIZE": "2"}, "sets WORLD_SIZE=2 but not RANK, MASTER_ADDR, MASTER_PORT"),
+    ({"RANK": "1"}, "RANK=1 is not below WORLD_SIZE=1: start several processes with torchrun, or unset RANK"),
     ({"WORLD_SIZE": "2", "RANK": "x", "MASTER_ADDR": "a", "MASTER_PORT": "1"}, "RANK='x' is not a whole number"),
     ({"WORLD_SIZE": "2", "RANK": "2", "MASTER_ADDR": "a", "MASTER_PORT": "1"}, "RANK=2 is not below WORLD_SIZE=2"),
 ])
@@ -134,3 +135,15 @@ def test_a_partial_torchrun_environment_is_one_line_from_every_process(monkeypat
         monkeypatch.setenv(name, value)
     assert main(["distill", "-c", "demo_distill", "--no-progress"]) == 2
     assert said in capsys.readouterr().err  # rank 1 too: it is no job's rank, and nothing else would speak
+
+
+@pytest.mark.parametrize("env", [{"LOCAL_RANK": "0"}, {"MASTER_ADDR": "localhost", "MASTER_PORT": "29500"},
+                                 {"RANK": "0", "WORLD_SIZE": "1"}])
+def test_torchrun_variables_that_describe_one_process_are_one_process(monkeypatch, env):
+    from ssdd.run.launched import torchrun_env_problem
+
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert torchrun_env_problem() is None

@@ -19,19 +19,22 @@ TORCHRUN_NEEDS = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
 def torchrun_env_problem() -> str | None:
-    """One line when the environment holds some of torchrun's variables but not all (set by hand, or left over
-    from another job), or a WORLD_SIZE or RANK that is not a count: a process would then wait for peers that never
-    come, or take itself for a rank other than 0 and stay silent. None when they are complete or absent."""
-    given = [name for name in (*TORCHRUN_NEEDS, "LOCAL_RANK") if os.environ.get(name)]
-    if not given:
-        return None
-    missing = [name for name in TORCHRUN_NEEDS if not os.environ.get(name)]
-    if missing:
-        return (f"the environment sets {', '.join(given)} but not {', '.join(missing)}: start several processes "
-                f"with torchrun (which sets them all), or unset {', '.join(given)} to run one process")
+    """One line when the environment describes a torchrun job that cannot be one: WORLD_SIZE > 1 without the
+    rest of torchrun's variables (set by hand, or left over from another job: the process would wait for peers
+    that never come), a RANK other than 0 outside such a job (the process would take itself for another's rank
+    and stay silent), or a WORLD_SIZE or RANK that is not a count. None otherwise: MASTER_ADDR, MASTER_PORT or
+    LOCAL_RANK alone (a scheduler's script may export them) and RANK=0 WORLD_SIZE=1 are one process."""
     for name in ("WORLD_SIZE", "RANK"):
-        if not os.environ[name].isdigit():
-            return f"{name}={os.environ[name]!r} is not a whole number: start the processes with torchrun"
-    if int(os.environ["RANK"]) >= int(os.environ["WORLD_SIZE"]):
-        return f"RANK={os.environ['RANK']} is not below WORLD_SIZE={os.environ['WORLD_SIZE']}"
+        value = os.environ.get(name)
+        if value and not value.isdigit():
+            return f"{name}={value!r} is not a whole number: start the processes with torchrun"
+    world, rank = int(os.environ.get("WORLD_SIZE") or 1), int(os.environ.get("RANK") or 0)
+    if world > 1:
+        missing = [name for name in TORCHRUN_NEEDS if not os.environ.get(name)]
+        if missing:
+            return (f"the environment sets WORLD_SIZE={world} but not {', '.join(missing)}: start several "
+                    f"processes with torchrun (which sets them all), or unset WORLD_SIZE to run one process")
+    if rank >= world:
+        return (f"RANK={rank} is not below WORLD_SIZE={world}: start several processes with torchrun, or unset RANK "
+                f"to run one process")
     return None
