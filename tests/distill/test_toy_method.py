@@ -173,14 +173,30 @@ def test_a_set_that_fails_its_checks_when_saved_blames_the_method_not_a_manifest
         verify_distilled(tmp_path, manifest, stored)  # a saved folder read back
 
 
-@pytest.mark.parametrize("drop, said", [("m", r"'m' \(the number of samples\) must be a positive whole number"),
-                                        ("normalization", "'normalization' must hold 3 means and 3 positive stds")])
-def test_a_manifest_without_m_or_its_normalization_is_refused_not_guessed(tmp_path, drop, said):
+@pytest.mark.parametrize("change, said", [({"m": "4"}, r"'m' \(the number of samples\) must be a positive whole"),
+                                          ({"normalization": None}, "'normalization' must hold 3 means")])
+def test_a_manifest_with_a_bad_m_or_without_its_normalization_is_refused_not_guessed(tmp_path, change, said):
     from ssdd.artifacts.files import ArtifactError
     from ssdd.distill.verify import verify_distilled
 
     manifest = {"method": "nobody", "image_shape": [3, 8, 8], "budget": 10.0, "m": 4,
-                "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}}
-    del manifest[drop]
+                "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}, **change}
     with pytest.raises(ArtifactError, match=said):
         verify_distilled(tmp_path, manifest, {"images": torch.rand(4, 3, 8, 8)})
+
+
+def test_a_set_whose_manifest_lacks_m_takes_it_from_its_tensors(tmp_path):
+    """A plugin's method need not say m (older sets of one lack it); a Boost set without it exported 276 samples."""
+    from ssdd.distill.artifact import load_distilled, save_distilled
+
+    stored = {"images": torch.rand(4, 3, 8, 8), "targets": torch.rand(4, 2)}
+    register_method(DistillMethod("no_m_said", lambda ctx: None, lambda s, m: (s["images"], s["targets"])))
+    try:
+        saved = save_distilled(tmp_path / "set", "no_m_said", stored, (3, 8, 8), 10.0, True,
+                               {"normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}})
+        assert saved.manifest["m"] == 4
+        path = tmp_path / "set" / "manifest.json"
+        path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != "m"}))
+        assert load_distilled(tmp_path / "set").manifest["m"] == 4
+    finally:
+        unregister_method("no_m_said")

@@ -11,7 +11,7 @@ import torch
 from ssdd.artifacts.files import MANIFEST, ArtifactError, load_tensors, read_manifest, save_tensors, write_manifest
 from ssdd.artifacts.storage import StorageReport, check_budget, storage_of
 from ssdd.distill.registry import get_method
-from ssdd.distill.verify import verify_distilled
+from ssdd.distill.verify import sample_rows, verify_distilled
 
 KIND = "ssdd.distilled"
 FORMAT_VERSION = 1
@@ -79,6 +79,8 @@ def save_distilled(directory: str | Path, method: str, stored: dict[str, torch.T
     full = {"kind": KIND, "format_version": FORMAT_VERSION, "method": method, "image_shape": list(image_shape),
             "budget": budget, "budget_counts": "all stored tensors" if count_targets else "images only",
             "storage": report.as_dict(), **manifest}
+    if full.get("m") is None and (rows := sample_rows(stored)) is not None:
+        full["m"] = rows  # a method (a plugin's) that does not say how many samples it made: its tensors do
     found = get_method(method)
     if found.version:  # a plugin's code version, beside the set it made
         full["method_version"] = found.version
@@ -102,6 +104,8 @@ def load_distilled(directory: str | Path) -> DistilledSet:
     except ValueError as exc:
         raise ArtifactError(f"{directory}: {exc}") from None
     stored = load_tensors(directory, manifest.get("shards"))  # shard names confined, checksums, NaN/inf
+    if "m" not in manifest and (rows := sample_rows(stored)) is not None:
+        manifest["m"] = rows  # a plugin's set saved before ssdd recorded m for it
     verify_distilled(directory, manifest, stored)  # shapes, m, views, storage and budget against the tensors
     return DistilledSet(method, stored, manifest)
 

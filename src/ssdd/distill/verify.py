@@ -82,7 +82,8 @@ def verify_distilled(directory: Any, manifest: Mapping[str, Any], stored: Mappin
         raise fail(where, f"the tensors occupy {used:.4g} image-equivalents, over the budget of {budget:g}")
 
     m = manifest.get("m")
-    if isinstance(m, bool) or not isinstance(m, int) or m < 1:
+    rows = sample_rows(stored)
+    if (m is None and rows is None) or (m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 1)):
         raise fail(where, f"'m' (the number of samples) must be a positive whole number, found {m!r}")
     normalization = manifest.get("normalization")
     stats = [normalization.get(k) for k in ("mean", "std")] if isinstance(normalization, dict) else []
@@ -90,8 +91,7 @@ def verify_distilled(directory: Any, manifest: Mapping[str, Any], stored: Mappin
                                   all(isinstance(x, (int, float)) and math.isfinite(x) for x in v) for v in stats) \
             or not all(x > 0 for x in stats[1]):
         raise fail(where, f"'normalization' must hold 3 means and 3 positive stds, found {normalization!r}")
-    rows = sample_rows(stored)
-    if rows is not None and m != rows:
+    if m is not None and rows is not None and m != rows:
         raise fail(where, f"'m' is {m} but the tensors hold {rows} samples")
     if "images" in stored and list(stored["images"].shape[1:]) != list(image_shape):
         raise fail(where, f"'image_shape' is {list(image_shape)} but the images are "
