@@ -126,6 +126,9 @@ def _train(cfg: TeacherConfig, resume: bool, show_progress: bool, dist_info: D.D
     if cfg.optim.batch_size % dist_info.world_size:
         raise ValueError(f"optim.batch_size {cfg.optim.batch_size} is not divisible by "
                          f"{dist_info.world_size} processes")
+    if device.type != "cuda" and cfg.optim.batch_size // dist_info.world_size < 2:  # BatchNorm is per process there
+        raise ValueError(f"optim.batch_size {cfg.optim.batch_size} gives each of the {dist_info.world_size} processes "
+                         f"fewer than 2 images, and BatchNorm on the CPU needs 2 per process: raise optim.batch_size")
     seed_everything(cfg.seed)
 
     train_set = load_split(cfg.data, cfg.data.train_split, seed=cfg.seed)
