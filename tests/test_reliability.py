@@ -88,7 +88,9 @@ def rewrite_manifest(folder: Path, **changes: object) -> dict:
     ("precision=fp8", "precision"),
     ("projector=[]", "projector"),
     ("optim.batch_size=1", "optim.batch_size=1: must be a whole number, at least 2"),
-    ("seed=100000000000000000000", "seed=100000000000000000000: too large (a 64-bit whole number"),
+    ("seed=100000000000000000000", "seed=100000000000000000000: a seed is a whole number from 0 to 4,294,967,295"),
+    ("seed=-1", "seed=-1: a seed is a whole number from 0"),
+    ("probe.iterations=100000000000000000000", "probe.iterations=100000000000000000000: out of range (a 64-bit"),
     ("data.source=digits optim.batch_size=100000",  # known once loaded, still before anything is written
      "optim.batch_size=100000 exceeds the 1347 training images of digits [train]; lower optim.batch_size"),
 ])

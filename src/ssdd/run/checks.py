@@ -63,6 +63,9 @@ def choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
         raise ConfigError(f"{key}={value!r}: must be one of {', '.join(allowed)}")
 
 
+SEEDS = 2**32  # seeds are 0 to 2**32 - 1: the generators seeded from them (seed * 1_000_003 + rank) fit in 64 bits
+
+
 def well_formed(cfg: Any, prefix: str = "") -> None:
     """A config built in Python as one loaded from YAML would be: no attribute that is not a setting
     (`cfg.outer.stpes = 1` would be ignored), every group of settings its dataclass and every list a list of
@@ -103,9 +106,12 @@ def _finite_value(key: str, value: Any) -> None:
             _finite_value(f"{key}[{i}]", item)
     elif isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{key}={value}: must be a finite number")
-    elif isinstance(value, int) and not isinstance(value, bool) and not -2**63 <= value < 2**63:
+    elif isinstance(value, int) and not isinstance(value, bool):
         shown = f"{value}" if len(str(abs(value))) <= 30 else f"a number of {len(str(abs(value)))} digits"
-        raise ConfigError(f"{key}={shown}: too large (a 64-bit whole number, at most {2**63 - 1:,})")
+        if key.rsplit(".", 1)[-1] == "seed" and not 0 <= value < SEEDS:  # seeds derived from it stay in 64 bits
+            raise ConfigError(f"{key}={shown}: a seed is a whole number from 0 to {SEEDS - 1:,}")
+        if not -2**63 <= value < 2**63:
+            raise ConfigError(f"{key}={shown}: out of range (a 64-bit whole number, {-2**63:,} to {2**63 - 1:,})")
 
 
 def first_line(exc: BaseException) -> str:
