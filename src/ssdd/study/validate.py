@@ -56,9 +56,10 @@ def validate_study(study: Any) -> None:
         raise ConfigError(f"name='{name}': a study's name is a folder inside out_dir: letters, digits, '-', '_' "
                           f"and '.', not a stage folder (teacher, experts, distill, evaluate)")
     for i, spec in enumerate(study.distill):
-        if spec.name and not _folder_word(str(spec.name)):
-            raise ConfigError(f"distill[{i}].name={spec.name!r}: a set's name is part of its folder's name: "
-                              f"letters, digits, '-', '_' and '.'")
+        name = str(spec.name)
+        if name and ("/" in name or "\\" in name or name.startswith(".")):
+            raise ConfigError(f"distill[{i}].name={spec.name!r}: a set's name is part of its folder's name inside "
+                              f"out_dir: no '/' or '\\', and not starting with '.'")
 
     common = [f"seed={study.seed}", f"device={study.device}"]
     resolution: int | None = None
@@ -94,7 +95,7 @@ def validate_study(study: Any) -> None:
             cfg = load_config(DistillConfig, spec.config or None, [*common, *spec.overrides, *extra])
             set_label = f"{cfg.name or cfg.method}@{cfg.budget:g}" + ("" if cfg.count_targets else "/images-only")
             label = f"distill stage {set_label}"
-            if set_label in made:
+            if set_label in made and study.evaluate.config:  # (without an evaluation, their folders differ)
                 raise ConfigError(f"two distill entries make the set {set_label}: the evaluation could not tell "
                                   f"their rows apart; give one a name (distill[i].name=...)")
             made.append(set_label)
