@@ -543,7 +543,8 @@ def test_resume_refuses_a_replaced_teacher(tiny_npz, tmp_path):
                        show_progress=False) is None
     shutil.rmtree(teacher)
     make_teacher(teacher, seed=1)  # another teacher in the same folder
-    with pytest.raises(ValueError, match=r"teacher .* changed since this run started"):
+    with pytest.raises(ValueError, match=r"teacher .* changed since this run started .* resume with the original "
+                                         r"one \(the run's settings: -c .*k/config\.yaml\)"):
         run_distill(distill_cfg(tiny_npz, teacher, out, "method=krr_st"), resume=True, show_progress=False)
 
 

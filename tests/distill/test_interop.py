@@ -466,3 +466,20 @@ def test_other_bad_inputs_are_one_line_errors(tmp_path, monkeypatch, capsys):
     assert "all images must have one size" in error_line(capsys, "import-distilled")
     assert main(["export", str(tmp_path / "nowhere"), "--out", str(tmp_path / "e")]) == 2
     assert "not an ssdd artifact folder" in error_line(capsys, "export")
+
+
+def test_a_torch_file_given_where_an_npy_goes_says_how_to_write_the_npy(tmp_path):
+    from ssdd.distill.interop import InteropError, load_npy
+
+    torch.save(torch.zeros(2, 3), tmp_path / "x_syn.pt")
+    with pytest.raises(InteropError, match=r"found a zip archive \(an \.npz, or a torch \.pt file: numpy\.save"):
+        load_npy(tmp_path / "x_syn.pt")
+
+
+def test_a_set_whose_manifest_lost_its_method_is_one_line(tmp_path):
+    from ssdd.artifacts.files import ArtifactError
+    from ssdd.distill.artifact import load_distilled
+
+    (tmp_path / "manifest.json").write_text(json.dumps({"kind": "ssdd.distilled", "shards": []}))
+    with pytest.raises(ArtifactError, match="no 'method'; the manifest was edited or damaged"):
+        load_distilled(tmp_path)

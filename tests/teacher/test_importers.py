@@ -326,6 +326,18 @@ def test_probe_sizes_must_be_positive(flags, needle, krr_st_checkpoint, tiny_npz
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("flags, needle", [
+    (["--probe-data", "nowhere"], "--probe-data nowhere: not found (an .npz in ssdd's NumPy format"),
+    (["--device", "mps"], "--device=mps: ssdd runs on cpu and cuda only")])
+def test_a_missing_probe_data_or_an_unsupported_device_is_one_line_naming_the_flag(flags, needle, krr_st_checkpoint,
+                                                                                  tmp_path, capsys, monkeypatch):
+    path, _ = krr_st_checkpoint
+    monkeypatch.chdir(tmp_path)
+    _one_line_error(capsys, ["import-teacher", str(path), "-f", "krr_st", "--dataset", "cifar100", *flags,
+                             "-o", str(tmp_path / "out")], needle)
+    assert not (tmp_path / "out").exists()
+
+
 def test_mean_and_std_take_commas_or_spaces(krr_st_checkpoint, tmp_path, capsys):
     path, original = krr_st_checkpoint
     mean, std = [0.4, 0.45, 0.5], [0.2, 0.25, 0.3]

@@ -300,6 +300,9 @@ def _load_probe_data(probe: ProbeData, resolution: int) -> tuple[Any, Any]:
     from ssdd.data import DataError, load_split
 
     source = probe.source
+    if source in ("", "npz", "folder") and probe.path != "digits" and not Path(probe.path).exists():
+        raise DataError(f"--probe-data {probe.path}: not found (an .npz in ssdd's NumPy format, or an image folder "
+                        f"tree DIR/<split>/<class>/<image>)")
     if not source:
         if probe.path == "digits":
             source = "digits"
@@ -310,9 +313,6 @@ def _load_probe_data(probe: ProbeData, resolution: int) -> tuple[Any, Any]:
         else:
             raise DataError(f"{probe.path}: cannot tell the probe data's format; give --probe-source "
                             f"(npz, folder, torchvision or digits)")
-    if source in ("npz", "folder") and not Path(probe.path).exists():
-        raise DataError(f"--probe-data {probe.path}: not found (an .npz in ssdd's NumPy format, or an image folder "
-                        f"tree DIR/<split>/<class>/<image>)")
     cfg = DataConfig(source=source, path=probe.path, name=probe.name, train_split=probe.train_split,
                      test_split=probe.test_split, resolution=resolution, subset=probe.train_subset)
     train = load_split(cfg, probe.train_split, seed=probe.seed)
