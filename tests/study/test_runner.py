@@ -332,3 +332,16 @@ def test_a_stage_name_that_leaves_out_dir_or_two_sets_of_one_label_are_refused(s
 
     with pytest.raises(ValueError, match=said):
         validate_study(study(study_files, override))
+
+
+def test_a_dry_run_does_not_ask_for_a_writable_out_dir(study_files, monkeypatch):
+    from ssdd.config import ConfigError
+    from ssdd.study import validate
+
+    def read_only(out_dir, key="out_dir"):
+        raise ConfigError(f"{key}={out_dir}: not writable")
+
+    monkeypatch.setattr(validate, "check_writable", read_only)
+    validate.validate_study(study(study_files), dry_run=True)
+    with pytest.raises(ConfigError, match="not writable"):
+        validate.validate_study(study(study_files))

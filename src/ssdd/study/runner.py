@@ -247,7 +247,7 @@ def run_study(study: StudyConfig, show_progress: bool = True, dry_run: bool = Fa
                          "themselves under torchrun (ssdd teacher / distill / evaluate)")
     from ssdd.study.validate import validate_study
 
-    validate_study(study)  # every stage's settings and data, before the first stage runs
+    validate_study(study, dry_run)  # every stage's settings and data, before the first stage runs
     root = Path(study.out_dir)
     for folder in {root, summary_dir(study)}:
         claim(folder, "study")  # never another command's run folder

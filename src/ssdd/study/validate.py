@@ -41,7 +41,7 @@ def _folder_word(name: str) -> bool:
         not name.startswith(".")
 
 
-def validate_study(study: Any) -> None:
+def validate_study(study: Any, dry_run: bool = False) -> None:
     """`ssdd reproduce`: every stage's settings and inputs before the first stage runs (the teacher a study
     trains itself is checked by its settings; the stages after it by theirs and their data)."""
     from ssdd.config import load_config
@@ -50,7 +50,8 @@ def validate_study(study: Any) -> None:
     from ssdd.teacher.config import TeacherConfig
 
     check_device(str(study.device))
-    check_writable(study.out_dir)
+    if not dry_run:  # a dry run only reads
+        check_writable(study.out_dir)
     name = str(study.name)
     if name and (not _folder_word(name) or name.lower() in ("teacher", "experts", "distill", "evaluate")):
         raise ConfigError(f"name='{name}': a study's name is a folder inside out_dir: letters, digits, '-', '_' "
