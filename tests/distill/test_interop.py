@@ -22,7 +22,7 @@ from ssdd.cli import main
 from ssdd.config import load_config
 from ssdd.distill import load_distilled
 from ssdd.distill.config import DistillConfig
-from ssdd.distill.interop import KRR_ST_MEAN, KRR_ST_STD, evaluation_note
+from ssdd.distill.interop import KRR_ST_MEAN, KRR_ST_STD, evaluation_note, export_distilled
 from ssdd.distill.run import run_distill
 from ssdd.run.runtime import file_sha256
 from ssdd.teacher import load_teacher
@@ -398,6 +398,11 @@ def test_export_of_a_supervised_set_writes_labels(tmp_path, tiny_npz, tiny_teach
     index = check_export(tmp_path / "sup", tmp_path / "export")
     assert index["labels"]["file"] == "labels.npy" and "targets" not in index
     assert all("source_index" in e for e in index["entries"])
+    with pytest.raises(FileExistsError, match=r"--out .*sup/pngs is inside a distilled set"):
+        export_distilled(tmp_path / "sup", tmp_path / "sup" / "pngs")
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(FileExistsError, match="a file, not a folder"):
+        export_distilled(tmp_path / "sup", tmp_path / "afile")
 
 
 @pytest.mark.parametrize("case, message", [

@@ -47,6 +47,7 @@ from ssdd.artifacts.torchfile import load_torch_file
 from ssdd.data.published_stats import KRR_ST_MEAN, KRR_ST_STD
 from ssdd.distill.artifact import DistilledSet, load_distilled, save_distilled
 from ssdd.distill.registry import DistillContext, DistillMethod, DistillResult, register_method
+from ssdd.run.folder import claim_output
 from ssdd.run.runtime import file_sha256, versions, write_json
 
 METHOD = "imported"
@@ -568,8 +569,11 @@ def export_distilled(directory: str | Path, out: str | Path) -> dict[str, Any]:
 
     directory, out = Path(directory), Path(out)
     distilled = load_distilled(directory)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out}: a file, not a folder; choose another --out")
+    if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out}: exists and is not an empty folder; choose another --out")
+    claim_output(out)  # never inside an artifact (the set exported included)
     manifest = distilled.manifest
     images, targets = distilled.training_pairs()
     images = images.detach().float().cpu()
