@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from ssdd.run.folder import check_resume_compatible, config_hash
@@ -191,3 +193,14 @@ def test_processes_started_with_the_held_descriptor_keep_the_folder_held(tmp_pat
         worker.wait()
     with exclusive(out):  # the last holder gone: free
         pass
+
+
+def test_a_repository_or_root_folder_is_no_out_dir(tmp_path):
+    from ssdd.config import ConfigError
+    from ssdd.run.folder import check_writable
+
+    (tmp_path / "repo" / ".git").mkdir(parents=True)
+    for folder in (tmp_path / "repo", Path("/")):
+        with pytest.raises(ConfigError, match="a root, home or repository folder"):
+            check_writable(folder)
+    check_writable(tmp_path / "repo" / "runs" / "x")  # a folder of its own inside it is fine

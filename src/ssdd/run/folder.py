@@ -231,6 +231,9 @@ def check_writable(out_dir: str | Path, key: str = "out_dir") -> None:
     path = Path(out_dir)
     if path.exists() and not path.is_dir():
         raise ConfigError(f"{key}={out_dir}: exists and is not a folder; choose another {key}")
+    if path.is_dir() and (path.resolve() in (Path(path.resolve().anchor), Path.home()) or (path / ".git").exists()):
+        raise ConfigError(f"{key}={out_dir}: a root, home or repository folder, where a run's files would mix with "
+                          f"others; choose a folder of its own (e.g. {key}=runs/NAME)")
     probe = path
     while not probe.exists() and probe.parent != probe:
         probe = probe.parent
