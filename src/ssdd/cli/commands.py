@@ -206,9 +206,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_import_teacher(args: argparse.Namespace) -> int:
+    from ssdd.run.progress import show_phases
     from ssdd.teacher.importers import import_teacher, options_from_args
 
-    import_teacher(options_from_args(args))
+    with show_phases(True):  # reading the probe data and the probe take a while: say so
+        import_teacher(options_from_args(args))
     return 0
 
 

@@ -43,6 +43,7 @@ from ssdd.data.published_stats import KRR_ST_MEAN as _KRR_ST_MEAN
 from ssdd.data.published_stats import KRR_ST_STD as _KRR_ST_STD
 from ssdd.models import build_model, describe
 from ssdd.run.folder import claim
+from ssdd.run.progress import phase
 
 SAVE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
@@ -396,13 +397,15 @@ def import_teacher(opts: ImportOptions, log: Any = print) -> Path:
     if opts.probe is not None:
         train_set, test_set = _load_probe_data(opts.probe, resolution)
         probe_start = time.perf_counter()
-        train_features = extract_features(backbone, train_set.images, mean_t, std_t, device=device)
-        test_features = extract_features(backbone, test_set.images, mean_t, std_t, device=device)
+        with phase(f"features of the {len(train_set) + len(test_set):,} probe images"):
+            train_features = extract_features(backbone, train_set.images, mean_t, std_t, device=device)
+            test_features = extract_features(backbone, test_set.images, mean_t, std_t, device=device)
         if not (torch.isfinite(train_features).all() and torch.isfinite(test_features).all()):
             raise TeacherImportError(f"{path}: the imported network gives non-finite features on the probe data")
         probe_cfg = ProbeConfig(iterations=opts.probe.iterations)
-        probe = linear_probe(train_features, train_set.labels, test_features, test_set.labels,
-                             train_set.num_classes, probe_cfg, seed=opts.probe.seed)
+        with phase(f"linear probe ({probe_cfg.iterations:,} iterations)"):
+            probe = linear_probe(train_features, train_set.labels, test_features, test_set.labels,
+                                 train_set.num_classes, probe_cfg, seed=opts.probe.seed)
         probe_s = time.perf_counter() - probe_start
         probe_result = {"top1": probe["test_top1"], "train_top1": probe["train_top1"], "dataset": test_set.name,
                         "split": test_set.split, "train_images": len(train_set), "test_images": len(test_set),
