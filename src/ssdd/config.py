@@ -53,7 +53,7 @@ def dataset_name(cfg: DataConfig) -> str:
     file's stem, the image folder's name, or `digits`."""
     if cfg.name or cfg.source == "torchvision":
         return cfg.name
-    return {"npz": Path(cfg.path).stem, "folder": Path(cfg.path).name}.get(cfg.source, cfg.source)
+    return {"npz": Path(cfg.path).stem, "folder": Path(cfg.path).resolve().name}.get(cfg.source, cfg.source)
 
 
 def is_count(value: object, minimum: int = 1) -> bool:

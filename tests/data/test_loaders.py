@@ -610,3 +610,25 @@ def test_labels_that_are_ids_not_class_indices_are_refused_before_they_size_a_he
         load_npz(path, "train", 8)
     with pytest.raises(DataError, match="labels up to 9,000,000,000"):
         save_npz(tmp_path / "again.npz", {"train": (_images(2), np.array([0, 9_000_000_000]))})
+
+
+def test_loose_images_beside_class_folders_are_refused_and_hidden_files_are_no_images(tmp_path):
+    root = _make_folder(tmp_path / "tree", {"train": {"a": 2}})
+    Image.new("RGB", (4, 4)).save(root / "train" / "a" / ".hidden.png")  # macOS's ._x.png: skipped
+    (root / "train" / "a" / "._x.png").write_bytes(b"not an image")
+    assert len(load_image_folder(root, "train", 4)) == 2
+    Image.new("RGB", (4, 4)).save(root / "train" / "loose.png")
+    with pytest.raises(DataError, match="holds class folders and images beside them"):
+        load_image_folder(root, "train", 4)
+
+
+def test_a_folder_given_as_dot_is_named_by_the_folder_it_is(tmp_path, monkeypatch):
+    root = _make_folder(tmp_path / "pets", {"train": {"a": 1}})
+    monkeypatch.chdir(root)
+    assert dataset_name(DataConfig(source="folder", path=".")) == "pets"
+    assert load_image_folder(".", "train", 4).name == "pets"
+
+
+def test_class_names_without_any_labels_are_refused(tmp_path):
+    with pytest.raises(DataError, match="class names given, but no split has labels"):
+        save_npz(tmp_path / "x.npz", {"train": (_images(2), None)}, ["a", "b"])

@@ -49,3 +49,16 @@ def test_an_unlabelled_source_goes_through_teacher_distill_evaluate_and_report(t
     from ssdd.data.validate import describe_data
 
     assert describe_data(source).endswith("test 32 (no labels), train 64 (no labels) images at 16x16 px")
+
+
+def test_a_teacher_on_a_train_split_without_labels_needs_no_test_split(tmp_path):
+    from ssdd.config import load_config
+    from ssdd.teacher.config import TeacherConfig
+    from ssdd.teacher.validate import check_teacher_data
+
+    x = np.zeros((8, 4, 4, 3), np.uint8)
+    only_train = save_npz(tmp_path / "train_only.npz", {"train": (x, None)})
+    assert check_teacher_data(load_config(TeacherConfig, None, [f"data.path={only_train}"])) == 8
+    labelled = save_npz(tmp_path / "labelled.npz", {"train": (x, np.arange(8) % 2)})
+    with pytest.raises(ValueError, match="split 'test' does not exist"):  # its probe reads a test split
+        check_teacher_data(load_config(TeacherConfig, None, [f"data.path={labelled}"]))

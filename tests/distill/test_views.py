@@ -169,3 +169,14 @@ def test_a_view_that_cannot_be_registered_is_one_line(own_registry, name, said):
 def test_an_unknown_view_names_the_plugin_variable(own_registry):
     with pytest.raises(ValueError, match=r"or a view a plugin registers \(SSDD_PLUGINS\)"):
         check_views(["identity", "shift2"])
+
+
+@pytest.mark.parametrize("fn, exact, said", [
+    (lambda x: x[..., :-1, :], True, r"view 'bad' \(a plugin's\) must return images of the shape it is given"),
+    (lambda x: x.float(), True, "registered as a permutation, but it turns uint8 images into torch.float32"),
+    (lambda x: x * 2.0, False, r"view 'bad' \(a plugin's\) must return images in \[0, 1\]"),
+])
+def test_a_plugins_view_that_changes_the_shape_or_leaves_0_to_1_is_refused_before_work(own_registry, fn, exact, said):
+    own_registry.register_view("bad", fn, exact_permutation=exact)
+    with pytest.raises(ValueError, match=said):
+        check_views(["identity", "bad"], (3, 8, 8))

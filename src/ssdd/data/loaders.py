@@ -117,6 +117,9 @@ def save_npz(path: str | Path, splits: dict[str, tuple[np.ndarray, np.ndarray | 
     if path.suffix != ".npz":
         path = path.with_name(path.name + ".npz")
     given = [np.asarray(y) for _, y in splits.values() if y is not None]
+    if classes is not None and not given:
+        raise DataError(f"{path}: class names given, but no split has labels; leave `classes` out for images "
+                        f"without labels")
     count = len(classes) if classes is not None else label_count(given, path)
     arrays: dict[str, np.ndarray] = {} if classes is None else {"classes": np.asarray(classes)}
     for split, (x, y) in splits.items():
@@ -154,6 +157,10 @@ def folder_class_dirs(root: str | Path, split: str, setting: str = "") -> list[P
         raise DataError(f"{root}: split '{split}' does not exist (expected {split_dir}/<class>/<image>; "
                         f"sub-folders found: {', '.join(p.name for p in found) or 'none'}); {name_it}")
     class_dirs = _subfolders(split_dir)
+    if class_dirs and _has_images(split_dir):
+        raise DataError(f"{split_dir}: holds class folders and images beside them; images with labels go into "
+                        f"their class folder ({split_dir}/<class>/<image>), images without labels into a split of "
+                        f"their own ({root}/<split>/<image>)")
     if not class_dirs and not _has_images(split_dir):
         raise DataError(f"{split_dir}: no class folders and no images (expected {split_dir}/<class>/<image>, or "
                         f"{split_dir}/<image> for images without labels)")
@@ -165,8 +172,14 @@ def _subfolders(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
+def image_files(folder: Path) -> list[Path]:
+    """The image files in `folder`, sorted by name, without hidden ones (macOS's ._x.png beside x.png)."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                  and not p.name.startswith("."))
+
+
 def _has_images(folder: Path) -> bool:
-    return any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.iterdir())
+    return bool(image_files(folder))
 
 
 def load_image_folder(root: str | Path, split: str, resolution: int, name: str = "",
@@ -178,8 +191,9 @@ def load_image_folder(root: str | Path, split: str, resolution: int, name: str =
     root = Path(root)
     class_dirs = folder_class_dirs(root, split)
     split_dir = root / split
+    name = name or root.resolve().name  # (`.` is the current folder's name)
     if not class_dirs:
-        return ImageDataset(torch.stack(_read_images(split_dir, resolution)), None, (), split, name or root.name)
+        return ImageDataset(torch.stack(_read_images(split_dir, resolution)), None, (), split, name)
     named_by = root / (class_split or split)
     classes = tuple(p.name for p in (_subfolders(named_by) if named_by.is_dir() else class_dirs)) or \
         tuple(p.name for p in class_dirs)  # a training split without class folders: this split's own
@@ -195,7 +209,7 @@ def load_image_folder(root: str | Path, split: str, resolution: int, name: str =
             raise DataError(f"{class_dir}: empty class, no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
         images += read
         labels += [classes.index(class_dir.name)] * len(read)
-    return ImageDataset(torch.stack(images), torch.tensor(labels, dtype=torch.int64), classes, split, name or root.name)
+    return ImageDataset(torch.stack(images), torch.tensor(labels, dtype=torch.int64), classes, split, name)
 
 
 def _read_images(folder: Path, resolution: int) -> list[torch.Tensor]:
@@ -204,7 +218,7 @@ def _read_images(folder: Path, resolution: int) -> list[torch.Tensor]:
     from PIL import Image, UnidentifiedImageError
 
     images = []
-    for file in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+    for file in image_files(folder):
         try:
             with Image.open(file) as img:
                 images.append(pil_to_uint8(img, resolution))
@@ -219,8 +233,8 @@ def verify_image_folder(root: str | Path) -> int:
     from PIL import Image, UnidentifiedImageError
 
     count = 0
-    files = [*Path(root).glob("*/*/*"), *Path(root).glob("*/*")]  # labelled splits, and splits without labels
-    for file in sorted(p for p in files if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES):
+    splits = _subfolders(Path(root))  # every image of a split, in its class folders or, without labels, in it
+    for file in [f for s in splits for folder in (s, *_subfolders(s)) for f in image_files(folder)]:
         try:
             with Image.open(file) as img:
                 img.load()  # decodes the pixels: a damaged or truncated file fails here, not in a later run

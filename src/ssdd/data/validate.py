@@ -82,11 +82,27 @@ def _npz_split(path: Path, split: str, key: str, which: str) -> int:
     return n
 
 
+def has_labels(cfg: DataConfig, which: str = "train_split") -> bool:
+    """Whether the split `cfg.<which>` has labels, read from the file's headers or the folder tree (digits and
+    torchvision's datasets have them); True where the split cannot be read (its own check says why)."""
+    split = getattr(cfg, which)
+    try:
+        if cfg.source == "npz":
+            return f"y_{split}" in npz_arrays(Path(cfg.path))
+        if cfg.source == "folder":
+            from ssdd.data.loaders import folder_class_dirs
+
+            return bool(folder_class_dirs(cfg.path, split))
+    except (DataError, OSError):
+        return True
+    return True
+
+
 def check_split(cfg: DataConfig, which: str = "train_split", key: str = "data", needs_labels: str = "") -> int | None:
     """The split `cfg.<which>` exists and looks usable; its number of images (after data.subset for the train
     split) when that is cheap to know, else None. `needs_labels` (what needs them): a split without labels (an
     .npz without y_<split>, an image folder without class folders) is a DataError saying so."""
-    from ssdd.data.loaders import IMAGE_SUFFIXES
+    from ssdd.data.loaders import image_files
 
     choice(f"{key}.source", cfg.source, SOURCES)
     whole(f"{key}.resolution", cfg.resolution, 1)
@@ -109,7 +125,7 @@ def check_split(cfg: DataConfig, which: str = "train_split", key: str = "data", 
         labelled, classes = bool(classes), classes or [Path(cfg.path) / split]  # no class folders: no labels
         count = 0
         for folder in classes:
-            files = sum(1 for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+            files = len(image_files(folder))
             if not files:
                 raise DataError(f"{folder}: empty class, no image files")
             count += files

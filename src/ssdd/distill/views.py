@@ -38,6 +38,7 @@ VIEWS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "transpose": lambda x: x.transpose(-2, -1),
 }
 NEEDS_SQUARE = {"rot90", "rot270", "transpose"}
+_BUILT_IN = frozenset(VIEWS)  # the permutations above; register_view adds a plugin's
 _REGISTERED: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}  # register_view's views that are not permutations
 _NUMBER = r"([+-]?(?:\d+\.?\d*|\.\d+))"
 _PHOTOMETRIC = re.compile(rf"^(brightness|contrast|saturation|hue)_{_NUMBER}$")
@@ -63,8 +64,9 @@ def register_view(name: str, fn: Callable[[torch.Tensor], torch.Tensor], *, exac
                   needs_square: bool = False) -> None:
     """Add a predefined view: `fn` maps a batch (n, C, H, W) to the same shape, image by image, the same every
     time. exact_permutation: it only moves pixels (it then also acts on uint8 images, which stay exact);
-    otherwise it is given float images in [0, 1]. needs_square: it is refused for images that are not square.
-    A name ssdd already knows (a built-in view, or one of the photometric patterns) is refused."""
+    otherwise it is given float images in [0, 1] and returns images in [0, 1]. needs_square: it is refused for
+    images that are not square. A name ssdd already knows (a built-in view, or one of the photometric patterns)
+    is refused; a view that breaks these rules is refused, naming it, when a Boost config names it."""
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]*", name):
         raise ValueError(f"register_view: a view name is a word (letters, digits, _ . -), got {name!r}")
     if name in VIEWS or name in _REGISTERED or _PHOTOMETRIC.match(name) or _BLUR.match(name):
@@ -143,7 +145,30 @@ def check_views(names: Sequence[str], image_shape: tuple[int, ...] | None = None
         raise ValueError(f"the augmentation list repeats a view: {names}")
     if image_shape is not None and image_shape[-1] != image_shape[-2] and NEEDS_SQUARE & set(names):
         raise ValueError(f"{sorted(NEEDS_SQUARE & set(names))} need square images, got {tuple(image_shape)}")
+    if image_shape is not None:
+        for name in names:
+            if name in _REGISTERED or (name in VIEWS and name not in _BUILT_IN):
+                _try_view(name, tuple(image_shape))
     return names
+
+
+def _try_view(name: str, image_shape: tuple[int, ...]) -> None:
+    """A plugin's view on a small batch, before any work: the same shape back, and for a view that is not a
+    permutation, images in [0, 1] (ValueError naming it otherwise)."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(2, *image_shape[-3:], generator=generator)
+    exact = name in VIEWS
+    probe = (x * 255).round().to(torch.uint8) if exact else x
+    out = view_fn(name)(probe)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(probe.shape):
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"view '{name}' (a plugin's) must return images of the shape it is given: "
+                         f"{tuple(probe.shape)} in, {got} out")
+    if exact and out.dtype != torch.uint8:
+        raise ValueError(f"view '{name}' is registered as a permutation, but it turns uint8 images into {out.dtype}")
+    if not exact and not (torch.isfinite(out).all() and out.min() >= 0 and out.max() <= 1):
+        raise ValueError(f"view '{name}' (a plugin's) must return images in [0, 1], gave values in "
+                         f"[{float(out.min()):.3g}, {float(out.max()):.3g}]")
 
 
 def apply_views(x: torch.Tensor, names: Sequence[str]) -> torch.Tensor:

@@ -294,13 +294,16 @@ def teacher_figure(history: list[dict[str, Any]]) -> bytes | None:
     if not epochs:
         return None
     plt = pyplot()
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(6.4, 2.6))
+    monitored = any(h.get("monitor_top1") is not None for h in history)  # none: data without labels
+    fig, axes = plt.subplots(1, 2 if monitored else 1, figsize=(6.4 if monitored else 3.4, 2.6), squeeze=False)
+    ax_loss = axes[0][0]
     ax_loss.plot(epochs, [h.get("loss") for h in history])
     ax_loss.set(xlabel="epoch", ylabel="Barlow Twins loss", title="loss")
-    if any("monitor_top1" in h for h in history):
+    if monitored:
+        ax_acc = axes[0][1]
         ax_acc.plot(epochs, [h.get("monitor_top1") for h in history], color="tab:orange")
-    ax_acc.set(xlabel="epoch", ylabel="top-1 (%)", title="online monitor")
-    for ax in (ax_loss, ax_acc):
+        ax_acc.set(xlabel="epoch", ylabel="top-1 (%)", title="online monitor")
+    for ax in axes[0]:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return png_bytes(fig)

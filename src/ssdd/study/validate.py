@@ -16,7 +16,7 @@ from ssdd.evaluation.validate import check_evaluate_settings, check_targets
 from ssdd.experts.validate import check_experts_settings
 from ssdd.run.checks import batch_fits, check_device
 from ssdd.run.folder import check_writable
-from ssdd.teacher.validate import check_teacher_settings, teacher_manifest
+from ssdd.teacher.validate import check_teacher_data, check_teacher_settings, teacher_manifest
 
 
 def _same_source(data: DataConfig, source: DataConfig) -> bool:
@@ -41,10 +41,19 @@ def _folder_word(name: str) -> bool:
         not name.startswith(".")
 
 
+def _stage_config(schema: type, config: str, overrides: list[str], stage: str) -> Any:
+    """A stage's config; its error names the stage (ConfigError)."""
+    from ssdd.config import load_config
+
+    try:
+        return load_config(schema, config or None, overrides)
+    except ValueError as exc:
+        raise type(exc)(f"{stage} stage ({config or 'defaults'}): {exc}") from None
+
+
 def validate_study(study: Any, dry_run: bool = False) -> None:
     """`ssdd reproduce`: every stage's settings and inputs before the first stage runs (the teacher a study
     trains itself is checked by its settings; the stages after it by theirs and their data)."""
-    from ssdd.config import load_config
     from ssdd.distill.config import DistillConfig
     from ssdd.evaluation.config import EvaluateConfig
     from ssdd.teacher.config import TeacherConfig
@@ -69,31 +78,31 @@ def validate_study(study: Any, dry_run: bool = False) -> None:
         manifest = teacher_manifest(study.teacher.path, "teacher.path")
         resolution, feature_dim = manifest["resolution"], manifest.get("feature_dim")
     elif study.teacher.config:
-        cfg = load_config(TeacherConfig, study.teacher.config, [*common, *study.teacher.overrides])
+        cfg = _stage_config(TeacherConfig, study.teacher.config, [*common, *study.teacher.overrides], "teacher")
         try:
             feature_dim = check_teacher_settings(cfg)
-            check_split(cfg.data, "train_split")
-            check_split(cfg.data, "test_split")
+            check_teacher_data(cfg)
         except ValueError as exc:
             raise type(exc)(f"teacher stage: {exc}") from None
         resolution = cfg.data.resolution
     if study.experts.config:
         from ssdd.experts.config import ExpertsConfig
 
-        cfg = load_config(ExpertsConfig, study.experts.config, [*common, *study.experts.overrides])
+        cfg = _stage_config(ExpertsConfig, study.experts.config, [*common, *study.experts.overrides], "experts")
         try:
             check_experts_settings(cfg)
             batch_fits("batch_size", cfg.batch_size, check_split(cfg.data, "train_split"))
         except ValueError as exc:
             raise type(exc)(f"experts stage: {exc}") from None
-    source = load_config(EvaluateConfig, study.evaluate.config, [*common, *study.evaluate.overrides]).source \
-        if study.evaluate.config else None
+    evaluation = _stage_config(EvaluateConfig, study.evaluate.config, [*common, *study.evaluate.overrides],
+                               "evaluate") if study.evaluate.config else None
+    source = evaluation.source if evaluation is not None else None
     made: list[str] = []  # the labels of the sets, as the evaluation will name them
-    for spec in study.distill:
+    for i, spec in enumerate(study.distill):
         for budget in [*spec.budgets] or [None]:
             extra = [f"budget={budget!r}"] if budget is not None else []
             extra += [f"name={spec.name}"] if spec.name else []
-            cfg = load_config(DistillConfig, spec.config or None, [*common, *spec.overrides, *extra])
+            cfg = _stage_config(DistillConfig, spec.config, [*common, *spec.overrides, *extra], f"distill[{i}]")
             set_label = f"{cfg.name or cfg.method}@{cfg.budget:g}" + ("" if cfg.count_targets else "/images-only")
             label = f"distill stage {set_label}"
             if set_label in made and study.evaluate.config:  # (without an evaluation, their folders differ)
@@ -121,10 +130,9 @@ def validate_study(study: Any, dry_run: bool = False) -> None:
                     check_budget_fits(cfg, cfg.data.resolution, feature_dim, available)
             except ValueError as exc:
                 raise type(exc)(f"{label}: {exc}") from None
-    if study.evaluate.config:
-        cfg = load_config(EvaluateConfig, study.evaluate.config, [*common, *study.evaluate.overrides])
+    if evaluation is not None:
         try:
-            check_evaluate_settings(cfg)
-            check_targets(cfg, resolution)
+            check_evaluate_settings(evaluation)
+            check_targets(evaluation, resolution)
         except ValueError as exc:
             raise type(exc)(f"evaluate stage: {exc}") from None

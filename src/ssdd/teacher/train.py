@@ -371,13 +371,21 @@ def _plot_history(history: list[dict[str, Any]], path: Path) -> None:
 
     plt = pyplot()
     epochs = [h["epoch"] for h in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.2))
+    monitored = all(h.get("monitor_top1") is not None for h in history)  # not: data without labels
+    probed = [h for h in history if "probe_top1" in h]
+    fig, axes = plt.subplots(1, 2 if monitored or probed else 1, figsize=(9 if monitored or probed else 4.5, 3.2),
+                             squeeze=False)
+    ax_loss = axes[0][0]
     ax_loss.plot(epochs, [h["loss"] for h in history])
     ax_loss.set(xlabel="epoch", ylabel="Barlow Twins loss", title="training loss")
-    if all(h.get("monitor_top1") is not None for h in history):
+    if not (monitored or probed):
+        fig.tight_layout()
+        save_figure(fig, path)
+        return
+    ax_acc = axes[0][1]
+    if monitored:
         ax_acc.plot(epochs, [h["monitor_top1"] for h in history], color="tab:orange",
                     label="online monitor (train views)")
-    probed = [h for h in history if "probe_top1" in h]
     if probed:
         ax_acc.plot([h["epoch"] for h in probed], [h["probe_top1"] for h in probed], "o-", color="tab:green",
                     label="linear probe (test, weights as saved)")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ssdd.config import ConfigError
-from ssdd.data.validate import check_split
+from ssdd.data.validate import check_split, has_labels
 from ssdd.run.checks import (
     auto_on_off,
     batch_fits,
@@ -88,13 +88,21 @@ def check_teacher_settings(cfg: Any) -> int:
     return check_model("model", cfg.model, cfg.data.resolution)
 
 
+def check_teacher_data(cfg: Any) -> int | None:
+    """The training split, and the test split the linear probe at the end reads (fail now, not after training;
+    without labels there is no probe and no test split is read); the training images' count when known."""
+    n_train = check_split(cfg.data, "train_split")
+    if has_labels(cfg.data, "train_split"):
+        check_split(cfg.data, "test_split")
+    return n_train
+
+
 def validate_teacher(cfg: Any, resume: bool = False) -> None:
     """`ssdd teacher`: settings, device, output folder, both splits, the batch against the training images."""
     check_teacher_settings(cfg)
     check_device(cfg.device)
     check_writable(cfg.out_dir)
-    n_train = check_split(cfg.data, "train_split")
-    check_split(cfg.data, "test_split")  # the linear probe at the end reads it: fail now, not after training
+    n_train = check_teacher_data(cfg)
     # npz and folder: known now; digits and torchvision: once loaded, before anything is written (teacher/train.py)
     batch_fits("optim.batch_size", cfg.optim.batch_size, n_train, training_images(cfg))
     start_run("teacher", cfg.out_dir)
