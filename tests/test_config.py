@@ -336,3 +336,15 @@ def test_a_path_for_a_source_that_reads_none_is_refused():
     with pytest.raises(ConfigError, match=r"^data\.path is not read by data\.source=digits: add data\.source=npz"):
         load_config(DistillConfig, "demo_distill", ["data.path=mine.npz"])
     assert load_config(DistillConfig, "demo_distill", ["data.source=npz", "data.path=mine.npz"]).data.path == "mine.npz"
+
+
+@pytest.mark.parametrize("text, said", [
+    (b"optim: 5\n", r"^optim: 5 in .*bad\.yaml, but optim is a group of settings: give them beneath it"),
+    (b"optim:\n  lars_eta: {a: 1}\n", "lars_eta"),  # a value where a number goes: omegaconf's own line
+    (b"a: &x [*x]\n", "a YAML alias refers to itself"),
+    (b"\xff\xfe\x00bin", r"bad\.yaml: not a text file \(a config is YAML, in UTF-8\)"),
+])
+def test_a_yaml_file_that_cannot_be_a_config_is_one_line(tmp_path, text, said):
+    (tmp_path / "bad.yaml").write_bytes(text)
+    with pytest.raises(ConfigError, match=said):
+        load_config(TeacherConfig, tmp_path / "bad.yaml")

@@ -162,7 +162,10 @@ def read_config_text(config: str | Path) -> tuple[str, str]:
     preset X (with or without .yaml); else a one-line ConfigError."""
     path = Path(config)
     if path.is_file():
-        return path.read_text(), str(path)
+        try:
+            return path.read_text(encoding="utf-8"), str(path)
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not a text file (a config is YAML, in UTF-8)") from None
     preset = find_preset(str(config))
     if preset is None:
         raise ConfigError(f"config '{config}' is neither a file nor a preset (ssdd presets lists them)")
@@ -243,10 +246,26 @@ def _merge_yaml(cfg: Any, schema: type, text: str, origin: str) -> Any:
     if loaded is not None and not isinstance(loaded, dict):
         raise ConfigError(f"{origin}: the top level must be a mapping of keys to values")
     loaded = _rename_sections(loaded or {}, schema, origin)
+    _groups_are_mappings(loaded, cfg, origin)
     try:
         return OmegaConf.merge(cfg, OmegaConf.create(loaded or {}))
     except OmegaConfBaseException as exc:
         raise _explain(exc, schema, origin) from None
+    except RecursionError:  # an anchor that holds itself (a: &x [*x])
+        raise ConfigError(f"{origin}: a YAML alias refers to itself; write the value out") from None
+
+
+def _groups_are_mappings(loaded: Any, cfg: Any, origin: str, at: str = "") -> None:
+    """A group of settings (optim, data, ...) given a single value in YAML (`optim: 5`) is a ConfigError naming
+    the group, not omegaconf's message about the whole config."""
+    if not isinstance(loaded, dict) or not isinstance(cfg, DictConfig):
+        return
+    for key, value in loaded.items():
+        node = cfg.get(key) if key in cfg else None
+        if isinstance(node, DictConfig) and value is not None and not isinstance(value, dict):
+            raise ConfigError(f"{at}{key}: {value!r} in {origin}, but {at}{key} is a group of settings: give them "
+                              f"beneath it, one indented `KEY: VALUE` per line (--print-config lists them)")
+        _groups_are_mappings(value, node, origin, f"{at}{key}.")
 
 
 def _to_object(cfg: Any, schema: type) -> Any:

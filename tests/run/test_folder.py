@@ -204,3 +204,11 @@ def test_a_repository_or_root_folder_is_no_out_dir(tmp_path):
         with pytest.raises(ConfigError, match="a root, home or repository folder"):
             check_writable(folder)
     check_writable(tmp_path / "repo" / "runs" / "x")  # a folder of its own inside it is fine
+
+
+def test_a_file_where_an_output_folder_goes_is_one_line_before_any_work(tmp_path):
+    from ssdd.run.folder import claim
+
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(FileExistsError, match=r"--out=.*afile: a file, not a folder; choose another --out"):
+        claim(tmp_path / "afile", "teacher", key="--out")

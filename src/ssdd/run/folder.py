@@ -203,6 +203,8 @@ def claim(out_dir: str | Path, kind: str, resume: bool = False, flag: str | None
     (unless `flag`, --resume or --overwrite, is given); refuse --resume where there is nothing to resume.
     Reads only; returns the folder."""
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FileExistsError(f"{key}={out_dir}: a file, not a folder; choose another {key}")
     spec = KINDS[kind]
     held = run_kind(out_dir)
     if held == "checkpoint" and spec.resume_from == CHECKPOINT:
