@@ -123,14 +123,11 @@ def save_npz(path: str | Path, splits: dict[str, tuple[np.ndarray, np.ndarray | 
     count = len(classes) if classes is not None else label_count(given, path)
     arrays: dict[str, np.ndarray] = {} if classes is None else {"classes": np.asarray(classes)}
     for split, (x, y) in splits.items():
-        x = np.asarray(x)
-        if y is None:
-            checked_arrays(x, None, 0, f"{path}[{split}]")
-        else:
-            y = np.asarray(y)
-            checked_arrays(x, y, count, f"{path}[{split}]")
-            arrays[f"y_{split}"] = y.astype(np.int64)
+        x, y = np.asarray(x), None if y is None else np.asarray(y)
+        checked_arrays(x, y, count, f"{path}[{split}]")
         arrays[f"x_{split}"] = x
+        if y is not None:
+            arrays[f"y_{split}"] = y.astype(np.int64)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, **arrays)
     return path
@@ -172,14 +169,18 @@ def _subfolders(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
+def _is_image(path: Path) -> bool:
+    """An image file, not a hidden one (macOS's ._x.png beside x.png)."""
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".") and path.is_file()
+
+
 def image_files(folder: Path) -> list[Path]:
-    """The image files in `folder`, sorted by name, without hidden ones (macOS's ._x.png beside x.png)."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                  and not p.name.startswith("."))
+    """The image files in `folder`, sorted by name."""
+    return sorted(p for p in folder.iterdir() if _is_image(p))
 
 
 def _has_images(folder: Path) -> bool:
-    return bool(image_files(folder))
+    return any(_is_image(p) for p in folder.iterdir())
 
 
 def load_image_folder(root: str | Path, split: str, resolution: int, name: str = "",
@@ -195,8 +196,8 @@ def load_image_folder(root: str | Path, split: str, resolution: int, name: str =
     if not class_dirs:
         return ImageDataset(torch.stack(_read_images(split_dir, resolution)), None, (), split, name)
     named_by = root / (class_split or split)
-    classes = tuple(p.name for p in (_subfolders(named_by) if named_by.is_dir() else class_dirs)) or \
-        tuple(p.name for p in class_dirs)  # a training split without class folders: this split's own
+    # the training split's classes; where it has none (or is not there), this split's own
+    classes = tuple(p.name for p in (_subfolders(named_by) if named_by.is_dir() else []) or class_dirs)
     stray = [p.name for p in class_dirs if p.name not in classes]
     if stray:
         raise DataError(f"{split_dir}: class folder(s) {', '.join(stray[:4])} that {named_by} does not have (its "

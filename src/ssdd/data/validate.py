@@ -109,7 +109,6 @@ def check_split(cfg: DataConfig, which: str = "train_split", key: str = "data", 
     whole(f"{key}.subset", cfg.subset, 0)
     split = getattr(cfg, which)
     count: int | None = None
-    labelled = True  # digits and torchvision's datasets have labels
     if cfg.source == "npz":
         path = Path(cfg.path)
         if not path.is_file():
@@ -117,12 +116,11 @@ def check_split(cfg: DataConfig, which: str = "train_split", key: str = "data", 
 
             raise missing_npz(path, key)
         count = _npz_split(path, split, key, which)
-        labelled = f"y_{split}" in npz_arrays(path)
     elif cfg.source == "folder":
         from ssdd.data.loaders import folder_class_dirs
 
-        classes = folder_class_dirs(cfg.path, split, f"{key}.{which}")
-        labelled, classes = bool(classes), classes or [Path(cfg.path) / split]  # no class folders: no labels
+        # no class folders: the split's images lie in its folder, without labels
+        classes = folder_class_dirs(cfg.path, split, f"{key}.{which}") or [Path(cfg.path) / split]
         count = 0
         for folder in classes:
             files = len(image_files(folder))
@@ -142,7 +140,7 @@ def check_split(cfg: DataConfig, which: str = "train_split", key: str = "data", 
         if split not in spec.split_kwargs:
             raise DataError(f"torchvision {cfg.name}: split '{split}' does not exist (available: "
                             f"{', '.join(spec.split_kwargs)}); set {key}.{which}")
-    if needs_labels and not labelled:
+    if needs_labels and not has_labels(cfg, which):
         raise DataError(f"{cfg.path}[{split}] has no labels, and {needs_labels} needs them (an .npz with "
                         f"y_{split}, or an image folder with class folders)")
     if count is not None and which == "train_split" and cfg.subset > 0:
