@@ -83,11 +83,16 @@ def load_target(cfg: DataConfig, resolution: int, seed: int, device: torch.devic
                   torch.tensor(std, device=device), {cfg.train_split: train, cfg.test_split: test})
 
 
+def set_label(name: str, budget: float, images_only: bool = False) -> str:
+    """krr_st@100, or krr_st@100/images-only under KRR-ST's paper convention (targets not counted); `name` is the
+    set's name, or its method's."""
+    return f"{name}@{budget:g}" + ("/images-only" if images_only else "")
+
+
 def source_label(manifest: dict[str, Any]) -> str:
-    """krr_st@100, or krr_st@100/images-only under KRR-ST's paper convention (targets not counted);
-    a set distilled with a `name` is labelled name@100."""
-    label = f"{manifest.get('name') or manifest['method']}@{manifest['budget']:g}"
-    return label + ("/images-only" if manifest.get("budget_counts") == "images only" else "")
+    """A saved set's label (set_label): a set distilled with a `name` is labelled name@100."""
+    return set_label(manifest.get("name") or manifest["method"], manifest["budget"],
+                     manifest.get("budget_counts") == "images only")
 
 
 def pretrain_sources(cfg: EvaluateConfig, teacher: Teacher, n_source: int) -> list[PretrainSource]:

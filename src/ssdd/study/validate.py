@@ -12,6 +12,7 @@ from ssdd.data.loaders import same_data, source_description
 from ssdd.data.validate import check_split
 from ssdd.distill.registry import find_method
 from ssdd.distill.validate import check_budget_fits, check_distill_settings, check_source, normalise_distill
+from ssdd.evaluation.cell import set_label
 from ssdd.evaluation.validate import check_evaluate_settings, check_targets
 from ssdd.experts.validate import check_experts_settings
 from ssdd.run.checks import batch_fits, check_device
@@ -35,12 +36,6 @@ def _same_source(data: DataConfig, source: DataConfig) -> bool:
         return True  # unreadable: the stage's own check of its split says so
 
 
-def _folder_word(name: str) -> bool:
-    """Letters, digits, '-', '_' and '.', not starting with '.': a name that stays one folder (no '/', no '..')."""
-    return name.replace("-", "").replace("_", "").replace(".", "").isalnum() and name.isascii() and \
-        not name.startswith(".")
-
-
 def _stage_config(schema: type, config: str, overrides: list[str], stage: str) -> Any:
     """A stage's config; its error names the stage (ConfigError)."""
     from ssdd.config import load_config
@@ -62,7 +57,8 @@ def validate_study(study: Any, dry_run: bool = False) -> None:
     if not dry_run:  # a dry run only reads
         check_writable(study.out_dir)
     name = str(study.name)
-    if name and (not _folder_word(name) or name.lower() in ("teacher", "experts", "distill", "evaluate")):
+    if name and (not name.replace("-", "").replace("_", "").replace(".", "").isalnum() or not name.isascii()
+                 or name.startswith(".") or name.lower() in ("teacher", "experts", "distill", "evaluate")):
         raise ConfigError(f"name='{name}': a study's name is a folder inside out_dir: letters, digits, '-', '_' "
                           f"and '.', not a stage folder (teacher, experts, distill, evaluate)")
     for i, spec in enumerate(study.distill):
@@ -103,12 +99,12 @@ def validate_study(study: Any, dry_run: bool = False) -> None:
             extra = [f"budget={budget!r}"] if budget is not None else []
             extra += [f"name={spec.name}"] if spec.name else []
             cfg = _stage_config(DistillConfig, spec.config, [*common, *spec.overrides, *extra], f"distill[{i}]")
-            set_label = f"{cfg.name or cfg.method}@{cfg.budget:g}" + ("" if cfg.count_targets else "/images-only")
-            label = f"distill stage {set_label}"
-            if set_label in made and study.evaluate.config:  # (without an evaluation, their folders differ)
-                raise ConfigError(f"two distill entries make the set {set_label}: the evaluation could not tell "
+            made_label = set_label(cfg.name or cfg.method, cfg.budget, not cfg.count_targets)
+            label = f"distill stage {made_label}"
+            if made_label in made and study.evaluate.config:  # (without an evaluation, their folders differ)
+                raise ConfigError(f"two distill entries make the set {made_label}: the evaluation could not tell "
                                   f"their rows apart; give one a name (distill[i].name=...)")
-            made.append(set_label)
+            made.append(made_label)
             try:
                 check_distill_settings(cfg)
                 normalise_distill(cfg)
