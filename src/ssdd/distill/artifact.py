@@ -72,6 +72,13 @@ def budget_report(stored: dict[str, torch.Tensor], image_shape: tuple[int, int, 
     return report
 
 
+def _fill_m(manifest: dict[str, Any], stored: dict[str, torch.Tensor]) -> None:
+    """m from the tensors where the manifest does not say it: a method (a plugin's) need not report how many
+    samples it made."""
+    if manifest.get("m") is None and (rows := sample_rows(stored)) is not None:
+        manifest["m"] = rows
+
+
 def save_distilled(directory: str | Path, method: str, stored: dict[str, torch.Tensor],
                    image_shape: tuple[int, int, int], budget: float, count_targets: bool,
                    manifest: dict[str, Any]) -> DistilledSet:
@@ -79,8 +86,7 @@ def save_distilled(directory: str | Path, method: str, stored: dict[str, torch.T
     full = {"kind": KIND, "format_version": FORMAT_VERSION, "method": method, "image_shape": list(image_shape),
             "budget": budget, "budget_counts": "all stored tensors" if count_targets else "images only",
             "storage": report.as_dict(), **manifest}
-    if full.get("m") is None and (rows := sample_rows(stored)) is not None:
-        full["m"] = rows  # a method (a plugin's) that does not say how many samples it made: its tensors do
+    _fill_m(full, stored)
     found = get_method(method)
     if found.version:  # a plugin's code version, beside the set it made
         full["method_version"] = found.version
@@ -104,8 +110,7 @@ def load_distilled(directory: str | Path) -> DistilledSet:
     except ValueError as exc:
         raise ArtifactError(f"{directory}: {exc}") from None
     stored = load_tensors(directory, manifest.get("shards"))  # shard names confined, checksums, NaN/inf
-    if "m" not in manifest and (rows := sample_rows(stored)) is not None:
-        manifest["m"] = rows  # a plugin's set saved before ssdd recorded m for it
+    _fill_m(manifest, stored)  # a plugin's set saved before ssdd recorded m for it
     verify_distilled(directory, manifest, stored)  # shapes, m, views, storage and budget against the tensors
     return DistilledSet(method, stored, manifest)
 

@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ssdd.config import ConfigError, DataConfig
+from ssdd.config import ConfigError, DataConfig, dataset_name
 from ssdd.data.dataset import DataError
 from ssdd.data.validate import check_split
 from ssdd.evaluation.validation import check_validation
@@ -78,8 +78,6 @@ def check_evaluate_settings(cfg: Any) -> None:
 
 def _no_two_alike(cfg: Any) -> None:
     """Two targets of one name, or one network listed twice, would be summarised as more seeds of one row."""
-    from ssdd.data.loaders import dataset_name
-
     names = [dataset_name(t) for t in cfg.targets]
     for i, name in enumerate(names):
         if name in names[:i]:
